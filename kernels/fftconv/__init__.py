@@ -1,0 +1,60 @@
+"""Long convolution of an LTI SSM: the kernel K applied to the input by FFT.
+
+    y[b, h, t] = sum_{s<=t} k[h, s] u[b, h, t-s] + D[h] u[b, h, t]
+
+An FFT of length 2L (>= 2L - 1) makes the circular convolution causal; any L >= 1 works.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from kernels._dispatch import select_backend
+from kernels.fftconv.reference import fftconv_reference
+from kernels.fftconv.pytorch import fftconv_torch
+
+_IMPLEMENTATIONS = {"torch": fftconv_torch, "reference": fftconv_reference}
+
+
+def fftconv(
+    u: torch.Tensor,
+    k: torch.Tensor,
+    D: torch.Tensor | None = None,
+    backend: str | None = None,
+) -> torch.Tensor:
+    """Causal convolution of ``u`` with ``k`` plus the skip ``D ⊙ u``.
+
+    Args:
+        u: real (B, H, L) input.
+        k: real (H, L) causal kernel, or (2, H, L) for a two-sided (bidirectional) kernel:
+            ``k[0]`` acts on the past and present, ``k[1]`` on the future,
+            ``y[t] += sum_{s>t} k[1, s-t-1] u[s]``.
+        D: optional real (H,) skip.
+        backend: None (by device), "torch" or "reference" (direct O(L^2) product).
+
+    Returns:
+        (B, H, L) in ``u``'s dtype.
+    """
+    if not torch.is_tensor(u) or u.dim() != 3:
+        raise ValueError(f"fftconv: expected u of shape (B, H, L), got {_shape(u)}")
+    _, H, L = u.shape
+    if not torch.is_tensor(k) or k.shape not in ((H, L), (2, H, L)):
+        raise ValueError(
+            f"fftconv: expected k of shape ({H}, {L}) or (2, {H}, {L}) to match u {tuple(u.shape)}, "
+            f"got {_shape(k)}"
+        )
+    if u.is_complex() or k.is_complex():
+        raise TypeError("fftconv: u and k must be real tensors")
+    if u.dtype != k.dtype:
+        raise TypeError(f"fftconv: u and k must share a dtype, got {u.dtype} and {k.dtype}")
+    if D is not None and (not torch.is_tensor(D) or D.shape != (H,)):
+        raise ValueError(f"fftconv: expected D of shape ({H},), got {_shape(D)}")
+    fn = select_backend("fftconv", _IMPLEMENTATIONS, backend, u, k)
+    return fn(u, k, D)
+
+
+def _shape(t) -> str:
+    return str(tuple(t.shape)) if torch.is_tensor(t) else type(t).__name__
+
+
+__all__ = ["fftconv", "fftconv_reference", "fftconv_torch"]

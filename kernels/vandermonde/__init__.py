@@ -1,0 +1,49 @@
+"""Vandermonde kernel of a diagonal SSM.
+
+    K[h, l] = 2 Re sum_n v[h, n] exp(x[h, n] * l),    l = 0 .. L-1
+
+with x = Δ·A (discrete log-eigenvalues) and v = C·B̄ (folded output/input weights).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from kernels._dispatch import select_backend
+from kernels.vandermonde.reference import vandermonde_reference
+from kernels.vandermonde.pytorch import vandermonde_torch
+
+_IMPLEMENTATIONS = {"torch": vandermonde_torch, "reference": vandermonde_reference}
+
+
+def vandermonde(
+    v: torch.Tensor, x: torch.Tensor, L: int, backend: str | None = None
+) -> torch.Tensor:
+    """Vandermonde kernel ``K = 2 Re(v · exp(x ⊗ arange(L)))``.
+
+    Args:
+        v: complex (H, N), the mode coefficients (C·B̄).
+        x: complex (H, N), the discrete log-eigenvalues (Δ·A).
+        L: kernel length, >= 0.
+        backend: None (by device), "torch" (chunked, memory O(H·N·chunk)) or "reference".
+
+    Returns:
+        real (H, L) in the real dtype matching ``v`` (float32 for complex64).
+    """
+    if not (torch.is_tensor(v) and torch.is_tensor(x)):
+        raise TypeError("vandermonde: v and x must be tensors")
+    if not (v.is_complex() and x.is_complex()):
+        raise TypeError(f"vandermonde: v and x must be complex, got {v.dtype} and {x.dtype}")
+    if v.dtype != x.dtype:
+        raise TypeError(f"vandermonde: v and x must share a dtype, got {v.dtype} and {x.dtype}")
+    if v.dim() != 2 or v.shape != x.shape:
+        raise ValueError(
+            f"vandermonde: expected v and x of shape (H, N), got {tuple(v.shape)} and {tuple(x.shape)}"
+        )
+    if int(L) != L or L < 0:
+        raise ValueError(f"vandermonde: L must be a non-negative integer, got {L!r}")
+    fn = select_backend("vandermonde", _IMPLEMENTATIONS, backend, v, x)
+    return fn(v, x, int(L))
+
+
+__all__ = ["vandermonde", "vandermonde_reference", "vandermonde_torch"]

@@ -1,0 +1,109 @@
+"""Residual block around a sequence layer: norm, SSM, GELU, dropout, GLU output projection."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ssm.layers._checks import check_choice, check_sequence
+
+NORMS = ("layer", "batch", "none")
+
+
+class SequenceBatchNorm(nn.BatchNorm1d):
+    """BatchNorm over the channels of a (batch, length, channels) tensor."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.transpose(1, 2)).transpose(1, 2)
+
+
+def make_norm(kind: str, d_model: int) -> nn.Module:
+    """``layer`` -> LayerNorm, ``batch`` -> BatchNorm over channels, ``none`` -> identity."""
+    check_choice(kind, NORMS, "norm", "make_norm")
+    if kind == "layer":
+        return nn.LayerNorm(d_model)
+    if kind == "batch":
+        return SequenceBatchNorm(d_model)
+    return nn.Identity()
+
+
+class ResidualBlock(nn.Module):
+    """One residual block on (batch, length, d_model):
+
+        z = Dropout(GELU(layer(x̃)));  z = GLU(W z + b);  out = x + Dropout(z)
+
+    with x̃ = norm(x) for pre-norm, or x̃ = x and out ← norm(out) for post-norm.
+    GLU(a ‖ b) = a ⊙ σ(b) maps the 2·d_model projection back to d_model.
+
+    Args:
+        d_model: channels.
+        layer: a module (B, L, d_model) -> (B, L, d_model), e.g. ``ssm.S4D(d_model)``.
+        norm: "layer", "batch" or "none".
+        prenorm: normalize before the layer (True) or after the residual sum (False).
+        dropout: dropout probability after the activation and on the residual branch.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        layer: nn.Module,
+        norm: str = "layer",
+        prenorm: bool = True,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"ResidualBlock: dropout must be in [0, 1), got {dropout}")
+        self.d_model = d_model
+        self.layer = layer
+        self.norm = make_norm(norm, d_model)
+        self.prenorm = prenorm
+        self.activation = nn.GELU()
+        self.dropout = nn.Dropout(dropout)
+        self.output = nn.Sequential(nn.Linear(d_model, 2 * d_model), nn.GLU(dim=-1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_sequence(x, self.d_model, "ResidualBlock")
+        z = self.norm(x) if self.prenorm else x
+        z = self.dropout(self.activation(self.layer(z)))
+        x = x + self.dropout(self.output(z))
+        return x if self.prenorm else self.norm(x)
+
+
+class SequenceBackbone(nn.Module):
+    """A stack of ``n_layers`` residual blocks, with a final norm when pre-norm.
+
+    Args:
+        d_model: channels.
+        n_layers: number of blocks.
+        layer: factory ``layer(d_model) -> nn.Module``, e.g. ``functools.partial(ssm.S4D, d_state=64)``.
+        norm, prenorm, dropout: as in :class:`ResidualBlock`.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        n_layers: int,
+        layer: Callable[[int], nn.Module],
+        norm: str = "layer",
+        prenorm: bool = True,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if n_layers < 1:
+            raise ValueError(f"SequenceBackbone: n_layers must be >= 1, got {n_layers}")
+        if not callable(layer):
+            raise TypeError("SequenceBackbone: layer must be a factory layer(d_model) -> nn.Module")
+        self.d_model = d_model
+        self.blocks = nn.ModuleList(
+            ResidualBlock(d_model, layer(d_model), norm, prenorm, dropout) for _ in range(n_layers)
+        )
+        self.final_norm = make_norm(norm, d_model) if prenorm else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, L, d_model) -> (B, L, d_model)."""
+        for block in self.blocks:
+            x = block(x)
+        return self.final_norm(x)

@@ -1,0 +1,32 @@
+"""Input validation shared by the layers: clear messages that name the expected shape."""
+
+from __future__ import annotations
+
+import torch
+
+
+def check_sequence(x: torch.Tensor, channels: int, layer: str) -> None:
+    """Require a floating (batch, length, channels) tensor."""
+    if not torch.is_tensor(x):
+        raise TypeError(f"{layer}: expected a tensor, got {type(x).__name__}")
+    if x.dim() != 3 or x.shape[-1] != channels:
+        raise ValueError(
+            f"{layer}: expected x of shape (batch, length, {channels}), got {tuple(x.shape)}"
+        )
+    if not x.is_floating_point():
+        raise TypeError(f"{layer}: expected a floating-point x, got {x.dtype}")
+
+
+def check_step_input(x_t: torch.Tensor, channels: int, layer: str) -> None:
+    """Require a floating (batch, channels) tensor."""
+    if not torch.is_tensor(x_t) or x_t.dim() != 2 or x_t.shape[-1] != channels:
+        shape = tuple(x_t.shape) if torch.is_tensor(x_t) else type(x_t).__name__
+        raise ValueError(f"{layer}: expected x_t of shape (batch, {channels}), got {shape}")
+    if not x_t.is_floating_point():
+        raise TypeError(f"{layer}: expected a floating-point x_t, got {x_t.dtype}")
+
+
+def check_choice(value: str, choices: tuple[str, ...], name: str, layer: str) -> str:
+    if value not in choices:
+        raise ValueError(f"{layer}: {name} must be one of {choices}, got {value!r}")
+    return value

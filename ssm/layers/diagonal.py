@@ -1,0 +1,105 @@
+"""Shared machinery of the diagonal LTI layers (S4D, DSS): kernel, convolution, recurrence.
+
+A subclass describes its discretized modes (v, x) so that the kernel is
+
+    K[c, h, l] = 2 Re sum_n v[c, h, n] exp(x[h, n] l),     c = 0 (forward), 1 (backward)
+
+and this base class turns that into the convolution ``y = K * u + D ⊙ u`` and into the
+equivalent recurrence ``s_l = exp(x) ⊙ s_{l-1} + u_l``,  ``y_l = 2 Re(v · s_l) + D u_l``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from kernels import fftconv, vandermonde
+from ssm.layers._checks import check_sequence, check_step_input
+
+
+def log_uniform_dt(d_model: int, dt_min: float, dt_max: float) -> torch.Tensor:
+    """log Δ for each channel with Δ ~ LogUniform[dt_min, dt_max]: (d_model,)."""
+    if not 0 < dt_min <= dt_max:
+        raise ValueError(f"need 0 < dt_min <= dt_max, got dt_min={dt_min}, dt_max={dt_max}")
+    u = torch.rand(d_model)
+    return u * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
+
+
+def ssm_lr(lr: float | None | dict, key: str) -> float | None:
+    """The learning-rate hint of SSM tensor ``key`` from a float or a per-key dict."""
+    if isinstance(lr, dict):
+        return lr.get(key)
+    return lr
+
+
+class DiagonalSSM(nn.Module):
+    """Base of diagonal SSM layers on (batch, length, d_model) sequences.
+
+    Subclasses implement :meth:`modes`. The skip D ~ N(0, 1) of shape (d_model,) lives here.
+    """
+
+    def __init__(self, d_model: int, d_state: int, bidirectional: bool) -> None:
+        super().__init__()
+        name = type(self).__name__
+        if int(d_model) != d_model or d_model < 1:
+            raise ValueError(f"{name}: d_model must be a positive integer, got {d_model!r}")
+        if int(d_state) != d_state or d_state < 2 or d_state % 2:
+            raise ValueError(
+                f"{name}: d_state must be an even integer >= 2 (conjugate pairs), got {d_state!r}"
+            )
+        self.d_model = int(d_model)
+        self.d_state = int(d_state)
+        self.bidirectional = bool(bidirectional)
+        self.channels = 2 if self.bidirectional else 1
+        self.D = nn.Parameter(torch.randn(self.d_model))
+
+    def modes(self, L: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Discretized modes: v complex (channels, H, N/2) and x complex (H, N/2)."""
+        raise NotImplementedError
+
+    def kernel(self, L: int) -> torch.Tensor:
+        """SSM kernel of length L: (H, L), or (2, H, L) when bidirectional."""
+        v, x = self.modes(L)
+        c, H, n = v.shape
+        k = vandermonde(v.reshape(c * H, n), x.repeat(c, 1), L).view(c, H, L)
+        return k if self.bidirectional else k[0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """y = K * x + D ⊙ x on x of shape (B, L, H); returns (B, L, H)."""
+        check_sequence(x, self.d_model, type(self).__name__)
+        L = x.shape[1]
+        u = x.transpose(1, 2)
+        k = self.kernel(L).to(u.dtype)
+        y = fftconv(u, k, self.D.to(u.dtype))
+        return y.transpose(1, 2)
+
+    def init_state(self, batch_size: int) -> torch.Tensor:
+        """Zero recurrent state: complex (batch_size, H, N/2)."""
+        self._check_causal()
+        dtype = torch.complex128 if self.D.dtype == torch.float64 else torch.complex64
+        return torch.zeros(batch_size, self.d_model, self.d_state // 2, dtype=dtype, device=self.D.device)
+
+    def step(self, x_t: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One recurrent step: x_t (B, H) -> (y_t (B, H), new state (B, H, N/2))."""
+        self._check_causal()
+        check_step_input(x_t, self.d_model, type(self).__name__)
+        v, x = self.step_modes()
+        state = torch.exp(x) * state + x_t.unsqueeze(-1).to(state.dtype)
+        y = 2 * (v[0] * state).sum(-1).real + self.D * x_t
+        return y.to(x_t.dtype), state
+
+    def step_modes(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The modes used by :meth:`step` (layers whose kernel depends on L override this)."""
+        return self.modes(None)
+
+    def _check_causal(self) -> None:
+        if self.bidirectional:
+            raise RuntimeError(
+                f"{type(self).__name__}: a bidirectional layer looks at future inputs and has no "
+                "causal recurrent step; build it with bidirectional=False to use step()"
+            )
+
+    def extra_repr(self) -> str:
+        return f"d_model={self.d_model}, d_state={self.d_state}, bidirectional={self.bidirectional}"

@@ -1,0 +1,131 @@
+"""DSS: diagonal state spaces (Gupta, Gu, Berant, "Diagonal State Spaces are as Effective as
+Structured State Spaces", 2022)."""
+
+from __future__ import annotations
+
+import torch
+
+from kernels import vandermonde
+from ssm.hippo import diagonal_init
+from ssm.layers._checks import check_choice
+from ssm.layers.diagonal import DiagonalSSM, log_uniform_dt, ssm_lr
+from ssm.optim import register
+
+VARIANTS = ("exp", "softmax")
+
+
+class DSS(DiagonalSSM):
+    """Diagonal state space with Λ initialized to the skew-HiPPO (LegS normal part) spectrum.
+
+    With λ_n = Λ_re + iΛ_im, Δ_h per channel and W complex:
+
+    - ``variant="exp"``:     Λ_re = -exp(·) < 0 and
+      K_l = Re sum_n W_n (e^{λ_n Δ} - 1)/λ_n · e^{λ_n Δ l}
+    - ``variant="softmax"``: Λ_re unconstrained and
+      K_l = Re sum_n (W_n/λ_n) · softmax_l(λ_n Δ l),
+      softmax_l(a l) = e^{a l} (e^a - 1)/(e^{a L} - 1) = e^{a l} / sum_{l'<L} e^{a l'};
+      modes with Re λ > 0 are evaluated as e^{μ(L-1-l)}(e^μ - 1)/(e^{μL} - 1), μ = -λΔ, so
+      nothing overflows, and 1/λ is computed as conj(λ)/(|λ|² + 1e-7).
+
+    The softmax kernel depends on its length L. ``forward`` uses the input length (or
+    ``l_max`` if given). ``step`` uses ``l_max``, else the ``length`` passed to
+    :meth:`init_state`, else the length of the last ``forward`` call.
+
+    Args:
+        d_model: channels H. Input and output are (batch, length, H).
+        d_state: state size N (even); N/2 complex modes.
+        variant: "exp" or "softmax".
+        bidirectional: second W for a kernel over the future; ``kernel(L)`` is (2, H, L).
+        lr: optimizer hint for Δ and Λ (weight decay 0); a float, None, 0 or {"dt", "A"}.
+        l_max: fixed normalization length of the softmax kernel (None: the input length).
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        d_state: int = 64,
+        variant: str = "exp",
+        dt_min: float = 1e-3,
+        dt_max: float = 1e-1,
+        bidirectional: bool = False,
+        lr: float | None | dict = 1e-3,
+        l_max: int | None = None,
+    ) -> None:
+        super().__init__(d_model, d_state, bidirectional)
+        self.variant = check_choice(variant, VARIANTS, "variant", "DSS")
+        if l_max is not None and (int(l_max) != l_max or l_max < 1):
+            raise ValueError(f"DSS: l_max must be a positive integer or None, got {l_max!r}")
+        self.l_max = l_max
+        self._step_length: int | None = None
+        H, N = self.d_model, self.d_state
+        Lam = diagonal_init("legs", N).to(torch.complex64).expand(H, -1)
+        real = torch.log(-Lam.real) if self.variant == "exp" else Lam.real
+        register(self, "log_dt", log_uniform_dt(H, dt_min, dt_max), ssm_lr(lr, "dt"))
+        register(self, "Lambda_real", real.contiguous(), ssm_lr(lr, "A"))
+        register(self, "Lambda_imag", Lam.imag.contiguous(), ssm_lr(lr, "A"))
+        W = torch.randn(self.channels, H, N // 2, dtype=torch.complex64)
+        self.W = torch.nn.Parameter(torch.view_as_real(W))
+
+    def continuous(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Δ (H,), Λ (H, N/2), W (channels, H, N/2)."""
+        real = -torch.exp(self.Lambda_real) if self.variant == "exp" else self.Lambda_real
+        return torch.exp(self.log_dt), torch.complex(real, self.Lambda_imag), torch.view_as_complex(self.W)
+
+    def modes(self, L: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(v, x) with K_l = 2 Re sum v e^{x l}; the softmax variant needs L."""
+        dt, Lam, W = self.continuous()
+        x = dt.unsqueeze(-1) * Lam
+        if self.variant == "exp":
+            return W * (torch.expm1(x) / Lam) / 2, x
+        L = self._normalization_length(L)
+        return W * _reciprocal(Lam) * _softmax_weight(x, L) / 2, x
+
+    def kernel(self, L: int) -> torch.Tensor:
+        if self.variant == "exp":
+            return super().kernel(L)
+        self._step_length = L
+        dt, Lam, W = self.continuous()
+        x = dt.unsqueeze(-1) * Lam
+        growing = x.real > 0
+        x_stable = torch.where(growing, -x, x)
+        v = W * _reciprocal(Lam) * _softmax_weight(x_stable, self._normalization_length(L)) / 2
+        zero = torch.zeros((), dtype=v.dtype, device=v.device)
+        c, H, n = v.shape
+        xs = x_stable.repeat(c, 1)
+        decaying = vandermonde(torch.where(growing, zero, v).reshape(c * H, n), xs, L)
+        reversed_ = vandermonde(torch.where(growing, v, zero).reshape(c * H, n), xs, L).flip(-1)
+        k = (decaying + reversed_).view(c, H, L)
+        return k if self.bidirectional else k[0]
+
+    def init_state(self, batch_size: int, length: int | None = None) -> torch.Tensor:
+        """Zero state (batch_size, H, N/2); ``length`` fixes the softmax normalization for step."""
+        if length is not None:
+            self._step_length = int(length)
+        return super().init_state(batch_size)
+
+    def step_modes(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.modes(self._step_length)
+
+    def _normalization_length(self, L: int | None) -> int:
+        L = self.l_max or L
+        if L is None:
+            raise RuntimeError(
+                "DSS(variant='softmax'): the kernel is normalized over its length; pass "
+                "l_max=... at construction or init_state(batch_size, length=L) before step()"
+            )
+        return int(L)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, variant={self.variant!r}"
+
+
+def _reciprocal(z: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+    return z.conj() / (z.real**2 + z.imag**2 + eps)
+
+
+def _softmax_weight(a: torch.Tensor, L: int) -> torch.Tensor:
+    """(e^a - 1)/(e^{aL} - 1), with its limit 1/L at a = 0."""
+    tiny = a.abs() < 1e-12
+    safe = torch.where(tiny, torch.ones_like(a), a)
+    w = torch.expm1(safe) / torch.expm1(safe * L)
+    return torch.where(tiny, torch.full_like(a, 1.0 / L), w)

@@ -1,0 +1,81 @@
+"""S4D: the diagonal structured state space (Gu et al., "On the Parameterization and
+Initialization of Diagonal State Space Models", 2022)."""
+
+from __future__ import annotations
+
+import torch
+
+from ssm.hippo import diagonal_B_init, diagonal_init
+from ssm.layers._checks import check_choice
+from ssm.layers.diagonal import DiagonalSSM, log_uniform_dt, ssm_lr
+from ssm.optim import register
+
+INITS = ("lin", "inv", "legs", "real")
+DISCRETIZATIONS = ("zoh", "bilinear")
+
+
+class S4D(DiagonalSSM):
+    """Diagonal SSM ``y = K * u + D ⊙ u`` with ``K_l = 2 Re sum_n C_n Ā_n^l B̄_n``.
+
+    Continuous parameters per channel h and mode n < N/2 (one of each conjugate pair):
+    A_n = -exp(log_A_real) + i A_imag, B_n, C_n complex, Δ_h = exp(log_dt) with
+    Δ ~ LogUniform[dt_min, dt_max] at init.
+
+    - ``disc="zoh"``:      Ā = exp(ΔA),                 B̄ = (exp(ΔA) - 1)/A · B
+    - ``disc="bilinear"``: Ā = (1 + ΔA/2)/(1 - ΔA/2),    B̄ = Δ/(1 - ΔA/2) · B
+
+    Inits (``ssm.hippo.diagonal_init``): ``lin`` -1/2 + iπn, ``inv`` -1/2 + i(N/π)(N/(2n+1) - 1),
+    ``legs`` eigenvalues of the normal part of HiPPO-LegS (with B = V*B_LegS, Im clipped
+    to ±2), ``real`` -(n+1). B = 1 except for ``legs``; C ~ CN(0, 1); D ~ N(0, 1).
+
+    Args:
+        d_model: channels H. Input and output are (batch, length, H).
+        d_state: state size N (even); N/2 complex modes are stored.
+        bidirectional: a second C gives a kernel over the future; ``kernel(L)`` is then (2, H, L).
+        lr: optimizer hint for Δ, A and B (weight decay 0): a float, None (global lr), 0
+            (frozen), or a dict with keys "dt", "A", "B".
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        d_state: int = 64,
+        init: str = "inv",
+        disc: str = "zoh",
+        dt_min: float = 1e-3,
+        dt_max: float = 1e-1,
+        bidirectional: bool = False,
+        lr: float | None | dict = 1e-3,
+    ) -> None:
+        super().__init__(d_model, d_state, bidirectional)
+        self.init = check_choice(init, INITS, "init", "S4D")
+        self.disc = check_choice(disc, DISCRETIZATIONS, "disc", "S4D")
+        H, N = self.d_model, self.d_state
+        A = diagonal_init(init, N).to(torch.complex64).expand(H, -1)
+        B = diagonal_B_init(init, N).to(torch.complex64).expand(H, -1)
+        C = torch.randn(self.channels, H, N // 2, dtype=torch.complex64)
+        register(self, "log_dt", log_uniform_dt(H, dt_min, dt_max), ssm_lr(lr, "dt"))
+        register(self, "log_A_real", torch.log(-A.real).contiguous(), ssm_lr(lr, "A"))
+        register(self, "A_imag", A.imag.contiguous(), ssm_lr(lr, "A"))
+        register(self, "B", torch.view_as_real(B.contiguous()).clone(), ssm_lr(lr, "B"))
+        self.C = torch.nn.Parameter(torch.view_as_real(C))
+
+    def continuous(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Δ (H,), A (H, N/2), B (H, N/2), C (channels, H, N/2) before discretization."""
+        dt = torch.exp(self.log_dt)
+        A = torch.complex(-torch.exp(self.log_A_real), self.A_imag)
+        return dt, A, torch.view_as_complex(self.B), torch.view_as_complex(self.C)
+
+    def modes(self, L: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        dt, A, B, C = self.continuous()
+        dtA = dt.unsqueeze(-1) * A
+        if self.disc == "zoh":
+            x = dtA
+            B_bar = B * torch.expm1(dtA) / A
+        else:
+            x = torch.log((1 + dtA / 2) / (1 - dtA / 2))
+            B_bar = B * dt.unsqueeze(-1) / (1 - dtA / 2)
+        return C * B_bar, x
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, init={self.init!r}, disc={self.disc!r}"

@@ -1,0 +1,7 @@
+"""Models assembled from encoders, residual SSM backbones and heads."""
+
+from ssm.models.classifier import SequenceClassifier
+from ssm.models.encoders import LinearEncoder, TokenEncoder
+from ssm.models.pooling import pool
+
+__all__ = ["LinearEncoder", "SequenceClassifier", "TokenEncoder", "pool"]

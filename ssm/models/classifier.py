@@ -1,0 +1,61 @@
+"""Sequence classifier: encoder -> residual SSM backbone -> pooling -> linear head."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ssm.blocks import SequenceBackbone
+from ssm.models.encoders import LinearEncoder, TokenEncoder
+from ssm.models.pooling import POOLINGS, pool
+
+
+class SequenceClassifier(nn.Module):
+    """Classify whole sequences.
+
+    Exactly one of ``n_tokens`` (token ids (B, L) -> embedding) and ``d_input`` (features
+    (B, L, d_input) -> linear) selects the encoder. ``forward(x, lengths=None)`` returns
+    logits (B, d_output); ``lengths`` (B,) marks right padding for the pooling.
+
+    Args:
+        d_model: width H of the backbone.
+        n_layers: residual blocks.
+        layer: factory ``layer(d_model) -> nn.Module`` (e.g. ``partial(ssm.S4D, d_state=64)``).
+        d_output: number of classes.
+        n_tokens / d_input: the encoder (see above).
+        norm, prenorm, dropout: block options (see :class:`ssm.blocks.ResidualBlock`).
+        pooling: "mean" or "last".
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        n_layers: int,
+        layer: Callable[[int], nn.Module],
+        d_output: int,
+        n_tokens: int | None = None,
+        d_input: int | None = None,
+        norm: str = "layer",
+        prenorm: bool = True,
+        dropout: float = 0.0,
+        pooling: str = "mean",
+    ) -> None:
+        super().__init__()
+        if (n_tokens is None) == (d_input is None):
+            raise ValueError(
+                "SequenceClassifier: give exactly one of n_tokens (token inputs) and d_input "
+                f"(feature inputs), got n_tokens={n_tokens}, d_input={d_input}"
+            )
+        if pooling not in POOLINGS:
+            raise ValueError(f"SequenceClassifier: pooling must be one of {POOLINGS}, got {pooling!r}")
+        self.encoder = TokenEncoder(n_tokens, d_model) if n_tokens else LinearEncoder(d_input, d_model)
+        self.backbone = SequenceBackbone(d_model, n_layers, layer, norm, prenorm, dropout)
+        self.pooling = pooling
+        self.head = nn.Linear(d_model, d_output)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (B, L) token ids or (B, L, d_input) features -> logits (B, d_output)."""
+        h = self.backbone(self.encoder(x))
+        return self.head(pool(h, lengths, self.pooling))

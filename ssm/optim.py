@@ -1,0 +1,74 @@
+"""Per-parameter optimizer settings and the one function that turns them into groups.
+
+An SSM layer registers its core tensors (Δ, A, B) with :func:`register` and a hint such as
+``{"lr": 1e-3, "weight_decay": 0.0}``; :func:`param_groups` makes one optimizer group per
+distinct hint. ``lr=0`` registers the tensor as a buffer instead, i.e. frozen.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+_NO_DECAY_MODULES = (nn.LayerNorm, nn.GroupNorm, nn.Embedding, nn.modules.batchnorm._NormBase)
+
+
+def register(
+    module: nn.Module,
+    name: str,
+    tensor: torch.Tensor,
+    lr: float | None = None,
+    weight_decay: float = 0.0,
+) -> None:
+    """Register ``tensor`` on ``module`` as a parameter carrying its optimizer hint.
+
+    ``lr=None`` keeps the optimizer's global learning rate (only the weight decay is
+    overridden); ``lr=0`` registers a frozen buffer.
+    """
+    if lr == 0.0:
+        module.register_buffer(name, tensor)
+        return
+    param = nn.Parameter(tensor)
+    module.register_parameter(name, param)
+    hint = {"weight_decay": float(weight_decay)}
+    if lr is not None:
+        hint["lr"] = float(lr)
+    param._optim = hint
+
+
+def param_groups(model: nn.Module, weight_decay: float = 0.0) -> list[dict]:
+    """Optimizer groups for ``model``: the default group, a no-decay group, one per hint.
+
+    - Parameters with an ``_optim`` hint go to a group with exactly those settings.
+    - Biases and the weights of norms and embeddings get weight decay 0.
+    - Everything else gets ``weight_decay``.
+    Frozen parameters (``requires_grad=False``) are left out.
+    """
+    no_decay = _no_decay_names(model)
+    decay, plain, hinted = [], [], {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        hint = getattr(p, "_optim", None)
+        if hint is not None:
+            hinted.setdefault(tuple(sorted(hint.items())), []).append(p)
+        elif name in no_decay or name.endswith("bias"):
+            plain.append(p)
+        else:
+            decay.append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}]
+    if plain:
+        groups.append({"params": plain, "weight_decay": 0.0})
+    for key, params in hinted.items():
+        groups.append({"params": params, **dict(key)})
+    return [g for g in groups if g["params"]]
+
+
+def _no_decay_names(model: nn.Module) -> set[str]:
+    names = set()
+    for mod_name, module in model.named_modules():
+        if isinstance(module, _NO_DECAY_MODULES):
+            prefix = f"{mod_name}." if mod_name else ""
+            names.update(prefix + n for n, _ in module.named_parameters(recurse=False))
+    return names
+

@@ -1,0 +1,3 @@
+"""Training stack: Lightning data modules and tasks, optimizer and scheduler builders,
+loggers, and the ``run`` entry point used by ``train.py``. The only part of the package
+that imports Lightning, Hydra and W&B."""

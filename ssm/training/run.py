@@ -1,0 +1,84 @@
+"""``run(cfg)``: compose data, model, task, trainer, logger and callbacks from a Hydra config
+and train. ``train.py`` is a thin Hydra entry point around it."""
+
+from __future__ import annotations
+
+import logging
+import pathlib
+
+import hydra
+import lightning as L
+from lightning.pytorch.loggers import WandbLogger
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+
+def build_callbacks(cfg: DictConfig, has_logger: bool) -> list[L.Callback]:
+    callbacks = []
+    for name, spec in (cfg.get("callbacks") or {}).items():
+        if spec is None:
+            continue
+        if name == "lr_monitor" and not has_logger:
+            continue
+        callbacks.append(hydra.utils.instantiate(spec))
+    return callbacks
+
+
+def build_model(cfg: DictConfig, datamodule):
+    """Instantiate ``cfg.model`` with the input and output shapes of ``datamodule``."""
+    shapes = {"d_output": datamodule.n_classes}
+    if datamodule.n_tokens is not None:
+        shapes["n_tokens"] = datamodule.n_tokens
+    else:
+        shapes["d_input"] = datamodule.d_input
+    return hydra.utils.instantiate(cfg.model, **shapes)
+
+
+def run(cfg: DictConfig) -> dict[str, float]:
+    """Train (and test) as configured; returns the final logged metrics."""
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule = hydra.utils.instantiate(cfg.data)
+    model = build_model(cfg, datamodule)
+    task = hydra.utils.instantiate(
+        cfg.task,
+        model=model,
+        n_classes=datamodule.n_classes,
+        optimizer=hydra.utils.instantiate(cfg.optimizer),
+        scheduler=hydra.utils.instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
+    )
+    logger = hydra.utils.instantiate(cfg.logger) if cfg.get("logger") else False
+    if logger:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    trainer = L.Trainer(
+        **OmegaConf.to_container(cfg.trainer, resolve=True),
+        logger=logger,
+        callbacks=build_callbacks(cfg, has_logger=bool(logger)),
+    )
+    n_params = sum(p.numel() for p in model.parameters())
+    log.info("model: %s parameters", f"{n_params:,}")
+    try:
+        trainer.fit(
+            task, datamodule=datamodule, ckpt_path=_checkpoint(cfg.get("ckpt_path")), weights_only=True
+        )
+        if cfg.get("test"):
+            best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+            trainer.test(task, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
+        return {k: float(v) for k, v in trainer.callback_metrics.items()}
+    finally:
+        if isinstance(logger, WandbLogger):
+            import wandb
+
+            wandb.finish()
+
+
+def _checkpoint(path: str | None) -> str | None:
+    if path is None:
+        return None
+    resolved = pathlib.Path(path).expanduser()
+    if not resolved.is_file():
+        raise FileNotFoundError(
+            f"ckpt_path={path!r} does not exist; pass the path of a checkpoint such as "
+            "outputs/<date>/<time>/checkpoints/last.ckpt"
+        )
+    return str(resolved)
