@@ -1,0 +1,212 @@
+"""kernels.vandermonde: K[h, l] = 2 Re sum_n v[h, n] exp(x[h, n] l)."""
+
+import importlib
+
+import pytest
+import torch
+
+from kernels import vandermonde
+from reference import kernel_by_powers
+from tolerances import assert_close
+
+vpt = importlib.import_module("kernels.vandermonde.pytorch")
+
+BACKENDS = ["torch", "reference"]
+LENGTHS = [1, 2, 7, 33, 100]
+
+
+def modes(H, N, dtype=torch.complex128):
+    """Random coefficients v and stable log-eigenvalues x (Re x < 0, some oscillating)."""
+    v = torch.randn(H, N, dtype=dtype)
+    x = torch.complex(-0.5 * torch.rand(H, N) - 0.01, 2.0 * torch.randn(H, N)).to(dtype)
+    return v, x
+
+
+def oracle(v, x, L):
+    # 2 Re sum_n v z^l with z = exp(x): the power form of the definition.
+    return kernel_by_powers(torch.exp(x.to(torch.complex128)), torch.ones_like(v), v, L)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("N", [1, 5])
+@pytest.mark.parametrize("L", LENGTHS)
+def test_forward_matches_oracle_float64(backend, N, L):
+    torch.manual_seed(0)
+    v, x = modes(3, N)
+    K = vandermonde(v, x, L, backend=backend)
+    assert K.shape == (3, L) and K.dtype == torch.float64
+    assert_close(K, oracle(v, x, L))
+
+
+def test_forward_matches_exp_form_with_growing_modes():
+    # Definition exp(x l) directly, including modes with Re x > 0 (no stability assumption).
+    torch.manual_seed(1)
+    v, x = modes(3, 5)
+    x = torch.complex(x.real.abs() * 0.05, x.imag)
+    L = 33
+    l = torch.arange(L, dtype=torch.float64)
+    expected = torch.stack(
+        [2 * (v * torch.exp(x * float(i))).sum(-1).real for i in l.tolist()], dim=-1
+    )
+    assert_close(vandermonde(v, x, L, backend="torch"), expected)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("L", LENGTHS)
+def test_float32_agrees_with_float64(backend, L):
+    torch.manual_seed(2)
+    v, x = modes(3, 5)
+    K32 = vandermonde(v.to(torch.complex64), x.to(torch.complex64), L, backend=backend)
+    assert K32.dtype == torch.float32
+    assert_close(K32, oracle(v.to(torch.complex64), x.to(torch.complex64), L), dtype=torch.float32)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_zero_length_gives_empty_kernel(backend):
+    torch.manual_seed(3)
+    v, x = modes(3, 5)
+    K = vandermonde(v, x, 0, backend=backend)
+    assert K.shape == (3, 0)
+
+
+def test_default_backend_on_cpu_is_torch():
+    torch.manual_seed(4)
+    v, x = modes(3, 5)
+    assert torch.equal(vandermonde(v, x, 33), vandermonde(v, x, 33, backend="torch"))
+
+
+@pytest.mark.parametrize("L", [1, 6])
+def test_gradcheck_torch_backend(L):
+    torch.manual_seed(5)
+    v, x = modes(2, 3)
+    v.requires_grad_(True)
+    x.requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda v, x: vandermonde(v, x, L, backend="torch"), (v, x))
+
+
+def test_gradcheck_torch_backend_chunked(monkeypatch):
+    torch.manual_seed(6)
+    v, x = modes(2, 3)
+    monkeypatch.setattr(vpt, "_CHUNK_ELEMENTS", 2 * 3 * 2)  # two positions per chunk
+    v.requires_grad_(True)
+    x.requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda v, x: vandermonde(v, x, 7, backend="torch"), (v, x))
+
+
+@pytest.mark.parametrize("L", [1, 7, 33])
+def test_grad_matches_reference_odd_length(L):
+    torch.manual_seed(7)
+    v0, x0 = modes(3, 5)
+    w = torch.randn(3, L, dtype=torch.float64)
+    grads = {}
+    for backend in BACKENDS:
+        v, x = v0.clone().requires_grad_(True), x0.clone().requires_grad_(True)
+        (vandermonde(v, x, L, backend=backend) * w).sum().backward()
+        # An input that does not reach the output (x when L = 1) may get grad None: zero.
+        grads[backend] = tuple(
+            torch.zeros_like(t) if t.grad is None else t.grad for t in (v, x)
+        )
+    for a, b in zip(grads["torch"], grads["reference"]):
+        assert_close(a, b)
+
+
+def test_grad_only_for_inputs_that_require_it():
+    torch.manual_seed(8)
+    v, x = modes(3, 5)
+    x.requires_grad_(True)
+    vandermonde(v, x, 7, backend="torch").sum().backward()
+    assert x.grad is not None and torch.isfinite(torch.view_as_real(x.grad)).all()
+    assert v.grad is None
+
+
+@pytest.mark.parametrize("chunk_elements", [1, 3 * 5 * 3, 3 * 5 * 7])
+def test_chunked_matches_unchunked_forward_and_backward(monkeypatch, chunk_elements):
+    torch.manual_seed(9)
+    L = 100
+    v0, x0 = modes(3, 5)
+    w = torch.randn(3, L, dtype=torch.float64)
+
+    def run():
+        v, x = v0.clone().requires_grad_(True), x0.clone().requires_grad_(True)
+        K = vandermonde(v, x, L, backend="torch")
+        (K * w).sum().backward()
+        return K.detach(), v.grad, x.grad
+
+    full = run()
+    seen = []
+    powers = vpt._powers
+
+    def spy(x, start, stop):
+        seen.append(stop - start)
+        return powers(x, start, stop)
+
+    monkeypatch.setattr(vpt, "_CHUNK_ELEMENTS", chunk_elements)
+    monkeypatch.setattr(vpt, "_powers", spy)
+    chunked = run()
+    # Several chunks were used and none is wider than the budget allows.
+    budget = max(1, chunk_elements // (3 * 5))
+    assert len(seen) > 2 and max(seen) <= budget
+    for a, b in zip(chunked, full):
+        assert_close(a, b)
+
+
+@pytest.mark.parametrize(
+    "v, x, L, exc, pattern",
+    [
+        (torch.randn(3, 5), torch.randn(3, 5), 4, TypeError, "complex"),
+        (
+            torch.randn(3, 5, dtype=torch.complex64),
+            torch.randn(3, 5, dtype=torch.complex128),
+            4,
+            TypeError,
+            "dtype",
+        ),
+        (
+            torch.randn(3, 5, dtype=torch.complex64),
+            torch.randn(3, 4, dtype=torch.complex64),
+            4,
+            ValueError,
+            r"\(H, N\)",
+        ),
+        (
+            torch.randn(15, dtype=torch.complex64),
+            torch.randn(15, dtype=torch.complex64),
+            4,
+            ValueError,
+            r"\(H, N\)",
+        ),
+        (
+            torch.randn(3, 5, dtype=torch.complex64),
+            torch.randn(3, 5, dtype=torch.complex64),
+            -1,
+            ValueError,
+            "non-negative",
+        ),
+        (
+            torch.randn(3, 5, dtype=torch.complex64),
+            torch.randn(3, 5, dtype=torch.complex64),
+            2.5,
+            ValueError,
+            "integer",
+        ),
+    ],
+    ids=["real-inputs", "dtype-mismatch", "shape-mismatch", "rank-1", "negative-L", "fractional-L"],
+)
+def test_bad_inputs_raise_clear_errors(v, x, L, exc, pattern):
+    with pytest.raises(exc, match=pattern):
+        vandermonde(v, x, L)
+
+
+def test_triton_backend_unavailable_names_available_backends():
+    torch.manual_seed(10)
+    v, x = modes(3, 5)
+    with pytest.raises(ValueError, match="triton") as info:
+        vandermonde(v, x, 4, backend="triton")
+    assert "torch" in str(info.value) and "reference" in str(info.value)
+
+
+def test_unknown_backend_raises_value_error():
+    torch.manual_seed(11)
+    v, x = modes(3, 5)
+    with pytest.raises(ValueError, match="backend"):
+        vandermonde(v, x, 4, backend="numpy")

@@ -1,0 +1,291 @@
+"""ssm.DSS (exp and softmax variants) against recurrences built from its continuous parameters.
+
+exp:      K_l = Re sum_n W_n (e^{λΔ} - 1)/λ · e^{λΔ l}
+softmax:  K_l = Re sum_n (W_n/λ_n) · e^{λΔ l} / sum_{l'<L} e^{λΔ l'}
+
+Both are a diagonal recurrence with Ā = e^{λΔ}, C = W, output scale 1 and
+B̄ = (e^{λΔ} - 1)/λ (exp) or B̄ = 1 / (λ sum_{l'<L} e^{λΔ l'}) (softmax).
+The softmax layer computes 1/λ as conj(λ)/(|λ|² + 1e-7), hence its looser tolerance.
+"""
+
+import math
+
+import pytest
+import torch
+
+import ssm
+from reference import backward_recurrence, diagonal_recurrence, kernel_by_powers
+from tolerances import assert_close
+
+VARIANTS = ["exp", "softmax"]
+H, N = 3, 8
+SOFTMAX_RTOL = 1e-6  # relative error of the regularized reciprocal (|λ| >= 1/2 here)
+
+
+def discretize(layer, L):
+    """(Ā, B̄, C) in complex128 from layer.continuous(), for kernel length / normalization L."""
+    dt, Lam, W = (t.detach().to(torch.complex128) for t in layer.continuous())
+    x = dt[:, None] * Lam
+    Abar = torch.exp(x)
+    if layer.variant == "exp":
+        Bbar = (torch.exp(x) - 1) / Lam
+    else:
+        total = sum(torch.exp(x * l) for l in range(L))
+        Bbar = 1 / (Lam * total)
+    return Abar, Bbar, W
+
+
+def check(actual, expected, variant):
+    if variant == "exp":
+        assert_close(actual, expected)
+    else:
+        scale = expected.abs().max().item()
+        torch.testing.assert_close(
+            actual.to(torch.float64), expected, rtol=SOFTMAX_RTOL, atol=SOFTMAX_RTOL * scale
+        )
+
+
+def run_steps(layer, x, **kwargs):
+    state = layer.init_state(x.shape[0], **kwargs)
+    ys = []
+    for t in range(x.shape[1]):
+        y, state = layer.step(x[:, t], state)
+        ys.append(y)
+    return torch.stack(ys, dim=1)
+
+
+def make_some_modes_grow(layer):
+    """Softmax variant: set some Re λ > 0 (the kernel must stay finite and exact)."""
+    with torch.no_grad():
+        layer.Lambda_real[0, :2] = 0.3
+        layer.Lambda_real[1, 0] = 1.5
+        layer.Lambda_real[2, -1] = 0.05
+    assert (layer.continuous()[1].real > 0).sum() == 4
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("L", [1, 17, 64])
+def test_forward_matches_sequential_recurrence_float64(variant, L):
+    torch.manual_seed(0)
+    layer = ssm.DSS(H, d_state=N, variant=variant).double()
+    x = torch.randn(2, L, H, dtype=torch.float64)
+    y = layer(x)
+    assert y.shape == (2, L, H) and y.dtype == torch.float64
+    Abar, Bbar, W = discretize(layer, L)
+    check(y, diagonal_recurrence(Abar, Bbar, W[0], x, layer.D.detach(), scale=1), variant)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("L", [1, 17, 64])
+def test_kernel_matches_powers(variant, L):
+    torch.manual_seed(1)
+    layer = ssm.DSS(H, d_state=N, variant=variant).double()
+    K = layer.kernel(L)
+    assert K.shape == (H, L)
+    Abar, Bbar, W = discretize(layer, L)
+    check(K, kernel_by_powers(Abar, Bbar, W[0], L, scale=1), variant)
+
+
+def test_exp_kernel_matches_closed_form():
+    torch.manual_seed(2)
+    layer = ssm.DSS(H, d_state=N, variant="exp").double()
+    dt, Lam, W = (t.detach() for t in layer.continuous())
+    assert (Lam.real < 0).all()
+    L = 17
+    x = dt[:, None] * Lam
+    expected = torch.stack(
+        [(W[0] * (torch.exp(x) - 1) / Lam * torch.exp(x * l)).sum(-1).real for l in range(L)], -1
+    )
+    assert_close(layer.kernel(L), expected)
+
+
+@pytest.mark.parametrize("L", [1, 17, 64])
+def test_softmax_kernel_with_growing_modes_is_finite_and_exact(L):
+    torch.manual_seed(3)
+    layer = ssm.DSS(H, d_state=N, variant="softmax").double()
+    make_some_modes_grow(layer)
+    K = layer.kernel(L)
+    assert torch.isfinite(K).all()
+    dt, Lam, W = (t.detach() for t in layer.continuous())
+    x = dt[:, None] * Lam
+    total = sum(torch.exp(x * l) for l in range(L))
+    expected = torch.stack(
+        [(W[0] / Lam * torch.exp(x * l) / total).sum(-1).real for l in range(L)], -1
+    )
+    check(K, expected, "softmax")
+    x_in = torch.randn(2, L, H, dtype=torch.float64)
+    Abar, Bbar, W = discretize(layer, L)
+    check(layer(x_in), diagonal_recurrence(Abar, Bbar, W[0], x_in, layer.D.detach(), scale=1), "softmax")
+
+
+def test_softmax_kernel_stays_finite_for_long_growing_modes():
+    torch.manual_seed(4)
+    layer = ssm.DSS(H, d_state=N, variant="softmax", dt_min=0.05, dt_max=0.1)
+    with torch.no_grad():
+        layer.Lambda_real[0, 0] = 20.0  # e^{λΔL} overflows float32 for L = 4096
+    K = layer.kernel(4096)
+    assert torch.isfinite(K).all()
+
+
+def test_softmax_uses_l_max_for_normalization():
+    torch.manual_seed(5)
+    layer = ssm.DSS(H, d_state=N, variant="softmax", l_max=64).double()
+    x = torch.randn(2, 17, H, dtype=torch.float64)
+    Abar, Bbar, W = discretize(layer, 64)
+    check(layer(x), diagonal_recurrence(Abar, Bbar, W[0], x, layer.D.detach(), scale=1), "softmax")
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("L", [1, 17, 64])
+def test_bidirectional_forward_matches_forward_plus_backward_recurrence(variant, L):
+    torch.manual_seed(6)
+    layer = ssm.DSS(H, d_state=N, variant=variant, bidirectional=True).double()
+    x = torch.randn(2, L, H, dtype=torch.float64)
+    Abar, Bbar, W = discretize(layer, L)
+    assert W.shape == (2, H, N // 2)
+    expected = diagonal_recurrence(Abar, Bbar, W[0], x, layer.D.detach(), scale=1)
+    expected = expected + backward_recurrence(Abar, Bbar, W[1], x, scale=1)
+    check(layer(x), expected, variant)
+    K = layer.kernel(L)
+    assert K.shape == (2, H, L)
+    check(K[1], kernel_by_powers(Abar, Bbar, W[1], L, scale=1), variant)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_step_matches_forward_float64(variant):
+    torch.manual_seed(7)
+    layer = ssm.DSS(H, d_state=N, variant=variant).double().eval()
+    x = torch.randn(2, 17, H, dtype=torch.float64)
+    with torch.no_grad():
+        y = run_steps(layer, x, length=17)
+        assert y.dtype == torch.float64
+        assert_close(y, layer(x))
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_step_matches_forward_float32(variant):
+    torch.manual_seed(8)
+    layer = ssm.DSS(H, d_state=N, variant=variant).eval()
+    x = torch.randn(2, 64, H)
+    with torch.no_grad():
+        y = run_steps(layer, x, length=64)
+        assert y.dtype == torch.float32
+        assert_close(y, layer(x))
+
+
+def test_softmax_step_with_growing_modes_matches_forward():
+    torch.manual_seed(9)
+    layer = ssm.DSS(H, d_state=N, variant="softmax").double().eval()
+    make_some_modes_grow(layer)
+    x = torch.randn(2, 64, H, dtype=torch.float64)
+    with torch.no_grad():
+        assert_close(run_steps(layer, x, length=64), layer(x))
+
+
+def test_softmax_step_with_l_max_needs_no_length():
+    torch.manual_seed(10)
+    layer = ssm.DSS(H, d_state=N, variant="softmax", l_max=17).double().eval()
+    x = torch.randn(2, 17, H, dtype=torch.float64)
+    with torch.no_grad():
+        assert_close(run_steps(layer, x), layer(x))
+
+
+def test_softmax_step_without_any_length_raises():
+    torch.manual_seed(11)
+    layer = ssm.DSS(H, d_state=N, variant="softmax")
+    state = layer.init_state(2)
+    with pytest.raises(RuntimeError, match="length"):
+        layer.step(torch.randn(2, H), state)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_bidirectional_step_raises_runtime_error(variant):
+    torch.manual_seed(12)
+    layer = ssm.DSS(H, d_state=N, variant=variant, bidirectional=True)
+    with pytest.raises(RuntimeError, match="bidirectional"):
+        layer.init_state(2, length=17)
+    state = torch.zeros(2, H, N // 2, dtype=torch.complex64)
+    with pytest.raises(RuntimeError, match="bidirectional"):
+        layer.step(torch.randn(2, H), state)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_dt_is_in_range(variant):
+    torch.manual_seed(13)
+    dt = ssm.DSS(2000, d_state=2, variant=variant, dt_min=0.01, dt_max=0.5).continuous()[0].detach()
+    assert dt.min() >= 0.01 * (1 - 1e-6) and dt.max() <= 0.5 * (1 + 1e-6)
+    pos = (dt.log() - math.log(0.01)) / (math.log(0.5) - math.log(0.01))
+    assert abs((pos < 0.5).double().mean().item() - 0.5) < 0.05
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("d_state", [2, 8, 64])
+def test_init_eigenvalues_are_legs_spectrum(variant, d_state):
+    torch.manual_seed(14)
+    _, Lam, W = ssm.DSS(H, d_state=d_state, variant=variant).continuous()
+    assert Lam.shape == (H, d_state // 2) and W.shape == (1, H, d_state // 2)
+    assert_close(Lam, ssm.hippo.diagonal_init("legs", d_state).expand(H, -1), dtype=torch.float32)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_gradients_reach_every_parameter(variant, bidirectional):
+    torch.manual_seed(15)
+    layer = ssm.DSS(H, d_state=N, variant=variant, bidirectional=bidirectional)
+    names = {name for name, _ in layer.named_parameters()}
+    assert names == {"log_dt", "Lambda_real", "Lambda_imag", "W", "D"}
+    layer(torch.randn(2, 17, H)).pow(2).sum().backward()
+    for name, p in layer.named_parameters():
+        assert p.grad is not None, name
+        assert torch.isfinite(p.grad).all(), name
+        assert p.grad.abs().sum() > 0, name
+
+
+def test_lr_hints_and_frozen_buffers():
+    torch.manual_seed(16)
+    layer = ssm.DSS(H, d_state=N, lr=5e-4)
+    for name in ("log_dt", "Lambda_real", "Lambda_imag"):
+        assert getattr(layer, name)._optim == {"lr": 5e-4, "weight_decay": 0.0}, name
+    assert getattr(layer.W, "_optim", None) is None and getattr(layer.D, "_optim", None) is None
+    frozen = ssm.DSS(H, d_state=N, lr=0.0)
+    assert {n for n, _ in frozen.named_parameters()} == {"W", "D"}
+    assert {"log_dt", "Lambda_real", "Lambda_imag"} <= {n for n, _ in frozen.named_buffers()}
+    mixed = ssm.DSS(H, d_state=N, lr={"dt": 0.0, "A": 1e-2})
+    assert "log_dt" in dict(mixed.named_buffers())
+    assert mixed.Lambda_real._optim == {"lr": 1e-2, "weight_decay": 0.0}
+
+
+def test_float64_runs_on_cpu():
+    torch.manual_seed(17)
+    layer = ssm.DSS(H, d_state=N, variant="softmax").double()
+    y = layer(torch.randn(2, 17, H, dtype=torch.float64))
+    assert y.dtype == torch.float64 and y.device.type == "cpu"
+
+
+@pytest.mark.parametrize(
+    "shape", [(17, H), (2, 17, H + 1)], ids=["rank-2", "channels"]
+)
+def test_bad_input_shape_names_expected_shape(shape):
+    torch.manual_seed(18)
+    with pytest.raises(ValueError, match=rf"\(batch, length, {H}\)"):
+        ssm.DSS(H, d_state=N)(torch.randn(*shape))
+
+
+def test_integer_input_raises_type_error():
+    torch.manual_seed(19)
+    with pytest.raises(TypeError, match="floating"):
+        ssm.DSS(H, d_state=N)(torch.randint(0, 5, (2, 17, H)))
+
+
+@pytest.mark.parametrize(
+    "kwargs, pattern",
+    [
+        ({"d_state": 5}, "d_state"),
+        ({"variant": "sigmoid"}, "variant"),
+        ({"dt_min": 0.2, "dt_max": 0.1}, "dt_min"),
+        ({"l_max": 0}, "l_max"),
+    ],
+)
+def test_bad_constructor_arguments_raise_value_error(kwargs, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        ssm.DSS(H, **kwargs)

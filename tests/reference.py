@@ -1,0 +1,121 @@
+"""Float64 oracles for the tests, written from the math and independent of the library.
+
+Everything here runs in float64 / complex128 with plain Python loops (or one loop per lag),
+so each result can be read off the defining formula:
+
+- convolutions act on (B, H, L) tensors, like ``kernels.fftconv``;
+- recurrences act on (B, L, H) tensors, like the sequence layers.
+"""
+
+from __future__ import annotations
+
+import torch
+
+F64 = torch.float64
+C128 = torch.complex128
+
+
+def causal_conv_loop(u: torch.Tensor, k: torch.Tensor, D: torch.Tensor | None = None) -> torch.Tensor:
+    """y[b, h, t] = sum_{s <= t} k[h, t - s] u[b, h, s] + D[h] u[b, h, t].
+
+    u (B, H, L), k (H, L), D (H,) or None; returns float64 (B, H, L). One loop over the lag
+    j = t - s: the lag-j term adds k[h, j] u[b, h, t - j] to every t >= j.
+    """
+    u, k = u.to(F64), k.to(F64)
+    L = u.shape[-1]
+    y = torch.zeros_like(u)
+    for j in range(L):
+        y[..., j:] += k[:, j, None] * u[..., : L - j]
+    if D is not None:
+        y += D.to(F64)[:, None] * u
+    return y
+
+
+def two_sided_conv_loop(
+    u: torch.Tensor, k0: torch.Tensor, k1: torch.Tensor, D: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Causal part with k0 plus y[b, h, t] += sum_{s > t} k1[h, s - t - 1] u[b, h, s].
+
+    The anti-causal lag j = s - t - 1 adds k1[h, j] u[b, h, t + j + 1] to every t < L - j - 1.
+    """
+    u, k1 = u.to(F64), k1.to(F64)
+    L = u.shape[-1]
+    y = causal_conv_loop(u, k0, D)
+    for j in range(L - 1):
+        y[..., : L - j - 1] += k1[:, j, None] * u[..., j + 1 :]
+    return y
+
+
+def diagonal_recurrence(
+    Abar: torch.Tensor,
+    Bbar: torch.Tensor,
+    C: torch.Tensor,
+    u: torch.Tensor,
+    D: torch.Tensor | None = None,
+    scale: float = 2.0,
+) -> torch.Tensor:
+    """Sequential diagonal SSM on u (B, L, H), complex128 state (B, H, n):
+
+        x_t = Abar ⊙ x_{t-1} + Bbar ⊙ u_t,   x_{-1} = 0
+        y_t = scale · Re(sum_n C_n x_{t,n}) + D ⊙ u_t
+
+    Abar, Bbar, C: complex (H, n). Returns float64 (B, L, H).
+    """
+    Abar, Bbar, C = Abar.to(C128), Bbar.to(C128), C.to(C128)
+    u = u.to(F64)
+    Bsz, L, H = u.shape
+    x = torch.zeros(Bsz, H, Abar.shape[-1], dtype=C128)
+    ys = []
+    for t in range(L):
+        x = Abar * x + Bbar * u[:, t, :, None]
+        y = scale * (C * x).sum(-1).real
+        if D is not None:
+            y = y + D.to(F64) * u[:, t]
+        ys.append(y)
+    return torch.stack(ys, dim=1) if ys else torch.zeros(Bsz, 0, H, dtype=F64)
+
+
+def backward_recurrence(
+    Abar: torch.Tensor,
+    Bbar: torch.Tensor,
+    C: torch.Tensor,
+    u: torch.Tensor,
+    D: torch.Tensor | None = None,
+    scale: float = 2.0,
+) -> torch.Tensor:
+    """Anti-causal diagonal SSM on u (B, L, H), run from the end:
+
+        b_{L-1} = 0,   b_t = Abar ⊙ b_{t+1} + Bbar ⊙ u_{t+1}
+        y_t = scale · Re(sum_n C_n b_{t,n}) (+ D ⊙ u_t if D is given)
+
+    so that y_t = sum_{s > t} scale · Re(C Abar^{s-t-1} Bbar) u_s. Returns float64 (B, L, H).
+    """
+    Abar, Bbar, C = Abar.to(C128), Bbar.to(C128), C.to(C128)
+    u = u.to(F64)
+    Bsz, L, H = u.shape
+    b = torch.zeros(Bsz, H, Abar.shape[-1], dtype=C128)
+    ys = [None] * L
+    for t in range(L - 1, -1, -1):
+        if t < L - 1:
+            b = Abar * b + Bbar * u[:, t + 1, :, None]
+        y = scale * (C * b).sum(-1).real
+        if D is not None:
+            y = y + D.to(F64) * u[:, t]
+        ys[t] = y
+    return torch.stack(ys, dim=1) if L else torch.zeros(Bsz, 0, H, dtype=F64)
+
+
+def kernel_by_powers(
+    Abar: torch.Tensor, Bbar: torch.Tensor, C: torch.Tensor, L: int, scale: float = 2.0
+) -> torch.Tensor:
+    """K[h, l] = scale · Re(sum_n C_n Abar_n^l Bbar_n), powers by repeated multiplication.
+
+    Abar, Bbar, C: complex (H, n). Returns float64 (H, L).
+    """
+    Abar, Bbar, C = Abar.to(C128), Bbar.to(C128), C.to(C128)
+    power = torch.ones_like(Abar)
+    cols = []
+    for _ in range(L):
+        cols.append(scale * (C * power * Bbar).sum(-1).real)
+        power = power * Abar
+    return torch.stack(cols, dim=-1) if cols else torch.zeros(Abar.shape[0], 0, dtype=F64)

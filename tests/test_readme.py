@@ -1,0 +1,27 @@
+"""The README's Python example runs and does what its comments say."""
+
+import pathlib
+import re
+
+import torch
+
+README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+
+
+def readme_python_blocks() -> list[str]:
+    return re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+
+
+def test_readme_layer_example_runs_and_step_matches_forward():
+    (example,) = readme_python_blocks()
+    scope: dict = {}
+    exec(compile(example, str(README), "exec"), scope)
+    x, y, y0, k = scope["x"], scope["y"], scope["y0"], scope["k"]
+    assert y.shape == (8, 1000, 64) and k.shape == (64, 1000) and y0.shape == (8, 64)
+    torch.testing.assert_close(y0, y[:, 0], rtol=1e-4, atol=1e-4)
+
+
+def test_readme_names_the_main_commands():
+    text = README.read_text()
+    assert "python train.py experiment=lra" in text
+    assert 'pip install -e ".[dev]"' in text and "python -m pytest" in text

@@ -1,0 +1,38 @@
+"""The one table of comparison tolerances used by the tests, keyed by dtype."""
+
+from __future__ import annotations
+
+import torch
+
+# dtype -> (rtol, atol)
+TOLERANCES = {
+    torch.float64: (1e-10, 1e-12),
+    torch.float32: (1e-4, 1e-5),
+    torch.float16: (5e-3, 5e-3),
+    torch.bfloat16: (3e-2, 5e-2),
+}
+_COMPLEX_TO_REAL = {torch.complex128: torch.float64, torch.complex64: torch.float32}
+
+
+def tolerance(dtype: torch.dtype) -> tuple[float, float]:
+    """(rtol, atol) for ``dtype`` (complex dtypes use their real counterpart)."""
+    return TOLERANCES[_COMPLEX_TO_REAL.get(dtype, dtype)]
+
+
+def assert_close(
+    actual: torch.Tensor,
+    expected: torch.Tensor,
+    dtype: torch.dtype | None = None,
+    msg: str | None = None,
+) -> None:
+    """Compare with the tolerance of ``dtype`` (default: ``actual``'s dtype).
+
+    Both sides are compared in float64 (complex128 for complex inputs), so a low-precision
+    result can be checked directly against a float64 oracle.
+    """
+    dtype = actual.dtype if dtype is None else dtype
+    rtol, atol = tolerance(dtype)
+    wide = torch.complex128 if (actual.is_complex() or expected.is_complex()) else torch.float64
+    torch.testing.assert_close(
+        actual.detach().to(wide), expected.detach().to(wide), rtol=rtol, atol=atol, msg=msg
+    )

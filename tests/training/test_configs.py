@@ -1,0 +1,71 @@
+"""Every experiment config composes, and its model and data module instantiate."""
+
+import pathlib
+
+import hydra
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import open_dict
+
+from ssm.training.run import build_model
+
+CONFIGS = pathlib.Path(__file__).resolve().parents[2] / "configs"
+EXPERIMENTS = sorted(
+    str(p.relative_to(CONFIGS / "experiment").with_suffix("")) for p in (CONFIGS / "experiment").rglob("*.yaml")
+)
+
+
+def compose_config(*overrides: str):
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        cfg = compose("config", overrides=list(overrides), return_hydra_config=True)
+    with open_dict(cfg):  # resolve ${hydra:runtime.output_dir} outside of a Hydra run
+        cfg.hydra.runtime.output_dir = "outputs/test"
+    return cfg
+
+
+def test_every_experiment_is_listed():
+    assert {"lra", "lra/listops", "lra/text", "lra/retrieval", "lra/image", "lra/pathfinder", "lra/pathx"} <= set(
+        EXPERIMENTS
+    )
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+@pytest.mark.parametrize("model", ["s4d", "dss"])
+def test_experiment_composes_and_builds_its_model(experiment, model):
+    cfg = compose_config(f"experiment={experiment}", f"model={model}")
+    datamodule = hydra.utils.instantiate(cfg.data)
+    net = build_model(cfg, datamodule)
+    assert net.head.out_features == datamodule.n_classes
+    layer_cls = hydra.utils.get_class(cfg.model.layer._target_)
+    assert isinstance(net.backbone.blocks[0].layer, layer_cls)
+    for key in ("optimizer", "scheduler", "task", "trainer", "callbacks", "logger"):
+        assert key in cfg
+
+
+def test_listops_experiment_uses_the_paper_settings():
+    cfg = compose_config("experiment=lra")
+    assert cfg.model.n_layers == 8 and cfg.model.d_model == 128 and cfg.model.layer.d_state == 64
+    assert cfg.optimizer.lr == 0.01 and cfg.optimizer.weight_decay == 0.05
+    assert cfg.data.batch_size == 50 and cfg.trainer.max_epochs == 40
+    assert cfg.model.layer.bidirectional and cfg.model.norm == "batch" and not cfg.model.prenorm
+
+
+def test_pathx_uses_the_small_dt_min():
+    cfg = compose_config("experiment=lra/pathx")
+    assert cfg.model.layer.dt_min == 1e-4
+
+
+@pytest.mark.parametrize("logger", ["wandb", "csv", "none"])
+def test_logger_choices_compose(logger):
+    cfg = compose_config("experiment=lra", f"logger={logger}")
+    if logger == "none":
+        assert not cfg.logger
+    else:
+        assert cfg.logger._target_
+
+
+def test_pending_lra_task_explains_itself():
+    cfg = compose_config("experiment=lra/image")
+    datamodule = hydra.utils.instantiate(cfg.data)
+    with pytest.raises(NotImplementedError, match="image"):
+        datamodule.prepare_data()
