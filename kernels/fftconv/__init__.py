@@ -2,7 +2,7 @@
 
     y[b, h, t] = sum_{s<=t} k[h, s] u[b, h, t-s] + D[h] u[b, h, t]
 
-An FFT of length 2L (>= 2L - 1) makes the circular convolution causal; any L >= 1 works.
+Zero-padding to an FFT length n >= 2L makes the circular convolution causal; any L >= 1 works.
 """
 
 from __future__ import annotations
@@ -43,8 +43,8 @@ def fftconv(
             f"fftconv: expected k of shape ({H}, {L}) or (2, {H}, {L}) to match u {tuple(u.shape)}, "
             f"got {_shape(k)}"
         )
-    if u.is_complex() or k.is_complex():
-        raise TypeError("fftconv: u and k must be real tensors")
+    if not (u.is_floating_point() and k.is_floating_point()):
+        raise TypeError(f"fftconv: u and k must be real floating-point tensors, got {u.dtype} and {k.dtype}")
     if u.dtype != k.dtype:
         raise TypeError(f"fftconv: u and k must share a dtype, got {u.dtype} and {k.dtype}")
     if D is not None and (not torch.is_tensor(D) or D.shape != (H,)):

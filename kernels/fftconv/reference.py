@@ -28,5 +28,5 @@ def fftconv_reference(
         T = _banded(k, lag)
     y = torch.einsum("hts,bhs->bht", T, u)
     if D is not None:
-        y = y + D[:, None] * u
+        y = y + D.to(u.dtype)[:, None] * u
     return y

@@ -2,7 +2,8 @@
 
     K[h, l] = 2 Re sum_n v[h, n] exp(x[h, n] * l),    l = 0 .. L-1
 
-with x = Δ·A (discrete log-eigenvalues) and v = C·B̄ (folded output/input weights).
+with x = Δ·A (discrete log-eigenvalues) and v = C·B̄ (folded output/input weights). Several
+output maps can share one set of modes: v of shape (C, H, N) gives K of shape (C, H, L).
 """
 
 from __future__ import annotations
@@ -22,13 +23,14 @@ def vandermonde(
     """Vandermonde kernel ``K = 2 Re(v · exp(x ⊗ arange(L)))``.
 
     Args:
-        v: complex (H, N), the mode coefficients (C·B̄).
+        v: complex (H, N), the mode coefficients (C·B̄); or (C, H, N) for C coefficient
+            sets over the same modes (e.g. the two directions of a bidirectional layer).
         x: complex (H, N), the discrete log-eigenvalues (Δ·A).
         L: kernel length, >= 0.
         backend: None (by device), "torch" (chunked, memory O(H·N·chunk)) or "reference".
 
     Returns:
-        real (H, L) in the real dtype matching ``v`` (float32 for complex64).
+        real (H, L), or (C, H, L), in the real dtype of ``v`` (float32 for complex64).
     """
     if not (torch.is_tensor(v) and torch.is_tensor(x)):
         raise TypeError("vandermonde: v and x must be tensors")
@@ -36,9 +38,10 @@ def vandermonde(
         raise TypeError(f"vandermonde: v and x must be complex, got {v.dtype} and {x.dtype}")
     if v.dtype != x.dtype:
         raise TypeError(f"vandermonde: v and x must share a dtype, got {v.dtype} and {x.dtype}")
-    if v.dim() != 2 or v.shape != x.shape:
+    if x.dim() != 2 or v.dim() not in (2, 3) or v.shape[-2:] != x.shape:
         raise ValueError(
-            f"vandermonde: expected v and x of shape (H, N), got {tuple(v.shape)} and {tuple(x.shape)}"
+            "vandermonde: expected x of shape (H, N) and v of shape (H, N) or (C, H, N), "
+            f"got v {tuple(v.shape)} and x {tuple(x.shape)}"
         )
     if int(L) != L or L < 0:
         raise ValueError(f"vandermonde: L must be a non-negative integer, got {L!r}")

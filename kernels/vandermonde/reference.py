@@ -4,7 +4,7 @@ import torch
 
 
 def vandermonde_reference(v: torch.Tensor, x: torch.Tensor, L: int) -> torch.Tensor:
-    """K[h, l] = 2 Re sum_n v[h, n] z[h, n]^l with z = exp(x), powers by a running product.
+    """K[..., h, l] = 2 Re sum_n v[..., h, n] z[h, n]^l with z = exp(x), powers by a running product.
 
     Materializes (H, N, L); meant for tests (use complex128 inputs for an exact oracle).
     """
@@ -13,6 +13,6 @@ def vandermonde_reference(v: torch.Tensor, x: torch.Tensor, L: int) -> torch.Ten
     for _ in range(1, L):
         powers.append(powers[-1] * z)
     if L == 0:
-        return torch.zeros(v.shape[0], 0, dtype=v.real.dtype, device=v.device)
+        return torch.zeros(*v.shape[:-1], 0, dtype=v.real.dtype, device=v.device)
     zl = torch.stack(powers, dim=-1)  # (H, N, L)
-    return 2 * (v.unsqueeze(-1) * zl).sum(dim=1).real
+    return 2 * (v.unsqueeze(-1) * zl).sum(dim=-2).real

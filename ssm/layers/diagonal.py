@@ -62,8 +62,7 @@ class DiagonalSSM(nn.Module):
     def kernel(self, L: int) -> torch.Tensor:
         """SSM kernel of length L: (H, L), or (2, H, L) when bidirectional."""
         v, x = self.modes(L)
-        c, H, n = v.shape
-        k = vandermonde(v.reshape(c * H, n), x.repeat(c, 1), L).view(c, H, L)
+        k = vandermonde(v, x, L)
         return k if self.bidirectional else k[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

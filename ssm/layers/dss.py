@@ -90,11 +90,9 @@ class DSS(DiagonalSSM):
         x_stable = torch.where(growing, -x, x)
         v = W * _reciprocal(Lam) * _softmax_weight(x_stable, self._normalization_length(L)) / 2
         zero = torch.zeros((), dtype=v.dtype, device=v.device)
-        c, H, n = v.shape
-        xs = x_stable.repeat(c, 1)
-        decaying = vandermonde(torch.where(growing, zero, v).reshape(c * H, n), xs, L)
-        reversed_ = vandermonde(torch.where(growing, v, zero).reshape(c * H, n), xs, L).flip(-1)
-        k = (decaying + reversed_).view(c, H, L)
+        decaying = vandermonde(torch.where(growing, zero, v), x_stable, L)
+        reversed_ = vandermonde(torch.where(growing, v, zero), x_stable, L).flip(-1)
+        k = decaying + reversed_
         return k if self.bidirectional else k[0]
 
     def init_state(self, batch_size: int, length: int | None = None) -> torch.Tensor:

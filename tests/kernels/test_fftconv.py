@@ -106,17 +106,7 @@ def test_half_precision_returns_input_dtype_and_matches_oracle(backend, dtype, t
 
 @pytest.mark.parametrize(
     "backend",
-    [
-        "torch",
-        pytest.param(
-            "reference",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="fftconv_reference adds D without casting, so the output takes D's "
-                "dtype when it is wider than u's (contract: output in u's dtype)",
-            ),
-        ),
-    ],
+    ["torch", "reference"],
 )
 @pytest.mark.parametrize(
     "u_dtype, D_dtype",
@@ -201,11 +191,6 @@ def test_dtype_mismatch_raises_type_error():
         fftconv(torch.randn(2, 3, 7), torch.randn(3, 7, dtype=torch.float64))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="fftconv accepts integer u and k and returns an integer-truncated convolution "
-    "instead of raising TypeError",
-)
 def test_integer_inputs_raise_type_error():
     torch.manual_seed(15)
     u = torch.randint(-3, 4, (2, 3, 7))

@@ -210,3 +210,15 @@ def test_unknown_backend_raises_value_error():
     v, x = modes(3, 5)
     with pytest.raises(ValueError, match="backend"):
         vandermonde(v, x, 4, backend="numpy")
+
+
+@pytest.mark.parametrize("backend", ["torch", "reference"])
+def test_stacked_coefficients_share_modes(backend):
+    torch.manual_seed(21)
+    v = torch.randn(2, 3, 5, dtype=torch.complex128, requires_grad=True)
+    x = torch.complex(-torch.rand(3, 5), torch.randn(3, 5)).to(torch.complex128).requires_grad_()
+    stacked = vandermonde(v, x, 19, backend=backend)
+    separate = torch.stack([vandermonde(v[i], x, 19, backend="reference") for i in range(2)])
+    assert stacked.shape == (2, 3, 19)
+    assert_close(stacked, separate)
+    assert torch.autograd.gradcheck(lambda v, x: vandermonde(v, x, 7, backend=backend), (v, x))

@@ -1,0 +1,140 @@
+"""ssm.optim.param_groups: SSM hints, no-decay parameters, frozen tensors."""
+
+import functools
+
+import pytest
+import torch
+from torch import nn
+
+import ssm
+from ssm.optim import param_groups
+
+
+def classifier(norm="layer", lr=1e-3, n_tokens=11, d_input=None):
+    return ssm.SequenceClassifier(
+        d_model=4,
+        n_layers=2,
+        layer=functools.partial(ssm.S4D, d_state=4, lr=lr),
+        d_output=3,
+        n_tokens=n_tokens,
+        d_input=d_input,
+        norm=norm,
+    )
+
+
+def expected_partition(model):
+    """(ssm, no_decay, decay) parameter id sets, from module types and names."""
+    ssm_ids, no_decay, decay = set(), set(), set()
+    for module in model.modules():
+        for name, p in module.named_parameters(recurse=False):
+            if not p.requires_grad:
+                continue
+            if isinstance(module, ssm.S4D) and name in ("log_dt", "log_A_real", "A_imag", "B"):
+                ssm_ids.add(id(p))
+            elif isinstance(module, (nn.LayerNorm, nn.BatchNorm1d, nn.Embedding)) or name == "bias":
+                no_decay.add(id(p))
+            else:
+                decay.add(id(p))
+    return ssm_ids, no_decay, decay
+
+
+def group_ids(group):
+    return {id(p) for p in group["params"]}
+
+
+@pytest.mark.parametrize("norm", ["layer", "batch"])
+def test_groups_split_ssm_no_decay_and_decay(norm):
+    torch.manual_seed(0)
+    model = classifier(norm=norm, lr=2e-3)
+    groups = param_groups(model, weight_decay=0.1)
+    ssm_ids, no_decay, decay = expected_partition(model)
+    assert ssm_ids and no_decay and decay
+    by_ids = {frozenset(group_ids(g)): g for g in groups}
+    assert set(by_ids) == {frozenset(ssm_ids), frozenset(no_decay), frozenset(decay)}
+    assert by_ids[frozenset(ssm_ids)]["lr"] == 2e-3
+    assert by_ids[frozenset(ssm_ids)]["weight_decay"] == 0.0
+    assert by_ids[frozenset(no_decay)]["weight_decay"] == 0.0
+    assert "lr" not in by_ids[frozenset(no_decay)]
+    assert by_ids[frozenset(decay)]["weight_decay"] == 0.1
+    assert "lr" not in by_ids[frozenset(decay)]
+
+
+def test_embedding_norm_and_bias_get_no_weight_decay():
+    torch.manual_seed(1)
+    model = classifier(norm="layer")
+    groups = param_groups(model, weight_decay=0.3)
+    decayed = set().union(*(group_ids(g) for g in groups if g["weight_decay"] > 0))
+    assert id(model.encoder.weight) not in decayed
+    assert id(model.head.bias) not in decayed
+    assert id(model.backbone.final_norm.weight) not in decayed
+    assert id(model.backbone.blocks[0].norm.weight) not in decayed
+    assert id(model.head.weight) in decayed
+    assert id(model.backbone.blocks[0].layer.C) in decayed
+    assert id(model.backbone.blocks[0].layer.D) in decayed
+
+
+@pytest.mark.parametrize("norm", ["layer", "batch", "none"])
+@pytest.mark.parametrize("lr", [1e-3, None, {"dt": 1e-3, "A": 2e-3, "B": 0.0}])
+def test_every_trainable_parameter_in_exactly_one_group(norm, lr):
+    torch.manual_seed(2)
+    model = classifier(norm=norm, lr=lr)
+    groups = param_groups(model, weight_decay=0.05)
+    listed = [id(p) for g in groups for p in g["params"]]
+    trainable = [id(p) for p in model.parameters() if p.requires_grad]
+    assert sorted(listed) == sorted(trainable)
+    assert all(g["params"] for g in groups)
+
+
+def test_frozen_parameters_are_left_out():
+    torch.manual_seed(3)
+    model = classifier()
+    model.head.weight.requires_grad_(False)
+    model.backbone.blocks[1].layer.log_dt.requires_grad_(False)
+    listed = {id(p) for g in param_groups(model, weight_decay=0.1) for p in g["params"]}
+    assert id(model.head.weight) not in listed
+    assert id(model.backbone.blocks[1].layer.log_dt) not in listed
+    assert id(model.backbone.blocks[0].layer.log_dt) in listed
+
+
+def test_distinct_lr_hints_get_distinct_groups():
+    torch.manual_seed(4)
+    layer = ssm.S4D(3, d_state=4, lr={"dt": 1e-3, "A": 2e-3, "B": 3e-3})
+    groups = param_groups(layer, weight_decay=0.1)
+    by_lr = {g.get("lr"): group_ids(g) for g in groups}
+    assert by_lr[1e-3] == {id(layer.log_dt)}
+    assert by_lr[2e-3] == {id(layer.log_A_real), id(layer.A_imag)}
+    assert by_lr[3e-3] == {id(layer.B)}
+    for g in groups:
+        if "lr" in g:
+            assert g["weight_decay"] == 0.0
+
+
+def test_optimizer_applies_hint_lr_and_global_lr_for_none_hint():
+    torch.manual_seed(5)
+    layer = ssm.S4D(3, d_state=4, lr={"dt": 1e-3, "A": None, "B": None})
+    opt = torch.optim.AdamW(param_groups(layer, weight_decay=0.2), lr=5e-2)
+    lr_of = {id(p): (g["lr"], g["weight_decay"]) for g in opt.param_groups for p in g["params"]}
+    assert lr_of[id(layer.log_dt)] == (1e-3, 0.0)
+    assert lr_of[id(layer.log_A_real)] == (5e-2, 0.0)
+    assert lr_of[id(layer.B)] == (5e-2, 0.0)
+    assert lr_of[id(layer.C)] == (5e-2, 0.2)
+
+
+def test_adamw_step_leaves_lr_zero_buffers_unchanged():
+    torch.manual_seed(6)
+    model = classifier(lr=0.0)
+    frozen = {
+        name: buf.clone()
+        for name, buf in model.named_buffers()
+        if name.split(".")[-1] in ("log_dt", "log_A_real", "A_imag", "B")
+    }
+    assert len(frozen) == 8  # 4 tensors in each of 2 layers
+    C_before = model.backbone.blocks[0].layer.C.detach().clone()
+    opt = torch.optim.AdamW(param_groups(model, weight_decay=0.5), lr=0.1)
+    x = torch.randint(0, 11, (4, 9))
+    nn.functional.cross_entropy(model(x), torch.tensor([0, 1, 2, 0])).backward()
+    opt.step()
+    buffers = dict(model.named_buffers())
+    for name, before in frozen.items():
+        assert torch.equal(buffers[name], before), name
+    assert not torch.equal(model.backbone.blocks[0].layer.C, C_before)
