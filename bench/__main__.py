@@ -1,0 +1,96 @@
+"""Time ops and layers across sequence lengths, backends side by side in one process.
+
+    python -m bench --op fftconv --lengths 1024 4096 16384 --out bench/results/cpu.json
+
+Prints a Markdown table: median forward and forward+backward times per backend, the ratio
+to the "torch" backend, peak memory and, on CUDA, achieved bandwidth as a fraction of a
+device-to-device copy measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import pathlib
+import platform
+
+import torch
+
+from bench.cases import CASES
+from bench.timing import copy_bandwidth, median_time, peak_memory
+
+REFERENCE_MAX_L = 2048  # the O(L^2) references are skipped beyond this length
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def forward_backward(run):
+    def call():
+        out = run()
+        out.float().square().sum().backward()
+
+    return call
+
+
+def measure(args: argparse.Namespace) -> dict:
+    device = torch.device(args.device)
+    copy = copy_bandwidth(device) if device.type == "cuda" else None
+    rows = []
+    for L in args.lengths:
+        backends = [b for b in args.backends if b != "reference" or L <= REFERENCE_MAX_L]
+        case = CASES[args.op](args.batch, args.channels, args.state, L, device=device, backends=backends)
+        for backend, run in case.runs.items():
+            fwd = median_time(run, device, repeats=args.repeats)
+            fwd_bwd = median_time(forward_backward(run), device, repeats=args.repeats)
+            rows.append(dict(op=case.name, shape=case.shape, backend=backend, forward_s=fwd,
+                             forward_backward_s=fwd_bwd, peak_bytes=peak_memory(run, device),
+                             bandwidth_fraction=(case.ideal_bytes / fwd / copy) if copy else None))
+    return dict(device=device_name(device), date=datetime.date.today().isoformat(),
+                torch=torch.__version__, copy_bytes_per_s=copy, rows=rows)
+
+
+def markdown(result: dict) -> str:
+    torch_time = {(r["shape"], "fwd"): r["forward_s"] for r in result["rows"] if r["backend"] == "torch"}
+    lines = [f"device: {result['device']}, torch {result['torch']}, {result['date']}", "",
+             "| op | shape | backend | fwd ms | fwd+bwd ms | fwd vs torch | peak MiB | % of copy BW |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        ratio = r["forward_s"] / torch_time[(r["shape"], "fwd")] if (r["shape"], "fwd") in torch_time else None
+        peak = f"{r['peak_bytes'] / 2**20:.1f}" if r["peak_bytes"] is not None else "-"
+        bw = f"{100 * r['bandwidth_fraction']:.1f}" if r["bandwidth_fraction"] is not None else "-"
+        ratio_text = f"{ratio:.2f}x" if ratio is not None else "-"
+        lines.append(f"| {r['op']} | {r['shape']} | {r['backend']} | {1e3 * r['forward_s']:.2f} | "
+                     f"{1e3 * r['forward_backward_s']:.2f} | {ratio_text} | {peak} | {bw} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--op", choices=sorted(CASES), default="fftconv")
+    parser.add_argument("--lengths", type=int, nargs="+", default=[1024, 4096, 16384, 65536])
+    parser.add_argument("--backends", nargs="+", default=["torch", "reference"])
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--channels", type=int, default=256)
+    parser.add_argument("--state", type=int, default=32, help="modes N (complex)")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--out", type=pathlib.Path, help="write the JSON result here (and .md beside it)")
+    args = parser.parse_args(argv)
+    result = measure(args)
+    table = markdown(result)
+    print(table)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        args.out.with_suffix(".md").write_text(table + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+"""Optimizer builder, cosine-warmup schedule and the W&B mode decision."""
+
+import math
+
+import pytest
+import torch
+
+import ssm
+from ssm.training.loggers import resolve_wandb_mode
+from ssm.training.optim import build_optimizer, cosine_warmup
+
+
+def lrs_over(steps: int, warmup: int, total: int, base: float = 1.0) -> list[float]:
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=base)
+    sched = cosine_warmup(opt, warmup, total)
+    out = []
+    for _ in range(steps):
+        out.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return out
+
+
+def test_cosine_warmup_follows_its_formula():
+    warmup, total = 4, 12
+    lrs = lrs_over(14, warmup, total)
+    for s, lr in enumerate(lrs):
+        if s < warmup:
+            expected = s / warmup
+        else:
+            expected = 0.5 * (1 + math.cos(math.pi * min(1.0, (s - warmup) / (total - warmup))))
+        assert lr == pytest.approx(expected)
+    assert lrs[warmup] == pytest.approx(1.0) and lrs[total] == pytest.approx(0.0)
+
+
+def test_cosine_warmup_scales_every_group_by_the_same_factor():
+    layer = ssm.S4D(4, 8, lr=1e-3)
+    opt = build_optimizer(layer, lr=1e-2, weight_decay=0.1)
+    sched = cosine_warmup(opt, warmup_steps=2, total_steps=10)
+    for _ in range(3):
+        opt.step()
+        sched.step()
+    factor = sched.get_last_lr()[0] / 1e-2
+    lrs = {g.get("weight_decay"): g["lr"] for g in opt.param_groups}
+    assert lrs[0.0] == pytest.approx(1e-3 * factor)
+
+
+def test_build_optimizer_keeps_ssm_hints_and_rejects_bad_values():
+    opt = build_optimizer(ssm.S4D(4, 8, lr=2e-3), name="adamw", lr=1e-2, weight_decay=0.05)
+    hinted = [g for g in opt.param_groups if g["lr"] == 2e-3]
+    assert hinted and all(g["weight_decay"] == 0.0 for g in hinted)
+    with pytest.raises(ValueError, match="optimizer name"):
+        build_optimizer(ssm.S4D(4, 8), name="lion")
+    with pytest.raises(ValueError, match="positive"):
+        build_optimizer(ssm.S4D(4, 8), lr=0.0)
+
+
+@pytest.fixture
+def clean_env(monkeypatch, tmp_path):
+    for key in ("WANDB_MODE", "WANDB_API_KEY", "WANDB_BASE_URL"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    return tmp_path
+
+
+def test_wandb_is_offline_without_credentials(clean_env):
+    assert resolve_wandb_mode("auto") == "offline"
+
+
+def test_wandb_is_online_with_an_api_key(clean_env, monkeypatch):
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    assert resolve_wandb_mode("auto") == "online"
+
+
+def test_wandb_is_online_with_a_netrc_login(clean_env):
+    netrc = clean_env / ".netrc"
+    netrc.write_text("machine api.wandb.ai\n  login user\n  password secret\n")
+    netrc.chmod(0o600)
+    assert resolve_wandb_mode("auto") == "online"
+
+
+def test_wandb_mode_env_and_explicit_mode_win(clean_env, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert resolve_wandb_mode("auto") == "disabled"
+    assert resolve_wandb_mode("offline") == "offline"
+    with pytest.raises(ValueError, match="logger mode"):
+        resolve_wandb_mode("cloud")
