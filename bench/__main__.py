@@ -57,7 +57,7 @@ def measure(args: argparse.Namespace) -> dict:
 def markdown(result: dict) -> str:
     torch_time = {(r["shape"], "fwd"): r["forward_s"] for r in result["rows"] if r["backend"] == "torch"}
     lines = [f"device: {result['device']}, torch {result['torch']}, {result['date']}", "",
-             "| op | shape | backend | fwd ms | fwd+bwd ms | fwd vs torch | peak MiB | % of copy BW |",
+             "| op | shape | backend | fwd ms | fwd+bwd ms | fwd time / torch | peak MiB | % of copy BW |",
              "|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
         ratio = r["forward_s"] / torch_time[(r["shape"], "fwd")] if (r["shape"], "fwd") in torch_time else None
