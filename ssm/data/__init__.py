@@ -1,0 +1,1 @@
+"""Data preparation, tokenization and datasets for sequence-model benchmarks."""

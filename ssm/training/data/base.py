@@ -1,0 +1,51 @@
+"""Shared loader plumbing of the classification data modules."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import lightning as L
+from torch.utils.data import DataLoader, Dataset
+
+
+class ClassificationDataModule(L.LightningDataModule):
+    """Subclasses set ``self.train_set``, ``self.val_set``, ``self.test_set`` in ``setup``
+    and the shape attributes ``n_tokens`` / ``d_input`` and ``n_classes``."""
+
+    n_tokens: int | None = None
+    d_input: int | None = None
+    n_classes: int
+
+    def __init__(self, batch_size: int = 32, eval_batch_size: int | None = None, num_workers: int = 0) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.train_set: Dataset | None = None
+        self.val_set: Dataset | None = None
+        self.test_set: Dataset | None = None
+
+    collate_fn: Callable | None = None
+
+    def _loader(self, dataset: Dataset | None, batch_size: int, shuffle: bool) -> DataLoader:
+        if dataset is None:
+            raise RuntimeError(f"{type(self).__name__}: call setup() before asking for loaders")
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            collate_fn=self.collate_fn,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, self.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, self.eval_batch_size, shuffle=False)
