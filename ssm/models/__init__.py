@@ -3,5 +3,6 @@
 from ssm.models.classifier import SequenceClassifier
 from ssm.models.encoders import LinearEncoder, TokenEncoder
 from ssm.models.pooling import pool
+from ssm.models.retrieval import RetrievalClassifier
 
-__all__ = ["LinearEncoder", "SequenceClassifier", "TokenEncoder", "pool"]
+__all__ = ["LinearEncoder", "RetrievalClassifier", "SequenceClassifier", "TokenEncoder", "pool"]
