@@ -11,6 +11,8 @@ import lightning as L
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
+from ssm.training.batch_size import fit_batch_to_memory
+
 log = logging.getLogger(__name__)
 
 
@@ -36,7 +38,7 @@ def build_model(cfg: DictConfig, datamodule):
 
 
 def run(cfg: DictConfig) -> dict[str, float]:
-    """Train (and test) as configured; returns the final logged metrics."""
+    """Train (and test) as configured; returns the last logged train/val metrics and the test metrics."""
     L.seed_everything(cfg.seed, workers=True)
     datamodule = hydra.utils.instantiate(cfg.data)
     model = build_model(cfg, datamodule)
@@ -55,16 +57,20 @@ def run(cfg: DictConfig) -> dict[str, float]:
         logger=logger,
         callbacks=build_callbacks(cfg, has_logger=bool(logger)),
     )
+    if cfg.get("fit_batch_to_memory"):
+        fit_batch_to_memory(trainer, task, datamodule)
     n_params = sum(p.numel() for p in model.parameters())
     log.info("model: %s parameters", f"{n_params:,}")
     try:
         trainer.fit(
             task, datamodule=datamodule, ckpt_path=_checkpoint(cfg.get("ckpt_path")), weights_only=True
         )
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         if cfg.get("test"):
             best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
             trainer.test(task, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
-        return {k: float(v) for k, v in trainer.callback_metrics.items()}
+            metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
+        return metrics
     finally:
         if isinstance(logger, WandbLogger):
             import wandb

@@ -4,7 +4,9 @@ import pathlib
 
 import hydra
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 
 from ssm.training.run import build_model
@@ -15,11 +17,13 @@ EXPERIMENTS = sorted(
 )
 
 
-def compose_config(*overrides: str):
+def compose_config(*overrides: str, output_dir: str = "outputs/test"):
+    """The composed config, with ${hydra:...} resolvable as inside a Hydra run."""
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
         cfg = compose("config", overrides=list(overrides), return_hydra_config=True)
-    with open_dict(cfg):  # resolve ${hydra:runtime.output_dir} outside of a Hydra run
-        cfg.hydra.runtime.output_dir = "outputs/test"
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = output_dir
+    HydraConfig.instance().set_config(cfg)
     return cfg
 
 
@@ -35,7 +39,8 @@ def test_experiment_composes_and_builds_its_model(experiment, model):
     cfg = compose_config(f"experiment={experiment}", f"model={model}")
     datamodule = hydra.utils.instantiate(cfg.data)
     net = build_model(cfg, datamodule)
-    assert net.head.out_features == datamodule.n_classes
+    last_linear = [m for m in net.modules() if isinstance(m, torch.nn.Linear)][-1]
+    assert last_linear.out_features == datamodule.n_classes
     layer_cls = hydra.utils.get_class(cfg.model.layer._target_)
     assert isinstance(net.backbone.blocks[0].layer, layer_cls)
     for key in ("optimizer", "scheduler", "task", "trainer", "callbacks", "logger"):
@@ -65,7 +70,7 @@ def test_logger_choices_compose(logger):
 
 
 def test_pending_lra_task_explains_itself():
-    cfg = compose_config("experiment=lra/image")
+    cfg = compose_config("experiment=lra/pathfinder")
     datamodule = hydra.utils.instantiate(cfg.data)
-    with pytest.raises(NotImplementedError, match="image"):
+    with pytest.raises(NotImplementedError, match="pathfinder"):
         datamodule.prepare_data()

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import ssm
+from ssm.training.batch_size import fit_batch_to_memory, split_batch
 from ssm.training.loggers import resolve_wandb_mode
 from ssm.training.optim import build_optimizer, cosine_warmup
 
@@ -85,3 +86,24 @@ def test_wandb_mode_env_and_explicit_mode_win(clean_env, monkeypatch):
     assert resolve_wandb_mode("offline") == "offline"
     with pytest.raises(ValueError, match="logger mode"):
         resolve_wandb_mode("cloud")
+
+
+@pytest.mark.parametrize("target, fits, expected", [
+    (16, 64, (16, 1)), (16, 16, (16, 1)), (16, 8, (8, 2)), (16, 5, (4, 4)), (16, 1, (1, 16)), (50, 20, (17, 3)),
+])
+def test_split_batch_fits_memory_and_covers_the_target(target, fits, expected):
+    batch, steps = split_batch(target, fits)
+    assert (batch, steps) == expected
+    assert batch <= fits and batch * steps >= target
+
+
+def test_fit_batch_to_memory_keeps_the_batch_off_cuda():
+    import lightning as L
+
+    class Data:
+        batch_size = 16
+
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False)
+    data = Data()
+    fit_batch_to_memory(trainer, None, data)
+    assert data.batch_size == 16 and trainer.accumulate_grad_batches == 1

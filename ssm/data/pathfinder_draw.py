@@ -1,0 +1,421 @@
+"""Drawing of Long Range Arena Pathfinder images: dashed snakes and two round markers.
+
+An image holds two target snakes, a few shorter distractor snakes and two
+filled circles ("markers").  Its label is 1 when both markers sit on the tips
+of the same target snake and 0 when they sit on tips of different ones.
+
+A snake is a chain of ``n`` paddles, short bars ``paddle_length`` long and
+``paddle_thickness`` thick.  Consecutive paddles are separated by a gap of
+``paddle_margin`` pixels along the path, so a snake looks like a dashed curve.
+The snake starts at its origin tip; each step turns by an angle drawn
+uniformly from ``[-continuity * TURN_UNIT, continuity * TURN_UNIT]``, crosses
+the gap and lays the next paddle.  The "stroke" of a snake is the path with
+its gaps filled in; a new piece of stroke (gap + paddle) is rejected when it
+leaves the ``padding`` border or touches earlier content dilated by the
+margin (a square of ``2 * margin + 1`` output pixels), its own two latest
+pieces excepted.  Collisions are judged on output pixels with any coverage, so
+in the final image distinct snakes and markers are never 8-neighbours.
+
+Per image: draw the label (unless given) and a margin from
+``paddle_margins``; grow the two targets (origin tips at least
+``seed_distance`` apart), drawing new origins for a stuck snake and starting
+the image over when the targets cannot be placed, or when a marker at any of
+their four tips would touch the other target; put the markers (origin tip of
+snake ``i``; terminal tip of snake ``i`` for label 1, of snake ``1 - i`` for
+label 0); then grow ``num_distractor_snakes`` distractors of
+``contour_length // 3`` paddles, leaving out one that still fails after
+``SNAKE_TRIES`` origins.  Targets are drawn before the label is used, so the
+snakes carry no information about it.
+
+Everything is drawn hard-edged at ``antialias_scale`` times the resolution,
+at intensity ``min(1, snake_contrast * paddle_contrast)``, and downsampled by
+area averaging to 8-bit grayscale.
+
+``PARAMS`` is our best reconstruction of the generator settings documented for
+the LRA release (values not given there fall back to the generator's
+defaults: paddle length 5, paddle contrast 1, single paddles off):
+
+====  =======  =======  ======  =========  ======  ====  ==========  ===========  ========
+res   margin   padding  paddle  thickness  marker  seed  continuity  distractors  contrast
+====  =======  =======  ======  =========  ======  ====  ==========  ===========  ========
+32    1        1        2       0.5        1.5     7     1.0         5            2 x 0.75
+64    1        1        5       1          2.5     12    1.8         4            0.8 x 1
+128   2 or 3   1        5       1.5        3       20    1.8         7            0.9 x 1
+====  =======  =======  ======  =========  ======  ====  ==========  ===========  ========
+
+``TURN_UNIT`` (how ``continuity`` maps to an angle) is our choice, made so that
+the curves look like the release's.  Lengths are in output pixels; points are
+``(x, y)`` = (column, row) with pixel ``(r, c)`` covering ``[c, c+1) x [r, r+1)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+RESOLUTIONS = (32, 64, 128)
+DIFFICULTIES = {
+    "easy": ("curv_baseline", 6),
+    "intermediate": ("curv_contour_length_9", 9),
+    "hard": ("curv_contour_length_14", 14),
+}
+TURN_UNIT = math.pi / 8  # radians of the largest turn per unit of continuity
+TURN_TRIES = 20  # headings tried for each new paddle
+SNAKE_TRIES = 20  # origins tried for each snake
+IMAGE_TRIES = 200  # fresh starts of one image before giving up
+SEED_TRIES = 100  # origin draws for the second target before it counts as stuck
+OWN_LAG = 2  # a new piece may touch this many latest pieces of its own snake
+
+
+@dataclasses.dataclass(frozen=True)
+class PathfinderParams:
+    """Generator settings of one resolution (lengths in output pixels)."""
+
+    paddle_margins: tuple[int, ...]  # gap between paddles and collision margin, drawn per image
+    padding: int  # border that paddles keep clear of
+    paddle_length: float
+    paddle_thickness: float
+    marker_radius: float
+    seed_distance: float  # least distance between the origin tips of the targets
+    continuity: float  # largest turn per paddle, in units of TURN_UNIT
+    num_distractor_snakes: int
+    snake_contrast: float
+    paddle_contrast: float
+    antialias_scale: int = 2
+
+    @property
+    def intensity(self) -> float:
+        """Brightness of paddles and markers in [0, 1]."""
+        return min(1.0, self.snake_contrast * self.paddle_contrast)
+
+
+PARAMS: dict[int, PathfinderParams] = {
+    32: PathfinderParams((1,), 1, 2.0, 0.5, 1.5, 7.0, 1.0, 5, 2.0, 0.75),
+    64: PathfinderParams((1,), 1, 5.0, 1.0, 2.5, 12.0, 1.8, 4, 0.8, 1.0),
+    128: PathfinderParams((2, 3), 1, 5.0, 1.5, 3.0, 20.0, 1.8, 7, 0.9, 1.0),
+}
+
+
+def check_resolution(resolution: int) -> None:
+    """Raise ValueError unless ``resolution`` is one of ``RESOLUTIONS``."""
+    if resolution not in RESOLUTIONS:
+        raise ValueError(f"unknown Pathfinder resolution {resolution!r}; expected one of {RESOLUTIONS}")
+
+
+def check_difficulty(difficulty: str) -> None:
+    """Raise ValueError unless ``difficulty`` is a key of ``DIFFICULTIES``."""
+    if difficulty not in DIFFICULTIES:
+        raise ValueError(
+            f"unknown Pathfinder difficulty {difficulty!r}; expected one of {tuple(DIFFICULTIES)}"
+        )
+
+
+# -------------------------------------------------------------- stamps ---
+
+
+@dataclasses.dataclass
+class Stamp:
+    """A shape drawn hard-edged on the fine grid.
+
+    ``fine`` is a bool mask of shape ``(h * scale, w * scale)`` whose top-left
+    corner is output pixel ``(row, col)``; ``coarse`` is the ``(h, w)`` mask of
+    output pixels with any coverage.
+    """
+
+    row: int
+    col: int
+    fine: np.ndarray
+    coarse: np.ndarray
+
+
+def _stamp(x0: float, y0: float, x1: float, y1: float, scale: int, inside) -> Stamp:
+    """Stamp of the fine pixels in bounding box ``[x0, x1] x [y0, y1]`` where ``inside(x, y)``.
+
+    ``inside`` maps fine-pixel centre coordinates (output units, broadcast
+    arrays) to a bool mask.
+    """
+    col, row = math.floor(x0), math.floor(y0)
+    width, height = math.floor(x1) + 1 - col, math.floor(y1) + 1 - row
+    xs = col + (np.arange(width * scale) + 0.5) / scale
+    ys = row + (np.arange(height * scale) + 0.5) / scale
+    fine = inside(xs[None, :], ys[:, None])
+    coarse = fine.reshape(height, scale, width, scale).any(axis=(1, 3))
+    return Stamp(row, col, fine, coarse)
+
+
+def segment_stamp(p: np.ndarray, q: np.ndarray, thickness: float, scale: int) -> Stamp:
+    """Bar of ``thickness`` along segment ``p -> q`` (points ``(x, y)``), round-ended."""
+    half = thickness / 2
+    direction = q - p
+    length2 = max(float(direction @ direction), 1e-12)
+
+    def inside(x, y):
+        t = np.clip(((x - p[0]) * direction[0] + (y - p[1]) * direction[1]) / length2, 0.0, 1.0)
+        dx, dy = x - p[0] - t * direction[0], y - p[1] - t * direction[1]
+        return dx * dx + dy * dy <= half * half
+
+    low, high = np.minimum(p, q) - half, np.maximum(p, q) + half
+    return _stamp(low[0], low[1], high[0], high[1], scale, inside)
+
+
+def disk_stamp(center: np.ndarray, radius: float, scale: int) -> Stamp:
+    """Filled circle of ``radius`` around ``center`` ``(x, y)``."""
+
+    def inside(x, y):
+        return (x - center[0]) ** 2 + (y - center[1]) ** 2 <= radius * radius
+
+    return _stamp(*(center - radius), *(center + radius), scale, inside)
+
+
+def _window(grid: np.ndarray, row: int, col: int, shape: tuple[int, int]):
+    """Slices of ``grid`` and of a patch at ``(row, col)`` of ``shape`` where they overlap."""
+    r0, c0 = max(row, 0), max(col, 0)
+    r1, c1 = min(row + shape[0], grid.shape[0]), min(col + shape[1], grid.shape[1])
+    return (slice(r0, r1), slice(c0, c1)), (slice(r0 - row, r1 - row), slice(c0 - col, c1 - col))
+
+
+def hits(grid: np.ndarray, row: int, col: int, patch: np.ndarray) -> bool:
+    """Whether bool ``patch`` placed at ``(row, col)`` overlaps True cells of ``grid``."""
+    on_grid, on_patch = _window(grid, row, col, patch.shape)
+    return bool((grid[on_grid] & patch[on_patch]).any())
+
+
+def stamp_into(grid: np.ndarray, row: int, col: int, patch: np.ndarray) -> None:
+    """Set ``grid`` to its maximum with ``patch`` placed at ``(row, col)``, clipped."""
+    on_grid, on_patch = _window(grid, row, col, patch.shape)
+    np.maximum(grid[on_grid], patch[on_patch], out=grid[on_grid])
+
+
+def dilate(mask: np.ndarray, margin: int) -> np.ndarray:
+    """Square dilation: ``(h + 2m, w + 2m)`` mask, True within ``margin`` cells of ``mask``."""
+    padded = np.pad(mask, margin)
+    rows = padded.copy()
+    for shift in range(1, margin + 1):
+        rows[shift:] |= padded[:-shift]
+        rows[:-shift] |= padded[shift:]
+    out = rows.copy()
+    for shift in range(1, margin + 1):
+        out[:, shift:] |= rows[:, :-shift]
+        out[:, :-shift] |= rows[:, shift:]
+    return out
+
+
+def block_stamp(grid: np.ndarray, stamp: Stamp, margin: int) -> None:
+    """Mark in bool ``grid`` the output pixels within ``margin`` of ``stamp``."""
+    stamp_into(grid, stamp.row - margin, stamp.col - margin, dilate(stamp.coarse, margin))
+
+
+# -------------------------------------------------------------- snakes ---
+
+
+@dataclasses.dataclass
+class Snake:
+    """A grown snake: tips ``(x, y)``, stroke pieces (gap + paddle) and paddles."""
+
+    origin: np.ndarray
+    terminal: np.ndarray
+    pieces: list[Stamp]
+    paddles: list[Stamp]
+
+
+class Canvas:
+    """Drawing state of one image.
+
+    ``blocked`` (res, res) bool: output pixels that new content must avoid;
+    ``fine`` (res * scale, res * scale) float: drawn intensity.
+    """
+
+    def __init__(self, resolution: int, params: PathfinderParams, margin: int):
+        self.resolution, self.params, self.margin = resolution, params, margin
+        self.scale = params.antialias_scale
+        self.blocked = np.zeros((resolution, resolution), dtype=bool)
+        self.fine = np.zeros((resolution * self.scale,) * 2, dtype=np.float32)
+
+    def within(self, stamp: Stamp, border: int) -> bool:
+        """Whether ``stamp`` keeps ``border`` output pixels clear of the edges."""
+        high = self.resolution - border
+        return (stamp.row >= border and stamp.col >= border
+                and stamp.row + stamp.coarse.shape[0] <= high
+                and stamp.col + stamp.coarse.shape[1] <= high)
+
+    def fits(self, piece: Stamp, own_blocked: np.ndarray) -> bool:
+        """Whether a stroke piece lies inside the padding and touches nothing blocked."""
+        return (self.within(piece, self.params.padding)
+                and not hits(self.blocked, piece.row, piece.col, piece.coarse)
+                and not hits(own_blocked, piece.row, piece.col, piece.coarse))
+
+    def commit(self, stamps: list[Stamp], painted: list[Stamp]) -> None:
+        """Block around ``stamps`` and paint ``painted`` at the drawing intensity."""
+        for stamp in stamps:
+            block_stamp(self.blocked, stamp, self.margin)
+        scale, intensity = self.scale, np.float32(self.params.intensity)
+        for stamp in painted:
+            stamp_into(self.fine, stamp.row * scale, stamp.col * scale, stamp.fine * intensity)
+
+    def image(self) -> np.ndarray:
+        """uint8 ``(res, res)`` image: fine intensities area-averaged, times 255."""
+        n, s = self.resolution, self.scale
+        coverage = self.fine.reshape(n, s, n, s).mean(axis=(1, 3))
+        return np.round(coverage * 255).astype(np.uint8)
+
+
+def _heading(theta: float) -> np.ndarray:
+    return np.array([math.cos(theta), math.sin(theta)])
+
+
+def grow_snake(rng: np.random.Generator, canvas: Canvas, origin: np.ndarray,
+               n_paddles: int) -> Snake | None:
+    """Grow ``n_paddles`` paddles from ``origin``, or None when it finds no room.
+
+    Each step tries up to ``TURN_TRIES`` headings; when all fail the latest
+    paddle is taken back and its step tried again, within a budget of
+    ``TURN_TRIES * n_paddles`` headings for the whole snake.
+    """
+    params, scale, margin = canvas.params, canvas.scale, canvas.margin
+    length, thickness = params.paddle_length, params.paddle_thickness
+    max_turn = params.continuity * TURN_UNIT
+    theta = rng.uniform(0.0, 2 * math.pi)
+    end = origin + length * _heading(theta)
+    first = segment_stamp(origin, end, thickness, scale)
+    if not canvas.fits(first, np.zeros_like(canvas.blocked)):
+        return None
+    # steps[k]: (piece, paddle, heading, end, own_blocked for the step after it, failures)
+    steps = [[first, first, theta, end, np.zeros_like(canvas.blocked), 0]]
+    for _ in range(TURN_TRIES * n_paddles):
+        if len(steps) == n_paddles:
+            break
+        _, _, theta, end, own_blocked, _ = steps[-1]
+        new_theta = theta + rng.uniform(-max_turn, max_turn)
+        new_end = end + (margin + length) * _heading(new_theta)
+        piece = segment_stamp(end, new_end, thickness, scale)
+        if canvas.fits(piece, own_blocked):
+            paddle = segment_stamp(end + margin * _heading(new_theta), new_end, thickness, scale)
+            next_blocked = own_blocked.copy()
+            if len(steps) >= OWN_LAG:
+                block_stamp(next_blocked, steps[-OWN_LAG][0], margin)
+            steps.append([piece, paddle, new_theta, new_end, next_blocked, 0])
+            continue
+        steps[-1][5] += 1
+        if steps[-1][5] >= TURN_TRIES:
+            steps.pop()
+            if not steps:
+                return None
+    if len(steps) < n_paddles:
+        return None
+    return Snake(origin, steps[-1][3], [s[0] for s in steps], [s[1] for s in steps])
+
+
+def random_point(rng: np.random.Generator, resolution: int, border: int) -> np.ndarray:
+    """Uniform point ``(x, y)`` at least ``border`` pixels inside the image."""
+    return rng.uniform(border, resolution - border, size=2)
+
+
+def place_snake(rng: np.random.Generator, canvas: Canvas, n_paddles: int,
+                away_from: np.ndarray | None = None) -> Snake | None:
+    """Grow a snake from up to ``SNAKE_TRIES`` origins and commit it; None when all fail.
+
+    With ``away_from``, origins lie at least ``seed_distance`` from that point.
+    """
+    params = canvas.params
+    for _ in range(SNAKE_TRIES):
+        for _ in range(SEED_TRIES):
+            origin = random_point(rng, canvas.resolution, params.padding)
+            if away_from is None or np.hypot(*(origin - away_from)) >= params.seed_distance:
+                break
+        else:
+            return None
+        snake = grow_snake(rng, canvas, origin, n_paddles)
+        if snake is not None:
+            canvas.commit(snake.pieces, snake.paddles)
+            return snake
+    return None
+
+
+def stroke_mask(snake: Snake, resolution: int) -> np.ndarray:
+    """Bool ``(res, res)``: output pixels covered by the snake with its gaps filled in."""
+    mask = np.zeros((resolution, resolution), dtype=bool)
+    for piece in snake.pieces:
+        stamp_into(mask, piece.row, piece.col, piece.coarse)
+    return mask
+
+
+def tip_markers(canvas: Canvas, targets: list[Snake], strokes: list[np.ndarray]):
+    """Marker stamps ``[[origin, terminal] per target]``, or None if one would not fit.
+
+    A marker fits when it lies inside the image and keeps the margin from the
+    other target's stroke.
+    """
+    radius, margin = canvas.params.marker_radius, canvas.margin
+    markers = []
+    for i, snake in enumerate(targets):
+        other = dilate(strokes[1 - i], margin)
+        pair = [disk_stamp(tip, radius, canvas.scale) for tip in (snake.origin, snake.terminal)]
+        for disk in pair:
+            if not canvas.within(disk, 0) or hits(other, disk.row + margin, disk.col + margin,
+                                                  disk.coarse):
+                return None
+        markers.append(pair)
+    return markers
+
+
+def draw_targets(rng: np.random.Generator, canvas: Canvas, n_paddles: int):
+    """Two committed target snakes, their strokes and tip markers, or None when stuck."""
+    first = place_snake(rng, canvas, n_paddles)
+    second = first and place_snake(rng, canvas, n_paddles, away_from=first.origin)
+    if second is None:
+        return None
+    targets = [first, second]
+    strokes = [stroke_mask(snake, canvas.resolution) for snake in targets]
+    markers = tip_markers(canvas, targets, strokes)
+    return None if markers is None else (targets, strokes, markers)
+
+
+def draw_sample(rng: np.random.Generator, resolution: int, difficulty: str,
+                label: int | None = None) -> tuple[np.ndarray, int, dict]:
+    """Draw one Pathfinder image; returns ``(image, label, meta)``.
+
+    ``image`` is uint8 ``(resolution, resolution)``; ``label`` is 1 when the
+    markers are connected (drawn from U{0,1} unless given).  ``meta`` holds
+    the metadata fields (``continuity``, ``contour_length``,
+    ``distractor_length``, ``paddle_length``, ``paddle_thickness``,
+    ``paddle_margin``, ``n_contrasts``) and, for inspection: ``markers``,
+    the two marker centres ``(row, col)``; ``paths``, the two target strokes
+    as bool ``(res, res)`` masks (gaps filled in); ``n_paddles`` of each
+    target; ``n_distractors`` drawn; ``origin_snake``, the target whose origin
+    carries a marker.
+    """
+    check_resolution(resolution)
+    check_difficulty(difficulty)
+    if label is not None and label not in (0, 1):
+        raise ValueError(f"label must be 0, 1 or None, got {label!r}")
+    params, contour_length = PARAMS[resolution], DIFFICULTIES[difficulty][1]
+    label = int(rng.integers(2)) if label is None else int(label)
+    margin = int(rng.choice(params.paddle_margins))
+    for _ in range(IMAGE_TRIES):
+        canvas = Canvas(resolution, params, margin)
+        drawn = draw_targets(rng, canvas, contour_length)
+        if drawn is not None:
+            break
+    else:
+        raise RuntimeError(f"could not place two {contour_length}-paddle snakes on a "
+                           f"{resolution}x{resolution} image in {IMAGE_TRIES} tries")
+    targets, strokes, markers = drawn
+    origin_snake = int(rng.integers(2))
+    chosen = [markers[origin_snake][0], markers[origin_snake if label else 1 - origin_snake][1]]
+    canvas.commit(chosen, chosen)
+    distractor_length = contour_length // 3
+    n_distractors = sum(place_snake(rng, canvas, distractor_length) is not None
+                        for _ in range(params.num_distractor_snakes))
+    tips = [targets[origin_snake].origin,
+            (targets[origin_snake] if label else targets[1 - origin_snake]).terminal]
+    meta = dict(
+        continuity=params.continuity, contour_length=contour_length,
+        distractor_length=distractor_length, paddle_length=params.paddle_length,
+        paddle_thickness=params.paddle_thickness, paddle_margin=margin, n_contrasts=1,
+        markers=tuple((float(y), float(x)) for x, y in tips), paths=tuple(strokes),
+        n_paddles=tuple(len(snake.paddles) for snake in targets),
+        n_distractors=n_distractors, origin_snake=origin_snake,
+    )
+    return canvas.image(), label, meta
