@@ -321,7 +321,8 @@ def read_cifar10(directory: str | os.PathLike, split: str) -> tuple[np.ndarray, 
     ``split`` "train" reads ``data_batch_1..5`` in order, "test" reads
     ``test_batch``: pickled dicts whose ``b"data"`` is uint8 ``(10000, 3072)``,
     each row the red, green and blue 32x32 planes row-major, and whose
-    ``b"labels"`` lists ints.  Pickles run code when loaded: read trusted files only.
+    ``b"labels"`` lists ints.  Only NumPy arrays and builtin containers are
+    unpickled; any other object in the file raises ``pickle.UnpicklingError``.
     """
     _check_split(split, CIFAR10_SPLITS)
     images, labels = [], []
@@ -330,11 +331,25 @@ def read_cifar10(directory: str | os.PathLike, split: str) -> tuple[np.ndarray, 
         if not path.is_file():
             raise FileNotFoundError(f"CIFAR-10 batch file not found: {path}")
         with path.open("rb") as f:
-            batch = pickle.load(f, encoding="bytes")
+            batch = _ArrayUnpickler(f, encoding="bytes").load()
         images.append(np.asarray(batch[b"data"], dtype=np.uint8))
         labels.append(np.asarray(batch[b"labels"], dtype=np.int64))
     data = np.concatenate(images).reshape(-1, 3, IMAGE_SIZE, IMAGE_SIZE)
     return data, np.concatenate(labels)
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickler that rebuilds NumPy arrays and nothing else (no arbitrary code)."""
+
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in self._ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to unpickle {module}.{name} from a CIFAR-10 batch")
 
 
 def to_grayscale(images: np.ndarray) -> np.ndarray:

@@ -61,8 +61,9 @@ DIFFICULTIES = {
     "intermediate": ("curv_contour_length_9", 9),
     "hard": ("curv_contour_length_14", 14),
 }
-TURN_UNIT = math.pi / 8  # radians of the largest turn per unit of continuity
-TURN_TRIES = 20  # headings tried for each new paddle
+TURN_UNIT = math.pi / 4  # radians of the largest turn per unit of continuity
+TURN_TRIES = 8  # headings tried for a step before taking the last paddle back
+HEADINGS_PER_PADDLE = 8  # a snake gives up after this many headings per paddle
 SNAKE_TRIES = 20  # origins tried for each snake
 IMAGE_TRIES = 200  # fresh starts of one image before giving up
 SEED_TRIES = 100  # origin draws for the second target before it counts as stuck
@@ -130,43 +131,54 @@ class Stamp:
     coarse: np.ndarray
 
 
-def _stamp(x0: float, y0: float, x1: float, y1: float, scale: int, inside) -> Stamp:
-    """Stamp of the fine pixels in bounding box ``[x0, x1] x [y0, y1]`` where ``inside(x, y)``.
+def pixel_box(low: tuple[float, float], high: tuple[float, float]) -> tuple[int, int, int, int]:
+    """``(row, col, height, width)`` of the output pixels meeting ``[low, high]`` (points ``(x, y)``)."""
+    col, row = math.floor(low[0]), math.floor(low[1])
+    return row, col, math.floor(high[1]) + 1 - row, math.floor(high[0]) + 1 - col
 
-    ``inside`` maps fine-pixel centre coordinates (output units, broadcast
-    arrays) to a bool mask.
-    """
-    col, row = math.floor(x0), math.floor(y0)
-    width, height = math.floor(x1) + 1 - col, math.floor(y1) + 1 - row
-    xs = col + (np.arange(width * scale) + 0.5) / scale
-    ys = row + (np.arange(height * scale) + 0.5) / scale
-    fine = inside(xs[None, :], ys[:, None])
-    coarse = fine.reshape(height, scale, width, scale).any(axis=(1, 3))
-    return Stamp(row, col, fine, coarse)
+
+def segment_box(p: np.ndarray, q: np.ndarray, thickness: float) -> tuple[int, int, int, int]:
+    """``pixel_box`` of the bar of ``thickness`` along ``p -> q``."""
+    half = thickness / 2
+    (px, py), (qx, qy) = p.tolist(), q.tolist()
+    return pixel_box((min(px, qx) - half, min(py, qy) - half),
+                     (max(px, qx) + half, max(py, qy) + half))
+
+
+def _fine_offsets(box: tuple[int, int, int, int], scale: int, x: float, y: float):
+    """Fine-pixel centres of ``box`` relative to ``(x, y)``: a ``(1, W)`` and an ``(H, 1)`` array."""
+    row, col, height, width = box
+    dx = (np.arange(width * scale) + 0.5) / scale + (col - x)
+    dy = (np.arange(height * scale) + 0.5) / scale + (row - y)
+    return dx[None, :], dy[:, None]
+
+
+def _make_stamp(box: tuple[int, int, int, int], scale: int, fine: np.ndarray) -> Stamp:
+    """Stamp of the fine mask of ``box``, with its coarse mask."""
+    row, col, height, width = box
+    return Stamp(row, col, fine, fine.reshape(height, scale, width, scale).any(axis=(1, 3)))
 
 
 def segment_stamp(p: np.ndarray, q: np.ndarray, thickness: float, scale: int) -> Stamp:
     """Bar of ``thickness`` along segment ``p -> q`` (points ``(x, y)``), round-ended."""
     half = thickness / 2
-    direction = q - p
-    length2 = max(float(direction @ direction), 1e-12)
-
-    def inside(x, y):
-        t = np.clip(((x - p[0]) * direction[0] + (y - p[1]) * direction[1]) / length2, 0.0, 1.0)
-        dx, dy = x - p[0] - t * direction[0], y - p[1] - t * direction[1]
-        return dx * dx + dy * dy <= half * half
-
-    low, high = np.minimum(p, q) - half, np.maximum(p, q) + half
-    return _stamp(low[0], low[1], high[0], high[1], scale, inside)
+    (px, py), (qx, qy) = p.tolist(), q.tolist()
+    dx, dy = qx - px, qy - py
+    length2 = max(dx * dx + dy * dy, 1e-12)
+    box = segment_box(p, q, thickness)
+    rx, ry = _fine_offsets(box, scale, px, py)
+    t = rx * (dx / length2) + ry * (dy / length2)  # position of the nearest point on p -> q
+    np.clip(t, 0.0, 1.0, out=t)
+    ex, ey = rx - t * dx, ry - t * dy
+    return _make_stamp(box, scale, ex * ex + ey * ey <= half * half)
 
 
 def disk_stamp(center: np.ndarray, radius: float, scale: int) -> Stamp:
     """Filled circle of ``radius`` around ``center`` ``(x, y)``."""
-
-    def inside(x, y):
-        return (x - center[0]) ** 2 + (y - center[1]) ** 2 <= radius * radius
-
-    return _stamp(*(center - radius), *(center + radius), scale, inside)
+    x, y = center.tolist()
+    box = pixel_box((x - radius, y - radius), (x + radius, y + radius))
+    rx, ry = _fine_offsets(box, scale, x, y)
+    return _make_stamp(box, scale, rx * rx + ry * ry <= radius * radius)
 
 
 def _window(grid: np.ndarray, row: int, col: int, shape: tuple[int, int]):
@@ -212,12 +224,14 @@ def block_stamp(grid: np.ndarray, stamp: Stamp, margin: int) -> None:
 
 @dataclasses.dataclass
 class Snake:
-    """A grown snake: tips ``(x, y)``, stroke pieces (gap + paddle) and paddles."""
+    """A grown snake: tips ``(x, y)``, stroke pieces (gap + paddle), paddles and,
+    for a target, marker disks ``[origin, terminal]`` reserved at its tips."""
 
     origin: np.ndarray
     terminal: np.ndarray
     pieces: list[Stamp]
     paddles: list[Stamp]
+    markers: list[Stamp] = dataclasses.field(default_factory=list)
 
 
 class Canvas:
@@ -233,25 +247,39 @@ class Canvas:
         self.blocked = np.zeros((resolution, resolution), dtype=bool)
         self.fine = np.zeros((resolution * self.scale,) * 2, dtype=np.float32)
 
-    def within(self, stamp: Stamp, border: int) -> bool:
-        """Whether ``stamp`` keeps ``border`` output pixels clear of the edges."""
+    def within(self, box: tuple[int, int, int, int], border: int) -> bool:
+        """Whether ``box`` (see ``pixel_box``) keeps ``border`` pixels clear of the edges."""
+        row, col, height, width = box
         high = self.resolution - border
-        return (stamp.row >= border and stamp.col >= border
-                and stamp.row + stamp.coarse.shape[0] <= high
-                and stamp.col + stamp.coarse.shape[1] <= high)
+        return row >= border and col >= border and row + height <= high and col + width <= high
 
-    def fits(self, piece: Stamp, own_blocked: np.ndarray) -> bool:
-        """Whether a stroke piece lies inside the padding and touches nothing blocked."""
-        return (self.within(piece, self.params.padding)
-                and not hits(self.blocked, piece.row, piece.col, piece.coarse)
-                and not hits(own_blocked, piece.row, piece.col, piece.coarse))
+    def stroke_piece(self, p: np.ndarray, q: np.ndarray, own_blocked: np.ndarray) -> Stamp | None:
+        """Stamp of the stroke ``p -> q`` if it keeps inside the padding and off the
+        ``blocked`` and ``own_blocked`` pixels, else None."""
+        thickness = self.params.paddle_thickness
+        if not self.within(segment_box(p, q, thickness), self.params.padding):
+            return None
+        piece = segment_stamp(p, q, thickness, self.scale)
+        if (hits(self.blocked, piece.row, piece.col, piece.coarse)
+                or hits(own_blocked, piece.row, piece.col, piece.coarse)):
+            return None
+        return piece
 
-    def commit(self, stamps: list[Stamp], painted: list[Stamp]) -> None:
-        """Block around ``stamps`` and paint ``painted`` at the drawing intensity."""
+    def tip_disk(self, tip: np.ndarray) -> Stamp | None:
+        """Marker disk at ``tip`` if it lies inside the image and off blocked pixels."""
+        disk = disk_stamp(tip, self.params.marker_radius, self.scale)
+        inside = self.within((disk.row, disk.col, *disk.coarse.shape), 0)
+        return disk if inside and not hits(self.blocked, disk.row, disk.col, disk.coarse) else None
+
+    def block(self, stamps: list[Stamp]) -> None:
+        """Block the pixels within the margin of ``stamps``."""
         for stamp in stamps:
             block_stamp(self.blocked, stamp, self.margin)
+
+    def paint(self, stamps: list[Stamp]) -> None:
+        """Draw ``stamps`` at the drawing intensity."""
         scale, intensity = self.scale, np.float32(self.params.intensity)
-        for stamp in painted:
+        for stamp in stamps:
             stamp_into(self.fine, stamp.row * scale, stamp.col * scale, stamp.fine * intensity)
 
     def image(self) -> np.ndarray:
@@ -265,46 +293,57 @@ def _heading(theta: float) -> np.ndarray:
     return np.array([math.cos(theta), math.sin(theta)])
 
 
+@dataclasses.dataclass
+class _Step:
+    """One laid paddle of a growing snake, and what the next step starts from."""
+
+    piece: Stamp  # stroke: gap + paddle
+    paddle: Stamp
+    heading: float  # radians
+    end: np.ndarray  # far end of the paddle (x, y)
+    own_blocked: np.ndarray  # (res, res) pixels of this snake the next piece must avoid
+    failures: int = 0  # headings of the next step tried in vain
+
+
 def grow_snake(rng: np.random.Generator, canvas: Canvas, origin: np.ndarray,
                n_paddles: int) -> Snake | None:
     """Grow ``n_paddles`` paddles from ``origin``, or None when it finds no room.
 
     Each step tries up to ``TURN_TRIES`` headings; when all fail the latest
     paddle is taken back and its step tried again, within a budget of
-    ``TURN_TRIES * n_paddles`` headings for the whole snake.
+    ``HEADINGS_PER_PADDLE * n_paddles`` headings for the whole snake.
     """
-    params, scale, margin = canvas.params, canvas.scale, canvas.margin
-    length, thickness = params.paddle_length, params.paddle_thickness
-    max_turn = params.continuity * TURN_UNIT
-    theta = rng.uniform(0.0, 2 * math.pi)
-    end = origin + length * _heading(theta)
-    first = segment_stamp(origin, end, thickness, scale)
-    if not canvas.fits(first, np.zeros_like(canvas.blocked)):
+    params, margin = canvas.params, canvas.margin
+    length, max_turn = params.paddle_length, params.continuity * TURN_UNIT
+    heading = rng.uniform(0.0, 2 * math.pi)
+    end = origin + length * _heading(heading)
+    first = canvas.stroke_piece(origin, end, np.zeros_like(canvas.blocked))
+    if first is None:
         return None
-    # steps[k]: (piece, paddle, heading, end, own_blocked for the step after it, failures)
-    steps = [[first, first, theta, end, np.zeros_like(canvas.blocked), 0]]
-    for _ in range(TURN_TRIES * n_paddles):
+    steps = [_Step(first, first, heading, end, np.zeros_like(canvas.blocked))]
+    for _ in range(HEADINGS_PER_PADDLE * n_paddles):
         if len(steps) == n_paddles:
             break
-        _, _, theta, end, own_blocked, _ = steps[-1]
-        new_theta = theta + rng.uniform(-max_turn, max_turn)
-        new_end = end + (margin + length) * _heading(new_theta)
-        piece = segment_stamp(end, new_end, thickness, scale)
-        if canvas.fits(piece, own_blocked):
-            paddle = segment_stamp(end + margin * _heading(new_theta), new_end, thickness, scale)
-            next_blocked = own_blocked.copy()
-            if len(steps) >= OWN_LAG:
-                block_stamp(next_blocked, steps[-OWN_LAG][0], margin)
-            steps.append([piece, paddle, new_theta, new_end, next_blocked, 0])
+        last = steps[-1]
+        heading = last.heading + rng.uniform(-max_turn, max_turn)
+        end = last.end + (margin + length) * _heading(heading)
+        piece = canvas.stroke_piece(last.end, end, last.own_blocked)
+        if piece is None:
+            last.failures += 1
+            if last.failures >= TURN_TRIES:
+                steps.pop()
+                if not steps:
+                    return None
             continue
-        steps[-1][5] += 1
-        if steps[-1][5] >= TURN_TRIES:
-            steps.pop()
-            if not steps:
-                return None
+        start = last.end + margin * _heading(heading)
+        paddle = segment_stamp(start, end, params.paddle_thickness, canvas.scale)
+        own_blocked = last.own_blocked.copy()
+        if len(steps) >= OWN_LAG:
+            block_stamp(own_blocked, steps[-OWN_LAG].piece, margin)
+        steps.append(_Step(piece, paddle, heading, end, own_blocked))
     if len(steps) < n_paddles:
         return None
-    return Snake(origin, steps[-1][3], [s[0] for s in steps], [s[1] for s in steps])
+    return Snake(origin, steps[-1].end, [s.piece for s in steps], [s.paddle for s in steps])
 
 
 def random_point(rng: np.random.Generator, resolution: int, border: int) -> np.ndarray:
@@ -312,11 +351,13 @@ def random_point(rng: np.random.Generator, resolution: int, border: int) -> np.n
     return rng.uniform(border, resolution - border, size=2)
 
 
-def place_snake(rng: np.random.Generator, canvas: Canvas, n_paddles: int,
-                away_from: np.ndarray | None = None) -> Snake | None:
+def place_snake(rng: np.random.Generator, canvas: Canvas, n_paddles: int, *,
+                target: bool = False, away_from: np.ndarray | None = None) -> Snake | None:
     """Grow a snake from up to ``SNAKE_TRIES`` origins and commit it; None when all fail.
 
-    With ``away_from``, origins lie at least ``seed_distance`` from that point.
+    A ``target`` also needs room for marker disks at both tips, which are
+    blocked with it (and painted later, if chosen).  With ``away_from``,
+    origins lie at least ``seed_distance`` from that point.
     """
     params = canvas.params
     for _ in range(SNAKE_TRIES):
@@ -326,9 +367,14 @@ def place_snake(rng: np.random.Generator, canvas: Canvas, n_paddles: int,
                 break
         else:
             return None
+        if target and canvas.tip_disk(origin) is None:
+            continue
         snake = grow_snake(rng, canvas, origin, n_paddles)
-        if snake is not None:
-            canvas.commit(snake.pieces, snake.paddles)
+        if snake is not None and target:
+            snake.markers = [canvas.tip_disk(origin), canvas.tip_disk(snake.terminal)]
+        if snake is not None and None not in snake.markers:
+            canvas.block(snake.pieces + snake.markers)
+            canvas.paint(snake.paddles)
             return snake
     return None
 
@@ -341,35 +387,13 @@ def stroke_mask(snake: Snake, resolution: int) -> np.ndarray:
     return mask
 
 
-def tip_markers(canvas: Canvas, targets: list[Snake], strokes: list[np.ndarray]):
-    """Marker stamps ``[[origin, terminal] per target]``, or None if one would not fit.
-
-    A marker fits when it lies inside the image and keeps the margin from the
-    other target's stroke.
-    """
-    radius, margin = canvas.params.marker_radius, canvas.margin
-    markers = []
-    for i, snake in enumerate(targets):
-        other = dilate(strokes[1 - i], margin)
-        pair = [disk_stamp(tip, radius, canvas.scale) for tip in (snake.origin, snake.terminal)]
-        for disk in pair:
-            if not canvas.within(disk, 0) or hits(other, disk.row + margin, disk.col + margin,
-                                                  disk.coarse):
-                return None
-        markers.append(pair)
-    return markers
-
-
-def draw_targets(rng: np.random.Generator, canvas: Canvas, n_paddles: int):
-    """Two committed target snakes, their strokes and tip markers, or None when stuck."""
-    first = place_snake(rng, canvas, n_paddles)
-    second = first and place_snake(rng, canvas, n_paddles, away_from=first.origin)
-    if second is None:
+def draw_targets(rng: np.random.Generator, canvas: Canvas, n_paddles: int) -> list[Snake] | None:
+    """Two committed target snakes with marker room at their tips, or None when stuck."""
+    first = place_snake(rng, canvas, n_paddles, target=True)
+    if first is None:
         return None
-    targets = [first, second]
-    strokes = [stroke_mask(snake, canvas.resolution) for snake in targets]
-    markers = tip_markers(canvas, targets, strokes)
-    return None if markers is None else (targets, strokes, markers)
+    second = place_snake(rng, canvas, n_paddles, target=True, away_from=first.origin)
+    return None if second is None else [first, second]
 
 
 def draw_sample(rng: np.random.Generator, resolution: int, difficulty: str,
@@ -395,26 +419,25 @@ def draw_sample(rng: np.random.Generator, resolution: int, difficulty: str,
     margin = int(rng.choice(params.paddle_margins))
     for _ in range(IMAGE_TRIES):
         canvas = Canvas(resolution, params, margin)
-        drawn = draw_targets(rng, canvas, contour_length)
-        if drawn is not None:
+        targets = draw_targets(rng, canvas, contour_length)
+        if targets is not None:
             break
     else:
         raise RuntimeError(f"could not place two {contour_length}-paddle snakes on a "
                            f"{resolution}x{resolution} image in {IMAGE_TRIES} tries")
-    targets, strokes, markers = drawn
     origin_snake = int(rng.integers(2))
-    chosen = [markers[origin_snake][0], markers[origin_snake if label else 1 - origin_snake][1]]
-    canvas.commit(chosen, chosen)
+    ends = [targets[origin_snake], targets[origin_snake if label else 1 - origin_snake]]
+    canvas.paint([ends[0].markers[0], ends[1].markers[1]])
     distractor_length = contour_length // 3
     n_distractors = sum(place_snake(rng, canvas, distractor_length) is not None
                         for _ in range(params.num_distractor_snakes))
-    tips = [targets[origin_snake].origin,
-            (targets[origin_snake] if label else targets[1 - origin_snake]).terminal]
+    tips = [ends[0].origin, ends[1].terminal]
     meta = dict(
         continuity=params.continuity, contour_length=contour_length,
         distractor_length=distractor_length, paddle_length=params.paddle_length,
         paddle_thickness=params.paddle_thickness, paddle_margin=margin, n_contrasts=1,
-        markers=tuple((float(y), float(x)) for x, y in tips), paths=tuple(strokes),
+        markers=tuple((float(y), float(x)) for x, y in tips),
+        paths=tuple(stroke_mask(snake, resolution) for snake in targets),
         n_paddles=tuple(len(snake.paddles) for snake in targets),
         n_distractors=n_distractors, origin_snake=origin_snake,
     )

@@ -1,6 +1,8 @@
 """Tests for ssm.data.lra: release readers, byte encoding, grayscale images and batching."""
 
 
+import pickle
+
 import numpy as np
 import pytest
 import torch
@@ -283,3 +285,22 @@ def test_readers_name_a_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="pos|neg"):
         read_imdb(tmp_path, "train")
     assert lra.UNK_ID == 1 and lra.PAD_ID == 0
+
+
+class _Payload:
+    def __reduce__(self):
+        return (print, ("code ran",))
+
+
+def test_read_cifar10_refuses_pickles_that_carry_code(tmp_path):
+    write_cifar(tmp_path)
+    with open(tmp_path / "test_batch", "wb") as f:
+        pickle.dump({b"data": _Payload(), b"labels": [0]}, f, protocol=2)
+    with pytest.raises(pickle.UnpicklingError, match="refusing"):
+        read_cifar10(tmp_path, "test")
+
+
+def test_read_cifar10_accepts_plain_numpy_batches(tmp_path):
+    written = write_cifar(tmp_path)
+    images, labels = read_cifar10(tmp_path, "test")
+    assert np.array_equal(images.reshape(len(labels), -1), written["test_batch"][0])
