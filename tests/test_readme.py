@@ -16,7 +16,7 @@ def test_readme_layer_example_runs_and_step_matches_forward():
     (example,) = readme_python_blocks()
     scope: dict = {}
     exec(compile(example, str(README), "exec"), scope)
-    x, y, y0, k = scope["x"], scope["y"], scope["y0"], scope["k"]
+    y, y0, k = scope["y"], scope["y0"], scope["k"]
     assert y.shape == (8, 1000, 64) and k.shape == (64, 1000) and y0.shape == (8, 64)
     torch.testing.assert_close(y0, y[:, 0], rtol=1e-4, atol=1e-4)
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 
 from kernels._dispatch import select_backend
-from kernels.fftconv.reference import fftconv_reference
 from kernels.fftconv.pytorch import fftconv_torch
+from kernels.fftconv.reference import fftconv_reference
 
 _IMPLEMENTATIONS = {"torch": fftconv_torch, "reference": fftconv_reference}
 

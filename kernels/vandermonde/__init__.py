@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 
 from kernels._dispatch import select_backend
-from kernels.vandermonde.reference import vandermonde_reference
 from kernels.vandermonde.pytorch import vandermonde_torch
+from kernels.vandermonde.reference import vandermonde_reference
 
 _IMPLEMENTATIONS = {"torch": vandermonde_torch, "reference": vandermonde_reference}
 

@@ -19,19 +19,19 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import importlib.util
 import itertools
 import json
 import math
 import os
 import pathlib
 import random
-import sys
 import tempfile
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
+
+from ssm.data.progress import progress_bar
 
 OPERATORS = ("[MIN", "[MAX", "[MED", "[SM")
 END = "]"
@@ -216,36 +216,6 @@ def generate_chunk(job: tuple[int, int, int, int, int, int]) -> list[tuple[str, 
     return rows
 
 
-@contextlib.contextmanager
-def _progress(total: int, enabled: bool) -> Iterator[Callable[[int], object]]:
-    """Yield ``advance(n)``, displayed with rich, else tqdm, else stderr lines."""
-    description = "generating ListOps"
-    if not enabled:
-        yield lambda n: None
-    elif importlib.util.find_spec("rich") is not None:
-        from rich.console import Console
-        from rich.progress import MofNCompleteColumn, Progress
-
-        columns = (*Progress.get_default_columns(), MofNCompleteColumn())
-        with Progress(*columns, console=Console(stderr=True)) as bar:
-            task = bar.add_task(description, total=total)
-            yield lambda n: bar.advance(task, n)
-    elif importlib.util.find_spec("tqdm") is not None:
-        from tqdm import tqdm
-
-        with tqdm(total=total, desc=description, file=sys.stderr) as bar:
-            yield bar.update
-    else:
-        done = [0]
-
-        def advance(n: int) -> None:
-            tenths_before, done[0] = 10 * done[0] // total, done[0] + n
-            if 10 * done[0] // total > tenths_before:
-                print(f"{description}: {done[0]}/{total}", file=sys.stderr)
-
-        yield advance
-
-
 def generate_listops(
     n_train: int, n_val: int, n_test: int, *, seed: int = 0, max_depth: int = 10,
     max_args: int = 10, min_length: int = 500, max_length: int = 2000,
@@ -262,7 +232,7 @@ def generate_listops(
     total, workers = sum(sizes), workers or os.cpu_count() or 1
     unique: dict[str, int] = {}
     next_chunk = 0
-    with _progress(total, progress and total > 0) as advance, contextlib.ExitStack() as stack:
+    with progress_bar(total, progress and total > 0, "generating ListOps") as advance, contextlib.ExitStack() as stack:
         pool = None
         if workers > 1 and total > CHUNK_SIZE:
             pool = stack.enter_context(concurrent.futures.ProcessPoolExecutor(workers))

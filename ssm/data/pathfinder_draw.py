@@ -7,25 +7,29 @@ of the same target snake and 0 when they sit on tips of different ones.
 A snake is a chain of ``n`` paddles, short bars ``paddle_length`` long and
 ``paddle_thickness`` thick.  Consecutive paddles are separated by a gap of
 ``paddle_margin`` pixels along the path, so a snake looks like a dashed curve.
-The snake starts at its origin tip; each step turns by an angle drawn
-uniformly from ``[-continuity * TURN_UNIT, continuity * TURN_UNIT]``, crosses
-the gap and lays the next paddle.  The "stroke" of a snake is the path with
-its gaps filled in; a new piece of stroke (gap + paddle) is rejected when it
-leaves the ``padding`` border or touches earlier content dilated by the
-margin (a square of ``2 * margin + 1`` output pixels), its own two latest
-pieces excepted.  Collisions are judged on output pixels with any coverage, so
-in the final image distinct snakes and markers are never 8-neighbours.
+The snake starts at its origin tip; each step turns by an angle drawn from
+the triangular distribution on ``[-continuity * TURN_UNIT, continuity *
+TURN_UNIT]`` peaked at 0 (straight on), crosses the gap and lays the next
+paddle; a step that finds no room takes the last paddle back.  The "stroke"
+of a snake is the path with its gaps filled in; a new piece of stroke (gap +
+paddle) is rejected when it leaves the ``padding`` border or touches earlier
+content dilated by the margin (a square of ``2 * margin + 1`` output
+pixels), its own two latest pieces excepted.  Collisions are judged on output
+pixels with any coverage, so distinct snakes and markers are never
+8-neighbours in the final image.
 
 Per image: draw the label (unless given) and a margin from
 ``paddle_margins``; grow the two targets (origin tips at least
-``seed_distance`` apart), drawing new origins for a stuck snake and starting
-the image over when the targets cannot be placed, or when a marker at any of
-their four tips would touch the other target; put the markers (origin tip of
-snake ``i``; terminal tip of snake ``i`` for label 1, of snake ``1 - i`` for
-label 0); then grow ``num_distractor_snakes`` distractors of
-``contour_length // 3`` paddles, leaving out one that still fails after
-``SNAKE_TRIES`` origins.  Targets are drawn before the label is used, so the
-snakes carry no information about it.
+``seed_distance`` apart), each accepted only with room for a marker disk at
+both tips, and these four disks are blocked at once; a stuck snake gets new
+origins and the image starts over when the targets cannot be placed.  Then
+paint two markers (origin tip of snake ``i``; terminal tip of snake ``i`` for
+label 1, of snake ``1 - i`` for label 0) and grow ``num_distractor_snakes``
+distractors of ``contour_length // 3`` paddles, leaving out one that still
+fails after ``SNAKE_TRIES`` origins (at 32x32 on the hard set about 1 in 15
+is left out; ``meta["n_distractors"]`` says how many were drawn).
+Targets and reserved disks do not depend on the label, so the snakes carry no
+information about it.
 
 Everything is drawn hard-edged at ``antialias_scale`` times the resolution,
 at intensity ``min(1, snake_contrast * paddle_contrast)``, and downsampled by
@@ -66,7 +70,7 @@ TURN_TRIES = 8  # headings tried for a step before taking the last paddle back
 HEADINGS_PER_PADDLE = 8  # a snake gives up after this many headings per paddle
 SNAKE_TRIES = 20  # origins tried for each snake
 IMAGE_TRIES = 200  # fresh starts of one image before giving up
-SEED_TRIES = 100  # origin draws for the second target before it counts as stuck
+SEED_TRIES = 100  # origin draws for one far enough from the other target's
 OWN_LAG = 2  # a new piece may touch this many latest pieces of its own snake
 
 
@@ -102,15 +106,15 @@ PARAMS: dict[int, PathfinderParams] = {
 def check_resolution(resolution: int) -> None:
     """Raise ValueError unless ``resolution`` is one of ``RESOLUTIONS``."""
     if resolution not in RESOLUTIONS:
-        raise ValueError(f"unknown Pathfinder resolution {resolution!r}; expected one of {RESOLUTIONS}")
+        raise ValueError(f"unknown Pathfinder resolution {resolution!r}; "
+                         f"expected one of {RESOLUTIONS}")
 
 
 def check_difficulty(difficulty: str) -> None:
     """Raise ValueError unless ``difficulty`` is a key of ``DIFFICULTIES``."""
     if difficulty not in DIFFICULTIES:
-        raise ValueError(
-            f"unknown Pathfinder difficulty {difficulty!r}; expected one of {tuple(DIFFICULTIES)}"
-        )
+        raise ValueError(f"unknown Pathfinder difficulty {difficulty!r}; "
+                         f"expected one of {tuple(DIFFICULTIES)}")
 
 
 # -------------------------------------------------------------- stamps ---
@@ -132,7 +136,7 @@ class Stamp:
 
 
 def pixel_box(low: tuple[float, float], high: tuple[float, float]) -> tuple[int, int, int, int]:
-    """``(row, col, height, width)`` of the output pixels meeting ``[low, high]`` (points ``(x, y)``)."""
+    """``(row, col, height, width)`` of the output pixels meeting box ``[low, high]``."""
     col, row = math.floor(low[0]), math.floor(low[1])
     return row, col, math.floor(high[1]) + 1 - row, math.floor(high[0]) + 1 - col
 
@@ -146,7 +150,7 @@ def segment_box(p: np.ndarray, q: np.ndarray, thickness: float) -> tuple[int, in
 
 
 def _fine_offsets(box: tuple[int, int, int, int], scale: int, x: float, y: float):
-    """Fine-pixel centres of ``box`` relative to ``(x, y)``: a ``(1, W)`` and an ``(H, 1)`` array."""
+    """Fine-pixel centres of ``box`` relative to ``(x, y)``: ``(1, W)`` and ``(H, 1)`` arrays."""
     row, col, height, width = box
     dx = (np.arange(width * scale) + 0.5) / scale + (col - x)
     dy = (np.arange(height * scale) + 0.5) / scale + (row - y)
@@ -168,7 +172,7 @@ def segment_stamp(p: np.ndarray, q: np.ndarray, thickness: float, scale: int) ->
     box = segment_box(p, q, thickness)
     rx, ry = _fine_offsets(box, scale, px, py)
     t = rx * (dx / length2) + ry * (dy / length2)  # position of the nearest point on p -> q
-    np.clip(t, 0.0, 1.0, out=t)
+    np.minimum(np.maximum(t, 0.0, out=t), 1.0, out=t)
     ex, ey = rx - t * dx, ry - t * dy
     return _make_stamp(box, scale, ex * ex + ey * ey <= half * half)
 
@@ -202,7 +206,9 @@ def stamp_into(grid: np.ndarray, row: int, col: int, patch: np.ndarray) -> None:
 
 def dilate(mask: np.ndarray, margin: int) -> np.ndarray:
     """Square dilation: ``(h + 2m, w + 2m)`` mask, True within ``margin`` cells of ``mask``."""
-    padded = np.pad(mask, margin)
+    height, width = mask.shape
+    padded = np.zeros((height + 2 * margin, width + 2 * margin), dtype=bool)
+    padded[margin:margin + height, margin:margin + width] = mask
     rows = padded.copy()
     for shift in range(1, margin + 1):
         rows[shift:] |= padded[:-shift]
@@ -290,6 +296,7 @@ class Canvas:
 
 
 def _heading(theta: float) -> np.ndarray:
+    """Unit vector ``(x, y)`` of direction ``theta`` radians."""
     return np.array([math.cos(theta), math.sin(theta)])
 
 
@@ -305,35 +312,30 @@ class _Step:
     failures: int = 0  # headings of the next step tried in vain
 
 
-def grow_snake(rng: np.random.Generator, canvas: Canvas, origin: np.ndarray,
-               n_paddles: int) -> Snake | None:
-    """Grow ``n_paddles`` paddles from ``origin``, or None when it finds no room.
+def _extend(rng: np.random.Generator, canvas: Canvas, steps: list[_Step],
+            n_new: int) -> list[_Step] | None:
+    """Lay ``n_new`` more paddles after ``steps[-1]``; the chain, or None when stuck.
 
     Each step tries up to ``TURN_TRIES`` headings; when all fail the latest
-    paddle is taken back and its step tried again, within a budget of
-    ``HEADINGS_PER_PADDLE * n_paddles`` headings for the whole snake.
+    new paddle is taken back and its step tried again, within a budget of
+    ``HEADINGS_PER_PADDLE * n_new`` headings.  The given steps stay.
     """
     params, margin = canvas.params, canvas.margin
     length, max_turn = params.paddle_length, params.continuity * TURN_UNIT
-    heading = rng.uniform(0.0, 2 * math.pi)
-    end = origin + length * _heading(heading)
-    first = canvas.stroke_piece(origin, end, np.zeros_like(canvas.blocked))
-    if first is None:
-        return None
-    steps = [_Step(first, first, heading, end, np.zeros_like(canvas.blocked))]
-    for _ in range(HEADINGS_PER_PADDLE * n_paddles):
-        if len(steps) == n_paddles:
+    fixed, wanted = len(steps), len(steps) + n_new
+    for _ in range(HEADINGS_PER_PADDLE * n_new):
+        if len(steps) == wanted:
             break
         last = steps[-1]
-        heading = last.heading + rng.uniform(-max_turn, max_turn)
+        heading = last.heading + rng.triangular(-max_turn, 0.0, max_turn)
         end = last.end + (margin + length) * _heading(heading)
         piece = canvas.stroke_piece(last.end, end, last.own_blocked)
         if piece is None:
             last.failures += 1
             if last.failures >= TURN_TRIES:
-                steps.pop()
-                if not steps:
+                if len(steps) == fixed:
                     return None
+                steps.pop()
             continue
         start = last.end + margin * _heading(heading)
         paddle = segment_stamp(start, end, params.paddle_thickness, canvas.scale)
@@ -341,14 +343,23 @@ def grow_snake(rng: np.random.Generator, canvas: Canvas, origin: np.ndarray,
         if len(steps) >= OWN_LAG:
             block_stamp(own_blocked, steps[-OWN_LAG].piece, margin)
         steps.append(_Step(piece, paddle, heading, end, own_blocked))
-    if len(steps) < n_paddles:
+    return steps if len(steps) == wanted else None
+
+
+def grow_snake(rng: np.random.Generator, canvas: Canvas, origin: np.ndarray,
+               n_paddles: int) -> Snake | None:
+    """Grow ``n_paddles`` paddles from ``origin`` (the first in a uniform direction),
+    or None when it finds no room."""
+    heading = rng.uniform(0.0, 2 * math.pi)
+    end = origin + canvas.params.paddle_length * _heading(heading)
+    first = canvas.stroke_piece(origin, end, np.zeros_like(canvas.blocked))
+    if first is None:
+        return None
+    start = [_Step(first, first, heading, end, np.zeros_like(canvas.blocked))]
+    steps = _extend(rng, canvas, start, n_paddles - 1)
+    if steps is None:
         return None
     return Snake(origin, steps[-1].end, [s.piece for s in steps], [s.paddle for s in steps])
-
-
-def random_point(rng: np.random.Generator, resolution: int, border: int) -> np.ndarray:
-    """Uniform point ``(x, y)`` at least ``border`` pixels inside the image."""
-    return rng.uniform(border, resolution - border, size=2)
 
 
 def place_snake(rng: np.random.Generator, canvas: Canvas, n_paddles: int, *,
@@ -360,9 +371,10 @@ def place_snake(rng: np.random.Generator, canvas: Canvas, n_paddles: int, *,
     origins lie at least ``seed_distance`` from that point.
     """
     params = canvas.params
+    low, high = params.padding, canvas.resolution - params.padding
     for _ in range(SNAKE_TRIES):
         for _ in range(SEED_TRIES):
-            origin = random_point(rng, canvas.resolution, params.padding)
+            origin = rng.uniform(low, high, size=2)  # (x, y) inside the padding
             if away_from is None or np.hypot(*(origin - away_from)) >= params.seed_distance:
                 break
         else:

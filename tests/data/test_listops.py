@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from ssm.data import listops
+from ssm.data import listops, progress
 from ssm.data.listops import (
     CHUNK_SIZE,
     EOS_ID,
@@ -186,9 +186,9 @@ def test_progress_bar_works_without_a_tty(capsys):
 
 
 def test_plain_stderr_progress_when_rich_and_tqdm_are_missing(monkeypatch, capsys):
-    find_spec = listops.importlib.util.find_spec
+    find_spec = progress.importlib.util.find_spec
     monkeypatch.setattr(
-        listops.importlib.util, "find_spec",
+        progress.importlib.util, "find_spec",
         lambda name, *a: None if name in ("rich", "tqdm") else find_spec(name, *a),
     )
     generate_listops(10, 0, 0, seed=0, workers=1, progress=True, **SMALL_WINDOW)

@@ -6,6 +6,12 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from lra_fixtures import (
+    N_PER_BATCH,
+    write_aan,
+    write_cifar,
+    write_imdb,
+)
 from PIL import Image
 
 from ssm.data import lra
@@ -35,9 +41,6 @@ from ssm.data.lra import (
     text_splits,
     to_grayscale,
 )
-
-from lra_fixtures import AAN_ROWS, IMDB_FILES, N_PER_BATCH, write_aan, write_cifar, write_imdb
-
 
 # ----------------------------------------------------------- encoding ---
 

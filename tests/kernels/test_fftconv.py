@@ -2,10 +2,10 @@
 
 import pytest
 import torch
-
-from kernels import fftconv
 from reference import causal_conv_loop, two_sided_conv_loop
 from tolerances import assert_close
+
+from kernels import fftconv
 
 BACKENDS = ["torch", "reference"]
 LENGTHS = [1, 2, 7, 33, 100]

@@ -4,10 +4,10 @@ import importlib
 
 import pytest
 import torch
-
-from kernels import vandermonde
 from reference import kernel_by_powers
 from tolerances import assert_close
+
+from kernels import vandermonde
 
 vpt = importlib.import_module("kernels.vandermonde.pytorch")
 

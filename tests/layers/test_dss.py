@@ -12,10 +12,10 @@ import math
 
 import pytest
 import torch
-
-import ssm
 from reference import backward_recurrence, diagonal_recurrence, kernel_by_powers
 from tolerances import assert_close
+
+import ssm
 
 VARIANTS = ["exp", "softmax"]
 H, N = 3, 8

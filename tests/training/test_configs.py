@@ -69,8 +69,8 @@ def test_logger_choices_compose(logger):
         assert cfg.logger._target_
 
 
-def test_pending_lra_task_explains_itself():
-    cfg = compose_config("experiment=lra/pathfinder")
+@pytest.mark.parametrize("experiment, resolution", [("lra/pathfinder", 32), ("lra/pathx", 128)])
+def test_pathfinder_experiments_pick_their_resolution(experiment, resolution):
+    cfg = compose_config(f"experiment={experiment}")
     datamodule = hydra.utils.instantiate(cfg.data)
-    with pytest.raises(NotImplementedError, match="pathfinder"):
-        datamodule.prepare_data()
+    assert datamodule.resolution == resolution and datamodule.d_input == 1

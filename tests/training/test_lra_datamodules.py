@@ -2,8 +2,9 @@
 
 import pytest
 from lra_fixtures import write_aan, write_cifar, write_imdb
-from ssm.training.run import run
 from test_configs import compose_config
+
+from ssm.training.run import run
 
 TINY = ["model.n_layers=1", "model.d_model=8", "model.layer.d_state=4", "logger=none",
         "callbacks.progress=null", "trainer.max_epochs=1", "trainer.accelerator=cpu"]
@@ -33,3 +34,14 @@ def test_missing_release_names_the_expected_files(tmp_path, experiment, expected
     cfg = compose_config(f"experiment={experiment}", f"data_root={tmp_path}", *TINY, output_dir=str(tmp_path / "run"))
     with pytest.raises(FileNotFoundError, match=expected):
         run(cfg)
+
+
+def test_pathfinder_experiment_generates_on_first_use_then_trains(tmp_path):
+    cfg = compose_config("experiment=lra/pathfinder", f"data_root={tmp_path / 'data'}", *TINY,
+                         "data.n_images=40", "data.workers=1", "data.batch_size=8",
+                         output_dir=str(tmp_path / "run"))
+    metrics = run(cfg)
+    generated = tmp_path / "data" / "pathfinder32" / "curv_contour_length_14"
+    assert len(list(generated.glob("imgs/*/sample_*.png"))) == 40
+    assert (generated / "generation.json").is_file()
+    assert {"val/acc", "test/acc"} <= set(metrics)
