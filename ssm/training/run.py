@@ -37,6 +37,15 @@ def build_model(cfg: DictConfig, datamodule):
     return hydra.utils.instantiate(cfg.model, **shapes)
 
 
+def resolved_config(cfg: DictConfig) -> dict:
+    """The resolved config as plain containers, without Hydra's own ``hydra`` node."""
+    return {
+        key: OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+        for key, value in cfg.items()
+        if key != "hydra"
+    }
+
+
 def run(cfg: DictConfig) -> dict[str, float]:
     """Train (and test) as configured; returns the last logged train/val metrics and the test metrics."""
     L.seed_everything(cfg.seed, workers=True)
@@ -51,7 +60,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     )
     logger = hydra.utils.instantiate(cfg.logger) if cfg.get("logger") else False
     if logger:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        logger.log_hyperparams(resolved_config(cfg))
     trainer = L.Trainer(
         **OmegaConf.to_container(cfg.trainer, resolve=True),
         logger=logger,

@@ -74,3 +74,13 @@ def test_pathfinder_experiments_pick_their_resolution(experiment, resolution):
     cfg = compose_config(f"experiment={experiment}")
     datamodule = hydra.utils.instantiate(cfg.data)
     assert datamodule.resolution == resolution and datamodule.d_input == 1
+
+
+def test_resolved_config_drops_hydra_node_and_resolves_interpolations(tmp_path):
+    from ssm.training.run import resolved_config
+
+    cfg = compose_config("experiment=lra", f"data_root={tmp_path}")
+    resolved = resolved_config(cfg)
+    assert "hydra" not in resolved
+    assert resolved["data"]["data_root"] == str(tmp_path)
+    assert resolved["callbacks"]["checkpoint"]["dirpath"] == "outputs/test/checkpoints"
