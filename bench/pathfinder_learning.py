@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
           f"{args.epochs} epochs, {minutes:.1f} min")
     print("| split | accuracy | chance |\n|---|---|---|")
     for split in ("train", "val", "test"):
-        key = f"{split}/acc_epoch" if split == "train" else f"{split}/acc"
+        key = f"{split}/acc"
         if key in metrics:
             print(f"| {split} | {100 * metrics[key]:.1f}% | 50% |")
 
