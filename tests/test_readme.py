@@ -4,6 +4,7 @@ import pathlib
 import re
 
 import torch
+from config_helpers import compose_config
 
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 
@@ -25,3 +26,18 @@ def test_readme_names_the_main_commands():
     text = README.read_text()
     assert "python train.py experiment=lra" in text
     assert 'pip install -e ".[dev]"' in text and "python -m pytest" in text
+
+
+def readme_train_commands() -> list[list[str]]:
+    """Every `python train.py ...` command in the README, continuation lines joined."""
+    text = README.read_text().replace("\\\n", " ")
+    commands = re.findall(r"python train\.py ([^\n`|]*)", text)
+    return [[arg for arg in cmd.split() if "=" in arg and "<" not in arg] for cmd in commands]
+
+
+def test_every_readme_train_command_composes():
+    commands = readme_train_commands()
+    assert len(commands) >= 8
+    for overrides in commands:
+        cfg = compose_config(*overrides)
+        assert cfg.model and cfg.data

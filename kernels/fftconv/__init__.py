@@ -15,6 +15,13 @@ from kernels.fftconv.reference import fftconv_reference
 
 _IMPLEMENTATIONS = {"torch": fftconv_torch, "reference": fftconv_reference}
 
+try:  # the Triton kernel is optional: `import kernels` works without triton
+    from kernels.fftconv.triton import fftconv_triton
+except ImportError:  # pragma: no cover - triton missing
+    fftconv_triton = None
+else:
+    _IMPLEMENTATIONS["triton"] = fftconv_triton
+
 
 def fftconv(
     u: torch.Tensor,
@@ -30,7 +37,8 @@ def fftconv(
             ``k[0]`` acts on the past and present, ``k[1]`` on the future,
             ``y[t] += sum_{s>t} k[1, s-t-1] u[s]``.
         D: optional real (H,) skip.
-        backend: None (by device), "torch" or "reference" (direct O(L^2) product).
+        backend: None (by device), "triton" (DFT by matrix products; L > 8192 and float64
+            go to "torch"), "torch" or "reference" (direct O(L^2) product).
 
     Returns:
         (B, H, L) in ``u``'s dtype.

@@ -16,6 +16,21 @@ from kernels.vandermonde.reference import vandermonde_reference
 
 _IMPLEMENTATIONS = {"torch": vandermonde_torch, "reference": vandermonde_reference}
 
+try:
+    import triton  # noqa: F401
+except ImportError:  # no Triton here: the op keeps its "torch" and "reference" backends
+    pass
+else:
+
+    def _vandermonde_triton(v: torch.Tensor, x: torch.Tensor, L: int) -> torch.Tensor:
+        # The kernel module is imported on first use: decorating the kernels reads
+        # TRITON_INTERPRET, which must be settled by then (see kernels._dispatch).
+        from kernels.vandermonde.triton import vandermonde_triton
+
+        return vandermonde_triton(v, x, L)
+
+    _IMPLEMENTATIONS["triton"] = _vandermonde_triton
+
 
 def vandermonde(
     v: torch.Tensor, x: torch.Tensor, L: int, backend: str | None = None
@@ -27,7 +42,9 @@ def vandermonde(
             sets over the same modes (e.g. the two directions of a bidirectional layer).
         x: complex (H, N), the discrete log-eigenvalues (Δ·A).
         L: kernel length, >= 0.
-        backend: None (by device), "torch" (chunked, memory O(H·N·chunk)) or "reference".
+        backend: None (by device: Triton on CUDA where triton is installed, else "torch"),
+            "triton" (fused kernels, memory O(C·H·L); CPU tensors need TRITON_INTERPRET=1),
+            "torch" (chunked, memory O(H·N·chunk)) or "reference".
 
     Returns:
         real (H, L), or (C, H, L), in the real dtype of ``v`` (float32 for complex64).

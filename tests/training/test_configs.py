@@ -1,30 +1,16 @@
 """Every experiment config composes, and its model and data module instantiate."""
 
-import pathlib
 
 import hydra
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import open_dict
+from config_helpers import CONFIGS, compose_config
 
 from ssm.training.run import build_model
 
-CONFIGS = pathlib.Path(__file__).resolve().parents[2] / "configs"
 EXPERIMENTS = sorted(
     str(p.relative_to(CONFIGS / "experiment").with_suffix("")) for p in (CONFIGS / "experiment").rglob("*.yaml")
 )
-
-
-def compose_config(*overrides: str, output_dir: str = "outputs/test"):
-    """The composed config, with ${hydra:...} resolvable as inside a Hydra run."""
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        cfg = compose("config", overrides=list(overrides), return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = output_dir
-    HydraConfig.instance().set_config(cfg)
-    return cfg
 
 
 def test_every_experiment_is_listed():

@@ -1,8 +1,8 @@
 """LRA Text, Retrieval and Image train end to end in-process on tiny official-format fixtures."""
 
 import pytest
+from config_helpers import compose_config
 from lra_fixtures import write_aan, write_cifar, write_imdb
-from test_configs import compose_config
 
 from ssm.training.run import run
 

@@ -1,0 +1,289 @@
+"""FFT convolution in Triton: the DFT of each padded row as matrix products (FlashFFTConv idea).
+
+Each (b, h) row is zero-padded to n = 2^p >= 2L (at least 256) and n is factored as
+n = N1 * N2 with N1, N2 powers of two in [16, 128] (N1 = 2^ceil(p/2)). Writing the padded
+row as an (N1, N2) tile x[m1, m2] = x[N2 m1 + m2], the DFT
+
+    X[f1 + N1 f2] = sum_{m2} F_N2[m2, f2] T[f1, m2] sum_{m1} F_N1[f1, m1] x[m1, m2],
+    T[f1, m2] = exp(-2 pi i f1 m2 / n),
+
+is two matrix products (``tl.dot`` on real and imaginary parts) around a pointwise twiddle.
+The spectrum stays in this [f1, f2] layout, is multiplied by the kernel's spectrum and sent
+back by the conjugate steps (@ conj(F_N2), * conj(T), conj(F_N1) @, real part), all in one
+program per row, so the padded sequence never goes back to memory between stages.
+
+What runs where:
+
+- Triton: the fused convolution (forward, and grad_u with the conjugate kernel spectrum), the
+  per-row cross-spectrum DFT(grad_y) * conj(DFT(u)) for grad_k, and its inverse DFT.
+- torch (launcher): the DFT matrices and twiddles (built in float64, passed as float32), the
+  kernel's spectrum (``torch.fft.fft`` of the zero-padded or circular kernel, once per call),
+  the batch sum of the cross-spectra, grad_D = sum_{b,t} grad_y u.
+
+Limits: one fused kernel covers n <= 16384, i.e. L <= 8192; longer sequences, and float64
+inputs (the kernel computes in float32), go to :func:`fftconv_torch`. float16 / bfloat16 are
+computed in float32 and cast back. On GPUs the products use ``input_precision="tf32x3"``
+(float32-level accuracy on tensor cores).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+from kernels.fftconv.pytorch import _circular_kernel, fftconv_torch
+
+MIN_N = 256  # 16 x 16: tl.dot needs every dimension >= 16
+MAX_N = 16384  # 128 x 128: the largest FFT length done in one fused kernel
+MAX_L = MAX_N // 2  # longer sequences go to fftconv_torch
+_PRECISION = "tf32x3"
+
+
+# ----------------------------------------------------------------------------- Triton
+
+
+@triton.jit
+def _load_tile(ptr, R: tl.constexpr, C: tl.constexpr):
+    rows = tl.arange(0, R)[:, None]
+    cols = tl.arange(0, C)[None, :]
+    return tl.load(ptr + rows * C + cols)
+
+
+@triton.jit
+def _dft_real(x, f1r, f1i, tr, ti, f2r, f2i, PREC: tl.constexpr):
+    """Real (N1, N2) tile x[m1, m2] -> its DFT in the [f1, f2] layout (real, imag)."""
+    # Along N1: F_N1 @ x (x real: two products).
+    br = tl.dot(f1r, x, input_precision=PREC)
+    bi = tl.dot(f1i, x, input_precision=PREC)
+    # Twiddle.
+    cr = br * tr - bi * ti
+    ci = br * ti + bi * tr
+    # Along N2: C @ F_N2.
+    xr = tl.dot(cr, f2r, input_precision=PREC) - tl.dot(ci, f2i, input_precision=PREC)
+    xi = tl.dot(cr, f2i, input_precision=PREC) + tl.dot(ci, f2r, input_precision=PREC)
+    return xr, xi
+
+
+@triton.jit
+def _idft_real_part(yr, yi, f1r, f1i, tr, ti, f2r, f2i, PREC: tl.constexpr):
+    """Spectrum in the [f1, f2] layout -> real part of its unscaled inverse DFT, tile [m1, m2]."""
+    # Along N2: Y @ conj(F_N2).
+    dr = tl.dot(yr, f2r, input_precision=PREC) + tl.dot(yi, f2i, input_precision=PREC)
+    di = tl.dot(yi, f2r, input_precision=PREC) - tl.dot(yr, f2i, input_precision=PREC)
+    # Conjugate twiddle.
+    er = dr * tr + di * ti
+    ei = di * tr - dr * ti
+    # Along N1: Re(conj(F_N1) @ E).
+    return tl.dot(f1r, er, input_precision=PREC) + tl.dot(f1i, ei, input_precision=PREC)
+
+
+@triton.jit
+def _conv_kernel(
+    x_ptr, sr_ptr, si_ptr, d_ptr, y_ptr,
+    f1r_ptr, f1i_ptr, tr_ptr, ti_ptr, f2r_ptr, f2i_ptr,
+    H, L,
+    HAS_D: tl.constexpr, N1: tl.constexpr, N2: tl.constexpr, PREC: tl.constexpr,
+):  # fmt: skip
+    """y = IDFT(DFT(x padded to n) * S)[:L] (+ D x) for one (b, h) row; S carries the 1/n."""
+    row = tl.program_id(0).to(tl.int64)
+    h = row % H
+    idx = tl.arange(0, N1)[:, None] * N2 + tl.arange(0, N2)[None, :]
+    valid = idx < L
+    x = tl.load(x_ptr + row * L + idx, mask=valid, other=0.0)
+
+    f1r = _load_tile(f1r_ptr, N1, N1)
+    f1i = _load_tile(f1i_ptr, N1, N1)
+    tr = _load_tile(tr_ptr, N1, N2)
+    ti = _load_tile(ti_ptr, N1, N2)
+    f2r = _load_tile(f2r_ptr, N2, N2)
+    f2i = _load_tile(f2i_ptr, N2, N2)
+
+    xr, xi = _dft_real(x, f1r, f1i, tr, ti, f2r, f2i, PREC)
+    sr = tl.load(sr_ptr + h * (N1 * N2) + idx)
+    si = tl.load(si_ptr + h * (N1 * N2) + idx)
+    yr = xr * sr - xi * si
+    yi = xr * si + xi * sr
+    y = _idft_real_part(yr, yi, f1r, f1i, tr, ti, f2r, f2i, PREC)
+    if HAS_D:
+        y += tl.load(d_ptr + h) * x
+    tl.store(y_ptr + row * L + idx, y, mask=valid)
+
+
+@triton.jit
+def _cross_spectrum_kernel(
+    g_ptr, x_ptr, pr_ptr, pi_ptr,
+    f1r_ptr, f1i_ptr, tr_ptr, ti_ptr, f2r_ptr, f2i_ptr,
+    L,
+    N1: tl.constexpr, N2: tl.constexpr, PREC: tl.constexpr,
+):  # fmt: skip
+    """P = DFT(g) * conj(DFT(x)) of one (b, h) pair of rows, both padded to n; [f1, f2] layout."""
+    row = tl.program_id(0).to(tl.int64)
+    idx = tl.arange(0, N1)[:, None] * N2 + tl.arange(0, N2)[None, :]
+    valid = idx < L
+    g = tl.load(g_ptr + row * L + idx, mask=valid, other=0.0)
+    x = tl.load(x_ptr + row * L + idx, mask=valid, other=0.0)
+
+    f1r = _load_tile(f1r_ptr, N1, N1)
+    f1i = _load_tile(f1i_ptr, N1, N1)
+    tr = _load_tile(tr_ptr, N1, N2)
+    ti = _load_tile(ti_ptr, N1, N2)
+    f2r = _load_tile(f2r_ptr, N2, N2)
+    f2i = _load_tile(f2i_ptr, N2, N2)
+
+    gr, gi = _dft_real(g, f1r, f1i, tr, ti, f2r, f2i, PREC)
+    xr, xi = _dft_real(x, f1r, f1i, tr, ti, f2r, f2i, PREC)
+    tl.store(pr_ptr + row * (N1 * N2) + idx, gr * xr + gi * xi)
+    tl.store(pi_ptr + row * (N1 * N2) + idx, gi * xr - gr * xi)
+
+
+@triton.jit
+def _inverse_kernel(
+    pr_ptr, pi_ptr, y_ptr,
+    f1r_ptr, f1i_ptr, tr_ptr, ti_ptr, f2r_ptr, f2i_ptr,
+    N1: tl.constexpr, N2: tl.constexpr, PREC: tl.constexpr,
+):  # fmt: skip
+    """Real part of the inverse DFT (no 1/n) of one row's [f1, f2] spectrum: all n samples."""
+    row = tl.program_id(0).to(tl.int64)
+    idx = tl.arange(0, N1)[:, None] * N2 + tl.arange(0, N2)[None, :]
+
+    f1r = _load_tile(f1r_ptr, N1, N1)
+    f1i = _load_tile(f1i_ptr, N1, N1)
+    tr = _load_tile(tr_ptr, N1, N2)
+    ti = _load_tile(ti_ptr, N1, N2)
+    f2r = _load_tile(f2r_ptr, N2, N2)
+    f2i = _load_tile(f2i_ptr, N2, N2)
+
+    pr = tl.load(pr_ptr + row * (N1 * N2) + idx)
+    pi = tl.load(pi_ptr + row * (N1 * N2) + idx)
+    y = _idft_real_part(pr, pi, f1r, f1i, tr, ti, f2r, f2i, PREC)
+    tl.store(y_ptr + row * (N1 * N2) + idx, y)
+
+
+# ----------------------------------------------------------------------------- launchers
+
+
+def fft_size(L: int) -> tuple[int, int, int]:
+    """(n, N1, N2): n = 2^p >= max(2L, 256), N1 = 2^ceil(p/2), N2 = n / N1."""
+    n = max(MIN_N, 1 << max(0, (2 * L - 1).bit_length()))
+    p = n.bit_length() - 1
+    N1 = 1 << ((p + 1) // 2)
+    return n, N1, n // N1
+
+
+_PLANS: dict[tuple[int, int, str], tuple[torch.Tensor, ...]] = {}
+
+
+def _dft_matrix(N: int) -> torch.Tensor:
+    j = torch.arange(N, dtype=torch.int64)
+    return torch.exp(-2j * math.pi * ((j[:, None] * j[None, :]) % N).to(torch.float64) / N)
+
+
+def _plan(n: int, N1: int, N2: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """float32 (F_N1 real, imag, T real, imag, F_N2 real, imag) on ``device``, cached."""
+    key = (N1, N2, str(device))
+    if key not in _PLANS:
+        f1 = _dft_matrix(N1)
+        f2 = _dft_matrix(N2)
+        f, m = torch.arange(N1)[:, None], torch.arange(N2)[None, :]
+        t = torch.exp(-2j * math.pi * ((f * m) % n).to(torch.float64) / n)
+        _PLANS[key] = tuple(
+            part.to(device=device, dtype=torch.float32).contiguous()
+            for z in (f1, t, f2)
+            for part in (z.real, z.imag)
+        )
+    return _PLANS[key]
+
+
+def _to_tile_layout(spec: torch.Tensor, N1: int, N2: int) -> torch.Tensor:
+    """(..., n) spectrum in natural order f = f1 + N1 f2 -> (..., N1, N2) indexed [f1, f2]."""
+    return spec.reshape(*spec.shape[:-1], N2, N1).transpose(-1, -2).contiguous()
+
+
+def _launch_options(n: int) -> dict:
+    return {"num_warps": 4 if n <= 1024 else 8}
+
+
+def _conv(x, spec_r, spec_i, D, n, N1, N2):
+    B, H, L = x.shape
+    y = torch.empty_like(x)
+    mats = _plan(n, N1, N2, x.device)
+    _conv_kernel[(B * H,)](
+        x, spec_r, spec_i, x if D is None else D, y, *mats, H, L,
+        HAS_D=D is not None, N1=N1, N2=N2, PREC=_PRECISION, **_launch_options(n),
+    )  # fmt: skip
+    return y
+
+
+def _kernel_grad(g, x, n, N1, N2):
+    """sum_b IDFT(DFT(g_b) conj(DFT(x_b))): the gradient of the length-n circular kernel (H, n)."""
+    B, H, L = x.shape
+    mats = _plan(n, N1, N2, x.device)
+    pr = torch.empty(B, H, N1, N2, dtype=x.dtype, device=x.device)
+    pi = torch.empty_like(pr)
+    _cross_spectrum_kernel[(B * H,)](
+        g, x, pr, pi, *mats, L, N1=N1, N2=N2, PREC=_PRECISION, **_launch_options(n)
+    )
+    pr = (pr.sum(0) / n).contiguous()
+    pi = (pi.sum(0) / n).contiguous()
+    out = torch.empty(H, n, dtype=x.dtype, device=x.device)
+    _inverse_kernel[(H,)](pr, pi, out, *mats, N1=N1, N2=N2, PREC=_PRECISION, **_launch_options(n))
+    return out
+
+
+class _FFTConvTriton(torch.autograd.Function):
+    """float32, contiguous u (B, H, L), k (H, L) or (2, H, L), D (H,) or None."""
+
+    @staticmethod
+    def forward(ctx, u, k, D):
+        L = u.shape[-1]
+        n, N1, N2 = fft_size(L)
+        kernel_f = torch.fft.fft(_circular_kernel(k, n), n=n) / n
+        kernel_f = _to_tile_layout(kernel_f, N1, N2)
+        spec_r, spec_i = kernel_f.real.contiguous(), kernel_f.imag.contiguous()
+        y = _conv(u, spec_r, spec_i, D, n, N1, N2)
+        ctx.save_for_backward(u, D, spec_r, spec_i)
+        ctx.sizes = (n, N1, N2)
+        ctx.two_sided = k.dim() == 3
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        u, D, spec_r, spec_i = ctx.saved_tensors
+        n, N1, N2 = ctx.sizes
+        L = u.shape[-1]
+        g = grad_y.contiguous()
+        grad_u = grad_k = grad_D = None
+        if ctx.needs_input_grad[0]:
+            # Correlation with k: the forward kernel with the conjugate spectrum, plus D g.
+            grad_u = _conv(g, spec_r, (-spec_i).contiguous(), D, n, N1, N2)
+        if ctx.needs_input_grad[1]:
+            grad_kc = _kernel_grad(g, u, n, N1, N2)
+            if ctx.two_sided:  # circular kernel [k0, 0, ..., 0, reverse(k1)]
+                grad_k = torch.stack([grad_kc[:, :L], grad_kc[:, n - L :].flip(-1)])
+            else:
+                grad_k = grad_kc[:, :L]
+        if D is not None and ctx.needs_input_grad[2]:
+            grad_D = (g * u).sum(dim=(0, 2))
+        return grad_u, grad_k, grad_D
+
+
+def fftconv_triton(u: torch.Tensor, k: torch.Tensor, D: torch.Tensor | None = None) -> torch.Tensor:
+    """FFT convolution by DFT matrix products in Triton (same contract as :func:`kernels.fftconv`).
+
+    Computes in float32 and returns ``u``'s dtype. Sequences with L > 8192 (FFT length beyond
+    16384) and float64 inputs are sent to :func:`fftconv_torch`.
+    """
+    L = u.shape[-1]
+    if L > MAX_L or u.dtype == torch.float64:
+        return fftconv_torch(u, k, D)
+    out_dtype = u.dtype
+    u_c = u.to(torch.float32).contiguous()
+    k_c = k.to(torch.float32).contiguous()
+    D_c = None if D is None else D.to(torch.float32).contiguous()
+    return _FFTConvTriton.apply(u_c, k_c, D_c).to(out_dtype)
+
+
+__all__ = ["MAX_L", "fft_size", "fftconv_triton"]
