@@ -21,7 +21,9 @@ What runs where:
   the batch sum of the cross-spectra, grad_D = sum_{b,t} grad_y u.
 
 Limits: one fused kernel covers n <= 16384, i.e. L <= 8192; longer sequences, and float64
-inputs (the kernel computes in float32), go to :func:`fftconv_torch`. float16 / bfloat16 are
+inputs (the kernel computes in float32), go to :func:`fftconv_torch`, and so does any FFT
+length whose kernels raise ``triton.OutOfResources`` on the device (remembered per device;
+the backward then takes torch.fft's gradients). float16 / bfloat16 are
 computed in float32 and cast back. On GPUs the products use ``input_precision="tf32x3"``
 (float32-level accuracy on tensor cores).
 """
@@ -40,6 +42,9 @@ MIN_N = 256  # 16 x 16: tl.dot needs every dimension >= 16
 MAX_N = 16384  # 128 x 128: the largest FFT length done in one fused kernel
 MAX_L = MAX_N // 2  # longer sequences go to fftconv_torch
 _PRECISION = "tf32x3"
+# (n, device) whose kernels raised OutOfResources (tiles too large for on-chip memory there):
+# later calls go straight to fftconv_torch.
+_TOO_LARGE: set[tuple[int, str]] = set()
 
 
 # ----------------------------------------------------------------------------- Triton
@@ -244,24 +249,30 @@ class _FFTConvTriton(torch.autograd.Function):
         kernel_f = _to_tile_layout(kernel_f, N1, N2)
         spec_r, spec_i = kernel_f.real.contiguous(), kernel_f.imag.contiguous()
         y = _conv(u, spec_r, spec_i, D, n, N1, N2)
-        ctx.save_for_backward(u, D, spec_r, spec_i)
+        ctx.save_for_backward(u, k, D, spec_r, spec_i)
         ctx.sizes = (n, N1, N2)
-        ctx.two_sided = k.dim() == 3
         return y
 
     @staticmethod
     def backward(ctx, grad_y):
-        u, D, spec_r, spec_i = ctx.saved_tensors
+        u, k, D, spec_r, spec_i = ctx.saved_tensors
+        try:
+            return _FFTConvTriton._grads(ctx, grad_y.contiguous(), u, k, D, spec_r, spec_i)
+        except triton.OutOfResources:  # the kernels do not fit this device: autograd of torch.fft
+            _TOO_LARGE.add((ctx.sizes[0], str(u.device)))
+            return _torch_grads(ctx.needs_input_grad, grad_y, u, k, D)
+
+    @staticmethod
+    def _grads(ctx, g, u, k, D, spec_r, spec_i):
         n, N1, N2 = ctx.sizes
         L = u.shape[-1]
-        g = grad_y.contiguous()
         grad_u = grad_k = grad_D = None
         if ctx.needs_input_grad[0]:
             # Correlation with k: the forward kernel with the conjugate spectrum, plus D g.
             grad_u = _conv(g, spec_r, (-spec_i).contiguous(), D, n, N1, N2)
         if ctx.needs_input_grad[1]:
             grad_kc = _kernel_grad(g, u, n, N1, N2)
-            if ctx.two_sided:  # circular kernel [k0, 0, ..., 0, reverse(k1)]
+            if k.dim() == 3:  # circular kernel [k0, 0, ..., 0, reverse(k1)]
                 grad_k = torch.stack([grad_kc[:, :L], grad_kc[:, n - L :].flip(-1)])
             else:
                 grad_k = grad_kc[:, :L]
@@ -274,16 +285,34 @@ def fftconv_triton(u: torch.Tensor, k: torch.Tensor, D: torch.Tensor | None = No
     """FFT convolution by DFT matrix products in Triton (same contract as :func:`kernels.fftconv`).
 
     Computes in float32 and returns ``u``'s dtype. Sequences with L > 8192 (FFT length beyond
-    16384) and float64 inputs are sent to :func:`fftconv_torch`.
+    16384), float64 inputs, empty inputs and FFT lengths whose kernels ran out of on-chip
+    resources on this device are sent to :func:`fftconv_torch`.
     """
     L = u.shape[-1]
-    if L > MAX_L or u.dtype == torch.float64:
+    key = (fft_size(L)[0], str(u.device))
+    if L > MAX_L or u.dtype == torch.float64 or u.numel() == 0 or key in _TOO_LARGE:
         return fftconv_torch(u, k, D)
     out_dtype = u.dtype
     u_c = u.to(torch.float32).contiguous()
     k_c = k.to(torch.float32).contiguous()
     D_c = None if D is None else D.to(torch.float32).contiguous()
-    return _FFTConvTriton.apply(u_c, k_c, D_c).to(out_dtype)
+    try:
+        y = _FFTConvTriton.apply(u_c, k_c, D_c)
+    except triton.OutOfResources:  # the fused tiles do not fit this device's on-chip memory
+        _TOO_LARGE.add(key)
+        return fftconv_torch(u, k, D)
+    return y.to(out_dtype)
+
+
+def _torch_grads(needs_input_grad, grad_y, u, k, D):
+    """Gradients of :func:`fftconv_torch` at (u, k, D): the backward's fallback."""
+    with torch.enable_grad():
+        inputs = [t.detach().requires_grad_(need) if t is not None else None
+                  for t, need in zip((u, k, D), needs_input_grad)]  # fmt: skip
+        y = fftconv_torch(*inputs)
+        wanted = [t for t in inputs if t is not None and t.requires_grad]
+        grads = iter(torch.autograd.grad(y, wanted, grad_y, allow_unused=True))
+    return tuple(next(grads) if t is not None and t.requires_grad else None for t in inputs)
 
 
 __all__ = ["MAX_L", "fft_size", "fftconv_triton"]

@@ -7,6 +7,7 @@ import logging
 import math
 
 import lightning as L
+from lightning.pytorch.accelerators import CUDAAccelerator
 from lightning.pytorch.tuner import Tuner
 
 log = logging.getLogger(__name__)
@@ -26,7 +27,7 @@ def fit_batch_to_memory(trainer: L.Trainer, task: L.LightningModule, datamodule)
     starting from the configured size) and set ``datamodule.batch_size`` and the trainer's
     gradient accumulation so that batch * accumulation covers the configured batch."""
     target = datamodule.batch_size
-    if trainer.accelerator.__class__.__name__ != "CUDAAccelerator":
+    if not isinstance(trainer.accelerator, CUDAAccelerator):
         log.info("batch-size search needs a CUDA device; keeping batch_size=%d", target)
         return
     fits = Tuner(trainer).scale_batch_size(

@@ -107,3 +107,29 @@ def test_fit_batch_to_memory_keeps_the_batch_off_cuda():
     data = Data()
     fit_batch_to_memory(trainer, None, data)
     assert data.batch_size == 16 and trainer.accumulate_grad_batches == 1
+
+
+def test_fit_batch_to_memory_shrinks_batch_and_accumulates(monkeypatch):
+    """The CUDA branch, with the device check and the finder's answer stood in for."""
+    import lightning as L
+    from lightning.pytorch.accelerators import CPUAccelerator
+    from lightning.pytorch.tuner import Tuner
+
+    from ssm.training import batch_size as module
+
+    class Data:
+        batch_size = 16
+
+    monkeypatch.setattr(module, "CUDAAccelerator", CPUAccelerator)
+    calls = {}
+
+    def finder(self, task, datamodule, mode, init_val, max_trials):
+        calls.update(mode=mode, init_val=init_val)
+        return 5  # the largest batch that "fits"
+
+    monkeypatch.setattr(Tuner, "scale_batch_size", finder)
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, accumulate_grad_batches=2)
+    data = Data()
+    fit_batch_to_memory(trainer, None, data)
+    assert calls == {"mode": "binsearch", "init_val": 16}
+    assert data.batch_size == 4 and trainer.accumulate_grad_batches == 8

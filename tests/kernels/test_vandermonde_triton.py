@@ -1,0 +1,208 @@
+"""kernels.vandermonde, Triton backend: forward and backward against the float64 oracles.
+
+On a CPU-only machine the kernels run in the Triton interpreter (conftest sets
+TRITON_INTERPRET=1); on a CUDA machine the same tests run compiled on the GPU.
+"""
+
+import importlib
+
+import pytest
+import torch
+from reference import kernel_by_powers
+from tolerances import assert_close
+
+pytest.importorskip("triton")
+
+from kernels import select_backend, vandermonde  # noqa: E402
+from kernels.vandermonde import _IMPLEMENTATIONS  # noqa: E402
+
+vtr = importlib.import_module("kernels.vandermonde.triton")
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def modes(H, N, C=None, dtype=torch.complex128):
+    """Random coefficients v ((H, N) or (C, H, N)) and stable log-eigenvalues x (H, N)."""
+    v = torch.randn(*(() if C is None else (C,)), H, N, dtype=torch.complex128)
+    x = torch.complex(-0.5 * torch.rand(H, N) - 0.01, 2.0 * torch.randn(H, N))
+    return v.to(dtype), x.to(torch.complex128).to(dtype)
+
+
+def oracle(v, x, L):
+    """Float64 K from the power form, for v (H, N) or (C, H, N)."""
+    z = torch.exp(x.cpu().to(torch.complex128))
+    if v.dim() == 2:
+        return kernel_by_powers(z, torch.ones_like(z), v.cpu(), L)
+    return torch.stack([kernel_by_powers(z, torch.ones_like(z), vc.cpu(), L) for vc in v])
+
+
+def triton_k(v, x, L):
+    return vandermonde(v.to(DEVICE), x.to(DEVICE), L, backend="triton")
+
+
+def grads(v0, x0, L, w, backend, device="cpu"):
+    """(K, grad v, grad x) of sum(K * w); an input that does not reach K gets zeros."""
+    v = v0.detach().clone().to(device).requires_grad_(True)
+    x = x0.detach().clone().to(device).requires_grad_(True)
+    K = vandermonde(v, x, L, backend=backend)
+    (K * w.to(device=device, dtype=K.dtype)).sum().backward()
+    out = tuple(torch.zeros_like(t) if t.grad is None else t.grad for t in (v, x))
+    return (K.detach().cpu(),) + tuple(g.cpu() for g in out)
+
+
+@pytest.fixture
+def small_blocks(monkeypatch):
+    """Blocks smaller than the shapes, so the N loop takes several chunks and L has tails."""
+    monkeypatch.setattr(vtr, "BLOCK_L", 16)
+    monkeypatch.setattr(vtr, "BLOCK_N", 2)
+
+
+SHAPES = [(3, 5, 1), (5, 7, 70), (1, 1, 33), (4, 3, 65), (2, 7, 64)]
+
+
+@pytest.mark.parametrize("H, N, L", SHAPES)
+def test_forward_matches_oracle_float64(H, N, L):
+    torch.manual_seed(0)
+    v, x = modes(H, N)
+    K = triton_k(v, x, L)
+    assert K.shape == (H, L) and K.dtype == torch.float64
+    assert_close(K.cpu(), oracle(v, x, L))
+
+
+@pytest.mark.parametrize("H, N, L", SHAPES)
+def test_forward_float32_matches_oracle(H, N, L):
+    torch.manual_seed(1)
+    v, x = modes(H, N, dtype=torch.complex64)
+    K = triton_k(v, x, L)
+    assert K.dtype == torch.float32
+    assert_close(K.cpu(), oracle(v, x, L), dtype=torch.float32)
+
+
+@pytest.mark.parametrize("C", [1, 2, 3])
+@pytest.mark.parametrize("dtype", [torch.complex64, torch.complex128])
+def test_stacked_coefficients_share_modes(C, dtype):
+    torch.manual_seed(2)
+    v, x = modes(5, 7, C=C, dtype=dtype)
+    K = triton_k(v, x, 70)
+    assert K.shape == (C, 5, 70)
+    assert_close(K.cpu(), oracle(v, x, 70), dtype=K.dtype)
+
+
+def test_forward_with_small_blocks(small_blocks):
+    torch.manual_seed(3)
+    v, x = modes(3, 7, C=2)
+    assert_close(triton_k(v, x, 37).cpu(), oracle(v, x, 37))
+
+
+def test_growing_modes_match_exp_form():
+    # Re x > 0: the definition exp(x l) itself, no stability assumption.
+    torch.manual_seed(4)
+    v, x = modes(3, 5)
+    x = torch.complex(x.real.abs() * 0.05, x.imag)
+    L = 33
+    expected = torch.stack([2 * (v * torch.exp(x * float(i))).sum(-1).real for i in range(L)], -1)
+    assert_close(triton_k(v, x, L).cpu(), expected)
+
+
+def test_zero_length_and_gradients():
+    torch.manual_seed(5)
+    v, x = modes(3, 5, C=2)
+    v.requires_grad_(True)
+    x.requires_grad_(True)
+    K = vandermonde(v, x, 0, backend="triton")
+    assert K.shape == (2, 3, 0)
+    K.sum().backward()
+    assert torch.all(v.grad == 0) and torch.all(x.grad == 0)
+
+
+def test_non_contiguous_and_conjugated_inputs():
+    torch.manual_seed(6)
+    v, x = modes(7, 5)
+    v_view, x_view = v.t().contiguous().t().conj(), x.t().contiguous().t()  # strided, conj bit
+    assert not x_view.is_contiguous() and v_view.is_conj()
+    assert_close(triton_k(v_view, x_view, 19).cpu(), oracle(v.conj(), x, 19))
+
+
+@pytest.mark.parametrize("C", [None, 1, 2])
+@pytest.mark.parametrize("L", [1, 7, 70])
+@pytest.mark.parametrize("dtype", [torch.complex128, torch.complex64])
+def test_grad_matches_reference_backend(C, L, dtype):
+    torch.manual_seed(7)
+    v0, x0 = modes(5, 7, C=C, dtype=dtype)
+    w = torch.randn(*v0.shape[:-1], L, dtype=torch.float64)
+    got = grads(v0, x0, L, w, "triton", DEVICE)
+    # The oracle sees exactly the (possibly rounded) inputs, in float64.
+    want = grads(v0.to(torch.complex128), x0.to(torch.complex128), L, w, "reference")
+    for a, b in zip(got, want):
+        assert a.dtype == (v0.real.dtype if not a.is_complex() else dtype)
+        assert_close(a, b, dtype=a.dtype)
+
+
+def test_grad_with_small_blocks(small_blocks):
+    torch.manual_seed(8)
+    v0, x0 = modes(3, 7, C=2)
+    w = torch.randn(2, 3, 37, dtype=torch.float64)
+    for a, b in zip(grads(v0, x0, 37, w, "triton", DEVICE), grads(v0, x0, 37, w, "reference")):
+        assert_close(a, b)
+
+
+@pytest.mark.parametrize("C", [None, 2])
+def test_gradcheck(C):
+    torch.manual_seed(9)
+    v, x = modes(2, 3, C=C)
+    v = v.to(DEVICE).requires_grad_(True)
+    x = x.to(DEVICE).requires_grad_(True)
+    assert torch.autograd.gradcheck(
+        lambda v, x: vandermonde(v, x, 6, backend="triton"), (v, x), fast_mode=True
+    )
+
+
+def test_grad_only_for_inputs_that_require_it():
+    torch.manual_seed(10)
+    v, x = modes(3, 5)
+    x = x.to(DEVICE).requires_grad_(True)
+    vandermonde(v.to(DEVICE), x, 7, backend="triton").sum().backward()
+    assert x.grad is not None and torch.isfinite(torch.view_as_real(x.grad)).all()
+
+
+def test_triton_backend_is_registered():
+    assert "triton" in _IMPLEMENTATIONS
+
+
+class _FakeCudaTensor(torch.Tensor):
+    """A CPU tensor that reports itself as CUDA, to test the routing rule without a GPU."""
+
+    @property
+    def is_cuda(self):
+        return True
+
+
+def test_dispatch_routes_cuda_tensors_to_triton():
+    t = torch.zeros(3, 5, dtype=torch.complex64).as_subclass(_FakeCudaTensor)
+    assert t.is_cuda
+    chosen = select_backend("vandermonde", _IMPLEMENTATIONS, None, t, t)
+    assert chosen is _IMPLEMENTATIONS["triton"]
+    cpu = torch.zeros(3, 5, dtype=torch.complex64)
+    assert select_backend("vandermonde", _IMPLEMENTATIONS, None, cpu, cpu) is _IMPLEMENTATIONS["torch"]
+
+
+def test_triton_on_cpu_without_interpreter_raises(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    v, x = modes(3, 5)
+    with pytest.raises(RuntimeError, match="TRITON_INTERPRET"):
+        vandermonde(v, x, 4, backend="triton")
+
+
+@requires_cuda
+def test_cuda_default_backend_is_triton_and_matches_torch():
+    torch.manual_seed(11)
+    v, x = modes(64, 64, C=2, dtype=torch.complex64)
+    v, x = v.cuda(), x.cuda()
+    L = 1000
+    K = vandermonde(v, x, L)
+    assert torch.equal(K, vandermonde(v, x, L, backend="triton"))
+    assert_close(K.cpu(), oracle(v, x, L), dtype=torch.float32)
+    w = torch.randn(2, 64, L, dtype=torch.float64)
+    for a, b in zip(grads(v, x, L, w, "triton", "cuda"), grads(v, x, L, w, "torch", "cuda")):
+        assert_close(a, b, dtype=torch.float32)
