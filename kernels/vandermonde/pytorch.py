@@ -1,9 +1,12 @@
-"""Vandermonde kernel in PyTorch, chunked over L so that peak memory stays bounded.
+"""Vandermonde kernel in PyTorch as batched matrix products, memory O(H·N·sqrt(L) + H·L).
 
-Forward and backward both walk L in chunks of ``c`` positions, so the largest temporary is
-(H, N, c) complex; autograd never stores an (H, N, L) tensor. Inside a chunk the powers
-exp(x l) are built as exp(x (l0 + j b)) · exp(x r) with l = l0 + j b + r, which needs
-about 2·sqrt(c) complex exponentials per mode instead of c.
+Write l = j·b + r with b ≈ sqrt(L). Then exp(x l) = exp(x j b) · exp(x r), so
+
+    K[h, j b + r] = 2 Re sum_n (v[h, n] exp(x[h, n] j b)) · exp(x[h, n] r)
+
+is a product of an (n_blocks, N) and an (N, b) matrix per channel: a batched GEMM that
+never forms the (H, N, L) tensor of powers, forward or backward. L is processed in chunks
+so the (H, N, n_blocks) factor stays bounded too.
 """
 
 from __future__ import annotations
@@ -12,36 +15,46 @@ import math
 
 import torch
 
-_CHUNK_ELEMENTS = 1 << 21  # complex entries per temporary (H, N, c) block
+_CHUNK_ELEMENTS = 1 << 22  # complex entries of the largest temporary factor
 
 
-def _chunk_size(H: int, N: int, L: int) -> int:
-    return max(1, min(L, _CHUNK_ELEMENTS // max(1, H * N)))
-
-
-def _powers(x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
-    """exp(x[h, n] * l) for l in [start, stop): (H, N, stop - start)."""
-    length = stop - start
+def _factors(x: torch.Tensor, start: int, length: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """outer (H, N, n_blocks) = exp(x (start + j b)), inner (H, N, b) = exp(x r), and b."""
     block = max(1, math.isqrt(length))
     n_blocks = -(-length // block)
     real = x.real.dtype
-    inner = torch.exp(x.unsqueeze(-1) * torch.arange(block, device=x.device, dtype=real))
+    r = torch.arange(block, device=x.device, dtype=real)
     offsets = start + block * torch.arange(n_blocks, device=x.device, dtype=real)
-    outer = torch.exp(x.unsqueeze(-1) * offsets)
-    powers = (outer.unsqueeze(-1) * inner.unsqueeze(-2)).flatten(-2)
-    return powers[..., :length]
+    return torch.exp(x.unsqueeze(-1) * offsets), torch.exp(x.unsqueeze(-1) * r), block
+
+
+def _chunks(H: int, N: int, L: int):
+    """(start, stop) pieces of [0, L) whose factors hold at most _CHUNK_ELEMENTS entries."""
+    per_position = max(1, _CHUNK_ELEMENTS // max(1, H * N))
+    c = max(1, min(L, per_position * per_position // 4))  # n_blocks + b ≈ 2 sqrt(c) per row
+    for start in range(0, L, c):
+        yield start, min(L, start + c)
 
 
 def _forward(v: torch.Tensor, x: torch.Tensor, L: int) -> torch.Tensor:
     """v (C, H, N), x (H, N) -> (C, H, L)."""
     C, H, N = v.shape
-    out = torch.empty(H, C, L, dtype=v.real.dtype, device=v.device)
-    c = _chunk_size(H, N, L)
-    vh = v.transpose(0, 1)  # (H, C, N)
-    for start in range(0, L, c):
-        stop = min(L, start + c)
-        out[:, :, start:stop] = 2 * torch.matmul(vh, _powers(x, start, stop)).real
-    return out.transpose(0, 1)
+    out = torch.empty(C, H, L, dtype=v.real.dtype, device=v.device)
+    for start, stop in _chunks(H, N, L):
+        outer, inner, block = _factors(x, start, stop - start)
+        left = (v.unsqueeze(-1) * outer).transpose(-1, -2)  # (C, H, n_blocks, N)
+        k = torch.matmul(left, inner).real  # (C, H, n_blocks, block)
+        out[..., start:stop] = 2 * k.flatten(-2)[..., : stop - start]
+    return out
+
+
+def _gather_modes(g: torch.Tensor, outer: torch.Tensor, inner: torch.Tensor, block: int) -> torch.Tensor:
+    """sum_l g[..., l] exp(x l) over a chunk: (C, H, N) for g (C, H, length)."""
+    length = g.shape[-1]
+    n_blocks = outer.shape[-1]
+    g = torch.nn.functional.pad(g, (0, n_blocks * block - length)).unflatten(-1, (n_blocks, block))
+    t = torch.matmul(g.to(inner.dtype), inner.transpose(-1, -2))  # (C, H, n_blocks, N)
+    return (t * outer.transpose(-1, -2)).sum(-2)
 
 
 class _Vandermonde(torch.autograd.Function):
@@ -57,25 +70,22 @@ class _Vandermonde(torch.autograd.Function):
         v, x = ctx.saved_tensors
         L = ctx.L
         C, H, N = v.shape
-        g_all = grad.to(v.dtype).transpose(0, 1)  # (H, C, L)
-        s0 = torch.zeros(H, C, N, dtype=v.dtype, device=v.device)
+        grad = grad.to(v.real.dtype)
+        s0 = torch.zeros(C, H, N, dtype=v.dtype, device=v.device)
         s1 = torch.zeros_like(s0)
-        c = _chunk_size(H, N, L)
-        for start in range(0, L, c):
-            stop = min(L, start + c)
-            E = _powers(x, start, stop).transpose(-1, -2)  # (H, c, N)
-            g = g_all[:, :, start:stop]
+        for start, stop in _chunks(H, N, L):
+            outer, inner, block = _factors(x, start, stop - start)
+            g = grad[..., start:stop]
             l = torch.arange(start, stop, device=v.device, dtype=v.real.dtype)
-            s0 += torch.matmul(g, E)
-            s1 += torch.matmul(g * l, E)
-        s0, s1 = s0.transpose(0, 1), s1.transpose(0, 1)  # (C, H, N)
+            s0 += _gather_modes(g, outer, inner, block)
+            s1 += _gather_modes(g * l, outer, inner, block)
         grad_v = 2 * s0.conj() if ctx.needs_input_grad[0] else None
         grad_x = 2 * (v * s1).sum(0).conj() if ctx.needs_input_grad[1] else None
         return grad_v, grad_x, None
 
 
 def vandermonde_torch(v: torch.Tensor, x: torch.Tensor, L: int) -> torch.Tensor:
-    """Chunked PyTorch path of :func:`kernels.vandermonde` (same contract)."""
+    """PyTorch path of :func:`kernels.vandermonde` (same contract)."""
     if v.dim() == 2:
         return _Vandermonde.apply(v.unsqueeze(0), x, L).squeeze(0)
     return _Vandermonde.apply(v, x, L)
