@@ -41,7 +41,7 @@ def _forward(v: torch.Tensor, x: torch.Tensor, L: int) -> torch.Tensor:
     C, H, N = v.shape
     out = torch.empty(C, H, L, dtype=v.real.dtype, device=v.device)
     for start, stop in _chunks(H, N, L):
-        outer, inner, block = _factors(x, start, stop - start)
+        outer, inner, _ = _factors(x, start, stop - start)
         left = (v.unsqueeze(-1) * outer).transpose(-1, -2)  # (C, H, n_blocks, N)
         k = torch.matmul(left, inner).real  # (C, H, n_blocks, block)
         out[..., start:stop] = 2 * k.flatten(-2)[..., : stop - start]

@@ -14,10 +14,14 @@ in registers. The launcher then forms grad_v = 2 conj(S0) and grad_x = 2 conj(su
 (the PyTorch complex-gradient convention, as in ``pytorch.py``).
 
 Complex tensors are passed as interleaved (re, im) real views. The kernels compute in the
-real dtype of the inputs (float32 for complex64, float64 for complex128). In float32 the
-phase xi·l is rounded once (absolute error about |xi l| · 6e-8, as in the PyTorch path); it
-is then reduced to [-pi, pi] before sin/cos, so that approximate GPU sin/cos stay accurate
-for large l.
+real dtype of the inputs (float32 for complex64, float64 for complex128).
+
+Float32 phase: a plain float32 xi·l is off by about |xi l| · 6e-8 (1e-4 rad at l ~ 500), which
+shows in K where modes cancel. Instead the launcher splits xi = xi_hi + xi_lo with xi_hi
+keeping 9 significant bits, so xi_hi·l is exact for l < 2**15; the kernel reduces xi_hi·l
+by 2·pi in two parts (Cody-Waite, exact for |phase| < 4e5) and only then adds xi_lo·l. The
+phase error stays a few ulp of pi up to l ~ 3e4 and degrades gradually beyond; the reduced
+argument also keeps approximate GPU sin/cos accurate. Float64 skips the split.
 
 Importing this module decorates the kernels, which fixes whether they run compiled or in
 the Triton interpreter (``TRITON_INTERPRET=1``); ``kernels.vandermonde`` imports it on first
@@ -42,20 +46,26 @@ _INV_TWO_PI = tl.constexpr(0.15915494309189535)
 
 
 @triton.jit
-def _modes_tile(xr, xi, l, REDUCE_PHASE: tl.constexpr):
-    """exp(x l) for x of shape (BLOCK_N,) and l of shape (BLOCK_L,): (re, im) of (BN, BL)."""
+def _modes_tile(xr, xi, xi_lo, l, REDUCE_PHASE: tl.constexpr):
+    """exp(x l), x = xr + i (xi + xi_lo), for x of shape (BLOCK_N,) and l of shape (BLOCK_L,).
+
+    Returns (re, im), each (BLOCK_N, BLOCK_L). With REDUCE_PHASE, xi * l must be exact
+    (xi the high part of the split) and is reduced by 2 pi before xi_lo * l is added.
+    """
     mag = tl.exp(xr[:, None] * l[None, :])
     phase = xi[:, None] * l[None, :]
     if REDUCE_PHASE:
         k = tl.floor(phase * _INV_TWO_PI + 0.5)
         phase = (phase - k * _TWO_PI_HI) - k * _TWO_PI_LO
+    phase = phase + xi_lo[:, None] * l[None, :]
     return mag * tl.cos(phase), mag * tl.sin(phase)
 
 
 @triton.jit
 def _vandermonde_fwd_kernel(
     v_ptr,  # (C, H, N, 2) contiguous real view of complex v
-    x_ptr,  # (H, N, 2) contiguous real view of complex x
+    x_ptr,  # (H, N, 2) contiguous (xr, xi_hi)
+    xlo_ptr,  # (H, N) contiguous xi_lo (zeros without the phase split)
     out_ptr,  # (C, H, L) contiguous
     C,
     H,
@@ -87,7 +97,8 @@ def _vandermonde_fwd_kernel(
         x_off = (h * N + n) * 2
         xr = tl.load(x_ptr + x_off, mask=mask_n, other=0.0)
         xi = tl.load(x_ptr + x_off + 1, mask=mask_n, other=0.0)
-        er, ei = _modes_tile(xr, xi, l, REDUCE_PHASE)  # (BN, BL)
+        xi_lo = tl.load(xlo_ptr + h * N + n, mask=mask_n, other=0.0)
+        er, ei = _modes_tile(xr, xi, xi_lo, l, REDUCE_PHASE)  # (BN, BL)
 
         v_off = ((offs_c[:, None] * H + h) * N + n[None, :]) * 2  # (BC, BN)
         mask_v = mask_c[:, None] & mask_n[None, :]
@@ -104,7 +115,8 @@ def _vandermonde_fwd_kernel(
 @triton.jit
 def _vandermonde_bwd_kernel(
     g_ptr,  # (C, H, L) contiguous real upstream gradient
-    x_ptr,  # (H, N, 2) contiguous real view of complex x
+    x_ptr,  # (H, N, 2) contiguous (xr, xi_hi)
+    xlo_ptr,  # (H, N) contiguous xi_lo (zeros without the phase split)
     s_ptr,  # (2, C, H, N, 2) real output: S0 and S1 as (re, im)
     C,
     H,
@@ -129,6 +141,7 @@ def _vandermonde_bwd_kernel(
     x_off = (h * N + offs_n) * 2
     xr = tl.load(x_ptr + x_off, mask=mask_n, other=0.0)
     xi = tl.load(x_ptr + x_off + 1, mask=mask_n, other=0.0)
+    xi_lo = tl.load(xlo_ptr + h * N + offs_n, mask=mask_n, other=0.0)
 
     s0r = tl.zeros((BLOCK_C, BLOCK_N), dtype=dtype)
     s0i = tl.zeros((BLOCK_C, BLOCK_N), dtype=dtype)
@@ -139,7 +152,7 @@ def _vandermonde_bwd_kernel(
         mask_l = offs_l < L
         # Tail positions evaluate at l = 0 with g = 0: they add nothing (and no inf * 0).
         l = tl.where(mask_l, offs_l, 0).to(dtype)
-        er, ei = _modes_tile(xr, xi, l, REDUCE_PHASE)  # (BN, BL)
+        er, ei = _modes_tile(xr, xi, xi_lo, l, REDUCE_PHASE)  # (BN, BL)
 
         g_off = (offs_c[:, None] * H + h) * L + offs_l[None, :]  # (BC, BL)
         g = tl.load(g_ptr + g_off, mask=mask_c[:, None] & mask_l[None, :], other=0.0)
@@ -168,8 +181,22 @@ def _device_guard(t: torch.Tensor):
 
 
 def _reduce_phase(dtype: torch.dtype) -> bool:
-    # float64 trig is accurate for any argument; the float32 split constants would cost precision.
+    # float64 is accurate enough as is (and the float32 split constants would cost precision).
     return dtype != torch.float64
+
+
+def _split_modes(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(H, N, 2) contiguous (xr, xi_hi) and (H, N) xi_lo, with xi = xi_hi + xi_lo exactly.
+
+    xi_hi keeps the sign, exponent and top 8 mantissa bits of xi (float32 only; float64
+    returns xi_hi = xi, xi_lo = 0).
+    """
+    xr = _as_real(x)
+    if not _reduce_phase(xr.dtype):
+        return xr, torch.zeros(x.shape, dtype=xr.dtype, device=x.device)
+    xi = xr[..., 1]
+    hi = (xi.contiguous().view(torch.int32) & -(1 << 15)).view(torch.float32)
+    return torch.stack([xr[..., 0], hi], dim=-1), (xi - hi).contiguous()
 
 
 def _forward(v: torch.Tensor, x: torch.Tensor, L: int) -> torch.Tensor:
@@ -182,10 +209,12 @@ def _forward(v: torch.Tensor, x: torch.Tensor, L: int) -> torch.Tensor:
     if N == 0:
         return out.zero_()
     grid = (H * triton.cdiv(L, BLOCK_L),)
+    x_hi, x_lo = _split_modes(x)
     with _device_guard(v):
         _vandermonde_fwd_kernel[grid](
             _as_real(v),
-            _as_real(x),
+            x_hi,
+            x_lo,
             out,
             C,
             H,
@@ -207,10 +236,12 @@ def _mode_sums(grad: torch.Tensor, x: torch.Tensor, C: int) -> tuple[torch.Tenso
     s = torch.zeros(2, C, H, N, 2, dtype=real, device=x.device)
     if L > 0 and s.numel() > 0:
         grid = (H * triton.cdiv(N, BLOCK_N),)
+        x_hi, x_lo = _split_modes(x)
         with _device_guard(x):
             _vandermonde_bwd_kernel[grid](
                 grad.to(real).contiguous(),
-                _as_real(x),
+                x_hi,
+                x_lo,
                 s,
                 C,
                 H,

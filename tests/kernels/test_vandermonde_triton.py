@@ -13,8 +13,8 @@ from tolerances import assert_close
 
 pytest.importorskip("triton")
 
-from kernels import select_backend, vandermonde  # noqa: E402
-from kernels.vandermonde import _IMPLEMENTATIONS  # noqa: E402
+from kernels import select_backend, vandermonde
+from kernels.vandermonde import _IMPLEMENTATIONS
 
 vtr = importlib.import_module("kernels.vandermonde.triton")
 
@@ -108,8 +108,8 @@ def test_growing_modes_match_exp_form():
 def test_zero_length_and_gradients():
     torch.manual_seed(5)
     v, x = modes(3, 5, C=2)
-    v.requires_grad_(True)
-    x.requires_grad_(True)
+    v = v.to(DEVICE).requires_grad_(True)
+    x = x.to(DEVICE).requires_grad_(True)
     K = vandermonde(v, x, 0, backend="triton")
     assert K.shape == (2, 3, 0)
     K.sum().backward()
@@ -134,9 +134,10 @@ def test_grad_matches_reference_backend(C, L, dtype):
     got = grads(v0, x0, L, w, "triton", DEVICE)
     # The oracle sees exactly the (possibly rounded) inputs, in float64.
     want = grads(v0.to(torch.complex128), x0.to(torch.complex128), L, w, "reference")
+    tol = torch.float32 if dtype == torch.complex64 else torch.float64
+    assert got[0].dtype == v0.real.dtype and got[1].dtype == got[2].dtype == dtype
     for a, b in zip(got, want):
-        assert a.dtype == (v0.real.dtype if not a.is_complex() else dtype)
-        assert_close(a, b, dtype=a.dtype)
+        assert_close(a, b, dtype=tol)
 
 
 def test_grad_with_small_blocks(small_blocks):
@@ -166,10 +167,6 @@ def test_grad_only_for_inputs_that_require_it():
     assert x.grad is not None and torch.isfinite(torch.view_as_real(x.grad)).all()
 
 
-def test_triton_backend_is_registered():
-    assert "triton" in _IMPLEMENTATIONS
-
-
 class _FakeCudaTensor(torch.Tensor):
     """A CPU tensor that reports itself as CUDA, to test the routing rule without a GPU."""
 
@@ -184,7 +181,8 @@ def test_dispatch_routes_cuda_tensors_to_triton():
     chosen = select_backend("vandermonde", _IMPLEMENTATIONS, None, t, t)
     assert chosen is _IMPLEMENTATIONS["triton"]
     cpu = torch.zeros(3, 5, dtype=torch.complex64)
-    assert select_backend("vandermonde", _IMPLEMENTATIONS, None, cpu, cpu) is _IMPLEMENTATIONS["torch"]
+    chosen = select_backend("vandermonde", _IMPLEMENTATIONS, None, cpu, cpu)
+    assert chosen is _IMPLEMENTATIONS["torch"]
 
 
 def test_triton_on_cpu_without_interpreter_raises(monkeypatch):
@@ -197,12 +195,12 @@ def test_triton_on_cpu_without_interpreter_raises(monkeypatch):
 @requires_cuda
 def test_cuda_default_backend_is_triton_and_matches_torch():
     torch.manual_seed(11)
-    v, x = modes(64, 64, C=2, dtype=torch.complex64)
-    v, x = v.cuda(), x.cuda()
-    L = 1000
-    K = vandermonde(v, x, L)
-    assert torch.equal(K, vandermonde(v, x, L, backend="triton"))
-    assert_close(K.cpu(), oracle(v, x, L), dtype=torch.float32)
-    w = torch.randn(2, 64, L, dtype=torch.float64)
-    for a, b in zip(grads(v, x, L, w, "triton", "cuda"), grads(v, x, L, w, "torch", "cuda")):
+    v, x = modes(32, 32, C=2, dtype=torch.complex64)
+    L = 512
+    K = vandermonde(v.cuda(), x.cuda(), L)
+    assert K.is_cuda and torch.equal(K, vandermonde(v.cuda(), x.cuda(), L, backend="triton"))
+    w = torch.randn(2, 32, L, dtype=torch.float64)
+    got = grads(v, x, L, w, None, "cuda")
+    want = grads(v.to(torch.complex128), x.to(torch.complex128), L, w, "torch")
+    for a, b in zip(got, want):
         assert_close(a, b, dtype=torch.float32)
