@@ -37,7 +37,7 @@ def fftconv(
             ``k[0]`` acts on the past and present, ``k[1]`` on the future,
             ``y[t] += sum_{s>t} k[1, s-t-1] u[s]``.
         D: optional real (H,) skip.
-        backend: None (by device), "triton" (DFT by matrix products; L > 8192 and float64
+        backend: None (by device), "triton" (DFT by matrix products; L > 4096 and float64
             go to "torch"), "torch" or "reference" (direct O(L^2) product).
 
     Returns:

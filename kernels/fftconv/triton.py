@@ -1,16 +1,19 @@
 """FFT convolution in Triton: the DFT of each padded row as matrix products (FlashFFTConv idea).
 
-Each (b, h) row is zero-padded to n = 2^p >= 2L (at least 256) and n is factored as
-n = N1 * N2 with N1, N2 powers of two in [16, 128] (N1 = 2^ceil(p/2)). Writing the padded
-row as an (N1, N2) tile x[m1, m2] = x[N2 m1 + m2], the DFT
+Each (b, h) row is zero-padded to n = 2^p >= 2L (at least 256: tl.dot needs dimensions
+>= 16) and n is factored as n = N1 * N2, N1 = 2^ceil(p/2) and N2 powers of two from 16 up to
+128 x 64 (MAX_N). Writing the padded row as an (N1, N2) tile x[m1, m2] = x[N2 m1 + m2], the DFT
 
     X[f1 + N1 f2] = sum_{m2} F_N2[m2, f2] T[f1, m2] sum_{m1} F_N1[f1, m1] x[m1, m2],
     T[f1, m2] = exp(-2 pi i f1 m2 / n),
 
 is two matrix products (``tl.dot`` on real and imaginary parts) around a pointwise twiddle.
 The spectrum stays in this [f1, f2] layout, is multiplied by the kernel's spectrum and sent
-back by the conjugate steps (@ conj(F_N2), * conj(T), conj(F_N1) @, real part), all in one
-program per row, so the padded sequence never goes back to memory between stages.
+back by the conjugate steps (@ conj(F_N2), * conj(T), conj(F_N1) @, real part), all inside
+one program, so the padded sequence never goes back to memory between stages. A program
+loads the DFT matrices once and runs 1 to 8 rows in turn (more when B * H is large against
+the GPU's multiprocessor count). Since L <= n / 2, only the first N1 / 2 rows of a tile hold
+input or wanted output: for N1 >= 32 the outer products use F_N1[:, :N1/2] and its transpose.
 
 What runs where:
 
@@ -20,11 +23,11 @@ What runs where:
   kernel's spectrum (``torch.fft.fft`` of the zero-padded or circular kernel, once per call),
   the batch sum of the cross-spectra, grad_D = sum_{b,t} grad_y u.
 
-Limits: one fused kernel covers n <= 16384, i.e. L <= 8192; longer sequences, and float64
+Limits: one fused kernel covers n <= 8192, i.e. L <= 4096; longer sequences, and float64
 inputs (the kernel computes in float32), go to :func:`fftconv_torch`, and so does any FFT
 length whose kernels raise ``triton.OutOfResources`` on the device (remembered per device;
-the backward then takes torch.fft's gradients). float16 / bfloat16 are
-computed in float32 and cast back. On GPUs the products use ``input_precision="tf32x3"``
+the backward then takes torch.fft's gradients). float16 / bfloat16 are computed in float32
+and cast back. On GPUs the products use ``input_precision="tf32x3"``
 (float32-level accuracy on tensor cores).
 """
 
@@ -39,7 +42,9 @@ import triton.language as tl
 from kernels.fftconv.pytorch import _circular_kernel, fftconv_torch
 
 MIN_N = 256  # 16 x 16: tl.dot needs every dimension >= 16
-MAX_N = 16384  # 128 x 128: the largest FFT length done in one fused kernel
+# The largest FFT length done in one fused kernel: 128 x 64. Compiled offline for sm_90,
+# n = 16384 (128 x 128) needs 320 KB of shared memory per program, beyond an H100's 227 KB.
+MAX_N = 8192
 MAX_L = MAX_N // 2  # longer sequences go to fftconv_torch
 _PRECISION = "tf32x3"
 # (n, device) whose kernels raised OutOfResources (tiles too large for on-chip memory there):
@@ -51,15 +56,19 @@ _TOO_LARGE: set[tuple[int, str]] = set()
 
 
 @triton.jit
-def _load_tile(ptr, R: tl.constexpr, C: tl.constexpr):
+def _load_block(ptr, R: tl.constexpr, C: tl.constexpr, ld: tl.constexpr):
+    """(R, C) block of a row-major matrix with ``ld`` columns, from its top-left corner."""
     rows = tl.arange(0, R)[:, None]
     cols = tl.arange(0, C)[None, :]
-    return tl.load(ptr + rows * C + cols)
+    return tl.load(ptr + rows * ld + cols)
 
 
 @triton.jit
 def _dft_real(x, f1r, f1i, tr, ti, f2r, f2i, PREC: tl.constexpr):
-    """Real (N1, N2) tile x[m1, m2] -> its DFT in the [f1, f2] layout (real, imag)."""
+    """Real (M1, N2) tile x[m1, m2] (rows m1 >= M1 zero) -> its DFT in the [f1, f2] layout.
+
+    f1 is F_N1[:, :M1] (N1, M1); returns (real, imag), each (N1, N2).
+    """
     # Along N1: F_N1 @ x (x real: two products).
     br = tl.dot(f1r, x, input_precision=PREC)
     bi = tl.dot(f1i, x, input_precision=PREC)
@@ -73,8 +82,11 @@ def _dft_real(x, f1r, f1i, tr, ti, f2r, f2i, PREC: tl.constexpr):
 
 
 @triton.jit
-def _idft_real_part(yr, yi, f1r, f1i, tr, ti, f2r, f2i, PREC: tl.constexpr):
-    """Spectrum in the [f1, f2] layout -> real part of its unscaled inverse DFT, tile [m1, m2]."""
+def _idft_real_part(yr, yi, g1r, g1i, tr, ti, f2r, f2i, PREC: tl.constexpr):
+    """Spectrum (N1, N2) in the [f1, f2] layout -> real part of its unscaled inverse DFT.
+
+    g1 is F_N1[:M, :] (M, N1): returns the rows m1 < M of the output tile [m1, m2].
+    """
     # Along N2: Y @ conj(F_N2).
     dr = tl.dot(yr, f2r, input_precision=PREC) + tl.dot(yi, f2i, input_precision=PREC)
     di = tl.dot(yi, f2r, input_precision=PREC) - tl.dot(yr, f2i, input_precision=PREC)
@@ -82,89 +94,102 @@ def _idft_real_part(yr, yi, f1r, f1i, tr, ti, f2r, f2i, PREC: tl.constexpr):
     er = dr * tr + di * ti
     ei = di * tr - dr * ti
     # Along N1: Re(conj(F_N1) @ E).
-    return tl.dot(f1r, er, input_precision=PREC) + tl.dot(f1i, ei, input_precision=PREC)
+    return tl.dot(g1r, er, input_precision=PREC) + tl.dot(g1i, ei, input_precision=PREC)
 
 
 @triton.jit
 def _conv_kernel(
     x_ptr, sr_ptr, si_ptr, d_ptr, y_ptr,
     f1r_ptr, f1i_ptr, tr_ptr, ti_ptr, f2r_ptr, f2i_ptr,
-    H, L,
-    HAS_D: tl.constexpr, N1: tl.constexpr, N2: tl.constexpr, PREC: tl.constexpr,
+    n_rows, H, L,
+    HAS_D: tl.constexpr, N1: tl.constexpr, N2: tl.constexpr, M1: tl.constexpr,
+    ROWS: tl.constexpr, PREC: tl.constexpr,
 ):  # fmt: skip
-    """y = IDFT(DFT(x padded to n) * S)[:L] (+ D x) for one (b, h) row; S carries the 1/n."""
-    row = tl.program_id(0).to(tl.int64)
-    h = row % H
-    idx = tl.arange(0, N1)[:, None] * N2 + tl.arange(0, N2)[None, :]
-    valid = idx < L
-    x = tl.load(x_ptr + row * L + idx, mask=valid, other=0.0)
+    """y = IDFT(DFT(x padded to n) * S)[:L] (+ D x) for ROWS (b, h) rows; S carries the 1/n.
 
-    f1r = _load_tile(f1r_ptr, N1, N1)
-    f1i = _load_tile(f1i_ptr, N1, N1)
-    tr = _load_tile(tr_ptr, N1, N2)
-    ti = _load_tile(ti_ptr, N1, N2)
-    f2r = _load_tile(f2r_ptr, N2, N2)
-    f2i = _load_tile(f2i_ptr, N2, N2)
+    Only the first M1 rows of the (N1, N2) tile can hold samples t < L <= n / 2.
+    """
+    f1r = _load_block(f1r_ptr, N1, M1, N1)  # F_N1[:, :M1]
+    f1i = _load_block(f1i_ptr, N1, M1, N1)
+    g1r = tl.trans(f1r)  # F_N1[:M1, :] (F_N1 is symmetric)
+    g1i = tl.trans(f1i)
+    tr = _load_block(tr_ptr, N1, N2, N2)
+    ti = _load_block(ti_ptr, N1, N2, N2)
+    f2r = _load_block(f2r_ptr, N2, N2, N2)
+    f2i = _load_block(f2i_ptr, N2, N2, N2)
 
-    xr, xi = _dft_real(x, f1r, f1i, tr, ti, f2r, f2i, PREC)
-    sr = tl.load(sr_ptr + h * (N1 * N2) + idx)
-    si = tl.load(si_ptr + h * (N1 * N2) + idx)
-    yr = xr * sr - xi * si
-    yi = xr * si + xi * sr
-    y = _idft_real_part(yr, yi, f1r, f1i, tr, ti, f2r, f2i, PREC)
-    if HAS_D:
-        y += tl.load(d_ptr + h) * x
-    tl.store(y_ptr + row * L + idx, y, mask=valid)
+    idx = tl.arange(0, M1)[:, None] * N2 + tl.arange(0, N2)[None, :]
+    spec_idx = tl.arange(0, N1)[:, None] * N2 + tl.arange(0, N2)[None, :]
+    for r in range(ROWS):
+        row = tl.program_id(0).to(tl.int64) * ROWS + r
+        h = row % H
+        valid = idx < tl.minimum(L, (n_rows - row) * L)  # t < L, and row < n_rows
+        x = tl.load(x_ptr + row * L + idx, mask=valid, other=0.0)
+        xr, xi = _dft_real(x, f1r, f1i, tr, ti, f2r, f2i, PREC)
+        sr = tl.load(sr_ptr + h * (N1 * N2) + spec_idx)
+        si = tl.load(si_ptr + h * (N1 * N2) + spec_idx)
+        yr = xr * sr - xi * si
+        yi = xr * si + xi * sr
+        y = _idft_real_part(yr, yi, g1r, g1i, tr, ti, f2r, f2i, PREC)
+        if HAS_D:
+            y += tl.load(d_ptr + h) * x
+        tl.store(y_ptr + row * L + idx, y, mask=valid)
 
 
 @triton.jit
 def _cross_spectrum_kernel(
     g_ptr, x_ptr, pr_ptr, pi_ptr,
     f1r_ptr, f1i_ptr, tr_ptr, ti_ptr, f2r_ptr, f2i_ptr,
-    L,
-    N1: tl.constexpr, N2: tl.constexpr, PREC: tl.constexpr,
+    n_rows, L,
+    N1: tl.constexpr, N2: tl.constexpr, M1: tl.constexpr, ROWS: tl.constexpr,
+    PREC: tl.constexpr,
 ):  # fmt: skip
-    """P = DFT(g) * conj(DFT(x)) of one (b, h) pair of rows, both padded to n; [f1, f2] layout."""
-    row = tl.program_id(0).to(tl.int64)
-    idx = tl.arange(0, N1)[:, None] * N2 + tl.arange(0, N2)[None, :]
-    valid = idx < L
-    g = tl.load(g_ptr + row * L + idx, mask=valid, other=0.0)
-    x = tl.load(x_ptr + row * L + idx, mask=valid, other=0.0)
+    """P = DFT(g) * conj(DFT(x)) of ROWS (b, h) pairs of rows padded to n; [f1, f2] layout."""
+    f1r = _load_block(f1r_ptr, N1, M1, N1)
+    f1i = _load_block(f1i_ptr, N1, M1, N1)
+    tr = _load_block(tr_ptr, N1, N2, N2)
+    ti = _load_block(ti_ptr, N1, N2, N2)
+    f2r = _load_block(f2r_ptr, N2, N2, N2)
+    f2i = _load_block(f2i_ptr, N2, N2, N2)
 
-    f1r = _load_tile(f1r_ptr, N1, N1)
-    f1i = _load_tile(f1i_ptr, N1, N1)
-    tr = _load_tile(tr_ptr, N1, N2)
-    ti = _load_tile(ti_ptr, N1, N2)
-    f2r = _load_tile(f2r_ptr, N2, N2)
-    f2i = _load_tile(f2i_ptr, N2, N2)
-
-    gr, gi = _dft_real(g, f1r, f1i, tr, ti, f2r, f2i, PREC)
-    xr, xi = _dft_real(x, f1r, f1i, tr, ti, f2r, f2i, PREC)
-    tl.store(pr_ptr + row * (N1 * N2) + idx, gr * xr + gi * xi)
-    tl.store(pi_ptr + row * (N1 * N2) + idx, gi * xr - gr * xi)
+    idx = tl.arange(0, M1)[:, None] * N2 + tl.arange(0, N2)[None, :]
+    spec_idx = tl.arange(0, N1)[:, None] * N2 + tl.arange(0, N2)[None, :]
+    for r in range(ROWS):
+        row = tl.program_id(0).to(tl.int64) * ROWS + r
+        valid = idx < tl.minimum(L, (n_rows - row) * L)  # t < L, and row < n_rows
+        g = tl.load(g_ptr + row * L + idx, mask=valid, other=0.0)
+        x = tl.load(x_ptr + row * L + idx, mask=valid, other=0.0)
+        gr, gi = _dft_real(g, f1r, f1i, tr, ti, f2r, f2i, PREC)
+        xr, xi = _dft_real(x, f1r, f1i, tr, ti, f2r, f2i, PREC)
+        out = row * (N1 * N2) + spec_idx
+        in_range = spec_idx < (n_rows - row) * (N1 * N2)  # row < n_rows, as a tile mask
+        tl.store(pr_ptr + out, gr * xr + gi * xi, mask=in_range)
+        tl.store(pi_ptr + out, gi * xr - gr * xi, mask=in_range)
 
 
 @triton.jit
 def _inverse_kernel(
     pr_ptr, pi_ptr, y_ptr,
     f1r_ptr, f1i_ptr, tr_ptr, ti_ptr, f2r_ptr, f2i_ptr,
-    N1: tl.constexpr, N2: tl.constexpr, PREC: tl.constexpr,
+    n_rows,
+    N1: tl.constexpr, N2: tl.constexpr, ROWS: tl.constexpr, PREC: tl.constexpr,
 ):  # fmt: skip
-    """Real part of the inverse DFT (no 1/n) of one row's [f1, f2] spectrum: all n samples."""
-    row = tl.program_id(0).to(tl.int64)
+    """Real part of the inverse DFT (no 1/n) of ROWS rows' [f1, f2] spectra: all n samples."""
+    f1r = _load_block(f1r_ptr, N1, N1, N1)
+    f1i = _load_block(f1i_ptr, N1, N1, N1)
+    tr = _load_block(tr_ptr, N1, N2, N2)
+    ti = _load_block(ti_ptr, N1, N2, N2)
+    f2r = _load_block(f2r_ptr, N2, N2, N2)
+    f2i = _load_block(f2i_ptr, N2, N2, N2)
+
     idx = tl.arange(0, N1)[:, None] * N2 + tl.arange(0, N2)[None, :]
-
-    f1r = _load_tile(f1r_ptr, N1, N1)
-    f1i = _load_tile(f1i_ptr, N1, N1)
-    tr = _load_tile(tr_ptr, N1, N2)
-    ti = _load_tile(ti_ptr, N1, N2)
-    f2r = _load_tile(f2r_ptr, N2, N2)
-    f2i = _load_tile(f2i_ptr, N2, N2)
-
-    pr = tl.load(pr_ptr + row * (N1 * N2) + idx)
-    pi = tl.load(pi_ptr + row * (N1 * N2) + idx)
-    y = _idft_real_part(pr, pi, f1r, f1i, tr, ti, f2r, f2i, PREC)
-    tl.store(y_ptr + row * (N1 * N2) + idx, y)
+    for r in range(ROWS):
+        row = tl.program_id(0).to(tl.int64) * ROWS + r
+        in_range = idx < (n_rows - row) * (N1 * N2)  # row < n_rows, as a tile mask
+        pr = tl.load(pr_ptr + row * (N1 * N2) + idx, mask=in_range, other=0.0)
+        pi = tl.load(pi_ptr + row * (N1 * N2) + idx, mask=in_range, other=0.0)
+        y = _idft_real_part(pr, pi, f1r, f1i, tr, ti, f2r, f2i, PREC)
+        tl.store(y_ptr + row * (N1 * N2) + idx, y, mask=in_range)
 
 
 # ----------------------------------------------------------------------------- launchers
@@ -208,16 +233,38 @@ def _to_tile_layout(spec: torch.Tensor, N1: int, N2: int) -> torch.Tensor:
 
 
 def _launch_options(n: int) -> dict:
-    return {"num_warps": 4 if n <= 1024 else 8}
+    # num_stages=1: nothing to pipeline, and staging buffers would only cost shared memory.
+    return {"num_warps": 4 if n <= 1024 else 8, "num_stages": 1}
+
+
+def _half_rows(N1: int) -> int:
+    """M1: rows of the (N1, N2) tile that hold t < n / 2; tl.dot needs it >= 16."""
+    return N1 // 2 if N1 >= 32 else N1
+
+
+def _rows_per_program(n_rows: int, n: int, device: torch.device) -> int:
+    """Rows per program (a power of two <= 8): the DFT matrices are loaded once per program,
+    so share them among rows while keeping about two programs per streaming multiprocessor.
+    One row per program for n >= 4096, where several rows need more than 227 KB of shared
+    memory (offline sm_90 compile)."""
+    if device.type != "cuda" or n >= 4096:
+        return 1
+    target = 2 * torch.cuda.get_device_properties(device).multi_processor_count
+    rows = 1
+    while rows < 8 and n_rows >= 2 * rows * target:
+        rows *= 2
+    return rows
 
 
 def _conv(x, spec_r, spec_i, D, n, N1, N2):
     B, H, L = x.shape
     y = torch.empty_like(x)
     mats = _plan(n, N1, N2, x.device)
-    _conv_kernel[(B * H,)](
-        x, spec_r, spec_i, x if D is None else D, y, *mats, H, L,
-        HAS_D=D is not None, N1=N1, N2=N2, PREC=_PRECISION, **_launch_options(n),
+    rows = _rows_per_program(B * H, n, x.device)
+    _conv_kernel[(triton.cdiv(B * H, rows),)](
+        x, spec_r, spec_i, x if D is None else D, y, *mats, B * H, H, L,
+        HAS_D=D is not None, N1=N1, N2=N2, M1=_half_rows(N1), ROWS=rows, PREC=_PRECISION,
+        **_launch_options(n),
     )  # fmt: skip
     return y
 
@@ -228,13 +275,18 @@ def _kernel_grad(g, x, n, N1, N2):
     mats = _plan(n, N1, N2, x.device)
     pr = torch.empty(B, H, N1, N2, dtype=x.dtype, device=x.device)
     pi = torch.empty_like(pr)
-    _cross_spectrum_kernel[(B * H,)](
-        g, x, pr, pi, *mats, L, N1=N1, N2=N2, PREC=_PRECISION, **_launch_options(n)
-    )
+    rows = _rows_per_program(B * H, n, x.device)
+    _cross_spectrum_kernel[(triton.cdiv(B * H, rows),)](
+        g, x, pr, pi, *mats, B * H, L,
+        N1=N1, N2=N2, M1=_half_rows(N1), ROWS=rows, PREC=_PRECISION, **_launch_options(n),
+    )  # fmt: skip
     pr = (pr.sum(0) / n).contiguous()
     pi = (pi.sum(0) / n).contiguous()
     out = torch.empty(H, n, dtype=x.dtype, device=x.device)
-    _inverse_kernel[(H,)](pr, pi, out, *mats, N1=N1, N2=N2, PREC=_PRECISION, **_launch_options(n))
+    rows = _rows_per_program(H, n, x.device)
+    _inverse_kernel[(triton.cdiv(H, rows),)](
+        pr, pi, out, *mats, H, N1=N1, N2=N2, ROWS=rows, PREC=_PRECISION, **_launch_options(n)
+    )
     return out
 
 
@@ -284,8 +336,8 @@ class _FFTConvTriton(torch.autograd.Function):
 def fftconv_triton(u: torch.Tensor, k: torch.Tensor, D: torch.Tensor | None = None) -> torch.Tensor:
     """FFT convolution by DFT matrix products in Triton (same contract as :func:`kernels.fftconv`).
 
-    Computes in float32 and returns ``u``'s dtype. Sequences with L > 8192 (FFT length beyond
-    16384), float64 inputs, empty inputs and FFT lengths whose kernels ran out of on-chip
+    Computes in float32 and returns ``u``'s dtype. Sequences with L > 4096 (FFT length beyond
+    8192), float64 inputs, empty inputs and FFT lengths whose kernels ran out of on-chip
     resources on this device are sent to :func:`fftconv_torch`.
     """
     L = u.shape[-1]

@@ -1,0 +1,235 @@
+"""kernels.fftconv backend="triton": FFT convolution by DFT matrix products.
+
+On CPU-only machines the kernels run in the Triton interpreter (tests/conftest.py); the
+CUDA-only checks at the end run the compiled kernels against the torch backend.
+"""
+
+import importlib
+
+import pytest
+import torch
+from reference import causal_conv_loop, two_sided_conv_loop
+from tolerances import assert_close
+
+from kernels import fftconv
+from kernels.fftconv import fftconv_torch
+
+fftconv_pkg = importlib.import_module("kernels.fftconv")  # the package (kernels.fftconv is the op)
+pytestmark = pytest.mark.skipif(
+    "triton" not in fftconv_pkg._IMPLEMENTATIONS, reason="triton is not installed"
+)
+if "triton" in fftconv_pkg._IMPLEMENTATIONS:
+    from kernels.fftconv import triton as triton_impl
+
+LENGTHS = [1, 5, 16, 37, 100]
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def inputs(B, H, L, dtype=torch.float32, two_sided=False, device="cpu"):
+    decay = 1 + torch.arange(L, dtype=torch.float64)
+    u = torch.randn(B, H, L, dtype=torch.float64)
+    k = torch.randn(H, L, dtype=torch.float64) / decay  # decaying taps
+    if two_sided:
+        k = torch.stack([k, torch.randn(H, L, dtype=torch.float64) / decay])
+    D = torch.randn(H, dtype=torch.float64)
+    return tuple(t.to(device=device, dtype=dtype) for t in (u, k, D))
+
+
+def oracle(u, k, D):
+    if k.dim() == 3:
+        return two_sided_conv_loop(u, k[0], k[1], D)
+    return causal_conv_loop(u, k, D)
+
+
+@pytest.mark.parametrize("L", LENGTHS)
+@pytest.mark.parametrize("two_sided", [False, True], ids=["causal", "two-sided"])
+@pytest.mark.parametrize("with_D", [False, True], ids=["no-D", "D"])
+def test_forward_matches_loop_oracle(L, two_sided, with_D):
+    torch.manual_seed(0)
+    u, k, D = inputs(2, 3, L, two_sided=two_sided)
+    D = D if with_D else None
+    y = fftconv(u, k, D, backend="triton")
+    assert y.shape == (2, 3, L) and y.dtype == torch.float32
+    assert_close(y, oracle(u, k, D), dtype=torch.float32)
+
+
+def test_unit_impulse_kernel_returns_input_plus_skip():
+    torch.manual_seed(1)
+    u, _, D = inputs(2, 3, 37)
+    k = torch.zeros(3, 37)
+    k[:, 0] = 1.0
+    assert_close(fftconv(u, k, D, backend="triton"), u * (1 + D[:, None]))
+
+
+@pytest.mark.parametrize("L", [1, 16, 37, 100])
+@pytest.mark.parametrize("two_sided", [False, True], ids=["causal", "two-sided"])
+def test_grads_match_reference_backend(L, two_sided):
+    torch.manual_seed(2)
+    u0, k0, D0 = inputs(2, 3, L, two_sided=two_sided)
+    w = torch.randn(2, 3, L)
+    grads = {}
+    for backend, dtype in (("triton", torch.float32), ("reference", torch.float64)):
+        u, k, D = (t.detach().to(dtype).clone().requires_grad_(True) for t in (u0, k0, D0))
+        (fftconv(u, k, D, backend=backend) * w.to(dtype)).sum().backward()
+        grads[backend] = (u.grad, k.grad, D.grad)
+    for name, a, b in zip("ukD", grads["triton"], grads["reference"]):
+        assert a.dtype == torch.float32
+        assert_close(a, b, dtype=torch.float32, msg=f"grad_{name}")
+
+
+@pytest.mark.parametrize("rows", [1, 4])
+@pytest.mark.parametrize("L", [200, 600])  # n = 512 = 32 x 16, n = 2048 = 64 x 32: half tiles
+def test_several_rows_per_program_and_larger_tiles(monkeypatch, rows, L):
+    # 6 rows in programs of 4: the second program's last two rows are masked.
+    monkeypatch.setattr(triton_impl, "_rows_per_program", lambda n_rows, n, device: rows)
+    torch.manual_seed(12)
+    u0, k0, D0 = inputs(2, 3, L, two_sided=True)
+    w = torch.randn(2, 3, L)
+    out = {}
+    for backend, dtype in (("triton", torch.float32), ("reference", torch.float64)):
+        u, k, D = (t.detach().to(dtype).clone().requires_grad_(True) for t in (u0, k0, D0))
+        y = fftconv(u, k, D, backend=backend)
+        (y * w.to(dtype)).sum().backward()
+        out[backend] = (y, u.grad, k.grad, D.grad)
+    for name, a, b in zip(("y", "grad_u", "grad_k", "grad_D"), out["triton"], out["reference"]):
+        assert_close(a, b, dtype=torch.float32, msg=name)
+
+
+def test_grads_without_D_and_partial_requires_grad():
+    torch.manual_seed(3)
+    u0, k0, _ = inputs(2, 3, 37)
+    w = torch.randn(2, 3, 37)
+    k = k0.clone().requires_grad_(True)
+    (fftconv(u0, k, None, backend="triton") * w).sum().backward()
+    k_ref = k0.double().requires_grad_(True)
+    (fftconv(u0.double(), k_ref, None, backend="reference") * w.double()).sum().backward()
+    assert_close(k.grad, k_ref.grad, dtype=torch.float32)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("two_sided", [False, True], ids=["causal", "two-sided"])
+def test_half_precision_returns_input_dtype(dtype, two_sided):
+    torch.manual_seed(4)
+    u, k, D = inputs(2, 3, 100, dtype=dtype, two_sided=two_sided)
+    y = fftconv(u, k, D, backend="triton")
+    assert y.dtype == dtype and y.shape == (2, 3, 100)
+    assert_close(y, oracle(u, k, D), dtype=dtype)
+
+
+def test_wider_D_keeps_u_dtype():
+    torch.manual_seed(5)
+    u, k, D = inputs(2, 3, 16)
+    y = fftconv(u, k, D.double(), backend="triton")
+    assert y.dtype == torch.float32
+    assert_close(y, oracle(u, k, D), dtype=torch.float32)
+
+
+def test_non_contiguous_input():
+    torch.manual_seed(6)
+    u, k, D = inputs(2, 3, 37)
+    u_t = u.transpose(0, 1).contiguous().transpose(0, 1)  # same values, other strides
+    assert not u_t.is_contiguous()
+    assert_close(fftconv(u_t, k, D, backend="triton"), oracle(u, k, D), dtype=torch.float32)
+
+
+@pytest.mark.parametrize("L", [1, 100, 128, 129, 2048, 4096, 4097, 8192])
+def test_fft_size_factorization(L):
+    n, N1, N2 = triton_impl.fft_size(L)
+    assert n == N1 * N2 and n >= 2 * L and n >= 256 and n & (n - 1) == 0
+    assert all(16 <= N <= 128 and N & (N - 1) == 0 for N in (N1, N2)) or L > triton_impl.MAX_L
+    assert n < 4 * L or n == 256
+
+
+def _forbid_kernels(monkeypatch):
+    def fail(*args, **kwargs):
+        raise AssertionError("the Triton kernel ran")
+
+    monkeypatch.setattr(triton_impl, "_conv", fail)
+
+
+def test_long_sequences_go_to_torch(monkeypatch):
+    torch.manual_seed(7)
+    L = triton_impl.MAX_L + 1
+    u, k, D = inputs(1, 1, L)
+    _forbid_kernels(monkeypatch)
+    assert torch.equal(fftconv(u, k, D, backend="triton"), fftconv_torch(u, k, D))
+
+
+def test_float64_goes_to_torch(monkeypatch):
+    torch.manual_seed(8)
+    u, k, D = inputs(2, 3, 37, dtype=torch.float64)
+    _forbid_kernels(monkeypatch)
+    y = fftconv(u, k, D, backend="triton")
+    assert y.dtype == torch.float64
+    assert torch.equal(y, fftconv_torch(u, k, D))
+
+
+def test_longest_fused_length_matches_torch():
+    # n = MAX_N = 8192 = 128 x 64: the largest single-kernel FFT.
+    torch.manual_seed(9)
+    L = triton_impl.MAX_L
+    u, k, D = inputs(1, 1, L)
+    y = fftconv(u, k, D, backend="triton")
+    assert_close(y, fftconv_torch(u.double(), k.double(), D.double()), dtype=torch.float32)
+
+
+def test_out_of_resources_falls_back_to_torch(monkeypatch):
+    import triton
+
+    torch.manual_seed(10)
+    monkeypatch.setattr(triton_impl, "_TOO_LARGE", set())
+    u0, k0, D0 = inputs(2, 3, 16)
+
+    def no_room(*args, **kwargs):
+        raise triton.OutOfResources(300_000, 232_448, "shared memory")
+
+    # Backward: the forward ran in Triton, the grads come from torch.fft's autograd.
+    monkeypatch.setattr(triton_impl, "_kernel_grad", no_room)
+    u, k, D = (t.clone().requires_grad_(True) for t in (u0, k0, D0))
+    fftconv(u, k, D, backend="triton").sum().backward()
+    u_ref, k_ref, D_ref = (t.double().requires_grad_(True) for t in (u0, k0, D0))
+    fftconv(u_ref, k_ref, D_ref, backend="reference").sum().backward()
+    for a, b in ((u.grad, u_ref.grad), (k.grad, k_ref.grad), (D.grad, D_ref.grad)):
+        assert_close(a, b, dtype=torch.float32)
+    assert triton_impl._TOO_LARGE == {(256, "cpu")}
+
+    # Forward: that FFT length now goes straight to torch.
+    _forbid_kernels(monkeypatch)
+    assert torch.equal(fftconv(u0, k0, D0, backend="triton"), fftconv_torch(u0, k0, D0))
+
+
+def test_default_backend_on_cpu_stays_torch():
+    torch.manual_seed(11)
+    u, k, D = inputs(2, 3, 16)
+    assert torch.equal(fftconv(u, k, D), fftconv_torch(u, k, D))
+
+
+# ----------------------------------------------------------------------------- CUDA only
+
+
+@needs_cuda
+@pytest.mark.parametrize("L", [1, 100, 1000, 2048, 4096])
+@pytest.mark.parametrize("two_sided", [False, True], ids=["causal", "two-sided"])
+def test_cuda_forward_and_grads_match_float64_torch(L, two_sided):
+    torch.manual_seed(12)
+    u0, k0, D0 = inputs(2, 4, L, two_sided=two_sided, device="cuda")
+    w = torch.randn(2, 4, L, device="cuda")
+    results = {}
+    for backend, dtype in (("triton", torch.float32), ("torch", torch.float64)):
+        u, k, D = (t.detach().to(dtype).clone().requires_grad_(True) for t in (u0, k0, D0))
+        y = fftconv(u, k, D, backend=backend)
+        (y * w.to(dtype)).sum().backward()
+        results[backend] = (y, u.grad, k.grad, D.grad)
+    for name, a, b in zip(("y", "grad_u", "grad_k", "grad_D"), results["triton"], results["torch"]):
+        assert_close(a, b, dtype=torch.float32, msg=name)
+    assert not triton_impl._TOO_LARGE  # every length ran in Triton, none fell back to torch
+
+
+@needs_cuda
+def test_cuda_default_backend_is_triton_and_half_precision():
+    torch.manual_seed(13)
+    u, k, D = inputs(2, 4, 512, dtype=torch.float16, device="cuda")
+    y = fftconv(u, k, D)
+    assert torch.equal(y, fftconv(u, k, D, backend="triton"))
+    assert y.dtype == torch.float16
+    assert_close(y, oracle(u.cpu(), k.cpu(), D.cpu()), dtype=torch.float16)
