@@ -4,8 +4,8 @@ Each op takes and returns tensors (no modules) and dispatches on the device: Tri
 where the op has a Triton kernel, the PyTorch path on CPU; ``backend=`` forces one.
 """
 
-from kernels._dispatch import BACKENDS, select_backend
+from kernels._dispatch import BACKENDS, select_backend, use_backend
 from kernels.fftconv import fftconv
 from kernels.vandermonde import vandermonde
 
-__all__ = ["BACKENDS", "fftconv", "select_backend", "vandermonde"]
+__all__ = ["BACKENDS", "fftconv", "select_backend", "use_backend", "vandermonde"]

@@ -4,16 +4,34 @@
   else to the PyTorch path (``"torch"``).
 - ``backend="triton" | "torch" | "reference"`` forces one. ``"triton"`` on CPU tensors needs
   ``TRITON_INTERPRET=1`` set before triton is imported (the Triton interpreter).
+- ``with kernels.use_backend("triton"): ...`` forces one for every op called inside the block
+  that is not given ``backend=`` itself, e.g. to run a whole layer on one backend.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
-from typing import Callable, Mapping
+from typing import Callable, Iterator, Mapping
 
 import torch
 
 BACKENDS = ("triton", "torch", "reference")
+
+_forced_backend: contextvars.ContextVar[str | None] = contextvars.ContextVar("forced_backend", default=None)
+
+
+@contextlib.contextmanager
+def use_backend(backend: str | None) -> Iterator[None]:
+    """Run every op inside the block on ``backend`` (None restores the device rule)."""
+    if backend is not None and backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
+    token = _forced_backend.set(backend)
+    try:
+        yield
+    finally:
+        _forced_backend.reset(token)
 
 
 def select_backend(
@@ -23,6 +41,8 @@ def select_backend(
     *tensors: torch.Tensor,
 ) -> Callable:
     """Return the implementation of ``op`` that should run on ``tensors``."""
+    if backend is None:
+        backend = _forced_backend.get()
     if backend is None:
         on_cuda = any(t.is_cuda for t in tensors if isinstance(t, torch.Tensor))
         backend = "triton" if on_cuda and "triton" in implementations else "torch"
