@@ -1,6 +1,7 @@
 """Time ops and layers across sequence lengths, backends side by side in one process.
 
     python -m bench --op fftconv --lengths 1024 4096 16384 --out bench/results/cpu.json
+    python -m bench --op s4d_kernel --peer-s4 ~/src/s4     # beside state-spaces/s4's S4DKernel
 
 Prints a Markdown table: median forward and forward+backward times per backend, the ratio
 to the "torch" backend, peak memory and, on CUDA, achieved bandwidth as a fraction of a
@@ -43,7 +44,8 @@ def measure(args: argparse.Namespace) -> dict:
     rows = []
     for L in args.lengths:
         backends = [b for b in args.backends if b != "reference" or L <= REFERENCE_MAX_L]
-        case = CASES[args.op](args.batch, args.channels, args.state, L, device=device, backends=backends)
+        case = CASES[args.op](args.batch, args.channels, args.state, L, device=device, backends=backends,
+                              peers={"s4": args.peer_s4})
         for backend, run in case.runs.items():
             fwd = median_time(run, device, repeats=args.repeats)
             fwd_bwd = median_time(forward_backward(run), device, repeats=args.repeats)
@@ -80,6 +82,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--state", type=int, default=32, help="modes N (complex)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--peer-s4", metavar="PATH", help="a state-spaces/s4 checkout to time beside ours")
     parser.add_argument("--out", type=pathlib.Path, help="write the JSON result here (and .md beside it)")
     args = parser.parse_args(argv)
     result = measure(args)
