@@ -57,12 +57,12 @@ def measure(args: argparse.Namespace) -> dict:
 
 
 def markdown(result: dict) -> str:
-    torch_time = {(r["shape"], "fwd"): r["forward_s"] for r in result["rows"] if r["backend"] == "torch"}
+    torch_time = {r["shape"]: r["forward_s"] for r in result["rows"] if r["backend"] == "torch"}
     lines = [f"device: {result['device']}, torch {result['torch']}, {result['date']}", "",
              "| op | shape | backend | fwd ms | fwd+bwd ms | fwd time / torch | peak MiB | % of copy BW |",
              "|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
-        ratio = r["forward_s"] / torch_time[(r["shape"], "fwd")] if (r["shape"], "fwd") in torch_time else None
+        ratio = r["forward_s"] / torch_time[r["shape"]] if r["shape"] in torch_time else None
         peak = f"{r['peak_bytes'] / 2**20:.1f}" if r["peak_bytes"] is not None else "-"
         bw = f"{100 * r['bandwidth_fraction']:.1f}" if r["bandwidth_fraction"] is not None else "-"
         ratio_text = f"{ratio:.2f}x" if ratio is not None else "-"

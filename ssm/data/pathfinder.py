@@ -331,13 +331,16 @@ class PathfinderDataset(torch.utils.data.Dataset):
     """Pathfinder images of a difficulty folder; item ``i`` is ``(encode_image(...), label)``.
 
     Samples come from ``list_samples`` (blacklisted and empty images dropped
-    when the dataset is built); ``indices`` keeps those samples, in that
-    order.  Images are read from disk on access.
+    when the dataset is built), or from ``samples`` when the caller already
+    listed them (so several splits of one folder scan its metadata once);
+    ``indices`` keeps those samples, in that order.  Images are read from disk
+    on access.
     """
 
     def __init__(self, directory: str | os.PathLike, tokenize: bool = False,
-                 indices: Sequence[int] | None = None):
-        samples = list_samples(directory)
+                 indices: Sequence[int] | None = None,
+                 samples: Sequence[tuple[pathlib.Path, int]] | None = None):
+        samples = list_samples(directory) if samples is None else list(samples)
         if indices is not None:
             samples = [samples[i] for i in indices]
         self.directory, self.tokenize = pathlib.Path(directory), tokenize

@@ -18,6 +18,7 @@ from ssm.data.pathfinder import (
     draw_sample,
     find_pathfinder,
     generate_pathfinder,
+    list_samples,
     prepare_pathfinder,
     read_metadata,
     split_indices,
@@ -252,6 +253,14 @@ def test_dataset_indices_select_samples(small_run):
     subset = PathfinderDataset(small_run, indices=[5, 2])
     assert subset.paths == [full.paths[5], full.paths[2]]
     assert subset.labels == [full.labels[5], full.labels[2]]
+
+
+def test_dataset_uses_given_samples_without_rescanning(small_run, monkeypatch):
+    samples = list_samples(small_run)
+    monkeypatch.setattr("ssm.data.pathfinder.list_samples", lambda directory: pytest.fail("rescanned"))
+    subset = PathfinderDataset(small_run, indices=[5, 2], samples=samples)
+    assert subset.paths == [samples[5][0], samples[2][0]]
+    assert subset.labels == [samples[5][1], samples[2][1]]
 
 
 def test_missing_folder_error_names_the_expected_files_and_how_to_get_them(tmp_path):

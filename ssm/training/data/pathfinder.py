@@ -65,10 +65,11 @@ class PathfinderDataModule(ClassificationDataModule):
         if self.train_set is not None:
             return
         directory = self._directory(log.debug)
-        n = len(pathfinder.list_samples(directory))
-        train, val, test = pathfinder.split_indices(n, self.split_seed)
+        samples = pathfinder.list_samples(directory)
+        train, val, test = pathfinder.split_indices(len(samples), self.split_seed)
         self.train_set, self.val_set, self.test_set = (
-            pathfinder.PathfinderDataset(directory, self.tokenize, indices) for indices in (train, val, test)
+            pathfinder.PathfinderDataset(directory, self.tokenize, indices, samples)
+            for indices in (train, val, test)
         )
 
     def _directory(self, report) -> pathlib.Path:
