@@ -29,13 +29,19 @@ def make_norm(kind: str, d_model: int) -> nn.Module:
     return nn.Identity()
 
 
-class ResidualBlock(nn.Module):
-    """One residual block on (batch, length, d_model):
+OUTPUTS = ("glu", "half_glu1", "half_glu2")
 
-        z = Dropout(GELU(layer(x̃)));  z = GLU(W z + b);  out = x + Dropout(z)
+
+class ResidualBlock(nn.Module):
+    """One residual block on (batch, length, d_model), with y = layer(x̃) and
+    g = Dropout(GELU(y)):
+
+        output="glu":        z = W₁g ⊙ σ(W₂g)     (one Linear to 2·d_model, then GLU)
+        output="half_glu1":  z = g ⊙ σ(W g)       (S5's half_glu1)
+        output="half_glu2":  z = y ⊙ σ(W g)       (S5's half_glu2)
+        out = x + Dropout(z)
 
     with x̃ = norm(x) for pre-norm, or x̃ = x and out ← norm(out) for post-norm.
-    GLU(a ‖ b) = a ⊙ σ(b) maps the 2·d_model projection back to d_model.
 
     Args:
         d_model: channels.
@@ -43,6 +49,7 @@ class ResidualBlock(nn.Module):
         norm: "layer", "batch" or "none".
         prenorm: normalize before the layer (True) or after the residual sum (False).
         dropout: dropout probability after the activation and on the residual branch.
+        output: the gated output map, one of ``OUTPUTS``.
     """
 
     def __init__(
@@ -52,23 +59,34 @@ class ResidualBlock(nn.Module):
         norm: str = "layer",
         prenorm: bool = True,
         dropout: float = 0.0,
+        output: str = "glu",
     ) -> None:
         super().__init__()
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"ResidualBlock: dropout must be in [0, 1), got {dropout}")
+        self.output_kind = check_choice(output, OUTPUTS, "output", "ResidualBlock")
         self.d_model = d_model
         self.layer = layer
         self.norm = make_norm(norm, d_model)
         self.prenorm = prenorm
         self.activation = nn.GELU()
         self.dropout = nn.Dropout(dropout)
-        self.output = nn.Sequential(nn.Linear(d_model, 2 * d_model), nn.GLU(dim=-1))
+        if output == "glu":
+            self.output = nn.Sequential(nn.Linear(d_model, 2 * d_model), nn.GLU(dim=-1))
+        else:
+            self.output = nn.Linear(d_model, d_model)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_sequence(x, self.d_model, "ResidualBlock")
         z = self.norm(x) if self.prenorm else x
-        z = self.dropout(self.activation(self.layer(z)))
-        x = x + self.dropout(self.output(z))
+        y = self.layer(z)
+        g = self.dropout(self.activation(y))
+        if self.output_kind == "glu":
+            z = self.output(g)
+        else:
+            gate = torch.sigmoid(self.output(g))
+            z = (g if self.output_kind == "half_glu1" else y) * gate
+        x = x + self.dropout(z)
         return x if self.prenorm else self.norm(x)
 
 
@@ -79,7 +97,7 @@ class SequenceBackbone(nn.Module):
         d_model: channels.
         n_layers: number of blocks.
         layer: factory ``layer(d_model) -> nn.Module``, e.g. ``functools.partial(ssm.S4D, d_state=64)``.
-        norm, prenorm, dropout: as in :class:`ResidualBlock`.
+        norm, prenorm, dropout, output: as in :class:`ResidualBlock`.
     """
 
     def __init__(
@@ -90,6 +108,7 @@ class SequenceBackbone(nn.Module):
         norm: str = "layer",
         prenorm: bool = True,
         dropout: float = 0.0,
+        output: str = "glu",
     ) -> None:
         super().__init__()
         if n_layers < 1:
@@ -98,7 +117,7 @@ class SequenceBackbone(nn.Module):
             raise TypeError("SequenceBackbone: layer must be a factory layer(d_model) -> nn.Module")
         self.d_model = d_model
         self.blocks = nn.ModuleList(
-            ResidualBlock(d_model, layer(d_model), norm, prenorm, dropout) for _ in range(n_layers)
+            ResidualBlock(d_model, layer(d_model), norm, prenorm, dropout, output) for _ in range(n_layers)
         )
         self.final_norm = make_norm(norm, d_model) if prenorm else nn.Identity()
 

@@ -18,22 +18,26 @@ def register(
     name: str,
     tensor: torch.Tensor,
     lr: float | None = None,
-    weight_decay: float = 0.0,
+    weight_decay: float | None = 0.0,
 ) -> None:
     """Register ``tensor`` on ``module`` as a parameter carrying its optimizer hint.
 
-    ``lr=None`` keeps the optimizer's global learning rate (only the weight decay is
-    overridden); ``lr=0`` registers a frozen buffer.
+    ``lr=None`` keeps the optimizer's global learning rate; ``weight_decay=None`` keeps the
+    global weight decay (with both None the parameter is a plain one, without a hint);
+    ``lr=0`` registers a frozen buffer.
     """
     if lr == 0.0:
         module.register_buffer(name, tensor)
         return
     param = nn.Parameter(tensor)
     module.register_parameter(name, param)
-    hint = {"weight_decay": float(weight_decay)}
+    hint = {}
+    if weight_decay is not None:
+        hint["weight_decay"] = float(weight_decay)
     if lr is not None:
         hint["lr"] = float(lr)
-    param._optim = hint
+    if hint:
+        param._optim = hint
 
 
 def param_groups(model: nn.Module, weight_decay: float = 0.0) -> list[dict]:

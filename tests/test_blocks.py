@@ -54,6 +54,21 @@ def test_residual_block_matches_hand_computation(norm, prenorm):
     torch.testing.assert_close(y, expected, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("output", ["half_glu1", "half_glu2"])
+def test_residual_block_half_glu_outputs_match_hand_computation(output):
+    torch.manual_seed(0)
+    scale = nn.Linear(D_MODEL, D_MODEL).double()  # a layer whose output y differs from its input
+    block = ssm.ResidualBlock(D_MODEL, scale, norm="none", prenorm=True, output=output).double()
+    x = torch.randn(3, 7, D_MODEL, dtype=torch.float64)
+    y = scale(x)
+    g = gelu(y)
+    gate = torch.sigmoid(g @ block.output.weight.T + block.output.bias)
+    expected = x + (g if output == "half_glu1" else y) * gate
+    torch.testing.assert_close(block(x), expected, rtol=1e-10, atol=1e-10)
+    with pytest.raises(ValueError, match="output must be one of"):
+        ssm.ResidualBlock(D_MODEL, nn.Identity(), output="full")
+
+
 @pytest.mark.parametrize("norm", ["layer", "batch", "none"])
 @pytest.mark.parametrize("prenorm", [True, False])
 def test_residual_block_with_s4d_keeps_shape(norm, prenorm):

@@ -27,6 +27,24 @@ def log_uniform_dt(d_model: int, dt_min: float, dt_max: float) -> torch.Tensor:
     return u * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
 
 
+def discretize(
+    dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, disc: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Discretize diagonal modes: returns (x, B̄) with Ā = exp(x).
+
+    ``dt`` broadcasts against ``A`` (e.g. (H, 1) against (H, n)); ``B`` has A's shape.
+
+    - ``"zoh"``:      x = ΔA,                          B̄ = (exp(ΔA) - 1)/A · B
+    - ``"bilinear"``: x = log((1 + ΔA/2)/(1 - ΔA/2)),  B̄ = Δ/(1 - ΔA/2) · B
+    """
+    dtA = dt * A
+    if disc == "zoh":
+        return dtA, B * torch.expm1(dtA) / A
+    if disc == "bilinear":
+        return torch.log((1 + dtA / 2) / (1 - dtA / 2)), B * dt / (1 - dtA / 2)
+    raise ValueError(f"unknown discretization {disc!r}; expected 'zoh' or 'bilinear'")
+
+
 def ssm_lr(lr: float | None | dict, key: str) -> float | None:
     """The learning-rate hint of SSM tensor ``key`` from a float or a per-key dict."""
     if isinstance(lr, dict):
@@ -38,25 +56,34 @@ class DiagonalSSM(nn.Module):
     """Base of diagonal SSM layers on (batch, length, d_model) sequences.
 
     Subclasses implement :meth:`modes`. The skip D ~ N(0, 1) of shape (d_model,) lives here.
+    With ``conjugate_pairs=True`` (S4D, DSS) the N states are N/2 conjugate pairs and one
+    mode of each pair is stored (``n_modes = N/2``, N must be even); otherwise every state
+    is its own mode (``n_modes = N``, e.g. S4-PTD, whose perturbed spectrum is not
+    conjugate-closed).
     """
 
-    def __init__(self, d_model: int, d_state: int, bidirectional: bool) -> None:
+    def __init__(
+        self, d_model: int, d_state: int, bidirectional: bool, conjugate_pairs: bool = True
+    ) -> None:
         super().__init__()
         name = type(self).__name__
         if int(d_model) != d_model or d_model < 1:
             raise ValueError(f"{name}: d_model must be a positive integer, got {d_model!r}")
-        if int(d_state) != d_state or d_state < 2 or d_state % 2:
+        if conjugate_pairs and (int(d_state) != d_state or d_state < 2 or d_state % 2):
             raise ValueError(
                 f"{name}: d_state must be an even integer >= 2 (conjugate pairs), got {d_state!r}"
             )
+        if int(d_state) != d_state or d_state < 1:
+            raise ValueError(f"{name}: d_state must be a positive integer, got {d_state!r}")
         self.d_model = int(d_model)
         self.d_state = int(d_state)
         self.bidirectional = bool(bidirectional)
         self.channels = 2 if self.bidirectional else 1
+        self.n_modes = self.d_state // 2 if conjugate_pairs else self.d_state
         self.D = nn.Parameter(torch.randn(self.d_model))
 
     def modes(self, L: int | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Discretized modes: v complex (channels, H, N/2) and x complex (H, N/2)."""
+        """Discretized modes: v complex (channels, H, n_modes) and x complex (H, n_modes)."""
         raise NotImplementedError
 
     def kernel(self, L: int) -> torch.Tensor:
@@ -75,13 +102,13 @@ class DiagonalSSM(nn.Module):
         return y.transpose(1, 2)
 
     def init_state(self, batch_size: int) -> torch.Tensor:
-        """Zero recurrent state: complex (batch_size, H, N/2)."""
+        """Zero recurrent state: complex (batch_size, H, n_modes)."""
         self._check_causal()
         dtype = torch.complex128 if self.D.dtype == torch.float64 else torch.complex64
-        return torch.zeros(batch_size, self.d_model, self.d_state // 2, dtype=dtype, device=self.D.device)
+        return torch.zeros(batch_size, self.d_model, self.n_modes, dtype=dtype, device=self.D.device)
 
     def step(self, x_t: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One recurrent step: x_t (B, H) -> (y_t (B, H), new state (B, H, N/2))."""
+        """One recurrent step: x_t (B, H) -> (y_t (B, H), new state (B, H, n_modes))."""
         self._check_causal()
         check_step_input(x_t, self.d_model, type(self).__name__)
         v, x = self.step_modes()

@@ -7,7 +7,7 @@ import torch
 
 from ssm.hippo import diagonal_B_init, diagonal_init
 from ssm.layers._checks import check_choice
-from ssm.layers.diagonal import DiagonalSSM, log_uniform_dt, ssm_lr
+from ssm.layers.diagonal import DiagonalSSM, discretize, log_uniform_dt, ssm_lr
 from ssm.optim import register
 
 INITS = ("lin", "inv", "legs", "real")
@@ -68,13 +68,7 @@ class S4D(DiagonalSSM):
 
     def modes(self, L: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         dt, A, B, C = self.continuous()
-        dtA = dt.unsqueeze(-1) * A
-        if self.disc == "zoh":
-            x = dtA
-            B_bar = B * torch.expm1(dtA) / A
-        else:
-            x = torch.log((1 + dtA / 2) / (1 - dtA / 2))
-            B_bar = B * dt.unsqueeze(-1) / (1 - dtA / 2)
+        x, B_bar = discretize(dt.unsqueeze(-1), A, B, self.disc)
         return C * B_bar, x
 
     def extra_repr(self) -> str:

@@ -27,6 +27,7 @@ class SequenceClassifier(nn.Module):
         n_tokens / d_input: the encoder (see above).
         norm, prenorm, dropout: block options (see :class:`ssm.blocks.ResidualBlock`).
         pooling: "mean" or "last".
+        output: the block's gated output map ("glu", "half_glu1", "half_glu2").
     """
 
     def __init__(
@@ -41,6 +42,7 @@ class SequenceClassifier(nn.Module):
         prenorm: bool = True,
         dropout: float = 0.0,
         pooling: str = "mean",
+        output: str = "glu",
     ) -> None:
         super().__init__()
         if (n_tokens is None) == (d_input is None):
@@ -51,7 +53,7 @@ class SequenceClassifier(nn.Module):
         if pooling not in POOLINGS:
             raise ValueError(f"SequenceClassifier: pooling must be one of {POOLINGS}, got {pooling!r}")
         self.encoder = TokenEncoder(n_tokens, d_model) if n_tokens else LinearEncoder(d_input, d_model)
-        self.backbone = SequenceBackbone(d_model, n_layers, layer, norm, prenorm, dropout)
+        self.backbone = SequenceBackbone(d_model, n_layers, layer, norm, prenorm, dropout, output)
         self.pooling = pooling
         self.head = nn.Linear(d_model, d_output)
 

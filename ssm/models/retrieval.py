@@ -28,6 +28,7 @@ class RetrievalClassifier(nn.Module):
         d_output: number of classes (2 for LRA Retrieval).
         n_tokens: vocabulary size of the token encoder.
         pooling: "mean" or "last".
+        output: the block's gated output map ("glu", "half_glu1", "half_glu2").
     """
 
     def __init__(
@@ -42,6 +43,7 @@ class RetrievalClassifier(nn.Module):
         prenorm: bool = True,
         dropout: float = 0.0,
         pooling: str = "mean",
+        output: str = "glu",
     ) -> None:
         super().__init__()
         if n_tokens is None or d_input is not None:
@@ -49,7 +51,7 @@ class RetrievalClassifier(nn.Module):
         if pooling not in POOLINGS:
             raise ValueError(f"RetrievalClassifier: pooling must be one of {POOLINGS}, got {pooling!r}")
         self.encoder = TokenEncoder(n_tokens, d_model)
-        self.backbone = SequenceBackbone(d_model, n_layers, layer, norm, prenorm, dropout)
+        self.backbone = SequenceBackbone(d_model, n_layers, layer, norm, prenorm, dropout, output)
         self.pooling = pooling
         self.head = nn.Sequential(nn.Linear(4 * d_model, d_model), nn.GELU(), nn.Linear(d_model, d_output))
 
