@@ -119,3 +119,27 @@ def kernel_by_powers(
         cols.append(scale * (C * power * Bbar).sum(-1).real)
         power = power * Abar
     return torch.stack(cols, dim=-1) if cols else torch.zeros(Abar.shape[0], 0, dtype=F64)
+
+
+def linear_recurrence(
+    a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None = None, reverse: bool = False
+) -> torch.Tensor:
+    """h[:, t] = a[:, t] h[:, t-1] + b[:, t], h[:, -1] = h0 (0 if None), over b (B, L, P).
+
+    With ``reverse`` the steps run t = L-1 .. 0 from h[:, L] = h0: h[:, t] = a[:, t] h[:, t+1] + b[:, t].
+    a is (B, L, P) or (P,); h0 is (B, P). Everything is widened to complex128 and the result
+    is complex128, or float64 when a, b and h0 are all real. Differentiable by autograd.
+    """
+    real = not (a.is_complex() or b.is_complex() or (h0 is not None and h0.is_complex()))
+    wide = F64 if real else C128
+    a, b = a.to(wide), b.to(wide)
+    Bsz, L, P = b.shape
+    if a.dim() == 1:
+        a = a.expand(Bsz, L, P)
+    state = torch.zeros(Bsz, P, dtype=wide) if h0 is None else h0.to(wide)
+    states = [None] * L
+    order = range(L - 1, -1, -1) if reverse else range(L)
+    for t in order:
+        state = a[:, t] * state + b[:, t]
+        states[t] = state
+    return torch.stack(states, dim=1) if L else torch.zeros(Bsz, 0, P, dtype=wide)

@@ -36,3 +36,22 @@ def assert_close(
     torch.testing.assert_close(
         actual.detach().to(wide), expected.detach().to(wide), rtol=rtol, atol=atol, msg=msg
     )
+
+
+def assert_close_summed(
+    actual: torch.Tensor,
+    expected: torch.Tensor,
+    dtype: torch.dtype | None = None,
+    msg: str | None = None,
+) -> None:
+    """Like :func:`assert_close` for results that are sums of many terms of either sign
+    (e.g. the gradient of a parameter shared over batch and time, or of a long scan): an
+    entry that cancels to near zero keeps the absolute error of the large terms, so the
+    atol is raised to rtol times the largest expected entry."""
+    dtype = actual.dtype if dtype is None else dtype
+    rtol, atol = tolerance(dtype)
+    scale = expected.detach().abs().max().item() if expected.numel() else 0.0
+    wide = torch.complex128 if (actual.is_complex() or expected.is_complex()) else torch.float64
+    torch.testing.assert_close(
+        actual.detach().to(wide), expected.detach().to(wide), rtol=rtol, atol=max(atol, rtol * scale), msg=msg
+    )

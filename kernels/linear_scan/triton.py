@@ -1,0 +1,242 @@
+"""Linear scan in Triton (same contract as :func:`linear_scan_torch`).
+
+One program per (batch row, block of BLOCK_P channels). It walks L in tiles of BLOCK_L
+steps, in scan order (from the end for ``reverse``: the tile is simply loaded with
+reversed time offsets). Inside a tile, ``tl.associative_scan`` along time combines the
+steps h -> a h + b as affine maps,
+
+    (a1, b1) ∘ (a2, b2) = (a1 a2, a2 b1 + b2)        (step 1 first, then step 2),
+
+giving (A[j], B[j]) with h[j] = A[j] · carry + B[j]; the last row becomes the carry into
+the next tile. Steps past L load as the identity (1, 0), so the last row is always the
+state after the last real step. Complex values are written out on (re, im) parts; complex
+tensors are passed as their real views ``torch.view_as_real`` (interleaved re, im).
+float16 / bfloat16 are loaded, computed in float32 and stored back; float64 stays float64.
+
+Backward reuses the same kernel: g[t] = grad_h[t] + conj(a[t+1]) g[t+1] is a scan in the
+opposite direction whose multiplier is a read one step further along (A_SHIFT = ±1) and
+conjugated (CONJ_A); reads before the start or past the end load as 1 and only ever
+multiply the zero initial state. grad_a = g · conj(h_prev) and grad_h0 are elementwise and
+done in PyTorch, as in ``pytorch.py``.
+
+Importing this module decorates the kernel, which fixes whether it runs compiled or in
+the Triton interpreter (``TRITON_INTERPRET=1``); ``kernels.linear_scan`` imports it on
+first use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import triton
+import triton.language as tl
+
+from kernels.linear_scan.pytorch import _grad_a, _shift, _sum_to
+
+BLOCK_L = 64  # time steps per tile (at most; short sequences use the next power of 2 >= L)
+BLOCK_P = 32  # channels per program (at most)
+MIN_BLOCK = 16  # smallest tile along L
+
+
+@triton.jit
+def _combine_real(a1, b1, a2, b2):
+    return a1 * a2, a2 * b1 + b2
+
+
+@triton.jit
+def _combine_real_a(a1, br1, bi1, a2, br2, bi2):
+    # real a, complex b
+    return a1 * a2, a2 * br1 + br2, a2 * bi1 + bi2
+
+
+@triton.jit
+def _combine_complex(ar1, ai1, br1, bi1, ar2, ai2, br2, bi2):
+    return (
+        ar1 * ar2 - ai1 * ai2,
+        ar1 * ai2 + ai1 * ar2,
+        ar2 * br1 - ai2 * bi1 + br2,
+        ar2 * bi1 + ai2 * br1 + bi2,
+    )
+
+
+@triton.jit
+def _linear_scan_kernel(
+    a_ptr,  # (B|1, L|1, P[, 2]) real or real view of complex; stride 0 where a broadcasts
+    b_ptr,  # (B, L, P[, 2])
+    h0_ptr,  # (B, P[, 2]); unused without HAS_H0
+    out_ptr,  # (B, L, P[, 2])
+    L,
+    P,
+    n_pblocks,
+    stride_ab,
+    stride_al,
+    stride_ap,
+    stride_bb,
+    stride_bl,
+    stride_bp,
+    stride_hb,
+    stride_hp,
+    stride_ob,
+    stride_ol,
+    stride_op,
+    ACC: tl.constexpr,  # compute dtype: float32 or float64
+    A_COMPLEX: tl.constexpr,
+    B_COMPLEX: tl.constexpr,
+    HAS_H0: tl.constexpr,
+    REVERSE: tl.constexpr,
+    A_SHIFT: tl.constexpr,  # step t multiplies by a[t + A_SHIFT]
+    CONJ_A: tl.constexpr,
+    BLOCK_L: tl.constexpr,
+    BLOCK_P: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    batch = (pid // n_pblocks).to(tl.int64)
+    offs_p = (pid % n_pblocks) * BLOCK_P + tl.arange(0, BLOCK_P)
+    mask_p = offs_p < P
+    a_row = a_ptr + batch * stride_ab + offs_p[None, :] * stride_ap
+    b_row = b_ptr + batch * stride_bb + offs_p[None, :] * stride_bp
+    o_row = out_ptr + batch * stride_ob + offs_p[None, :] * stride_op
+
+    hr = tl.zeros([BLOCK_P], dtype=ACC)
+    hi = tl.zeros([BLOCK_P], dtype=ACC)
+    if HAS_H0:
+        h_row = h0_ptr + batch * stride_hb + offs_p * stride_hp
+        hr = tl.load(h_row, mask=mask_p, other=0.0).to(ACC)
+        if B_COMPLEX:
+            hi = tl.load(h_row + 1, mask=mask_p, other=0.0).to(ACC)
+    last = (tl.arange(0, BLOCK_L) == BLOCK_L - 1)[:, None]
+
+    for start in range(0, L, BLOCK_L):
+        step = start + tl.arange(0, BLOCK_L)  # position in scan order
+        in_l = step < L
+        if REVERSE:
+            t = (L - 1 - step).to(tl.int64)
+        else:
+            t = step.to(tl.int64)
+        t_a = t + A_SHIFT
+        mask = in_l[:, None] & mask_p[None, :]
+        mask_a = (in_l & (t_a >= 0) & (t_a < L))[:, None] & mask_p[None, :]
+
+        a_off = a_row + t_a[:, None] * stride_al
+        ar = tl.load(a_off, mask=mask_a, other=1.0).to(ACC)
+        b_off = b_row + t[:, None] * stride_bl
+        br = tl.load(b_off, mask=mask, other=0.0).to(ACC)
+        if B_COMPLEX:
+            bi = tl.load(b_off + 1, mask=mask, other=0.0).to(ACC)
+            if A_COMPLEX:
+                ai = tl.load(a_off + 1, mask=mask_a, other=0.0).to(ACC)
+                if CONJ_A:
+                    ai = -ai
+                sar, sai, sbr, sbi = tl.associative_scan((ar, ai, br, bi), 0, _combine_complex)
+                yr = sar * hr[None, :] - sai * hi[None, :] + sbr
+                yi = sar * hi[None, :] + sai * hr[None, :] + sbi
+            else:
+                sar, sbr, sbi = tl.associative_scan((ar, br, bi), 0, _combine_real_a)
+                yr = sar * hr[None, :] + sbr
+                yi = sar * hi[None, :] + sbi
+            hi = tl.sum(tl.where(last, yi, 0.0), axis=0)
+        else:
+            sar, sbr = tl.associative_scan((ar, br), 0, _combine_real)
+            yr = sar * hr[None, :] + sbr
+        hr = tl.sum(tl.where(last, yr, 0.0), axis=0)
+
+        o_off = o_row + t[:, None] * stride_ol
+        tl.store(o_off, yr.to(out_ptr.dtype.element_ty), mask=mask)
+        if B_COMPLEX:
+            tl.store(o_off + 1, yi.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+def _real_view(x: torch.Tensor) -> torch.Tensor:
+    """x itself if real, else its (..., 2) real view (the conjugate bit resolved first)."""
+    return torch.view_as_real(x.resolve_conj()) if x.is_complex() else x
+
+
+def _strides(x: torch.Tensor, real: torch.Tensor) -> list[int]:
+    """Strides of x's dims in its real view ``real``, 0 where x has size 1 (broadcast)."""
+    return [0 if n == 1 else s for n, s in zip(x.shape, real.stride())]
+
+
+def _device_guard(t: torch.Tensor):
+    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
+
+
+def _scan(a, b, h0, out, reverse: bool, a_shift: int = 0, conj_a: bool = False) -> None:
+    """out = the scan of b (B, L, P) with a (B|1, L|1, P) from h0 (or 0), in scan order."""
+    B, L, P = b.shape
+    if out.numel() == 0:
+        return
+    block_l = max(MIN_BLOCK, min(BLOCK_L, triton.next_power_of_2(L)))
+    block_p = min(BLOCK_P, triton.next_power_of_2(P))
+    n_pblocks = triton.cdiv(P, block_p)
+    h0_arg = b if h0 is None else h0  # a placeholder without h0
+    acc = tl.float64 if out.real.dtype == torch.float64 else tl.float32
+    views = [_real_view(t) for t in (a, b, h0_arg, out)]
+    a_s, b_s, h_s, o_s = (_strides(t, v) for t, v in zip((a, b, h0_arg, out), views))
+    with _device_guard(b):
+        _linear_scan_kernel[(B * n_pblocks,)](
+            *views,
+            L,
+            P,
+            n_pblocks,
+            *a_s,
+            *b_s,
+            *h_s[:2],
+            *o_s,
+            ACC=acc,
+            A_COMPLEX=a.is_complex(),
+            B_COMPLEX=b.is_complex(),
+            HAS_H0=h0 is not None,
+            REVERSE=reverse,
+            A_SHIFT=a_shift,
+            CONJ_A=conj_a and a.is_complex(),
+            BLOCK_L=block_l,
+            BLOCK_P=block_p,
+        )
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+class _LinearScanTriton(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, a, b, h0, reverse):
+        h = torch.empty(b.shape, dtype=b.dtype, device=b.device)
+        _scan(a, b, h0, h, reverse)
+        ctx.save_for_backward(a, h, h0)
+        ctx.reverse = reverse
+        return h
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        a, h, h0 = ctx.saved_tensors
+        reverse = ctx.reverse
+        need_a, need_b, need_h0, _ = ctx.needs_input_grad
+        g = torch.empty(h.shape, dtype=_compute_dtype(h.dtype), device=h.device)
+        if g.shape[1] == 0:
+            grad_a = torch.zeros_like(a)
+            grad_h0 = None if h0 is None else torch.zeros_like(h0)
+            return grad_a if need_a else None, g.to(h.dtype) if need_b else None, grad_h0, None
+        # Opposite direction; the multiplier of step t is conj(a) one step further along.
+        _scan(a, grad, None, g, not reverse, a_shift=1 if not reverse else -1, conj_a=True)
+        grad_a = grad_h0 = None
+        if need_a:
+            grad_a = _grad_a(g, h.to(g.dtype), None if h0 is None else h0.to(g.dtype), reverse)
+            grad_a = _sum_to(grad_a if a.is_complex() else grad_a.real, a.shape).to(a.dtype)
+        if need_h0:
+            _, _, edge = _shift(reverse)
+            grad_h0 = (a[:, 0 if a.shape[1] == 1 else edge].conj() * g[:, edge]).to(h0.dtype)
+        return grad_a, (g.to(h.dtype) if need_b else None), grad_h0, None
+
+
+def linear_scan_triton(
+    a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None = None, reverse: bool = False
+) -> torch.Tensor:
+    """Triton path of :func:`kernels.linear_scan` (same contract).
+
+    On CPU tensors it needs ``TRITON_INTERPRET=1`` set before this module is imported.
+    """
+    a3 = a.reshape(1, 1, -1) if a.dim() == 1 else a
+    return _LinearScanTriton.apply(a3, b, h0, bool(reverse))

@@ -1,0 +1,216 @@
+"""kernels.linear_scan, Triton backend: forward and backward against the float64 loop.
+
+On a CPU-only machine the kernel runs in the Triton interpreter (conftest sets
+TRITON_INTERPRET=1), which steps through every scan combine in Python: shapes here stay
+small. On a CUDA machine the same tests run compiled, and the CUDA-only tests at the end
+check larger shapes against the torch backend.
+"""
+
+import importlib
+
+import pytest
+import torch
+from reference import linear_recurrence
+from tolerances import assert_close, assert_close_summed
+
+import kernels
+from kernels import linear_scan, select_backend
+
+scan_pkg = importlib.import_module("kernels.linear_scan")
+pytestmark = pytest.mark.skipif("triton" not in scan_pkg._IMPLEMENTATIONS, reason="triton is not installed")
+if "triton" in scan_pkg._IMPLEMENTATIONS:
+    ltr = importlib.import_module("kernels.linear_scan.triton")
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+C128 = torch.complex128
+
+
+def inputs(B, L, P, dtype=C128, a_dtype=None, const=False, h0=True, mag=(0.5, 1.0)):
+    """a with |a| uniform in ``mag`` (random phases when complex), b, h0 ~ N(0, 1), on CPU."""
+    a_dtype = dtype if a_dtype is None else a_dtype
+    shape = (P,) if const else (B, L, P)
+    lo, hi = mag
+    a = lo + (hi - lo) * torch.rand(shape, dtype=torch.float64)
+    if a_dtype.is_complex:
+        a = a * torch.exp(1j * 3.0 * torch.randn(shape, dtype=torch.float64))
+    b = torch.randn(B, L, P, dtype=C128 if dtype.is_complex else torch.float64)
+    h = torch.randn(B, P, dtype=b.dtype) if h0 else None
+    return a.to(a_dtype), b.to(dtype), None if h is None else h.to(dtype)
+
+
+def results(a0, b0, h00, reverse, weight, backend=None, device="cpu"):
+    """(h, grad a, grad b, grad h0) of Re sum(h * weight), on CPU; backend None: the oracle."""
+    leaves = [None if t is None else t.detach().to(device).requires_grad_(True) for t in (a0, b0, h00)]
+    if backend is None:
+        h = linear_recurrence(*leaves, reverse=reverse)
+    else:
+        h = linear_scan(*leaves, reverse=reverse, backend=backend)
+    if h.requires_grad:
+        (h * weight.to(device=device, dtype=h.dtype)).real.sum().backward()
+    grads = [None if t is None else (torch.zeros_like(t) if t.grad is None else t.grad) for t in leaves]
+    return [t if t is None else t.detach().cpu() for t in [h] + grads]
+
+
+def check(a, b, h0, reverse, backend="triton", device=DEVICE, oracle=None):
+    """Compare with the float64 loop (or ``oracle`` results) at the tolerance of b's dtype."""
+    weight = torch.randn(b.shape, dtype=C128 if b.is_complex() else torch.float64)
+    got = results(a, b, h0, reverse, weight, backend, device)
+    wide = [None if t is None else t.to(C128 if t.is_complex() else torch.float64) for t in (a, b, h0)]
+    want = oracle(*wide, reverse, weight) if oracle else results(*wide, reverse, weight)
+    assert got[0].shape == b.shape and got[0].dtype == b.dtype
+    for name, x, y, leaf in zip(["h", "grad a", "grad b", "grad h0"], got, want, (b, a, b, h0)):
+        if leaf is None:
+            continue
+        assert x.dtype == leaf.dtype and x.shape == leaf.shape, name
+        # grad a of a shared a (P,) sums B·L terms: compared relative to its largest entry.
+        compare = assert_close_summed if name == "grad a" and a.dim() == 1 else assert_close
+        compare(x, y, dtype=leaf.dtype, msg=name)
+
+
+@pytest.fixture
+def small_blocks(monkeypatch):
+    """Blocks smaller than the shapes: several tiles along L and several channel blocks."""
+    monkeypatch.setattr(ltr, "BLOCK_L", 8)
+    monkeypatch.setattr(ltr, "MIN_BLOCK", 8)
+    monkeypatch.setattr(ltr, "BLOCK_P", 4)
+
+
+# (L, P, a of shape (P,), reverse, h0): every option on and off, tiles with and without tails.
+CASES = [
+    (1, 3, False, False, False),
+    (7, 5, True, True, True),
+    (33, 5, False, True, False),
+    (64, 3, True, False, True),
+    (65, 3, False, False, True),
+    (130, 3, True, True, False),
+    (129, 2, False, True, True),
+]
+DTYPES = {"real": (torch.float64, None), "complex": (C128, None), "real-a-complex-b": (C128, torch.float64)}
+
+
+@pytest.mark.parametrize("L, P, const, reverse, with_h0", CASES)
+@pytest.mark.parametrize("kind", DTYPES)
+def test_matches_oracle_float64(L, P, const, reverse, with_h0, kind):
+    torch.manual_seed(L)
+    dtype, a_dtype = DTYPES[kind]
+    a, b, h0 = inputs(2, L, P, dtype, a_dtype=a_dtype, const=const, h0=with_h0)
+    check(a, b, h0, reverse)
+
+
+@pytest.mark.parametrize("const", [False, True], ids=["a-BLP", "a-P"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+def test_small_blocks(small_blocks, const, reverse):
+    torch.manual_seed(1)
+    a, b, h0 = inputs(2, 37, 7, C128, const=const)
+    check(a, b, h0, reverse)
+
+
+@pytest.mark.parametrize(
+    "dtype", [torch.float32, torch.complex64, torch.float16, torch.bfloat16], ids=str
+)
+@pytest.mark.parametrize("const", [False, True], ids=["a-BLP", "a-P"])
+def test_low_precision_matches_oracle(dtype, const):
+    # The oracle sees exactly the rounded inputs; the tolerance is the one of dtype.
+    torch.manual_seed(2)
+    a, b, h0 = inputs(2, 70, 3, dtype, const=const)
+    check(a, b, h0, reverse=const)
+
+
+@pytest.mark.parametrize("mag", [(1e-6, 1e-3), (1 - 1e-6, 1.0)], ids=["near-0", "near-1"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.complex64], ids=str)
+def test_extreme_magnitudes(mag, dtype):
+    torch.manual_seed(3)
+    a, b, h0 = inputs(2, 100, 2, dtype, mag=mag)
+    check(a, b, h0, reverse=False)
+
+
+@pytest.mark.parametrize("const", [False, True], ids=["a-BLP", "a-P"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+def test_gradcheck(const, reverse):
+    torch.manual_seed(4)
+    a, b, h0 = (t.to(DEVICE).requires_grad_(True) for t in inputs(2, 5, 2, C128, const=const))
+    assert torch.autograd.gradcheck(
+        lambda a, b, h0: linear_scan(a, b, h0, reverse=reverse, backend="triton"), (a, b, h0), fast_mode=True
+    )
+
+
+def test_zero_length_and_gradients():
+    torch.manual_seed(5)
+    a, b, h0 = (t.to(DEVICE).requires_grad_(True) for t in inputs(2, 0, 3, C128, const=True))
+    h = linear_scan(a, b, h0, backend="triton")
+    assert h.shape == (2, 0, 3)
+    h.sum().abs().backward()
+    for t in (a, h0):
+        assert t.grad is None or torch.all(t.grad == 0)
+
+
+def test_non_contiguous_conjugated_inputs_and_broadcast_gradient():
+    torch.manual_seed(6)
+    a, b, h0 = inputs(3, 20, 4)
+    a_view = a.transpose(0, 2).contiguous().transpose(0, 2).conj()  # strided, conj bit
+    b_view = b.transpose(1, 2).contiguous().transpose(1, 2)
+    assert not b_view.is_contiguous() and a_view.is_conj()
+    h = linear_scan(a_view.to(DEVICE), b_view.to(DEVICE), h0.to(DEVICE), backend="triton")
+    assert_close(h.cpu(), linear_recurrence(a.conj(), b, h0))
+    # The gradient of sum() arrives as an expanded (stride 0) tensor.
+    b_leaf = b.detach().to(DEVICE).requires_grad_(True)
+    linear_scan(a.to(DEVICE), b_leaf, backend="triton").sum().real.backward()
+    b_ref = b.detach().clone().requires_grad_(True)
+    linear_recurrence(a, b_ref).sum().real.backward()
+    assert_close(b_leaf.grad.cpu(), b_ref.grad)
+
+
+def test_use_backend_runs_the_kernel():
+    torch.manual_seed(7)
+    a, b, h0 = inputs(2, 9, 3)
+    with kernels.use_backend("triton"):
+        h = linear_scan(a.to(DEVICE), b.to(DEVICE), h0.to(DEVICE))
+    assert_close(h.cpu(), linear_recurrence(a, b, h0))
+
+
+class _FakeCudaTensor(torch.Tensor):
+    """A CPU tensor that reports itself as CUDA, to test the routing rule without a GPU."""
+
+    @property
+    def is_cuda(self):
+        return True
+
+
+def test_dispatch_routes_cuda_tensors_to_triton():
+    t = torch.zeros(2, 3, 4).as_subclass(_FakeCudaTensor)
+    impls = scan_pkg._IMPLEMENTATIONS
+    assert select_backend("linear_scan", impls, None, t, t) is impls["triton"]
+    cpu = torch.zeros(2, 3, 4)
+    assert select_backend("linear_scan", impls, None, cpu, cpu) is impls["torch"]
+
+
+def test_triton_on_cpu_without_interpreter_raises(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    a, b, h0 = inputs(2, 5, 3)
+    with pytest.raises(RuntimeError, match="TRITON_INTERPRET"):
+        linear_scan(a, b, h0, backend="triton")
+
+
+def torch_oracle(a, b, h0, reverse, weight):
+    """The float64 torch backend on CUDA (itself checked against the loop), for large shapes."""
+    return results(a, b, h0, reverse, weight, "torch", "cuda")
+
+
+@requires_cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.complex64, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("const", [False, True], ids=["a-BLP", "a-P"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+@pytest.mark.parametrize("B, L, P", [(4, 4096, 256), (3, 1000, 33)])
+def test_cuda_large_shapes_match_torch_float64(dtype, const, reverse, B, L, P):
+    torch.manual_seed(8)
+    a, b, h0 = inputs(B, L, P, dtype, const=const, mag=(0.9, 1.0))
+    check(a, b, h0, reverse, device="cuda", oracle=torch_oracle)
+
+
+@requires_cuda
+def test_cuda_default_backend_is_triton():
+    torch.manual_seed(9)
+    a, b, h0 = (t.cuda() for t in inputs(2, 300, 40, torch.complex64))
+    h = linear_scan(a, b, h0)
+    assert h.is_cuda and torch.equal(h, linear_scan(a, b, h0, backend="triton"))
