@@ -11,6 +11,7 @@ equivalent recurrence ``s_l = exp(x) ⊙ s_{l-1} + u_l``,  ``y_l = 2 Re(v · s_l
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import torch
 from torch import nn
@@ -45,9 +46,9 @@ def discretize(
     raise ValueError(f"unknown discretization {disc!r}; expected 'zoh' or 'bilinear'")
 
 
-def ssm_lr(lr: float | None | dict, key: str) -> float | None:
+def ssm_lr(lr: float | None | Mapping, key: str) -> float | None:
     """The learning-rate hint of SSM tensor ``key`` from a float or a per-key dict."""
-    if isinstance(lr, dict):
+    if isinstance(lr, Mapping):  # a dict, or a config mapping from Hydra
         return lr.get(key)
     return lr
 
@@ -79,6 +80,7 @@ class DiagonalSSM(nn.Module):
         self.d_state = int(d_state)
         self.bidirectional = bool(bidirectional)
         self.channels = 2 if self.bidirectional else 1
+        self.conjugate_pairs = bool(conjugate_pairs)
         self.n_modes = self.d_state // 2 if conjugate_pairs else self.d_state
         self.D = nn.Parameter(torch.randn(self.d_model))
 

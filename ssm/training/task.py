@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Mapping
 
 import lightning as L
+from lightning.pytorch.utilities import rank_zero_info
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
+
+from ssm.robustness import SSM_LAYERS, FourierModeNoise, inject_noise, spike_frequency
 
 
 class SequenceClassificationTask(L.LightningModule):
@@ -23,6 +26,11 @@ class SequenceClassificationTask(L.LightningModule):
         optimizer: ``optimizer(model) -> torch.optim.Optimizer``.
         scheduler: optional ``scheduler(optimizer, total_steps=...) -> LRScheduler``, stepped
             per optimizer step; ``total_steps`` defaults to the trainer's estimate.
+        test_noise: optional ``{"frequency": ω or "spike", "amplitude": a}``: the test split is
+            also evaluated with Fourier-mode noise ``a·U·cos(ω Δ_h l)`` on the input of every
+            SSM layer (``ssm.robustness``), logged as ``test/loss_noisy`` and
+            ``test/acc_noisy``. ``"spike"`` takes ω where the first SSM layer's transfer
+            function peaks. ``frequency: null`` (or no mapping) turns it off.
     """
 
     def __init__(
@@ -31,19 +39,23 @@ class SequenceClassificationTask(L.LightningModule):
         n_classes: int,
         optimizer: Callable[[nn.Module], torch.optim.Optimizer],
         scheduler: Callable | None = None,
+        test_noise: Mapping | None = None,
     ) -> None:
         super().__init__()
         self.model = model
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
+        self.test_noise = _check_test_noise(test_noise)
+        self._noise: FourierModeNoise | None = None
+        splits = ("train", "val", "test", "test_noisy")
         self.metrics = nn.ModuleDict(
-            {f"{split}_acc": MulticlassAccuracy(n_classes, average="micro") for split in ("train", "val", "test")}
+            {f"{split}_acc": MulticlassAccuracy(n_classes, average="micro") for split in splits}
         )
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         return self.model(x, lengths)
 
-    def _shared_step(self, batch, split: str) -> torch.Tensor:
+    def _shared_step(self, batch, split: str, tag: str = "") -> torch.Tensor:
         x, y, lengths = batch
         logits = self(x, lengths)
         loss = F.cross_entropy(logits, y)
@@ -52,12 +64,12 @@ class SequenceClassificationTask(L.LightningModule):
                 f"{split} loss is {loss.item()} at step {self.global_step}: lower the learning "
                 "rate, enable gradient clipping (trainer.gradient_clip_val) or check the inputs"
             )
-        metric = self.metrics[f"{split}_acc"]
+        metric = self.metrics[f"{split}{tag}_acc"]
         metric(logits.detach(), y)
         on_step = split == "train"
         batch_size = y.shape[0]
-        self.log(f"{split}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=on_step, batch_size=batch_size)
-        self.log(f"{split}/acc", metric, on_step=False, on_epoch=True, prog_bar=not on_step, batch_size=batch_size)
+        self.log(f"{split}/loss{tag}", loss, on_step=on_step, on_epoch=True, prog_bar=on_step, batch_size=batch_size)
+        self.log(f"{split}/acc{tag}", metric, on_step=False, on_epoch=True, prog_bar=not on_step, batch_size=batch_size)
         return loss
 
     def training_step(self, batch, batch_idx):
@@ -66,8 +78,23 @@ class SequenceClassificationTask(L.LightningModule):
     def validation_step(self, batch, batch_idx):
         self._shared_step(batch, "val")
 
+    def on_test_start(self) -> None:
+        if self.test_noise is None:
+            self._noise = None
+            return
+        frequency = self.test_noise["frequency"]
+        if frequency == "spike":
+            layer = next(m for m in self.model.modules() if isinstance(m, SSM_LAYERS))
+            with torch.no_grad():
+                frequency = spike_frequency(layer)
+        self._noise = FourierModeNoise(float(frequency), float(self.test_noise.get("amplitude", 0.1)))
+        rank_zero_info(f"test: also evaluating with {self._noise} on every SSM layer input")
+
     def test_step(self, batch, batch_idx):
         self._shared_step(batch, "test")
+        if self._noise is not None:
+            with inject_noise(self.model, self._noise):
+                self._shared_step(batch, "test", tag="_noisy")
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(self.model)
@@ -81,3 +108,15 @@ class SequenceClassificationTask(L.LightningModule):
         if keywords.get("total_steps"):
             return int(keywords["total_steps"])
         return max(1, int(self.trainer.estimated_stepping_batches))
+
+
+def _check_test_noise(test_noise: Mapping | None) -> dict | None:
+    if test_noise is None or test_noise.get("frequency") is None:
+        return None
+    frequency = test_noise["frequency"]
+    if frequency != "spike" and not (isinstance(frequency, (int, float)) and frequency >= 0):
+        raise ValueError(f"task.test_noise.frequency must be a number >= 0, 'spike' or null, got {frequency!r}")
+    amplitude = test_noise.get("amplitude", 0.1)
+    if not (isinstance(amplitude, (int, float)) and amplitude >= 0):
+        raise ValueError(f"task.test_noise.amplitude must be a number >= 0, got {amplitude!r}")
+    return {"frequency": frequency, "amplitude": float(amplitude)}

@@ -1,4 +1,4 @@
-"""S4D and DSS give the same numbers, forward and backward, on every kernel backend."""
+"""S4D, DSS, S4-PTD and S5 give the same numbers, forward and backward, on every kernel backend."""
 
 import pytest
 import torch
@@ -22,6 +22,9 @@ def run(layer, x, backend):
     lambda: ssm.S4D(3, 8, init="legs", bidirectional=True),
     lambda: ssm.S4D(3, 6, init="lin", disc="bilinear"),
     lambda: ssm.DSS(3, 8, variant="softmax"),
+    lambda: ssm.S4PTD(3, 5, bidirectional=True),
+    lambda: ssm.S5(3, 8, blocks=2, bidirectional=True),
+    lambda: ssm.S5PTD(3, 6, disc="bilinear"),
 ])
 @pytest.mark.parametrize("backend", ["triton", "reference"])
 def test_layer_matches_the_pytorch_path_on_other_backends(make, backend):

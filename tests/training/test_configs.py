@@ -19,10 +19,28 @@ def test_every_experiment_is_listed():
     )
 
 
-@pytest.mark.parametrize("experiment", EXPERIMENTS)
-@pytest.mark.parametrize("model", ["s4d", "dss"])
+MODELS = {"s4d": "S4D", "dss": "DSS", "s4ptd": "S4PTD", "s5": "S5", "s5_ptd": "S5PTD"}
+# The S4D experiments are model-agnostic: any model=... can be put on them. The per-family
+# directories (lra/s4ptd/, lra/s5/, lra/s5_ptd/) carry their own model's settings.
+S4D_EXPERIMENTS = [e for e in EXPERIMENTS if e.count("/") <= 1]
+FAMILY_EXPERIMENTS = [e for e in EXPERIMENTS if e.count("/") == 2]
+
+
+def test_every_family_has_every_task():
+    tasks = {"listops", "text", "retrieval", "image", "pathfinder", "pathx"}
+    for family in ("s4ptd", "s5", "s5_ptd"):
+        assert {e.split("/")[-1] for e in FAMILY_EXPERIMENTS if e.split("/")[1] == family} == tasks
+
+
+@pytest.mark.parametrize(
+    "experiment, model",
+    [(e, m) for e in S4D_EXPERIMENTS for m in MODELS] + [(e, None) for e in FAMILY_EXPERIMENTS],
+)
 def test_experiment_composes_and_builds_its_model(experiment, model):
-    cfg = compose_config(f"experiment={experiment}", f"model={model}")
+    overrides = [f"experiment={experiment}"] + ([f"model={model}"] if model else [])
+    cfg = compose_config(*overrides)
+    expected = MODELS[model] if model else MODELS[experiment.split("/")[1]]
+    assert cfg.model.layer._target_ == f"ssm.{expected}"
     datamodule = hydra.utils.instantiate(cfg.data)
     net = build_model(cfg, datamodule)
     last_linear = [m for m in net.modules() if isinstance(m, torch.nn.Linear)][-1]
@@ -70,3 +88,19 @@ def test_resolved_config_drops_hydra_node_and_resolves_interpolations(tmp_path):
     assert "hydra" not in resolved
     assert resolved["data"]["data_root"] == str(tmp_path)
     assert resolved["callbacks"]["checkpoint"]["dirpath"] == "outputs/test/checkpoints"
+
+
+def test_lra_entry_point_takes_the_new_families():
+    cfg = compose_config("experiment=lra", "model=s5_ptd")
+    assert cfg.model.layer._target_ == "ssm.S5PTD" and cfg.model.layer.d_state == 64
+
+
+def test_family_experiments_carry_their_paper_settings():
+    s5 = compose_config("experiment=lra/s5/listops")
+    assert (s5.model.layer.d_state, s5.model.layer.blocks, s5.model.output) == (16, 8, "half_glu2")
+    assert s5.model.layer.opt_config == "BfastandCdecay" and s5.optimizer.lr == 0.003
+    ptd_image = compose_config("experiment=lra/s5_ptd/image")
+    assert ptd_image.model.layer.d_state // ptd_image.model.layer.blocks == 128 and ptd_image.seed == 16418
+    s4ptd = compose_config("experiment=lra/s4ptd/listops")
+    assert s4ptd.model.layer.dt_max == 1.0 and s4ptd.model.layer.lr.dt == 4e-4
+    assert compose_config("experiment=lra/s4ptd/pathx").model.layer.dt_min == 1e-4

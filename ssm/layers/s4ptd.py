@@ -1,0 +1,86 @@
+"""S4-PTD: S4D initialized by perturb-then-diagonalize of HiPPO-LegS (Yu, Mahoney, Erichson,
+"Robustifying State-space Models for Long Sequences via Approximate Diagonalization", 2023)."""
+
+from __future__ import annotations
+
+import torch
+
+from ssm.hippo import ptd_legs, transition
+from ssm.layers._checks import check_choice
+from ssm.layers.diagonal import DiagonalSSM, discretize, log_uniform_dt, ssm_lr
+from ssm.optim import register
+
+DISCRETIZATIONS = ("zoh", "bilinear")
+
+
+class S4PTD(DiagonalSSM):
+    """Diagonal SSM ``y = K * u + D ⊙ u`` started from a well-conditioned approximate
+    diagonalization of HiPPO-LegS.
+
+    ``ssm.hippo.ptd_legs(N)`` gives A_LegS + E = Ṽ diag(Λ) Ṽ⁻¹ with a small E and a well
+    conditioned Ṽ. The layer starts from the N modes
+
+        A = Λ (Re Λ ≤ 0),   B = Ṽ⁻¹ B_LegS,   C = C₀ Ṽ,   C₀ ~ N(0, 1) real (per channel),
+
+    so that at initialization Re(C (zI - A)⁻¹ B) = C₀ (zI - A_LegS - E)⁻¹ B_LegS, the
+    transfer function of the perturbed LegS system. The spectrum of a complex E is not
+    conjugate-closed, so every one of the N states is its own mode and the kernel is
+
+        K_l = Re sum_{n<N} C_n B̄_n Ā_n^l,   l = 0 .. L-1
+
+    with the discretization of :class:`ssm.S4D` (``zoh`` or ``bilinear``) and Δ per channel.
+    As in S4D, A is parameterized as -exp(log_A_real) + i A_imag (so it stays stable) and
+    C is trained freely.
+
+    Args:
+        d_model: channels H. Input and output are (batch, length, H).
+        d_state: state size N (any N >= 1); N complex modes are stored.
+        disc: "zoh" or "bilinear".
+        dt_min, dt_max: Δ ~ LogUniform[dt_min, dt_max] per channel.
+        bidirectional: a second C gives a kernel over the future; ``kernel(L)`` is (2, H, L).
+        lr: optimizer hint for Δ, A and B (weight decay 0): a float, None (global lr), 0
+            (frozen), or a dict with keys "dt", "A", "B".
+        ptd: keyword arguments for ``ssm.hippo.ptd_legs`` (e.g. the target size of E).
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        d_state: int = 64,
+        disc: str = "zoh",
+        dt_min: float = 1e-3,
+        dt_max: float = 1e-1,
+        bidirectional: bool = False,
+        lr: float | None | dict = 1e-3,
+        ptd: dict | None = None,
+    ) -> None:
+        super().__init__(d_model, d_state, bidirectional, conjugate_pairs=False)
+        self.disc = check_choice(disc, DISCRETIZATIONS, "disc", "S4PTD")
+        H, N = self.d_model, self.d_state
+        Lam, V, Vinv = ptd_legs(N, **(ptd or {}))
+        _, B_legs = transition("legs", N)
+        B = Vinv @ B_legs.to(torch.complex128)
+        C = torch.randn(self.channels, H, N, dtype=torch.float64).to(torch.complex128) @ V
+        # Re Λ <= 0 is guaranteed by ptd; keep it strictly negative for the log.
+        A_real = Lam.real.clamp(max=-1e-4)
+        register(self, "log_dt", log_uniform_dt(H, dt_min, dt_max), ssm_lr(lr, "dt"))
+        register(self, "log_A_real", torch.log(-A_real).float().expand(H, -1).contiguous(), ssm_lr(lr, "A"))
+        register(self, "A_imag", Lam.imag.float().expand(H, -1).contiguous(), ssm_lr(lr, "A"))
+        B = torch.view_as_real(B.to(torch.complex64).expand(H, -1).contiguous()).clone()
+        register(self, "B", B, ssm_lr(lr, "B"))
+        self.C = torch.nn.Parameter(torch.view_as_real(C.to(torch.complex64)).clone())
+
+    def continuous(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Δ (H,), A (H, N), B (H, N), C (channels, H, N) before discretization."""
+        dt = torch.exp(self.log_dt)
+        A = torch.complex(-torch.exp(self.log_A_real), self.A_imag)
+        return dt, A, torch.view_as_complex(self.B), torch.view_as_complex(self.C)
+
+    def modes(self, L: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        dt, A, B, C = self.continuous()
+        x, B_bar = discretize(dt.unsqueeze(-1), A, B, self.disc)
+        # The base class sums 2 Re(v e^{xl}); the N modes here carry Re(...) once.
+        return C * B_bar / 2, x
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, disc={self.disc!r}"

@@ -1,0 +1,247 @@
+"""ssm.S5 / ssm.S5PTD against a float64 sequential MIMO recurrence and the dense systems
+their initializations diagonalize."""
+
+import math
+
+import pytest
+import torch
+from tolerances import assert_close
+
+import ssm
+from ssm.hippo import normal_part, ptd_legs, transition
+
+C128, F64 = torch.complex128, torch.float64
+H = 5
+
+
+def discrete64(layer):
+    """(Λ̄ (m,), B̄ (m, H), C (channels, H, m)) in complex128 from layer.continuous()."""
+    dt, Lam, B, C = (t.detach().to(C128) for t in layer.continuous())
+    if layer.disc == "zoh":
+        Lam_bar = torch.exp(dt * Lam)
+        B_bar = ((Lam_bar - 1) / Lam)[:, None] * B
+    else:
+        Lam_bar = (1 + dt * Lam / 2) / (1 - dt * Lam / 2)
+        B_bar = (dt / (1 - dt * Lam / 2))[:, None] * B
+    return Lam_bar, B_bar, C
+
+
+def mimo_recurrence(Lam_bar, B_bar, C, u, scale, reverse=False):
+    """h_t = Λ̄ h_{t∓1} + B̄ u_t (h = 0 before the first step), y_t = scale · Re(C h_t)."""
+    u = u.to(F64)
+    Bsz, L, _ = u.shape
+    h = torch.zeros(Bsz, Lam_bar.shape[0], dtype=C128)
+    ys = [None] * L
+    for t in (range(L - 1, -1, -1) if reverse else range(L)):
+        h = Lam_bar * h + u[:, t].to(C128) @ B_bar.T
+        ys[t] = scale * (h @ C.T).real
+    return torch.stack(ys, dim=1) if L else torch.zeros(Bsz, 0, C.shape[0], dtype=F64)
+
+
+def expected_output(layer, x):
+    Lam_bar, B_bar, C = discrete64(layer)
+    s = 2.0 if layer.conj_sym else 1.0
+    y = mimo_recurrence(Lam_bar, B_bar, C[0], x, s) + layer.D.detach().to(F64) * x.to(F64)
+    if layer.bidirectional:
+        y = y + mimo_recurrence(Lam_bar, B_bar, C[1], x, s, reverse=True)
+    return y
+
+
+CONFIGS = [
+    dict(d_state=8),
+    dict(d_state=8, disc="bilinear"),
+    dict(d_state=12, blocks=3),
+    dict(d_state=8, conj_sym=False),
+    dict(d_state=8, clip_eigs=True, C_init="complex_normal"),
+    dict(d_state=6, blocks=2, init="ptd", conj_sym=False),
+    dict(d_state=5, init="ptd", conj_sym=False, disc="bilinear"),
+]
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()))
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("L", [1, 19, 64])
+def test_forward_matches_sequential_recurrence_float64(cfg, bidirectional, L):
+    torch.manual_seed(0)
+    layer = ssm.S5(H, bidirectional=bidirectional, **cfg).double()
+    x = torch.randn(2, L, H, dtype=F64)
+    y = layer(x)
+    assert y.shape == x.shape and y.dtype == F64
+    assert_close(y, expected_output(layer, x))
+
+
+@pytest.mark.parametrize("cfg", CONFIGS[:2] + CONFIGS[5:6], ids=["zoh", "bilinear", "ptd"])
+def test_forward_float32_agrees_with_float64(cfg):
+    torch.manual_seed(1)
+    layer = ssm.S5(H, **cfg)
+    x = torch.randn(3, 100, H)
+    y = layer(x)
+    assert y.dtype == torch.float32
+    assert_close(y, expected_output(layer, x), dtype=torch.float32)
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()))
+def test_step_matches_forward(cfg):
+    torch.manual_seed(2)
+    layer = ssm.S5(H, **cfg).double().eval()
+    x = torch.randn(2, 23, H, dtype=F64)
+    state = layer.init_state(2)
+    assert state.shape == (2, layer.n_modes) and state.is_complex() and not state.abs().any()
+    ys = []
+    with torch.no_grad():
+        for t in range(x.shape[1]):
+            y_t, state = layer.step(x[:, t], state)
+            ys.append(y_t)
+        assert_close(torch.stack(ys, 1), layer(x))
+
+
+def test_conj_sym_equals_the_full_conjugate_system():
+    torch.manual_seed(3)
+    layer = ssm.S5(H, d_state=8).double()
+    full = ssm.S5(H, d_state=8, conj_sym=False).double()
+    with torch.no_grad():
+        for name, half in (("Lambda_real", layer.Lambda_real), ("log_dt", layer.log_dt)):
+            getattr(full, name).copy_(torch.cat([half, half]))
+        full.Lambda_imag.copy_(torch.cat([layer.Lambda_imag, -layer.Lambda_imag]))
+        B = torch.view_as_complex(layer.B)
+        C = torch.view_as_complex(layer.C)
+        full.B.copy_(torch.view_as_real(torch.cat([B, B.conj()])))
+        full.C.copy_(torch.view_as_real(torch.cat([C, C.conj()], dim=-1)))
+        full.D.copy_(layer.D)
+    x = torch.randn(2, 31, H, dtype=F64)
+    assert_close(layer(x), full(x))
+
+
+def _continuous_kernel(layer, t):
+    """sum_n C_n B_n exp(λ_n t) for every (output, input) pair: complex (T, H, H)."""
+    _, Lam, B, C = (p.detach().to(C128) for p in layer.continuous())
+    return torch.einsum("hn,nt,nk->thk", C[0], torch.exp(Lam[:, None] * t.to(C128)), B)
+
+
+@pytest.mark.parametrize("blocks", [1, 2])
+def test_hippo_n_init_diagonalizes_the_normal_part_of_legs(blocks):
+    """With conj_sym, 2 Re(sum C B e^{λt}) = C₀ exp(t S) B₀ for S = blockdiag(HiPPO-N)."""
+    torch.manual_seed(4)
+    P = 8
+    layer = ssm.S5(H, d_state=P, blocks=blocks).double()
+    S = torch.block_diag(*[normal_part("legs", P // blocks)] * blocks)
+    V = torch.block_diag(*[ssm.hippo.nplr("legs", P // blocks, B_clip=None)[3]] * blocks)
+    _, _, B, C = (p.detach().to(C128) for p in layer.continuous())
+    B0 = 2 * (V @ B).real  # (P, H): the real input matrix the layer was built from
+    C0 = 2 * (C[0] @ V.mH).real  # (H, P)
+    t = torch.tensor([0.0, 0.1, 0.5, 2.0], dtype=F64)
+    dense = torch.stack([C0 @ torch.linalg.matrix_exp(s * S) @ B0 for s in t])
+    # parameters are stored in float32, so the identity holds to float32 precision
+    assert_close(2 * _continuous_kernel(layer, t).real, dense, dtype=torch.float32)
+    # B₀ and C₀ have lecun-normal scale: variance 1/H and 1/P.
+    assert 0.2 / H < B0.var().item() < 5.0 / H and 0.2 / P < C0.var().item() < 5.0 / P
+
+
+def test_ptd_init_diagonalizes_perturbed_legs_with_real_B_and_C():
+    torch.manual_seed(5)
+    P = 8
+    layer = ssm.S5PTD(H, d_state=P).double()
+    Lam, V, Vinv = ptd_legs(P)
+    _, Lam_layer, B, C = (p.detach().to(C128) for p in layer.continuous())
+    assert_close(Lam_layer, Lam, dtype=torch.float32)
+    B0, C0 = V @ B, C[0] @ Vinv
+    assert B0.imag.abs().max() < 1e-5 * B0.abs().max()
+    assert C0.imag.abs().max() < 1e-5 * C0.abs().max()
+    A_pert = V @ torch.diag(Lam) @ Vinv
+    A_legs, _ = transition("legs", P)
+    rel = torch.linalg.matrix_norm(A_pert - A_legs, ord=2) / torch.linalg.matrix_norm(A_legs, ord=2)
+    assert rel < 0.2
+    t = torch.tensor([0.0, 0.05, 0.3], dtype=F64)
+    dense = torch.stack([C0 @ torch.linalg.matrix_exp(s * A_pert) @ B0 for s in t])
+    assert_close(_continuous_kernel(layer, t), dense, dtype=torch.float32)
+
+
+def test_dt_is_log_uniform_per_mode_and_step_rescale_scales_it():
+    torch.manual_seed(6)
+    layer = ssm.S5(H, d_state=4000, blocks=1000, dt_min=1e-3, dt_max=1e-1)
+    dt = layer.continuous()[0].detach()
+    assert dt.shape == (2000,)
+    pos = (dt.log() - math.log(1e-3)) / (math.log(1e-1) - math.log(1e-3))
+    assert pos.min() >= -1e-6 and pos.max() <= 1 + 1e-6
+    assert abs((pos < 0.5).double().mean().item() - 0.5) < 0.05
+    layer.step_rescale = 2.0
+    assert_close(layer.continuous()[0], 2 * dt)
+
+
+def test_clip_eigs_clamps_the_real_part():
+    torch.manual_seed(7)
+    layer = ssm.S5(H, d_state=4, clip_eigs=True)
+    with torch.no_grad():
+        layer.Lambda_real.fill_(0.3)
+    assert (layer.continuous()[1].real <= -1e-4).all()
+    assert (ssm.S5(H, d_state=4).continuous()[1].real < 0).all()
+
+
+def test_gradients_reach_every_parameter():
+    torch.manual_seed(8)
+    layer = ssm.S5(H, d_state=8, bidirectional=True)
+    layer(torch.randn(2, 16, H)).square().sum().backward()
+    for name, p in layer.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_lr_hints_and_frozen_parameters():
+    layer = ssm.S5(H, d_state=4, lr={"A": 1e-3, "dt": 0.0, "B": None})
+    params = dict(layer.named_parameters())
+    assert params["Lambda_real"]._optim == {"lr": 1e-3, "weight_decay": 0.0}
+    assert params["B"]._optim == {"weight_decay": 0.0}
+    assert "log_dt" not in params and "log_dt" in dict(layer.named_buffers())
+    assert not hasattr(params["C"], "_optim")
+
+
+def test_s5ptd_is_s5_with_ptd_and_no_conjugate_symmetry():
+    layer = ssm.S5PTD(H, d_state=6, blocks=2)
+    assert layer.init == "ptd" and not layer.conj_sym and layer.n_modes == 6
+    with pytest.raises(TypeError, match="fixed"):
+        ssm.S5PTD(H, d_state=6, conj_sym=True)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(d_state=8, init="ptd"), "conj_sym=False"),
+        (dict(d_state=6, blocks=2), "even block size"),
+        (dict(d_state=8, blocks=3), "not divisible"),
+        (dict(d_state=8, init="legs"), "init must be one of"),
+        (dict(d_state=8, disc="euler"), "disc must be one of"),
+        (dict(d_state=8, C_init="zeros"), "C_init must be one of"),
+        (dict(d_state=0), "positive integer"),
+        (dict(d_state=8, dt_min=0.1, dt_max=0.01), "dt_min"),
+    ],
+)
+def test_invalid_arguments_raise_clear_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ssm.S5(H, **kwargs)
+
+
+def test_bad_inputs_and_bidirectional_step_raise():
+    layer = ssm.S5(H, d_state=4)
+    with pytest.raises(ValueError, match=r"\(batch, length, 5\)"):
+        layer(torch.randn(2, 7, H + 1))
+    with pytest.raises(ValueError, match=r"\(batch, 5\)"):
+        layer.step(torch.randn(2, 3, H), layer.init_state(2))
+    with pytest.raises(RuntimeError, match="bidirectional"):
+        ssm.S5(H, d_state=4, bidirectional=True).init_state(1)
+
+
+def test_opt_config_places_b_c_d_and_dt_in_their_groups():
+    def hints(**kw):
+        layer = ssm.S5(H, d_state=4, lr=1e-3, **kw)
+        return {n: getattr(p, "_optim", None) for n, p in layer.named_parameters()}
+
+    ssm_group = {"lr": 1e-3, "weight_decay": 0.0}
+    standard = hints()
+    assert standard["B"] == ssm_group and standard["log_dt"] == ssm_group
+    assert standard["C"] is None and standard["D"] is None
+    assert hints(opt_config="BandCdecay")["B"] == {"lr": 1e-3}
+    assert hints(opt_config="BfastandCdecay")["B"] is None
+    no_decay = hints(opt_config="noBCdecay")
+    assert no_decay["B"] == no_decay["C"] == no_decay["D"] == ssm_group
+    assert hints(dt_global=True)["log_dt"] is None
+    with pytest.raises(ValueError, match="opt_config"):
+        ssm.S5(H, d_state=4, opt_config="fast")

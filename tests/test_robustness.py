@@ -1,0 +1,122 @@
+"""Fourier-mode noise on SSM layer inputs: the formula, the hooks, the spike frequency, and the
+task's noisy test metrics."""
+
+import functools
+import math
+
+import lightning as L
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+import ssm
+from ssm.robustness import FourierModeNoise, channel_timescale, inject_noise, spike_frequency
+from ssm.training.task import SequenceClassificationTask
+
+
+def test_noise_is_one_fourier_mode_per_channel_with_uniform_amplitude():
+    layer = ssm.S4D(3, d_state=4)
+    x = torch.randn(2, 50, 3, dtype=torch.float64)
+    noisy = FourierModeNoise(7.5, amplitude=0.2, generator=torch.Generator().manual_seed(1))(layer, x)
+    U = torch.rand(2, 1, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    dt = torch.exp(layer.log_dt.detach()).double()
+    t = torch.linspace(0, 1, 50, dtype=torch.float64)[:, None] * (dt * 49)  # linspace(0, Δ(L-1), L)
+    torch.testing.assert_close(noisy - x, 0.2 * U * torch.cos(7.5 * t))
+
+
+def test_inject_noise_hooks_every_ssm_layer_and_only_inside_the_block():
+    torch.manual_seed(0)
+    model = ssm.SequenceClassifier(
+        d_model=4, n_layers=3, layer=functools.partial(ssm.S4D, d_state=4), d_output=2, d_input=1
+    ).eval()
+    x = torch.randn(2, 16, 1)
+    clean = model(x)
+    seen = []
+    noise = FourierModeNoise(3.0, amplitude=1.0)
+
+    def recording(layer, inp):
+        seen.append(layer)
+        return noise(layer, inp)
+
+    with inject_noise(model, recording) as layers:
+        noisy = model(x)
+    assert len(layers) == 3 and seen == layers
+    assert not torch.allclose(clean, noisy)
+    torch.testing.assert_close(model(x), clean)
+    with pytest.raises(ValueError, match="no SSM layer"):
+        with inject_noise(torch.nn.Linear(2, 2), noise):
+            pass
+
+
+def test_channel_timescale_of_s4d_and_s5():
+    s4d = ssm.S4D(5, d_state=4)
+    torch.testing.assert_close(channel_timescale(s4d), torch.exp(s4d.log_dt))
+    s5 = ssm.S5(5, d_state=4)
+    dt = s5.continuous()[0]
+    torch.testing.assert_close(channel_timescale(s5), torch.exp(dt.log().mean()).expand(5))
+
+
+def test_spike_frequency_finds_the_dominant_resonance():
+    """One mode with a large output weight resonates at ω = Im λ."""
+    torch.manual_seed(0)
+    layer = ssm.S4D(2, d_state=16, init="lin")  # λ_n = -1/2 + iπn
+    with torch.no_grad():
+        layer.C.zero_()
+        layer.C[..., 5, 0] = 1.0
+    omega = spike_frequency(layer, min_frequency=1.0)
+    assert abs(omega - 5 * math.pi) < 0.05
+
+
+def test_task_reports_noisy_test_accuracy():
+    torch.manual_seed(0)
+    model = ssm.SequenceClassifier(
+        d_model=4, n_layers=1, layer=functools.partial(ssm.S4D, d_state=4), d_output=2, d_input=1
+    )
+    x, y = torch.randn(8, 12, 1), torch.randint(2, (8,))
+    loader = DataLoader(TensorDataset(x, y, torch.full((8,), 12)), batch_size=4)
+    task = SequenceClassificationTask(
+        model, 2, optimizer=lambda m: torch.optim.SGD(m.parameters(), lr=0.1),
+        test_noise={"frequency": "spike", "amplitude": 5.0},
+    )
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    (metrics,) = trainer.test(task, dataloaders=loader, verbose=False)
+    assert {"test/acc", "test/acc_noisy", "test/loss", "test/loss_noisy"} <= set(metrics)
+    assert metrics["test/loss"] != metrics["test/loss_noisy"]
+    with pytest.raises(ValueError, match="frequency"):
+        SequenceClassificationTask(model, 2, optimizer=None, test_noise={"frequency": "high"})
+    assert SequenceClassificationTask(model, 2, optimizer=None, test_noise={"frequency": None}).test_noise is None
+
+
+def test_layer_transfer_of_s5_is_the_dense_hippo_n_system_it_was_built_from():
+    """S5 (conj_sym, 2 blocks) at init: G = C₀ (iω - blockdiag(S))⁻¹ B₀ with B₀ = 2 Re(V B),
+    C₀ = 2 Re(C Vᴴ) the real matrices the layer diagonalized."""
+    from ssm.hippo import nplr, normal_part
+    from ssm.transfer import layer_transfer, transfer_function
+
+    torch.manual_seed(0)
+    layer = ssm.S5(3, d_state=8, blocks=2).double()
+    _, _, B, C = (t.detach().to(torch.complex128) for t in layer.continuous())
+    V = torch.block_diag(*[nplr("legs", 4, B_clip=None)[3]] * 2)
+    B0, C0 = 2 * (V @ B).real, 2 * (C[0] @ V.mH).real
+    S = torch.block_diag(*[normal_part("legs", 4)] * 2)
+    omega = torch.logspace(-2, 2, 50, dtype=torch.float64)
+    expected = transfer_function(S, B0, C0, omega)
+    torch.testing.assert_close(layer_transfer(layer, omega), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("make", [lambda: ssm.S4D(2, d_state=6, init="legs"), lambda: ssm.S4PTD(2, d_state=5)])
+def test_layer_transfer_of_diagonal_layers_is_the_fourier_transform_of_the_kernel(make):
+    """G_h(iω) = ∫ K_h(t) e^{-iωt} dt with K_h(t) = the continuous kernel, by quadrature."""
+    from ssm.transfer import layer_transfer
+
+    torch.manual_seed(1)
+    layer = make().double()
+    _, A, B, C = (t.detach().to(torch.complex128) for t in layer.continuous())
+    scale = 2.0 if layer.conjugate_pairs else 1.0
+    t = torch.linspace(0, 60, 600001, dtype=torch.float64)
+    omega = torch.tensor([0.0, 0.7, 3.0], dtype=torch.float64)
+    for h in range(2):
+        K = scale * ((C[0, h] * B[h])[:, None] * torch.exp(A[h][:, None] * t)).sum(0).real
+        for j, w in enumerate(omega):
+            integral = torch.trapezoid(K * torch.exp(-1j * w * t), t)
+            assert abs(layer_transfer(layer, omega)[h, j] - integral) < 1e-3 * (1 + abs(integral))
