@@ -20,7 +20,7 @@ import itertools
 
 import torch
 
-__all__ = ["transfer_function", "layer_transfer", "plot_transfer"]
+__all__ = ["layer_transfer", "plot_transfer", "transfer_function"]
 
 _C128 = torch.complex128
 
@@ -125,7 +125,7 @@ def plot_transfer(
     try:
         import matplotlib.pyplot as plt
     except ImportError as err:
-        raise ImportError("plot_transfer needs matplotlib, which ssm does not install: pip install matplotlib") from err
+        raise ImportError("plot_transfer needs matplotlib, which ssm does not install: pip install matplotlib (or the plot extra: pip install -e '.[plot]')") from err
     omega = torch.as_tensor(omega).detach().cpu().to(torch.float64)
     W = omega.shape[-1]
     if ax is None:

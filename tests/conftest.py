@@ -1,7 +1,9 @@
-"""Test-wide environment: Triton runs in its interpreter on CPU-only machines, and W&B never
-reaches the network. Both must be set before triton / wandb are imported."""
+"""Test-wide environment: Triton runs in its interpreter on CPU-only machines, W&B never
+reaches the network (both must be set before triton / wandb are imported), and the PTD
+factorizations are cached in a temporary folder, not in the user's cache."""
 
 import os
+import tempfile
 
 import torch
 
@@ -9,3 +11,4 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 os.environ["WANDB_MODE"] = "offline"
 os.environ["WANDB_SILENT"] = "true"
+os.environ["SSM_CACHE_DIR"] = tempfile.mkdtemp(prefix="ssm-test-cache-")
