@@ -4,7 +4,8 @@
     python -m bench --op s4d_kernel --peer-s4 ~/src/s4     # beside state-spaces/s4's S4DKernel
 
 Prints a Markdown table: median forward and forward+backward times per backend, the ratio
-to the "torch" backend, peak memory and, on CUDA, achieved bandwidth as a fraction of a
+to the "torch" backend, peak memory of one forward and of one forward+backward call (CUDA and
+CPU, see bench.timing.peak_memory) and, on CUDA, achieved bandwidth as a fraction of a
 device-to-device copy measured in the same run.
 """
 
@@ -51,23 +52,38 @@ def measure(args: argparse.Namespace) -> dict:
             fwd_bwd = median_time(forward_backward(run), device, repeats=args.repeats)
             rows.append(dict(op=case.name, shape=case.shape, backend=backend, forward_s=fwd,
                              forward_backward_s=fwd_bwd, peak_bytes=peak_memory(run, device),
+                             peak_bytes_forward_backward=peak_memory(forward_backward(run), device),
                              bandwidth_fraction=(case.ideal_bytes / fwd / copy) if copy else None))
     return dict(device=device_name(device), date=datetime.date.today().isoformat(),
                 torch=torch.__version__, copy_bytes_per_s=copy, rows=rows)
 
 
+HEADER = ("| op | shape | backend | fwd ms | fwd+bwd ms | fwd time / torch | fwd peak MiB | fwd+bwd peak MiB "
+          "| % of copy BW |")
+PEAK_NOTE = ("peak MiB: the most memory held at once by tensors the call allocated, above what was "
+             "allocated when it started (one call after the timed ones, so parameter gradients already "
+             "exist; returned outputs count). CUDA: torch.cuda.max_memory_allocated; CPU: allocation and "
+             "free events of torch's CPU allocator, excluding memory outside it such as FFT/BLAS "
+             "workspaces. Not the resident set.")
+
+
+def mebibytes(n_bytes: int | None) -> str:
+    return f"{n_bytes / 2**20:.1f}" if n_bytes is not None else "-"
+
+
 def markdown(result: dict) -> str:
     torch_time = {r["shape"]: r["forward_s"] for r in result["rows"] if r["backend"] == "torch"}
     lines = [f"device: {result['device']}, torch {result['torch']}, {result['date']}", "",
-             "| op | shape | backend | fwd ms | fwd+bwd ms | fwd time / torch | peak MiB | % of copy BW |",
-             "|---|---|---|---|---|---|---|---|"]
+             HEADER, "|---" * HEADER.count(" | ") + "|---|"]
     for r in result["rows"]:
         ratio = r["forward_s"] / torch_time[r["shape"]] if r["shape"] in torch_time else None
-        peak = f"{r['peak_bytes'] / 2**20:.1f}" if r["peak_bytes"] is not None else "-"
+        peak = mebibytes(r.get("peak_bytes"))
+        peak_fb = mebibytes(r.get("peak_bytes_forward_backward"))
         bw = f"{100 * r['bandwidth_fraction']:.1f}" if r["bandwidth_fraction"] is not None else "-"
         ratio_text = f"{ratio:.2f}x" if ratio is not None else "-"
         lines.append(f"| {r['op']} | {r['shape']} | {r['backend']} | {1e3 * r['forward_s']:.2f} | "
-                     f"{1e3 * r['forward_backward_s']:.2f} | {ratio_text} | {peak} | {bw} |")
+                     f"{1e3 * r['forward_backward_s']:.2f} | {ratio_text} | {peak} | {peak_fb} | {bw} |")
+    lines += ["", PEAK_NOTE]
     return "\n".join(lines)
 
 

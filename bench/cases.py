@@ -12,7 +12,7 @@ import torch
 
 import kernels
 import ssm
-from bench.peers import s4_minimal_kernel
+from bench.peers import s4_minimal_kernel, s5_pytorch_layer
 
 
 @dataclass
@@ -64,4 +64,39 @@ def s4d_kernel_case(B: int, H: int, N: int, L: int, device: torch.device, backen
     return Case("S4D kernel", f"H={H} N={N} L={L}", runs, ideal_bytes=4 * H * L + 24 * H * N)
 
 
-CASES = {"vandermonde": vandermonde_case, "fftconv": fftconv_case, "s4d": s4d_case, "s4d_kernel": s4d_kernel_case}
+def linear_scan_case(B: int, H: int, N: int, L: int, device: torch.device, backends: list[str],
+                     peers: dict) -> Case:
+    """h[:, t] = a[:, t] h[:, t-1] + b[:, t] over P = H channels (N is not used): complex64
+    a (B, L, H) with 0.5 <= |a| < 1 and b (B, L, H). Ideal bytes: read a and b, write h."""
+    a = torch.polar(0.5 + 0.5 * torch.rand(B, L, H, device=device), torch.randn(B, L, H, device=device))
+    b = torch.randn(B, L, H, dtype=torch.complex64, device=device)
+    a.requires_grad_(True)
+    b.requires_grad_(True)
+
+    def run(backend):
+        return torch.view_as_real(kernels.linear_scan(a, b, backend=backend))  # real, for the loss
+
+    runs = {name: functools.partial(run, name) for name in backends}
+    return Case("linear_scan", f"B={B} P={H} L={L}", runs, ideal_bytes=3 * 8 * B * L * H)
+
+
+def s5_case(B: int, H: int, N: int, L: int, device: torch.device, backends: list[str], peers: dict) -> Case:
+    """S5 layer forward on x (B, L, H) with P = N states, all stored (conj_sym=False, the
+    same work as s5-pytorch's S5SSM, timed beside it when that package is installed); each
+    backend is the scan's (``reference`` = the sequential loop)."""
+    layer = ssm.S5(H, N, conj_sym=False).to(device)
+    x = torch.randn(B, L, H, device=device, requires_grad=True)
+
+    def ours(backend):
+        with kernels.use_backend(backend):
+            return layer(x)
+
+    runs = {b: functools.partial(ours, b) for b in backends}
+    peer = s5_pytorch_layer(H, N, device)
+    if peer is not None:
+        runs["s5-pytorch S5SSM"] = functools.partial(peer, x)
+    return Case("S5 layer", f"B={B} H={H} P={N} L={L}", runs, ideal_bytes=8 * B * L * H)
+
+
+CASES = {"vandermonde": vandermonde_case, "fftconv": fftconv_case, "s4d": s4d_case, "s4d_kernel": s4d_kernel_case,
+         "linear_scan": linear_scan_case, "s5": s5_case}

@@ -28,3 +28,17 @@ def s4_minimal_kernel(checkout: str | pathlib.Path, H: int, N: int, device: torc
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.S4DKernel(H, N=N).to(device)
+
+
+def s5_pytorch_layer(H: int, P: int, device: torch.device):
+    """The ``s5-pytorch`` package's ``S5SSM`` (P states, HiPPO-N init, associative scan) as a
+    callable x (B, L, H) -> (B, L, H), or None when the package is not installed."""
+    try:
+        from s5.s5_model import S5SSM
+    except ImportError:
+        return None
+    from ssm.layers.s5 import block_eigenbasis
+
+    Lam, V, Vinv = (t.to(torch.complex64) for t in block_eigenbasis("hippo_n", P, conj_sym=False))
+    layer = S5SSM(Lam, V, Vinv, H, P, 1e-3, 1e-1, bcInit="dense").to(device)
+    return torch.vmap(layer)

@@ -156,24 +156,27 @@ def layer_transfer(layer, omega: torch.Tensor, chunk: int = 1024) -> torch.Tenso
 
         G_h(iω) = sum_n w_n / (iω - λ_n) + conj(w_n) / (iω - conj(λ_n))
 
-    returned as complex128 (H, W). For S5, w_{hk,n} = s/2 · C_{hn} B_{nk} (s = 2 with
-    conjugate symmetry, else 1) and the result is the MIMO response (H_out, H_in, W). Uses
-    the forward-direction C of a bidirectional layer; evaluated ``chunk`` frequencies at a time.
+    returned as complex128 (H, W). For S5 (modes λ shared by all channels) the MIMO response
+    G_{hk}(iω) = s/2 · sum_n [C_{hn} B_{nk} / (iω - λ_n) + conj(C_{hn} B_{nk}) / (iω - conj λ_n)]
+    (s = 2 with conjugate symmetry, else 1) is returned as (H_out, H_in, W). Uses the
+    forward-direction C of a bidirectional layer; evaluated ``chunk`` frequencies at a time.
     """
     from ssm.layers import S5, DiagonalSSM
 
     omega = torch.as_tensor(omega, dtype=torch.float64).reshape(-1)
-    if isinstance(layer, S5):
-        _, lam, B, C = (t.detach().to(torch.complex128).cpu() for t in layer.continuous())
-        w = torch.einsum("hn,nk->hkn", C[0], B) * (layer.output_scale / 2)
-    elif isinstance(layer, DiagonalSSM) and hasattr(layer, "continuous") and len(layer.continuous()) == 4:
-        _, lam, B, C = (t.detach().to(torch.complex128).cpu() for t in layer.continuous())
-        w = C[0] * B * (1.0 if layer.conjugate_pairs else 0.5)
-    else:
+    if not (isinstance(layer, (S5, DiagonalSSM)) and hasattr(layer, "continuous")) or len(layer.continuous()) != 4:
         raise TypeError(f"layer_transfer: no continuous (Λ, B, C) form for {type(layer).__name__}")
-    lam = lam.expand(w.shape).unsqueeze(-1)
-    w = w.unsqueeze(-1)
+    _, lam, B, C = (t.detach().to(torch.complex128).cpu() for t in layer.continuous())
     out = []
     for s in (1j * omega).split(chunk):
-        out.append((w / (s - lam) + w.conj() / (s - lam.conj())).sum(-2))
+        if isinstance(layer, S5):
+            C0 = C[0] * (layer.output_scale / 2)  # (H, n)
+            R = 1.0 / (s[None, :] - lam[:, None])  # (n, w)
+            Rc = 1.0 / (s[None, :] - lam.conj()[:, None])
+            G = torch.einsum("hn,nw,nk->hkw", C0, R, B) + torch.einsum("hn,nw,nk->hkw", C0.conj(), Rc, B.conj())
+        else:
+            w = (C[0] * B * (1.0 if layer.conjugate_pairs else 0.5)).unsqueeze(-1)  # (H, n, 1)
+            lam_ = lam.expand(w.shape[:-1]).unsqueeze(-1)
+            G = (w / (s - lam_) + w.conj() / (s - lam_.conj())).sum(-2)
+        out.append(G)
     return torch.cat(out, dim=-1)
