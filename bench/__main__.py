@@ -23,6 +23,8 @@ from bench.cases import CASES
 from bench.timing import copy_bandwidth, median_time, peak_memory
 
 REFERENCE_MAX_L = 2048  # the O(L^2) references are skipped beyond this length
+# ops whose reference is a loop of O(L) steps (a scan) keep it longer
+REFERENCE_MAX_L_BY_OP = {"linear_scan": 16384, "s5": 16384}
 
 
 def device_name(device: torch.device) -> str:
@@ -44,7 +46,8 @@ def measure(args: argparse.Namespace) -> dict:
     copy = copy_bandwidth(device) if device.type == "cuda" else None
     rows = []
     for L in args.lengths:
-        backends = [b for b in args.backends if b != "reference" or L <= REFERENCE_MAX_L]
+        cap = REFERENCE_MAX_L_BY_OP.get(args.op, REFERENCE_MAX_L)
+        backends = [b for b in args.backends if b != "reference" or L <= cap]
         case = CASES[args.op](args.batch, args.channels, args.state, L, device=device, backends=backends,
                               peers={"s4": args.peer_s4})
         for backend, run in case.runs.items():
