@@ -98,7 +98,7 @@ def spike_frequency(
     """
     from ssm.transfer import layer_transfer
 
-    N = getattr(layer, "d_state")
+    N = layer.d_state
     if omega is None:
         omega = torch.logspace(-1, torch.log10(torch.tensor(4.0 * N * N)).item(), 20000, dtype=torch.float64)
     lo = N if min_frequency is None else min_frequency

@@ -164,9 +164,10 @@ def layer_transfer(layer, omega: torch.Tensor, chunk: int = 1024) -> torch.Tenso
     from ssm.layers import S5, DiagonalSSM
 
     omega = torch.as_tensor(omega, dtype=torch.float64).reshape(-1)
-    if not (isinstance(layer, (S5, DiagonalSSM)) and hasattr(layer, "continuous")) or len(layer.continuous()) != 4:
+    params = layer.continuous() if isinstance(layer, (S5, DiagonalSSM)) and hasattr(layer, "continuous") else ()
+    if len(params) != 4:
         raise TypeError(f"layer_transfer: no continuous (Λ, B, C) form for {type(layer).__name__}")
-    _, lam, B, C = (t.detach().to(torch.complex128).cpu() for t in layer.continuous())
+    _, lam, B, C = (t.detach().to(torch.complex128).cpu() for t in params)
     out = []
     for s in (1j * omega).split(chunk):
         if isinstance(layer, S5):

@@ -143,3 +143,27 @@ def linear_recurrence(
         state = a[:, t] * state + b[:, t]
         states[t] = state
     return torch.stack(states, dim=1) if L else torch.zeros(Bsz, 0, P, dtype=wide)
+
+
+def run_steps(layer, x: torch.Tensor, **init_kwargs) -> torch.Tensor:
+    """The layer's recurrence over x (B, L, H): ``step`` from ``init_state``; (B, L, H)."""
+    state = layer.init_state(x.shape[0], **init_kwargs)
+    ys = []
+    for t in range(x.shape[1]):
+        y, state = layer.step(x[:, t], state)
+        ys.append(y)
+    return torch.stack(ys, dim=1)
+
+
+def linear_scan_inputs(B, L, P, dtype=C128, a_dtype=None, const=False, h0=True, mag=(0.5, 1.0)):
+    """Inputs of ``linear_scan`` on CPU: a with |a| uniform in ``mag`` (random phases when
+    complex), (B, L, P) or (P,) if ``const``; b (B, L, P) and h0 (B, P) (or None) ~ N(0, 1)."""
+    a_dtype = dtype if a_dtype is None else a_dtype
+    shape = (P,) if const else (B, L, P)
+    lo, hi = mag
+    a = lo + (hi - lo) * torch.rand(shape, dtype=F64)
+    if a_dtype.is_complex:
+        a = a * torch.exp(1j * 3.0 * torch.randn(shape, dtype=F64))
+    b = torch.randn(B, L, P, dtype=C128 if dtype.is_complex else F64)
+    h = torch.randn(B, P, dtype=b.dtype) if h0 else None
+    return a.to(a_dtype), b.to(dtype), None if h is None else h.to(dtype)

@@ -120,3 +120,12 @@ def test_layer_transfer_of_diagonal_layers_is_the_fourier_transform_of_the_kerne
         for j, w in enumerate(omega):
             integral = torch.trapezoid(K * torch.exp(-1j * w * t), t)
             assert abs(layer_transfer(layer, omega)[h, j] - integral) < 1e-3 * (1 + abs(integral))
+
+
+def test_layer_transfer_rejects_layers_without_a_continuous_modal_form():
+    from ssm.transfer import layer_transfer
+
+    with pytest.raises(TypeError, match="no continuous"):
+        layer_transfer(ssm.DSS(2, d_state=4), torch.tensor([1.0]))
+    with pytest.raises(TypeError, match="no continuous"):
+        layer_transfer(torch.nn.Linear(2, 2), torch.tensor([1.0]))

@@ -146,14 +146,32 @@ class _LinearScan(torch.autograd.Function):
             zeros = (torch.zeros_like(a), torch.zeros_like(h), None if h0 is None else torch.zeros_like(h0))
             return (*(z if need else None for z, need in zip(zeros, ctx.needs_input_grad)), None)
         g = _scan(_shifted_conj(a, reverse), grad.to(h.dtype), None, not reverse)
-        grad_a = grad_h0 = None
-        if need_a:
-            grad_a = _grad_a(g, h, h0, reverse)
-            grad_a = _sum_to(grad_a if a.is_complex() else grad_a.real, a.shape)
-        if need_h0:
-            _, _, edge = _shift(reverse)
-            grad_h0 = a[:, 0 if a.shape[1] == 1 else edge].conj() * g[:, edge]
+        grad_a, grad_h0 = grads_of_a_and_h0(g, a, h, h0, reverse, need_a, need_h0)
         return grad_a, (g if need_b else None), grad_h0, None
+
+
+def grads_of_a_and_h0(
+    g: torch.Tensor,
+    a: torch.Tensor,
+    h: torch.Tensor,
+    h0: torch.Tensor | None,
+    reverse: bool,
+    need_a: bool,
+    need_h0: bool,
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(grad a, grad h0) from g, the gradient of every state (= grad b), in a's and h0's dtypes:
+
+        grad a[t] = g[t] · conj(h_prev[t])   (summed over what a broadcast over)
+        grad h0   = conj(a[first]) · g[first]
+    """
+    grad_a = grad_h0 = None
+    if need_a:
+        grad_a = _grad_a(g, h.to(g.dtype), None if h0 is None else h0.to(g.dtype), reverse)
+        grad_a = _sum_to(grad_a if a.is_complex() else grad_a.real, a.shape).to(a.dtype)
+    if need_h0:
+        _, _, edge = _shift(reverse)
+        grad_h0 = (a[:, 0 if a.shape[1] == 1 else edge].conj() * g[:, edge]).to(h0.dtype)
+    return grad_a, grad_h0
 
 
 def _sum_to(grad: torch.Tensor, shape: torch.Size) -> torch.Tensor:

@@ -32,7 +32,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.linear_scan.pytorch import _grad_a, _shift, _sum_to
+from kernels.linear_scan.pytorch import grads_of_a_and_h0
 
 BLOCK_L = 64  # time steps per tile (at most; short sequences use the next power of 2 >= L)
 BLOCK_P = 32  # channels per program (at most)
@@ -221,13 +221,7 @@ class _LinearScanTriton(torch.autograd.Function):
             return grad_a if need_a else None, g.to(h.dtype) if need_b else None, grad_h0, None
         # Opposite direction; the multiplier of step t is conj(a) one step further along.
         _scan(a, grad, None, g, not reverse, a_shift=1 if not reverse else -1, conj_a=True)
-        grad_a = grad_h0 = None
-        if need_a:
-            grad_a = _grad_a(g, h.to(g.dtype), None if h0 is None else h0.to(g.dtype), reverse)
-            grad_a = _sum_to(grad_a if a.is_complex() else grad_a.real, a.shape).to(a.dtype)
-        if need_h0:
-            _, _, edge = _shift(reverse)
-            grad_h0 = (a[:, 0 if a.shape[1] == 1 else edge].conj() * g[:, edge]).to(h0.dtype)
+        grad_a, grad_h0 = grads_of_a_and_h0(g, a, h, h0, reverse, need_a, need_h0)
         return grad_a, (g.to(h.dtype) if need_b else None), grad_h0, None
 
 

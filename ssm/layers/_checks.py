@@ -30,3 +30,12 @@ def check_choice(value: str, choices: tuple[str, ...], name: str, layer: str) ->
     if value not in choices:
         raise ValueError(f"{layer}: {name} must be one of {choices}, got {value!r}")
     return value
+
+
+def check_causal(bidirectional: bool, layer: str) -> None:
+    """A bidirectional layer has no causal recurrent step: raise before ``step``/``init_state``."""
+    if bidirectional:
+        raise RuntimeError(
+            f"{layer}: a bidirectional layer looks at future inputs and has no "
+            "causal recurrent step; build it with bidirectional=False to use step()"
+        )

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from kernels import fftconv, vandermonde
-from ssm.layers._checks import check_sequence, check_step_input
+from ssm.layers._checks import check_causal, check_sequence, check_step_input
 
 
 def log_uniform_dt(d_model: int, dt_min: float, dt_max: float) -> torch.Tensor:
@@ -105,13 +105,13 @@ class DiagonalSSM(nn.Module):
 
     def init_state(self, batch_size: int) -> torch.Tensor:
         """Zero recurrent state: complex (batch_size, H, n_modes)."""
-        self._check_causal()
+        check_causal(self.bidirectional, type(self).__name__)
         dtype = torch.complex128 if self.D.dtype == torch.float64 else torch.complex64
         return torch.zeros(batch_size, self.d_model, self.n_modes, dtype=dtype, device=self.D.device)
 
     def step(self, x_t: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One recurrent step: x_t (B, H) -> (y_t (B, H), new state (B, H, n_modes))."""
-        self._check_causal()
+        check_causal(self.bidirectional, type(self).__name__)
         check_step_input(x_t, self.d_model, type(self).__name__)
         v, x = self.step_modes()
         state = torch.exp(x) * state + x_t.unsqueeze(-1).to(state.dtype)
@@ -121,13 +121,6 @@ class DiagonalSSM(nn.Module):
     def step_modes(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The modes used by :meth:`step` (layers whose kernel depends on L override this)."""
         return self.modes(None)
-
-    def _check_causal(self) -> None:
-        if self.bidirectional:
-            raise RuntimeError(
-                f"{type(self).__name__}: a bidirectional layer looks at future inputs and has no "
-                "causal recurrent step; build it with bidirectional=False to use step()"
-            )
 
     def extra_repr(self) -> str:
         return f"d_model={self.d_model}, d_state={self.d_state}, bidirectional={self.bidirectional}"

@@ -49,19 +49,34 @@ class S4D(DiagonalSSM):
     ) -> None:
         super().__init__(d_model, d_state, bidirectional)
         self.init = check_choice(init, INITS, "init", "S4D")
-        self.disc = check_choice(disc, DISCRETIZATIONS, "disc", "S4D")
         H, N = self.d_model, self.d_state
-        A = diagonal_init(init, N).to(torch.complex64).expand(H, -1)
-        B = diagonal_B_init(init, N).to(torch.complex64).expand(H, -1)
         C = torch.randn(self.channels, H, N // 2, dtype=torch.complex64)
+        self._register_modes(diagonal_init(init, N), diagonal_B_init(init, N), C, disc, dt_min, dt_max, lr)
+
+    def _register_modes(
+        self,
+        A: torch.Tensor,
+        B: torch.Tensor,
+        C: torch.Tensor,
+        disc: str,
+        dt_min: float,
+        dt_max: float,
+        lr: float | None | dict,
+    ) -> None:
+        """Register Δ, A, B (with their optimizer hints) and C from the starting point
+        A, B (n_modes,) complex, shared by the channels, and C (channels, H, n_modes)."""
+        self.disc = check_choice(disc, DISCRETIZATIONS, "disc", type(self).__name__)
+        H = self.d_model
+        A = A.to(torch.complex64).expand(H, -1)
+        B = B.to(torch.complex64).expand(H, -1)
         register(self, "log_dt", log_uniform_dt(H, dt_min, dt_max), ssm_lr(lr, "dt"))
         register(self, "log_A_real", torch.log(-A.real).contiguous(), ssm_lr(lr, "A"))
         register(self, "A_imag", A.imag.contiguous(), ssm_lr(lr, "A"))
         register(self, "B", torch.view_as_real(B.contiguous()).clone(), ssm_lr(lr, "B"))
-        self.C = torch.nn.Parameter(torch.view_as_real(C))
+        self.C = torch.nn.Parameter(torch.view_as_real(C.to(torch.complex64)).clone())
 
     def continuous(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Δ (H,), A (H, N/2), B (H, N/2), C (channels, H, N/2) before discretization."""
+        """Δ (H,), A (H, n_modes), B (H, n_modes), C (channels, H, n_modes) before discretization."""
         dt = torch.exp(self.log_dt)
         A = torch.complex(-torch.exp(self.log_A_real), self.A_imag)
         return dt, A, torch.view_as_complex(self.B), torch.view_as_complex(self.C)
@@ -69,7 +84,10 @@ class S4D(DiagonalSSM):
     def modes(self, L: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         dt, A, B, C = self.continuous()
         x, B_bar = discretize(dt.unsqueeze(-1), A, B, self.disc)
-        return C * B_bar, x
+        v = C * B_bar
+        # The base class sums 2 Re(v e^{xl}): right for one stored mode per conjugate pair;
+        # when every state is its own mode, each must count once.
+        return (v if self.conjugate_pairs else v / 2), x
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, init={self.init!r}, disc={self.disc!r}"

@@ -6,14 +6,11 @@ from __future__ import annotations
 import torch
 
 from ssm.hippo import ptd_legs, transition
-from ssm.layers._checks import check_choice
-from ssm.layers.diagonal import DiagonalSSM, discretize, log_uniform_dt, ssm_lr
-from ssm.optim import register
-
-DISCRETIZATIONS = ("zoh", "bilinear")
+from ssm.layers.diagonal import DiagonalSSM
+from ssm.layers.s4d import S4D
 
 
-class S4PTD(DiagonalSSM):
+class S4PTD(S4D):
     """Diagonal SSM ``y = K * u + D ⊙ u`` started from a well-conditioned approximate
     diagonalization of HiPPO-LegS.
 
@@ -29,8 +26,8 @@ class S4PTD(DiagonalSSM):
         K_l = Re sum_{n<N} C_n B̄_n Ā_n^l,   l = 0 .. L-1
 
     with the discretization of :class:`ssm.S4D` (``zoh`` or ``bilinear``) and Δ per channel.
-    As in S4D, A is parameterized as -exp(log_A_real) + i A_imag (so it stays stable) and
-    C is trained freely.
+    Everything after the starting point is S4D's (``init`` reads "ptd"): A is parameterized
+    as -exp(log_A_real) + i A_imag (so it stays stable) and C is trained freely.
 
     Args:
         d_model: channels H. Input and output are (batch, length, H).
@@ -54,33 +51,14 @@ class S4PTD(DiagonalSSM):
         lr: float | None | dict = 1e-3,
         ptd: dict | None = None,
     ) -> None:
-        super().__init__(d_model, d_state, bidirectional, conjugate_pairs=False)
-        self.disc = check_choice(disc, DISCRETIZATIONS, "disc", "S4PTD")
+        # S4D's constructor draws S4D's starting point; only the shared base is reused here.
+        DiagonalSSM.__init__(self, d_model, d_state, bidirectional, conjugate_pairs=False)
+        self.init = "ptd"
         H, N = self.d_model, self.d_state
         Lam, V, Vinv = ptd_legs(N, **(ptd or {}))
         _, B_legs = transition("legs", N)
         B = Vinv @ B_legs.to(torch.complex128)
         C = torch.randn(self.channels, H, N, dtype=torch.float64).to(torch.complex128) @ V
         # Re Λ <= 0 is guaranteed by ptd; keep it strictly negative for the log.
-        A_real = Lam.real.clamp(max=-1e-4)
-        register(self, "log_dt", log_uniform_dt(H, dt_min, dt_max), ssm_lr(lr, "dt"))
-        register(self, "log_A_real", torch.log(-A_real).float().expand(H, -1).contiguous(), ssm_lr(lr, "A"))
-        register(self, "A_imag", Lam.imag.float().expand(H, -1).contiguous(), ssm_lr(lr, "A"))
-        B = torch.view_as_real(B.to(torch.complex64).expand(H, -1).contiguous()).clone()
-        register(self, "B", B, ssm_lr(lr, "B"))
-        self.C = torch.nn.Parameter(torch.view_as_real(C.to(torch.complex64)).clone())
-
-    def continuous(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Δ (H,), A (H, N), B (H, N), C (channels, H, N) before discretization."""
-        dt = torch.exp(self.log_dt)
-        A = torch.complex(-torch.exp(self.log_A_real), self.A_imag)
-        return dt, A, torch.view_as_complex(self.B), torch.view_as_complex(self.C)
-
-    def modes(self, L: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        dt, A, B, C = self.continuous()
-        x, B_bar = discretize(dt.unsqueeze(-1), A, B, self.disc)
-        # The base class sums 2 Re(v e^{xl}); the N modes here carry Re(...) once.
-        return C * B_bar / 2, x
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, disc={self.disc!r}"
+        A = torch.complex(Lam.real.clamp(max=-1e-4), Lam.imag)
+        self._register_modes(A, B, C, disc, dt_min, dt_max, lr)

@@ -10,7 +10,7 @@ from torch import nn
 
 from kernels import linear_scan
 from ssm.hippo import nplr, ptd_legs
-from ssm.layers._checks import check_choice, check_sequence, check_step_input
+from ssm.layers._checks import check_causal, check_choice, check_sequence, check_step_input
 from ssm.layers.diagonal import discretize, ssm_lr
 from ssm.optim import register
 
@@ -208,26 +208,19 @@ class S5(nn.Module):
 
     def init_state(self, batch_size: int) -> torch.Tensor:
         """Zero state: complex (batch_size, m)."""
-        self._check_causal()
+        check_causal(self.bidirectional, type(self).__name__)
         dtype = torch.complex128 if self.D.dtype == torch.float64 else torch.complex64
         return torch.zeros(batch_size, self.n_modes, dtype=dtype, device=self.D.device)
 
     def step(self, x_t: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One step: x_t (B, H), state (B, m) -> (y_t (B, H), new state (B, m))."""
-        self._check_causal()
+        check_causal(self.bidirectional, type(self).__name__)
         check_step_input(x_t, self.d_model, type(self).__name__)
         Lam_bar, B_bar, C = self.discrete()
         u = x_t.to(self.D.dtype)
         state = Lam_bar * state + u.to(state.dtype) @ B_bar.T
         y = self._readout(state, C[0]) + self.D * u
         return y.to(x_t.dtype), state
-
-    def _check_causal(self) -> None:
-        if self.bidirectional:
-            raise RuntimeError(
-                f"{type(self).__name__}: a bidirectional layer looks at future inputs and has no "
-                "causal recurrent step; build it with bidirectional=False to use step()"
-            )
 
     def extra_repr(self) -> str:
         return (

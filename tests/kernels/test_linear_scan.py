@@ -4,7 +4,7 @@ import importlib
 
 import pytest
 import torch
-from reference import linear_recurrence
+from reference import linear_recurrence, linear_scan_inputs
 from tolerances import assert_close, assert_close_summed
 
 import kernels
@@ -16,19 +16,6 @@ scan_pkg = importlib.import_module("kernels.linear_scan")  # the package (kernel
 BACKENDS = ["torch", "reference"]
 LENGTHS = [0, 1, 7, 33, 100, 129]
 C128 = torch.complex128
-
-
-def inputs(B, L, P, dtype=C128, a_dtype=None, const=False, h0=True, mag=(0.5, 1.0)):
-    """a with |a| uniform in ``mag`` (random phases when complex), b, h0 ~ N(0, 1)."""
-    a_dtype = dtype if a_dtype is None else a_dtype
-    shape = (P,) if const else (B, L, P)
-    lo, hi = mag
-    a = lo + (hi - lo) * torch.rand(shape, dtype=torch.float64)
-    if a_dtype.is_complex:
-        a = a * torch.exp(1j * 3.0 * torch.randn(shape, dtype=torch.float64))
-    b = torch.randn(B, L, P, dtype=torch.float64 if not dtype.is_complex else C128)
-    h = torch.randn(B, P, dtype=b.dtype) if h0 else None
-    return a.to(a_dtype), b.to(dtype), None if h is None else h.to(dtype)
 
 
 def run(a0, b0, h00, reverse, backend, weight):
@@ -75,7 +62,7 @@ def check_against_oracle(a, b, h0, reverse, backend, dtype=None):
 @pytest.mark.parametrize("with_h0", [False, True], ids=["no-h0", "h0"])
 def test_matches_oracle_float64(backend, L, dtype, const, reverse, with_h0):
     torch.manual_seed(L)
-    a, b, h0 = inputs(2, L, 5, dtype, const=const, h0=with_h0)
+    a, b, h0 = linear_scan_inputs(2, L, 5, dtype, const=const, h0=with_h0)
     check_against_oracle(a, b, h0, reverse, backend)
 
 
@@ -84,7 +71,7 @@ def test_matches_oracle_float64(backend, L, dtype, const, reverse, with_h0):
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
 def test_real_a_drives_complex_b(backend, const, reverse):
     torch.manual_seed(1)
-    a, b, h0 = inputs(2, 37, 3, C128, a_dtype=torch.float64, const=const)
+    a, b, h0 = linear_scan_inputs(2, 37, 3, C128, a_dtype=torch.float64, const=const)
     check_against_oracle(a, b, h0, reverse, backend)
 
 
@@ -96,7 +83,7 @@ def test_real_a_drives_complex_b(backend, const, reverse):
 def test_low_precision_matches_oracle(backend, dtype, const):
     # The oracle sees exactly the rounded inputs; the tolerance is the one of dtype.
     torch.manual_seed(2)
-    a, b, h0 = inputs(2, 129, 7, dtype, const=const)
+    a, b, h0 = linear_scan_inputs(2, 129, 7, dtype, const=const)
     for reverse in (False, True):
         check_against_oracle(a, b, h0, reverse, backend)
 
@@ -106,7 +93,7 @@ def test_low_precision_matches_oracle(backend, dtype, const):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.complex64, torch.complex128], ids=str)
 def test_extreme_magnitudes(backend, mag, dtype):
     torch.manual_seed(3)
-    a, b, h0 = inputs(2, 100, 3, dtype, mag=mag)
+    a, b, h0 = linear_scan_inputs(2, 100, 3, dtype, mag=mag)
     check_against_oracle(a, b, h0, False, backend)
 
 
@@ -115,7 +102,7 @@ def test_extreme_magnitudes(backend, mag, dtype):
 def test_long_sequence_torch_backend(mag, const):
     # Several levels of chunks; products of tiny |a| underflow to 0 without harm (no division).
     torch.manual_seed(4)
-    a, b, h0 = inputs(1, 3000, 2, C128, const=const, mag=mag)
+    a, b, h0 = linear_scan_inputs(1, 3000, 2, C128, const=const, mag=mag)
     check_against_oracle(a, b, h0, True, "torch")
     a32, b32, h32 = (t.to(torch.complex64) for t in (a, b, h0))
     h = linear_scan(a32, b32, h32, backend="torch")
@@ -132,7 +119,7 @@ def test_every_chunk_size_and_tail(monkeypatch, chunk, L):
     torch.manual_seed(5)
     for const in (False, True):
         for reverse in (False, True):
-            a, b, h0 = inputs(2, L, 3, C128, const=const)
+            a, b, h0 = linear_scan_inputs(2, L, 3, C128, const=const)
             check_against_oracle(a, b, h0, reverse, "torch")
 
 
@@ -143,7 +130,7 @@ def test_every_chunk_size_and_tail(monkeypatch, chunk, L):
 def test_gradcheck(monkeypatch, backend, dtype, const, reverse):
     monkeypatch.setattr(lpt, "CHUNK", 2)
     torch.manual_seed(6)
-    a, b, h0 = (t.requires_grad_(True) for t in inputs(2, 5, 2, dtype, const=const))
+    a, b, h0 = (t.requires_grad_(True) for t in linear_scan_inputs(2, 5, 2, dtype, const=const))
     assert torch.autograd.gradcheck(
         lambda a, b, h0: linear_scan(a, b, h0, reverse=reverse, backend=backend), (a, b, h0)
     )
@@ -151,14 +138,14 @@ def test_gradcheck(monkeypatch, backend, dtype, const, reverse):
 
 def test_gradcheck_real_a_complex_b():
     torch.manual_seed(7)
-    a, b, h0 = (t.requires_grad_(True) for t in inputs(2, 6, 2, C128, a_dtype=torch.float64))
+    a, b, h0 = (t.requires_grad_(True) for t in linear_scan_inputs(2, 6, 2, C128, a_dtype=torch.float64))
     assert torch.autograd.gradcheck(lambda a, b, h0: linear_scan(a, b, h0, backend="torch"), (a, b, h0))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_zero_length(backend):
     torch.manual_seed(8)
-    a, b, h0 = (t.requires_grad_(True) for t in inputs(2, 0, 3, C128, const=True))
+    a, b, h0 = (t.requires_grad_(True) for t in linear_scan_inputs(2, 0, 3, C128, const=True))
     h = linear_scan(a, b, h0, backend=backend)
     assert h.shape == (2, 0, 3)
     h.sum().abs().backward()  # reaches the inputs with zero gradients (or none)
@@ -168,7 +155,7 @@ def test_zero_length(backend):
 
 def test_default_backend_on_cpu_is_torch_and_use_backend_forces_one(monkeypatch):
     torch.manual_seed(9)
-    a, b, h0 = inputs(2, 9, 3)
+    a, b, h0 = linear_scan_inputs(2, 9, 3)
     calls = []
     for name in BACKENDS:
         impl = scan_pkg._IMPLEMENTATIONS[name]
@@ -185,7 +172,7 @@ def test_default_backend_on_cpu_is_torch_and_use_backend_forces_one(monkeypatch)
 
 def test_backends_agree_on_non_contiguous_and_conjugated_inputs():
     torch.manual_seed(10)
-    a, b, h0 = inputs(3, 20, 4)
+    a, b, h0 = linear_scan_inputs(3, 20, 4)
     a_view = a.transpose(0, 2).contiguous().transpose(0, 2).conj()  # strided, conj bit
     b_view = b.transpose(1, 2).contiguous().transpose(1, 2)
     assert not b_view.is_contiguous() and a_view.is_conj()
@@ -196,7 +183,7 @@ def test_backends_agree_on_non_contiguous_and_conjugated_inputs():
 
 def test_grad_only_for_inputs_that_require_it():
     torch.manual_seed(11)
-    a, b, h0 = inputs(2, 40, 3)
+    a, b, h0 = linear_scan_inputs(2, 40, 3)
     b.requires_grad_(True)
     linear_scan(a, b, h0, backend="torch").abs().sum().backward()
     assert b.grad is not None and torch.isfinite(torch.view_as_real(b.grad)).all()
@@ -213,7 +200,7 @@ def test_pytorch_path_is_not_a_loop_over_time(monkeypatch):
         return original(a, b, out, h, reverse)
 
     monkeypatch.setattr(lpt, "_steps", counting)
-    a, b, h0 = inputs(1, 4096, 2)
+    a, b, h0 = linear_scan_inputs(1, 4096, 2)
     linear_scan(a, b, h0, backend="torch")
     assert sum(steps) <= 4 * lpt.CHUNK * 3
 
@@ -244,13 +231,13 @@ def test_bad_inputs_raise_clear_errors(a, b, h0, exc, pattern):
 
 
 def test_unknown_backend_raises_value_error():
-    a, b, h0 = inputs(2, 5, 3)
+    a, b, h0 = linear_scan_inputs(2, 5, 3)
     with pytest.raises(ValueError, match="backend"):
         linear_scan(a, b, h0, backend="numpy")
 
 
 def test_triton_backend_unavailable_names_available_backends(monkeypatch):
-    a, b, h0 = inputs(2, 5, 3)
+    a, b, h0 = linear_scan_inputs(2, 5, 3)
     monkeypatch.delitem(scan_pkg._IMPLEMENTATIONS, "triton", raising=False)
     with pytest.raises(ValueError, match="triton") as info:
         linear_scan(a, b, h0, backend="triton")

@@ -10,7 +10,7 @@ import importlib
 
 import pytest
 import torch
-from reference import linear_recurrence
+from reference import linear_recurrence, linear_scan_inputs
 from tolerances import assert_close, assert_close_summed
 
 import kernels
@@ -24,19 +24,6 @@ if "triton" in scan_pkg._IMPLEMENTATIONS:
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 C128 = torch.complex128
-
-
-def inputs(B, L, P, dtype=C128, a_dtype=None, const=False, h0=True, mag=(0.5, 1.0)):
-    """a with |a| uniform in ``mag`` (random phases when complex), b, h0 ~ N(0, 1), on CPU."""
-    a_dtype = dtype if a_dtype is None else a_dtype
-    shape = (P,) if const else (B, L, P)
-    lo, hi = mag
-    a = lo + (hi - lo) * torch.rand(shape, dtype=torch.float64)
-    if a_dtype.is_complex:
-        a = a * torch.exp(1j * 3.0 * torch.randn(shape, dtype=torch.float64))
-    b = torch.randn(B, L, P, dtype=C128 if dtype.is_complex else torch.float64)
-    h = torch.randn(B, P, dtype=b.dtype) if h0 else None
-    return a.to(a_dtype), b.to(dtype), None if h is None else h.to(dtype)
 
 
 def results(a0, b0, h00, reverse, weight, backend=None, device="cpu"):
@@ -94,7 +81,7 @@ DTYPES = {"real": (torch.float64, None), "complex": (C128, None), "real-a-comple
 def test_matches_oracle_float64(L, P, const, reverse, with_h0, kind):
     torch.manual_seed(L)
     dtype, a_dtype = DTYPES[kind]
-    a, b, h0 = inputs(2, L, P, dtype, a_dtype=a_dtype, const=const, h0=with_h0)
+    a, b, h0 = linear_scan_inputs(2, L, P, dtype, a_dtype=a_dtype, const=const, h0=with_h0)
     check(a, b, h0, reverse)
 
 
@@ -102,7 +89,7 @@ def test_matches_oracle_float64(L, P, const, reverse, with_h0, kind):
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
 def test_small_blocks(small_blocks, const, reverse):
     torch.manual_seed(1)
-    a, b, h0 = inputs(2, 37, 7, C128, const=const)
+    a, b, h0 = linear_scan_inputs(2, 37, 7, C128, const=const)
     check(a, b, h0, reverse)
 
 
@@ -113,7 +100,7 @@ def test_small_blocks(small_blocks, const, reverse):
 def test_low_precision_matches_oracle(dtype, const):
     # The oracle sees exactly the rounded inputs; the tolerance is the one of dtype.
     torch.manual_seed(2)
-    a, b, h0 = inputs(2, 70, 3, dtype, const=const)
+    a, b, h0 = linear_scan_inputs(2, 70, 3, dtype, const=const)
     check(a, b, h0, reverse=const)
 
 
@@ -121,7 +108,7 @@ def test_low_precision_matches_oracle(dtype, const):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.complex64], ids=str)
 def test_extreme_magnitudes(mag, dtype):
     torch.manual_seed(3)
-    a, b, h0 = inputs(2, 100, 2, dtype, mag=mag)
+    a, b, h0 = linear_scan_inputs(2, 100, 2, dtype, mag=mag)
     check(a, b, h0, reverse=False)
 
 
@@ -129,7 +116,7 @@ def test_extreme_magnitudes(mag, dtype):
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
 def test_gradcheck(const, reverse):
     torch.manual_seed(4)
-    a, b, h0 = (t.to(DEVICE).requires_grad_(True) for t in inputs(2, 5, 2, C128, const=const))
+    a, b, h0 = (t.to(DEVICE).requires_grad_(True) for t in linear_scan_inputs(2, 5, 2, C128, const=const))
     assert torch.autograd.gradcheck(
         lambda a, b, h0: linear_scan(a, b, h0, reverse=reverse, backend="triton"), (a, b, h0), fast_mode=True
     )
@@ -137,7 +124,7 @@ def test_gradcheck(const, reverse):
 
 def test_zero_length_and_gradients():
     torch.manual_seed(5)
-    a, b, h0 = (t.to(DEVICE).requires_grad_(True) for t in inputs(2, 0, 3, C128, const=True))
+    a, b, h0 = (t.to(DEVICE).requires_grad_(True) for t in linear_scan_inputs(2, 0, 3, C128, const=True))
     h = linear_scan(a, b, h0, backend="triton")
     assert h.shape == (2, 0, 3)
     h.sum().abs().backward()
@@ -147,7 +134,7 @@ def test_zero_length_and_gradients():
 
 def test_non_contiguous_conjugated_inputs_and_broadcast_gradient():
     torch.manual_seed(6)
-    a, b, h0 = inputs(3, 20, 4)
+    a, b, h0 = linear_scan_inputs(3, 20, 4)
     a_view = a.transpose(0, 2).contiguous().transpose(0, 2).conj()  # strided, conj bit
     b_view = b.transpose(1, 2).contiguous().transpose(1, 2)
     assert not b_view.is_contiguous() and a_view.is_conj()
@@ -163,7 +150,7 @@ def test_non_contiguous_conjugated_inputs_and_broadcast_gradient():
 
 def test_use_backend_runs_the_kernel():
     torch.manual_seed(7)
-    a, b, h0 = inputs(2, 9, 3)
+    a, b, h0 = linear_scan_inputs(2, 9, 3)
     with kernels.use_backend("triton"):
         h = linear_scan(a.to(DEVICE), b.to(DEVICE), h0.to(DEVICE))
     assert_close(h.cpu(), linear_recurrence(a, b, h0))
@@ -187,7 +174,7 @@ def test_dispatch_routes_cuda_tensors_to_triton():
 
 def test_triton_on_cpu_without_interpreter_raises(monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
-    a, b, h0 = inputs(2, 5, 3)
+    a, b, h0 = linear_scan_inputs(2, 5, 3)
     with pytest.raises(RuntimeError, match="TRITON_INTERPRET"):
         linear_scan(a, b, h0, backend="triton")
 
@@ -204,13 +191,13 @@ def torch_oracle(a, b, h0, reverse, weight):
 @pytest.mark.parametrize("B, L, P", [(4, 4096, 256), (3, 1000, 33)])
 def test_cuda_large_shapes_match_torch_float64(dtype, const, reverse, B, L, P):
     torch.manual_seed(8)
-    a, b, h0 = inputs(B, L, P, dtype, const=const, mag=(0.9, 1.0))
+    a, b, h0 = linear_scan_inputs(B, L, P, dtype, const=const, mag=(0.9, 1.0))
     check(a, b, h0, reverse, device="cuda", oracle=torch_oracle)
 
 
 @requires_cuda
 def test_cuda_default_backend_is_triton():
     torch.manual_seed(9)
-    a, b, h0 = (t.cuda() for t in inputs(2, 300, 40, torch.complex64))
+    a, b, h0 = (t.cuda() for t in linear_scan_inputs(2, 300, 40, torch.complex64))
     h = linear_scan(a, b, h0)
     assert h.is_cuda and torch.equal(h, linear_scan(a, b, h0, backend="triton"))

@@ -12,7 +12,7 @@ import math
 
 import pytest
 import torch
-from reference import backward_recurrence, diagonal_recurrence, kernel_by_powers
+from reference import backward_recurrence, diagonal_recurrence, kernel_by_powers, run_steps
 from tolerances import assert_close
 
 import ssm
@@ -43,15 +43,6 @@ def check(actual, expected, variant):
         torch.testing.assert_close(
             actual.to(torch.float64), expected, rtol=SOFTMAX_RTOL, atol=SOFTMAX_RTOL * scale
         )
-
-
-def run_steps(layer, x, **kwargs):
-    state = layer.init_state(x.shape[0], **kwargs)
-    ys = []
-    for t in range(x.shape[1]):
-        y, state = layer.step(x[:, t], state)
-        ys.append(y)
-    return torch.stack(ys, dim=1)
 
 
 def make_some_modes_grow(layer):

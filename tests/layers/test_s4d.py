@@ -4,7 +4,7 @@ import math
 
 import pytest
 import torch
-from reference import backward_recurrence, diagonal_recurrence, kernel_by_powers
+from reference import backward_recurrence, diagonal_recurrence, kernel_by_powers, run_steps
 from tolerances import assert_close
 
 import ssm
@@ -25,15 +25,6 @@ def discretize(layer):
         Abar = (1 + dtA / 2) / (1 - dtA / 2)
         Bbar = dt[:, None] / (1 - dtA / 2) * B
     return Abar, Bbar, C
-
-
-def run_steps(layer, x):
-    state = layer.init_state(x.shape[0])
-    ys = []
-    for t in range(x.shape[1]):
-        y, state = layer.step(x[:, t], state)
-        ys.append(y)
-    return torch.stack(ys, dim=1)
 
 
 @pytest.mark.parametrize("init", INITS)
