@@ -21,12 +21,9 @@ import time
 
 import torch
 
-from ssm.hippo.matrices import _check, transition
+from ssm.hippo.matrices import _C128, _F64, _check, transition
 
 __all__ = ["ptd", "ptd_stats", "ptd_legs"]
-
-_F64 = torch.float64
-_C128 = torch.complex128
 
 
 # Bump whenever ``ptd`` can return something different for the same arguments: it keys the
