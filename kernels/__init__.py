@@ -7,6 +7,7 @@ where the op has a Triton kernel, the PyTorch path on CPU; ``backend=`` forces o
 from kernels._dispatch import BACKENDS, select_backend, use_backend
 from kernels.fftconv import fftconv
 from kernels.linear_scan import linear_scan
+from kernels.selective_scan import selective_scan
 from kernels.vandermonde import vandermonde
 
-__all__ = ["BACKENDS", "fftconv", "linear_scan", "select_backend", "use_backend", "vandermonde"]
+__all__ = ["BACKENDS", "fftconv", "linear_scan", "select_backend", "selective_scan", "use_backend", "vandermonde"]
