@@ -8,6 +8,10 @@ from kernels._dispatch import BACKENDS, select_backend, use_backend
 from kernels.fftconv import fftconv
 from kernels.linear_scan import linear_scan
 from kernels.selective_scan import selective_scan
+from kernels.selective_state_update import selective_state_update
 from kernels.vandermonde import vandermonde
 
-__all__ = ["BACKENDS", "fftconv", "linear_scan", "select_backend", "selective_scan", "use_backend", "vandermonde"]
+__all__ = [
+    "BACKENDS", "fftconv", "linear_scan", "select_backend", "selective_scan", "selective_state_update",
+    "use_backend", "vandermonde",
+]

@@ -9,10 +9,10 @@ backbones, ``ssm.optim`` the per-parameter optimizer groups, ``ssm.transfer`` tr
 
 from ssm import hippo, optim, robustness, transfer
 from ssm.blocks import ResidualBlock, SequenceBackbone
-from ssm.layers import DSS, S4D, S4PTD, S5, S5PTD
+from ssm.layers import DSS, Mamba, S4D, S4PTD, S5, S5PTD
 from ssm.models import SequenceClassifier
 
 __all__ = [
-    "DSS", "ResidualBlock", "S4D", "S4PTD", "S5", "S5PTD", "SequenceBackbone", "SequenceClassifier",
+    "DSS", "Mamba", "ResidualBlock", "S4D", "S4PTD", "S5", "S5PTD", "SequenceBackbone", "SequenceClassifier",
     "hippo", "optim", "robustness", "transfer",
 ]

@@ -1,4 +1,5 @@
-"""Residual block around a sequence layer: norm, SSM, GELU, dropout, GLU output projection."""
+"""Residual block around a sequence layer: norm, SSM, GELU, dropout, GLU output projection
+(or nothing after the layer, for full mixers such as Mamba)."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ def make_norm(kind: str, d_model: int) -> nn.Module:
     return nn.Identity()
 
 
-OUTPUTS = ("glu", "half_glu1", "half_glu2")
+OUTPUTS = ("glu", "half_glu1", "half_glu2", "none")
 
 
 class ResidualBlock(nn.Module):
@@ -39,6 +40,9 @@ class ResidualBlock(nn.Module):
         output="glu":        z = W₁g ⊙ σ(W₂g)     (one Linear to 2·d_model, then GLU)
         output="half_glu1":  z = g ⊙ σ(W g)       (S5's half_glu1)
         output="half_glu2":  z = y ⊙ σ(W g)       (S5's half_glu2)
+        output="none":       z = y                (no activation, no projection: for a layer
+                                                   that is a full mixer with its own
+                                                   projections, e.g. ssm.Mamba)
         out = x + Dropout(z)
 
     with x̃ = norm(x) for pre-norm, or x̃ = x and out ← norm(out) for post-norm.
@@ -49,7 +53,8 @@ class ResidualBlock(nn.Module):
         norm: "layer", "batch" or "none".
         prenorm: normalize before the layer (True) or after the residual sum (False).
         dropout: dropout probability after the activation and on the residual branch.
-        output: the gated output map, one of ``OUTPUTS``.
+        output: the gated output map, one of ``OUTPUTS``; "none" adds the layer's output
+            to the residual directly (pre-norm: the Mamba block x + Mamba(norm(x))).
     """
 
     def __init__(
@@ -73,6 +78,8 @@ class ResidualBlock(nn.Module):
         self.dropout = nn.Dropout(dropout)
         if output == "glu":
             self.output = nn.Sequential(nn.Linear(d_model, 2 * d_model), nn.GLU(dim=-1))
+        elif output == "none":
+            self.output = nn.Identity()
         else:
             self.output = nn.Linear(d_model, d_model)
 
@@ -80,12 +87,15 @@ class ResidualBlock(nn.Module):
         check_sequence(x, self.d_model, "ResidualBlock")
         z = self.norm(x) if self.prenorm else x
         y = self.layer(z)
-        g = self.dropout(self.activation(y))
-        if self.output_kind == "glu":
-            z = self.output(g)
+        if self.output_kind == "none":
+            z = y
         else:
-            gate = torch.sigmoid(self.output(g))
-            z = (g if self.output_kind == "half_glu1" else y) * gate
+            g = self.dropout(self.activation(y))
+            if self.output_kind == "glu":
+                z = self.output(g)
+            else:
+                gate = torch.sigmoid(self.output(g))
+                z = (g if self.output_kind == "half_glu1" else y) * gate
         x = x + self.dropout(z)
         return x if self.prenorm else self.norm(x)
 

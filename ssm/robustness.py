@@ -22,16 +22,21 @@ from typing import Callable, Iterator
 import torch
 from torch import nn
 
-from ssm.layers import S5, DiagonalSSM
+from ssm.layers import S5, DiagonalSSM, Mamba
 
-SSM_LAYERS: tuple[type[nn.Module], ...] = (DiagonalSSM, S5)
+SSM_LAYERS: tuple[type[nn.Module], ...] = (DiagonalSSM, S5, Mamba)
 
 
 def channel_timescale(layer: nn.Module) -> torch.Tensor:
     """Δ per channel, (H,): the layer's own Δ for S4D/DSS/S4-PTD; for S5, whose Δ is per
-    state, the geometric mean of its Δ for every channel."""
+    state, the geometric mean of its Δ for every channel; for Mamba, whose Δ depends on the
+    input and lives on the d_inner channels, the geometric mean of its resting Δ,
+    softplus(b_dt) (Δ where the Δ projection is 0), for every input channel."""
     if isinstance(layer, S5):
         dt = layer.continuous()[0]
+        return torch.exp(torch.log(dt).mean()).expand(layer.d_model)
+    if isinstance(layer, Mamba):
+        dt = torch.nn.functional.softplus(layer.dt_proj.bias)
         return torch.exp(torch.log(dt).mean()).expand(layer.d_model)
     if isinstance(layer, DiagonalSSM) and hasattr(layer, "log_dt"):
         return torch.exp(layer.log_dt)

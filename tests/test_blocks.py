@@ -71,6 +71,33 @@ def test_residual_block_half_glu_outputs_match_hand_computation(output):
 
 @pytest.mark.parametrize("norm", ["layer", "batch", "none"])
 @pytest.mark.parametrize("prenorm", [True, False])
+def test_residual_block_without_output_map_adds_the_layer_output(norm, prenorm):
+    """output="none" (full mixers such as Mamba): x + layer(norm(x)), or norm(x + layer(x))."""
+    torch.manual_seed(0)
+    mixer = nn.Linear(D_MODEL, D_MODEL).double()
+    block = ssm.ResidualBlock(D_MODEL, mixer, norm=norm, prenorm=prenorm, output="none").double()
+    assert isinstance(block.output, nn.Identity)
+    assert sum(p.numel() for p in block.parameters()) == sum(
+        p.numel() for p in list(mixer.parameters()) + list(block.norm.parameters())
+    )
+    x = torch.randn(3, 7, D_MODEL, dtype=torch.float64)
+    nrm = NORM_BY_HAND[norm]
+    expected = x + mixer(nrm(x)) if prenorm else nrm(x + mixer(x))
+    torch.testing.assert_close(block(x), expected, rtol=1e-10, atol=1e-10)
+
+
+def test_backbone_of_mamba_blocks_without_output_map():
+    torch.manual_seed(0)
+    backbone = ssm.SequenceBackbone(D_MODEL, 2, functools.partial(ssm.Mamba, d_state=4), output="none").double()
+    x = torch.randn(2, 9, D_MODEL, dtype=torch.float64)
+    h = x
+    for block in backbone.blocks:
+        h = h + block.layer(layer_norm(h) * block.norm.weight + block.norm.bias)
+    torch.testing.assert_close(backbone(x), layer_norm(h), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("norm", ["layer", "batch", "none"])
+@pytest.mark.parametrize("prenorm", [True, False])
 def test_residual_block_with_s4d_keeps_shape(norm, prenorm):
     torch.manual_seed(1)
     block = ssm.ResidualBlock(D_MODEL, S4D_SMALL(D_MODEL), norm=norm, prenorm=prenorm, dropout=0.1)

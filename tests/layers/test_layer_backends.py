@@ -1,4 +1,4 @@
-"""S4D, DSS, S4-PTD and S5 give the same numbers, forward and backward, on every kernel backend."""
+"""S4D, DSS, S4-PTD, S5 and Mamba give the same numbers, forward and backward, on every kernel backend."""
 
 import pytest
 import torch
@@ -25,6 +25,7 @@ def run(layer, x, backend):
     lambda: ssm.S4PTD(3, 5, bidirectional=True),
     lambda: ssm.S5(3, 8, blocks=2, bidirectional=True),
     lambda: ssm.S5PTD(3, 6, disc="bilinear"),
+    lambda: ssm.Mamba(3, 4, bidirectional=True),
 ])
 @pytest.mark.parametrize("backend", ["triton", "reference"])
 def test_layer_matches_the_pytorch_path_on_other_backends(make, backend):

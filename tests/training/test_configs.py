@@ -19,7 +19,7 @@ def test_every_experiment_is_listed():
     )
 
 
-MODELS = {"s4d": "S4D", "dss": "DSS", "s4ptd": "S4PTD", "s5": "S5", "s5_ptd": "S5PTD"}
+MODELS = {"s4d": "S4D", "dss": "DSS", "s4ptd": "S4PTD", "s5": "S5", "s5_ptd": "S5PTD", "mamba": "Mamba"}
 # The S4D experiments are model-agnostic: any model=... can be put on them. The per-family
 # directories (lra/s4ptd/, lra/s5/, lra/s5_ptd/) carry their own model's settings.
 S4D_EXPERIMENTS = [e for e in EXPERIMENTS if e.count("/") <= 1]
@@ -93,6 +93,20 @@ def test_resolved_config_drops_hydra_node_and_resolves_interpolations(tmp_path):
 def test_lra_entry_point_takes_the_new_families():
     cfg = compose_config("experiment=lra", "model=s5_ptd")
     assert cfg.model.layer._target_ == "ssm.S5PTD" and cfg.model.layer.d_state == 64
+
+
+def test_mamba_model_is_a_prenorm_stack_of_mamba_blocks():
+    cfg = compose_config("model=mamba")
+    assert cfg.model.layer._target_ == "ssm.Mamba" and cfg.model.output == "none"
+    assert cfg.model.prenorm and cfg.model.norm == "layer"
+    assert (cfg.model.layer.d_state, cfg.model.layer.expand, cfg.model.layer.d_conv) == (16, 2, 4)
+    lra = compose_config("experiment=lra", "model=mamba")
+    assert lra.model.layer._target_ == "ssm.Mamba" and lra.model.output == "none"
+    net = hydra.utils.instantiate(lra.model, n_tokens=20, d_output=10, n_layers=2)
+    block = net.backbone.blocks[0]
+    assert isinstance(block.output, torch.nn.Identity) and block.layer.bidirectional
+    with torch.no_grad():
+        assert net(torch.randint(0, 20, (2, 6))).shape == (2, 10)
 
 
 def test_family_experiments_carry_their_paper_settings():

@@ -1,0 +1,137 @@
+"""One decoding step of the selective scan (Mamba-1's S6 recurrence at a single time index).
+
+Per batch row b, channel d and state n, with g = d // (D / G) the group of channel d:
+
+    Δ = softplus(dt + dt_bias)                        (softplus only with dt_softplus)
+    h'[b, d, n] = exp(Δ[b, d] A[d, n]) h[b, d, n] + Δ[b, d] x[b, d] B[b, g, n]
+    y[b, d] = (Σ_n C[b, g, n] h'[b, d, n] + D[d] x[b, d]) · silu(z[b, d])
+
+Running it L times from h equals ``kernels.selective_scan`` over those L steps with ``h0 = h``
+(and its last state). Unlike mamba_ssm's ``selective_state_update``, which overwrites the state
+in place, this op is functional: it returns a new state tensor and leaves ``state`` untouched,
+so the step is differentiable.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from kernels._dispatch import select_backend
+from kernels.selective_state_update.pytorch import selective_state_update_torch
+from kernels.selective_state_update.reference import selective_state_update_reference
+
+_IMPLEMENTATIONS = {"torch": selective_state_update_torch, "reference": selective_state_update_reference}
+
+try:
+    import triton  # noqa: F401
+except ImportError:  # no Triton here: the op keeps its "torch" and "reference" backends
+    pass
+else:
+
+    def _selective_state_update_triton(*args):
+        # Imported on first use: decorating the kernel reads TRITON_INTERPRET (see kernels._dispatch).
+        from kernels.selective_state_update.triton import selective_state_update_triton
+
+        return selective_state_update_triton(*args)
+
+    _IMPLEMENTATIONS["triton"] = _selective_state_update_triton
+
+_FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+_NAME = "selective_state_update"
+
+
+def selective_state_update(
+    state: torch.Tensor,
+    x: torch.Tensor,
+    dt: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
+    dt_bias: torch.Tensor | None = None,
+    dt_softplus: bool = False,
+    backend: str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One step of the selective scan: the new state and the output at that step.
+
+    Args:
+        state: (B, D, N) state before the step, h.
+        x: (B, D) input at this step.
+        dt: (B, D) raw step sizes (before ``dt_bias`` and softplus).
+        A: (D, N) real state matrix diagonal (the Mamba block passes -exp(A_log)).
+        B, C: (B, N), or (B, G, N) with G dividing D (channel d reads group d // (D / G)).
+        D: optional (D,) skip connection.
+        z: optional (B, D) gate: y is multiplied by silu(z).
+        dt_bias: optional (D,) added to dt before the softplus.
+        dt_softplus: apply softplus to dt (+ bias).
+        backend: None (by device: Triton on CUDA where triton is installed, else "torch"),
+            "triton", "torch" or "reference". The Triton kernel is forward-only (decoding):
+            a call that needs a gradient (grad mode on and an input that requires it) runs
+            on the "torch" path instead.
+
+    Returns:
+        (y, new_state): y (B, D) in x's dtype and new_state (B, D, N) in state's dtype. The
+        input ``state`` is not modified (mamba_ssm updates it in place; this op returns a new
+        tensor, which keeps autograd intact). float16 / bfloat16 are computed in float32,
+        float64 in float64. All inputs are differentiable on the "torch" and "reference"
+        paths.
+    """
+    B, C = _check(state, x, dt, A, B, C, D, z, dt_bias)
+    args = (state, x, dt, A, B, C, D, z, dt_bias)
+    fn = select_backend(_NAME, _IMPLEMENTATIONS, backend, *args)
+    if fn is _IMPLEMENTATIONS.get("triton") and _needs_grad(args):
+        fn = _IMPLEMENTATIONS["torch"]
+    return fn(*args, bool(dt_softplus))
+
+
+def _needs_grad(tensors) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def _check(state, x, dt, A, B, C, D, z, dt_bias):
+    """Validate every argument; return B and C as (B, G, N)."""
+    for arg, t in (("state", state), ("x", x), ("dt", dt), ("A", A), ("B", B), ("C", C)):
+        if not torch.is_tensor(t):
+            raise TypeError(f"{_NAME}: {arg} must be a tensor, got {type(t).__name__}")
+    if state.dim() != 3:
+        raise ValueError(f"{_NAME}: expected state of shape (B, D, N), got {tuple(state.shape)}")
+    Bsz, Dm, N = state.shape
+    _expect(A, (Dm, N), "A", "(D, N)")
+    for arg, t in (("x", x), ("dt", dt), ("z", z)):
+        if t is not None:
+            _expect(t, (Bsz, Dm), arg, "(B, D)")
+    for arg, t in (("D", D), ("dt_bias", dt_bias)):
+        if t is not None:
+            _expect(t, (Dm,), arg, "(D,)")
+    B = _canonical_BC(B, "B", Bsz, Dm, N)
+    C = _canonical_BC(C, "C", Bsz, Dm, N)
+    tensors = (("state", state), ("x", x), ("dt", dt), ("A", A), ("B", B), ("C", C), ("D", D), ("z", z),
+               ("dt_bias", dt_bias))
+    for arg, t in tensors:
+        if t is not None and t.dtype not in _FLOATS:
+            raise TypeError(f"{_NAME}: {arg} must be one of {_FLOATS}, got {t.dtype}")
+    devices = {t.device for _, t in tensors if t is not None}
+    if len(devices) > 1:
+        raise ValueError(f"{_NAME}: all tensors must be on one device, got {sorted(map(str, devices))}")
+    return B, C
+
+
+def _canonical_BC(M, arg, Bsz, Dm, N):
+    if M.dim() == 2:
+        M = M.unsqueeze(1)
+    if M.dim() != 3 or M.shape[0] != Bsz or M.shape[2] != N or M.shape[1] < 1 or Dm % M.shape[1]:
+        raise ValueError(
+            f"{_NAME}: expected {arg} of shape (B, N) = ({Bsz}, {N}) or (B, G, N) with G dividing "
+            f"D = {Dm}, got {tuple(M.shape)}"
+        )
+    return M
+
+
+def _expect(t, shape, arg, pattern):
+    if not torch.is_tensor(t) or tuple(t.shape) != tuple(shape):
+        got = tuple(t.shape) if torch.is_tensor(t) else type(t).__name__
+        raise ValueError(f"{_NAME}: expected {arg} of shape {pattern} = {tuple(shape)}, got {got}")
+
+
+__all__ = ["selective_state_update", "selective_state_update_reference", "selective_state_update_torch"]

@@ -1,0 +1,236 @@
+"""Mamba: the selective state-space block (Gu and Dao, "Mamba: Linear-Time Sequence Modeling
+with Selective State Spaces", 2023), on ``kernels.selective_scan``."""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kernels import selective_scan, selective_state_update
+from ssm.layers._checks import check_causal, check_choice, check_sequence, check_step_input
+from ssm.layers.diagonal import ssm_lr
+from ssm.optim import register
+
+DT_INITS = ("random", "constant")
+
+
+class MambaState(NamedTuple):
+    """Recurrent state of :class:`Mamba` (a tuple: ``conv, ssm = state`` works).
+
+    conv: (B, d_inner, d_conv), the last d_conv inputs of the causal convolution, oldest
+        first (zeros before the sequence starts), in the layer's parameter dtype.
+    ssm: (B, d_inner, d_state), the selective-scan state h, in float32 (float64 for a
+        float64 layer).
+    """
+
+    conv: torch.Tensor
+    ssm: torch.Tensor
+
+
+def inverse_softplus(x: torch.Tensor) -> torch.Tensor:
+    """softplus⁻¹(x) = x + log(-expm1(-x)) for x > 0."""
+    return x + torch.log(-torch.expm1(-x))
+
+
+class Mamba(nn.Module):
+    """The Mamba block on (batch, length, d_model) sequences, with E = d_inner = expand·d_model:
+
+        [x, z] = in_proj(u)                                (d_model -> 2E, bias ``bias``)
+        x = SiLU(causal depthwise Conv1d(x))               (kernel d_conv, bias ``conv_bias``)
+        [δ, B, C] = x_proj(x)                              (E -> dt_rank + 2N, no bias)
+        Δ = softplus(W_dt δ + b_dt)                        (dt_proj: dt_rank -> E)
+        h_t = exp(Δ_t A) ⊙ h_{t-1} + Δ_t x_t B_t,  y_t = C_t h_t + D ⊙ x_t,  A = -exp(A_log)
+        out = out_proj(y ⊙ SiLU(z))                         (E -> d_model, bias ``bias``)
+
+    The scan is ``kernels.selective_scan(x, W_dt δ, A, B, C, D, z, delta_bias=b_dt,
+    delta_softplus=True)`` with per-step B, C (B, N, L) shared by all channels; the decoding
+    step is ``kernels.selective_state_update``.
+
+    Initialization (the paper's): W_dt ~ U(±dt_rank^-½ · dt_scale) (``dt_init="random"``) or
+    the constant dt_rank^-½ · dt_scale; b_dt = softplus⁻¹(Δ₀) with Δ₀ = exp(U·(log dt_max -
+    log dt_min) + log dt_min) clamped at >= dt_init_floor, U ~ U[0, 1), so softplus(b_dt)
+    lies in [dt_min, dt_max]; A_log[d, n] = log(n + 1) (S4D-Real: A = -(1, ..., N) in every
+    channel) and D = 1, both without weight decay. The projections and the convolution keep
+    PyTorch's default init.
+
+    Args:
+        d_model: channels H of the input and output.
+        d_state: N, the state size per channel.
+        d_conv: kernel size of the causal depthwise convolution.
+        expand: E = expand · d_model inner channels.
+        dt_rank: rank of the Δ projection; "auto" is ceil(d_model / 16).
+        dt_min, dt_max: range of Δ at init (log-uniform).
+        dt_init: "random" or "constant" init of W_dt; dt_scale scales it.
+        dt_init_floor: lower clamp of Δ₀.
+        conv_bias: bias in the convolution; bias: biases in in_proj and out_proj.
+        bidirectional: an extension beyond the paper (default off): a second scan with its
+            own convolution, x_proj, dt_proj, A_log and D (``*_b``) runs over the reversed
+            sequence, sharing in_proj, z and out_proj; the two gated outputs are averaged
+            before out_proj. It looks at the future, so it has no ``step``.
+        lr: optimizer hint for the SSM tensors (Mamba uses the global lr): a float, None
+            (global lr), 0 (frozen) or a dict with keys "A" (A_log), "D" and "dt" (b_dt).
+            A_log and D always get weight decay 0; b_dt gets weight decay 0 when it has an lr.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        d_state: int = 16,
+        d_conv: int = 4,
+        expand: int = 2,
+        dt_rank: int | str = "auto",
+        dt_min: float = 1e-3,
+        dt_max: float = 1e-1,
+        dt_init: str = "random",
+        dt_scale: float = 1.0,
+        dt_init_floor: float = 1e-4,
+        conv_bias: bool = True,
+        bias: bool = False,
+        bidirectional: bool = False,
+        lr: float | None | dict = None,
+    ) -> None:
+        super().__init__()
+        name = type(self).__name__
+        for arg, value in (("d_model", d_model), ("d_state", d_state), ("d_conv", d_conv), ("expand", expand)):
+            if isinstance(value, bool) or int(value) != value or value < 1:
+                raise ValueError(f"{name}: {arg} must be a positive integer, got {value!r}")
+        if dt_rank == "auto":
+            dt_rank = math.ceil(d_model / 16)
+        if isinstance(dt_rank, bool) or not isinstance(dt_rank, int) or dt_rank < 1:
+            raise ValueError(f"{name}: dt_rank must be 'auto' or a positive integer, got {dt_rank!r}")
+        if not 0 < dt_min <= dt_max:
+            raise ValueError(f"{name}: need 0 < dt_min <= dt_max, got {dt_min}, {dt_max}")
+        if not dt_init_floor >= 0:
+            raise ValueError(f"{name}: dt_init_floor must be >= 0, got {dt_init_floor}")
+        self.dt_init = check_choice(dt_init, DT_INITS, "dt_init", name)
+        self.d_model, self.d_state, self.d_conv = int(d_model), int(d_state), int(d_conv)
+        self.expand, self.dt_rank = int(expand), int(dt_rank)
+        self.d_inner = self.expand * self.d_model
+        self.bidirectional = bool(bidirectional)
+        E, N = self.d_inner, self.d_state
+
+        self.in_proj = nn.Linear(self.d_model, 2 * E, bias=bias)
+        directions = ("", "_b") if self.bidirectional else ("",)
+        for suffix in directions:
+            self.add_module(
+                f"conv1d{suffix}",
+                nn.Conv1d(E, E, kernel_size=self.d_conv, groups=E, padding=self.d_conv - 1, bias=conv_bias),
+            )
+            self.add_module(f"x_proj{suffix}", nn.Linear(E, self.dt_rank + 2 * N, bias=False))
+            dt_proj = nn.Linear(self.dt_rank, E, bias=True)
+            self._init_dt_proj(dt_proj, dt_min, dt_max, dt_scale, dt_init_floor, ssm_lr(lr, "dt"))
+            self.add_module(f"dt_proj{suffix}", dt_proj)
+            A_log = torch.log(torch.arange(1, N + 1, dtype=torch.float32)).repeat(E, 1)
+            # Names as in the reference implementations: A_log / D, and A_b_log / D_b.
+            register(self, "A_b_log" if suffix else "A_log", A_log, ssm_lr(lr, "A"), weight_decay=0.0)
+            register(self, f"D{suffix}", torch.ones(E), ssm_lr(lr, "D"), weight_decay=0.0)
+        self.out_proj = nn.Linear(E, self.d_model, bias=bias)
+
+    def _init_dt_proj(self, dt_proj, dt_min, dt_max, dt_scale, floor, lr) -> None:
+        std = self.dt_rank**-0.5 * dt_scale
+        with torch.no_grad():
+            if self.dt_init == "constant":
+                dt_proj.weight.fill_(std)
+            else:
+                dt_proj.weight.uniform_(-std, std)
+            log_dt = torch.rand(self.d_inner) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
+            dt_proj.bias.copy_(inverse_softplus(torch.exp(log_dt).clamp(min=floor)))
+        dt_proj.bias._no_reinit = True  # a generic Linear re-init must not zero Δ's bias
+        if lr == 0.0:
+            dt_proj.bias.requires_grad_(False)
+        elif lr is not None:
+            dt_proj.bias._optim = {"lr": float(lr), "weight_decay": 0.0}
+
+    def _directions(self):
+        """(conv1d, x_proj, dt_proj, A_log, D) of the forward scan, then of the backward one."""
+        yield self.conv1d, self.x_proj, self.dt_proj, self.A_log, self.D
+        if self.bidirectional:
+            yield self.conv1d_b, self.x_proj_b, self.dt_proj_b, self.A_b_log, self.D_b
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        """(B, L, d_model) -> (B, L, d_model)."""
+        check_sequence(u, self.d_model, type(self).__name__)
+        L = u.shape[1]
+        if L == 0:  # nothing to convolve or scan
+            return u.new_zeros(u.shape)
+        x, z = self.in_proj(u.to(self.in_proj.weight.dtype)).transpose(1, 2).chunk(2, dim=1)  # (B, E, L) each
+        ys = []
+        for reverse, params in enumerate(self._directions()):
+            xs, zs = (x.flip(-1), z.flip(-1)) if reverse else (x, z)
+            y = self._scan(xs, zs, L, *params)
+            ys.append(y.flip(-1) if reverse else y)
+        y = ys[0] if len(ys) == 1 else (ys[0] + ys[1]) / 2
+        return self.out_proj(y.transpose(1, 2)).to(u.dtype)
+
+    def _scan(self, x, z, L, conv1d, x_proj, dt_proj, A_log, D) -> torch.Tensor:
+        """Convolution, projections and gated selective scan of one direction: (B, E, L)."""
+        x = F.silu(conv1d(x)[..., :L])
+        delta, B, C = x_proj(x.transpose(1, 2)).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
+        delta = (delta @ dt_proj.weight.T).transpose(1, 2)  # W_dt δ without the bias: (B, E, L)
+        A = -torch.exp(_widen(A_log))
+        return selective_scan(
+            x, delta, A, B.transpose(1, 2), C.transpose(1, 2), _widen(D), z=z,
+            delta_bias=_widen(dt_proj.bias), delta_softplus=True,
+        )
+
+    def init_state(self, batch_size: int) -> MambaState:
+        """Zero state: conv (batch_size, d_inner, d_conv), ssm (batch_size, d_inner, d_state)."""
+        check_causal(self.bidirectional, type(self).__name__)
+        weight = self.conv1d.weight
+        ssm_dtype = torch.float64 if weight.dtype == torch.float64 else torch.float32
+        return MambaState(
+            torch.zeros(batch_size, self.d_inner, self.d_conv, dtype=weight.dtype, device=weight.device),
+            torch.zeros(batch_size, self.d_inner, self.d_state, dtype=ssm_dtype, device=weight.device),
+        )
+
+    def step(self, u_t: torch.Tensor, state: MambaState) -> tuple[torch.Tensor, MambaState]:
+        """One step: u_t (B, d_model), state -> (y_t (B, d_model), new state).
+
+        conv ← [conv[:, :, 1:], x_t];  x_t ← SiLU(Σ_k w_k conv[:, :, k] + b);
+        Δ = softplus(W_dt δ_t + b_dt);  h ← exp(ΔA) ⊙ h + Δ x_t B_t;  y_t = C_t h + D x_t,
+        gated by SiLU(z_t) and projected by out_proj. The given state is not modified.
+        """
+        name = type(self).__name__
+        check_causal(self.bidirectional, name)
+        check_step_input(u_t, self.d_model, name)
+        conv_state, ssm_state = self._check_state(state, u_t.shape[0])
+        x, z = self.in_proj(u_t.to(self.in_proj.weight.dtype)).chunk(2, dim=-1)  # (B, E) each
+        conv_state = torch.cat([conv_state[:, :, 1:], x[:, :, None].to(conv_state.dtype)], dim=-1)
+        x = (conv_state * self.conv1d.weight[:, 0, :]).sum(-1)
+        if self.conv1d.bias is not None:
+            x = x + self.conv1d.bias
+        x = F.silu(x)
+        delta, B, C = self.x_proj(x).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
+        y, ssm_state = selective_state_update(
+            ssm_state, x, delta @ self.dt_proj.weight.T, -torch.exp(_widen(self.A_log)), B, C,
+            _widen(self.D), z=z, dt_bias=_widen(self.dt_proj.bias), dt_softplus=True,
+        )
+        return self.out_proj(y).to(u_t.dtype), MambaState(conv_state, ssm_state)
+
+    def _check_state(self, state, batch: int) -> MambaState:
+        name = type(self).__name__
+        if not (isinstance(state, tuple) and len(state) == 2 and all(torch.is_tensor(t) for t in state)):
+            raise TypeError(f"{name}: state must be the (conv, ssm) pair from init_state, got {type(state).__name__}")
+        conv, h = state
+        for arg, t, shape in (
+            ("conv", conv, (batch, self.d_inner, self.d_conv)),
+            ("ssm", h, (batch, self.d_inner, self.d_state)),
+        ):
+            if tuple(t.shape) != shape:
+                raise ValueError(f"{name}: expected the {arg} state of shape {shape}, got {tuple(t.shape)}")
+        return MambaState(conv, h)
+
+    def extra_repr(self) -> str:
+        return (
+            f"d_model={self.d_model}, d_state={self.d_state}, d_conv={self.d_conv}, expand={self.expand}, "
+            f"dt_rank={self.dt_rank}, bidirectional={self.bidirectional}"
+        )
+
+
+def _widen(t: torch.Tensor) -> torch.Tensor:
+    """float16 / bfloat16 -> float32 (the SSM parameters are used in at least float32)."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t

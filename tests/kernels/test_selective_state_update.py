@@ -1,0 +1,265 @@
+"""kernels.selective_state_update: the torch and Triton paths against the channel-by-channel
+reference (float64 oracle), every option, grouped B/C, odd D and N, gradients, and L steps of
+it against kernels.selective_scan over the same L steps.
+
+On a CPU-only machine the Triton kernel runs in the interpreter (conftest sets
+TRITON_INTERPRET=1): shapes stay small.
+"""
+
+import importlib
+import itertools
+
+import pytest
+import torch
+from tolerances import assert_close, assert_close_summed
+
+import kernels
+from kernels import selective_scan, selective_state_update
+
+F64 = torch.float64
+op_pkg = importlib.import_module("kernels.selective_state_update")
+HAS_TRITON = "triton" in op_pkg._IMPLEMENTATIONS
+BACKENDS = ["torch", pytest.param("triton", marks=pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed"))]
+requires_cuda = pytest.mark.skipif(not (torch.cuda.is_available() and HAS_TRITON), reason="needs a CUDA GPU and triton")
+
+# (batch, D, N, G): odd D and N, N padded in the kernel (17 -> 32), several channel blocks
+# (D = 33 in blocks of 16, D = 40 in blocks of 32), and groups that straddle a block of
+# channels (D/G = 2 and 10).
+SHAPES = [(2, 7, 5, 1), (3, 6, 3, 3), (1, 33, 17, 1), (2, 40, 4, 4)]
+OPTIONS = list(itertools.product([False, True], repeat=4))  # (D, z, dt_bias, dt_softplus)
+
+
+def option_id(opts):
+    names = ("D", "z", "bias", "softplus")
+    return "+".join(n for n, on in zip(names, opts) if on) or "plain"
+
+
+def make_inputs(Bsz, Dm, N, G, dtype, opts=(True, True, True, True), grouped_2d=False, seed=0):
+    """Inputs in the Mamba block's dtypes: A, D, dt_bias float32 (float64 for float64 runs),
+    everything else ``dtype``. B, C are (B, N) when G == 1 and not ``grouped_2d``."""
+    gen = torch.Generator().manual_seed(seed)
+    param = F64 if dtype == F64 else torch.float32
+    has_D, has_z, has_bias, softplus = opts
+
+    def randn(*shape, dt=dtype, scale=1.0):
+        return (scale * torch.randn(*shape, generator=gen, dtype=F64)).to(dt)
+
+    bc_shape = (Bsz, N) if G == 1 and not grouped_2d else (Bsz, G, N)
+    dt_raw = randn(Bsz, Dm, scale=0.5) if softplus else (0.5 * torch.rand(Bsz, Dm, generator=gen, dtype=F64)).to(dtype)
+    return dict(
+        state=randn(Bsz, Dm, N),
+        x=randn(Bsz, Dm),
+        dt=dt_raw,
+        A=(-torch.rand(Dm, N, generator=gen, dtype=F64) * 2).to(param),
+        B=randn(*bc_shape),
+        C=randn(*bc_shape),
+        D=randn(Dm, dt=param) if has_D else None,
+        z=randn(Bsz, Dm) if has_z else None,
+        dt_bias=(0.5 * torch.rand(Dm, generator=gen, dtype=F64)).to(param) if has_bias else None,
+        dt_softplus=softplus,
+    )
+
+
+def widen(inputs):
+    return {k: v.to(F64) if torch.is_tensor(v) else v for k, v in inputs.items()}
+
+
+def oracle(inputs):
+    return selective_state_update(**widen(inputs), backend="reference")
+
+
+def check_against_oracle(inputs, backend, dtype):
+    state_before = inputs["state"].clone()
+    y, h = selective_state_update(**inputs, backend=backend)
+    y_ref, h_ref = oracle(inputs)
+    assert y.dtype == inputs["x"].dtype and y.shape == inputs["x"].shape
+    assert h.dtype == inputs["state"].dtype and h.shape == inputs["state"].shape
+    assert_close(y, y_ref, dtype=dtype, msg="y")
+    assert_close(h, h_ref, dtype=dtype, msg="new state")
+    assert torch.equal(inputs["state"], state_before), "the input state was modified"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("opts", OPTIONS, ids=option_id)
+def test_every_option_matches_reference_float32(backend, opts):
+    check_against_oracle(make_inputs(2, 7, 5, 1, torch.float32, opts), backend, torch.float32)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [F64, torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "B{}-D{}-N{}-G{}".format(*s))
+def test_matches_reference_per_dtype_and_shape(backend, dtype, shape):
+    check_against_oracle(make_inputs(*shape, dtype, seed=1), backend, dtype)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_no_options_and_B_C_given_as_one_group(backend):
+    """(B, 1, N) is the same as (B, N); without any option y = C h'."""
+    inputs = make_inputs(2, 5, 3, 1, torch.float32, (False,) * 4, grouped_2d=True, seed=2)
+    y, h = selective_state_update(**inputs, backend=backend)
+    flat = dict(inputs, B=inputs["B"][:, 0], C=inputs["C"][:, 0])
+    y2, h2 = selective_state_update(**flat, backend=backend)
+    torch.testing.assert_close(y, y2)
+    torch.testing.assert_close(h, h2)
+    dt = inputs["dt"][:, :, None]
+    h_hand = torch.exp(dt * inputs["A"]) * inputs["state"] + dt * inputs["x"][:, :, None] * inputs["B"]
+    assert_close(h, h_hand)
+    assert_close(y, (h_hand * inputs["C"]).sum(-1))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_mixed_input_dtypes_and_non_contiguous_inputs(backend):
+    """fp16 x with a bf16 state and fp32 params; x, z, B, C as strided slices (as in a block
+    that splits one projection)."""
+    gen = torch.Generator().manual_seed(3)
+    Bsz, Dm, N = 3, 9, 6
+    xz = torch.randn(Bsz, 2 * Dm, generator=gen).half()
+    x, z = xz.chunk(2, dim=-1)
+    dbc = torch.randn(Bsz, 4 + 2 * N, generator=gen).half()
+    dt, Bm, Cm = dbc[:, :1].expand(Bsz, Dm), dbc[:, 4 : 4 + N], dbc[:, 4 + N :]
+    state = torch.randn(Bsz, N, Dm, generator=gen).to(torch.bfloat16).transpose(1, 2)
+    A = -torch.rand(N, Dm, generator=gen).T
+    inputs = dict(state=state, x=x, dt=dt, A=A, B=Bm, C=Cm, D=torch.randn(Dm, generator=gen), z=z,
+                  dt_bias=torch.randn(Dm, generator=gen), dt_softplus=True)
+    y, h = selective_state_update(**inputs, backend=backend)
+    assert y.dtype == torch.float16 and h.dtype == torch.bfloat16
+    y_ref, h_ref = oracle(inputs)
+    assert_close(y, y_ref, dtype=torch.float16)
+    assert_close(h, h_ref, dtype=torch.bfloat16)
+
+
+def test_softplus_is_accurate_for_very_negative_and_large_dt():
+    """Δ = softplus(dt) at dt = -30 (Δ ~ 1e-13, where log(1 + e^dt) would round to 0) and
+    at dt = 40 (the linear branch)."""
+    inputs = make_inputs(1, 4, 2, 1, F64, (False, False, False, True), seed=4)
+    inputs["dt"] = torch.tensor([[-30.0, -8.0, 5.0, 40.0]], dtype=F64)
+    inputs["state"] = torch.zeros(1, 4, 2, dtype=F64)
+    backends = ["torch"] + (["triton"] if HAS_TRITON else [])
+    delta = torch.nn.functional.softplus(inputs["dt"])
+    for backend in backends:
+        _, h = selective_state_update(**inputs, backend=backend)
+        # from a zero state h' = Δ x B: recover Δ
+        got = h[:, :, 0] / (inputs["x"] * inputs["B"][:, None, 0])
+        torch.testing.assert_close(got, delta, rtol=1e-12, atol=0, msg=backend)
+
+
+@pytest.mark.parametrize("G", [1, 2])
+def test_torch_path_gradients_match_reference(G):
+    inputs = make_inputs(2, 6, 5, G, F64, seed=5, grouped_2d=G > 1)
+    leaves = {k: v.detach().clone().requires_grad_(True) for k, v in inputs.items() if torch.is_tensor(v)}
+    gen = torch.Generator().manual_seed(6)
+    gy = torch.randn(2, 6, generator=gen, dtype=F64)
+    gh = torch.randn(2, 6, 5, generator=gen, dtype=F64)
+    grads = {}
+    for backend in ("torch", "reference"):
+        args = {k: v.detach().clone().requires_grad_(True) for k, v in leaves.items()}
+        y, h = selective_state_update(**args, dt_softplus=True, backend=backend)
+        ((y * gy).sum() + (h * gh).sum()).backward()
+        grads[backend] = {k: v.grad for k, v in args.items()}
+    for name in leaves:
+        assert grads["torch"][name] is not None, name
+        assert_close_summed(grads["torch"][name], grads["reference"][name], msg=name)
+
+
+@pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed")
+def test_triton_is_forward_only_and_gradients_take_the_torch_path(monkeypatch):
+    calls = []
+    triton_fn = op_pkg._IMPLEMENTATIONS["triton"]
+
+    def spy(*args):
+        calls.append(1)
+        return triton_fn(*args)
+
+    monkeypatch.setitem(op_pkg._IMPLEMENTATIONS, "triton", spy)
+    inputs = make_inputs(2, 5, 4, 1, torch.float32, seed=7)
+    x = inputs["x"].clone().requires_grad_(True)
+    y, h = selective_state_update(**dict(inputs, x=x), backend="triton")
+    assert not calls and y.requires_grad and h.requires_grad
+    y.sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+    with torch.no_grad():
+        y2, h2 = selective_state_update(**dict(inputs, x=x), backend="triton")
+    assert calls == [1] and not y2.requires_grad
+    assert_close(y2, y)
+    assert_close(h2, h)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("G", [1, 3])
+@pytest.mark.parametrize("L", [1, 6])
+def test_L_steps_equal_the_selective_scan(backend, G, L):
+    """Stepping from h0 reproduces selective_scan(..., h0, return_last_state) output by output."""
+    gen = torch.Generator().manual_seed(8)
+    Bsz, Dm, N = 2, 9, 5
+    u, delta, z = (torch.randn(Bsz, Dm, L, generator=gen, dtype=F64) for _ in range(3))
+    A = -torch.rand(Dm, N, generator=gen, dtype=F64) * 2
+    B, C = (torch.randn(Bsz, G, N, L, generator=gen, dtype=F64) for _ in range(2))
+    D, bias = torch.randn(Dm, generator=gen, dtype=F64), torch.rand(Dm, generator=gen, dtype=F64)
+    h0 = torch.randn(Bsz, Dm, N, generator=gen, dtype=F64)
+    out, last = selective_scan(u, delta, A, B, C, D, z, bias, True, return_last_state=True, h0=h0, backend="reference")
+    h, ys = h0, []
+    for t in range(L):
+        y, h = selective_state_update(
+            h, u[..., t], delta[..., t], A, B[..., t], C[..., t], D, z[..., t], bias, True, backend=backend
+        )
+        ys.append(y)
+    assert_close(torch.stack(ys, dim=-1), out)
+    assert_close(h, last)
+
+
+def test_backend_is_chosen_by_device_and_by_use_backend(monkeypatch):
+    seen = []
+    for name in ("torch", "reference"):
+        fn = op_pkg._IMPLEMENTATIONS[name]
+        monkeypatch.setitem(op_pkg._IMPLEMENTATIONS, name, lambda *a, _n=name, _f=fn: seen.append(_n) or _f(*a))
+    inputs = make_inputs(1, 2, 2, 1, torch.float32)
+    selective_state_update(**inputs)
+    with kernels.use_backend("reference"):
+        selective_state_update(**inputs)
+    assert seen == ["torch", "reference"]
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (dict(state=torch.zeros(2, 7)), r"state of shape \(B, D, N\)"),
+        (dict(x=torch.zeros(2, 6)), r"x of shape \(B, D\) = \(2, 7\)"),
+        (dict(dt=torch.zeros(7)), r"dt of shape \(B, D\)"),
+        (dict(A=torch.zeros(7, 4)), r"A of shape \(D, N\) = \(7, 5\)"),
+        (dict(B=torch.zeros(2, 4)), r"B of shape \(B, N\) = \(2, 5\) or \(B, G, N\)"),
+        (dict(C=torch.zeros(2, 2, 5)), r"C of shape .* G dividing D = 7"),
+        (dict(D=torch.zeros(6)), r"D of shape \(D,\) = \(7,\)"),
+        (dict(z=torch.zeros(2, 7, 1)), r"z of shape \(B, D\)"),
+        (dict(dt_bias=torch.zeros(2, 7)), r"dt_bias of shape \(D,\)"),
+    ],
+    ids=lambda v: next(iter(v)) if isinstance(v, dict) else "",
+)
+def test_bad_shapes_are_rejected_with_the_expected_shape(change, match):
+    inputs = make_inputs(2, 7, 5, 1, torch.float32)
+    with pytest.raises(ValueError, match=match):
+        selective_state_update(**dict(inputs, **change))
+
+
+def test_bad_types_and_backends_are_rejected():
+    inputs = make_inputs(2, 3, 2, 1, torch.float32)
+    with pytest.raises(TypeError, match="x must be one of"):
+        selective_state_update(**dict(inputs, x=inputs["x"].long()))
+    with pytest.raises(TypeError, match="A must be one of"):
+        selective_state_update(**dict(inputs, A=inputs["A"].to(torch.complex64)))
+    with pytest.raises(TypeError, match="state must be a tensor"):
+        selective_state_update(**dict(inputs, state=None))
+    with pytest.raises(ValueError, match="unknown backend"):
+        selective_state_update(**inputs, backend="cuda")
+
+
+@requires_cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("shape", [(4, 1536, 16, 1), (3, 257, 33, 1), (2, 512, 16, 4)])
+def test_compiled_kernel_on_cuda_matches_reference(dtype, shape):
+    inputs = make_inputs(*shape, dtype, seed=9)
+    cuda = {k: v.cuda() if torch.is_tensor(v) else v for k, v in inputs.items()}
+    with torch.no_grad():
+        y, h = selective_state_update(**cuda)
+    y_ref, h_ref = oracle(inputs)
+    assert_close(y.cpu(), y_ref, dtype=dtype)
+    assert_close(h.cpu(), h_ref, dtype=dtype)
