@@ -12,7 +12,7 @@ import torch
 
 import kernels
 import ssm
-from bench.peers import s4_minimal_kernel, s5_pytorch_layer
+from bench.peers import mambapy_selective_scan, s4_minimal_kernel, s5_pytorch_layer
 
 
 @dataclass
@@ -98,5 +98,36 @@ def s5_case(B: int, H: int, N: int, L: int, device: torch.device, backends: list
     return Case("S5 layer", f"B={B} H={H} P={N} L={L}", runs, ideal_bytes=8 * B * L * H)
 
 
+def selective_scan_case(B: int, H: int, N: int, L: int, device: torch.device, backends: list[str],
+                        peers: dict) -> Case:
+    """Mamba's selective scan as its block calls it, over D = H channels and N states: u,
+    delta, z (B, D, L), A = -exp(A_log) (D, N), variable B and C (B, N, L), D and delta_bias,
+    delta_softplus. Beside it, when the package is installed, mambapy's parallel scan (pscan)
+    with the same softplus, skip and gate around it, on (B, L, D) copies of the inputs. Ideal
+    bytes: read u, delta, z, B, C and write out, in float32."""
+    def leaf(*shape, scale=1.0, shift=0.0):
+        return (shift + scale * torch.randn(*shape, device=device)).requires_grad_(True)
+
+    u, delta, z = leaf(B, H, L), leaf(B, H, L, scale=0.5, shift=-2.0), leaf(B, H, L)
+    A_log = torch.log(torch.arange(1, N + 1, dtype=torch.float32, device=device)).repeat(H, 1)
+    A = (-torch.exp(A_log)).requires_grad_(True)
+    B_, C_ = leaf(B, N, L), leaf(B, N, L)
+    D, bias = leaf(H), leaf(H, scale=0.1)
+
+    def ours(backend):
+        return kernels.selective_scan(u, delta, A, B_, C_, D, z, delta_bias=bias, delta_softplus=True,
+                                      backend=backend)
+
+    runs = {b: functools.partial(ours, b) for b in backends}
+    peer = mambapy_selective_scan()
+    if peer is not None:
+        # the peer's own (B, L, D) / (B, L, N) layouts, made once outside the timed call
+        layout = [t.detach().transpose(1, 2).contiguous().requires_grad_(True) for t in (u, delta, z, B_, C_)]
+        peer_args = (*layout[:2], A, *layout[3:], D, layout[2], bias)
+        runs["mambapy pscan"] = functools.partial(peer, *peer_args)
+    return Case("selective_scan", f"B={B} D={H} N={N} L={L}", runs,
+                ideal_bytes=4 * (4 * B * H * L + 2 * B * N * L))
+
+
 CASES = {"vandermonde": vandermonde_case, "fftconv": fftconv_case, "s4d": s4d_case, "s4d_kernel": s4d_kernel_case,
-         "linear_scan": linear_scan_case, "s5": s5_case}
+         "linear_scan": linear_scan_case, "s5": s5_case, "selective_scan": selective_scan_case}

@@ -42,3 +42,29 @@ def s5_pytorch_layer(H: int, P: int, device: torch.device):
     Lam, V, Vinv = (t.to(torch.complex64) for t in block_eigenbasis("hippo_n", P, conj_sym=False))
     layer = S5SSM(Lam, V, Vinv, H, P, 1e-3, 1e-1, bcInit="dense").to(device)
     return torch.vmap(layer)
+
+
+def mambapy_selective_scan():
+    """mambapy's selective scan around its parallel scan ``pscan`` (the ``mambapy`` package),
+    as a callable (x, delta, A, B, C, D, z, delta_bias) -> (B, L, D), or None when the package
+    is not installed. Layouts are mambapy's: x, delta, z (B, L, D); B, C (B, L, N); A (D, N).
+
+    The step is softplus(delta + delta_bias), then deltaA = exp(Δ A), BX = Δ B x,
+    hs = pscan(deltaA, BX) (all states (B, L, D, N) materialized, L padded to a power of two
+    inside), y = hs C + D x, gated by silu(z): the same function as ``kernels.selective_scan``
+    with delta_softplus, D, z and delta_bias.
+    """
+    try:
+        from mambapy.pscan import pscan
+    except ImportError:
+        return None
+
+    def run(x, delta, A, B, C, D, z, delta_bias):
+        dt = torch.nn.functional.softplus(delta + delta_bias)
+        deltaA = torch.exp(dt.unsqueeze(-1) * A)
+        BX = dt.unsqueeze(-1) * B.unsqueeze(2) * x.unsqueeze(-1)
+        hs = pscan(deltaA, BX)
+        y = (hs @ C.unsqueeze(-1)).squeeze(3) + D * x
+        return y * torch.nn.functional.silu(z)
+
+    return run

@@ -145,7 +145,8 @@ def _canonical_BC(M, arg, Bsz, Dm, N, L, complex_A):
                 f"{name}: with complex A, a real variable {arg} must hold interleaved (re, im) pairs "
                 f"along its last dim of size 2L = {2 * L}, got {tuple(M.shape)}"
             )
-        M = torch.view_as_complex(M.float().reshape(*M.shape[:-1], L, 2).contiguous())
+        wide = torch.float64 if M.dtype == torch.float64 else torch.float32
+        M = torch.view_as_complex(M.to(wide).reshape(*M.shape[:-1], L, 2).contiguous())
     elif M.is_complex() and not complex_A:
         raise TypeError(f"{name}: complex {arg} needs complex A")
     if M.shape[0] != Bsz or M.shape[2] != N or M.shape[3] != L or G < 1 or Dm % G:
