@@ -12,7 +12,7 @@ import torch
 
 import kernels
 import ssm
-from bench.peers import mambapy_selective_scan, s4_minimal_kernel, s5_pytorch_layer
+from bench.peers import mambapy_block, mambapy_selective_scan, s4_minimal_kernel, s5_pytorch_layer
 
 
 @dataclass
@@ -129,5 +129,24 @@ def selective_scan_case(B: int, H: int, N: int, L: int, device: torch.device, ba
                 ideal_bytes=4 * (4 * B * H * L + 2 * B * N * L))
 
 
+def mamba_case(B: int, H: int, N: int, L: int, device: torch.device, backends: list[str], peers: dict) -> Case:
+    """The whole Mamba block (in_proj, causal conv, x_proj, dt_proj, selective scan, out_proj)
+    on x (B, L, H) with d_state N and expand 2; each backend is the scan's. Beside it, when
+    the package is installed, mambapy's MambaBlock with the same weights (parallel scan)."""
+    layer = ssm.Mamba(H, d_state=N).to(device)
+    x = torch.randn(B, L, H, device=device, requires_grad=True)
+
+    def ours(backend):
+        with kernels.use_backend(backend):
+            return layer(x)
+
+    runs = {b: functools.partial(ours, b) for b in backends}
+    peer = mambapy_block(layer, device)
+    if peer is not None:
+        runs["mambapy MambaBlock"] = functools.partial(peer, x)
+    return Case("Mamba block", f"B={B} d_model={H} N={N} L={L}", runs, ideal_bytes=8 * B * L * H)
+
+
 CASES = {"vandermonde": vandermonde_case, "fftconv": fftconv_case, "s4d": s4d_case, "s4d_kernel": s4d_kernel_case,
-         "linear_scan": linear_scan_case, "s5": s5_case, "selective_scan": selective_scan_case}
+         "linear_scan": linear_scan_case, "s5": s5_case, "selective_scan": selective_scan_case,
+         "mamba": mamba_case}

@@ -68,3 +68,18 @@ def mambapy_selective_scan():
         return y * torch.nn.functional.silu(z)
 
     return run
+
+
+def mambapy_block(layer: torch.nn.Module, device: torch.device):
+    """mambapy's ``MambaBlock`` (its parallel-scan setting) with the weights of our
+    ``ssm.Mamba`` ``layer`` copied in (the parameter names match), or None when the package
+    is not installed. Takes and returns (B, L, d_model)."""
+    try:
+        from mambapy.mamba import MambaBlock, MambaConfig
+    except ImportError:
+        return None
+    config = MambaConfig(d_model=layer.d_model, n_layers=1, d_state=layer.d_state, expand_factor=layer.expand,
+                         d_conv=layer.d_conv, dt_rank=layer.dt_rank, pscan=True)
+    block = MambaBlock(config).to(device)
+    block.load_state_dict(layer.state_dict())
+    return block
