@@ -1,0 +1,263 @@
+"""kernels.selective_scan, Triton backend: forward and every gradient against the float64
+reference loop.
+
+On a CPU-only machine the kernels run in the Triton interpreter (conftest sets
+TRITON_INTERPRET=1). Its scan calls the combine function once per element; the fixture
+``fast_interpreter_scan`` replaces that loop by one call per position along the scanned axis on
+whole slices (the same arithmetic in the same order), which turns seconds per test into a
+fraction of a second; ``test_stock_interpreter_scan`` runs one case without it. Small tiles (fixture
+``small_blocks``) give several tiles along L and several channel blocks at tiny shapes. On a
+CUDA machine the same tests run compiled, and the CUDA-only tests at the end check larger
+shapes.
+"""
+
+import importlib
+
+import numpy as np
+import pytest
+import torch
+from tolerances import assert_close, assert_close_summed
+
+from kernels import selective_scan
+from kernels.selective_scan.reference import selective_scan_reference
+
+ss_pkg = importlib.import_module("kernels.selective_scan")
+pytestmark = pytest.mark.skipif("triton" not in ss_pkg._IMPLEMENTATIONS, reason="triton is not installed")
+if "triton" in ss_pkg._IMPLEMENTATIONS:
+    sst = importlib.import_module("kernels.selective_scan.triton")
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "h0")
+# Gradients of tensors shared over batch, time or channels sum many terms of either sign: they
+# are compared relative to their largest entry.
+SUMMED = {"A", "B", "C", "D", "delta_bias"}
+# At long L the per-step gradients also sum large terms (over N states and a long adjoint).
+SUMMED_LONG = SUMMED | {"u", "delta", "h0"}
+
+
+def _slice_scan(stock):
+    """ScanOps.generic_scan of the interpreter with one combine call per step along the axis
+    (``stock`` for 1D inputs)."""
+
+    def scan(self, input):
+        data = [arg.handle.data for arg in input]
+        if data[0].ndim < 2:
+            return stock(self, input)
+        outs = [np.empty_like(d) for d in data]
+
+        def at(x, i):
+            return x[(slice(None),) * self.axis + (i,)]
+
+        for o, d in zip(outs, data):
+            at(o, 0)[...] = at(d, 0)
+        for i in range(1, data[0].shape[self.axis]):
+            acc = [self.to_tensor(at(o, i - 1), arg.dtype) for o, arg in zip(outs, input)]
+            cur = [self.to_tensor(at(d, i), arg.dtype) for d, arg in zip(data, input)]
+            ret = self.combine_fn.fn(*acc, *cur)
+            for o, r in zip(outs, ret if isinstance(ret, tuple) else (ret,)):
+                at(o, i)[...] = r.handle.data
+        return [self.to_tensor(o, arg.dtype) for o, arg in zip(outs, input)]
+
+    return scan
+
+
+@pytest.fixture(autouse=True)
+def fast_interpreter_scan(request, monkeypatch):
+    if DEVICE == "cpu" and request.node.originalname != "test_stock_interpreter_scan":
+        # Interpreter internals: where a Triton release lacks them, the stock scan runs (slower).
+        scan_ops = getattr(importlib.import_module("triton.runtime.interpreter"), "ScanOps", None)
+        if scan_ops is not None and hasattr(scan_ops, "generic_scan"):
+            monkeypatch.setattr(scan_ops, "generic_scan", _slice_scan(scan_ops.generic_scan))
+
+
+@pytest.fixture
+def small_blocks(monkeypatch):
+    """Tiles of 16 steps and at most 2 channels per program."""
+    monkeypatch.setattr(sst, "BLOCK_L", 16)
+    monkeypatch.setattr(sst, "MIN_BLOCK_L", 16)
+    monkeypatch.setattr(sst, "MAX_BLOCK_D", 2)
+
+
+def make_inputs(Bsz, Dm, N, L, B_kind, C_kind, D=True, z=True, bias=True, softplus=True, h0=True,
+                dtype=torch.float32, param_dtype=None, seed=0):
+    """Random inputs; B / C kinds: "const" (D, N), "var" (B, N, L), "group" (B, 2, N, L)."""
+    g = torch.Generator().manual_seed(seed)
+    param_dtype = dtype if param_dtype is None else param_dtype
+
+    def randn(*shape, dt=dtype, scale=1.0, shift=0.0):
+        return (torch.randn(*shape, generator=g, dtype=torch.float64) * scale + shift).to(dt)
+
+    def bc(kind):
+        shape = {"const": (Dm, N), "var": (Bsz, N, L), "group": (Bsz, 2, N, L)}[kind]
+        return randn(*shape)
+
+    if softplus:
+        delta = randn(Bsz, Dm, L, scale=0.5, shift=-1.0)
+    else:
+        delta = (torch.rand(Bsz, Dm, L, generator=g, dtype=torch.float64) * 0.3 + 0.02).to(dtype)
+    A = (-(0.5 + torch.rand(Dm, N, generator=g, dtype=torch.float64) * N)).to(param_dtype)
+    inputs = {
+        "u": randn(Bsz, Dm, L),
+        "delta": delta,
+        "A": A,
+        "B": bc(B_kind),
+        "C": bc(C_kind),
+        "D": randn(Dm, dt=param_dtype) if D else None,
+        "z": randn(Bsz, Dm, L) if z else None,
+        "delta_bias": randn(Dm, dt=param_dtype, scale=0.3) if bias else None,
+        "h0": randn(Bsz, Dm, N, dt=param_dtype) if h0 else None,
+    }
+    return inputs, bool(softplus)
+
+
+def results(inputs, softplus, w_out, w_last, backend, device=DEVICE, return_last=True):
+    """(out, last, {name: grad}) of Σ out·w_out + Σ last·w_last (without last: Σ out·w_out)."""
+    leaves = {k: None if v is None else v.detach().to(device).requires_grad_(True) for k, v in inputs.items()}
+    res = selective_scan(
+        *(leaves[k] for k in ("u", "delta", "A", "B", "C")),
+        D=leaves["D"], z=leaves["z"], delta_bias=leaves["delta_bias"], delta_softplus=softplus,
+        return_last_state=return_last, h0=leaves["h0"], backend=backend,
+    )  # fmt: skip
+    out, last = res if return_last else (res, None)
+    loss = (out.double() * w_out.to(device)).sum()
+    if return_last:
+        loss = loss + (last.double() * w_last.to(device)).sum()
+    loss.backward()
+    grads = {k: v.grad.cpu() for k, v in leaves.items() if v is not None}
+    return out.detach().cpu(), None if last is None else last.detach().cpu(), grads
+
+
+def check(inputs, softplus, return_last=True, device=DEVICE, seed=1, summed=SUMMED):
+    """Triton vs the float64 reference on the same (rounded) inputs, every output and gradient at
+    the tolerance of its own dtype. The cotangents are representable in the outputs' dtypes."""
+    g = torch.Generator().manual_seed(seed)
+    Bsz, Dm, L = inputs["u"].shape
+    N = inputs["A"].shape[1]
+    last_dtype = torch.float64 if inputs["u"].dtype == torch.float64 else torch.float32
+    w_out = torch.randn(Bsz, Dm, L, generator=g, dtype=torch.float64).to(inputs["u"].dtype).double()
+    w_last = torch.randn(Bsz, Dm, N, generator=g, dtype=torch.float64).to(last_dtype).double()
+    got = results(inputs, softplus, w_out, w_last, "triton", device, return_last)
+    wide = {k: None if v is None else v.double() for k, v in inputs.items()}
+    want = results(wide, softplus, w_out, w_last, "reference", "cpu", return_last)
+    out, last, grads = got
+    assert out.shape == inputs["u"].shape and out.dtype == inputs["u"].dtype
+    assert_close(out, want[0], dtype=out.dtype, msg="out")
+    if return_last:
+        assert last.shape == (Bsz, Dm, N) and last.dtype == last_dtype
+        assert_close(last, want[1], dtype=last_dtype, msg="last_state")
+    for name in NAMES:
+        if inputs[name] is None:
+            continue
+        leaf = inputs[name]
+        x, y = grads[name], want[2][name]
+        assert x.shape == leaf.shape and x.dtype == leaf.dtype, name
+        compare = assert_close_summed if name in summed else assert_close
+        compare(x, y, dtype=leaf.dtype, msg=f"grad {name}")
+
+
+# (L, D, N, B kind, C kind, D, z, delta_bias, softplus, h0): every option on and off, odd N,
+# one tile, a partial tile, several tiles; two channel blocks per group with "var".
+CASES = [
+    (1, 3, 3, "const", "const", False, False, False, False, False),
+    (7, 4, 8, "var", "var", True, True, True, True, True),
+    (40, 4, 5, "group", "group", True, False, True, True, False),
+    (70, 4, 8, "group", "const", False, True, False, False, True),
+    (70, 5, 3, "const", "var", True, True, True, False, True),
+    (40, 3, 7, "var", "const", True, True, False, True, False),
+]
+
+
+@pytest.mark.parametrize("L, Dm, N, Bk, Ck, D, z, bias, softplus, h0", CASES)
+def test_matches_reference(small_blocks, L, Dm, N, Bk, Ck, D, z, bias, softplus, h0):
+    inputs, sp = make_inputs(2, Dm, N, L, Bk, Ck, D, z, bias, softplus, h0, seed=L + N)
+    check(inputs, sp)
+
+
+def test_float64_at_float64_tolerance(small_blocks):
+    # float64 inputs are computed in float64: checks the formulas to rounding.
+    inputs, sp = make_inputs(2, 4, 5, 40, "group", "var", dtype=torch.float64, seed=3)
+    check(inputs, sp)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_half_precision(small_blocks, dtype):
+    # Half activations, B and C; float32 A, D, delta_bias, h0 (as in a Mamba layer).
+    inputs, sp = make_inputs(2, 4, 8, 70, "group", "var", dtype=dtype, param_dtype=torch.float32, seed=4)
+    check(inputs, sp)
+
+
+def test_default_tiles_and_strided_inputs():
+    # The launch heuristics as on a GPU (two tiles of 64 at L = 70); u and B arrive as strided views.
+    inputs, sp = make_inputs(2, 4, 6, 70, "var", "const", seed=5)
+    inputs["u"] = inputs["u"].transpose(1, 2).contiguous().transpose(1, 2)
+    inputs["B"] = inputs["B"].transpose(1, 2).contiguous().transpose(1, 2)
+    assert not inputs["u"].is_contiguous()
+    check(inputs, sp)
+
+
+def test_out_only(small_blocks):
+    # return_last_state=False: no cotangent reaches last_state.
+    inputs, sp = make_inputs(2, 4, 4, 20, "var", "var", seed=6)
+    check(inputs, sp, return_last=False)
+
+
+def test_stock_interpreter_scan(small_blocks):
+    # The interpreter's own per-element scan (on a GPU: an ordinary run).
+    inputs, sp = make_inputs(1, 2, 3, 20, "var", "const", seed=7)
+    check(inputs, sp)
+
+
+def test_no_grad_matches_grad_path(small_blocks):
+    inputs, sp = make_inputs(2, 4, 4, 20, "group", "var", seed=8)
+    args = {k: None if v is None else v.to(DEVICE) for k, v in inputs.items()}
+    kw = {"D": args["D"], "z": args["z"], "delta_bias": args["delta_bias"], "delta_softplus": sp, "h0": args["h0"]}
+    bcd = [args[k] for k in ("u", "delta", "A", "B", "C")]
+    with torch.no_grad():
+        out, last = selective_scan(*bcd, **kw, return_last_state=True, backend="triton")
+    leaf = args["u"].clone().requires_grad_(True)
+    out2, last2 = selective_scan(leaf, *bcd[1:], **kw, return_last_state=True, backend="triton")
+    assert torch.equal(out, out2.detach()) and torch.equal(last, last2.detach())
+
+
+def test_complex_A_uses_the_reference():
+    g = torch.Generator().manual_seed(9)
+    u, delta = torch.randn(2, 3, 5, generator=g), torch.rand(2, 3, 5, generator=g)
+    A = torch.complex(-torch.rand(3, 2, generator=g), torch.randn(3, 2, generator=g))
+    B = torch.randn(2, 2, 5, generator=g, dtype=torch.complex64)
+    C = torch.randn(3, 2, generator=g, dtype=torch.complex64)
+    u, delta, A, B, C = (t.to(DEVICE) for t in (u, delta, A, B, C))
+    out, last = selective_scan(u, delta, A, B, C, return_last_state=True, backend="triton")
+    ref_out, ref_last = selective_scan_reference(u, delta, A, B.unsqueeze(1), C)
+    assert torch.equal(out, ref_out) and torch.equal(last, ref_last)
+
+
+def test_zero_length():
+    u = torch.zeros(2, 3, 0, device=DEVICE)
+    A = -torch.ones(3, 4, device=DEVICE)
+    h0 = torch.randn(2, 3, 4, device=DEVICE)
+    out, last = selective_scan(u, u, A, A, A, h0=h0, return_last_state=True, backend="triton")
+    assert out.shape == (2, 3, 0) and torch.equal(last, h0)
+
+
+def test_triton_on_cpu_without_interpreter_raises(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    inputs, _ = make_inputs(1, 2, 2, 3, "const", "const")
+    with pytest.raises(RuntimeError, match="TRITON_INTERPRET"):
+        selective_scan(*(inputs[k] for k in ("u", "delta", "A", "B", "C")), backend="triton")
+
+
+@requires_cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("Bk, Ck", [("var", "var"), ("group", "const")])
+def test_cuda_large_shapes(dtype, Bk, Ck):
+    inputs, sp = make_inputs(2, 64, 16, 2048, Bk, Ck, dtype=dtype, param_dtype=torch.float32, seed=10)
+    check(inputs, sp, device="cuda", summed=SUMMED_LONG)
+
+
+@requires_cuda
+def test_cuda_default_backend_is_triton():
+    inputs, _ = make_inputs(2, 32, 16, 300, "var", "var", seed=11)
+    args = [inputs[k].cuda() for k in ("u", "delta", "A", "B", "C")]
+    out = selective_scan(*args, delta_softplus=True)
+    assert out.is_cuda and torch.equal(out, selective_scan(*args, delta_softplus=True, backend="triton"))
