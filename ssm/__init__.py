@@ -3,16 +3,17 @@
 ``from ssm import S4D`` gives a layer on (batch, length, d_model) tensors; ``ssm.hippo``
 holds the initializations, ``ssm.blocks`` and ``ssm.models`` the residual blocks and
 backbones, ``ssm.optim`` the per-parameter optimizer groups, ``ssm.transfer`` transfer functions and
-``ssm.robustness`` the Fourier-mode noise evaluation. Training code lives in
+``ssm.robustness`` the Fourier-mode noise evaluation, ``ssm.token_dynamics`` the
+convergent/divergent scenario criterion for Mamba layers. Training code lives in
 ``ssm.training`` and is imported only by ``train.py``.
 """
 
-from ssm import hippo, optim, robustness, transfer
+from ssm import hippo, optim, robustness, token_dynamics, transfer
 from ssm.blocks import ResidualBlock, SequenceBackbone
 from ssm.layers import DSS, Mamba, S4D, S4PTD, S5, S5PTD
 from ssm.models import SequenceClassifier
 
 __all__ = [
     "DSS", "Mamba", "ResidualBlock", "S4D", "S4PTD", "S5", "S5PTD", "SequenceBackbone", "SequenceClassifier",
-    "hippo", "optim", "robustness", "transfer",
+    "hippo", "optim", "robustness", "token_dynamics", "transfer",
 ]

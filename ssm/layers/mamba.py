@@ -13,6 +13,7 @@ from torch import nn
 from kernels import selective_scan, selective_state_update
 from ssm.layers._checks import check_causal, check_choice, check_sequence, check_step_input
 from ssm.layers.diagonal import ssm_lr
+from ssm.layers.softsort import soft_sort
 from ssm.optim import register
 
 DT_INITS = ("random", "constant")
@@ -34,6 +35,45 @@ class MambaState(NamedTuple):
 def inverse_softplus(x: torch.Tensor) -> torch.Tensor:
     """softplus⁻¹(x) = x + log(-expm1(-x)) for x > 0."""
     return x + torch.log(-torch.expm1(-x))
+
+
+class PositiveDefiniteProjection(nn.Module):
+    """x_proj whose B and C rows make S_Cᵀ S_B positive semidefinite (token-dynamics
+    refinement 1, Vo et al., ICLR 2025): the rows [S_Δ; S_B; S_C] of the (dt_rank + 2N, E)
+    weight are
+
+        U = triu(P, 1) + I (the unit diagonal at entries (n, n)),    S_C = U,
+        S_B = diag(λ) U,  λ = softplus(d) + 0.7,
+
+    so S_Cᵀ S_B = Uᵀ diag(λ) U with every λ_n > 0.7: symmetric, positive semidefinite, rank N.
+    Under the paper's criterion this rules out the scenario in which all tokens converge to
+    zero. S_Δ (dt_rank, E), P (N, E) and d (N,) are learned; P and S_Δ start like an
+    nn.Linear weight, d at softplus⁻¹(0.3) so that λ starts at 1. Needs E >= N.
+
+    ``weight`` is the effective (dt_rank + 2N, E) matrix; forward(x) = x @ weightᵀ.
+    """
+
+    def __init__(self, d_inner: int, dt_rank: int, d_state: int) -> None:
+        super().__init__()
+        if d_inner < d_state:
+            raise ValueError(
+                f"PositiveDefiniteProjection: needs d_inner >= d_state for a rank-N U, got d_inner={d_inner}, "
+                f"d_state={d_state}"
+            )
+        bound = d_inner**-0.5  # nn.Linear's default init range for this fan-in
+        self.dt_weight = nn.Parameter(torch.empty(dt_rank, d_inner).uniform_(-bound, bound))
+        self.P = nn.Parameter(torch.empty(d_state, d_inner).uniform_(-bound, bound))
+        self.d = nn.Parameter(torch.full((d_state,), math.log(math.expm1(0.3))))
+
+    @property
+    def weight(self) -> torch.Tensor:
+        N = self.P.shape[0]
+        U = torch.triu(self.P, diagonal=1) + torch.eye(N, self.P.shape[1], dtype=self.P.dtype, device=self.P.device)
+        lam = F.softplus(self.d) + 0.7
+        return torch.cat([self.dt_weight, lam[:, None] * U, U], dim=0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight)
 
 
 class Mamba(nn.Module):
@@ -74,6 +114,19 @@ class Mamba(nn.Module):
         lr: optimizer hint for the SSM tensors (Mamba uses the global lr): a float, None
             (global lr), 0 (frozen) or a dict with keys "A" (A_log), "D" and "dt" (b_dt).
             A_log and D always get weight decay 0; b_dt gets weight decay 0 when it has an lr.
+        positive_definite: token-dynamics refinement 1 (Vo et al., ICLR 2025; default off):
+            x_proj becomes a :class:`PositiveDefiniteProjection`, so S_Cᵀ S_B is positive
+            semidefinite and the convergent scenario is excluded. Needs d_inner >= d_state.
+        reorder_tokens: token-dynamics refinement 2 (default off): before the scan the
+            convolved tokens are reordered by a learned importance score
+            s_l = wᵀ(W_dt δ_l + b_dt) (the pre-softplus Δ; w a bias-free Linear(E -> 1), on
+            all E channels) through the soft permutation P = soft_sort(-s, reorder_tau), so the
+            most important tokens come last; Δ, B, C are recomputed from P x, the scan runs
+            without the gate, its output is brought back to the original order by Pᵀ, then
+            gated by SiLU(z). Every token then sees the whole sequence (not causal: no
+            ``step``), and P costs O(L²) memory per sequence. (The reference code skips the
+            un-permutation; we do not.)
+        reorder_tau: SoftSort temperature (> 0).
     """
 
     def __init__(
@@ -92,6 +145,9 @@ class Mamba(nn.Module):
         bias: bool = False,
         bidirectional: bool = False,
         lr: float | None | dict = None,
+        positive_definite: bool = False,
+        reorder_tokens: bool = False,
+        reorder_tau: float = 1.0,
     ) -> None:
         super().__init__()
         name = type(self).__name__
@@ -111,7 +167,16 @@ class Mamba(nn.Module):
         self.expand, self.dt_rank = int(expand), int(dt_rank)
         self.d_inner = self.expand * self.d_model
         self.bidirectional = bool(bidirectional)
+        self.positive_definite = bool(positive_definite)
+        self.reorder_tokens = bool(reorder_tokens)
+        if not reorder_tau > 0:
+            raise ValueError(f"{name}: reorder_tau must be > 0, got {reorder_tau!r}")
+        self.reorder_tau = float(reorder_tau)
         E, N = self.d_inner, self.d_state
+        if self.positive_definite and E < N:
+            raise ValueError(
+                f"{name}: positive_definite needs d_inner = expand·d_model >= d_state, got d_inner={E}, d_state={N}"
+            )
 
         self.in_proj = nn.Linear(self.d_model, 2 * E, bias=bias)
         directions = ("", "_b") if self.bidirectional else ("",)
@@ -120,7 +185,11 @@ class Mamba(nn.Module):
                 f"conv1d{suffix}",
                 nn.Conv1d(E, E, kernel_size=self.d_conv, groups=E, padding=self.d_conv - 1, bias=conv_bias),
             )
-            self.add_module(f"x_proj{suffix}", nn.Linear(E, self.dt_rank + 2 * N, bias=False))
+            if self.positive_definite:
+                x_proj = PositiveDefiniteProjection(E, self.dt_rank, N)
+            else:
+                x_proj = nn.Linear(E, self.dt_rank + 2 * N, bias=False)
+            self.add_module(f"x_proj{suffix}", x_proj)
             dt_proj = nn.Linear(self.dt_rank, E, bias=True)
             self._init_dt_proj(dt_proj, dt_min, dt_max, dt_scale, dt_init_floor, ssm_lr(lr, "dt"))
             self.add_module(f"dt_proj{suffix}", dt_proj)
@@ -129,6 +198,9 @@ class Mamba(nn.Module):
             register(self, "A_b_log" if suffix else "A_log", A_log, ssm_lr(lr, "A"), weight_decay=0.0)
             register(self, f"D{suffix}", torch.ones(E), ssm_lr(lr, "D"), weight_decay=0.0)
         self.out_proj = nn.Linear(E, self.d_model, bias=bias)
+        if self.reorder_tokens:  # created last: the other parameters draw the same numbers as without it
+            for suffix in directions:
+                self.add_module(f"importance{suffix}", nn.Linear(E, 1, bias=False))
 
     def _init_dt_proj(self, dt_proj, dt_min, dt_max, dt_scale, floor, lr) -> None:
         std = self.dt_rank**-0.5 * dt_scale
@@ -146,10 +218,12 @@ class Mamba(nn.Module):
             dt_proj.bias._optim = {"lr": float(lr), "weight_decay": 0.0}
 
     def _directions(self):
-        """(conv1d, x_proj, dt_proj, A_log, D) of the forward scan, then of the backward one."""
-        yield self.conv1d, self.x_proj, self.dt_proj, self.A_log, self.D
+        """(conv1d, x_proj, dt_proj, A_log, D, importance) of the forward scan, then of the
+        backward one (importance is None without ``reorder_tokens``)."""
+        yield self.conv1d, self.x_proj, self.dt_proj, self.A_log, self.D, getattr(self, "importance", None)
         if self.bidirectional:
-            yield self.conv1d_b, self.x_proj_b, self.dt_proj_b, self.A_b_log, self.D_b
+            yield (self.conv1d_b, self.x_proj_b, self.dt_proj_b, self.A_b_log, self.D_b,
+                   getattr(self, "importance_b", None))
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         """(B, L, d_model) -> (B, L, d_model)."""
@@ -166,20 +240,42 @@ class Mamba(nn.Module):
         y = ys[0] if len(ys) == 1 else (ys[0] + ys[1]) / 2
         return self.out_proj(y.transpose(1, 2)).to(u.dtype)
 
-    def _scan(self, x, z, L, conv1d, x_proj, dt_proj, A_log, D) -> torch.Tensor:
+    def _scan(self, x, z, L, conv1d, x_proj, dt_proj, A_log, D, importance=None) -> torch.Tensor:
         """Convolution, projections and gated selective scan of one direction: (B, E, L)."""
         x = F.silu(conv1d(x)[..., :L])
-        delta, B, C = x_proj(x.transpose(1, 2)).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
-        delta = (delta @ dt_proj.weight.T).transpose(1, 2)  # W_dt δ without the bias: (B, E, L)
         A = -torch.exp(_widen(A_log))
-        return selective_scan(
-            x, delta, A, B.transpose(1, 2), C.transpose(1, 2), _widen(D), z=z,
-            delta_bias=_widen(dt_proj.bias), delta_softplus=True,
-        )
+        if importance is not None:
+            return self._reordered_scan(x, z, x_proj, dt_proj, A, D, importance)
+        delta, B, C = self._project(x, x_proj, dt_proj)
+        return selective_scan(x, delta, A, B, C, _widen(D), z=z, delta_bias=_widen(dt_proj.bias), delta_softplus=True)
+
+    def _project(self, x, x_proj, dt_proj):
+        """(W_dt δ without the bias, B, C) from x (B, E, L): (B, E, L), (B, N, L), (B, N, L)."""
+        delta, B, C = x_proj(x.transpose(1, 2)).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
+        return (delta @ dt_proj.weight.T).transpose(1, 2), B.transpose(1, 2), C.transpose(1, 2)
+
+    def _reordered_scan(self, x, z, x_proj, dt_proj, A, D, importance) -> torch.Tensor:
+        """Scan over the tokens soft-sorted by increasing importance, output in the original order."""
+        delta, _, _ = self._project(x, x_proj, dt_proj)
+        scores = importance((delta + dt_proj.bias[:, None]).transpose(1, 2)).squeeze(-1)  # (B, L)
+        perm = soft_sort(-scores, self.reorder_tau).to(x.dtype)  # (B, L, L): least important first
+        x = x @ perm.transpose(1, 2)  # (B, E, L): token r of the result is Σ_c P[r, c] x_c
+        delta, B, C = self._project(x, x_proj, dt_proj)
+        y = selective_scan(x, delta, A, B, C, _widen(D), delta_bias=_widen(dt_proj.bias), delta_softplus=True)
+        return (y @ perm.to(y.dtype)) * F.silu(z)  # Pᵀ back to the original order, then the gate
+
+    def _check_recurrent(self) -> None:
+        name = type(self).__name__
+        check_causal(self.bidirectional, name)
+        if self.reorder_tokens:
+            raise ValueError(
+                f"{name}: reorder_tokens=True reorders the whole sequence before the scan, so the "
+                "layer has no recurrent step; use forward"
+            )
 
     def init_state(self, batch_size: int) -> MambaState:
         """Zero state: conv (batch_size, d_inner, d_conv), ssm (batch_size, d_inner, d_state)."""
-        check_causal(self.bidirectional, type(self).__name__)
+        self._check_recurrent()
         weight = self.conv1d.weight
         ssm_dtype = torch.float64 if weight.dtype == torch.float64 else torch.float32
         return MambaState(
@@ -195,7 +291,7 @@ class Mamba(nn.Module):
         gated by SiLU(z_t) and projected by out_proj. The given state is not modified.
         """
         name = type(self).__name__
-        check_causal(self.bidirectional, name)
+        self._check_recurrent()
         check_step_input(u_t, self.d_model, name)
         conv_state, ssm_state = self._check_state(state, u_t.shape[0])
         x, z = self.in_proj(u_t.to(self.in_proj.weight.dtype)).chunk(2, dim=-1)  # (B, E) each
@@ -228,6 +324,8 @@ class Mamba(nn.Module):
         return (
             f"d_model={self.d_model}, d_state={self.d_state}, d_conv={self.d_conv}, expand={self.expand}, "
             f"dt_rank={self.dt_rank}, bidirectional={self.bidirectional}"
+            + (", positive_definite=True" if self.positive_definite else "")
+            + (f", reorder_tokens=True, reorder_tau={self.reorder_tau:g}" if self.reorder_tokens else "")
         )
 
 

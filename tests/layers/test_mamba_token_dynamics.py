@@ -1,0 +1,231 @@
+"""ssm.Mamba's token-dynamics options (positive-definite S_Cᵀ S_B, importance reordering),
+ssm.layers.softsort and the scenario criterion in ssm.token_dynamics."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from reference import run_steps
+from tolerances import assert_close
+
+import ssm
+from config_helpers import compose_config
+from kernels import selective_scan
+from ssm.layers.mamba import PositiveDefiniteProjection
+from ssm.layers.softsort import soft_sort
+from ssm.token_dynamics import predict_scenario, scenario_table, summary
+
+F64 = torch.float64
+
+
+def randomize(layer, scale=0.5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.add_(scale * torch.randn(p.shape, generator=g, dtype=p.dtype))
+    return layer
+
+
+# ---------------------------------------------------------------- defaults are untouched
+
+
+@pytest.mark.parametrize("option", [{"reorder_tokens": True}, {"reorder_tokens": True, "bidirectional": True}])
+def test_reorder_option_draws_the_other_parameters_unchanged(option):
+    torch.manual_seed(3)
+    plain = ssm.Mamba(6, d_state=4, **{k: v for k, v in option.items() if k == "bidirectional"})
+    torch.manual_seed(3)
+    with_option = ssm.Mamba(6, d_state=4, **option)
+    theirs = with_option.state_dict()
+    for name, value in plain.state_dict().items():
+        assert torch.equal(value, theirs[name]), name
+    assert set(theirs) - set(plain.state_dict()) <= {"importance.weight", "importance_b.weight"}
+
+
+def test_options_off_by_default():
+    layer = ssm.Mamba(4)
+    assert not layer.positive_definite and not layer.reorder_tokens
+    assert isinstance(layer.x_proj, torch.nn.Linear) and not hasattr(layer, "importance")
+
+
+# ---------------------------------------------------------------- refinement 1
+
+
+def test_positive_definite_projection_structure():
+    proj = randomize(PositiveDefiniteProjection(d_inner=7, dt_rank=2, d_state=3).double(), scale=1.0)
+    W = proj.weight
+    S_delta, S_B, S_C = W[:2], W[2:5], W[5:8]
+    assert torch.equal(S_delta, proj.dt_weight)
+    U = torch.zeros(3, 7, dtype=F64)
+    for n in range(3):
+        U[n, n] = 1.0
+        U[n, n + 1 :] = proj.P[n, n + 1 :]
+    lam = torch.log1p(torch.exp(proj.d)) + 0.7
+    assert_close(S_C, U)
+    assert_close(S_B, lam[:, None] * U)
+    M = S_C.T @ S_B
+    assert_close(M, M.T)
+    eig = torch.linalg.eigvalsh(M)
+    assert eig.min() >= -1e-10 * eig.max()
+    assert int((eig > 1e-8 * eig.max()).sum()) == 3  # rank N
+
+
+def test_positive_definite_starts_at_lambda_one():
+    proj = PositiveDefiniteProjection(8, 1, 4)
+    assert_close(F.softplus(proj.d) + 0.7, torch.ones(4))
+
+
+def test_positive_definite_layer_never_convergent_and_trains():
+    for seed in range(5):
+        layer = randomize(ssm.Mamba(3, d_state=4, expand=2, positive_definite=True).double(), scale=2.0, seed=seed)
+        report = predict_scenario(layer)
+        assert report.n_negative == 0 and report.scenario == "divergent"
+        assert report.symmetric_eigenvalues.min() >= -1e-9 * report.symmetric_eigenvalues.abs().max()
+    x = torch.randn(2, 9, 3, dtype=F64)
+    layer(x).square().sum().backward()
+    for name in ("dt_weight", "P", "d"):
+        grad = getattr(layer.x_proj, name).grad
+        assert grad is not None and grad.abs().sum() > 0, name
+
+
+def test_positive_definite_step_matches_forward():
+    torch.manual_seed(1)
+    layer = randomize(ssm.Mamba(5, d_state=3, positive_definite=True).double(), scale=0.3).eval()
+    x = torch.randn(2, 7, 5, dtype=F64)
+    with torch.no_grad():
+        assert_close(run_steps(layer, x), layer(x))
+
+
+def test_positive_definite_needs_enough_channels():
+    with pytest.raises(ValueError, match="d_inner"):
+        ssm.Mamba(2, d_state=8, expand=2, positive_definite=True)
+
+
+# ---------------------------------------------------------------- soft sort
+
+
+def test_soft_sort_rows_sum_to_one_and_hardens():
+    scores = torch.tensor([[0.3, -1.0, 2.0, 0.9]], dtype=F64)
+    P = soft_sort(scores, tau=1.0)
+    assert_close(P.sum(-1), torch.ones(1, 4, dtype=F64))
+    hard = soft_sort(scores, tau=1e-4)
+    order = torch.tensor([2, 3, 0, 1])
+    assert_close(hard[0], torch.eye(4, dtype=F64)[order])
+    v = torch.randn(1, 4, 2, dtype=F64)
+    assert_close(hard @ v, v[:, order])
+
+
+def test_soft_sort_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="tau"):
+        soft_sort(torch.randn(3), tau=0.0)
+    with pytest.raises(ValueError, match="scores"):
+        soft_sort(torch.arange(3))
+
+
+# ---------------------------------------------------------------- refinement 2
+
+
+def hard_reordered_forward(layer, u):
+    """Independent check at τ -> 0: sort the convolved tokens by increasing score, run the
+    plain scan (float64 reference) on the sorted sequence, put the outputs back, gate."""
+    L = u.shape[1]
+    x, z = layer.in_proj(u).transpose(1, 2).chunk(2, dim=1)
+    x = F.silu(layer.conv1d(x)[..., :L])
+    r, N = layer.dt_rank, layer.d_state
+
+    def project(x):
+        xdbl = x.transpose(1, 2) @ layer.x_proj.weight.T
+        delta = (xdbl[..., :r] @ layer.dt_proj.weight.T).transpose(1, 2)
+        return delta, xdbl[..., r : r + N].transpose(1, 2), xdbl[..., r + N :].transpose(1, 2)
+
+    delta, _, _ = project(x)
+    scores = ((delta + layer.dt_proj.bias[:, None]).transpose(1, 2) @ layer.importance.weight.T).squeeze(-1)
+    order = scores.argsort(dim=-1)  # least important first
+    xs = torch.stack([x[b][:, order[b]] for b in range(x.shape[0])])
+    delta, B, C = project(xs)
+    y_sorted = selective_scan(
+        xs, delta, -torch.exp(layer.A_log), B, C, layer.D, delta_bias=layer.dt_proj.bias, delta_softplus=True,
+        backend="reference",
+    )
+    y = torch.empty_like(y_sorted)
+    for b in range(x.shape[0]):
+        y[b][:, order[b]] = y_sorted[b]
+    return layer.out_proj((y * F.silu(z)).transpose(1, 2))
+
+
+def test_reorder_tokens_matches_hard_sort_at_small_tau():
+    torch.manual_seed(4)
+    layer = randomize(ssm.Mamba(4, d_state=3, reorder_tokens=True, reorder_tau=1e-6).double(), scale=0.5)
+    with torch.no_grad():
+        layer.importance.weight.mul_(10.0)  # well separated scores
+    u = torch.randn(2, 6, 4, dtype=F64)
+    with torch.no_grad():
+        assert_close(layer(u), hard_reordered_forward(layer, u))
+
+
+def test_reorder_tokens_gradients_and_no_step():
+    torch.manual_seed(5)
+    layer = ssm.Mamba(4, d_state=3, reorder_tokens=True, bidirectional=True, positive_definite=True)
+    u = torch.randn(2, 5, 4)
+    y = layer(u)
+    assert y.shape == u.shape and torch.isfinite(y).all()
+    y.square().sum().backward()
+    for name in ("importance.weight", "importance_b.weight", "x_proj.P", "x_proj_b.d"):
+        grad = layer.get_parameter(name).grad
+        assert grad is not None and grad.abs().sum() > 0, name
+    causal = ssm.Mamba(4, d_state=3, reorder_tokens=True)
+    with pytest.raises(ValueError, match="reorder_tokens"):
+        causal.init_state(2)
+    with pytest.raises(ValueError, match="reorder_tokens"):
+        causal.step(u[:, 0], (torch.zeros(2, 8, 4), torch.zeros(2, 8, 3)))
+
+
+def test_reorder_tau_must_be_positive():
+    with pytest.raises(ValueError, match="reorder_tau"):
+        ssm.Mamba(4, reorder_tokens=True, reorder_tau=0.0)
+
+
+# ---------------------------------------------------------------- the scenario criterion
+
+
+def one_dimensional_layer(s_B: float, s_C: float):
+    layer = ssm.Mamba(1, d_state=1, expand=1, dt_rank=1).double()
+    with torch.no_grad():
+        layer.x_proj.weight.copy_(torch.tensor([[0.3], [s_B], [s_C]], dtype=F64))
+    return layer
+
+
+@pytest.mark.parametrize("s_B, s_C, scenario", [(2.0, -1.0, "convergent"), (2.0, 1.0, "divergent"),
+                                                (-0.5, -3.0, "divergent"), (0.0, 1.0, "degenerate")])
+def test_one_dimensional_criterion_is_the_sign_of_mu(s_B, s_C, scenario):
+    report = predict_scenario(one_dimensional_layer(s_B, s_C))
+    assert report.mu == pytest.approx(s_B * s_C)
+    assert report.scenario == scenario
+
+
+def test_wide_layers_by_eigenvalue_signs():
+    layer = randomize(ssm.Mamba(3, d_state=2).double(), scale=1.0)
+    r, N = layer.dt_rank, layer.d_state
+    with torch.no_grad():
+        S_C = layer.x_proj.weight[r + N :]
+        layer.x_proj.weight[r : r + N] = -2.0 * S_C  # M = -2 S_Cᵀ S_C: negative semidefinite, rank 2
+    report = predict_scenario(layer)
+    assert (report.scenario, report.n_negative, report.n_positive, report.n_zero) == ("convergent", 2, 0, 4)
+    assert report.mu is None
+    with torch.no_grad():
+        layer.x_proj.weight[r] *= -1.0  # one B row flipped: one positive direction appears
+    assert predict_scenario(layer).scenario == "divergent"
+
+
+def test_scenario_table_walks_a_model():
+    model = ssm.SequenceClassifier(8, 2, lambda d: ssm.Mamba(d, d_state=4, bidirectional=True), d_output=3,
+                                   d_input=1, output="none")
+    reports = scenario_table(model)
+    assert len(reports) == 4 and all(r.scenario in ("convergent", "divergent", "degenerate") for r in reports)
+    assert "backward scan" in summary(model)
+    with pytest.raises(TypeError, match="Mamba"):
+        predict_scenario(ssm.S4D(4))
+    assert summary(torch.nn.Linear(2, 2)) == "no Mamba layers found"
+
+
+def test_config_turns_the_options_on():
+    cfg = compose_config("model=mamba", "model.layer.positive_definite=true", "model.layer.reorder_tokens=true")
+    assert cfg.model.layer.positive_definite and cfg.model.layer.reorder_tokens
