@@ -26,8 +26,10 @@ class SequenceClassifier(nn.Module):
         d_output: number of classes.
         n_tokens / d_input: the encoder (see above).
         norm, prenorm, dropout: block options (see :class:`ssm.blocks.ResidualBlock`).
-        pooling: "mean" or "last".
-        output: the block's gated output map ("glu", "half_glu1", "half_glu2").
+        pooling: "mean", "last" or "last_k" (logits at each of the last ``n_predict``
+            positions: (B, n_predict, d_output), e.g. for selective copying).
+        n_predict: positions predicted with pooling="last_k".
+        output: the block's output map ("glu", "half_glu1", "half_glu2", or "none" for full mixers such as Mamba).
     """
 
     def __init__(
@@ -43,8 +45,12 @@ class SequenceClassifier(nn.Module):
         dropout: float = 0.0,
         pooling: str = "mean",
         output: str = "glu",
+        n_predict: int = 1,
     ) -> None:
         super().__init__()
+        if isinstance(n_predict, bool) or int(n_predict) != n_predict or n_predict < 1:
+            raise ValueError(f"SequenceClassifier: n_predict must be a positive integer, got {n_predict!r}")
+        self.n_predict = int(n_predict)
         if (n_tokens is None) == (d_input is None):
             raise ValueError(
                 "SequenceClassifier: give exactly one of n_tokens (token inputs) and d_input "
@@ -58,6 +64,7 @@ class SequenceClassifier(nn.Module):
         self.head = nn.Linear(d_model, d_output)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        """x: (B, L) token ids or (B, L, d_input) features -> logits (B, d_output)."""
+        """x: (B, L) token ids or (B, L, d_input) features -> logits (B, d_output), or
+        (B, n_predict, d_output) with pooling="last_k"."""
         h = self.backbone(self.encoder(x))
-        return self.head(pool(h, lengths, self.pooling))
+        return self.head(pool(h, lengths, self.pooling, self.n_predict))

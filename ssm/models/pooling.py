@@ -1,23 +1,35 @@
-"""Sequence pooling (B, L, H) -> (B, H), aware of right padding through ``lengths``."""
+"""Sequence pooling (B, L, H) -> (B, H) (or (B, K, H) for "last_k"), aware of right padding
+through ``lengths``."""
 
 from __future__ import annotations
 
 import torch
 
-POOLINGS = ("mean", "last")
+POOLINGS = ("mean", "last", "last_k")
 
 
-def pool(x: torch.Tensor, lengths: torch.Tensor | None = None, mode: str = "mean") -> torch.Tensor:
-    """Mean over the first ``lengths[b]`` steps, or the step at ``lengths[b] - 1``.
+def pool(x: torch.Tensor, lengths: torch.Tensor | None = None, mode: str = "mean", k: int = 1) -> torch.Tensor:
+    """Mean over the first ``lengths[b]`` steps, the step at ``lengths[b] - 1``, or the last
+    ``k`` valid steps (for tasks with one prediction at each of the last k positions).
 
     Args:
         x: (B, L, H).
         lengths: optional (B,) valid lengths in [1, L]; None means every sequence has length L.
-        mode: "mean" or "last".
+        mode: "mean", "last" ((B, H)) or "last_k" ((B, k, H); needs lengths >= k).
+        k: number of final steps kept by "last_k".
     """
     if mode not in POOLINGS:
         raise ValueError(f"pool: mode must be one of {POOLINGS}, got {mode!r}")
     B, L, _ = x.shape
+    if mode == "last_k":
+        if not 1 <= k <= L:
+            raise ValueError(f"pool: last_k needs 1 <= k <= L = {L}, got k = {k}")
+        if lengths is None:
+            return x[:, L - k :]
+        if lengths.shape != (B,) or int(lengths.min()) < k or int(lengths.max()) > L:
+            raise ValueError(f"pool: expected lengths of shape ({B},) with values in [{k}, {L}]")
+        steps = lengths.to(x.device)[:, None] - k + torch.arange(k, device=x.device)[None, :]  # (B, k)
+        return x[torch.arange(B, device=x.device)[:, None], steps]
     if lengths is None:
         return x.mean(1) if mode == "mean" else x[:, -1]
     if lengths.shape != (B,) or int(lengths.min()) < 1 or int(lengths.max()) > L:

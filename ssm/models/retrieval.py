@@ -28,7 +28,7 @@ class RetrievalClassifier(nn.Module):
         d_output: number of classes (2 for LRA Retrieval).
         n_tokens: vocabulary size of the token encoder.
         pooling: "mean" or "last".
-        output: the block's gated output map ("glu", "half_glu1", "half_glu2").
+        output: the block's gated output map ("glu", "half_glu1", "half_glu2", or "none" for full mixers such as Mamba).
     """
 
     def __init__(

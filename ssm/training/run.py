@@ -34,6 +34,14 @@ def build_model(cfg: DictConfig, datamodule):
         shapes["n_tokens"] = datamodule.n_tokens
     else:
         shapes["d_input"] = datamodule.d_input
+    n_predict = getattr(datamodule, "n_predict", None)
+    if n_predict is not None:  # K predictions per sequence (synthetic tasks)
+        if cfg.model.get("pooling") != "last_k":
+            raise ValueError(
+                f"data {type(datamodule).__name__} has {n_predict} targets per sequence, predicted at the last "
+                f"positions: set model.pooling=last_k (got {cfg.model.get('pooling')!r})"
+            )
+        shapes["n_predict"] = n_predict
     return hydra.utils.instantiate(cfg.model, **shapes)
 
 

@@ -9,6 +9,7 @@ from lightning.pytorch.utilities import rank_zero_info
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from ssm.robustness import SSM_LAYERS, FourierModeNoise, inject_noise, spike_frequency
@@ -18,7 +19,9 @@ class SequenceClassificationTask(L.LightningModule):
     """Cross-entropy training of a classifier ``model(x, lengths) -> logits (B, n_classes)``.
 
     Batches are ``(x, y, lengths)`` with lengths optional (None). Logs ``{train,val,test}/loss``
-    and ``{train,val,test}/acc``.
+    and ``{train,val,test}/acc``. Targets y may also be (B, K) with logits (B, K, n_classes)
+    (K predictions per sequence, e.g. selective copying): the loss and ``acc`` are then per
+    token, and ``{split}/seq_acc`` is the fraction of sequences with all K right.
 
     Args:
         model: the classifier.
@@ -51,6 +54,7 @@ class SequenceClassificationTask(L.LightningModule):
         self.metrics = nn.ModuleDict(
             {f"{split}_acc": MulticlassAccuracy(n_classes, average="micro") for split in splits}
         )
+        self.seq_metrics = nn.ModuleDict({f"{split}_seq_acc": MeanMetric() for split in splits})
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         return self.model(x, lengths)
@@ -58,6 +62,14 @@ class SequenceClassificationTask(L.LightningModule):
     def _shared_step(self, batch, split: str, tag: str = "") -> torch.Tensor:
         x, y, lengths = batch
         logits = self(x, lengths)
+        per_token = y.dim() == 2
+        if logits.shape[:-1] != y.shape:
+            raise ValueError(
+                f"{split}: the model gives logits of shape {tuple(logits.shape)} for targets of shape "
+                f"{tuple(y.shape)}; targets (B, K) need logits (B, K, classes) (model.pooling=last_k)"
+            )
+        if per_token:  # (B, K, C) -> the class dim second, as cross_entropy and the metric expect
+            logits = logits.transpose(1, 2)
         loss = F.cross_entropy(logits, y)
         if not torch.isfinite(loss):
             raise FloatingPointError(
@@ -70,6 +82,10 @@ class SequenceClassificationTask(L.LightningModule):
         batch_size = y.shape[0]
         self.log(f"{split}/loss{tag}", loss, on_step=on_step, on_epoch=True, prog_bar=on_step, batch_size=batch_size)
         self.log(f"{split}/acc{tag}", metric, on_step=False, on_epoch=True, prog_bar=not on_step, batch_size=batch_size)
+        if per_token:
+            seq_metric = self.seq_metrics[f"{split}{tag}_seq_acc"]
+            seq_metric((logits.argmax(1) == y).all(-1).float())
+            self.log(f"{split}/seq_acc{tag}", seq_metric, on_step=False, on_epoch=True, batch_size=batch_size)
         return loss
 
     def training_step(self, batch, batch_idx):

@@ -14,7 +14,8 @@ EXPERIMENTS = sorted(
 
 
 def test_every_experiment_is_listed():
-    assert {"lra", "lra/listops", "lra/text", "lra/retrieval", "lra/image", "lra/pathfinder", "lra/pathx"} <= set(
+    assert {"lra", "lra/listops", "lra/text", "lra/retrieval", "lra/image", "lra/pathfinder", "lra/pathx",
+            "synthetic/selective_copy", "synthetic/induction_heads"} <= set(
         EXPERIMENTS
     )
 

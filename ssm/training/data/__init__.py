@@ -3,5 +3,6 @@ model needs: ``n_tokens`` (token inputs) or ``d_input`` (feature inputs), and ``
 
 from ssm.training.data.base import ClassificationDataModule
 from ssm.training.data.listops import ListOpsDataModule
+from ssm.training.data.synthetic import SyntheticDataModule
 
-__all__ = ["ClassificationDataModule", "ListOpsDataModule"]
+__all__ = ["ClassificationDataModule", "ListOpsDataModule", "SyntheticDataModule"]
