@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import importlib
+import importlib.util
 import os
 from typing import Callable, Iterator, Mapping
 
@@ -61,3 +63,20 @@ def select_backend(
                 "set before triton is imported"
             )
     return implementations[backend]
+
+
+def triton_installed() -> bool:
+    """Whether the triton package can be imported here (ops then offer backend="triton")."""
+    return importlib.util.find_spec("triton") is not None
+
+
+def deferred(module: str, name: str) -> Callable:
+    """``module.name``, imported on its first call. Triton kernel modules read
+    TRITON_INTERPRET when their kernels are decorated, at import, so they are imported only
+    once a call needs them (by then the environment is settled)."""
+
+    def call(*args, **kwargs):
+        return getattr(importlib.import_module(module), name)(*args, **kwargs)
+
+    call.__name__ = call.__qualname__ = name
+    return call

@@ -11,26 +11,14 @@ from __future__ import annotations
 
 import torch
 
-from kernels._dispatch import select_backend
+from kernels._dispatch import deferred, select_backend, triton_installed
 from kernels.linear_scan.pytorch import linear_scan_torch
 from kernels.linear_scan.reference import linear_scan_reference
 
 _IMPLEMENTATIONS = {"torch": linear_scan_torch, "reference": linear_scan_reference}
 
-try:
-    import triton  # noqa: F401
-except ImportError:  # no Triton here: the op keeps its "torch" and "reference" backends
-    pass
-else:
-
-    def _linear_scan_triton(a, b, h0, reverse):
-        # The kernel module is imported on first use: decorating the kernel reads
-        # TRITON_INTERPRET, which must be settled by then (see kernels._dispatch).
-        from kernels.linear_scan.triton import linear_scan_triton
-
-        return linear_scan_triton(a, b, h0, reverse)
-
-    _IMPLEMENTATIONS["triton"] = _linear_scan_triton
+if triton_installed():  # else the op keeps its "torch" and "reference" backends
+    _IMPLEMENTATIONS["triton"] = deferred("kernels.linear_scan.triton", "linear_scan_triton")
 
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.complex64, torch.complex128)
 

@@ -14,31 +14,16 @@ from __future__ import annotations
 
 import torch
 
-from kernels._dispatch import select_backend
+from kernels._dispatch import deferred, select_backend, triton_installed
 from kernels.selective_scan.reference import selective_scan_reference
 
+_IMPLEMENTATIONS = {
+    "torch": deferred("kernels.selective_scan.pytorch", "selective_scan_torch"),
+    "reference": selective_scan_reference,
+}
 
-def _selective_scan_torch(*args):
-    from kernels.selective_scan.pytorch import selective_scan_torch
-
-    return selective_scan_torch(*args)
-
-
-_IMPLEMENTATIONS = {"torch": _selective_scan_torch, "reference": selective_scan_reference}
-
-try:
-    import triton  # noqa: F401
-except ImportError:  # no Triton here: the op keeps its "torch" and "reference" backends
-    pass
-else:
-
-    def _selective_scan_triton(*args):
-        # Imported on first use: decorating the kernels reads TRITON_INTERPRET (see kernels._dispatch).
-        from kernels.selective_scan.triton import selective_scan_triton
-
-        return selective_scan_triton(*args)
-
-    _IMPLEMENTATIONS["triton"] = _selective_scan_triton
+if triton_installed():  # else the op keeps its "torch" and "reference" backends
+    _IMPLEMENTATIONS["triton"] = deferred("kernels.selective_scan.triton", "selective_scan_triton")
 
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _COMPLEX = (torch.complex64, torch.complex128)

@@ -16,25 +16,14 @@ from __future__ import annotations
 
 import torch
 
-from kernels._dispatch import select_backend
+from kernels._dispatch import deferred, select_backend, triton_installed
 from kernels.selective_state_update.pytorch import selective_state_update_torch
 from kernels.selective_state_update.reference import selective_state_update_reference
 
 _IMPLEMENTATIONS = {"torch": selective_state_update_torch, "reference": selective_state_update_reference}
 
-try:
-    import triton  # noqa: F401
-except ImportError:  # no Triton here: the op keeps its "torch" and "reference" backends
-    pass
-else:
-
-    def _selective_state_update_triton(*args):
-        # Imported on first use: decorating the kernel reads TRITON_INTERPRET (see kernels._dispatch).
-        from kernels.selective_state_update.triton import selective_state_update_triton
-
-        return selective_state_update_triton(*args)
-
-    _IMPLEMENTATIONS["triton"] = _selective_state_update_triton
+if triton_installed():  # else the op keeps its "torch" and "reference" backends
+    _IMPLEMENTATIONS["triton"] = deferred("kernels.selective_state_update.triton", "selective_state_update_triton")
 
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _NAME = "selective_state_update"

@@ -10,26 +10,14 @@ from __future__ import annotations
 
 import torch
 
-from kernels._dispatch import select_backend
+from kernels._dispatch import deferred, select_backend, triton_installed
 from kernels.vandermonde.pytorch import vandermonde_torch
 from kernels.vandermonde.reference import vandermonde_reference
 
 _IMPLEMENTATIONS = {"torch": vandermonde_torch, "reference": vandermonde_reference}
 
-try:
-    import triton  # noqa: F401
-except ImportError:  # no Triton here: the op keeps its "torch" and "reference" backends
-    pass
-else:
-
-    def _vandermonde_triton(v: torch.Tensor, x: torch.Tensor, L: int) -> torch.Tensor:
-        # The kernel module is imported on first use: decorating the kernels reads
-        # TRITON_INTERPRET, which must be settled by then (see kernels._dispatch).
-        from kernels.vandermonde.triton import vandermonde_triton
-
-        return vandermonde_triton(v, x, L)
-
-    _IMPLEMENTATIONS["triton"] = _vandermonde_triton
+if triton_installed():  # else the op keeps its "torch" and "reference" backends
+    _IMPLEMENTATIONS["triton"] = deferred("kernels.vandermonde.triton", "vandermonde_triton")
 
 
 def vandermonde(
