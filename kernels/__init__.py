@@ -5,13 +5,16 @@ where the op has a Triton kernel, the PyTorch path on CPU; ``backend=`` forces o
 """
 
 from kernels._dispatch import BACKENDS, select_backend, use_backend
+from kernels.cross_scan import cross_merge, cross_scan
 from kernels.fftconv import fftconv
 from kernels.linear_scan import linear_scan
 from kernels.selective_scan import selective_scan
+from kernels.selective_scan_2d import selective_scan_2d
 from kernels.selective_state_update import selective_state_update
 from kernels.vandermonde import vandermonde
 
 __all__ = [
-    "BACKENDS", "fftconv", "linear_scan", "select_backend", "selective_scan", "selective_state_update",
+    "BACKENDS", "cross_merge", "cross_scan", "fftconv", "linear_scan", "select_backend", "selective_scan", "selective_scan_2d",
+    "selective_state_update",
     "use_backend", "vandermonde",
 ]

@@ -1,10 +1,17 @@
-"""Sequence layers: (batch, length, d_model) in, same shape out."""
+"""Sequence layers: (batch, length, d_model) in, same shape out; 2D layers (SS2D, NSSMamba,
+Mamba2D): (batch, height, width, d_model); Chimera: (batch, length, variates, d_model)."""
 
+from ssm.layers.chimera import Chimera
 from ssm.layers.diagonal import DiagonalSSM
 from ssm.layers.dss import DSS
 from ssm.layers.mamba import Mamba, MambaState
+from ssm.layers.mamba2d import Mamba2D
+from ssm.layers.nss_mamba import NSSMamba
 from ssm.layers.s4d import S4D
 from ssm.layers.s4ptd import S4PTD
 from ssm.layers.s5 import S5, S5PTD
+from ssm.layers.ss2d import SS2D
 
-__all__ = ["DSS", "DiagonalSSM", "Mamba", "MambaState", "S4D", "S4PTD", "S5", "S5PTD"]
+__all__ = [
+    "Chimera", "DSS", "DiagonalSSM", "Mamba", "Mamba2D", "MambaState", "NSSMamba", "S4D", "S4PTD", "S5", "S5PTD", "SS2D",
+]

@@ -39,3 +39,13 @@ def check_causal(bidirectional: bool, layer: str) -> None:
             f"{layer}: a bidirectional layer looks at future inputs and has no "
             "causal recurrent step; build it with bidirectional=False to use step()"
         )
+
+
+def check_image(x: torch.Tensor, channels: int, layer: str) -> None:
+    """Require a floating (batch, height, width, channels) tensor."""
+    if not torch.is_tensor(x):
+        raise TypeError(f"{layer}: expected a tensor, got {type(x).__name__}")
+    if x.dim() != 4 or x.shape[-1] != channels:
+        raise ValueError(f"{layer}: expected x of shape (batch, height, width, {channels}), got {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise TypeError(f"{layer}: expected a floating-point x, got {x.dtype}")

@@ -13,10 +13,10 @@ from torch import nn
 from kernels import selective_scan, selective_state_update
 from ssm.layers._checks import check_causal, check_choice, check_sequence, check_step_input
 from ssm.layers.diagonal import ssm_lr
+from ssm.layers.selective import DT_INITS, _widen, dt_bias_init, dt_weight_init, inverse_softplus, s4d_real_log_A
 from ssm.layers.softsort import soft_sort
 from ssm.optim import register
 
-DT_INITS = ("random", "constant")
 
 
 class MambaState(NamedTuple):
@@ -30,11 +30,6 @@ class MambaState(NamedTuple):
 
     conv: torch.Tensor
     ssm: torch.Tensor
-
-
-def inverse_softplus(x: torch.Tensor) -> torch.Tensor:
-    """softplus⁻¹(x) = x + log(-expm1(-x)) for x > 0."""
-    return x + torch.log(-torch.expm1(-x))
 
 
 class PositiveDefiniteProjection(nn.Module):
@@ -193,7 +188,7 @@ class Mamba(nn.Module):
             dt_proj = nn.Linear(self.dt_rank, E, bias=True)
             self._init_dt_proj(dt_proj, dt_min, dt_max, dt_scale, dt_init_floor, ssm_lr(lr, "dt"))
             self.add_module(f"dt_proj{suffix}", dt_proj)
-            A_log = torch.log(torch.arange(1, N + 1, dtype=torch.float32)).repeat(E, 1)
+            A_log = s4d_real_log_A(E, N)
             # Names as in the reference implementations: A_log / D, and A_b_log / D_b.
             register(self, "A_b_log" if suffix else "A_log", A_log, ssm_lr(lr, "A"), weight_decay=0.0)
             register(self, f"D{suffix}", torch.ones(E), ssm_lr(lr, "D"), weight_decay=0.0)
@@ -203,14 +198,9 @@ class Mamba(nn.Module):
                 self.add_module(f"importance{suffix}", nn.Linear(E, 1, bias=False))
 
     def _init_dt_proj(self, dt_proj, dt_min, dt_max, dt_scale, floor, lr) -> None:
-        std = self.dt_rank**-0.5 * dt_scale
         with torch.no_grad():
-            if self.dt_init == "constant":
-                dt_proj.weight.fill_(std)
-            else:
-                dt_proj.weight.uniform_(-std, std)
-            log_dt = torch.rand(self.d_inner) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
-            dt_proj.bias.copy_(inverse_softplus(torch.exp(log_dt).clamp(min=floor)))
+            dt_proj.weight.copy_(dt_weight_init(tuple(dt_proj.weight.shape), self.dt_rank, self.dt_init, dt_scale))
+            dt_proj.bias.copy_(dt_bias_init((self.d_inner,), dt_min, dt_max, floor))
         dt_proj.bias._no_reinit = True  # a generic Linear re-init must not zero Δ's bias
         if lr == 0.0:
             dt_proj.bias.requires_grad_(False)
@@ -329,6 +319,4 @@ class Mamba(nn.Module):
         )
 
 
-def _widen(t: torch.Tensor) -> torch.Tensor:
-    """float16 / bfloat16 -> float32 (the SSM parameters are used in at least float32)."""
-    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+__all__ = ["Mamba", "MambaState", "PositiveDefiniteProjection", "inverse_softplus"]

@@ -2,7 +2,9 @@
 
 from ssm.models.classifier import SequenceClassifier
 from ssm.models.encoders import LinearEncoder, TokenEncoder
+from ssm.models.forecaster import MultivariateForecaster
+from ssm.models.image import ImageClassifier
 from ssm.models.pooling import pool
 from ssm.models.retrieval import RetrievalClassifier
 
-__all__ = ["LinearEncoder", "RetrievalClassifier", "SequenceClassifier", "TokenEncoder", "pool"]
+__all__ = ["ImageClassifier", "LinearEncoder", "MultivariateForecaster", "RetrievalClassifier", "SequenceClassifier", "TokenEncoder", "pool"]

@@ -3,6 +3,7 @@ and train. ``train.py`` is a thin Hydra entry point around it."""
 
 from __future__ import annotations
 
+import inspect
 import logging
 import pathlib
 
@@ -28,17 +29,40 @@ def build_callbacks(cfg: DictConfig, has_logger: bool) -> list[L.Callback]:
 
 
 def build_model(cfg: DictConfig, datamodule):
-    """Instantiate ``cfg.model`` with the input and output shapes of ``datamodule``."""
+    """Instantiate ``cfg.model`` with the input and output shapes of ``datamodule``.
+
+    Forecasters (a ``horizon`` argument) get lag, horizon, n_variates and n_targets;
+    classifiers get d_output and n_tokens or d_input, image models (an ``image_shape``
+    argument) the data's image shape, and K-target sequence tasks n_predict."""
+    target = hydra.utils.get_class(cfg.model._target_)
+    params = inspect.signature(target).parameters
+    name = type(datamodule).__name__
+    if "horizon" in params:
+        if getattr(datamodule, "horizon", None) is None:
+            raise ValueError(f"model {target.__name__} forecasts; data {name} is not a forecasting data set")
+        shapes = {"lag": datamodule.lag, "horizon": datamodule.horizon, "n_variates": datamodule.n_variates,
+                  "n_targets": datamodule.n_targets}
+        return hydra.utils.instantiate(cfg.model, **shapes)
+    if getattr(datamodule, "n_classes", None) is None:
+        raise ValueError(f"model {target.__name__} classifies; data {name} has no classes (a forecasting set?)")
     shapes = {"d_output": datamodule.n_classes}
     if datamodule.n_tokens is not None:
         shapes["n_tokens"] = datamodule.n_tokens
     else:
         shapes["d_input"] = datamodule.d_input
+    if "image_shape" in params:
+        image_shape = getattr(datamodule, "image_shape", None)
+        if image_shape is None:
+            raise ValueError(
+                f"model {target.__name__} is a 2D model and needs images; data {name} is a 1D sequence data set "
+                "(use it with lra/image, lra/pathfinder or lra/pathx)"
+            )
+        shapes["image_shape"] = tuple(image_shape)
     n_predict = getattr(datamodule, "n_predict", None)
     if n_predict is not None:  # K predictions per sequence (synthetic tasks)
         if cfg.model.get("pooling") != "last_k":
             raise ValueError(
-                f"data {type(datamodule).__name__} has {n_predict} targets per sequence, predicted at the last "
+                f"data {name} has {n_predict} targets per sequence, predicted at the last "
                 f"positions: set model.pooling=last_k (got {cfg.model.get('pooling')!r})"
             )
         shapes["n_predict"] = n_predict

@@ -10,11 +10,13 @@ from torch.utils.data import DataLoader, Dataset
 
 class ClassificationDataModule(L.LightningDataModule):
     """Subclasses set ``self.train_set``, ``self.val_set``, ``self.test_set`` in ``setup``
-    and the shape attributes ``n_tokens`` / ``d_input`` and ``n_classes``."""
+    and the shape attributes ``n_tokens`` / ``d_input`` and ``n_classes`` (and
+    ``image_shape`` (H, W) when the sequences are row-major flattened images)."""
 
     n_tokens: int | None = None
     d_input: int | None = None
     n_classes: int
+    image_shape: tuple[int, int] | None = None
 
     def __init__(self, batch_size: int = 32, eval_batch_size: int | None = None, num_workers: int = 0) -> None:
         super().__init__()

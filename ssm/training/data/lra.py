@@ -82,6 +82,7 @@ class ImageDataModule(_SplitsDataModule):
 
     d_input = 1
     n_classes = 10
+    image_shape = (32, 32)  # 2D models (ssm.ImageClassifier) see the sequence as this grid
 
     def __init__(self, data_root: str | os.PathLike = "data", n_val: int = 5000, seed: int = 42,
                  batch_size: int = 50, eval_batch_size: int | None = None, num_workers: int = 0) -> None:

@@ -56,6 +56,7 @@ class PathfinderDataModule(ClassificationDataModule):
         self.tokenize = tokenize
         self.n_tokens = 256 if tokenize else None
         self.d_input = None if tokenize else 1
+        self.image_shape = (resolution, resolution)  # for 2D models (ssm.ImageClassifier)
         self.collate_fn = lra.collate_images
 
     def prepare_data(self) -> None:

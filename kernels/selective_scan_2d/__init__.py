@@ -1,0 +1,108 @@
+"""2D selective scan (2DMamba's row-then-column recurrence) over (Hgt, Wdt) images: per
+batch row, channel d and state n, with Ā[i, j] = exp(Δ[i, j] A[d, n]),
+
+    Δ = softplus(delta + delta_bias)                     (softplus only with delta_softplus)
+    g[i, j] = Ā[i, j] g[i, j-1] + Δ[i, j] B[i, j] u[i, j]    (row pass, left to right)
+    h[i, j] = Ā[i, j] h[i-1, j] + g[i, j]                    (column pass, top to bottom)
+    out = (Σ_n C[i, j] h[i, j] + D u) · silu(z)
+
+so h[i, j] = Σ_{i'≤i, j'≤j} (Π_{k=i'+1..i} Ā[k, j]) (Π_{l=j'+1..j} Ā[i', l]) Δ B u[i', j']:
+every pixel of the upper-left quadrant reaches (i, j) along one path, right then down. (This
+is not the all-paths recurrence h = Ā h[i, j-1] + Ā h[i-1, j] + b, a different operator.)
+"""
+
+from __future__ import annotations
+
+import torch
+
+from kernels._dispatch import deferred, select_backend, triton_installed
+from kernels.selective_scan_2d.pytorch import selective_scan_2d_torch
+from kernels.selective_scan_2d.reference import selective_scan_2d_reference
+
+_IMPLEMENTATIONS = {"torch": selective_scan_2d_torch, "reference": selective_scan_2d_reference}
+
+if triton_installed():  # else the op keeps its "torch" and "reference" backends
+    _IMPLEMENTATIONS["triton"] = deferred("kernels.selective_scan_2d.triton", "selective_scan_2d_triton")
+
+_FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def selective_scan_2d(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
+    delta_bias: torch.Tensor | None = None,
+    delta_softplus: bool = False,
+    backend: str | None = None,
+) -> torch.Tensor:
+    """Row-then-column selective scan (module docstring).
+
+    Args:
+        u: (B, D, Hgt, Wdt) input, float16 / bfloat16 / float32 / float64.
+        delta: (B, D, Hgt, Wdt) raw step sizes (before ``delta_bias`` and softplus).
+        A: (D, N) real state matrix diagonal (the layers pass -exp(A_log)).
+        B, C: (B, N, Hgt, Wdt), or (B, G, N, Hgt, Wdt) per group of D / G channels.
+        D: optional (D,) skip; z: optional (B, D, Hgt, Wdt) gate; delta_bias: optional (D,).
+        delta_softplus: apply softplus to delta (+ bias).
+        backend: None (by device), "triton", "torch" (two vectorized linear scans) or
+            "reference" (pixel by pixel).
+
+    Returns:
+        (B, D, Hgt, Wdt) in u's dtype, computed in float32 (float64 for float64 inputs).
+        Every tensor input is differentiable.
+    """
+    name = "selective_scan_2d"
+    for arg, t in (("u", u), ("delta", delta), ("A", A), ("B", B), ("C", C)):
+        if not torch.is_tensor(t):
+            raise TypeError(f"{name}: {arg} must be a tensor, got {type(t).__name__}")
+    if u.dim() != 4:
+        raise ValueError(f"{name}: expected u of shape (B, D, Hgt, Wdt), got {tuple(u.shape)}")
+    Bsz, Dm, H, W = u.shape
+    if u.dtype not in _FLOATS:
+        raise TypeError(f"{name}: u must be one of {_FLOATS}, got {u.dtype}")
+    if A.is_complex():
+        raise TypeError(f"{name}: A must be real (complex A is not supported by the 2D scan), got {A.dtype}")
+    if A.dim() != 2 or A.shape[0] != Dm:
+        raise ValueError(f"{name}: expected A of shape (D, N) with D = {Dm}, got {tuple(A.shape)}")
+    N = A.shape[1]
+    for arg, t, shape, pattern in (
+        ("delta", delta, (Bsz, Dm, H, W), "(B, D, Hgt, Wdt)"), ("z", z, (Bsz, Dm, H, W), "(B, D, Hgt, Wdt)"),
+        ("D", D, (Dm,), "(D,)"), ("delta_bias", delta_bias, (Dm,), "(D,)"),
+    ):
+        if t is None:
+            continue
+        if not torch.is_tensor(t) or tuple(t.shape) != shape:
+            got = tuple(t.shape) if torch.is_tensor(t) else type(t).__name__
+            raise ValueError(f"{name}: expected {arg} of shape {pattern} = {shape}, got {got}")
+        if t.dtype not in _FLOATS:
+            raise TypeError(f"{name}: {arg} must be real floating point, got {t.dtype}")
+    if A.dtype not in _FLOATS:
+        raise TypeError(f"{name}: A must be real floating point, got {A.dtype}")
+    B = _grouped(B, "B", Bsz, Dm, N, H, W)
+    C = _grouped(C, "C", Bsz, Dm, N, H, W)
+    devices = {t.device for t in (u, delta, A, B, C, D, z, delta_bias) if t is not None}
+    if len(devices) > 1:
+        raise ValueError(f"{name}: all tensors must be on one device, got {sorted(map(str, devices))}")
+    fn = select_backend(name, _IMPLEMENTATIONS, backend, u, delta, A, B, C, D, z, delta_bias)
+    return fn(u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus))
+
+
+def _grouped(M, arg, Bsz, Dm, N, H, W):
+    """B / C as (B, G, N, Hgt, Wdt)."""
+    if M.dim() == 4:
+        M = M.unsqueeze(1)
+    if M.dim() != 5 or M.shape[0] != Bsz or M.shape[2:] != (N, H, W) or Dm % M.shape[1]:
+        raise ValueError(
+            f"selective_scan_2d: expected {arg} of shape (B, N, Hgt, Wdt) = ({Bsz}, {N}, {H}, {W}) or "
+            f"(B, G, N, Hgt, Wdt) with G dividing D = {Dm}, got {tuple(M.shape)}"
+        )
+    if M.is_complex() or M.dtype not in _FLOATS:
+        raise TypeError(f"selective_scan_2d: {arg} must be real floating point, got {M.dtype}")
+    return M
+
+
+__all__ = ["selective_scan_2d", "selective_scan_2d_reference", "selective_scan_2d_torch"]

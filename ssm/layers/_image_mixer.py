@@ -1,0 +1,83 @@
+"""The part every Mamba-style 2D mixer shares (VMamba's SS2D block): the input branch
+
+    [x, z] = in_proj(u)                                  (C -> 2E per pixel)
+    x = SiLU(depthwise Conv2d_{k×k}(x))                  (same padding)
+
+and the output ``out_proj(norm(y) ⊙ SiLU(z))``. Subclasses implement ``mix(x) -> y`` on
+(B, E, Hgt, Wdt)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ssm.layers._checks import check_image
+
+
+class ImageMixer(nn.Module):
+    """Base of the 2D selective-scan layers: (B, Hgt, Wdt, d_model) -> same shape.
+
+    Args:
+        d_model: channels C of the input and output.
+        d_state: N, the SSM state size per channel.
+        d_conv: kernel size of the depthwise 2D convolution (odd, "same" padding; 1 is a
+            per-channel scale and shift).
+        expand: E = expand · d_model inner channels.
+        dt_rank: rank of the Δ projection, "auto" = ceil(d_model / 16).
+        conv_bias, bias: biases of the convolution and of in_proj / out_proj.
+        out_norm: LayerNorm over E before the gate (VMamba, MaIR) or none ("none").
+        dropout: on the output.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        d_state: int = 16,
+        d_conv: int = 3,
+        expand: int = 2,
+        dt_rank: int | str = "auto",
+        conv_bias: bool = True,
+        bias: bool = False,
+        out_norm: str = "layer",
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        name = type(self).__name__
+        for arg, value in (("d_model", d_model), ("d_state", d_state), ("expand", expand)):
+            if isinstance(value, bool) or int(value) != value or value < 1:
+                raise ValueError(f"{name}: {arg} must be a positive integer, got {value!r}")
+        if isinstance(d_conv, bool) or int(d_conv) != d_conv or d_conv < 1 or d_conv % 2 == 0:
+            raise ValueError(f"{name}: d_conv must be a positive odd integer (same padding), got {d_conv!r}")
+        if dt_rank == "auto":
+            dt_rank = math.ceil(d_model / 16)
+        if isinstance(dt_rank, bool) or not isinstance(dt_rank, int) or dt_rank < 1:
+            raise ValueError(f"{name}: dt_rank must be 'auto' or a positive integer, got {dt_rank!r}")
+        if out_norm not in ("layer", "none"):
+            raise ValueError(f"{name}: out_norm must be 'layer' or 'none', got {out_norm!r}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"{name}: dropout must be in [0, 1), got {dropout}")
+        self.d_model, self.d_state, self.d_conv = int(d_model), int(d_state), int(d_conv)
+        self.expand, self.dt_rank = int(expand), int(dt_rank)
+        self.d_inner = E = self.expand * self.d_model
+        self.in_proj = nn.Linear(self.d_model, 2 * E, bias=bias)
+        self.conv2d = nn.Conv2d(E, E, self.d_conv, padding=self.d_conv // 2, groups=E, bias=conv_bias)
+        self.out_norm = nn.LayerNorm(E) if out_norm == "layer" else nn.Identity()
+        self.out_proj = nn.Linear(E, self.d_model, bias=bias)
+        self.dropout = nn.Dropout(dropout)
+
+    def mix(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, E, Hgt, Wdt) -> (B, Hgt, Wdt, E), before the norm and the gate."""
+        raise NotImplementedError
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        """(B, Hgt, Wdt, d_model) -> (B, Hgt, Wdt, d_model)."""
+        check_image(u, self.d_model, type(self).__name__)
+        if u.shape[1] == 0 or u.shape[2] == 0:
+            return u.new_zeros(u.shape)
+        x, z = self.in_proj(u.to(self.in_proj.weight.dtype)).chunk(2, dim=-1)  # (B, H, W, E) each
+        x = F.silu(self.conv2d(x.permute(0, 3, 1, 2).contiguous()))  # (B, E, H, W)
+        y = self.out_norm(self.mix(x).to(z.dtype)) * F.silu(z)
+        return self.dropout(self.out_proj(y)).to(u.dtype)

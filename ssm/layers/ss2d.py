@@ -1,0 +1,74 @@
+"""SS2D: VMamba's four-direction cross-scan selective SSM (Liu et al., "VMamba: Visual State
+Space Model", 2024)."""
+
+from __future__ import annotations
+
+import torch
+
+from ssm.layers._image_mixer import ImageMixer
+from ssm.layers.selective import SelectiveProjections
+
+
+class SS2D(ImageMixer):
+    """Cross-scan Mamba on (B, Hgt, Wdt, d_model) images, E = expand · d_model:
+
+        [x, z] = in_proj(u),  x = SiLU(DWConv_{3×3}(x))                (B, E, Hgt, Wdt)
+        xs = cross_scan(x)                                            (B, 4, E, Hgt·Wdt):
+             row-major, column-major, and both reversed
+        ys_k = selective_scan(xs_k; Δ_k, B_k, C_k from xs_k with direction k's own
+               x_proj / dt_proj, A_k = -exp(A_log_k), D_k)             (one grouped scan)
+        y = cross_merge(ys)                                           (the adjoint: each
+             pixel sums its four outputs)
+        out = out_proj(LayerNorm(y) ⊙ SiLU(z))
+
+    Every pixel then sees the whole image: each direction covers the pixels before it in its
+    order. With ``bidirectional=False`` only the two forward orders (row-major and
+    column-major) are scanned, and each pixel sees the pixels before it in raster order.
+    Initialization is the Mamba paper's per direction (see
+    :class:`ssm.layers.selective.SelectiveProjections`).
+
+    Args: as :class:`ssm.layers._image_mixer.ImageMixer`, plus dt_min, dt_max, dt_init,
+    dt_scale, dt_init_floor and ``lr`` as in :class:`ssm.Mamba`, and ``bidirectional``
+    (default True, VMamba's four directions: also scan both orders reversed).
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        d_state: int = 16,
+        d_conv: int = 3,
+        expand: int = 2,
+        dt_rank: int | str = "auto",
+        dt_min: float = 1e-3,
+        dt_max: float = 1e-1,
+        dt_init: str = "random",
+        dt_scale: float = 1.0,
+        dt_init_floor: float = 1e-4,
+        conv_bias: bool = True,
+        bias: bool = False,
+        out_norm: str = "layer",
+        dropout: float = 0.0,
+        bidirectional: bool = True,
+        lr: float | None | dict = None,
+    ) -> None:
+        super().__init__(d_model, d_state, d_conv, expand, dt_rank, conv_bias, bias, out_norm, dropout)
+        self.bidirectional = bool(bidirectional)
+        self.ssm = SelectiveProjections(
+            self.d_inner, self.d_state, self.dt_rank, 4 if self.bidirectional else 2, dt_min, dt_max, dt_init, dt_scale, dt_init_floor, lr
+        )
+
+    def mix(self, x: torch.Tensor) -> torch.Tensor:
+        from kernels import cross_merge, cross_scan
+
+        H, W = x.shape[-2:]
+        xs = cross_scan(x)  # (B, 4, E, H·W)
+        if not self.bidirectional:
+            xs = xs[:, :2].contiguous()
+        ys = self.ssm.scan(xs)
+        if not self.bidirectional:  # the reversed directions contribute nothing
+            ys = torch.cat([ys, torch.zeros_like(ys)], dim=1)
+        return cross_merge(ys, H, W).permute(0, 2, 3, 1)
+
+    def extra_repr(self) -> str:
+        return (f"d_model={self.d_model}, d_state={self.d_state}, d_conv={self.d_conv}, expand={self.expand}, "
+                f"bidirectional={self.bidirectional}")

@@ -1,0 +1,79 @@
+"""Multivariate forecaster around a (time × variates) mixer such as :class:`ssm.Chimera`."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+
+class MultivariateForecaster(nn.Module):
+    """Forecast ``horizon`` steps of V series from their last ``lag`` steps.
+
+        tokens  e[t, v] = x[t, v] · w + p_v                 (B, lag, V, d_model): a value
+                                                            embedding plus a learned
+                                                            embedding per variate
+        blocks  e ← e + Dropout(layer(LayerNorm(e)))        n_layers times
+        head    ŷ[h, v] = wᵀ LayerNorm(Σ_t W[h, t] e[t, v]) + b   (a linear map over time,
+                                                            then over channels)
+
+    Args:
+        d_model: channels per (time, variate) token.
+        n_layers: residual blocks.
+        layer: factory ``layer(d_model) -> nn.Module`` on (B, L, V, d_model), e.g.
+            ``functools.partial(ssm.Chimera, d_state=16)``.
+        lag, horizon: input and output lengths.
+        n_variates: V input series.
+        n_targets: forecast the last ``n_targets`` variates (Informer's "MS" puts the target
+            last); None forecasts all of them.
+        dropout: on the residual branches.
+
+    ``forward(x)``: x (B, lag, V) -> (B, horizon, n_targets or V).
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        n_layers: int,
+        layer: Callable[[int], nn.Module],
+        lag: int,
+        horizon: int,
+        n_variates: int,
+        n_targets: int | None = None,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        name = type(self).__name__
+        for arg, value in (("d_model", d_model), ("n_layers", n_layers), ("lag", lag), ("horizon", horizon),
+                           ("n_variates", n_variates)):
+            if isinstance(value, bool) or int(value) != value or value < 1:
+                raise ValueError(f"{name}: {arg} must be a positive integer, got {value!r}")
+        if n_targets is not None and not 1 <= n_targets <= n_variates:
+            raise ValueError(f"{name}: n_targets must be in [1, n_variates = {n_variates}], got {n_targets}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"{name}: dropout must be in [0, 1), got {dropout}")
+        self.lag, self.horizon, self.n_variates = int(lag), int(horizon), int(n_variates)
+        self.n_targets = n_targets
+        self.value_embedding = nn.Linear(1, d_model)
+        self.variate_embedding = nn.Parameter(torch.randn(self.n_variates, d_model) * 0.02)
+        self.norms = nn.ModuleList(nn.LayerNorm(d_model) for _ in range(n_layers))
+        self.layers = nn.ModuleList(layer(d_model) for _ in range(n_layers))
+        self.dropout = nn.Dropout(dropout)
+        self.time_head = nn.Linear(self.lag, self.horizon)
+        self.head_norm = nn.LayerNorm(d_model)
+        self.channel_head = nn.Linear(d_model, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        name = type(self).__name__
+        if not torch.is_tensor(x) or x.dim() != 3 or x.shape[1:] != (self.lag, self.n_variates):
+            shape = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
+            raise ValueError(f"{name}: expected x of shape (batch, {self.lag}, {self.n_variates}), got {shape}")
+        if not x.is_floating_point():
+            raise TypeError(f"{name}: expected a floating-point x, got {x.dtype}")
+        e = self.value_embedding(x[..., None]) + self.variate_embedding  # (B, L, V, C)
+        for norm, layer in zip(self.norms, self.layers):
+            e = e + self.dropout(layer(norm(e)))
+        e = self.time_head(e.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)  # (B, horizon, V, C)
+        y = self.channel_head(self.head_norm(e)).squeeze(-1)  # (B, horizon, V)
+        return y if self.n_targets is None else y[..., -self.n_targets:]
