@@ -131,27 +131,23 @@ def chimera_scan_reference(x, dt_time, dt_var, A_time, A_var, B_time, B_var, C_t
     """The same recurrence one (v, t) at a time (slow; for tests)."""
     _check_scan_args(x, dt_time, dt_var, A_time, A_var, B_time, B_var, C_time, C_var, coupling, lag)
     Bsz, V, T, E = x.shape
-    N = A_time.shape[-1]
-    s = x.new_zeros(Bsz, V, T, E, N)
-    r = x.new_zeros(Bsz, V, T, E, N)
-    y = x.new_zeros(Bsz, V, T, E)
+    zero = x.new_zeros(Bsz, E, A_time.shape[-1])
+    s, r = {}, {}
     for t in range(T):
         for v in range(V):
-            prev = s[:, v, t - lag] if t >= lag else 0.0
-            s[:, v, t] = (torch.exp(dt_time[:, v, t, :, None] * A_time) * prev
-                          + (dt_time[:, v, t] * x[:, v, t])[..., None] * B_time[:, v, t, None, :])
-    variates = range(V - 1, -1, -1) if reverse else range(V)
+            s[v, t] = (torch.exp(dt_time[:, v, t, :, None] * A_time) * s.get((v, t - lag), zero)
+                       + (dt_time[:, v, t] * x[:, v, t])[..., None] * B_time[:, v, t, None, :])
     for t in range(T):
-        for v in variates:
+        for v in (range(V - 1, -1, -1) if reverse else range(V)):
             w = v + 1 if reverse else v - 1
-            r_prev = r[:, w, t] if 0 <= w < V else 0.0
-            s_prev = s[:, w, t] if 0 <= w < V else 0.0
-            r[:, v, t] = (torch.exp(dt_var[:, v, t, :, None] * A_var) * r_prev
-                          + dt_var[:, v, t, :, None] * (coupling * s_prev + x[:, v, t, :, None] * B_var[:, v, t, None, :]))
-    for t in range(T):
-        for v in range(V):
-            y[:, v, t] = (s[:, v, t] * C_time[:, v, t, None, :]).sum(-1) + (r[:, v, t] * C_var[:, v, t, None, :]).sum(-1)
-    return y
+            r[v, t] = (torch.exp(dt_var[:, v, t, :, None] * A_var) * r.get((w, t), zero)
+                       + dt_var[:, v, t, :, None] * (coupling * s.get((w, t), zero)
+                                                      + x[:, v, t, :, None] * B_var[:, v, t, None, :]))
+    if V == 0 or T == 0:
+        return x.new_zeros(x.shape)
+    y = [[(s[v, t] * C_time[:, v, t, None, :]).sum(-1) + (r[v, t] * C_var[:, v, t, None, :]).sum(-1)
+          for t in range(T)] for v in range(V)]
+    return torch.stack([torch.stack(row, dim=1) for row in y], dim=1)
 
 
 class ChimeraHead(nn.Module):

@@ -1,0 +1,191 @@
+"""ssm.SS2D, ssm.NSSMamba, ssm.Mamba2D against independent compositions of their parts
+(explicit scan orders and per-direction loops), and the ImageClassifier backbone."""
+
+import functools
+
+import pytest
+import torch
+import torch.nn.functional as F
+from tolerances import assert_close
+
+import ssm
+from kernels import selective_scan, selective_scan_2d
+from ssm import scan_orders
+
+LAYERS = [ssm.SS2D, ssm.NSSMamba, ssm.Mamba2D]
+
+
+def _inner(layer, u):
+    """x after in_proj, the 3x3 depthwise conv and SiLU (B, E, H, W), and z (B, H, W, E)."""
+    x, z = layer.in_proj(u).chunk(2, dim=-1)
+    x = F.silu(F.conv2d(x.permute(0, 3, 1, 2), layer.conv2d.weight, layer.conv2d.bias, padding=1,
+                        groups=layer.d_inner))
+    return x, z
+
+
+def _direction_scan(layer, k, seq):
+    """Direction k's selective scan of seq (B, E, L) with its own projections."""
+    p = layer.ssm
+    E, N, R = p.d_inner, p.d_state, p.dt_rank
+    dbl = torch.einsum("bel,ce->bcl", seq, p.x_proj_weight[k])
+    dts, B, C = dbl.split([R, N, N], dim=1)
+    delta = torch.einsum("brl,er->bel", dts, p.dt_projs_weight[k])
+    rows = slice(k * E, (k + 1) * E)
+    return selective_scan(seq, delta, -torch.exp(p.A_logs[rows]), B, C, p.Ds[rows], delta_bias=p.dt_projs_bias[k],
+                          delta_softplus=True, backend="reference")
+
+
+def _finish(layer, y, z):
+    """y (B, H, W, E) -> out_proj(norm(y) * silu(z))."""
+    return layer.out_proj(layer.out_norm(y) * F.silu(z))
+
+
+def _orders(cls, layer, H, W):
+    if cls is ssm.SS2D:
+        rows, cols = scan_orders.row_major(H, W), scan_orders.column_major(H, W)
+        return [rows, cols, scan_orders.reverse(rows), scan_orders.reverse(cols)]
+    return list(scan_orders.nss_directions(H, W, layer.stripe, layer.shift))
+
+
+@pytest.mark.parametrize("cls", [ssm.SS2D, ssm.NSSMamba])
+@pytest.mark.parametrize("bidirectional", [True, False])
+@pytest.mark.parametrize("H, W", [(1, 1), (3, 5), (4, 4)])
+def test_multi_order_layers_match_explicit_orders(cls, bidirectional, H, W):
+    torch.manual_seed(0)
+    layer = cls(8, d_state=3, bidirectional=bidirectional).double()
+    u = torch.randn(2, H, W, 8, dtype=torch.float64)
+    x, z = _inner(layer, u)
+    flat = x.reshape(2, layer.d_inner, H * W)
+    K = 4 if bidirectional else 2
+    outs = []
+    for k, perm in enumerate(_orders(cls, layer, H, W)[:K]):
+        ys = _direction_scan(layer, k, flat[..., perm])
+        outs.append(scan_orders.undo(ys, perm).view(2, layer.d_inner, H, W))
+    if cls is ssm.SS2D:
+        y = sum(outs)
+    else:  # sequence-shuffle attention: a sigmoid K x K mix per channel of the pooled outputs
+        pooled = torch.stack([o.mean(dim=(-2, -1)) for o in outs], dim=2)  # (B, E, K)
+        w = layer.attention.mix.weight.view(layer.d_inner, K, K)
+        b = layer.attention.mix.bias.view(layer.d_inner, K)
+        weights = torch.sigmoid(torch.einsum("ekj,bej->bek", w, pooled) + b)
+        y = sum(weights[:, :, k, None, None] * outs[k] for k in range(K))
+    expected = _finish(layer, y.permute(0, 2, 3, 1), z)
+    assert_close(layer(u), expected)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_mamba2d_matches_2d_scan_and_rotation(bidirectional):
+    torch.manual_seed(0)
+    layer = ssm.Mamba2D(8, d_state=3, bidirectional=bidirectional).double()
+    u = torch.randn(2, 4, 5, 8, dtype=torch.float64)
+    x, z = _inner(layer, u)
+    p = layer.ssm
+    E, N, R = p.d_inner, p.d_state, p.dt_rank
+    y = 0
+    for k in range(2 if bidirectional else 1):
+        xk = x.flip(-2, -1) if k else x
+        dbl = torch.einsum("behw,ce->bchw", xk, p.x_proj_weight[k])
+        dts, B, C = dbl.split([R, N, N], dim=1)
+        delta = torch.einsum("brhw,er->behw", dts, p.dt_projs_weight[k])
+        rows = slice(k * E, (k + 1) * E)
+        yk = selective_scan_2d(xk, delta, -torch.exp(p.A_logs[rows]), B, C, p.Ds[rows], delta_bias=p.dt_projs_bias[k],
+                               delta_softplus=True, backend="reference")
+        y = y + (yk.flip(-2, -1) if k else yk)
+    assert_close(layer(u), _finish(layer, y.permute(0, 2, 3, 1), z))
+
+
+def test_ss2d_unidirectional_is_causal_in_raster_and_column_order():
+    torch.manual_seed(0)
+    layer = ssm.SS2D(4, d_state=2, d_conv=1, bidirectional=False).double()
+    u = torch.randn(1, 4, 4, 4, dtype=torch.float64)
+    v = u.clone()
+    v[0, 3, 3] += 1.0  # the last pixel in both row-major and column-major order
+    with torch.no_grad():
+        diff = (layer(u) - layer(v)).abs().sum(-1)[0]
+    assert diff[3, 3] > 0 and float(diff.flatten()[:-1].max()) == 0.0
+
+
+@pytest.mark.parametrize("cls", LAYERS)
+def test_every_parameter_gets_a_gradient_and_shapes_hold(cls):
+    torch.manual_seed(0)
+    layer = cls(8, d_state=4)
+    u = torch.randn(2, 5, 3, 8)
+    y = layer(u)
+    assert y.shape == u.shape and y.dtype == u.dtype
+    y.square().sum().backward()
+    for name, p in layer.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+
+
+@pytest.mark.parametrize("cls", LAYERS)
+def test_ssm_tensors_carry_optimizer_hints(cls):
+    layer = cls(8, d_state=4, lr={"A": 1e-3, "D": 2e-3, "dt": 3e-3})
+    assert layer.ssm.A_logs._optim == {"lr": 1e-3, "weight_decay": 0.0}
+    assert layer.ssm.Ds._optim == {"lr": 2e-3, "weight_decay": 0.0}
+    assert layer.ssm.dt_projs_bias._optim == {"lr": 3e-3, "weight_decay": 0.0}
+    assert torch.allclose(layer.ssm.A_logs.exp()[0], torch.arange(1, 5, dtype=torch.float32))
+    dt = F.softplus(layer.ssm.dt_projs_bias)
+    assert float(dt.min()) >= 1e-4 and float(dt.max()) <= 0.1 + 1e-6
+
+
+@pytest.mark.parametrize("cls", LAYERS)
+def test_bad_inputs(cls):
+    layer = cls(8, d_state=4)
+    with pytest.raises(ValueError, match="expected x of shape"):
+        layer(torch.randn(2, 5, 8))
+    with pytest.raises(ValueError, match="expected x of shape"):
+        layer(torch.randn(2, 5, 3, 7))
+    with pytest.raises(ValueError, match="d_conv"):
+        cls(8, d_conv=2)
+
+
+def test_nss_mamba_rejects_bad_stripe():
+    with pytest.raises(ValueError, match="stripe"):
+        ssm.NSSMamba(8, stripe=0)
+
+
+@pytest.mark.parametrize("cls", LAYERS)
+def test_image_classifier_shapes_inputs_and_training_step(cls):
+    torch.manual_seed(0)
+    net = ssm.ImageClassifier(8, 4, functools.partial(cls, d_state=2), 10, (7, 6), d_input=1, depths=[2, 2],
+                              patch_size=2, mlp_ratio=2.0, drop_path=0.1,
+                              alternate_shift=cls is ssm.NSSMamba)
+    x = torch.randn(3, 42, 1)
+    logits = net(x)
+    assert logits.shape == (3, 10)
+    assert_close(net.eval()(x), net(x.view(3, 7, 6, 1)))
+    net.train()
+    F.cross_entropy(net(x), torch.tensor([0, 1, 2])).backward()
+    assert all(p.grad is not None for p in net.parameters())
+    if cls is ssm.NSSMamba:
+        shifts = [b.mixer.shift for stage in net.stages for b in stage if hasattr(b, "mixer")]
+        assert shifts == [False, True, False, True]
+
+
+def test_image_classifier_tokens_postnorm_last_pooling():
+    net = ssm.ImageClassifier(8, 2, functools.partial(ssm.SS2D, d_state=2), 3, (4, 4), n_tokens=256, norm="batch",
+                              prenorm=False, pooling="last")
+    assert net(torch.randint(0, 256, (2, 16))).shape == (2, 3)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(depths=[1, 2]), "summing to n_layers"),
+        (dict(pooling="max"), "pooling"),
+        (dict(alternate_shift=True), "shift"),
+        (dict(image_shape=(4,)), "image_shape"),
+    ],
+)
+def test_image_classifier_bad_config(kwargs, match):
+    args = dict(d_model=8, n_layers=2, layer=functools.partial(ssm.SS2D, d_state=2), d_output=3,
+                image_shape=(4, 4), d_input=1)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        ssm.ImageClassifier(**args)
+
+
+def test_image_classifier_rejects_wrong_input_shape():
+    net = ssm.ImageClassifier(8, 1, functools.partial(ssm.SS2D, d_state=2), 3, (4, 4), d_input=1)
+    with pytest.raises(ValueError, match="expected x of shape"):
+        net(torch.randn(2, 15, 1))
