@@ -83,12 +83,15 @@ def run(cfg: DictConfig) -> dict[str, float]:
     L.seed_everything(cfg.seed, workers=True)
     datamodule = hydra.utils.instantiate(cfg.data)
     model = build_model(cfg, datamodule)
+    extra = {}
+    if "n_classes" in inspect.signature(hydra.utils.get_class(cfg.task._target_)).parameters:
+        extra["n_classes"] = datamodule.n_classes
     task = hydra.utils.instantiate(
         cfg.task,
         model=model,
-        n_classes=datamodule.n_classes,
         optimizer=hydra.utils.instantiate(cfg.optimizer),
         scheduler=hydra.utils.instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
+        **extra,
     )
     logger = hydra.utils.instantiate(cfg.logger) if cfg.get("logger") else False
     if logger:

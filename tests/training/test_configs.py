@@ -6,6 +6,7 @@ import pytest
 import torch
 from config_helpers import CONFIGS, compose_config
 
+import ssm
 from ssm.training.run import build_model
 
 EXPERIMENTS = sorted(
@@ -15,7 +16,7 @@ EXPERIMENTS = sorted(
 
 def test_every_experiment_is_listed():
     assert {"lra", "lra/listops", "lra/text", "lra/retrieval", "lra/image", "lra/pathfinder", "lra/pathx",
-            "synthetic/selective_copy", "synthetic/induction_heads"} <= set(
+            "synthetic/selective_copy", "synthetic/induction_heads", "chimera", "chimera/etth1"} <= set(
         EXPERIMENTS
     )
 
@@ -23,7 +24,8 @@ def test_every_experiment_is_listed():
 MODELS = {"s4d": "S4D", "dss": "DSS", "s4ptd": "S4PTD", "s5": "S5", "s5_ptd": "S5PTD", "mamba": "Mamba"}
 # The S4D experiments are model-agnostic: any model=... can be put on them. The per-family
 # directories (lra/s4ptd/, lra/s5/, lra/s5_ptd/) carry their own model's settings.
-S4D_EXPERIMENTS = [e for e in EXPERIMENTS if e.count("/") <= 1]
+FORECASTING_EXPERIMENTS = [e for e in EXPERIMENTS if e.split("/")[0] == "chimera"]
+S4D_EXPERIMENTS = [e for e in EXPERIMENTS if e.count("/") <= 1 and e not in FORECASTING_EXPERIMENTS]
 FAMILY_EXPERIMENTS = [e for e in EXPERIMENTS if e.count("/") == 2]
 
 
@@ -50,6 +52,53 @@ def test_experiment_composes_and_builds_its_model(experiment, model):
     assert isinstance(net.backbone.blocks[0].layer, layer_cls)
     for key in ("optimizer", "scheduler", "task", "trainer", "callbacks", "logger"):
         assert key in cfg
+
+
+IMAGE_MODELS = {"ss2d": "SS2D", "nss_mamba": "NSSMamba", "mamba2d": "Mamba2D"}
+
+
+@pytest.mark.parametrize("experiment", ["lra/image", "lra/pathfinder", "lra/pathx"])
+@pytest.mark.parametrize("model", IMAGE_MODELS)
+def test_image_experiments_build_2d_models(experiment, model):
+    cfg = compose_config(f"experiment={experiment}", f"model={model}", "model.d_model=8", "model.layer.d_state=2",
+                         "model.n_layers=2")
+    datamodule = hydra.utils.instantiate(cfg.data)
+    net = build_model(cfg, datamodule)
+    layer_cls = getattr(ssm, IMAGE_MODELS[model])
+    assert isinstance(net.stages[0][0].mixer, layer_cls)
+    assert net.image_shape == datamodule.image_shape
+    assert net.head.out_features == datamodule.n_classes
+    assert net.stages[0][0].mixer.ssm.A_logs._optim["lr"] == cfg.model.layer.lr  # the experiment's SSM lr
+    H, W = datamodule.image_shape
+    x = torch.randn(2, H * W, 1) if datamodule.d_input else torch.randint(0, 256, (2, H * W))
+    if H <= 32:
+        assert net(x).shape == (2, datamodule.n_classes)
+
+
+@pytest.mark.parametrize("model", IMAGE_MODELS)
+def test_2d_models_on_sequence_data_fail_clearly(model):
+    cfg = compose_config("experiment=lra/listops", f"model={model}")
+    with pytest.raises(ValueError, match="needs images"):
+        build_model(cfg, hydra.utils.instantiate(cfg.data))
+
+
+def test_forecasting_experiments_compose_and_build(tmp_path):
+    cfg = compose_config("experiment=chimera")
+    datamodule = hydra.utils.instantiate(cfg.data)
+    net = build_model(cfg, datamodule)
+    assert isinstance(net, ssm.MultivariateForecaster) and isinstance(net.layers[0], ssm.Chimera)
+    assert net(torch.randn(2, datamodule.lag, datamodule.n_variates)).shape == (2, datamodule.horizon, datamodule.n_targets)
+    assert cfg.callbacks.checkpoint.monitor == "val/mse" and cfg.callbacks.checkpoint.mode == "min"
+    ett = compose_config("experiment=chimera/etth1", f"data_root={tmp_path}")
+    assert ett.data.dataset == "ETTh1" and ett.data.horizon == 96
+    with pytest.raises((FileNotFoundError, hydra.errors.InstantiationException), match="ETTh1.csv"):
+        hydra.utils.instantiate(ett.data)
+
+
+def test_classifier_on_forecasting_data_fails_clearly():
+    cfg = compose_config("experiment=chimera", "model=s4d")
+    with pytest.raises(ValueError, match="no classes"):
+        build_model(cfg, hydra.utils.instantiate(cfg.data))
 
 
 def test_listops_experiment_uses_the_paper_settings():

@@ -1,0 +1,104 @@
+"""Lightning data module for multivariate forecasting (Informer CSVs or the synthetic set)."""
+
+from __future__ import annotations
+
+import os
+
+import lightning as L
+import numpy as np
+from torch.utils.data import DataLoader
+
+from ssm.data import forecasting as fc
+
+
+class ForecastingDataModule(L.LightningDataModule):
+    """Batches (x (B, lag, n_variates), y (B, horizon, n_targets)) on the standardized scale.
+
+    Args:
+        dataset: "synthetic" (no download: :func:`ssm.data.forecasting.synthetic_multivariate`)
+            or an Informer set: ETTh1, ETTh2, ETTm1, ETTm2, ECL, WTH (CSV under
+            <data_root>/informer/).
+        data_root: folder holding informer/.
+        lag, horizon: input and forecast lengths.
+        features: "M" (all series in and out), "S" (the target alone), "MS" (all in, target out).
+        target: target column for S / MS (default: the set's, e.g. OT for ETT).
+        n_steps, n_variates, seed: size and seed of the synthetic series (70/10/20 split).
+        batch_size, eval_batch_size, num_workers: loaders.
+    """
+
+    n_classes = None  # not a classification set
+    n_tokens = None
+
+    def __init__(
+        self,
+        dataset: str = "synthetic",
+        data_root: str | os.PathLike = "data",
+        lag: int = 96,
+        horizon: int = 24,
+        features: str = "M",
+        target: str | None = None,
+        n_steps: int = 4000,
+        n_variates: int = 7,
+        seed: int = 0,
+        batch_size: int = 32,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__()
+        for arg, value in (("lag", lag), ("horizon", horizon), ("batch_size", batch_size), ("n_steps", n_steps),
+                           ("n_variates", n_variates)):
+            if isinstance(value, bool) or int(value) != value or value < 1:
+                raise ValueError(f"ForecastingDataModule: {arg} must be a positive integer, got {value!r}")
+        if features not in fc.FEATURES:
+            raise ValueError(f"ForecastingDataModule: features must be one of {fc.FEATURES}, got {features!r}")
+        if dataset != "synthetic" and dataset not in fc.INFORMER_SETS:
+            raise ValueError(
+                f"ForecastingDataModule: unknown dataset {dataset!r}; choose 'synthetic' or one of "
+                f"{sorted(fc.INFORMER_SETS)}"
+            )
+        self.dataset, self.data_root = dataset, data_root
+        self.lag, self.horizon, self.features = int(lag), int(horizon), features
+        self.target = target if target is not None else fc.INFORMER_SETS.get(dataset, (None, None))[1]
+        self.n_steps, self.seed = int(n_steps), int(seed)
+        self.batch_size, self.eval_batch_size = int(batch_size), int(eval_batch_size or batch_size)
+        self.num_workers = num_workers
+        columns, values = self._raw(int(n_variates))
+        self.columns = columns
+        self.values, self.targets = fc.select_features(columns, values, features, self.target, dataset)
+        self.n_variates = self.values.shape[1]
+        self.n_targets = len(self.targets)
+        self.d_input = self.n_variates
+        self.splits = None
+
+    def _raw(self, n_variates: int):
+        if self.dataset == "synthetic":
+            values = fc.synthetic_multivariate(self.n_steps, n_variates, self.seed)
+            columns = [f"x{v}" for v in range(n_variates)]
+            if self.target is None:
+                self.target = columns[-1]
+            return columns, values
+        return fc.read_csv(fc.informer_path(self.data_root, self.dataset))
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits is not None:
+            return
+        ranges = fc.borders(self.dataset, self.values.shape[0], self.lag)
+        train = self.values[ranges[0][0] : ranges[0][1]]
+        self.mean, self.std = train.mean(0), train.std(0)
+        self.std = np.where(self.std > 0, self.std, 1.0)
+        scaled = (self.values - self.mean) / self.std
+        self.splits = [fc.ForecastWindows(scaled[a:b], self.lag, self.horizon, self.targets) for a, b in ranges]
+
+    def _loader(self, split: int, batch_size: int, shuffle: bool) -> DataLoader:
+        self.setup()
+        return DataLoader(self.splits[split], batch_size=batch_size, shuffle=shuffle, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(0, self.batch_size, True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(1, self.eval_batch_size, False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(2, self.eval_batch_size, False)

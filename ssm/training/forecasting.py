@@ -1,0 +1,130 @@
+"""Lightning module for multivariate forecasting."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import lightning as L
+import torch
+from torch import nn
+from torchmetrics import MeanAbsoluteError, MeanSquaredError
+
+LOSSES = ("mse", "mae", "rmse")
+TRANSFORMS = ("mean", "last", "none")
+
+
+class ForecastingTask(L.LightningModule):
+    """Train ``model(x) -> forecast`` on batches (x (B, lag, V_in), y (B, horizon, V_out)).
+
+    With ``data_transform="mean"`` (SpaceTime's default) the lag window's mean is subtracted
+    from x before the model and added back to its forecast, per series; "last" does the same
+    with the last observed value (of the target series for V_out < V_in, which are the last
+    V_out inputs); "none" leaves both alone. Logs ``{train,val,test}/loss`` and ``mse``, ``mae``
+    and ``rmse`` on the standardized scale (as Informer reports them). At validation, with a
+    W&B logger, the first window's forecast of the first target is logged as a plot.
+
+    Args:
+        model: forecaster, (B, lag, V_in) -> (B, horizon, V_out).
+        optimizer: ``optimizer(model) -> Optimizer``; scheduler: optional
+            ``scheduler(optimizer, total_steps=...)``, stepped per optimizer step.
+        loss: "mse", "mae" or "rmse".
+        data_transform: "mean", "last" or "none".
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: Callable[[nn.Module], torch.optim.Optimizer],
+        scheduler: Callable | None = None,
+        loss: str = "mse",
+        data_transform: str = "mean",
+    ) -> None:
+        super().__init__()
+        if loss not in LOSSES:
+            raise ValueError(f"ForecastingTask: loss must be one of {LOSSES}, got {loss!r}")
+        if data_transform not in TRANSFORMS:
+            raise ValueError(f"ForecastingTask: data_transform must be one of {TRANSFORMS}, got {data_transform!r}")
+        self.model = model
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.loss_name, self.data_transform = loss, data_transform
+        kinds = {"mse": MeanSquaredError, "mae": MeanAbsoluteError, "rmse": lambda: MeanSquaredError(squared=False)}
+        self.metrics = nn.ModuleDict({f"{s}_{m}": make() for s in ("train", "val", "test") for m, make in kinds.items()})
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, lag, V_in) -> forecast (B, horizon, V_out) on the data's scale."""
+        if self.data_transform == "none":
+            return self.model(x)
+        level = x.mean(1, keepdim=True) if self.data_transform == "mean" else x[:, -1:]
+        forecast = self.model(x - level)
+        return forecast + level[..., level.shape[-1] - forecast.shape[-1]:]
+
+    def _loss(self, pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        err = pred - y
+        if self.loss_name == "mae":
+            return err.abs().mean()
+        mse = err.square().mean()
+        return mse.sqrt() if self.loss_name == "rmse" else mse
+
+    def _step(self, batch, split: str) -> torch.Tensor:
+        x, y = batch
+        pred = self(x)
+        if pred.shape != y.shape:
+            raise ValueError(f"ForecastingTask: the model forecast {tuple(pred.shape)}, the targets are {tuple(y.shape)}")
+        loss = self._loss(pred, y)
+        for m in ("mse", "mae", "rmse"):
+            self.metrics[f"{split}_{m}"](pred.detach().reshape(-1), y.reshape(-1))
+        on_step = split == "train"
+        self.log(f"{split}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=x.shape[0])
+        for m in ("mse", "mae", "rmse"):
+            self.log(f"{split}/{m}", self.metrics[f"{split}_{m}"], on_step=False, on_epoch=True,
+                     prog_bar=m == "mse" and split != "train")
+        return loss
+
+    def training_step(self, batch, batch_idx):
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx):
+        loss = self._step(batch, "val")
+        if batch_idx == 0:
+            self._plot(batch)
+        return loss
+
+    def test_step(self, batch, batch_idx):
+        return self._step(batch, "test")
+
+    def _plot(self, batch) -> None:
+        """Forecast vs truth of the first window and target, to W&B (skipped without it)."""
+        from lightning.pytorch.loggers import WandbLogger
+
+        if not isinstance(self.logger, WandbLogger) or self.trainer.sanity_checking:
+            return
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+            import wandb
+        except ImportError:
+            return
+        x, y = batch
+        with torch.no_grad():
+            pred = self(x[:1])[0, :, 0].float().cpu()
+        history = x[0, :, x.shape[-1] - y.shape[-1]].float().cpu()
+        lag, horizon = history.shape[0], pred.shape[0]
+        fig, ax = plt.subplots(figsize=(8, 3))
+        ax.plot(range(lag), history, color="gray", label="input")
+        ax.plot(range(lag, lag + horizon), y[0, :, 0].float().cpu(), label="truth")
+        ax.plot(range(lag, lag + horizon), pred, label="forecast")
+        ax.legend(loc="upper left")
+        self.logger.experiment.log({"val/forecast": wandb.Image(fig), "trainer/global_step": self.global_step})
+        plt.close(fig)
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(self.model)
+        if self.scheduler_factory is None:
+            return optimizer
+        total = getattr(self.scheduler_factory, "keywords", {}).get("total_steps") or int(
+            self.trainer.estimated_stepping_batches
+        )
+        scheduler = self.scheduler_factory(optimizer, total_steps=total)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
