@@ -24,7 +24,8 @@ from bench.timing import copy_bandwidth, median_time, peak_memory
 
 REFERENCE_MAX_L = 2048  # the O(L^2) references are skipped beyond this length
 # ops whose reference is a loop of O(L) steps (a scan) keep it longer
-REFERENCE_MAX_L_BY_OP = {"linear_scan": 16384, "s5": 16384, "selective_scan": 4096, "mamba": 4096}
+REFERENCE_MAX_L_BY_OP = {"linear_scan": 16384, "s5": 16384, "selective_scan": 4096, "mamba": 4096,
+                         "selective_scan_2d": 1024}
 
 
 def device_name(device: torch.device) -> str:

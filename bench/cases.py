@@ -5,6 +5,7 @@ builds inputs and returns callables per backend, plus the bytes an ideal kernel 
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -147,6 +148,61 @@ def mamba_case(B: int, H: int, N: int, L: int, device: torch.device, backends: l
     return Case("Mamba block", f"B={B} d_model={H} N={N} L={L}", runs, ideal_bytes=8 * B * L * H)
 
 
+def _side(L: int) -> tuple[int, int]:
+    """An image of about L pixels: (H, W) with H = floor(sqrt(L)), W = ceil(L / H)."""
+    H = max(1, math.isqrt(L))
+    return H, -(-L // H)
+
+
+def selective_scan_2d_case(B: int, H: int, N: int, L: int, device: torch.device, backends: list[str],
+                           peers: dict) -> Case:
+    """The 2D selective scan (row then column) over an image of about L pixels, D = H channels,
+    N states, grouped B/C (G = 1), delta_softplus, D and gate. Beside it, the same-size work
+    of a four-direction 1D scan (SS2D): cross_scan, one grouped selective scan over the four
+    orders (B, 4·D, L), cross_merge. Ideal bytes: read u, delta, z, B, C, write out (float32)."""
+    Hgt, Wdt = _side(L)
+
+    def leaf(*shape, scale=1.0, shift=0.0):
+        return (shift + scale * torch.randn(*shape, device=device)).requires_grad_(True)
+
+    u, delta, z = leaf(B, H, Hgt, Wdt), leaf(B, H, Hgt, Wdt, scale=0.5, shift=-2.0), leaf(B, H, Hgt, Wdt)
+    A = (-torch.arange(1, N + 1, dtype=torch.float32, device=device).repeat(H, 1)).requires_grad_(True)
+    B_, C_ = leaf(B, N, Hgt, Wdt), leaf(B, N, Hgt, Wdt)
+    D, bias = leaf(H), leaf(H, scale=0.1)
+
+    def ours(backend):
+        return kernels.selective_scan_2d(u, delta, A, B_, C_, D, z, delta_bias=bias, delta_softplus=True,
+                                         backend=backend)
+
+    runs = {b: functools.partial(ours, b) for b in backends}
+    A4, D4, bias4 = (t.detach().repeat(4, *([1] * (t.dim() - 1))).requires_grad_(True) for t in (A, D, bias))
+    B4, C4 = (leaf(B, 4, N, Hgt * Wdt) for _ in range(2))
+
+    def four_way():
+        xs = kernels.cross_scan(u).reshape(B, 4 * H, Hgt * Wdt)
+        ds = kernels.cross_scan(delta).reshape(B, 4 * H, Hgt * Wdt)
+        ys = kernels.selective_scan(xs, ds, A4, B4, C4, D4, delta_bias=bias4, delta_softplus=True)
+        return kernels.cross_merge(ys.view(B, 4, H, Hgt * Wdt), Hgt, Wdt) * torch.nn.functional.silu(z)
+
+    runs["four-way 1D scan (SS2D)"] = four_way
+    return Case("selective_scan_2d", f"B={B} D={H} N={N} {Hgt}x{Wdt}", runs,
+                ideal_bytes=4 * (4 * B * H * Hgt * Wdt + 2 * B * N * Hgt * Wdt))
+
+
+def cross_scan_case(B: int, H: int, N: int, L: int, device: torch.device, backends: list[str],
+                    peers: dict) -> Case:
+    """cross_scan then cross_merge of a (B, C = H, about L pixels) image. Ideal bytes: the scan
+    reads the image once and writes four copies; the merge reads four and writes one."""
+    Hgt, Wdt = _side(L)
+    x = torch.randn(B, H, Hgt, Wdt, device=device, requires_grad=True)
+
+    def ours(backend):
+        return kernels.cross_merge(kernels.cross_scan(x, backend=backend), Hgt, Wdt, backend=backend)
+
+    return Case("cross_scan", f"B={B} C={H} {Hgt}x{Wdt}", {b: functools.partial(ours, b) for b in backends},
+                ideal_bytes=4 * 10 * B * H * Hgt * Wdt)
+
+
 CASES = {"vandermonde": vandermonde_case, "fftconv": fftconv_case, "s4d": s4d_case, "s4d_kernel": s4d_kernel_case,
          "linear_scan": linear_scan_case, "s5": s5_case, "selective_scan": selective_scan_case,
-         "mamba": mamba_case}
+         "mamba": mamba_case, "selective_scan_2d": selective_scan_2d_case, "cross_scan": cross_scan_case}

@@ -8,7 +8,8 @@ import torch
 from bench.__main__ import main
 
 
-@pytest.mark.parametrize("op", ["vandermonde", "fftconv", "s4d", "s4d_kernel", "linear_scan", "s5", "selective_scan", "mamba"])
+@pytest.mark.parametrize("op", ["vandermonde", "fftconv", "s4d", "s4d_kernel", "linear_scan", "s5", "selective_scan", "mamba",
+                                "selective_scan_2d", "cross_scan"])
 def test_bench_writes_table_and_json(op, tmp_path):
     out = tmp_path / "result.json"
     result = main(["--op", op, "--lengths", "8", "17", "--channels", "3", "--batch", "2",
