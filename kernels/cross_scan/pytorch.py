@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 
 
@@ -19,32 +21,40 @@ def _merge(y: torch.Tensor, H: int, W: int) -> torch.Tensor:
     return rows.view(B, C, H, W) + cols.view(B, C, W, H).transpose(2, 3)
 
 
-class _CrossScan(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x):
-        ctx.shape = x.shape[-2:]
-        return _scan(x)
+def adjoint_pair(scan: Callable, merge: Callable) -> tuple[Callable, Callable]:
+    """Differentiable (cross_scan, cross_merge) from two plain functions scan(x) and
+    merge(y, H, W) that are each other's adjoint: each one's backward is the other."""
 
-    @staticmethod
-    def backward(ctx, grad):
-        return _merge(grad, *ctx.shape)
+    class Scan(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.shape = x.shape[-2:]
+            return scan(x)
+
+        @staticmethod
+        def backward(ctx, grad):
+            return merge(grad, *ctx.shape)
+
+    class Merge(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, y, H, W):
+            return merge(y, H, W)
+
+        @staticmethod
+        def backward(ctx, grad):
+            return scan(grad), None, None
+
+    return Scan.apply, Merge.apply
 
 
-class _CrossMerge(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, y, H, W):
-        return _merge(y, H, W)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return _scan(grad), None, None
+_cross_scan, _cross_merge = adjoint_pair(_scan, _merge)
 
 
 def cross_scan_torch(x: torch.Tensor) -> torch.Tensor:
     """x (B, C, H, W) -> (B, 4, C, H·W)."""
-    return _CrossScan.apply(x)
+    return _cross_scan(x)
 
 
 def cross_merge_torch(y: torch.Tensor, H: int, W: int) -> torch.Tensor:
     """y (B, 4, C, H·W) -> (B, C, H, W)."""
-    return _CrossMerge.apply(y, H, W)
+    return _cross_merge(y, H, W)

@@ -15,6 +15,8 @@ import torch
 import triton
 import triton.language as tl
 
+from kernels.cross_scan.pytorch import adjoint_pair
+
 BLOCK = 1024  # pixels per program (at most)
 
 
@@ -79,32 +81,14 @@ def _launch_merge(y: torch.Tensor, H: int, W: int) -> torch.Tensor:
     return x
 
 
-class _CrossScan(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x):
-        ctx.shape = x.shape[-2:]
-        return _launch_scan(x)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return _launch_merge(grad, *ctx.shape)
-
-
-class _CrossMerge(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, y, H, W):
-        return _launch_merge(y, H, W)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return _launch_scan(grad), None, None
+_cross_scan, _cross_merge = adjoint_pair(_launch_scan, _launch_merge)
 
 
 def cross_scan_triton(x: torch.Tensor) -> torch.Tensor:
     """x (B, C, H, W) -> (B, 4, C, H·W)."""
-    return _CrossScan.apply(x)
+    return _cross_scan(x)
 
 
 def cross_merge_triton(y: torch.Tensor, H: int, W: int) -> torch.Tensor:
     """y (B, 4, C, H·W) -> (B, C, H, W)."""
-    return _CrossMerge.apply(y, H, W)
+    return _cross_merge(y, H, W)
