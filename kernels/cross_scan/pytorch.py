@@ -18,22 +18,23 @@ def _merge(y: torch.Tensor, H: int, W: int) -> torch.Tensor:
     B, _, C, _ = y.shape
     rows = y[:, 0] + y[:, 2].flip(-1)
     cols = y[:, 1] + y[:, 3].flip(-1)
-    return rows.view(B, C, H, W) + cols.view(B, C, W, H).transpose(2, 3)
+    return rows.reshape(B, C, H, W) + cols.reshape(B, C, W, H).transpose(2, 3)
 
 
 def adjoint_pair(scan: Callable, merge: Callable) -> tuple[Callable, Callable]:
-    """Differentiable (cross_scan, cross_merge) from two plain functions scan(x) and
-    merge(y, H, W) that are each other's adjoint: each one's backward is the other."""
+    """Differentiable (cross_scan, cross_merge) from two plain functions scan(x) -> (B, 4, C, L)
+    and merge(y, H, W) -> (B, C, H, W) that are each other's adjoint. Each op's backward is
+    the other op (itself differentiable), so gradients of any order are exact."""
 
     class Scan(torch.autograd.Function):
         @staticmethod
         def forward(ctx, x):
-            ctx.shape = x.shape[-2:]
+            ctx.hw = tuple(x.shape[-2:])
             return scan(x)
 
         @staticmethod
         def backward(ctx, grad):
-            return merge(grad, *ctx.shape)
+            return Merge.apply(grad, *ctx.hw)
 
     class Merge(torch.autograd.Function):
         @staticmethod
@@ -42,7 +43,7 @@ def adjoint_pair(scan: Callable, merge: Callable) -> tuple[Callable, Callable]:
 
         @staticmethod
         def backward(ctx, grad):
-            return scan(grad), None, None
+            return Scan.apply(grad), None, None
 
     return Scan.apply, Merge.apply
 

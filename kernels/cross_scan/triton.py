@@ -1,8 +1,17 @@
-"""Cross-scan / cross-merge in Triton: one program per (image row of the batch·channel
-grid, block of BLOCK pixels). The scan reads each pixel once and writes it to its four
-positions (row-major p, column-major j·H + i, and both mirrored L-1-·); the merge reads the
-four entries of each pixel and writes their sum once (in float32 for half inputs, float64
-for float64). Each op's backward launches the other.
+"""Cross-scan / cross-merge in Triton, on 2D tiles of the image.
+
+Program (r, ti, tj) handles image r = b·C + c of the (B·C, Hgt, Wdt) batch and the tile of
+rows ti·TILE_H ... and columns tj·TILE_W ... . Pixel (i, j), row-major p = i·W + j, sits at
+position p of k0, q = j·H + i of k1, L-1-p of k2 and L-1-q of k3 (L = H·W).
+
+- scan: reads the tile once and writes it to the four sequences;
+- merge: reads the tile's four entries and writes their sum once (accumulated in float32
+  for half inputs, float64 for float64).
+
+A tile keeps both k0 (along rows) and k1 (along columns) runs of contiguous addresses, so
+the column-major reads and writes are coalesced too (the compiler transposes the tile
+through shared memory). Any Hgt, Wdt >= 1 works: edge tiles are masked. Each op's
+backward launches the other.
 
 Importing this module decorates the kernels, which fixes whether they run compiled or in
 the Triton interpreter (``TRITON_INTERPRET=1``); ``kernels.cross_scan`` imports it on
@@ -17,47 +26,60 @@ import triton.language as tl
 
 from kernels.cross_scan.pytorch import adjoint_pair
 
-BLOCK = 1024  # pixels per program (at most)
+TILE = 64  # the side of a square tile; a thin image gets a longer, thinner tile
+MAX_TILE_ELEMENTS = TILE * TILE
 
 
 @triton.jit
-def _scan_kernel(x_ptr, y_ptr, C, H, W, BLOCK: tl.constexpr):
-    row = tl.program_id(0)  # b·C + c
-    b = row // C
-    c = row % C
-    p = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
-    L = H * W
-    mask = p < L
-    v = tl.load(x_ptr + row.to(tl.int64) * L + p, mask=mask)
-    q = (p % W) * H + p // W  # column-major position of pixel p
-    stride_k = C.to(tl.int64) * L
-    out = y_ptr + (b.to(tl.int64) * 4 * C + c) * L
-    tl.store(out + p, v, mask=mask)
-    tl.store(out + stride_k + q, v, mask=mask)
-    tl.store(out + 2 * stride_k + (L - 1 - p), v, mask=mask)
-    tl.store(out + 3 * stride_k + (L - 1 - q), v, mask=mask)
+def _tile_positions(H, W, TILE_H: tl.constexpr, TILE_W: tl.constexpr):
+    i = tl.program_id(1) * TILE_H + tl.arange(0, TILE_H)[:, None]
+    j = tl.program_id(2) * TILE_W + tl.arange(0, TILE_W)[None, :]
+    mask = (i < H) & (j < W)
+    return i * W + j, j * H + i, mask
 
 
 @triton.jit
-def _merge_kernel(y_ptr, x_ptr, C, H, W, ACC: tl.constexpr, BLOCK: tl.constexpr):
-    row = tl.program_id(0)
-    b = row // C
-    c = row % C
-    p = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+def _scan_kernel(x_ptr, y_ptr, C, H, W, TILE_H: tl.constexpr, TILE_W: tl.constexpr):
+    r = tl.program_id(0).to(tl.int64)  # b·C + c
+    b = r // C
+    c = r % C
     L = H * W
-    mask = p < L
-    q = (p % W) * H + p // W
-    stride_k = C.to(tl.int64) * L
-    src = y_ptr + (b.to(tl.int64) * 4 * C + c) * L
-    acc = tl.load(src + p, mask=mask, other=0.0).to(ACC)
-    acc += tl.load(src + stride_k + q, mask=mask, other=0.0).to(ACC)
-    acc += tl.load(src + 2 * stride_k + (L - 1 - p), mask=mask, other=0.0).to(ACC)
-    acc += tl.load(src + 3 * stride_k + (L - 1 - q), mask=mask, other=0.0).to(ACC)
-    tl.store(x_ptr + row.to(tl.int64) * L + p, acc.to(x_ptr.dtype.element_ty), mask=mask)
+    p, q, mask = _tile_positions(H, W, TILE_H, TILE_W)
+    v = tl.load(x_ptr + r * L + p, mask=mask)
+    seq = b * 4 * C + c  # y[b, k, c] starts at (seq + k·C)·L; int64, as r is
+    tl.store(y_ptr + seq * L + p, v, mask=mask)
+    tl.store(y_ptr + (seq + C) * L + q, v, mask=mask)
+    tl.store(y_ptr + (seq + 2 * C) * L + (L - 1 - p), v, mask=mask)
+    tl.store(y_ptr + (seq + 3 * C) * L + (L - 1 - q), v, mask=mask)
 
 
-def _block(L: int) -> int:
-    return min(BLOCK, triton.next_power_of_2(L))
+@triton.jit
+def _merge_kernel(y_ptr, x_ptr, C, H, W, ACC: tl.constexpr, TILE_H: tl.constexpr, TILE_W: tl.constexpr):
+    r = tl.program_id(0).to(tl.int64)
+    b = r // C
+    c = r % C
+    L = H * W
+    p, q, mask = _tile_positions(H, W, TILE_H, TILE_W)
+    seq = b * 4 * C + c
+    acc = tl.load(y_ptr + seq * L + p, mask=mask, other=0.0).to(ACC)
+    acc += tl.load(y_ptr + (seq + C) * L + q, mask=mask, other=0.0).to(ACC)
+    acc += tl.load(y_ptr + (seq + 2 * C) * L + (L - 1 - p), mask=mask, other=0.0).to(ACC)
+    acc += tl.load(y_ptr + (seq + 3 * C) * L + (L - 1 - q), mask=mask, other=0.0).to(ACC)
+    tl.store(x_ptr + r * L + p, acc.to(x_ptr.dtype.element_ty), mask=mask)
+
+
+def tile_shape(H: int, W: int) -> tuple[int, int]:
+    """(TILE_H, TILE_W): powers of two covering at most MAX_TILE_ELEMENTS pixels, square
+    (TILE × TILE) on large images, as long as the image on thin ones."""
+    tile_h = min(triton.next_power_of_2(H), TILE)
+    tile_w = min(triton.next_power_of_2(W), MAX_TILE_ELEMENTS // tile_h)
+    tile_h = min(triton.next_power_of_2(H), MAX_TILE_ELEMENTS // tile_w)
+    return tile_h, tile_w
+
+
+def _grid(B: int, C: int, H: int, W: int) -> tuple[tuple[int, int, int], int, int]:
+    tile_h, tile_w = tile_shape(H, W)
+    return (B * C, triton.cdiv(H, tile_h), triton.cdiv(W, tile_w)), tile_h, tile_w
 
 
 def _launch_scan(x: torch.Tensor) -> torch.Tensor:
@@ -65,19 +87,19 @@ def _launch_scan(x: torch.Tensor) -> torch.Tensor:
     x = x.contiguous()
     y = torch.empty(B, 4, C, H * W, dtype=x.dtype, device=x.device)
     if y.numel():
-        blk = _block(H * W)
-        _scan_kernel[(B * C, triton.cdiv(H * W, blk))](x, y, C, H, W, BLOCK=blk)
+        grid, tile_h, tile_w = _grid(B, C, H, W)
+        _scan_kernel[grid](x, y, C, H, W, TILE_H=tile_h, TILE_W=tile_w)
     return y
 
 
 def _launch_merge(y: torch.Tensor, H: int, W: int) -> torch.Tensor:
-    B, _, C, L = y.shape
+    B, _, C, _ = y.shape
     y = y.contiguous()
     x = torch.empty(B, C, H, W, dtype=y.dtype, device=y.device)
     if x.numel():
-        blk = _block(L)
+        grid, tile_h, tile_w = _grid(B, C, H, W)
         acc = tl.float64 if y.dtype == torch.float64 else tl.float32
-        _merge_kernel[(B * C, triton.cdiv(L, blk))](y, x, C, H, W, ACC=acc, BLOCK=blk)
+        _merge_kernel[grid](y, x, C, H, W, ACC=acc, TILE_H=tile_h, TILE_W=tile_w)
     return x
 
 

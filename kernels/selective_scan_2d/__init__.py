@@ -45,11 +45,14 @@ def selective_scan_2d(
         u: (B, D, Hgt, Wdt) input, float16 / bfloat16 / float32 / float64.
         delta: (B, D, Hgt, Wdt) raw step sizes (before ``delta_bias`` and softplus).
         A: (D, N) real state matrix diagonal (the layers pass -exp(A_log)).
-        B, C: (B, N, Hgt, Wdt), or (B, G, N, Hgt, Wdt) per group of D / G channels.
+        B, C: (B, N, Hgt, Wdt), or (B, G, N, Hgt, Wdt) with G dividing D: channel d reads
+            group d // (D / G).
         D: optional (D,) skip; z: optional (B, D, Hgt, Wdt) gate; delta_bias: optional (D,).
         delta_softplus: apply softplus to delta (+ bias).
-        backend: None (by device), "triton", "torch" (two vectorized linear scans) or
-            "reference" (pixel by pixel).
+        backend: None (by device: Triton on CUDA, else "torch"), "triton" (row tiles with
+            tl.associative_scan; CPU tensors need TRITON_INTERPRET=1), "torch" (a loop over
+            columns, then rows, each step vectorized over a block of batch rows and channels)
+            or "reference" (pixel by pixel).
 
     Returns:
         (B, D, Hgt, Wdt) in u's dtype, computed in float32 (float64 for float64 inputs).
@@ -75,9 +78,10 @@ def selective_scan_2d(
     ):
         if t is None:
             continue
-        if not torch.is_tensor(t) or tuple(t.shape) != shape:
-            got = tuple(t.shape) if torch.is_tensor(t) else type(t).__name__
-            raise ValueError(f"{name}: expected {arg} of shape {pattern} = {shape}, got {got}")
+        if not torch.is_tensor(t):
+            raise TypeError(f"{name}: {arg} must be a tensor of shape {pattern} = {shape}, got {type(t).__name__}")
+        if tuple(t.shape) != shape:
+            raise ValueError(f"{name}: expected {arg} of shape {pattern} = {shape}, got {tuple(t.shape)}")
         if t.dtype not in _FLOATS:
             raise TypeError(f"{name}: {arg} must be real floating point, got {t.dtype}")
     if A.dtype not in _FLOATS:
@@ -95,7 +99,7 @@ def _grouped(M, arg, Bsz, Dm, N, H, W):
     """B / C as (B, G, N, Hgt, Wdt)."""
     if M.dim() == 4:
         M = M.unsqueeze(1)
-    if M.dim() != 5 or M.shape[0] != Bsz or M.shape[2:] != (N, H, W) or Dm % M.shape[1]:
+    if M.dim() != 5 or M.shape[0] != Bsz or M.shape[2:] != (N, H, W) or M.shape[1] < 1 or Dm % M.shape[1]:
         raise ValueError(
             f"selective_scan_2d: expected {arg} of shape (B, N, Hgt, Wdt) = ({Bsz}, {N}, {H}, {W}) or "
             f"(B, G, N, Hgt, Wdt) with G dividing D = {Dm}, got {tuple(M.shape)}"

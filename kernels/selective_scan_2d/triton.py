@@ -30,10 +30,13 @@ w = λh (h - g) + λg (g - b), and
     dB = Σ_{d in group} λg Δ u     dC = Σ_{d in group} dy h
 
 (then through softplus and the bias; dz and dy come from the gate). dB, dC are shared by the
-channels of a group and added into float32 buffers with ``tl.atomic_add``; dA, dD and
-d delta_bias are written per batch row and summed in PyTorch.
+channels of a group and added into buffers in the compute dtype with ``tl.atomic_add``; dA,
+dD and d delta_bias are written per batch row and summed in PyTorch.
 
-Images wider than MAX_W go to :func:`selective_scan_2d_torch` (one tile spans a full row).
+A tile spans whole rows of all N states: where one such row, next_pow2(N) · next_pow2(Wdt),
+exceeds MAX_ROW elements (Wdt > 256 at N = 16), the call goes to
+:func:`selective_scan_2d_torch`, as do empty inputs.
+
 Importing this module decorates the kernels, which fixes whether they run compiled or in the
 Triton interpreter (``TRITON_INTERPRET=1``); ``kernels.selective_scan_2d`` imports it on
 first use.
@@ -41,15 +44,17 @@ first use.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import triton
 import triton.language as tl
 
 from kernels.selective_scan_2d.pytorch import selective_scan_2d_torch
 
-MAX_W = 256  # widest image done in Triton (a tile holds whole rows)
+MAX_ROW = 4096  # largest next_pow2(N) * next_pow2(Wdt) done in Triton (a tile holds whole rows)
 FWD_TILE = 4096  # elements of one (BLOCK_N, BLOCK_H, BLOCK_W) register tile, forward
-BWD_TILE = 2048  # the same for the backward, which keeps more tiles live
+BWD_TILE = 2048  # the same for the backward, which keeps about twice as many tiles live
 MAX_BLOCK_H = 64
 
 
@@ -242,80 +247,120 @@ def _bwd_kernel(
 
 
 def _blocks(N: int, H: int, W: int, tile: int) -> tuple[int, int, int]:
+    """(BLOCK_N, BLOCK_H, BLOCK_W): all states, whole rows, as many rows as fit in ``tile``."""
     BLOCK_N = triton.next_power_of_2(N)
     BLOCK_W = triton.next_power_of_2(W)
     BLOCK_H = max(1, min(MAX_BLOCK_H, triton.next_power_of_2(H), tile // (BLOCK_N * BLOCK_W)))
     return BLOCK_N, BLOCK_H, BLOCK_W
 
 
+def _num_warps(block_n: int, block_h: int, block_w: int) -> int:
+    # as in kernels.selective_scan: 8 warps from 2048-element tiles on, against register spills
+    return 8 if block_n * block_h * block_w >= 2048 else 4
+
+
+def _acc(dtype: torch.dtype):
+    return (tl.float64, torch.float64) if dtype == torch.float64 else (tl.float32, torch.float32)
+
+
+def _device_guard(t: torch.Tensor):
+    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
+
+
+def _forward(u, delta, A, B, C, D, z, delta_bias, softplus, save, block_h):
+    """Launch the forward kernel: (out, tile-start carries or None, BLOCK_H)."""
+    Bsz, Dm, H, W = u.shape
+    N, G = A.shape[1], B.shape[1]
+    tl_acc, acc = _acc(u.dtype)
+    # with gradients the backward reuses these row tiles: size them for its budget
+    BLOCK_N, BLOCK_H, BLOCK_W = _blocks(N, H, W, BWD_TILE if save else FWD_TILE)
+    BLOCK_H = block_h or BLOCK_H
+    n_tiles = triton.cdiv(H, BLOCK_H)
+    out = torch.empty_like(u)
+    carries = torch.empty(Bsz, Dm, n_tiles, N, W, dtype=acc, device=u.device) if save else None
+    ph = u  # a placeholder pointer for absent tensors
+    with _device_guard(u):
+        _fwd_kernel[(Dm, Bsz)](
+            u, delta, A, B, C, ph if D is None else D, ph if z is None else z,
+            ph if delta_bias is None else delta_bias, out, out if carries is None else carries,
+            Dm, H, W, N, G, n_tiles,
+            ACC=tl_acc, HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
+            SOFTPLUS=softplus, SAVE=save, BLOCK_N=BLOCK_N, BLOCK_H=BLOCK_H, BLOCK_W=BLOCK_W,
+            num_warps=_num_warps(BLOCK_N, BLOCK_H, BLOCK_W),
+        )  # fmt: skip
+    return out, carries, BLOCK_H
+
+
+def _backward(u, delta, A, B, C, D, z, delta_bias, carries, softplus, block_h, dout):
+    """Launch the backward kernel and reduce the per-batch-row partial sums: the gradients of
+    (u, delta, A, B, C, D, z, delta_bias), None for absent inputs."""
+    Bsz, Dm, H, W = u.shape
+    N, G = A.shape[1], B.shape[1]
+    tl_acc, acc = _acc(u.dtype)
+    BLOCK_N, BLOCK_W = triton.next_power_of_2(N), triton.next_power_of_2(W)
+    n_tiles = carries.shape[2]  # the forward's row tiles: the carries are per tile
+    dev = u.device
+    du, ddelta = torch.empty_like(u), torch.empty_like(delta)
+    dz = None if z is None else torch.empty_like(z)
+    dA = torch.empty(Bsz, Dm, N, dtype=acc, device=dev)
+    dB = torch.zeros(B.shape, dtype=acc, device=dev)
+    dC = torch.zeros(C.shape, dtype=acc, device=dev)
+    dD = None if D is None else torch.empty(Bsz, Dm, dtype=acc, device=dev)
+    dbias = None if delta_bias is None else torch.empty(Bsz, Dm, dtype=acc, device=dev)
+    ph = du
+    with _device_guard(u):
+        _bwd_kernel[(Dm, Bsz)](
+            u, delta, A, B, C, ph if D is None else D, ph if z is None else z,
+            ph if delta_bias is None else delta_bias, carries, dout,
+            du, ddelta, dA, dB, dC, dA if dD is None else dD, ph if dz is None else dz,
+            dA if dbias is None else dbias,
+            Dm, H, W, N, G, n_tiles,
+            ACC=tl_acc, HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
+            SOFTPLUS=softplus, BLOCK_N=BLOCK_N, BLOCK_H=block_h, BLOCK_W=BLOCK_W,
+            num_warps=_num_warps(BLOCK_N, block_h, BLOCK_W),
+        )  # fmt: skip
+    return (
+        du, ddelta, dA.sum(0).to(A.dtype), dB.to(B.dtype), dC.to(C.dtype),
+        None if D is None else dD.sum(0).to(D.dtype), dz,
+        None if delta_bias is None else dbias.sum(0).to(delta_bias.dtype),
+    )
+
+
 class _SelectiveScan2D(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, softplus, block_h):
-        Bsz, Dm, H, W = u.shape
-        N, G = A.shape[1], B.shape[1]
-        acc_t = torch.float64 if u.dtype == torch.float64 else torch.float32
-        acc = tl.float64 if acc_t == torch.float64 else tl.float32
-        tensors = [t.contiguous() if t is not None else None for t in (u, delta, A, B, C, D, z, delta_bias)]
-        u, delta, A, B, C, D, z, delta_bias = tensors
-        save = any(ctx.needs_input_grad[:8])
-        # with gradients the backward reuses these row tiles: size them for its budget
-        BLOCK_N, BLOCK_H, BLOCK_W = _blocks(N, H, W, BWD_TILE if save else FWD_TILE)
-        BLOCK_H = block_h or BLOCK_H
-        n_tiles = triton.cdiv(H, BLOCK_H)
-        out = torch.empty_like(u)
-        carries = torch.empty(Bsz, Dm, n_tiles, N, W, dtype=acc_t, device=u.device) if save else out
-        dummy = u
-        _fwd_kernel[(Dm, Bsz)](
-            u, delta, A, B, C, D if D is not None else dummy, z if z is not None else dummy,
-            delta_bias if delta_bias is not None else dummy, out, carries,
-            Dm, H, W, N, G, n_tiles,
-            ACC=acc, HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
-            SOFTPLUS=bool(softplus), SAVE=bool(save), BLOCK_N=BLOCK_N, BLOCK_H=BLOCK_H, BLOCK_W=BLOCK_W,
-        )
-        if save:
-            ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, carries)
-            ctx.softplus, ctx.block_h, ctx.n_tiles = bool(softplus), BLOCK_H, n_tiles
+        out, carries, BLOCK_H = _forward(u, delta, A, B, C, D, z, delta_bias, softplus, True, block_h)
+        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, carries)
+        ctx.softplus, ctx.block_h = softplus, BLOCK_H
         return out
 
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(ctx, dout):
         u, delta, A, B, C, D, z, delta_bias, carries = ctx.saved_tensors
-        Bsz, Dm, H, W = u.shape
-        N, G = A.shape[1], B.shape[1]
-        acc_t = carries.dtype
-        acc = tl.float64 if acc_t == torch.float64 else tl.float32
-        BLOCK_N, BLOCK_W = triton.next_power_of_2(N), triton.next_power_of_2(W)
-        BLOCK_H, n_tiles = ctx.block_h, ctx.n_tiles  # the forward's row tiles (the carries are per tile)
-        dout = dout.contiguous()
-        du, ddelta = torch.empty_like(u), torch.empty_like(delta)
-        dz = torch.empty_like(z) if z is not None else None
-        dA = torch.empty(Bsz, Dm, N, dtype=acc_t, device=u.device)
-        dB = torch.zeros(B.shape, dtype=acc_t, device=u.device)
-        dC = torch.zeros(C.shape, dtype=acc_t, device=u.device)
-        dD = torch.empty(Bsz, Dm, dtype=acc_t, device=u.device) if D is not None else None
-        dbias = torch.empty(Bsz, Dm, dtype=acc_t, device=u.device) if delta_bias is not None else None
-        dummy = u
-        _bwd_kernel[(Dm, Bsz)](
-            u, delta, A, B, C, D if D is not None else dummy, z if z is not None else dummy,
-            delta_bias if delta_bias is not None else dummy, carries, dout,
-            du, ddelta, dA, dB, dC, dD if dD is not None else dA, dz if dz is not None else du,
-            dbias if dbias is not None else dA,
-            Dm, H, W, N, G, n_tiles,
-            ACC=acc, HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
-            SOFTPLUS=ctx.softplus, BLOCK_N=BLOCK_N, BLOCK_H=BLOCK_H, BLOCK_W=BLOCK_W,
-        )
-        return (
-            du, ddelta, dA.sum(0).to(A.dtype), dB.to(B.dtype), dC.to(C.dtype),
-            dD.sum(0).to(D.dtype) if D is not None else None, dz,
-            dbias.sum(0).to(delta_bias.dtype) if delta_bias is not None else None, None, None,
-        )
+        grads = _backward(u, delta, A, B, C, D, z, delta_bias, carries, ctx.softplus, ctx.block_h, dout.contiguous())
+        return (*(g if need else None for g, need in zip(grads, ctx.needs_input_grad)), None, None)
 
 
 def selective_scan_2d_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
                              block_h: int | None = None):
-    """Same contract as :func:`selective_scan_2d_reference`; ``block_h`` (a power of two)
-    overrides the rows per tile (tests use it to get several tiles on small images)."""
-    Bsz, Dm, H, W = u.shape
-    if W > MAX_W or u.numel() == 0:
+    """Triton path of :func:`kernels.selective_scan_2d` on its canonical arguments: u, delta,
+    z (Bsz, D, H, W); A (D, N) real; B, C (Bsz, G, N, H, W); D, delta_bias (D,).
+
+        Δ = softplus(delta + delta_bias)              (softplus only with ``delta_softplus``)
+        g[i, j] = exp(Δ A) g[i, j-1] + Δ u B          (row pass)
+        h[i, j] = exp(Δ A) h[i-1, j] + g[i, j]        (column pass)
+        out = (Σ_n C h + D u) · silu(z)
+
+    Returns (Bsz, D, H, W) in u's dtype, differentiable in every tensor. ``block_h`` (a power
+    of two) overrides the rows per tile (tests use it to get several tiles on small images).
+    On CPU tensors it needs ``TRITON_INTERPRET=1`` set before this module is imported.
+    """
+    W, N = u.shape[3], A.shape[1]
+    if u.numel() == 0 or N == 0 or triton.next_power_of_2(N) * triton.next_power_of_2(W) > MAX_ROW:
         return selective_scan_2d_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
-    return _SelectiveScan2D.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, block_h)
+    args = [None if t is None else t.contiguous() for t in (u, delta, A, B, C, D, z, delta_bias)]
+    softplus = bool(delta_softplus)
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in args):
+        return _SelectiveScan2D.apply(*args, softplus, block_h)
+    return _forward(*args, softplus, False, block_h)[0]

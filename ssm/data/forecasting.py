@@ -51,20 +51,24 @@ def read_csv(path: pathlib.Path) -> tuple[list[str], np.ndarray]:
             f"put it at that path, or set data_root (env DATA_PATH) to the folder that holds informer/"
         )
     with open(path, newline="") as f:
-        rows = list(csv.reader(f))
-    if len(rows) < 2:
-        raise ValueError(f"forecasting data: {path} has no data rows")
-    header, body = rows[0], rows[1:]
-    start = 1 if header[0].strip().lower() == "date" else 0
+        header = next(csv.reader(f), [])
+    start = 1 if header and header[0].strip().lower() == "date" else 0
+    if len(header) <= start:
+        raise ValueError(f"forecasting data: {path} has no value columns (header {header})")
     try:
-        values = np.asarray([[float(v) for v in row[start:]] for row in body], dtype=np.float64)
+        values = np.loadtxt(path, delimiter=",", skiprows=1, usecols=range(start, len(header)), ndmin=2)
     except ValueError as err:
-        raise ValueError(f"forecasting data: {path} holds a non-numeric value ({err})") from err
-    return header[start:], values
+        raise ValueError(f"forecasting data: {path} holds a non-numeric value or a short row ({err})") from err
+    if values.shape[0] == 0:
+        raise ValueError(f"forecasting data: {path} has no data rows")
+    return [c.strip() for c in header[start:]], values
 
 
 def borders(name: str, n_rows: int, lag: int) -> list[tuple[int, int]]:
-    """[(start, end)] row ranges of train / val / test, val and test starting ``lag`` early."""
+    """[(start, end)] row ranges of train / val / test, val and test starting ``lag`` early.
+
+    ETT sets split 12 / 4 / 4 months of 30 days (ETT-h: 8640 / 2880 / 2880 rows, ETT-m 4x);
+    any other name (the other Informer sets, "synthetic") 70% / 10% / 20% of ``n_rows``."""
     per_hour = INFORMER_SETS[name][2] if name in INFORMER_SETS else None
     if per_hour is not None:
         month = 30 * 24 * per_hour
@@ -80,19 +84,23 @@ def borders(name: str, n_rows: int, lag: int) -> list[tuple[int, int]]:
 
 
 def select_features(columns: list[str], values: np.ndarray, features: str, target: str | None, name: str):
-    """(inputs (rows, V_in), index of the target columns in the inputs): "M" all columns in and
-    out, "S" the target alone, "MS" all in with the target (moved last) out."""
+    """(inputs (rows, V_in), their column names, index of the target columns in the inputs).
+
+    "M": all columns in and out; "S": the target alone; "MS": all in, the target out. As in
+    Informer's loaders, the target column is moved last for "M" and "MS" (the ETT files
+    already end with it), so a model that reads the variates in order sees Informer's order."""
     if features not in FEATURES:
         raise ValueError(f"features must be one of {FEATURES}, got {features!r}")
-    if features == "M":
-        return values, list(range(values.shape[1]))
+    if target is None and features == "M":
+        return values, list(columns), list(range(values.shape[1]))
     if target not in columns:
         raise ValueError(f"forecasting data {name}: target column {target!r} not among {columns}")
     k = columns.index(target)
     if features == "S":
-        return values[:, k : k + 1], [0]
+        return values[:, k : k + 1], [target], [0]
     order = [i for i in range(values.shape[1]) if i != k] + [k]
-    return values[:, order], [values.shape[1] - 1]
+    n = values.shape[1]
+    return values[:, order], [columns[i] for i in order], list(range(n)) if features == "M" else [n - 1]
 
 
 def synthetic_multivariate(n_steps: int = 4000, n_variates: int = 7, seed: int = 0) -> np.ndarray:
@@ -121,14 +129,24 @@ def synthetic_multivariate(n_steps: int = 4000, n_variates: int = 7, seed: int =
 
 
 class ForecastWindows(Dataset):
-    """Windows (x (lag, V_in), y (horizon, V_out)) float32 over the rows of one split."""
+    """Windows (x (lag, V_in), y (horizon, V_out)) float32 over the rows of one split:
+    window s is x = data[s : s + lag], y = data[s + lag : s + lag + horizon, targets].
 
-    def __init__(self, data: np.ndarray, lag: int, horizon: int, targets: list[int]) -> None:
+    Args:
+        data: (rows, V_in) rows of the split (for val / test including the ``lag`` rows before it).
+        targets: indices of the V_out target columns in ``data``.
+        split: the split's name, for error messages.
+    """
+
+    def __init__(self, data: np.ndarray, lag: int, horizon: int, targets: list[int], split: str = "split") -> None:
         self.data = torch.as_tensor(data, dtype=torch.float32)
         self.lag, self.horizon, self.targets = lag, horizon, targets
         self.n = data.shape[0] - lag - horizon + 1
         if self.n < 1:
-            raise ValueError(f"a split of {data.shape[0]} rows is too short for lag {lag} + horizon {horizon}")
+            raise ValueError(
+                f"the {split} split has {data.shape[0]} rows (lag included), too few for one window of lag {lag} "
+                f"+ horizon {horizon}: lower lag / horizon or use a longer series"
+            )
 
     def __len__(self) -> int:
         return self.n

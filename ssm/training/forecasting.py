@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable, Mapping
 
 import lightning as L
 import torch
@@ -21,14 +21,23 @@ class ForecastingTask(L.LightningModule):
     with the last observed value (of the target series for V_out < V_in, which are the last
     V_out inputs); "none" leaves both alone. Logs ``{train,val,test}/loss`` and ``mse``, ``mae``
     and ``rmse`` on the standardized scale (as Informer reports them). At validation, with a
-    W&B logger, the first window's forecast of the first target is logged as a plot.
+    W&B logger, the first window's forecast of the first target is logged as a plot
+    (needs matplotlib; skipped without it).
+
+    Auxiliary losses (e.g. SpaceTime's one-step-ahead loss on the lag window and its decoder
+    input loss): the model may return ``(forecast, aux)`` or ``{"forecast": forecast, "aux":
+    aux}`` with ``aux`` a mapping ``name -> scalar loss``. The model computes them from the
+    input it sees (after the transform). Each is added to the loss with weight
+    ``aux_weights[name]`` (default 1) and logged as ``{split}/aux/<name>``; ``{split}/loss``
+    is the total, while ``mse`` / ``mae`` / ``rmse`` stay those of the forecast alone.
 
     Args:
-        model: forecaster, (B, lag, V_in) -> (B, horizon, V_out).
+        model: forecaster, (B, lag, V_in) -> (B, horizon, V_out), optionally with aux losses.
         optimizer: ``optimizer(model) -> Optimizer``; scheduler: optional
             ``scheduler(optimizer, total_steps=...)``, stepped per optimizer step.
-        loss: "mse", "mae" or "rmse".
+        loss: "mse", "mae" or "rmse" (of the forecast).
         data_transform: "mean", "last" or "none".
+        aux_weights: optional weight per aux loss name.
     """
 
     def __init__(
@@ -38,6 +47,7 @@ class ForecastingTask(L.LightningModule):
         scheduler: Callable | None = None,
         loss: str = "mse",
         data_transform: str = "mean",
+        aux_weights: Mapping[str, float] | None = None,
     ) -> None:
         super().__init__()
         if loss not in LOSSES:
@@ -47,16 +57,21 @@ class ForecastingTask(L.LightningModule):
         self.model = model
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.loss_name, self.data_transform = loss, data_transform
+        self.aux_weights = {str(k): float(v) for k, v in (aux_weights or {}).items()}
         kinds = {"mse": MeanSquaredError, "mae": MeanAbsoluteError, "rmse": lambda: MeanSquaredError(squared=False)}
         self.metrics = nn.ModuleDict({f"{s}_{m}": make() for s in ("train", "val", "test") for m, make in kinds.items()})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, lag, V_in) -> forecast (B, horizon, V_out) on the data's scale."""
+        return self._forecast(x)[0]
+
+    def _forecast(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(forecast (B, horizon, V_out) on the data's scale, aux losses by name)."""
         if self.data_transform == "none":
-            return self.model(x)
+            return _unpack(self.model(x))
         level = x.mean(1, keepdim=True) if self.data_transform == "mean" else x[:, -1:]
-        forecast = self.model(x - level)
-        return forecast + level[..., level.shape[-1] - forecast.shape[-1]:]
+        forecast, aux = _unpack(self.model(x - level))
+        return forecast + level[..., level.shape[-1] - forecast.shape[-1]:], aux
 
     def _loss(self, pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         err = pred - y
@@ -67,14 +82,18 @@ class ForecastingTask(L.LightningModule):
 
     def _step(self, batch, split: str) -> torch.Tensor:
         x, y = batch
-        pred = self(x)
+        pred, aux = self._forecast(x)
         if pred.shape != y.shape:
             raise ValueError(f"ForecastingTask: the model forecast {tuple(pred.shape)}, the targets are {tuple(y.shape)}")
         loss = self._loss(pred, y)
+        batch_size = x.shape[0]
+        for name, value in aux.items():
+            loss = loss + self.aux_weights.get(name, 1.0) * value
+            self.log(f"{split}/aux/{name}", value, on_step=split == "train", on_epoch=True, batch_size=batch_size)
         for m in ("mse", "mae", "rmse"):
             self.metrics[f"{split}_{m}"](pred.detach().reshape(-1), y.reshape(-1))
         on_step = split == "train"
-        self.log(f"{split}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=x.shape[0])
+        self.log(f"{split}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=batch_size)
         for m in ("mse", "mae", "rmse"):
             self.log(f"{split}/{m}", self.metrics[f"{split}_{m}"], on_step=False, on_epoch=True,
                      prog_bar=m == "mse" and split != "train")
@@ -123,8 +142,30 @@ class ForecastingTask(L.LightningModule):
         optimizer = self.optimizer_factory(self.model)
         if self.scheduler_factory is None:
             return optimizer
-        total = getattr(self.scheduler_factory, "keywords", {}).get("total_steps") or int(
-            self.trainer.estimated_stepping_batches
+        total = getattr(self.scheduler_factory, "keywords", {}).get("total_steps") or max(
+            1, int(self.trainer.estimated_stepping_batches)
         )
         scheduler = self.scheduler_factory(optimizer, total_steps=total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def _unpack(output) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """(forecast, aux losses) from a model output: a tensor, ``(forecast, aux)`` or
+    ``{"forecast": forecast, "aux": aux}``, with ``aux`` a mapping name -> scalar tensor."""
+    if isinstance(output, torch.Tensor):
+        return output, {}
+    if isinstance(output, Mapping) and "forecast" in output:
+        forecast, aux = output["forecast"], output.get("aux") or {}
+    elif isinstance(output, (tuple, list)) and len(output) == 2:
+        forecast, aux = output
+    else:
+        raise TypeError(
+            "ForecastingTask: the model must return a forecast tensor, (forecast, aux) or "
+            f"{{'forecast': ..., 'aux': ...}}, got {type(output).__name__}"
+        )
+    if not isinstance(aux, Mapping):
+        raise TypeError(f"ForecastingTask: aux losses must be a mapping name -> scalar tensor, got {type(aux).__name__}")
+    for name, value in aux.items():
+        if not (isinstance(value, torch.Tensor) and value.dim() == 0):
+            raise ValueError(f"ForecastingTask: aux loss {name!r} must be a scalar tensor, got {value!r:.80}")
+    return forecast, dict(aux)

@@ -1,5 +1,8 @@
 """ForecastingTask: the per-window transforms are exact, metrics match hand-computed values,
-and a short fit runs end to end (also through train.py's config)."""
+aux losses returned by the model are added and logged, a short fit runs end to end (also
+through train.py's config and with an offline W&B logger)."""
+
+import importlib.util
 
 import lightning as L
 import pytest
@@ -47,6 +50,73 @@ def test_metrics_match_hand_computed_values():
     assert metrics["test/mse"] == pytest.approx(float(err.square().mean()), rel=1e-5)
     assert metrics["test/mae"] == pytest.approx(float(err.abs().mean()), rel=1e-5)
     assert metrics["test/rmse"] == pytest.approx(float(err.square().mean().sqrt()), rel=1e-5)
+
+
+class ZeroWithAux(Zero):
+    """Zero forecast and an aux loss (w - 1)^2, as a tuple or as a dict."""
+
+    def __init__(self, horizon, n_out, as_dict=False):
+        super().__init__(horizon, n_out)
+        self.as_dict = as_dict
+
+    def forward(self, x):
+        aux = {"lag": (self.w[0] - 1) ** 2}
+        forecast = super().forward(x)
+        return {"forecast": forecast, "aux": aux} if self.as_dict else (forecast, aux)
+
+
+@pytest.mark.parametrize("as_dict", [False, True])
+def test_aux_losses_are_weighted_added_logged_and_trained(as_dict):
+    dm = ForecastingDataModule(n_steps=400, n_variates=2, lag=12, horizon=3, batch_size=16)
+    task = _task(ZeroWithAux(3, 2, as_dict), aux_weights={"lag": 2.0})
+    trainer = L.Trainer(accelerator="cpu", max_steps=3, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, limit_val_batches=1, num_sanity_val_steps=0)
+    (metrics,) = trainer.test(task, datamodule=dm, verbose=False)
+    assert metrics["test/aux/lag"] == pytest.approx(1.0)
+    assert metrics["test/loss"] == pytest.approx(metrics["test/mse"] + 2.0, rel=1e-5)
+    x = torch.randn(2, 12, 2)
+    assert torch.equal(task(x), x.mean(1, keepdim=True).expand(2, 3, 2))  # forward gives the forecast alone
+    trainer.fit(task, datamodule=dm)
+    assert 0 < task.model.w.item() < 1  # the aux loss (w - 1)^2 pulled w up
+
+
+def test_bad_model_outputs_fail_clearly():
+    x, y = torch.randn(2, 12, 1), torch.randn(2, 3, 1)
+    zero = torch.zeros(2, 3, 1)
+    cases = [((zero, zero, zero), TypeError, "must return"), ((zero, [1.0]), TypeError, "mapping"),
+             ((zero, {"lag": zero}), ValueError, "aux loss 'lag' must be a scalar")]
+    for output, error, match in cases:
+        task = _task(Lambda(lambda _, out=output: out))
+        with pytest.raises(error, match=match):
+            task.training_step((x, y), 0)
+    with pytest.raises(ValueError, match=r"forecast \(2, 4, 1\), the targets are \(2, 3, 1\)"):
+        _task(Zero(4, 1)).training_step((x, y), 0)
+
+
+class Lambda(nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x):
+        return self.fn(x)
+
+
+def test_validation_with_offline_wandb_logger(tmp_path):
+    import wandb
+    from lightning.pytorch.loggers import WandbLogger
+
+    dm = ForecastingDataModule(n_steps=300, n_variates=2, lag=12, horizon=3, batch_size=16)
+    logger = WandbLogger(project="test", save_dir=str(tmp_path), mode="offline")
+    trainer = L.Trainer(accelerator="cpu", max_epochs=1, limit_train_batches=2, limit_val_batches=1, logger=logger,
+                        enable_checkpointing=False, enable_progress_bar=False, num_sanity_val_steps=0)
+    try:
+        trainer.fit(_task(Zero(3, 2)), datamodule=dm)
+    finally:
+        wandb.finish()
+    (run_dir,) = (tmp_path / "wandb").glob("offline-run-*")
+    if importlib.util.find_spec("matplotlib") is not None:  # the forecast plot is logged
+        assert list(run_dir.glob("files/media/images/val/forecast*"))
 
 
 def test_bad_options():

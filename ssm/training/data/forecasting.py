@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 import os
 
 import lightning as L
@@ -12,7 +13,12 @@ from ssm.data import forecasting as fc
 
 
 class ForecastingDataModule(L.LightningDataModule):
-    """Batches (x (B, lag, n_variates), y (B, horizon, n_targets)) on the standardized scale.
+    """Batches (x (B, lag, n_variates), y (B, horizon, n_targets)) float32 on the standardized
+    scale (z-score fit on the training rows). The series is loaded when the module is built, so
+    ``n_variates`` (V_in), ``n_targets`` (V_out), ``lag`` and ``horizon`` are there for the
+    model builder before ``setup``; ``d_input`` = n_variates, ``n_classes`` = ``n_tokens`` =
+    None. ``columns`` names the input series in order (the target last for "M" / "MS");
+    ``mean`` and ``std`` (V_in,) after ``setup`` undo the scaling.
 
     Args:
         dataset: "synthetic" (no download: :func:`ssm.data.forecasting.synthetic_multivariate`)
@@ -21,7 +27,8 @@ class ForecastingDataModule(L.LightningDataModule):
         data_root: folder holding informer/.
         lag, horizon: input and forecast lengths.
         features: "M" (all series in and out), "S" (the target alone), "MS" (all in, target out).
-        target: target column for S / MS (default: the set's, e.g. OT for ETT).
+        target: target column (default: the set's, e.g. OT for ETT, the last for synthetic):
+            the only series for S, the output and last input for MS, the last series for M.
         n_steps, n_variates, seed: size and seed of the synthetic series (70/10/20 split).
         batch_size, eval_batch_size, num_workers: loaders.
     """
@@ -46,8 +53,8 @@ class ForecastingDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         for arg, value in (("lag", lag), ("horizon", horizon), ("batch_size", batch_size), ("n_steps", n_steps),
-                           ("n_variates", n_variates)):
-            if isinstance(value, bool) or int(value) != value or value < 1:
+                           ("n_variates", n_variates), ("eval_batch_size", batch_size if eval_batch_size is None else eval_batch_size)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
                 raise ValueError(f"ForecastingDataModule: {arg} must be a positive integer, got {value!r}")
         if features not in fc.FEATURES:
             raise ValueError(f"ForecastingDataModule: features must be one of {fc.FEATURES}, got {features!r}")
@@ -60,11 +67,10 @@ class ForecastingDataModule(L.LightningDataModule):
         self.lag, self.horizon, self.features = int(lag), int(horizon), features
         self.target = target if target is not None else fc.INFORMER_SETS.get(dataset, (None, None))[1]
         self.n_steps, self.seed = int(n_steps), int(seed)
-        self.batch_size, self.eval_batch_size = int(batch_size), int(eval_batch_size or batch_size)
+        self.batch_size, self.eval_batch_size = int(batch_size), int(batch_size if eval_batch_size is None else eval_batch_size)
         self.num_workers = num_workers
         columns, values = self._raw(int(n_variates))
-        self.columns = columns
-        self.values, self.targets = fc.select_features(columns, values, features, self.target, dataset)
+        self.values, self.columns, self.targets = fc.select_features(columns, values, features, self.target, dataset)
         self.n_variates = self.values.shape[1]
         self.n_targets = len(self.targets)
         self.d_input = self.n_variates
@@ -87,7 +93,10 @@ class ForecastingDataModule(L.LightningDataModule):
         self.mean, self.std = train.mean(0), train.std(0)
         self.std = np.where(self.std > 0, self.std, 1.0)
         scaled = (self.values - self.mean) / self.std
-        self.splits = [fc.ForecastWindows(scaled[a:b], self.lag, self.horizon, self.targets) for a, b in ranges]
+        self.splits = [
+            fc.ForecastWindows(scaled[a:b], self.lag, self.horizon, self.targets, split=f"{self.dataset} {name}")
+            for (a, b), name in zip(ranges, ("train", "validation", "test"))
+        ]
 
     def _loader(self, split: int, batch_size: int, shuffle: bool) -> DataLoader:
         self.setup()

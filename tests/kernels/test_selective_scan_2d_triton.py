@@ -1,0 +1,213 @@
+"""kernels.selective_scan_2d, Triton backend: forward and the gradient of every input against
+the independent float64 loop of test_selective_scan_2d.py, with several row tiles, partial
+tiles, every option, grouped B / C, float64 and half inputs.
+
+On a CPU-only machine the kernels run in the Triton interpreter (conftest sets
+TRITON_INTERPRET=1). Its scan calls the combine function once per element; the fixture
+``fast_interpreter_scan`` replaces that loop by one call per position along the scanned axis
+on whole slices (the same arithmetic in the same order), and ``test_stock_interpreter_scan``
+runs one case without it. The fixture ``small_tiles`` caps the rows per tile at 2, so that
+tiny images have several row tiles (and a partial last one). On a CUDA machine the same tests
+run compiled, and the CUDA-only tests at the end check larger shapes against the torch path.
+"""
+
+import importlib
+
+import numpy as np
+import pytest
+import torch
+from test_selective_scan_2d import (
+    assert_grads_close,
+    make_inputs,
+    oracle_loop,
+    outputs_and_grads,
+)
+from tolerances import assert_close
+
+from kernels import selective_scan_2d
+
+ss2_pkg = importlib.import_module("kernels.selective_scan_2d")
+pytestmark = pytest.mark.skipif("triton" not in ss2_pkg._IMPLEMENTATIONS, reason="triton is not installed")
+if "triton" in ss2_pkg._IMPLEMENTATIONS:
+    sst = importlib.import_module("kernels.selective_scan_2d.triton")
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+F64 = torch.float64
+
+
+def _slice_scan(stock):
+    """ScanOps.generic_scan of the interpreter with one combine call per step along the axis
+    (``stock`` for 1D inputs)."""
+
+    def scan(self, input):
+        data = [arg.handle.data for arg in input]
+        if data[0].ndim < 2:
+            return stock(self, input)
+        outs = [np.empty_like(d) for d in data]
+
+        def at(x, i):
+            return x[(slice(None),) * self.axis + (i,)]
+
+        for o, d in zip(outs, data):
+            at(o, 0)[...] = at(d, 0)
+        for i in range(1, data[0].shape[self.axis]):
+            acc = [self.to_tensor(at(o, i - 1), arg.dtype) for o, arg in zip(outs, input)]
+            cur = [self.to_tensor(at(d, i), arg.dtype) for d, arg in zip(data, input)]
+            ret = self.combine_fn.fn(*acc, *cur)
+            for o, r in zip(outs, ret if isinstance(ret, tuple) else (ret,)):
+                at(o, i)[...] = r.handle.data
+        return [self.to_tensor(o, arg.dtype) for o, arg in zip(outs, input)]
+
+    return scan
+
+
+@pytest.fixture(autouse=True)
+def fast_interpreter_scan(request, monkeypatch):
+    if DEVICE == "cpu" and request.node.originalname != "test_stock_interpreter_scan":
+        # Interpreter internals: where a Triton release lacks them, the stock scan runs (slower).
+        scan_ops = getattr(importlib.import_module("triton.runtime.interpreter"), "ScanOps", None)
+        if scan_ops is not None and hasattr(scan_ops, "generic_scan"):
+            monkeypatch.setattr(scan_ops, "generic_scan", _slice_scan(scan_ops.generic_scan))
+
+
+@pytest.fixture
+def small_tiles(monkeypatch):
+    """At most 2 rows per tile."""
+    monkeypatch.setattr(sst, "MAX_BLOCK_H", 2)
+
+
+def on_device(x):
+    return {k: None if v is None else v.to(DEVICE) for k, v in x.items()}
+
+
+def check(x, softplus=True):
+    """Triton on ``x`` against the float64 loop on the same (rounded) inputs: the output and
+    every gradient, at the tolerance of the input's dtype."""
+    dtype = x["u"].dtype
+    out, grads = outputs_and_grads(
+        lambda **k: selective_scan_2d(**k, delta_softplus=softplus, backend="triton"), on_device(x)
+    )
+    want, want_grads = outputs_and_grads(lambda **k: oracle_loop(**k, softplus=softplus), x)
+    assert out.shape == x["u"].shape and out.dtype == dtype
+    assert all(grads[k].dtype == x[k].dtype for k in grads)
+    assert_close(out.cpu(), want, dtype=dtype, msg="out")
+    assert_grads_close({k: g.cpu() for k, g in grads.items()}, want_grads, dtype=dtype)
+
+
+# (H, W, D, N, G, options, softplus): one row, one column, a single pixel, H != W not powers
+# of two (partial last tile and padded columns), every option on and off, G = 1 and 2.
+CASES = [
+    (1, 1, 3, 3, None, (), False),
+    (1, 7, 4, 4, 2, ("D", "z", "delta_bias"), True),
+    (7, 1, 3, 4, None, ("z",), True),
+    (5, 7, 4, 3, 2, ("D", "z", "delta_bias"), True),
+    (7, 5, 4, 4, 1, ("D",), False),
+    (8, 8, 3, 3, None, ("delta_bias",), True),
+    (5, 8, 4, 3, 2, ("z", "delta_bias"), False),
+]
+
+
+@pytest.mark.parametrize("H, W, Dm, N, G, options, softplus", CASES)
+def test_matches_loop(small_tiles, H, W, Dm, N, G, options, softplus):
+    x = make_inputs(Bsz=2, Dm=Dm, N=N, H=H, W=W, G=G, dtype=torch.float32, options=options, seed=H * 8 + W)
+    if not softplus:
+        x["delta"] = x["delta"].abs() + 0.05
+    check(x, softplus)
+
+
+@pytest.mark.parametrize("block_h", [1, 2, 4, 8])
+def test_rows_per_tile_do_not_change_the_result(block_h):
+    # 7 rows in tiles of 1, 2, 4 (partial last tile) and 8 (one tile, one padded row).
+    x = make_inputs(Bsz=2, Dm=4, N=3, H=7, W=5, G=2, dtype=torch.float32, seed=block_h)
+    out, grads = outputs_and_grads(
+        lambda **k: sst.selective_scan_2d_triton(**k, delta_softplus=True, block_h=block_h), on_device(x)
+    )
+    want, want_grads = outputs_and_grads(lambda **k: oracle_loop(**k, softplus=True), x)
+    assert_close(out.cpu(), want)
+    assert_grads_close({k: g.cpu() for k, g in grads.items()}, want_grads, dtype=torch.float32)
+
+
+def test_float64_at_float64_tolerance(small_tiles):
+    # float64 inputs are computed in float64: checks the formulas to rounding.
+    check(make_inputs(Bsz=2, Dm=4, N=3, H=5, W=7, G=2, seed=11))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_half_precision(small_tiles, dtype):
+    # Half activations, B and C; float32 A, D, delta_bias (as in a Mamba2D layer).
+    x = make_inputs(Bsz=2, Dm=4, N=4, H=5, W=6, G=2, dtype=dtype, seed=12)
+    for k in ("A", "D", "delta_bias"):
+        x[k] = x[k].float()
+    check(x)
+
+
+def test_default_tiles_and_strided_inputs():
+    # The launch heuristics as on a GPU; u and B arrive as strided views.
+    x = make_inputs(Bsz=2, Dm=3, N=4, H=6, W=5, dtype=torch.float32, seed=13)
+    x["u"] = x["u"].transpose(2, 3).contiguous().transpose(2, 3)
+    x["B"] = x["B"].transpose(1, 3).contiguous().transpose(1, 3)
+    assert not x["u"].is_contiguous() and not x["B"].is_contiguous()
+    check(x)
+
+
+def test_gradient_of_some_inputs_only(small_tiles):
+    x = make_inputs(Bsz=2, Dm=4, N=3, H=5, W=4, G=2, dtype=torch.float32, seed=14)
+    ref = {k: v.double() for k, v in x.items()}
+    x = on_device(x)
+    for name in ("u", "B"):
+        leaf = x[name].clone().requires_grad_()
+        out = selective_scan_2d(**{**x, name: leaf}, delta_softplus=True, backend="triton")
+        (grad,) = torch.autograd.grad(out.sum(), leaf)
+        ref_leaf = ref[name].clone().requires_grad_()
+        (want,) = torch.autograd.grad(oracle_loop(**{**ref, name: ref_leaf}, softplus=True).sum(), ref_leaf)
+        assert_close(grad.cpu(), want, dtype=torch.float32, msg=name)
+
+
+def test_no_grad_matches_grad_path():
+    # Without gradients the forward takes taller tiles and saves no carries.
+    x = on_device(make_inputs(Bsz=2, Dm=4, N=3, H=9, W=5, G=2, dtype=torch.float32, seed=15))
+    with torch.no_grad():
+        out = selective_scan_2d(**x, delta_softplus=True, backend="triton")
+    leaf = x["u"].clone().requires_grad_()
+    out2 = selective_scan_2d(**{**x, "u": leaf}, delta_softplus=True, backend="triton")
+    assert_close(out, out2)
+
+
+def test_wide_rows_take_the_torch_path(monkeypatch):
+    monkeypatch.setattr(sst, "MAX_ROW", 8)  # next_pow2(N = 3) * next_pow2(W = 5) = 32 > 8
+    x = on_device(make_inputs(Bsz=2, Dm=2, N=3, H=3, W=5, dtype=torch.float32, seed=16))
+    assert torch.equal(selective_scan_2d(**x, backend="triton"), selective_scan_2d(**x, backend="torch"))
+
+
+def test_stock_interpreter_scan(small_tiles):
+    # The interpreter's own per-element scan (on a GPU: an ordinary run).
+    check(make_inputs(Bsz=1, Dm=2, N=2, H=3, W=4, dtype=torch.float32, seed=17))
+
+
+def test_triton_on_cpu_without_interpreter_raises(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    x = make_inputs(Bsz=1, Dm=2, N=2, H=2, W=2)
+    with pytest.raises(RuntimeError, match="TRITON_INTERPRET"):
+        selective_scan_2d(**x, backend="triton")
+
+
+@requires_cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("H, W, G", [(32, 32, None), (56, 57, 4), (14, 200, 1), (3, 300, 2)])
+def test_cuda_larger_images_match_torch_path(dtype, H, W, G):
+    # (3, 300): wider than a tile allows at N = 16, so both sides take the torch path.
+    x = make_inputs(Bsz=2, Dm=64, N=16, H=H, W=W, G=G, dtype=dtype, seed=18)
+    for k in ("A", "D", "delta_bias"):
+        x[k] = x[k].float()
+    x = on_device(x)
+    out, grads = outputs_and_grads(lambda **k: selective_scan_2d(**k, delta_softplus=True, backend="triton"), x)
+    wide = {k: v.double() for k, v in x.items()}
+    want, want_grads = outputs_and_grads(lambda **k: selective_scan_2d(**k, delta_softplus=True, backend="torch"),
+                                         wide)
+    assert_close(out, want, dtype=dtype)
+    for name, g in grads.items():
+        # sums over long adjoint recurrences and many pixels: relative to the largest entry
+        scale = want_grads[name].abs().max().item()
+        rtol, atol = (1e-4, 1e-5) if dtype == torch.float32 else (3e-2, 5e-2)
+        torch.testing.assert_close(g.double(), want_grads[name], rtol=rtol, atol=max(atol, rtol * scale), msg=name)
