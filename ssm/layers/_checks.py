@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 
@@ -49,3 +51,19 @@ def check_image(x: torch.Tensor, channels: int, layer: str) -> None:
         raise ValueError(f"{layer}: expected x of shape (batch, height, width, {channels}), got {tuple(x.shape)}")
     if not x.is_floating_point():
         raise TypeError(f"{layer}: expected a floating-point x, got {x.dtype}")
+
+
+def check_positive_ints(layer: str, **values) -> None:
+    """Require every value to be a positive integer (an integral float passes, a bool does not)."""
+    for arg, value in values.items():
+        if isinstance(value, bool) or int(value) != value or value < 1:
+            raise ValueError(f"{layer}: {arg} must be a positive integer, got {value!r}")
+
+
+def resolve_dt_rank(dt_rank: int | str, d_model: int, layer: str) -> int:
+    """The rank of a Δ projection: "auto" is ceil(d_model / 16) (the Mamba default)."""
+    if dt_rank == "auto":
+        dt_rank = math.ceil(d_model / 16)
+    if isinstance(dt_rank, bool) or not isinstance(dt_rank, int) or dt_rank < 1:
+        raise ValueError(f"{layer}: dt_rank must be 'auto' or a positive integer, got {dt_rank!r}")
+    return dt_rank

@@ -3,18 +3,18 @@
     [x, z] = in_proj(u)                                  (C -> 2E per pixel)
     x = SiLU(depthwise Conv2d_{k×k}(x))                  (same padding)
 
-and the output ``out_proj(norm(y) ⊙ SiLU(z))``. Subclasses implement ``mix(x) -> y`` on
-(B, E, Hgt, Wdt)."""
+and the output ``out_proj(norm(y) ⊙ SiLU(z))``, with the selective-SSM parameters of the
+scans (``self.ssm``, K sets). Subclasses set ``directions`` (K without and with
+``bidirectional``) and implement ``mix(x) -> y`` on (B, E, Hgt, Wdt)."""
 
 from __future__ import annotations
-
-import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ssm.layers._checks import check_image
+from ssm.layers._checks import check_image, check_positive_ints, resolve_dt_rank
+from ssm.layers.selective import SelectiveProjections
 
 
 class ImageMixer(nn.Module):
@@ -27,10 +27,15 @@ class ImageMixer(nn.Module):
             per-channel scale and shift).
         expand: E = expand · d_model inner channels.
         dt_rank: rank of the Δ projection, "auto" = ceil(d_model / 16).
+        dt_min, dt_max, dt_init, dt_scale, dt_init_floor, lr: the Δ initialization and the
+            optimizer hint of the SSM tensors, as in :class:`ssm.Mamba`.
         conv_bias, bias: biases of the convolution and of in_proj / out_proj.
         out_norm: LayerNorm over E before the gate (VMamba, MaIR) or none ("none").
         dropout: on the output.
+        bidirectional: scan with ``directions[1]`` sets of parameters instead of ``directions[0]``.
     """
+
+    directions: tuple[int, int] = (1, 2)
 
     def __init__(
         self,
@@ -39,22 +44,24 @@ class ImageMixer(nn.Module):
         d_conv: int = 3,
         expand: int = 2,
         dt_rank: int | str = "auto",
+        dt_min: float = 1e-3,
+        dt_max: float = 1e-1,
+        dt_init: str = "random",
+        dt_scale: float = 1.0,
+        dt_init_floor: float = 1e-4,
         conv_bias: bool = True,
         bias: bool = False,
         out_norm: str = "layer",
         dropout: float = 0.0,
+        bidirectional: bool = False,
+        lr: float | None | dict = None,
     ) -> None:
         super().__init__()
         name = type(self).__name__
-        for arg, value in (("d_model", d_model), ("d_state", d_state), ("expand", expand)):
-            if isinstance(value, bool) or int(value) != value or value < 1:
-                raise ValueError(f"{name}: {arg} must be a positive integer, got {value!r}")
+        check_positive_ints(name, d_model=d_model, d_state=d_state, expand=expand)
         if isinstance(d_conv, bool) or int(d_conv) != d_conv or d_conv < 1 or d_conv % 2 == 0:
             raise ValueError(f"{name}: d_conv must be a positive odd integer (same padding), got {d_conv!r}")
-        if dt_rank == "auto":
-            dt_rank = math.ceil(d_model / 16)
-        if isinstance(dt_rank, bool) or not isinstance(dt_rank, int) or dt_rank < 1:
-            raise ValueError(f"{name}: dt_rank must be 'auto' or a positive integer, got {dt_rank!r}")
+        dt_rank = resolve_dt_rank(dt_rank, d_model, name)
         if out_norm not in ("layer", "none"):
             raise ValueError(f"{name}: out_norm must be 'layer' or 'none', got {out_norm!r}")
         if not 0.0 <= dropout < 1.0:
@@ -67,6 +74,11 @@ class ImageMixer(nn.Module):
         self.out_norm = nn.LayerNorm(E) if out_norm == "layer" else nn.Identity()
         self.out_proj = nn.Linear(E, self.d_model, bias=bias)
         self.dropout = nn.Dropout(dropout)
+        self.bidirectional = bool(bidirectional)
+        self.ssm = SelectiveProjections(
+            E, self.d_state, self.dt_rank, self.directions[self.bidirectional], dt_min, dt_max, dt_init, dt_scale,
+            dt_init_floor, lr,
+        )
 
     def mix(self, x: torch.Tensor) -> torch.Tensor:
         """(B, E, Hgt, Wdt) -> (B, Hgt, Wdt, E), before the norm and the gate."""
@@ -81,3 +93,7 @@ class ImageMixer(nn.Module):
         x = F.silu(self.conv2d(x.permute(0, 3, 1, 2).contiguous()))  # (B, E, H, W)
         y = self.out_norm(self.mix(x).to(z.dtype)) * F.silu(z)
         return self.dropout(self.out_proj(y)).to(u.dtype)
+
+    def extra_repr(self) -> str:
+        return (f"d_model={self.d_model}, d_state={self.d_state}, d_conv={self.d_conv}, expand={self.expand}, "
+                f"bidirectional={self.bidirectional}")

@@ -34,13 +34,12 @@ is added.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from kernels import linear_scan
+from ssm.layers._checks import check_positive_ints, resolve_dt_rank
 from ssm.layers.selective import _widen, dt_bias_init, dt_weight_init, s4d_real_log_A
 from ssm.optim import register
 
@@ -237,14 +236,8 @@ class Chimera(nn.Module):
     ) -> None:
         super().__init__()
         name = type(self).__name__
-        for arg, value in (("d_model", d_model), ("d_state", d_state), ("d_conv", d_conv), ("expand", expand),
-                           ("period", period)):
-            if isinstance(value, bool) or int(value) != value or value < 1:
-                raise ValueError(f"{name}: {arg} must be a positive integer, got {value!r}")
-        if dt_rank == "auto":
-            dt_rank = math.ceil(d_model / 16)
-        if isinstance(dt_rank, bool) or not isinstance(dt_rank, int) or dt_rank < 1:
-            raise ValueError(f"{name}: dt_rank must be 'auto' or a positive integer, got {dt_rank!r}")
+        check_positive_ints(name, d_model=d_model, d_state=d_state, d_conv=d_conv, expand=expand, period=period)
+        dt_rank = resolve_dt_rank(dt_rank, d_model, name)
         self.d_model, self.d_state, self.d_conv, self.period = int(d_model), int(d_state), int(d_conv), int(period)
         self.d_inner = E = int(expand) * self.d_model
         self.in_proj = nn.Linear(self.d_model, 2 * E, bias=False)

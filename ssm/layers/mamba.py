@@ -11,7 +11,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from kernels import selective_scan, selective_state_update
-from ssm.layers._checks import check_causal, check_choice, check_sequence, check_step_input
+from ssm.layers._checks import (
+    check_causal, check_choice, check_positive_ints, check_sequence, check_step_input, resolve_dt_rank,
+)
 from ssm.layers.diagonal import ssm_lr
 from ssm.layers.selective import DT_INITS, _widen, dt_bias_init, dt_weight_init, inverse_softplus, s4d_real_log_A
 from ssm.layers.softsort import soft_sort
@@ -146,13 +148,8 @@ class Mamba(nn.Module):
     ) -> None:
         super().__init__()
         name = type(self).__name__
-        for arg, value in (("d_model", d_model), ("d_state", d_state), ("d_conv", d_conv), ("expand", expand)):
-            if isinstance(value, bool) or int(value) != value or value < 1:
-                raise ValueError(f"{name}: {arg} must be a positive integer, got {value!r}")
-        if dt_rank == "auto":
-            dt_rank = math.ceil(d_model / 16)
-        if isinstance(dt_rank, bool) or not isinstance(dt_rank, int) or dt_rank < 1:
-            raise ValueError(f"{name}: dt_rank must be 'auto' or a positive integer, got {dt_rank!r}")
+        check_positive_ints(name, d_model=d_model, d_state=d_state, d_conv=d_conv, expand=expand)
+        dt_rank = resolve_dt_rank(dt_rank, d_model, name)
         if not 0 < dt_min <= dt_max:
             raise ValueError(f"{name}: need 0 < dt_min <= dt_max, got {dt_min}, {dt_max}")
         if not dt_init_floor >= 0:

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import torch
 
+from kernels import selective_scan_2d
+
 from ssm.layers._image_mixer import ImageMixer
-from ssm.layers.selective import SelectiveProjections, _widen
+from ssm.layers.selective import _widen
 
 
 class Mamba2D(ImageMixer):
@@ -31,6 +33,8 @@ class Mamba2D(ImageMixer):
     Args: as :class:`ssm.SS2D`.
     """
 
+    directions = (1, 2)
+
     def __init__(
         self,
         d_model: int,
@@ -50,15 +54,12 @@ class Mamba2D(ImageMixer):
         bidirectional: bool = False,
         lr: float | None | dict = None,
     ) -> None:
-        super().__init__(d_model, d_state, d_conv, expand, dt_rank, conv_bias, bias, out_norm, dropout)
-        self.bidirectional = bool(bidirectional)
-        self.ssm = SelectiveProjections(
-            self.d_inner, self.d_state, self.dt_rank, 2 if self.bidirectional else 1, dt_min, dt_max, dt_init, dt_scale, dt_init_floor, lr
+        super().__init__(
+            d_model, d_state, d_conv, expand, dt_rank, dt_min, dt_max, dt_init, dt_scale, dt_init_floor, conv_bias, bias,
+            out_norm, dropout, bidirectional, lr,
         )
 
     def mix(self, x: torch.Tensor) -> torch.Tensor:
-        from kernels import selective_scan_2d
-
         B, E, H, W = x.shape
         K = self.ssm.k
         xs = torch.stack([x, x.flip(-2, -1)][:K], dim=1)  # (B, K, E, H, W): the second one rotated 180°
@@ -73,7 +74,3 @@ class Mamba2D(ImageMixer):
             )
             y = y + (yk.flip(-2, -1) if k else yk)
         return y.permute(0, 2, 3, 1)
-
-    def extra_repr(self) -> str:
-        return (f"d_model={self.d_model}, d_state={self.d_state}, d_conv={self.d_conv}, expand={self.expand}, "
-                f"bidirectional={self.bidirectional}")

@@ -8,7 +8,7 @@ from torch import nn
 
 from ssm import scan_orders
 from ssm.layers._image_mixer import ImageMixer
-from ssm.layers.selective import SelectiveProjections
+from ssm.layers._checks import check_positive_ints
 
 
 class SequenceShuffleAttention(nn.Module):
@@ -59,6 +59,8 @@ class NSSMamba(ImageMixer):
         shift: use the shifted stripes.
     """
 
+    directions = (2, 4)
+
     def __init__(
         self,
         d_model: int,
@@ -80,20 +82,18 @@ class NSSMamba(ImageMixer):
         bidirectional: bool = True,
         lr: float | None | dict = None,
     ) -> None:
-        super().__init__(d_model, d_state, d_conv, expand, dt_rank, conv_bias, bias, out_norm, dropout)
-        self.bidirectional = bool(bidirectional)
-        if isinstance(stripe, bool) or int(stripe) != stripe or stripe < 1:
-            raise ValueError(f"NSSMamba: stripe must be a positive integer, got {stripe!r}")
-        self.stripe, self.shift = int(stripe), bool(shift)
-        self.ssm = SelectiveProjections(
-            self.d_inner, self.d_state, self.dt_rank, 4 if self.bidirectional else 2, dt_min, dt_max, dt_init, dt_scale, dt_init_floor, lr
+        check_positive_ints("NSSMamba", stripe=stripe)
+        super().__init__(
+            d_model, d_state, d_conv, expand, dt_rank, dt_min, dt_max, dt_init, dt_scale, dt_init_floor, conv_bias, bias,
+            out_norm, dropout, bidirectional, lr,
         )
+        self.stripe, self.shift = int(stripe), bool(shift)
         self.attention = SequenceShuffleAttention(self.d_inner, self.ssm.k)
 
     def orders(self, H: int, W: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """(π (4, H·W), π⁻¹ (4, H·W)) on ``device``."""
         perms = scan_orders.nss_directions(H, W, self.stripe, self.shift)
-        inverse = torch.stack([scan_orders.inverse(p) for p in perms])
+        inverse = scan_orders.inverse(perms)
         return perms.to(device), inverse.to(device)
 
     def mix(self, x: torch.Tensor) -> torch.Tensor:
@@ -107,5 +107,4 @@ class NSSMamba(ImageMixer):
         return self.attention(ys).permute(0, 2, 3, 1)
 
     def extra_repr(self) -> str:
-        return (f"d_model={self.d_model}, d_state={self.d_state}, d_conv={self.d_conv}, expand={self.expand}, "
-                f"stripe={self.stripe}, shift={self.shift}, bidirectional={self.bidirectional}")
+        return f"{super().extra_repr()}, stripe={self.stripe}, shift={self.shift}"

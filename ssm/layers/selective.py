@@ -10,6 +10,8 @@ import math
 import torch
 from torch import nn
 
+from kernels import selective_scan
+
 from ssm.layers.diagonal import ssm_lr
 from ssm.optim import register
 
@@ -102,8 +104,6 @@ class SelectiveProjections(nn.Module):
 
     def scan(self, xs: torch.Tensor) -> torch.Tensor:
         """The K selective scans: xs (B, K, E, L) -> ys (B, K, E, L) (no gate)."""
-        from kernels import selective_scan
-
         Bsz, K, E, L = xs.shape
         if (K, E) != (self.k, self.d_inner):
             raise ValueError(f"SelectiveProjections: expected xs of shape (B, {self.k}, {self.d_inner}, L), got {tuple(xs.shape)}")

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import torch
 
+from kernels import cross_merge, cross_scan
+
 from ssm.layers._image_mixer import ImageMixer
-from ssm.layers.selective import SelectiveProjections
 
 
 class SS2D(ImageMixer):
@@ -32,6 +33,8 @@ class SS2D(ImageMixer):
     (default True, VMamba's four directions: also scan both orders reversed).
     """
 
+    directions = (2, 4)
+
     def __init__(
         self,
         d_model: int,
@@ -51,15 +54,12 @@ class SS2D(ImageMixer):
         bidirectional: bool = True,
         lr: float | None | dict = None,
     ) -> None:
-        super().__init__(d_model, d_state, d_conv, expand, dt_rank, conv_bias, bias, out_norm, dropout)
-        self.bidirectional = bool(bidirectional)
-        self.ssm = SelectiveProjections(
-            self.d_inner, self.d_state, self.dt_rank, 4 if self.bidirectional else 2, dt_min, dt_max, dt_init, dt_scale, dt_init_floor, lr
+        super().__init__(
+            d_model, d_state, d_conv, expand, dt_rank, dt_min, dt_max, dt_init, dt_scale, dt_init_floor, conv_bias, bias,
+            out_norm, dropout, bidirectional, lr,
         )
 
     def mix(self, x: torch.Tensor) -> torch.Tensor:
-        from kernels import cross_merge, cross_scan
-
         H, W = x.shape[-2:]
         xs = cross_scan(x)  # (B, 4, E, H·W)
         if not self.bidirectional:
@@ -68,7 +68,3 @@ class SS2D(ImageMixer):
         if not self.bidirectional:  # the reversed directions contribute nothing
             ys = torch.cat([ys, torch.zeros_like(ys)], dim=1)
         return cross_merge(ys, H, W).permute(0, 2, 3, 1)
-
-    def extra_repr(self) -> str:
-        return (f"d_model={self.d_model}, d_state={self.d_state}, d_conv={self.d_conv}, expand={self.expand}, "
-                f"bidirectional={self.bidirectional}")

@@ -7,6 +7,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from ssm.layers._checks import check_positive_ints
+
 
 class MultivariateForecaster(nn.Module):
     """Forecast ``horizon`` steps of V series from their last ``lag`` steps.
@@ -45,10 +47,7 @@ class MultivariateForecaster(nn.Module):
     ) -> None:
         super().__init__()
         name = type(self).__name__
-        for arg, value in (("d_model", d_model), ("n_layers", n_layers), ("lag", lag), ("horizon", horizon),
-                           ("n_variates", n_variates)):
-            if isinstance(value, bool) or int(value) != value or value < 1:
-                raise ValueError(f"{name}: {arg} must be a positive integer, got {value!r}")
+        check_positive_ints(name, d_model=d_model, n_layers=n_layers, lag=lag, horizon=horizon, n_variates=n_variates)
         if n_targets is not None and not 1 <= n_targets <= n_variates:
             raise ValueError(f"{name}: n_targets must be in [1, n_variates = {n_variates}], got {n_targets}")
         if not 0.0 <= dropout < 1.0:

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ssm.blocks import make_norm
+from ssm.layers._checks import check_positive_ints
 from ssm.models.encoders import TokenEncoder
 
 
@@ -154,8 +155,7 @@ class ImageClassifier(nn.Module):
         name = type(self).__name__
         if (n_tokens is None) == (d_input is None):
             raise ValueError(f"{name}: give exactly one of n_tokens and d_input, got {n_tokens}, {d_input}")
-        if isinstance(n_layers, bool) or int(n_layers) != n_layers or n_layers < 1:
-            raise ValueError(f"{name}: n_layers must be a positive integer, got {n_layers!r}")
+        check_positive_ints(name, n_layers=n_layers)
         depths = [int(n_layers)] if depths is None else [int(d) for d in depths]
         if not depths or min(depths) < 1 or sum(depths) != n_layers:
             raise ValueError(f"{name}: depths must be positive block counts summing to n_layers = {n_layers}, got {depths}")
@@ -166,8 +166,7 @@ class ImageClassifier(nn.Module):
         self.pooling = pooling
         if len(tuple(image_shape)) != 2 or min(image_shape) < 1:
             raise ValueError(f"{name}: image_shape must be (height, width) >= 1, got {image_shape}")
-        if isinstance(patch_size, bool) or int(patch_size) != patch_size or patch_size < 1:
-            raise ValueError(f"{name}: patch_size must be a positive integer, got {patch_size!r}")
+        check_positive_ints(name, patch_size=patch_size)
         if not 0.0 <= drop_path < 1.0:
             raise ValueError(f"{name}: drop_path must be in [0, 1), got {drop_path}")
         if alternate_shift and "shift" not in inspect.signature(layer).parameters:
