@@ -50,25 +50,13 @@ import torch
 import triton
 import triton.language as tl
 
+from kernels.selective_scan.triton import _combine, _softplus  # the 1D kernel's affine-map combine and softplus
 from kernels.selective_scan_2d.pytorch import selective_scan_2d_torch
 
 MAX_ROW = 4096  # largest next_pow2(N) * next_pow2(Wdt) done in Triton (a tile holds whole rows)
 FWD_TILE = 4096  # elements of one (BLOCK_N, BLOCK_H, BLOCK_W) register tile, forward
 BWD_TILE = 2048  # the same for the backward, which keeps about twice as many tiles live
 MAX_BLOCK_H = 64
-
-
-@triton.jit
-def _combine(a1, b1, a2, b2):
-    return a1 * a2, a2 * b1 + b2
-
-
-@triton.jit
-def _softplus(x):
-    e = tl.exp(tl.minimum(x, 20.0))
-    p = 1.0 + e
-    lp = tl.where(p == 1.0, e, tl.log(p) * (e / (p - 1.0)))
-    return tl.where(x > 20.0, x, lp)
 
 
 @triton.jit

@@ -13,7 +13,6 @@ run compiled, and the CUDA-only tests at the end check larger shapes against the
 
 import importlib
 
-import numpy as np
 import pytest
 import torch
 from test_selective_scan_2d import (
@@ -22,6 +21,7 @@ from test_selective_scan_2d import (
     oracle_loop,
     outputs_and_grads,
 )
+from interpreter_scan import fast_scan
 from tolerances import assert_close
 
 from kernels import selective_scan_2d
@@ -36,39 +36,10 @@ requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs 
 F64 = torch.float64
 
 
-def _slice_scan(stock):
-    """ScanOps.generic_scan of the interpreter with one combine call per step along the axis
-    (``stock`` for 1D inputs)."""
-
-    def scan(self, input):
-        data = [arg.handle.data for arg in input]
-        if data[0].ndim < 2:
-            return stock(self, input)
-        outs = [np.empty_like(d) for d in data]
-
-        def at(x, i):
-            return x[(slice(None),) * self.axis + (i,)]
-
-        for o, d in zip(outs, data):
-            at(o, 0)[...] = at(d, 0)
-        for i in range(1, data[0].shape[self.axis]):
-            acc = [self.to_tensor(at(o, i - 1), arg.dtype) for o, arg in zip(outs, input)]
-            cur = [self.to_tensor(at(d, i), arg.dtype) for d, arg in zip(data, input)]
-            ret = self.combine_fn.fn(*acc, *cur)
-            for o, r in zip(outs, ret if isinstance(ret, tuple) else (ret,)):
-                at(o, i)[...] = r.handle.data
-        return [self.to_tensor(o, arg.dtype) for o, arg in zip(outs, input)]
-
-    return scan
-
-
 @pytest.fixture(autouse=True)
 def fast_interpreter_scan(request, monkeypatch):
     if DEVICE == "cpu" and request.node.originalname != "test_stock_interpreter_scan":
-        # Interpreter internals: where a Triton release lacks them, the stock scan runs (slower).
-        scan_ops = getattr(importlib.import_module("triton.runtime.interpreter"), "ScanOps", None)
-        if scan_ops is not None and hasattr(scan_ops, "generic_scan"):
-            monkeypatch.setattr(scan_ops, "generic_scan", _slice_scan(scan_ops.generic_scan))
+        fast_scan(monkeypatch)
 
 
 @pytest.fixture
