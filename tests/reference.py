@@ -167,3 +167,16 @@ def linear_scan_inputs(B, L, P, dtype=C128, a_dtype=None, const=False, h0=True, 
     b = torch.randn(B, L, P, dtype=C128 if dtype.is_complex else F64)
     h = torch.randn(B, P, dtype=b.dtype) if h0 else None
     return a.to(a_dtype), b.to(dtype), None if h is None else h.to(dtype)
+
+
+def companion_kernel_by_powers(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, L: int) -> torch.Tensor:
+    """K[i, k] = c[i]ᵀ A_i^k b[i] with A_i = S + a[i] e_dᵀ built densely and powered by
+    ``torch.linalg.matrix_power``: float64 (n, L), differentiable in a, b and c."""
+    a, b, c = a.to(F64), b.to(F64), c.to(F64)
+    n, d = a.shape
+    A = torch.zeros(n, d, d, dtype=F64)
+    for j in range(d - 1):
+        A[:, j + 1, j] = 1.0
+    A = A + torch.nn.functional.pad(a.unsqueeze(-1), (d - 1, 0))  # a in the last column
+    cols = [torch.einsum("ni,nij,nj->n", c, torch.linalg.matrix_power(A, k), b) for k in range(L)]
+    return torch.stack(cols, -1) if cols else torch.zeros(n, 0, dtype=F64)

@@ -1,0 +1,187 @@
+"""Companion kernel K[i, k] = c[i]ᵀ A_i^k b[i] in O((d + L) log(d + L)), without forming A^L.
+
+A = S + a e_dᵀ is the matrix of "multiply by x" modulo χ(x) = x^d - Σ_j a_j x^j (A e_j =
+e_{j+1}, A e_{d-1} = a), so polynomials mod χ stand in for powers of A. Two algorithms:
+
+``method="fft"`` (SpaceTime's; math reference §8.2). At z_j = exp(-2πi j/L), z_j^L = 1,
+
+    K̂(z) = Σ_{k<L} K_k z^k = c̃ᵀ (I - zA)^{-1} b,     c̃ = (I - A^L)ᵀ c,
+
+and Sherman–Morrison on I - zA = (I - zS) - z a e_dᵀ gives
+
+    K̂(z) = Q(c̃, b) + Q(c̃, a) Q(e_d, b) / (z^{-1} - Q(e_d, a)),
+    Q(u, v)(z) = uᵀ (I - zS)^{-1} v = Σ_{k<d} z^k r_k,   r_k = Σ_i u_{i+k} v_i,
+
+four polynomials of degree < d (two cross-correlations and two reversals), folded modulo
+z^L - 1 and evaluated by one length-L FFT; K = irfft(K̂). The combination is the "fused
+part" (``combine_spectra``; ``triton.py`` has it as one kernel). c̃ needs cᵀA^L: with
+h_k = cᵀ A^k e_0 (h_k = c_k for k < d, then the recurrence of χ) and ρ = x^L mod χ (binary
+powering, O(d log d log L)), (cᵀA^L)_m = Σ_j h_{m+j} ρ_j.
+
+The denominator z^{-1} - Q(e_d, a) = z^{-1} Q_rev(z) vanishes where A has an eigenvalue at
+an L-th root of unity; rows that come within ``SINGULAR_TOL`` of that are recomputed by:
+
+``method="series"``. h'_k = cᵀ A^k e_0 for k < L + d - 1 is the power series of
+P/Q_rev (Q_rev(z) = 1 - Σ_j a_j z^{d-j}, P = Q_rev·c mod z^d), and since A^k b =
+Σ_m b_m A^{k+m} e_0, K_k = Σ_m b_m h'_{k+m}: one series inversion (Newton) and one
+correlation, also O((L + d) log(L + d)), and never singular (Q_rev(0) = 1). Its Newton
+steps amplify rounding along growing modes, so it is meant for spectral radius <= 1 (the
+L1-normalized a of the layers); the fft method stays accurate beyond.
+
+Everything is plain differentiable torch (FFTs, products); autograd gives the backward.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+# Rows whose |z^{-1} - Q(e_d, a)| falls below this (times 1 + ||a||_1) at some root of unity
+# go to the series method: there the Sherman–Morrison ratio is a cancellation of small terms.
+SINGULAR_TOL = {torch.float64: 1e-6, torch.float32: 1e-2}
+
+
+def _fft_size(n: int) -> int:
+    return 1 << max(0, (n - 1).bit_length())
+
+
+def polymul(p: torch.Tensor, q: torch.Tensor, n_out: int) -> torch.Tensor:
+    """The first ``n_out`` coefficients of p·q for coefficient vectors (..., m1), (..., m2)."""
+    n_fft = _fft_size(p.shape[-1] + q.shape[-1] - 1)
+    prod = torch.fft.irfft(torch.fft.rfft(p, n_fft) * torch.fft.rfft(q, n_fft), n_fft)
+    out = prod[..., :n_out]
+    if out.shape[-1] < n_out:
+        out = torch.nn.functional.pad(out, (0, n_out - out.shape[-1]))
+    return out
+
+
+def correlate(u: torch.Tensor, v: torch.Tensor, n_out: int) -> torch.Tensor:
+    """r_k = Σ_i u_{i+k} v_i for k < n_out (u_j = 0 beyond its length): (..., n_out)."""
+    n_fft = _fft_size(max(u.shape[-1], v.shape[-1] + n_out - 1))
+    r = torch.fft.irfft(torch.fft.rfft(u, n_fft) * torch.fft.rfft(v, n_fft).conj(), n_fft)
+    return r[..., :n_out]
+
+
+def series_inverse(q: torch.Tensor, n: int) -> torch.Tensor:
+    """1/q mod z^n for q (..., m) with q[..., 0] = 1, by Newton's iteration g ← g (2 - q g)."""
+    g = torch.ones(*q.shape[:-1], 1, dtype=q.dtype, device=q.device)
+    m = 1
+    while m < n:
+        m = min(2 * m, n)
+        e = -polymul(q[..., :m], g, m)
+        e[..., 0] = e[..., 0] + 2
+        g = polymul(g, e, m)
+    return g[..., :n]
+
+
+def reversed_characteristic(a: torch.Tensor) -> torch.Tensor:
+    """Q_rev = z^d χ(1/z) = 1 - Σ_j a_j z^{d-j}: coefficients (n, d + 1)."""
+    one = torch.ones_like(a[..., :1])
+    return torch.cat([one, -a.flip(-1)], dim=-1)
+
+
+def _times_x_mod(r: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    """x·r mod χ = A r (shift up one degree, x^d ≡ Σ a_j x^j)."""
+    shifted = torch.nn.functional.pad(r[..., :-1], (1, 0))
+    return shifted + r[..., -1:] * a
+
+
+def _square_mod(r: torch.Tensor, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """r² mod χ for r of degree < d, with g = 1/Q_rev mod z^{d-1} (fast division)."""
+    d = a.shape[-1]
+    p = polymul(r, r, 2 * d - 1)
+    if d == 1:
+        return p
+    high = p[..., d:]  # x^d · high, degree <= d - 2
+    quotient = polymul(high.flip(-1), g, d - 1).flip(-1)  # floor(p / χ)
+    return p[..., :d] + polymul(a, quotient, d)  # p - χ·quotient, with χ = x^d - a(x)
+
+
+def x_power_mod(a: torch.Tensor, L: int) -> torch.Tensor:
+    """ρ = x^L mod χ: (n, d), the coordinates of A^L e_0 (so A^L = ρ(A))."""
+    d = a.shape[-1]
+    g = series_inverse(reversed_characteristic(a), max(d - 1, 1))
+    r = torch.zeros_like(a)
+    r[..., 0] = 1
+    for bit in bin(L)[2:] if L > 0 else "":
+        r = _square_mod(r, a, g)
+        if bit == "1":
+            r = _times_x_mod(r, a)
+    return r
+
+
+def power_row(a: torch.Tensor, c: torch.Tensor, L: int) -> torch.Tensor:
+    """cᵀ A^L for each row: (n, d), in O(d log d log L) and without any d×d matrix."""
+    d = a.shape[-1]
+    q = reversed_characteristic(a)
+    h = polymul(polymul(q, c, d), series_inverse(q, 2 * d - 1), 2 * d - 1)  # h_k = cᵀ A^k e_0
+    return correlate(h, x_power_mod(a, L), d)
+
+
+def quadratic_form_spectra(a: torch.Tensor, b: torch.Tensor, c_tilde: torch.Tensor, L: int) -> torch.Tensor:
+    """Q(c̃, b), Q(c̃, a), Q(e_d, b), Q(e_d, a) at z_j = exp(-2πij/L), j <= L // 2: complex (4, n, L//2 + 1)."""
+    d = a.shape[-1]
+    coeffs = torch.stack([correlate(c_tilde, b, d), correlate(c_tilde, a, d), b.flip(-1), a.flip(-1)])
+    if d > L:  # z^L = 1: fold the coefficients modulo L
+        blocks = -(-d // L)
+        coeffs = torch.nn.functional.pad(coeffs, (0, blocks * L - d)).unflatten(-1, (blocks, L)).sum(-2)
+    return torch.fft.rfft(coeffs, L)
+
+
+def inverse_roots(L: int, F: int, dtype: torch.dtype, device) -> torch.Tensor:
+    """z_j^{-1} = exp(2πij/L) for j < F, complex."""
+    angle = torch.arange(F, device=device, dtype=dtype) * (2 * math.pi / L)
+    return torch.polar(torch.ones_like(angle), angle)
+
+
+def combine_spectra(spectra: torch.Tensor, L: int) -> torch.Tensor:
+    """K̂ = Q(c̃,b) + Q(c̃,a) Q(e_d,b) / (z^{-1} - Q(e_d,a)) from (4, n, F) spectra: (n, F)."""
+    qcb, qca, qeb, qea = spectra
+    w = inverse_roots(L, spectra.shape[-1], spectra.real.dtype, spectra.device)
+    return qcb + qca * qeb / (w - qea)
+
+
+def singular_rows(a: torch.Tensor, spectra: torch.Tensor, L: int) -> torch.Tensor:
+    """Rows (n,) bool whose Sherman–Morrison denominator comes near zero at some z_j."""
+    w = inverse_roots(L, spectra.shape[-1], spectra.real.dtype, spectra.device)
+    den = (w - spectra[3]).abs().amin(-1)
+    tol = SINGULAR_TOL.get(a.dtype, SINGULAR_TOL[torch.float32])
+    return ~(den > tol * (1 + a.abs().sum(-1)))  # NaN counts as singular
+
+
+def kernel_fft(a, b, c, L: int, combine=combine_spectra) -> torch.Tensor:
+    """The generating-function algorithm; ``combine`` is the fused spectral step."""
+    spectra = quadratic_form_spectra(a, b, c - power_row(a, c, L), L)
+    bad = singular_rows(a.detach(), spectra.detach(), L)
+    if not bool(bad.any()):
+        return torch.fft.irfft(combine(spectra, L), L)
+    # Rows near a singular z_j never enter the ratio (a 0/0 there would poison the backward).
+    good = ~bad
+    K = a.new_zeros(a.shape[0], L)
+    if bool(good.any()):
+        K[good] = torch.fft.irfft(combine(spectra[:, good], L), L)
+    K[bad] = kernel_series(a[bad], b[bad], c[bad], L)
+    return K
+
+
+def kernel_series(a, b, c, L: int) -> torch.Tensor:
+    """The power-series algorithm: K_k = Σ_m b_m h'_{k+m}, h' = (Q_rev·c mod z^d) / Q_rev."""
+    d = a.shape[-1]
+    n = L + d - 1
+    q = reversed_characteristic(a)
+    h = polymul(polymul(q, c, d), series_inverse(q, n), n)
+    return correlate(h, b, L)
+
+
+METHODS = {"fft": kernel_fft, "series": kernel_series}
+
+
+def companion_kernel_torch(a, b, c, L: int, method: str = "fft") -> torch.Tensor:
+    """(n, L) kernel for a, b, c (n, d); float16/bfloat16 inputs are computed in float32."""
+    dtype = a.dtype
+    if dtype in (torch.float16, torch.bfloat16):
+        a, b, c = a.float(), b.float(), c.float()
+    if L == 0:
+        return torch.zeros(a.shape[0], 0, dtype=dtype, device=a.device)
+    return METHODS[method](a, b, c, L).to(dtype)

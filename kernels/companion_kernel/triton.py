@@ -1,0 +1,159 @@
+"""Companion kernel with the spectral combination fused into one Triton kernel.
+
+The FFT stages of the generating-function algorithm (``pytorch.py``) stay in torch; the
+pointwise step between them,
+
+    K̂_j = Q(c̃,b)_j + Q(c̃,a)_j Q(e_d,b)_j / (w_j - Q(e_d,a)_j),    w_j = exp(2πij/L),
+
+reads the four spectra once and writes K̂ once (torch takes five complex passes and two
+temporaries). Its backward is one kernel too: with r = 1/(w - Q(e_d,a)) and the PyTorch
+convention for holomorphic maps (grad_in = grad_out · conj(∂out/∂in)),
+
+    g_cb = g,   g_ca = g·conj(Q(e_d,b) r),   g_eb = g·conj(Q(c̃,a) r),   g_ea = g·conj(Q(c̃,a) Q(e_d,b) r²).
+
+Complex tensors travel as interleaved (re, im) real views; the kernels compute in the real
+dtype of the spectra (float32, or float64 for float64 inputs). The roots w_j come in as an
+(F, 2) table in that precision (a float32 literal 2π/L would cost float64 its accuracy).
+
+Importing this module decorates the kernels, which fixes whether they run compiled or in
+the Triton interpreter (``TRITON_INTERPRET=1``); ``kernels.companion_kernel`` imports it on
+first use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+from kernels.companion_kernel.pytorch import inverse_roots, kernel_fft, kernel_series
+
+BLOCK = 256  # frequencies per program
+
+
+@triton.jit
+def _load_complex(ptr, offs, mask):
+    return tl.load(ptr + 2 * offs, mask=mask, other=0.0), tl.load(ptr + 2 * offs + 1, mask=mask, other=0.0)
+
+
+@triton.jit
+def _ratio_terms(s_ptr, w_ptr, n, F, offs, j, mask):
+    """The four spectra at (row, j) and r = 1/(w_j - Q(e_d,a)_j), each as (re, im)."""
+    plane = n * F
+    cbr, cbi = _load_complex(s_ptr, offs, mask)
+    car, cai = _load_complex(s_ptr, offs + plane, mask)
+    ebr, ebi = _load_complex(s_ptr, offs + 2 * plane, mask)
+    ear, eai = _load_complex(s_ptr, offs + 3 * plane, mask)
+    wr, wi = _load_complex(w_ptr, j, mask)
+    dr = wr - ear
+    di = wi - eai
+    # Masked lanes hold zeros; keep their denominator away from 0.
+    dr = tl.where(mask, dr, 1.0)
+    scale = 1.0 / (dr * dr + di * di)
+    return cbr, cbi, car, cai, ebr, ebi, dr * scale, -di * scale
+
+
+@triton.jit
+def _combine_fwd_kernel(s_ptr, w_ptr, out_ptr, n, F, BLOCK: tl.constexpr):
+    pid = tl.program_id(0)
+    n_blocks = tl.cdiv(F, BLOCK)
+    row = (pid // n_blocks).to(tl.int64)
+    j = (pid % n_blocks) * BLOCK + tl.arange(0, BLOCK)
+    mask = j < F
+    offs = row * F + j
+    cbr, cbi, car, cai, ebr, ebi, rr, ri = _ratio_terms(s_ptr, w_ptr, n, F, offs, j, mask)
+    pr = car * ebr - cai * ebi  # Q(c̃,a) Q(e_d,b)
+    pi = car * ebi + cai * ebr
+    tl.store(out_ptr + 2 * offs, cbr + pr * rr - pi * ri, mask=mask)
+    tl.store(out_ptr + 2 * offs + 1, cbi + pr * ri + pi * rr, mask=mask)
+
+
+@triton.jit
+def _combine_bwd_kernel(s_ptr, w_ptr, g_ptr, grad_ptr, n, F, BLOCK: tl.constexpr):
+    pid = tl.program_id(0)
+    n_blocks = tl.cdiv(F, BLOCK)
+    row = (pid // n_blocks).to(tl.int64)
+    j = (pid % n_blocks) * BLOCK + tl.arange(0, BLOCK)
+    mask = j < F
+    offs = row * F + j
+    plane = n * F
+    cbr, cbi, car, cai, ebr, ebi, rr, ri = _ratio_terms(s_ptr, w_ptr, n, F, offs, j, mask)
+    gr, gi = _load_complex(g_ptr, offs, mask)
+    tr = ebr * rr - ebi * ri  # t = Q(e_d,b) r
+    ti = ebr * ri + ebi * rr
+    ur = car * rr - cai * ri  # u = Q(c̃,a) r
+    ui = car * ri + cai * rr
+    vr = ur * tr - ui * ti  # u t = Q(c̃,a) Q(e_d,b) r²
+    vi = ur * ti + ui * tr
+    # g · conj(x) = (gr xr + gi xi) + i (gi xr - gr xi)
+    tl.store(grad_ptr + 2 * offs, gr, mask=mask)
+    tl.store(grad_ptr + 2 * offs + 1, gi, mask=mask)
+    tl.store(grad_ptr + 2 * (offs + plane), gr * tr + gi * ti, mask=mask)
+    tl.store(grad_ptr + 2 * (offs + plane) + 1, gi * tr - gr * ti, mask=mask)
+    tl.store(grad_ptr + 2 * (offs + 2 * plane), gr * ur + gi * ui, mask=mask)
+    tl.store(grad_ptr + 2 * (offs + 2 * plane) + 1, gi * ur - gr * ui, mask=mask)
+    tl.store(grad_ptr + 2 * (offs + 3 * plane), gr * vr + gi * vi, mask=mask)
+    tl.store(grad_ptr + 2 * (offs + 3 * plane) + 1, gi * vr - gr * vi, mask=mask)
+
+
+def _device_guard(t: torch.Tensor):
+    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
+
+
+def _roots(L: int, F: int, like: torch.Tensor) -> torch.Tensor:
+    """w_j = exp(2πij/L), j < F, as an (F, 2) real view in the spectra's precision."""
+    return torch.view_as_real(inverse_roots(L, F, like.real.dtype, like.device)).contiguous()
+
+
+def _grid(n: int, F: int) -> tuple[int]:
+    return (n * math.ceil(F / BLOCK),)
+
+
+class _Combine(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, spectra: torch.Tensor, L: int) -> torch.Tensor:
+        spectra = spectra.contiguous()
+        _, n, F = spectra.shape
+        out = torch.empty(n, F, dtype=spectra.dtype, device=spectra.device)
+        with _device_guard(spectra):
+            _combine_fwd_kernel[_grid(n, F)](
+                torch.view_as_real(spectra), _roots(L, F, spectra), torch.view_as_real(out), n, F, BLOCK=BLOCK
+            )
+        ctx.save_for_backward(spectra)
+        ctx.L = L
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (spectra,) = ctx.saved_tensors
+        _, n, F = spectra.shape
+        grad = grad.resolve_conj().contiguous()
+        out = torch.empty_like(spectra)
+        with _device_guard(spectra):
+            _combine_bwd_kernel[_grid(n, F)](
+                torch.view_as_real(spectra), _roots(ctx.L, F, spectra), torch.view_as_real(grad),
+                torch.view_as_real(out), n, F, BLOCK=BLOCK,
+            )
+        return out, None
+
+
+def combine_spectra_triton(spectra: torch.Tensor, L: int) -> torch.Tensor:
+    """Fused K̂ from (4, n, F) complex spectra: (n, F), differentiable."""
+    return _Combine.apply(spectra, int(L))
+
+
+def companion_kernel_triton(a, b, c, L: int, method: str = "fft") -> torch.Tensor:
+    """(n, L) kernel, as :func:`companion_kernel_torch` with the fused spectral combination.
+
+    ``method="series"`` has no fused step and runs the torch path as it is."""
+    dtype = a.dtype
+    if dtype in (torch.float16, torch.bfloat16):
+        a, b, c = a.float(), b.float(), c.float()
+    if L == 0:
+        return torch.zeros(a.shape[0], 0, dtype=dtype, device=a.device)
+    if method == "series":
+        return kernel_series(a, b, c, L).to(dtype)
+    return kernel_fft(a, b, c, L, combine=combine_spectra_triton).to(dtype)

@@ -1,0 +1,213 @@
+"""kernels.companion_kernel: K[i, k] = c[i]ᵀ A_i^k b[i] (torch methods and the reference)
+against dense matrix powers in float64."""
+
+import pytest
+import torch
+from reference import companion_kernel_by_powers
+from tolerances import assert_close, assert_close_summed
+
+import kernels
+from kernels import companion_kernel
+from kernels.companion_kernel import companion_kernel_squaring, power_row
+from kernels.companion_kernel.pytorch import singular_rows, x_power_mod
+
+F64 = torch.float64
+METHODS = ["fft", "series"]
+# (n, d, L): L = 1, L < d, d = 1, odd d, L not a power of two, d > L with several folds.
+SHAPES = [(3, 8, 20), (2, 12, 7), (4, 64, 40), (2, 1, 5), (3, 2, 1), (2, 5, 3), (3, 7, 129), (2, 16, 5), (1, 64, 1000)]
+
+
+def inputs(n, d, dtype=F64, normalize=True, seed=0):
+    """Random a, b, c (n, d); a scaled to ||a||_1 = 1 (SpaceTime's normalization) by default."""
+    g = torch.Generator().manual_seed(seed)
+    a, b, c = torch.randn(3, n, d, generator=g, dtype=F64)
+    if normalize:
+        a = a / a.abs().sum(-1, keepdim=True)
+    return a.to(dtype), b.to(dtype), c.to(dtype)
+
+
+def grads(a0, b0, c0, L, weight, **kwargs):
+    """(K, grad a, grad b, grad c) of sum(K * weight)."""
+    leaves = [t.detach().clone().requires_grad_(True) for t in (a0, b0, c0)]
+    K = companion_kernel(*leaves, L, **kwargs)
+    (K * weight.to(K.dtype)).sum().backward()
+    return [K.detach()] + [t.grad for t in leaves]
+
+
+def oracle_grads(a0, b0, c0, L, weight):
+    leaves = [t.detach().to(F64).requires_grad_(True) for t in (a0, b0, c0)]
+    K = companion_kernel_by_powers(*leaves, L)
+    (K * weight.to(F64)).sum().backward()
+    return [K.detach()] + [t.grad for t in leaves]
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("n, d, L", SHAPES)
+def test_forward_matches_matrix_powers_float64(n, d, L, method):
+    a, b, c = inputs(n, d)
+    K = companion_kernel(a, b, c, L, method=method)
+    assert K.shape == (n, L) and K.dtype == F64
+    assert_close_summed(K, companion_kernel_by_powers(a, b, c, L))
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("n, d, L", SHAPES)
+def test_forward_float32_matches_float64_powers(n, d, L, method):
+    a, b, c = inputs(n, d, torch.float32, seed=1)
+    K = companion_kernel(a, b, c, L, method=method)
+    assert K.dtype == torch.float32
+    assert_close_summed(K, companion_kernel_by_powers(a, b, c, L), dtype=torch.float32)
+
+
+@pytest.mark.parametrize("n, d, L", [(3, 8, 20), (2, 12, 7), (2, 1, 4), (3, 5, 33)])
+def test_reference_and_squaring_match_matrix_powers(n, d, L):
+    a, b, c = inputs(n, d, seed=2)
+    expected = companion_kernel_by_powers(a, b, c, L)
+    assert_close_summed(companion_kernel(a, b, c, L, backend="reference"), expected)
+    assert_close_summed(companion_kernel_squaring(a, b, c, L), expected)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("n, d, L", [(3, 8, 20), (2, 12, 7), (2, 1, 5), (3, 5, 1), (2, 6, 31)])
+def test_gradients_match_matrix_powers(n, d, L, method):
+    a, b, c = inputs(n, d, seed=3)
+    weight = torch.randn(n, L, dtype=F64)
+    for got, want in zip(grads(a, b, c, L, weight, method=method), oracle_grads(a, b, c, L, weight)):
+        assert_close_summed(got, want)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_float32_gradients_match(method):
+    a, b, c = inputs(4, 16, torch.float32, seed=4)
+    weight = torch.randn(4, 50)
+    for got, want in zip(grads(a, b, c, 50, weight, method=method), oracle_grads(a, b, c, 50, weight)):
+        assert_close_summed(got, want, dtype=torch.float32)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_gradcheck(method):
+    a, b, c = (t.requires_grad_(True) for t in inputs(2, 5, seed=5))
+    assert torch.autograd.gradcheck(lambda a, b, c: companion_kernel(a, b, c, 13, method=method), (a, b, c))
+
+
+def test_kernel_satisfies_the_characteristic_recurrence():
+    """χ(A) = 0 with χ(z) = z^d - Σ_j a_j z^j, so K_{k+d} = Σ_j a_j K_{k+j}: a holds AR coefficients."""
+    a, b, c = inputs(3, 6, seed=6)
+    K = companion_kernel(a, b, c, 40)
+    for k in range(40 - 6):
+        torch.testing.assert_close(K[:, k + 6], (a * K[:, k : k + 6]).sum(-1), rtol=1e-10, atol=1e-12)
+
+
+def test_shift_ssm_kernel_is_its_output_vector():
+    """a = 0, b = e_0: A^k e_0 = e_k for k < d and 0 after, so K = c followed by zeros."""
+    _, _, c = inputs(3, 6, seed=7)
+    a = torch.zeros_like(c)
+    b = torch.zeros_like(c)
+    b[:, 0] = 1
+    for method in METHODS:
+        K = companion_kernel(a, b, c, 10, method=method)
+        torch.testing.assert_close(K, torch.nn.functional.pad(c, (0, 4)), rtol=0, atol=1e-12)
+        torch.testing.assert_close(companion_kernel(a, b, c, 4, method=method), c[:, :4], rtol=0, atol=1e-12)
+
+
+def singular_batch(dtype=F64):
+    """Rows with eigenvalues on the unit circle at roots of unity of L = 12, and generic rows:
+    a = e_{d-1} (eigenvalue 1), a = e_0 (the d-th roots of unity; d = 6 divides 12), a = 0."""
+    a, b, c = inputs(5, 6, seed=8)
+    a[0] = 0
+    a[0, -1] = 1
+    a[1] = 0
+    a[1, 0] = 1
+    a[2] = 0
+    return a.to(dtype), b.to(dtype), c.to(dtype)
+
+
+def test_eigenvalues_at_roots_of_unity_fall_back_and_stay_exact():
+    a, b, c = singular_batch()
+    assert singular_rows(a, *_spectra(a, b, c, 12)).tolist() == [True, True, False, False, False]
+    weight = torch.randn(5, 12, dtype=F64)
+    for got, want in zip(grads(a, b, c, 12, weight), oracle_grads(a, b, c, 12, weight)):
+        assert torch.isfinite(got).all()
+        assert_close_summed(got, want)
+
+
+def test_float32_singular_rows_have_finite_gradients():
+    a, b, c = singular_batch(torch.float32)
+    weight = torch.randn(5, 12)
+    for got, want in zip(grads(a, b, c, 12, weight), oracle_grads(a, b, c, 12, weight)):
+        assert torch.isfinite(got).all()
+        assert_close_summed(got, want, dtype=torch.float32)
+
+
+def _spectra(a, b, c, L):
+    from kernels.companion_kernel.pytorch import quadratic_form_spectra
+
+    return quadratic_form_spectra(a, b, c - power_row(a, c, L), L), L
+
+
+def test_growing_modes_unnormalized_a_fft_method():
+    """Without the L1 normalization the spectral radius exceeds 1 and K grows; the fft method
+    stays exact to the largest entry (the series method's Newton steps amplify rounding
+    along growing modes, so it is meant for |λ| <= 1, where the fallback uses it)."""
+    a, b, c = inputs(3, 6, normalize=False, seed=9)
+    expected = companion_kernel_by_powers(a, b, c, 30)
+    assert expected.abs().max() > 10
+    K = companion_kernel(a, b, c, 30, method="fft")
+    torch.testing.assert_close(K, expected, rtol=1e-9, atol=1e-9 * expected.abs().max().item())
+
+
+@pytest.mark.parametrize("L", [0, 1, 2, 5, 64, 1000, 4097])
+def test_power_row_and_x_power_mod_match_matrix_power(L):
+    a, _, c = inputs(3, 7, seed=10)
+    A = torch.zeros(3, 7, 7, dtype=F64)
+    for j in range(6):
+        A[:, j + 1, j] = 1
+    A[:, :, -1] += a
+    AL = torch.linalg.matrix_power(A, L)
+    torch.testing.assert_close(power_row(a, c, L), torch.einsum("ni,nij->nj", c, AL), rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(x_power_mod(a, L), AL[:, :, 0], rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_inputs_computed_in_float32(dtype):
+    a, b, c = inputs(3, 8, dtype, seed=11)
+    K = companion_kernel(a, b, c, 24)
+    assert K.dtype == dtype
+    assert_close_summed(K, companion_kernel_by_powers(a, b, c, 24), dtype=dtype)
+
+
+def test_zero_length_gives_empty_kernel():
+    a, b, c = inputs(3, 4)
+    for backend in ("torch", "reference"):
+        assert companion_kernel(a, b, c, 0, backend=backend).shape == (3, 0)
+
+
+def test_cpu_tensors_dispatch_to_torch():
+    a, b, c = inputs(2, 4)
+    with kernels.use_backend("reference"):
+        forced = companion_kernel(a, b, c, 9)
+    assert_close(companion_kernel(a, b, c, 9), forced)
+
+
+@pytest.mark.parametrize(
+    "args, error, match",
+    [
+        ((torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(2, 4), 5), ValueError, "one shape"),
+        ((torch.zeros(3), torch.zeros(3), torch.zeros(3), 5), ValueError, r"\(n, d\)"),
+        ((torch.zeros(2, 0), torch.zeros(2, 0), torch.zeros(2, 0), 5), ValueError, "d >= 1"),
+        ((torch.zeros(2, 3), torch.zeros(2, 3, dtype=F64), torch.zeros(2, 3), 5), TypeError, "share a dtype"),
+        ((torch.zeros(2, 3, dtype=torch.long),) * 3 + (5,), TypeError, "floating-point"),
+        ((torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(2, 3), -1), ValueError, "non-negative"),
+        ((torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(2, 3), 2.5), ValueError, "non-negative"),
+        (([0.0], torch.zeros(2, 3), torch.zeros(2, 3), 5), TypeError, "must be a tensor"),
+    ],
+)
+def test_bad_inputs_raise_clear_errors(args, error, match):
+    with pytest.raises(error, match=match):
+        companion_kernel(*args)
+
+
+def test_unknown_method_raises():
+    a, b, c = inputs(2, 3)
+    with pytest.raises(ValueError, match="method must be one of"):
+        companion_kernel(a, b, c, 5, method="krylov")

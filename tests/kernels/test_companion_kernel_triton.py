@@ -1,0 +1,122 @@
+"""kernels.companion_kernel, Triton backend (the fused spectral combination): forward and
+backward against dense matrix powers in float64 and against the torch path.
+
+On a CPU-only machine the kernels run in the Triton interpreter (conftest sets
+TRITON_INTERPRET=1); on a CUDA machine the same tests run compiled on the GPU.
+"""
+
+import importlib
+
+import pytest
+import torch
+from reference import companion_kernel_by_powers
+from tolerances import assert_close_summed
+
+pytest.importorskip("triton")
+
+from kernels import companion_kernel
+from kernels.companion_kernel.pytorch import combine_spectra
+
+ktr = importlib.import_module("kernels.companion_kernel.triton")
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+F64 = torch.float64
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def inputs(n, d, dtype=F64, seed=0, singular=False):
+    g = torch.Generator().manual_seed(seed)
+    a, b, c = torch.randn(3, n, d, generator=g, dtype=F64)
+    a = a / a.abs().sum(-1, keepdim=True)
+    if singular:  # eigenvalue 1 in the first row: its denominator vanishes at z = 1
+        a[0] = 0
+        a[0, -1] = 1
+    return a.to(dtype), b.to(dtype), c.to(dtype)
+
+
+def run(a0, b0, c0, L, weight, backend):
+    leaves = [t.detach().clone().to(DEVICE).requires_grad_(True) for t in (a0, b0, c0)]
+    K = companion_kernel(*leaves, L, backend=backend)
+    (K * weight.to(device=DEVICE, dtype=K.dtype)).sum().backward()
+    return [K.detach().cpu()] + [t.grad.cpu() for t in leaves]
+
+
+def oracle(a0, b0, c0, L, weight):
+    leaves = [t.detach().to(F64).requires_grad_(True) for t in (a0, b0, c0)]
+    K = companion_kernel_by_powers(*leaves, L)
+    (K * weight.to(F64)).sum().backward()
+    return [K.detach()] + [t.grad for t in leaves]
+
+
+@pytest.fixture
+def small_block(monkeypatch):
+    """Fewer frequencies per program than the spectra have, so rows span several programs."""
+    monkeypatch.setattr(ktr, "BLOCK", 4)
+
+
+SHAPES = [(3, 8, 20), (2, 12, 7), (2, 5, 37), (1, 1, 1), (2, 16, 5)]
+
+
+@pytest.mark.parametrize("dtype", [F64, torch.float32])
+@pytest.mark.parametrize("n, d, L", SHAPES)
+def test_forward_and_gradients_match_matrix_powers(n, d, L, dtype, small_block):
+    a, b, c = inputs(n, d, dtype)
+    weight = torch.randn(n, L, dtype=F64)
+    got = run(a, b, c, L, weight, "triton")
+    assert got[0].dtype == dtype and got[0].shape == (n, L)
+    for g, w in zip(got, oracle(a, b, c, L, weight)):
+        assert_close_summed(g, w, dtype=dtype)
+
+
+def test_singular_rows_take_the_series_path(small_block):
+    a, b, c = inputs(4, 6, singular=True, seed=1)
+    weight = torch.randn(4, 12, dtype=F64)
+    for g, w in zip(run(a, b, c, 12, weight, "triton"), oracle(a, b, c, 12, weight)):
+        assert torch.isfinite(g).all()
+        assert_close_summed(g, w)
+
+
+@pytest.mark.parametrize("complex_dtype", [torch.complex128, torch.complex64])
+def test_fused_combination_matches_torch_forward_and_backward(complex_dtype, small_block):
+    g = torch.Generator().manual_seed(2)
+    spectra = torch.randn(4, 3, 11, generator=g, dtype=complex_dtype).to(DEVICE)
+    weight = torch.randn(3, 11, generator=g, dtype=complex_dtype).to(DEVICE)
+    results = []
+    for fn in (ktr.combine_spectra_triton, combine_spectra):
+        s = spectra.clone().requires_grad_(True)
+        out = fn(s, 19)
+        (out * weight.conj()).real.sum().backward()
+        results.append((out.detach().cpu(), s.grad.cpu()))
+    (o1, g1), (o2, g2) = results
+    assert_close_summed(o1, o2)
+    assert_close_summed(g1, g2)
+
+
+def test_fused_combination_gradcheck():
+    spectra = torch.randn(4, 2, 6, dtype=torch.complex128, device=DEVICE, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda s: ktr.combine_spectra_triton(s, 10), (spectra,))
+
+
+def test_series_method_runs_on_the_triton_backend():
+    a, b, c = inputs(2, 6, seed=3)
+    K = companion_kernel(a.to(DEVICE), b.to(DEVICE), c.to(DEVICE), 17, backend="triton", method="series")
+    assert_close_summed(K.cpu(), companion_kernel_by_powers(a, b, c, 17))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_inputs(dtype):
+    a, b, c = inputs(3, 8, dtype, seed=4)
+    K = companion_kernel(a.to(DEVICE), b.to(DEVICE), c.to(DEVICE), 24, backend="triton")
+    assert K.dtype == dtype
+    assert_close_summed(K.cpu(), companion_kernel_by_powers(a, b, c, 24), dtype=dtype)
+
+
+@requires_cuda
+@pytest.mark.parametrize("L", [336, 720, 4096])
+def test_cuda_default_backend_at_spacetime_sizes(L):
+    a, b, c = inputs(128, 64, torch.float32, seed=5)
+    weight = torch.randn(128, L, dtype=F64)
+    got = run(a, b, c, L, weight, None)
+    want = run(a, b, c, L, weight, "torch")
+    for g, w in zip(got, want):
+        assert_close_summed(g, w, dtype=torch.float32)
