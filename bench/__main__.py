@@ -2,6 +2,7 @@
 
     python -m bench --op fftconv --lengths 1024 4096 16384 --out bench/results/cpu.json
     python -m bench --op s4d_kernel --peer-s4 ~/src/s4     # beside state-spaces/s4's S4DKernel
+    python -m bench --op companion_kernel --channels 128 --state 64 --peer-spacetime ~/src/spacetime
 
 Prints a Markdown table: median forward and forward+backward times per backend, the ratio
 to the "torch" backend, peak memory of one forward and of one forward+backward call (CUDA and
@@ -25,7 +26,7 @@ from bench.timing import copy_bandwidth, median_time, peak_memory
 REFERENCE_MAX_L = 2048  # the O(L^2) references are skipped beyond this length
 # ops whose reference is a loop of O(L) steps (a scan) keep it longer
 REFERENCE_MAX_L_BY_OP = {"linear_scan": 16384, "s5": 16384, "selective_scan": 4096, "mamba": 4096,
-                         "selective_scan_2d": 1024}
+                         "selective_scan_2d": 1024, "companion_kernel": 4096}
 
 
 def device_name(device: torch.device) -> str:
@@ -50,7 +51,7 @@ def measure(args: argparse.Namespace) -> dict:
         cap = REFERENCE_MAX_L_BY_OP.get(args.op, REFERENCE_MAX_L)
         backends = [b for b in args.backends if b != "reference" or L <= cap]
         case = CASES[args.op](args.batch, args.channels, args.state, L, device=device, backends=backends,
-                              peers={"s4": args.peer_s4})
+                              peers={"s4": args.peer_s4, "spacetime": args.peer_spacetime})
         for backend, run in case.runs.items():
             fwd = median_time(run, device, repeats=args.repeats)
             fwd_bwd = median_time(forward_backward(run), device, repeats=args.repeats)
@@ -103,6 +104,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--peer-s4", metavar="PATH", help="a state-spaces/s4 checkout to time beside ours")
+    parser.add_argument("--peer-spacetime", metavar="PATH",
+                        help="a HazyResearch/spacetime checkout (companion_kernel: its krylov functions)")
     parser.add_argument("--out", type=pathlib.Path, help="write the JSON result here (and .md beside it)")
     args = parser.parse_args(argv)
     result = measure(args)

@@ -13,7 +13,14 @@ import torch
 
 import kernels
 import ssm
-from bench.peers import mambapy_block, mambapy_selective_scan, s4_minimal_kernel, s5_pytorch_layer
+from bench.peers import (
+    mambapy_block,
+    mambapy_selective_scan,
+    s4_minimal_kernel,
+    s5_pytorch_layer,
+    spacetime_companion_kernels,
+)
+from kernels.companion_kernel import companion_kernel_squaring
 
 
 @dataclass
@@ -203,6 +210,26 @@ def cross_scan_case(B: int, H: int, N: int, L: int, device: torch.device, backen
                 ideal_bytes=4 * 10 * B * H * Hgt * Wdt)
 
 
+def companion_kernel_case(B: int, H: int, N: int, L: int, device: torch.device, backends: list[str],
+                          peers: dict) -> Case:
+    """The companion kernel K (n, L) of n = H kernel sets with state d = N (a L1-normalized):
+    ours by the generating function ("torch", "triton"), by the power series, SpaceTime's
+    squaring Krylov rewritten here, the dense recurrence ("reference", the naive Krylov) and,
+    with a checkout, SpaceTime's own functions. Ideal bytes: read a, b, c, write K."""
+    g = torch.Generator().manual_seed(0)
+    a, b, c = torch.randn(3, H, N, generator=g).to(device)
+    a = a / a.abs().sum(-1, keepdim=True)
+    leaves = [t.requires_grad_(True) for t in (a, b, c)]
+    runs = {name: functools.partial(kernels.companion_kernel, *leaves, L, backend=name) for name in backends}
+    runs["torch (series method)"] = functools.partial(kernels.companion_kernel, *leaves, L, method="series")
+    runs["squaring Krylov"] = functools.partial(companion_kernel_squaring, *leaves, L)
+    if peers.get("spacetime"):
+        for name, fn in spacetime_companion_kernels(peers["spacetime"]).items():
+            runs[f"HazyResearch/spacetime {name}"] = functools.partial(fn, *leaves, L)
+    return Case("companion_kernel", f"n={H} d={N} L={L}", runs, ideal_bytes=4 * (3 * H * N + H * L))
+
+
 CASES = {"vandermonde": vandermonde_case, "fftconv": fftconv_case, "s4d": s4d_case, "s4d_kernel": s4d_kernel_case,
          "linear_scan": linear_scan_case, "s5": s5_case, "selective_scan": selective_scan_case,
-         "mamba": mamba_case, "selective_scan_2d": selective_scan_2d_case, "cross_scan": cross_scan_case}
+         "mamba": mamba_case, "selective_scan_2d": selective_scan_2d_case, "cross_scan": cross_scan_case,
+         "companion_kernel": companion_kernel_case}

@@ -83,3 +83,31 @@ def mambapy_block(layer: torch.nn.Module, device: torch.device):
     block = MambaBlock(config).to(device)
     block.load_state_dict(layer.state_dict())
     return block
+
+
+def spacetime_companion_kernels(checkout: str | pathlib.Path) -> dict:
+    """HazyResearch/spacetime's kernel functions from a checkout, as callables
+    (a, b, c, L) -> (n, L) for a, b, c (n, d):
+
+    - ``krylov`` (model/functional/krylov.py): Krylov by repeated squaring of the dense A,
+      what its layers run;
+    - ``companion_krylov`` (model/functional/companion_krylov.py): the generating-function
+      algorithm, given c (it then forms c̃ with torch.linalg.matrix_power(A, L)).
+    """
+    root = pathlib.Path(checkout).expanduser().resolve()
+    paths = {name: root / "model" / "functional" / f"{name}.py" for name in ("krylov", "companion_krylov")}
+    missing = [str(p) for p in paths.values() if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"--peer-spacetime {root}: expected a HazyResearch/spacetime checkout with {missing}")
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))  # krylov.py imports model.functional.toeplitz from its checkout
+    modules = {}
+    for name, path in paths.items():
+        spec = importlib.util.spec_from_file_location(f"peer_spacetime_{name}", path)
+        modules[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(modules[name])
+    companion_from_p = modules["companion_krylov"].companion_from_p
+    return {
+        "krylov": lambda a, b, c, L: modules["krylov"].krylov(L, companion_from_p(a), b, c),
+        "companion_krylov": lambda a, b, c, L: modules["companion_krylov"].companion_krylov(L, a, b, c=c),
+    }

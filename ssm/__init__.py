@@ -11,11 +11,15 @@ scan orders (row/column-major, nested S-shaped) as permutations. Training code l
 
 from ssm import hippo, optim, robustness, scan_orders, token_dynamics, transfer
 from ssm.blocks import ResidualBlock, SequenceBackbone
-from ssm.layers import DSS, SS2D, Chimera, Mamba, Mamba2D, NSSMamba, S4D, S4PTD, S5, S5PTD
-from ssm.models import ImageClassifier, MultivariateForecaster, SequenceClassifier
+from ssm.layers import (
+    DSS, SS2D, Chimera, ClosedLoopCompanionSSM, ClosedLoopShiftSSM, CompanionSSM, FixedKernelSSM, Mamba,
+    Mamba2D, NSSMamba, ResidualSSM, S4D, S4PTD, S5, S5PTD, ShiftSSM,
+)
+from ssm.models import ImageClassifier, MultivariateForecaster, SequenceClassifier, SpaceTime
 
 __all__ = [
-    "DSS", "SS2D", "Chimera", "ImageClassifier", "Mamba", "Mamba2D", "MultivariateForecaster", "NSSMamba",
-    "ResidualBlock", "S4D", "S4PTD", "S5", "S5PTD", "SequenceBackbone", "SequenceClassifier",
+    "DSS", "SS2D", "Chimera", "ClosedLoopCompanionSSM", "ClosedLoopShiftSSM", "CompanionSSM", "FixedKernelSSM",
+    "ImageClassifier", "Mamba", "Mamba2D", "MultivariateForecaster", "NSSMamba", "ResidualBlock", "ResidualSSM",
+    "S4D", "S4PTD", "S5", "S5PTD", "SequenceBackbone", "SequenceClassifier", "ShiftSSM", "SpaceTime",
     "hippo", "optim", "robustness", "scan_orders", "token_dynamics", "transfer",
 ]

@@ -9,7 +9,7 @@ from bench.__main__ import main
 
 
 @pytest.mark.parametrize("op", ["vandermonde", "fftconv", "s4d", "s4d_kernel", "linear_scan", "s5", "selective_scan", "mamba",
-                                "selective_scan_2d", "cross_scan"])
+                                "selective_scan_2d", "cross_scan", "companion_kernel"])
 def test_bench_writes_table_and_json(op, tmp_path):
     out = tmp_path / "result.json"
     result = main(["--op", op, "--lengths", "8", "17", "--channels", "3", "--batch", "2",
@@ -23,10 +23,12 @@ def test_bench_writes_table_and_json(op, tmp_path):
 
 
 def test_peer_checkout_path_is_checked(tmp_path):
-    from bench.peers import s4_minimal_kernel
+    from bench.peers import s4_minimal_kernel, spacetime_companion_kernels
 
     with pytest.raises(FileNotFoundError, match="models/s4/s4d.py"):
         s4_minimal_kernel(tmp_path, 4, 8, "cpu")
+    with pytest.raises(FileNotFoundError, match="krylov.py"):
+        spacetime_companion_kernels(tmp_path)
 
 
 MiB = 2**20

@@ -23,6 +23,7 @@ def test_readme_layer_example_runs_and_step_matches_forward():
     assert y.shape == (8, 1000, 64) and k.shape == (64, 1000) and y0.shape == (8, 64)
     torch.testing.assert_close(y0, y[:, 0], rtol=1e-4, atol=1e-4)
     assert scope["y_s5"].shape == (8, 1000, 64)
+    assert scope["y_c"].shape == (8, 1000, 64) and scope["forecast"].shape == (8, 96, 64)
     Lam, V, Vinv = scope["Lam"], scope["V"], scope["Vinv"]
     A = ssm.hippo.transition("legs", 16)[0].to(torch.complex128)
     assert torch.linalg.cond(V) < 10 and torch.linalg.matrix_norm(V @ torch.diag(Lam) @ Vinv - A, 2) < 0.1 * 163

@@ -49,7 +49,8 @@ def _fft_size(n: int) -> int:
 def polymul(p: torch.Tensor, q: torch.Tensor, n_out: int) -> torch.Tensor:
     """The first ``n_out`` coefficients of p·q for coefficient vectors (..., m1), (..., m2)."""
     n_fft = _fft_size(p.shape[-1] + q.shape[-1] - 1)
-    prod = torch.fft.irfft(torch.fft.rfft(p, n_fft) * torch.fft.rfft(q, n_fft), n_fft)
+    fp = torch.fft.rfft(p, n_fft)
+    prod = torch.fft.irfft(fp * (fp if q is p else torch.fft.rfft(q, n_fft)), n_fft)
     out = prod[..., :n_out]
     if out.shape[-1] < n_out:
         out = torch.nn.functional.pad(out, (0, n_out - out.shape[-1]))
@@ -98,14 +99,25 @@ def _square_mod(r: torch.Tensor, a: torch.Tensor, g: torch.Tensor) -> torch.Tens
     return p[..., :d] + polymul(a, quotient, d)  # p - χ·quotient, with χ = x^d - a(x)
 
 
-def x_power_mod(a: torch.Tensor, L: int) -> torch.Tensor:
-    """ρ = x^L mod χ: (n, d), the coordinates of A^L e_0 (so A^L = ρ(A))."""
+def x_power_mod(a: torch.Tensor, L: int, g: torch.Tensor | None = None) -> torch.Tensor:
+    """ρ = x^L mod χ: (n, d), the coordinates of A^L e_0 (so A^L = ρ(A)).
+
+    Binary powering from the leading bits of L: while the exponent m is below d, x^m mod χ
+    is x^m itself (e_m), so only the last bits cost a squaring. ``g`` is 1/Q_rev to at
+    least d - 1 terms (computed when not given)."""
     d = a.shape[-1]
-    g = series_inverse(reversed_characteristic(a), max(d - 1, 1))
+    bits = bin(L)[2:] if L > 0 else ""
+    lead = 0
+    while lead < len(bits) and int(bits[: lead + 1], 2) < d:
+        lead += 1
     r = torch.zeros_like(a)
-    r[..., 0] = 1
-    for bit in bin(L)[2:] if L > 0 else "":
-        r = _square_mod(r, a, g)
+    r[..., int(bits[:lead], 2) if lead else 0] = 1
+    if lead == len(bits):
+        return r
+    if g is None:
+        g = series_inverse(reversed_characteristic(a), max(d - 1, 1))
+    for bit in bits[lead:]:
+        r = _square_mod(r, a, g[..., : max(d - 1, 1)])
         if bit == "1":
             r = _times_x_mod(r, a)
     return r
@@ -115,8 +127,9 @@ def power_row(a: torch.Tensor, c: torch.Tensor, L: int) -> torch.Tensor:
     """cᵀ A^L for each row: (n, d), in O(d log d log L) and without any d×d matrix."""
     d = a.shape[-1]
     q = reversed_characteristic(a)
-    h = polymul(polymul(q, c, d), series_inverse(q, 2 * d - 1), 2 * d - 1)  # h_k = cᵀ A^k e_0
-    return correlate(h, x_power_mod(a, L), d)
+    g = series_inverse(q, 2 * d - 1)
+    h = polymul(polymul(q, c, d), g, 2 * d - 1)  # h_k = cᵀ A^k e_0
+    return correlate(h, x_power_mod(a, L, g), d)
 
 
 def quadratic_form_spectra(a: torch.Tensor, b: torch.Tensor, c_tilde: torch.Tensor, L: int) -> torch.Tensor:

@@ -1,5 +1,6 @@
-"""Multivariate time series for forecasting: the Informer CSVs (ETT, ECL, Weather) with
-their standard splits, and a documented synthetic series that needs no download.
+"""Time series for forecasting: the Informer CSVs (ETT, ECL, Weather) with their standard
+splits, and series that need no download: a documented synthetic multivariate series, an
+AR(p) process, and Mauna Loa CO2 (bundled with statsmodels).
 
 Conventions (Informer / SpaceTime, see the experiments reference):
 - splits by rows: ETT-h 12/4/4 months (8640 / 2880 / 2880 rows), ETT-m the same at 4 rows
@@ -20,6 +21,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ssm.data.autoregressive import simulate_ar, stable_ar_coefficients
+
 INFORMER_SETS = {
     # name: (file, default target, rows per hour for the ETT month splits or None for 70/10/20)
     "ETTh1": ("ETTh1.csv", "OT", 1),
@@ -34,6 +37,12 @@ SOURCES = (
     "Informer data links in https://github.com/zhouhaoyi/Informer2020"
 )
 FEATURES = ("M", "S", "MS")
+# Univariate series that need no download (70/10/20 splits like the other non-ETT sets).
+BUNDLED_SETS = {
+    "co2": "Mauna Loa weekly atmospheric CO2 in ppm, March 1958 - December 2001 (2284 weeks), as "
+           "bundled with statsmodels (statsmodels.datasets.co2); the 59 missing weeks are filled by "
+           "linear interpolation",
+}
 
 
 def informer_path(data_root: str | pathlib.Path, name: str) -> pathlib.Path:
@@ -126,6 +135,28 @@ def synthetic_multivariate(n_steps: int = 4000, n_variates: int = 7, seed: int =
         e[k] = 0.6 * e[k - 1] + 0.3 * signs * np.roll(e[k - 1], 1) + eps[k]
     return (0.002 * kappa * t + alpha * np.sin(2 * math.pi * t / 24 + phi)
             + beta * np.sin(2 * math.pi * t / 168 + psi) + e)
+
+
+def bundled_series(name: str) -> tuple[list[str], np.ndarray]:
+    """(column names, values (rows, 1)) of a series from ``BUNDLED_SETS``."""
+    if name not in BUNDLED_SETS:
+        raise ValueError(f"unknown bundled series {name!r}; choose one of {sorted(BUNDLED_SETS)}")
+    try:
+        from statsmodels.datasets import co2
+    except ImportError as err:
+        raise ImportError(
+            f"the {name!r} series ships with statsmodels, which is not installed: pip install statsmodels"
+        ) from err
+    frame = co2.load_pandas().data
+    return ["co2"], frame["co2"].interpolate(limit_direction="both").to_numpy(dtype=np.float64)[:, None]
+
+
+def ar_series(p: int, n_steps: int, seed: int = 0, radius: tuple[float, float] = (0.8, 0.98)):
+    """(φ (p,), series (n_steps, 1)) of a stationary AR(p) process with unit innovations and
+    characteristic roots of moduli in ``radius`` (:mod:`ssm.data.autoregressive`)."""
+    rng = np.random.default_rng([int(seed), int(p)])
+    phi = stable_ar_coefficients(p, rng, tuple(radius))
+    return phi, simulate_ar(phi, n_steps, rng)[:, None]
 
 
 class ForecastWindows(Dataset):

@@ -76,3 +76,41 @@ class MultivariateForecaster(nn.Module):
         e = self.time_head(e.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)  # (B, horizon, V, C)
         y = self.channel_head(self.head_norm(e)).squeeze(-1)  # (B, horizon, V)
         return y if self.n_targets is None else y[..., -self.n_targets:]
+
+
+class PaddedForecaster(nn.Module):
+    """Forecast by masking (S4's forecasting setup): the window x (B, lag, V) followed by
+    ``horizon`` zeros goes through a sequence layer on (B, L, V), and its last ``horizon``
+    outputs are the forecast,
+
+        ŷ = layer([x; 0_{horizon}])[:, lag:],
+
+    so an LTI layer forecasts with its free response: ŷ_{n+i} = Σ_{j<n} K_{n+i-j} x_j.
+
+    Args:
+        layer: factory ``layer(n_variates) -> nn.Module`` on (B, L, n_variates), e.g.
+            ``functools.partial(ssm.S4D, d_state=8)``.
+        lag, horizon: window and forecast lengths.
+        n_variates: V series (the layer's channels).
+        n_targets: forecast the last n_targets series (None: all).
+    """
+
+    def __init__(
+        self, layer: Callable[[int], nn.Module], lag: int, horizon: int, n_variates: int = 1,
+        n_targets: int | None = None,
+    ) -> None:
+        super().__init__()
+        name = type(self).__name__
+        check_positive_ints(name, lag=lag, horizon=horizon, n_variates=n_variates)
+        if n_targets is not None and not 1 <= n_targets <= n_variates:
+            raise ValueError(f"{name}: n_targets must be in [1, n_variates = {n_variates}], got {n_targets}")
+        self.lag, self.horizon, self.n_variates = int(lag), int(horizon), int(n_variates)
+        self.n_targets = n_variates if n_targets is None else int(n_targets)
+        self.layer = layer(self.n_variates)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.is_tensor(x) or x.dim() != 3 or x.shape[-1] != self.n_variates:
+            shape = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
+            raise ValueError(f"{type(self).__name__}: expected x of shape (batch, lag, {self.n_variates}), got {shape}")
+        padded = torch.nn.functional.pad(x, (0, 0, 0, self.horizon))
+        return self.layer(padded)[:, x.shape[1]:, -self.n_targets:]

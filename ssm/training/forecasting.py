@@ -9,7 +9,10 @@ import torch
 from torch import nn
 from torchmetrics import MeanAbsoluteError, MeanSquaredError
 
-LOSSES = ("mse", "mae", "rmse")
+from ssm.losses import REGRESSION_LOSSES, regression_loss
+from ssm.training.optim import scheduler_config
+
+LOSSES = REGRESSION_LOSSES
 TRANSFORMS = ("mean", "last", "none")
 
 
@@ -34,7 +37,8 @@ class ForecastingTask(L.LightningModule):
     Args:
         model: forecaster, (B, lag, V_in) -> (B, horizon, V_out), optionally with aux losses.
         optimizer: ``optimizer(model) -> Optimizer``; scheduler: optional
-            ``scheduler(optimizer, total_steps=...)``, stepped per optimizer step.
+            ``scheduler(optimizer, total_steps=...)``, stepped per optimizer step or per epoch
+            (its ``interval``).
         loss: "mse", "mae" or "rmse" (of the forecast).
         data_transform: "mean", "last" or "none".
         aux_weights: optional weight per aux loss name.
@@ -73,19 +77,12 @@ class ForecastingTask(L.LightningModule):
         forecast, aux = _unpack(self.model(x - level))
         return forecast + level[..., level.shape[-1] - forecast.shape[-1]:], aux
 
-    def _loss(self, pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        err = pred - y
-        if self.loss_name == "mae":
-            return err.abs().mean()
-        mse = err.square().mean()
-        return mse.sqrt() if self.loss_name == "rmse" else mse
-
     def _step(self, batch, split: str) -> torch.Tensor:
         x, y = batch
         pred, aux = self._forecast(x)
         if pred.shape != y.shape:
             raise ValueError(f"ForecastingTask: the model forecast {tuple(pred.shape)}, the targets are {tuple(y.shape)}")
-        loss = self._loss(pred, y)
+        loss = regression_loss(pred, y, self.loss_name)
         batch_size = x.shape[0]
         for name, value in aux.items():
             loss = loss + self.aux_weights.get(name, 1.0) * value
@@ -142,11 +139,7 @@ class ForecastingTask(L.LightningModule):
         optimizer = self.optimizer_factory(self.model)
         if self.scheduler_factory is None:
             return optimizer
-        total = getattr(self.scheduler_factory, "keywords", {}).get("total_steps") or max(
-            1, int(self.trainer.estimated_stepping_batches)
-        )
-        scheduler = self.scheduler_factory(optimizer, total_steps=total)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return {"optimizer": optimizer, "lr_scheduler": scheduler_config(self.scheduler_factory, optimizer, self.trainer)}
 
 
 def _unpack(output) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

@@ -28,22 +28,53 @@ def build_optimizer(
 
 
 def cosine_warmup(
-    optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int
+    optimizer: torch.optim.Optimizer,
+    warmup_steps: int,
+    total_steps: int,
+    start_factor: float = 0.0,
+    min_factor: float = 0.0,
+    interval: str = "step",
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warmup from 0 over ``warmup_steps``, then cosine decay to 0 at ``total_steps``.
+    """Linear warmup over ``warmup_steps``, then cosine decay until ``total_steps``.
 
-    factor(s) = s / warmup                                for s < warmup
-              = (1 + cos(π (s - warmup)/(total - warmup))) / 2   afterwards (0 past total)
-    Applied to every parameter group's own lr; step it once per optimizer step.
+    factor(s) = f0 + (1 - f0) s / warmup                                  for s < warmup
+              = fmin + (1 - fmin) (1 + cos(π (s - warmup)/(total - warmup))) / 2   afterwards
+    (fmin past total), with f0 = ``start_factor`` and fmin = ``min_factor``. Applied to every
+    parameter group's own lr. ``interval`` says whether steps are optimizer steps ("step")
+    or epochs ("epoch"); the tasks step the scheduler accordingly (``scheduler_config``).
     """
     if warmup_steps < 0 or total_steps < 1:
         raise ValueError(f"need warmup_steps >= 0 and total_steps >= 1, got {warmup_steps}, {total_steps}")
+    if not (0.0 <= start_factor <= 1.0 and 0.0 <= min_factor <= 1.0):
+        raise ValueError(f"start_factor and min_factor must lie in [0, 1], got {start_factor}, {min_factor}")
+    if interval not in INTERVALS:
+        raise ValueError(f"interval must be one of {INTERVALS}, got {interval!r}")
     warmup_steps = min(warmup_steps, total_steps)
 
     def factor(step: int) -> float:
         if step < warmup_steps:
-            return step / warmup_steps
+            return start_factor + (1.0 - start_factor) * step / warmup_steps
         progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+        return min_factor + (1.0 - min_factor) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    scheduler.interval = interval
+    return scheduler
+
+
+INTERVALS = ("step", "epoch")
+
+
+def scheduler_config(scheduler_factory, optimizer: torch.optim.Optimizer, trainer) -> dict:
+    """Lightning's ``lr_scheduler`` entry for ``scheduler_factory(optimizer, total_steps=...)``.
+
+    ``total_steps`` is the factory's own when set, else the run's length in the factory's
+    ``interval``: optimizer steps (``trainer.estimated_stepping_batches``) or epochs
+    (``trainer.max_epochs``)."""
+    keywords = getattr(scheduler_factory, "keywords", {})
+    interval = keywords.get("interval", "step")
+    total = keywords.get("total_steps")
+    if not total:
+        total = trainer.max_epochs if interval == "epoch" else trainer.estimated_stepping_batches
+    scheduler = scheduler_factory(optimizer, total_steps=max(1, int(total)))
+    return {"scheduler": scheduler, "interval": getattr(scheduler, "interval", interval)}

@@ -79,7 +79,16 @@ def resolved_config(cfg: DictConfig) -> dict:
 
 
 def run(cfg: DictConfig) -> dict[str, float]:
-    """Train (and test) as configured; returns the last logged train/val metrics and the test metrics."""
+    """Train (and test) as configured; returns the last logged train/val metrics and the test
+    metrics. A config with a ``study`` node (e.g. ``experiment=synthetic/arp``) runs that
+    study instead: ``hydra.utils.instantiate(cfg.study)(cfg)``, which calls :func:`fit`."""
+    if cfg.get("study"):
+        return hydra.utils.instantiate(cfg.study)(cfg)
+    return fit(cfg)[0]
+
+
+def fit(cfg: DictConfig):
+    """Build everything from ``cfg``, train, test: (metrics, task, datamodule)."""
     L.seed_everything(cfg.seed, workers=True)
     datamodule = hydra.utils.instantiate(cfg.data)
     model = build_model(cfg, datamodule)
@@ -114,7 +123,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
             best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
             trainer.test(task, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
             metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
-        return metrics
+        return metrics, task, datamodule
     finally:
         if isinstance(logger, WandbLogger):
             import wandb

@@ -13,6 +13,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from ssm.robustness import SSM_LAYERS, FourierModeNoise, inject_noise, spike_frequency
+from ssm.training.optim import scheduler_config
 
 
 class SequenceClassificationTask(L.LightningModule):
@@ -28,7 +29,8 @@ class SequenceClassificationTask(L.LightningModule):
         n_classes: number of classes (for the accuracy metrics).
         optimizer: ``optimizer(model) -> torch.optim.Optimizer``.
         scheduler: optional ``scheduler(optimizer, total_steps=...) -> LRScheduler``, stepped
-            per optimizer step; ``total_steps`` defaults to the trainer's estimate.
+            per optimizer step (or per epoch, with ``interval="epoch"``); ``total_steps``
+            defaults to the run's length (``ssm.training.optim.scheduler_config``).
         test_noise: optional ``{"frequency": ω or "spike", "amplitude": a}``: the test split is
             also evaluated with Fourier-mode noise ``a·U·cos(ω Δ_h l)`` on the input of every
             SSM layer (``ssm.robustness``), logged as ``test/loss_noisy`` and
@@ -116,14 +118,7 @@ class SequenceClassificationTask(L.LightningModule):
         optimizer = self.optimizer_factory(self.model)
         if self.scheduler_factory is None:
             return optimizer
-        scheduler = self.scheduler_factory(optimizer, total_steps=self._total_steps())
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-    def _total_steps(self) -> int:
-        keywords = getattr(self.scheduler_factory, "keywords", {})
-        if keywords.get("total_steps"):
-            return int(keywords["total_steps"])
-        return max(1, int(self.trainer.estimated_stepping_batches))
+        return {"optimizer": optimizer, "lr_scheduler": scheduler_config(self.scheduler_factory, optimizer, self.trainer)}
 
 
 def _check_test_noise(test_noise: Mapping | None) -> dict | None:

@@ -5,6 +5,7 @@ import hydra
 import pytest
 import torch
 from config_helpers import CONFIGS, compose_config
+from omegaconf import open_dict
 
 import ssm
 from ssm.training.run import build_model
@@ -16,15 +17,16 @@ EXPERIMENTS = sorted(
 
 def test_every_experiment_is_listed():
     assert {"lra", "lra/listops", "lra/text", "lra/retrieval", "lra/image", "lra/pathfinder", "lra/pathx",
-            "synthetic/selective_copy", "synthetic/induction_heads", "chimera", "chimera/etth1"} <= set(
-        EXPERIMENTS
-    )
+            "synthetic/selective_copy", "synthetic/induction_heads", "chimera", "chimera/etth1", "spacetime",
+            "spacetime/etth1", "spacetime/etth2", "spacetime/ettm1", "spacetime/ettm2", "spacetime/ecl",
+            "spacetime/weather", "synthetic/arp"} <= set(EXPERIMENTS)
 
 
 MODELS = {"s4d": "S4D", "dss": "DSS", "s4ptd": "S4PTD", "s5": "S5", "s5_ptd": "S5PTD", "mamba": "Mamba"}
 # The S4D experiments are model-agnostic: any model=... can be put on them. The per-family
 # directories (lra/s4ptd/, lra/s5/, lra/s5_ptd/) carry their own model's settings.
-FORECASTING_EXPERIMENTS = [e for e in EXPERIMENTS if e.split("/")[0] == "chimera"]
+FORECASTING_EXPERIMENTS = [e for e in EXPERIMENTS if e.split("/")[0] in ("chimera", "spacetime")
+                           or e == "synthetic/arp"]
 S4D_EXPERIMENTS = [e for e in EXPERIMENTS if e.count("/") <= 1 and e not in FORECASTING_EXPERIMENTS]
 FAMILY_EXPERIMENTS = [e for e in EXPERIMENTS if e.count("/") == 2]
 
@@ -93,6 +95,39 @@ def test_forecasting_experiments_compose_and_build(tmp_path):
     assert ett.data.dataset == "ETTh1" and ett.data.horizon == 96
     with pytest.raises((FileNotFoundError, hydra.errors.InstantiationException), match="ETTh1.csv"):
         hydra.utils.instantiate(ett.data)
+
+
+def test_spacetime_experiments_carry_the_reference_settings(tmp_path):
+    cfg = compose_config("experiment=spacetime")
+    datamodule = hydra.utils.instantiate(cfg.data)
+    net = build_model(cfg, datamodule)
+    assert isinstance(net, ssm.SpaceTime) and datamodule.dataset == "co2" and net.aux_loss == "rmse"
+    assert (net.lag, net.horizon, net.n_variates) == (104, 52, 1)
+    assert cfg.task.aux_weights == {"lag": 1.0, "decoder_input": 1.0} and cfg.scheduler.interval == "epoch"
+    assert cfg.callbacks.early_stopping.monitor == "val/rmse" == cfg.callbacks.checkpoint.monitor
+    for name, dataset in [("etth1", "ETTh1"), ("etth2", "ETTh2"), ("ettm1", "ETTm1"), ("ettm2", "ETTm2"),
+                          ("ecl", "ECL"), ("weather", "WTH")]:
+        ett = compose_config(f"experiment=spacetime/{name}", f"data_root={tmp_path}")
+        assert ett.data.dataset == dataset and (ett.data.lag, ett.data.horizon, ett.data.features) == (336, 720, "S")
+        assert (ett.data.batch_size, ett.model.dropout, ett.model.d_state, ett.model.norm_order) == (50, 0.25, 64, 1)
+        assert (ett.optimizer.lr, ett.optimizer.weight_decay, ett.trainer.max_epochs) == (1e-3, 1e-4, 500)
+        assert (ett.scheduler.warmup_steps, ett.scheduler.total_steps, ett.callbacks.early_stopping.patience) == (10, 300, 20)
+        with pytest.raises((FileNotFoundError, hydra.errors.InstantiationException), match=f"{dataset}.csv"):
+            hydra.utils.instantiate(ett.data)
+
+
+def test_ar_study_composes_each_model():
+    cfg = compose_config("experiment=synthetic/arp")
+    assert list(cfg.study.orders) == [2, 4, 6] and set(cfg.study.models) == {"companion", "s4d", "companion_open"}
+    datamodule = hydra.utils.instantiate(cfg.data)
+    for name, model_cfg in cfg.study.models.items():
+        with open_dict(cfg):
+            cfg.model = model_cfg
+        net = build_model(cfg, datamodule)
+        x = torch.randn(2, datamodule.lag, 1)
+        out = net(x)
+        forecast = out[0] if isinstance(out, tuple) else out
+        assert forecast.shape == (2, datamodule.horizon, 1), name
 
 
 def test_classifier_on_forecasting_data_fails_clearly():

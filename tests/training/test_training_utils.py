@@ -11,9 +11,9 @@ from ssm.training.loggers import resolve_wandb_mode
 from ssm.training.optim import build_optimizer, cosine_warmup
 
 
-def lrs_over(steps: int, warmup: int, total: int, base: float = 1.0) -> list[float]:
+def lrs_over(steps: int, warmup: int, total: int, base: float = 1.0, **kwargs) -> list[float]:
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=base)
-    sched = cosine_warmup(opt, warmup, total)
+    sched = cosine_warmup(opt, warmup, total, **kwargs)
     out = []
     for _ in range(steps):
         out.append(opt.param_groups[0]["lr"])
@@ -32,6 +32,43 @@ def test_cosine_warmup_follows_its_formula():
             expected = 0.5 * (1 + math.cos(math.pi * min(1.0, (s - warmup) / (total - warmup))))
         assert lr == pytest.approx(expected)
     assert lrs[warmup] == pytest.approx(1.0) and lrs[total] == pytest.approx(0.0)
+
+
+def test_cosine_warmup_start_and_floor_factors():
+    """SpaceTime's timm schedule: warmup from lr·f0, cosine down to lr·fmin, flat after."""
+    warmup, total, f0, fmin = 3, 9, 1e-3, 1e-2
+    lrs = lrs_over(12, warmup, total, start_factor=f0, min_factor=fmin)
+    for s, lr in enumerate(lrs):
+        if s < warmup:
+            expected = f0 + (1 - f0) * s / warmup
+        else:
+            expected = fmin + (1 - fmin) * 0.5 * (1 + math.cos(math.pi * min(1.0, (s - warmup) / (total - warmup))))
+        assert lr == pytest.approx(expected)
+    assert lrs[0] == pytest.approx(f0) and lrs[-1] == pytest.approx(fmin)
+
+
+@pytest.mark.parametrize("kwargs, match", [(dict(start_factor=2.0), "start_factor"), (dict(interval="batch"), "interval"),
+                                           (dict(total_steps=0), "total_steps")])
+def test_cosine_warmup_bad_arguments(kwargs, match):
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    with pytest.raises(ValueError, match=match):
+        cosine_warmup(opt, **{"warmup_steps": 1, "total_steps": 5, **kwargs})
+
+
+def test_scheduler_config_counts_epochs_or_steps():
+    import functools
+    from types import SimpleNamespace
+
+    from ssm.training.optim import scheduler_config
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    trainer = SimpleNamespace(max_epochs=7, estimated_stepping_batches=70)
+    by_epoch = scheduler_config(functools.partial(cosine_warmup, warmup_steps=0, interval="epoch"), opt, trainer)
+    assert by_epoch["interval"] == "epoch" and by_epoch["scheduler"].lr_lambdas[0](7) == pytest.approx(0.0)
+    by_step = scheduler_config(functools.partial(cosine_warmup, warmup_steps=0), opt, trainer)
+    assert by_step["interval"] == "step" and by_step["scheduler"].lr_lambdas[0](35) == pytest.approx(0.5)
+    fixed = scheduler_config(functools.partial(cosine_warmup, warmup_steps=0, total_steps=10, interval="epoch"), opt, trainer)
+    assert fixed["scheduler"].lr_lambdas[0](5) == pytest.approx(0.5)
 
 
 def test_cosine_warmup_scales_every_group_by_the_same_factor():

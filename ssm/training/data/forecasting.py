@@ -21,15 +21,19 @@ class ForecastingDataModule(L.LightningDataModule):
     ``mean`` and ``std`` (V_in,) after ``setup`` undo the scaling.
 
     Args:
-        dataset: "synthetic" (no download: :func:`ssm.data.forecasting.synthetic_multivariate`)
-            or an Informer set: ETTh1, ETTh2, ETTm1, ETTm2, ECL, WTH (CSV under
+        dataset: no download: "synthetic" (:func:`ssm.data.forecasting.synthetic_multivariate`),
+            "ar" (one AR(p) process, :func:`ssm.data.forecasting.ar_series`; its coefficients
+            are ``ar_coefficients``) or "co2" (Mauna Loa weekly CO2, bundled with
+            statsmodels); or an Informer set: ETTh1, ETTh2, ETTm1, ETTm2, ECL, WTH (CSV under
             <data_root>/informer/).
         data_root: folder holding informer/.
         lag, horizon: input and forecast lengths.
         features: "M" (all series in and out), "S" (the target alone), "MS" (all in, target out).
         target: target column (default: the set's, e.g. OT for ETT, the last for synthetic):
             the only series for S, the output and last input for MS, the last series for M.
-        n_steps, n_variates, seed: size and seed of the synthetic series (70/10/20 split).
+        n_steps, n_variates, seed: size and seed of the synthetic series (70/10/20 split);
+            "ar" uses n_steps and seed, with ``ar_order`` p and ``ar_radius`` (the moduli of
+            its characteristic roots).
         batch_size, eval_batch_size, num_workers: loaders.
     """
 
@@ -47,6 +51,8 @@ class ForecastingDataModule(L.LightningDataModule):
         n_steps: int = 4000,
         n_variates: int = 7,
         seed: int = 0,
+        ar_order: int = 4,
+        ar_radius: tuple[float, float] = (0.8, 0.98),
         batch_size: int = 32,
         eval_batch_size: int | None = None,
         num_workers: int = 0,
@@ -58,15 +64,17 @@ class ForecastingDataModule(L.LightningDataModule):
                 raise ValueError(f"ForecastingDataModule: {arg} must be a positive integer, got {value!r}")
         if features not in fc.FEATURES:
             raise ValueError(f"ForecastingDataModule: features must be one of {fc.FEATURES}, got {features!r}")
-        if dataset != "synthetic" and dataset not in fc.INFORMER_SETS:
-            raise ValueError(
-                f"ForecastingDataModule: unknown dataset {dataset!r}; choose 'synthetic' or one of "
-                f"{sorted(fc.INFORMER_SETS)}"
-            )
+        known = ["synthetic", "ar", *fc.BUNDLED_SETS, *fc.INFORMER_SETS]
+        if dataset not in known:
+            raise ValueError(f"ForecastingDataModule: unknown dataset {dataset!r}; choose one of {known}")
+        if dataset == "ar" and (isinstance(ar_order, bool) or int(ar_order) != ar_order or ar_order < 1):
+            raise ValueError(f"ForecastingDataModule: ar_order must be a positive integer, got {ar_order!r}")
         self.dataset, self.data_root = dataset, data_root
         self.lag, self.horizon, self.features = int(lag), int(horizon), features
         self.target = target if target is not None else fc.INFORMER_SETS.get(dataset, (None, None))[1]
         self.n_steps, self.seed = int(n_steps), int(seed)
+        self.ar_order, self.ar_radius = int(ar_order), tuple(ar_radius)
+        self.ar_coefficients = None
         self.batch_size, self.eval_batch_size = int(batch_size), int(batch_size if eval_batch_size is None else eval_batch_size)
         self.num_workers = num_workers
         columns, values = self._raw(int(n_variates))
@@ -82,6 +90,14 @@ class ForecastingDataModule(L.LightningDataModule):
             columns = [f"x{v}" for v in range(n_variates)]
             if self.target is None:
                 self.target = columns[-1]
+            return columns, values
+        if self.dataset == "ar":
+            self.ar_coefficients, values = fc.ar_series(self.ar_order, self.n_steps, self.seed, self.ar_radius)
+            self.target = self.target or "ar"
+            return ["ar"], values
+        if self.dataset in fc.BUNDLED_SETS:
+            columns, values = fc.bundled_series(self.dataset)
+            self.target = self.target or columns[-1]
             return columns, values
         return fc.read_csv(fc.informer_path(self.data_root, self.dataset))
 

@@ -1,0 +1,178 @@
+"""ClosedLoopCompanionSSM / ClosedLoopShiftSSM against explicit float64 loops: open loop,
+lag state, closed-loop rollout, step / closed_loop_step, and the closed-loop AR coefficients."""
+
+import numpy as np
+import pytest
+import torch
+from reference import run_steps
+from tolerances import assert_close, assert_close_summed
+
+import ssm
+from ssm.layers.closed_loop import krylov_rows, reduce_mod
+
+F64 = torch.float64
+
+
+def dense_A(a):
+    n, d = a.shape
+    A = torch.zeros(n, d, d, dtype=F64)
+    A[:, torch.arange(1, d), torch.arange(d - 1)] = 1.0
+    A[:, :, -1] += a.to(F64)
+    return A
+
+
+def coefficients(layer):
+    """(a, b, c, k) per channel, float64."""
+    group = layer.d_model // layer.n_kernels
+    return [t.detach().to(F64).repeat_interleave(group, 0) for t in layer.coefficients()]
+
+
+def loop(layer, x, horizon):
+    """The defining recurrences: x_{t+1} = A x_t + b u_t over the window (outputs cᵀx_{t+1},
+    kᵀx_{t+1}), then x ← (A + b kᵀ) x for the forecast (outputs cᵀx, kᵀx before each update)."""
+    a, b, c, k = coefficients(layer)
+    A = dense_A(a)
+    Acl = A + b[:, :, None] * k[:, None, :]
+    B, n, H = x.shape
+    state = torch.zeros(B, H, a.shape[1], dtype=F64)
+    y_open, u_open = [], []
+    for t in range(n):
+        state = torch.einsum("hij,bhj->bhi", A, state) + b * x[:, t, :, None].to(F64)
+        y_open.append((c * state).sum(-1))
+        u_open.append((k * state).sum(-1))
+    lag_state = state
+    y_cl, u_cl = [], []
+    for _ in range(horizon):
+        y_cl.append((c * state).sum(-1))
+        u_cl.append((k * state).sum(-1))
+        state = torch.einsum("hij,bhj->bhi", Acl, state)
+    stack = lambda v: torch.stack(v, 1)  # noqa: E731
+    return stack(y_open), stack(u_open), lag_state, stack(y_cl), stack(u_cl)
+
+
+CASES = [(3, 5, None, 11, 7), (4, 3, 2, 2, 5), (2, 1, None, 6, 3), (2, 6, 1, 4, 1), (3, 4, None, 1, 9)]
+
+
+@pytest.mark.parametrize("cls", [ssm.ClosedLoopCompanionSSM, ssm.ClosedLoopShiftSSM])
+@pytest.mark.parametrize("norm_order", [0, 1])
+@pytest.mark.parametrize("H, d, n_kernels, n, horizon", CASES)
+def test_open_loop_lag_state_and_rollout_match_the_recurrences(cls, norm_order, H, d, n_kernels, n, horizon):
+    torch.manual_seed(0)
+    layer = cls(H, d_state=d, n_kernels=n_kernels, norm_order=norm_order, init_std=0.5).double()
+    x = torch.randn(2, n, H, dtype=F64)
+    y_open, u_open, lag_state, y_cl, u_cl = loop(layer, x, horizon)
+    got_y, got_u = layer.open_loop(x)
+    assert_close_summed(got_y, y_open)
+    assert_close_summed(got_u, u_open)
+    assert_close_summed(layer.lag_state(x), lag_state)
+    forecast, u_hat = layer.rollout(x, horizon)
+    assert forecast.shape == u_hat.shape == (2, horizon, H)
+    assert_close_summed(forecast, y_cl)
+    assert_close_summed(u_hat, u_cl)
+    assert_close_summed(layer(x, horizon), y_cl)
+    assert_close(forecast[:, 0], got_y[:, -1])  # the first forecast is the last one-step output
+
+
+def test_step_and_closed_loop_step_reproduce_open_loop_and_rollout():
+    torch.manual_seed(1)
+    layer = ssm.ClosedLoopCompanionSSM(3, d_state=4, init_std=0.5).double()
+    x = torch.randn(2, 9, 3, dtype=F64)
+    y_open, _ = layer.open_loop(x)
+    assert_close(run_steps(layer, x), y_open)
+    state = layer.init_state(2)
+    for t in range(9):
+        y, state = layer.step(x[:, t], state)
+    outputs, inputs = [y], []
+    for _ in range(5):
+        y, u_hat, state = layer.closed_loop_step(state)
+        outputs.append(y)
+        inputs.append(u_hat)
+    forecast, u_pred = layer.rollout(x, 6)
+    assert_close(torch.stack(outputs, 1), forecast)
+    assert_close(torch.stack(inputs, 1), u_pred[:, :5])
+
+
+def test_gradients_of_the_rollout_match_the_loop():
+    torch.manual_seed(2)
+    layer = ssm.ClosedLoopCompanionSSM(2, d_state=4, init_std=0.5).double()
+    x = torch.randn(2, 7, 2, dtype=F64)
+    w = torch.randn(2, 5, 2, dtype=F64)
+    (layer(x, 5) * w).sum().backward()
+    leaves = [p.detach().clone().requires_grad_(True) for p in (layer.a, layer.b, layer.c, layer.k)]
+    a, b, c, k = (t / t.abs().sum(-1, keepdim=True) for t in leaves)  # norm_order=1
+    A = dense_A(a)
+    Acl = A + b[:, :, None] * k[:, None, :]
+    state = torch.zeros(2, 2, 4, dtype=F64)
+    for t in range(7):
+        state = torch.einsum("hij,bhj->bhi", A, state) + b * x[:, t, :, None]
+    ys = []
+    for _ in range(5):
+        ys.append((c * state).sum(-1))
+        state = torch.einsum("hij,bhj->bhi", Acl, state)
+    (torch.stack(ys, 1) * w).sum().backward()
+    for param, leaf in zip((layer.a, layer.b, layer.c, layer.k), leaves):
+        assert_close_summed(param.grad, leaf.grad)
+
+
+def test_shift_variant_holds_the_last_inputs_and_runs_the_ar_recursion():
+    torch.manual_seed(3)
+    layer = ssm.ClosedLoopShiftSSM(1, d_state=3, norm_order=0).double()
+    assert {n for n, _ in layer.named_parameters()} == {"c", "k"}
+    x = torch.randn(1, 8, 1, dtype=F64)
+    torch.testing.assert_close(layer.lag_state(x)[0, 0], x[0, [7, 6, 5], 0])
+    with torch.no_grad():
+        layer.k.copy_(torch.tensor([[0.5, -0.2, 0.1]]))
+        layer.c.copy_(layer.k)
+    history = list(x[0, :, 0])
+    for _ in range(6):  # u_{t+1} = kᵀ(u_t, u_{t-1}, u_{t-2})
+        history.append(0.5 * history[-1] - 0.2 * history[-2] + 0.1 * history[-3])
+    torch.testing.assert_close(layer(x, 6)[0, :, 0], torch.stack(history[8:]))
+    torch.testing.assert_close(layer.characteristic_coefficients(), layer.k)
+
+
+@pytest.mark.parametrize("cls", [ssm.ClosedLoopCompanionSSM, ssm.ClosedLoopShiftSSM])
+def test_characteristic_coefficients_are_those_of_the_dense_closed_loop(cls):
+    torch.manual_seed(4)
+    layer = cls(3, d_state=5).double()
+    alpha = layer.characteristic_coefficients().detach().numpy()
+    for h, M in enumerate(layer.closed_loop_matrix().detach().numpy()):
+        np.testing.assert_allclose(np.poly(M)[1:], -alpha[h], rtol=1e-9, atol=1e-10)
+
+
+def test_krylov_rows_are_matrix_powers():
+    torch.manual_seed(5)
+    M = torch.randn(2, 4, 4, dtype=F64) * 0.5
+    rows = torch.randn(2, 3, 4, dtype=F64)
+    got = krylov_rows(rows, M, 7)
+    for i in range(7):
+        torch.testing.assert_close(got[:, :, i], rows @ torch.linalg.matrix_power(M, i))
+
+
+@pytest.mark.parametrize("m", [1, 4, 5, 9, 30])
+def test_reduce_mod_matches_polynomial_division(m):
+    from kernels.companion_kernel.pytorch import reversed_characteristic, series_inverse
+
+    torch.manual_seed(6)
+    a, p = torch.randn(1, 4, dtype=F64) * 0.3, torch.randn(1, m, dtype=F64)
+    g = series_inverse(reversed_characteristic(a), max(m - 4, 3))
+    chi = np.concatenate([[1.0], -a[0].flip(0).numpy()])  # z^4 - a_3 z^3 - ... - a_0, highest first
+    _, remainder = np.polydiv(p[0].flip(0).numpy(), chi)
+    expected = np.zeros(4)
+    expected[: len(remainder)] = remainder[::-1]
+    np.testing.assert_allclose(reduce_mod(p, a, g)[0].numpy(), expected, rtol=1e-9, atol=1e-12)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="must divide"):
+        ssm.ClosedLoopCompanionSSM(4, n_kernels=3)
+    with pytest.raises(ValueError, match="init_std"):
+        ssm.ClosedLoopCompanionSSM(4, init_std=0)
+    with pytest.raises(ValueError, match="norm_order"):
+        ssm.ClosedLoopShiftSSM(4, norm_order=3)
+    layer = ssm.ClosedLoopCompanionSSM(4, d_state=3)
+    with pytest.raises(ValueError, match="horizon"):
+        layer(torch.randn(2, 5, 4), 0)
+    with pytest.raises(ValueError, match=r"\(batch, length, 4\)"):
+        layer(torch.randn(2, 5, 3), 2)
+    with pytest.raises(ValueError, match=r"\(batch, 4\)"):
+        layer.step(torch.randn(2, 3), layer.init_state(2))
