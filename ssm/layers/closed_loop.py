@@ -142,17 +142,20 @@ class ClosedLoopCompanionSSM(nn.Module):
     def rollout(self, x: torch.Tensor, horizon: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Closed-loop forecast after the window x (B, n, H): (y, û), each (B, horizon, H),
         y_{n+i} = cᵀ(A + b kᵀ)^i x_n and û_{n+i} = kᵀ(A + b kᵀ)^i x_n."""
-        check_positive_ints(type(self).__name__, horizon=horizon)
-        state = self.lag_state(x)
         _, _, c, k = self.coefficients()
-        rows = krylov_rows(torch.stack([c, k], 1), self.closed_loop_matrix(), int(horizon))  # (nk, 2, h, d)
-        rows = self._per_channel(rows).to(x.dtype)
-        y, u_hat = torch.einsum("hrim,bhm->rbih", rows, state)
+        y, u_hat = self._closed_loop(x, horizon, torch.stack([c, k], 1))
         return y, u_hat
 
     def forward(self, x: torch.Tensor, horizon: int) -> torch.Tensor:
         """The forecast (B, horizon, H) that follows the lag window x (B, n, H)."""
-        return self.rollout(x, horizon)[0]
+        return self._closed_loop(x, horizon, self.coefficients()[2].unsqueeze(1))[0]
+
+    def _closed_loop(self, x: torch.Tensor, horizon: int, readouts: torch.Tensor) -> torch.Tensor:
+        """rᵀ(A + b kᵀ)^i x_n for each readout r of (n_kernels, R, d): (R, B, horizon, H)."""
+        check_positive_ints(type(self).__name__, horizon=horizon)
+        state = self.lag_state(x)
+        rows = krylov_rows(readouts, self.closed_loop_matrix(), int(horizon))  # (nk, R, h, d)
+        return torch.einsum("hrim,bhm->rbih", self._per_channel(rows).to(x.dtype), state)
 
     def init_state(self, batch_size: int) -> torch.Tensor:
         """Zero state x_0: (batch_size, d_model, d)."""
