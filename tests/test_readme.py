@@ -36,10 +36,18 @@ def test_readme_names_the_main_commands():
 
 
 def readme_train_commands() -> list[list[str]]:
-    """Every `python train.py ...` command in the README, continuation lines joined."""
+    """Every `python train.py ...` command in the README, continuation lines joined; in a
+    multirun (`-m`) command each comma-separated sweep keeps its first value."""
     text = README.read_text().replace("\\\n", " ")
     commands = re.findall(r"python train\.py ([^\n`|]*)", text)
-    return [[arg for arg in cmd.split() if "=" in arg and "<" not in arg] for cmd in commands]
+    out = []
+    for cmd in commands:
+        words = cmd.split()
+        args = [arg for arg in words if "=" in arg and "<" not in arg]
+        if "-m" in words:
+            args = [arg.split(",")[0] for arg in args]
+        out.append(args)
+    return out
 
 
 def test_every_readme_train_command_composes():

@@ -58,6 +58,8 @@ def fftconv(
     if D is not None and (not torch.is_tensor(D) or D.shape != (H,)):
         raise ValueError(f"fftconv: expected D of shape ({H},), got {_shape(D)}")
     fn = select_backend("fftconv", _IMPLEMENTATIONS, backend, u, k)
+    if u.numel() == 0:  # an empty batch or sequence: nothing to transform
+        return u.new_zeros(u.shape)
     return fn(u, k, D)
 
 

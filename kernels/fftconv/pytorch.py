@@ -14,8 +14,8 @@ import torch
 
 @functools.lru_cache(maxsize=None)
 def fft_length(L: int) -> int:
-    """Smallest 5-smooth integer >= 2L."""
-    n = 2 * L
+    """Smallest 5-smooth integer >= 2L (1 for L = 0)."""
+    n = max(2 * L, 1)
     while True:
         m = n
         for p in (2, 3, 5):

@@ -68,6 +68,8 @@ def selective_scan(
     """
     u, delta, A, B, C, D, z, delta_bias, h0 = _canonical(u, delta, A, B, C, D, z, delta_bias, h0)
     fn = select_backend("selective_scan", _IMPLEMENTATIONS, backend, u, delta, A, B, C, D, z, delta_bias, h0)
+    if u.numel() == 0:  # an empty batch, channel set or sequence: the loop has nothing to do
+        fn = _IMPLEMENTATIONS["reference"]
     out, last = fn(u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus), h0)
     return (out, last) if return_last_state else out
 

@@ -128,6 +128,7 @@ class ClosedLoopCompanionSSM(nn.Module):
         x_n = B(z) U(z) mod χ with B(z) = Σ_m b_m z^m and U(z) = Σ_j u_j z^{n-1-j}: two
         reductions modulo χ by fast division, O(n log n) per row."""
         check_sequence(x, self.d_model, type(self).__name__)
+        x = x.to(torch.promote_types(x.dtype, torch.float32))  # half precision: FFTs in float32
         a, b, _, _ = (self._per_channel(t).to(x.dtype) for t in self.coefficients())
         n, d = x.shape[1], self.d_state
         g = series_inverse(reversed_characteristic(a), max(n - d, d - 1, 1))  # 1/Q_rev, (H, ·)
@@ -155,7 +156,7 @@ class ClosedLoopCompanionSSM(nn.Module):
         check_positive_ints(type(self).__name__, horizon=horizon)
         state = self.lag_state(x)
         rows = krylov_rows(readouts, self.closed_loop_matrix(), int(horizon))  # (nk, R, h, d)
-        return torch.einsum("hrim,bhm->rbih", self._per_channel(rows).to(x.dtype), state)
+        return torch.einsum("hrim,bhm->rbih", self._per_channel(rows).to(state.dtype), state).to(x.dtype)
 
     def init_state(self, batch_size: int) -> torch.Tensor:
         """Zero state x_0: (batch_size, d_model, d)."""

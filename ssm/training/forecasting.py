@@ -10,6 +10,7 @@ from torch import nn
 from torchmetrics import MeanAbsoluteError, MeanSquaredError
 
 from ssm.losses import REGRESSION_LOSSES, regression_loss
+from ssm.training.checks import require_finite_loss
 from ssm.training.optim import scheduler_config
 
 LOSSES = REGRESSION_LOSSES
@@ -87,6 +88,7 @@ class ForecastingTask(L.LightningModule):
         for name, value in aux.items():
             loss = loss + self.aux_weights.get(name, 1.0) * value
             self.log(f"{split}/aux/{name}", value, on_step=split == "train", on_epoch=True, batch_size=batch_size)
+        require_finite_loss(loss, split, self.global_step)
         for m in ("mse", "mae", "rmse"):
             self.metrics[f"{split}_{m}"](pred.detach().reshape(-1), y.reshape(-1))
         on_step = split == "train"

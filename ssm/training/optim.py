@@ -75,6 +75,27 @@ def scheduler_config(scheduler_factory, optimizer: torch.optim.Optimizer, traine
     interval = keywords.get("interval", "step")
     total = keywords.get("total_steps")
     if not total:
-        total = trainer.max_epochs if interval == "epoch" else trainer.estimated_stepping_batches
+        total = trainer.max_epochs if interval == "epoch" else stepping_batches(trainer)
     scheduler = scheduler_factory(optimizer, total_steps=max(1, int(total)))
     return {"scheduler": scheduler, "interval": getattr(scheduler, "interval", interval)}
+
+
+def stepping_batches(trainer) -> int:
+    """Optimizer steps of the whole run: max_steps, or epochs × ceil(batches / accumulation).
+
+    Counted on a loader of its own: ``trainer.estimated_stepping_batches`` would make the
+    trainer load its training loader before a resumed run restores the loader's position
+    (and the run would restart the interrupted epoch from its first batch)."""
+    if trainer.max_steps and trainer.max_steps > 0:
+        return int(trainer.max_steps)
+    datamodule = getattr(trainer, "datamodule", None)
+    if datamodule is None:
+        return int(trainer.estimated_stepping_batches)
+    batches = len(datamodule.train_dataloader())
+    limit = trainer.limit_train_batches
+    if isinstance(limit, int):
+        batches = min(batches, limit)
+    elif limit is not None:
+        batches = int(batches * limit)
+    per_epoch = max(1, math.ceil(batches / trainer.accumulate_grad_batches))
+    return per_epoch * max(1, trainer.max_epochs or 1)

@@ -9,8 +9,9 @@ import pathlib
 
 import hydra
 import lightning as L
+import torch
 from lightning.pytorch.loggers import WandbLogger
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ssm.training.batch_size import fit_batch_to_memory
 
@@ -90,6 +91,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
 def fit(cfg: DictConfig):
     """Build everything from ``cfg``, train, test: (metrics, task, datamodule)."""
     L.seed_everything(cfg.seed, workers=True)
+    cfg = _continue_checkpoints_of(cfg)
     datamodule = hydra.utils.instantiate(cfg.data)
     model = build_model(cfg, datamodule)
     extra = {}
@@ -106,7 +108,7 @@ def fit(cfg: DictConfig):
     if logger:
         logger.log_hyperparams(resolved_config(cfg))
     trainer = L.Trainer(
-        **OmegaConf.to_container(cfg.trainer, resolve=True),
+        **trainer_arguments(cfg),
         logger=logger,
         callbacks=build_callbacks(cfg, has_logger=bool(logger)),
     )
@@ -129,6 +131,35 @@ def fit(cfg: DictConfig):
             import wandb
 
             wandb.finish()
+
+
+def trainer_arguments(cfg: DictConfig) -> dict:
+    """``cfg.trainer`` as Trainer arguments; SyncBatchNorm (trainer=ddp) only exists on GPUs,
+    so CPU processes (trainer.accelerator=cpu, or no GPU) keep their own BatchNorm statistics."""
+    kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+    on_cpu = kwargs.get("accelerator") == "cpu" or not torch.cuda.is_available()
+    if kwargs.get("sync_batchnorm") and on_cpu:
+        log.info("sync_batchnorm needs GPUs; the CPU processes keep their own BatchNorm statistics")
+        kwargs["sync_batchnorm"] = False
+    return kwargs
+
+
+def _continue_checkpoints_of(cfg: DictConfig) -> DictConfig:
+    """When resuming from ``<dir>/last.ckpt``, keep writing checkpoints into ``<dir>``: the
+    best-checkpoint bookkeeping (best score, paths) is only restored for the same folder, and
+    the run's checkpoints stay together."""
+    path = cfg.get("ckpt_path")
+    callbacks = cfg.get("callbacks") or {}
+    if not path or not pathlib.Path(path).expanduser().is_file():
+        return cfg
+    folder = str(pathlib.Path(path).expanduser().resolve().parent)
+    cfg = cfg.copy()
+    with open_dict(cfg):
+        for name, spec in callbacks.items():
+            if spec is not None and "dirpath" in spec:
+                cfg.callbacks[name].dirpath = folder
+    log.info("resuming from %s: checkpoints continue in %s", path, folder)
+    return cfg
 
 
 def _checkpoint(path: str | None) -> str | None:

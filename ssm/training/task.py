@@ -13,6 +13,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from ssm.robustness import SSM_LAYERS, FourierModeNoise, inject_noise, spike_frequency
+from ssm.training.checks import require_finite_loss
 from ssm.training.optim import scheduler_config
 
 
@@ -73,11 +74,7 @@ class SequenceClassificationTask(L.LightningModule):
         if per_token:  # (B, K, C) -> the class dim second, as cross_entropy and the metric expect
             logits = logits.transpose(1, 2)
         loss = F.cross_entropy(logits, y)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"{split} loss is {loss.item()} at step {self.global_step}: lower the learning "
-                "rate, enable gradient clipping (trainer.gradient_clip_val) or check the inputs"
-            )
+        require_finite_loss(loss, split, self.global_step)
         metric = self.metrics[f"{split}{tag}_acc"]
         metric(logits.detach(), y)
         on_step = split == "train"

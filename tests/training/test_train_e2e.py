@@ -6,38 +6,11 @@ import subprocess
 import sys
 
 import pytest
-import torch
-
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-TINY = [
-    "experiment=lra",
-    "data.n_train=64",
-    "data.n_val=16",
-    "data.n_test=16",
-    "data.min_length=10",
-    "data.max_length=60",
-    "data.batch_size=16",
-    "data.workers=1",
-    "model.n_layers=1",
-    "model.d_model=16",
-    "model.layer.d_state=8",
-    "trainer.log_every_n_steps=1",
-    "trainer.accelerator=cpu",
-    "callbacks.progress=null",
-]
-
-
-def train(tmp_path: pathlib.Path, run: str, *overrides: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
-    env.update(HOME=str(tmp_path / "home"), DATA_PATH=str(tmp_path / "data"), PYTHONPATH=str(ROOT))
-    cmd = [sys.executable, str(ROOT / "train.py"), *TINY, f"hydra.run.dir={tmp_path / run}", *overrides]
-    result = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result
+from train_runner import ROOT, TINY, load_checkpoint, train
 
 
 def global_step(checkpoint: pathlib.Path) -> int:
-    return torch.load(checkpoint, map_location="cpu", weights_only=True)["global_step"]
+    return load_checkpoint(checkpoint)["global_step"]
 
 
 @pytest.mark.slow
@@ -52,8 +25,9 @@ def test_train_writes_checkpoint_and_offline_wandb_run_then_resumes(tmp_path):
     assert list((tmp_path / "data" / "listops_generated").glob("*/basic_train.tsv"))
 
     train(tmp_path, "resumed", "trainer.max_epochs=2", f"ckpt_path={last}")
-    resumed = tmp_path / "resumed" / "checkpoints" / "last.ckpt"
-    assert global_step(resumed) == 8  # continued from step 4, not restarted
+    assert global_step(last) == 8  # continued from step 4, not restarted, in the same folder
+    assert not (tmp_path / "resumed" / "checkpoints").exists()
+    assert list((tmp_path / "resumed" / "wandb").glob("offline-run-*"))  # the resumed run logs in its own folder
 
 
 @pytest.mark.slow

@@ -62,13 +62,33 @@ def test_scheduler_config_counts_epochs_or_steps():
     from ssm.training.optim import scheduler_config
 
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    trainer = SimpleNamespace(max_epochs=7, estimated_stepping_batches=70)
+    trainer = SimpleNamespace(max_epochs=7, max_steps=-1, datamodule=None, estimated_stepping_batches=70)
     by_epoch = scheduler_config(functools.partial(cosine_warmup, warmup_steps=0, interval="epoch"), opt, trainer)
     assert by_epoch["interval"] == "epoch" and by_epoch["scheduler"].lr_lambdas[0](7) == pytest.approx(0.0)
     by_step = scheduler_config(functools.partial(cosine_warmup, warmup_steps=0), opt, trainer)
     assert by_step["interval"] == "step" and by_step["scheduler"].lr_lambdas[0](35) == pytest.approx(0.5)
     fixed = scheduler_config(functools.partial(cosine_warmup, warmup_steps=0, total_steps=10, interval="epoch"), opt, trainer)
     assert fixed["scheduler"].lr_lambdas[0](5) == pytest.approx(0.5)
+
+
+def test_stepping_batches_counts_its_own_loader():
+    from types import SimpleNamespace
+
+    from ssm.training.optim import stepping_batches
+
+    class Data:
+        def train_dataloader(self):
+            return range(10)  # 10 batches
+
+    trainer = SimpleNamespace(max_epochs=3, max_steps=-1, datamodule=Data(), limit_train_batches=None,
+                              accumulate_grad_batches=4)
+    assert stepping_batches(trainer) == 3 * 3  # ceil(10 / 4) optimizer steps per epoch
+    trainer.limit_train_batches = 0.5
+    assert stepping_batches(trainer) == 3 * 2
+    trainer.limit_train_batches = 4
+    assert stepping_batches(trainer) == 3
+    trainer.max_steps = 17
+    assert stepping_batches(trainer) == 17
 
 
 def test_cosine_warmup_scales_every_group_by_the_same_factor():

@@ -7,6 +7,8 @@ from typing import Callable
 import lightning as L
 from torch.utils.data import DataLoader, Dataset
 
+from ssm.training.data.loaders import ResumableLoader, evaluation_loader
+
 
 class ClassificationDataModule(L.LightningDataModule):
     """Subclasses set ``self.train_set``, ``self.val_set``, ``self.test_set`` in ``setup``
@@ -31,23 +33,18 @@ class ClassificationDataModule(L.LightningDataModule):
 
     collate_fn: Callable | None = None
 
-    def _loader(self, dataset: Dataset | None, batch_size: int, shuffle: bool) -> DataLoader:
+    def _check(self, dataset: Dataset | None) -> Dataset:
         if dataset is None:
             raise RuntimeError(f"{type(self).__name__}: call setup() before asking for loaders")
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            shuffle=shuffle,
-            collate_fn=self.collate_fn,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
+        return dataset
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, self.batch_size, shuffle=True)
+        """Shuffled by (run seed, epoch), sharded over ranks, resumable mid-epoch."""
+        return ResumableLoader(self._check(self.train_set), self.batch_size, shuffle=True,
+                               collate_fn=self.collate_fn, num_workers=self.num_workers)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, self.eval_batch_size, shuffle=False)
+        return evaluation_loader(self._check(self.val_set), self.eval_batch_size, self.collate_fn, self.num_workers)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, self.eval_batch_size, shuffle=False)
+        return evaluation_loader(self._check(self.test_set), self.eval_batch_size, self.collate_fn, self.num_workers)

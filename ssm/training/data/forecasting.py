@@ -10,6 +10,7 @@ import numpy as np
 from torch.utils.data import DataLoader
 
 from ssm.data import forecasting as fc
+from ssm.training.data.loaders import ResumableLoader, evaluation_loader
 
 
 class ForecastingDataModule(L.LightningDataModule):
@@ -114,16 +115,14 @@ class ForecastingDataModule(L.LightningDataModule):
             for (a, b), name in zip(ranges, ("train", "validation", "test"))
         ]
 
-    def _loader(self, split: int, batch_size: int, shuffle: bool) -> DataLoader:
-        self.setup()
-        return DataLoader(self.splits[split], batch_size=batch_size, shuffle=shuffle, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0)
-
     def train_dataloader(self) -> DataLoader:
-        return self._loader(0, self.batch_size, True)
+        self.setup()
+        return ResumableLoader(self.splits[0], self.batch_size, shuffle=True, num_workers=self.num_workers)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(1, self.eval_batch_size, False)
+        self.setup()
+        return evaluation_loader(self.splits[1], self.eval_batch_size, num_workers=self.num_workers)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(2, self.eval_batch_size, False)
+        self.setup()
+        return evaluation_loader(self.splits[2], self.eval_batch_size, num_workers=self.num_workers)

@@ -1,0 +1,90 @@
+"""Callbacks for runs that survive crashes.
+
+- :class:`LastCheckpoint`: ``last.ckpt`` at every epoch end and every N optimizer steps,
+  written atomically, so a killed run loses at most N steps and resumes mid-epoch (the
+  training loaders are resumable, ``ssm.training.data.loaders``).
+- :class:`RNGStateCheckpoint`: the Python, NumPy and torch RNG states travel in each
+  checkpoint and are restored on resume, so the resumed run continues the same random
+  stream (dropout masks) as an uninterrupted one.
+
+Everything put into checkpoints is tensors, numbers and lists, so they load with
+``torch.load(..., weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import random
+
+import lightning as L
+import numpy as np
+import torch
+
+
+class LastCheckpoint(L.Callback):
+    """Keep ``dirpath/filename`` (``last.ckpt``) current: written at the end of every training
+    epoch and every ``every_n_steps`` optimizer steps (None: epoch ends only), each time to a
+    temporary file renamed over the old one, so a kill never leaves a torn checkpoint."""
+
+    def __init__(self, dirpath: str | os.PathLike, every_n_steps: int | None = 500, filename: str = "last.ckpt") -> None:
+        if every_n_steps is not None and (isinstance(every_n_steps, bool) or int(every_n_steps) != every_n_steps
+                                          or every_n_steps < 1):
+            raise ValueError(f"LastCheckpoint: every_n_steps must be a positive integer or null, got {every_n_steps!r}")
+        self.path = pathlib.Path(dirpath) / filename
+        self.every_n_steps = None if every_n_steps is None else int(every_n_steps)
+        self._saved_step = -1
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if self.every_n_steps is not None and step > 0 and step % self.every_n_steps == 0 and step != self._saved_step:
+            self._save(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module) -> None:
+        self._save(trainer)
+
+    def _save(self, trainer: L.Trainer) -> None:
+        self._saved_step = trainer.global_step
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        if trainer.is_global_zero:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        trainer.save_checkpoint(tmp)
+        if trainer.is_global_zero:
+            os.replace(tmp, self.path)
+
+
+class RNGStateCheckpoint(L.Callback):
+    """Carry the RNG states of Python, NumPy, torch (CPU and CUDA) in checkpoints and put
+    them back when a resumed run starts training (after the sanity check, whose loaders
+    would otherwise move them). Exact for one process; in a distributed run every rank gets
+    rank 0's states."""
+
+    def __init__(self) -> None:
+        self._pending: dict | None = None
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        kind, keys, pos, has_gauss, cached = np.random.get_state()
+        state = {
+            "torch": torch.get_rng_state(),
+            "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
+                      "cached": float(cached)},
+            "python": list(random.getstate()[1]),
+        }
+        if torch.cuda.is_available():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        checkpoint["rng_states"] = state
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        self._pending = checkpoint.get("rng_states")
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        state, self._pending = self._pending, None
+        if not state:
+            return
+        torch.set_rng_state(state["torch"])
+        numpy_state = state["numpy"]
+        np.random.set_state(("MT19937", numpy_state["keys"].numpy().astype(np.uint32), numpy_state["pos"],
+                             numpy_state["has_gauss"], numpy_state["cached"]))
+        random.setstate((3, tuple(state["python"]), None))
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])

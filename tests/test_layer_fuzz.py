@@ -1,0 +1,91 @@
+"""Random shapes and dtypes into every layer's forward: either the right output shape or a
+ValueError / TypeError that says what was expected, never an error from deeper inside."""
+
+import functools
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import ssm
+
+C = 4  # channels of every layer below
+SEQUENCE_LAYERS = {
+    "S4D": functools.partial(ssm.S4D, C, d_state=4),
+    "DSS": functools.partial(ssm.DSS, C, d_state=4),
+    "S4PTD": functools.partial(ssm.S4PTD, C, d_state=4),
+    "S5": functools.partial(ssm.S5, C, d_state=4),
+    "S5PTD": functools.partial(ssm.S5PTD, C, d_state=4),
+    "CompanionSSM": functools.partial(ssm.CompanionSSM, C, d_state=3),
+    "ShiftSSM": functools.partial(ssm.ShiftSSM, C, d_state=3),
+    "ResidualSSM": functools.partial(ssm.ResidualSSM, C, max_avg_window=6),
+    "Mamba": functools.partial(ssm.Mamba, C, d_state=2),
+}
+IMAGE_LAYERS = {
+    "SS2D": functools.partial(ssm.SS2D, C, d_state=2),
+    "NSSMamba": functools.partial(ssm.NSSMamba, C, d_state=2, stripe=2),
+    "Mamba2D": functools.partial(ssm.Mamba2D, C, d_state=2),
+}
+DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int64, torch.bool, torch.complex64]
+CLEAR = (ValueError, TypeError)
+
+
+def tensors(rank_range, expected_rank):
+    """Random shapes (usually with C channels last, often the right rank) and dtypes."""
+    @st.composite
+    def draw(draw_):
+        rank = draw_(st.sampled_from([expected_rank] * 3 + list(rank_range)))
+        shape = [draw_(st.integers(0, 5)) for _ in range(rank)]
+        if rank and draw_(st.booleans()):
+            shape[-1] = C
+        dtype = draw_(st.sampled_from(DTYPES))
+        if dtype.is_floating_point or dtype.is_complex:
+            return torch.randn(shape).to(dtype)
+        return torch.zeros(shape, dtype=dtype)
+    return draw()
+
+
+FUZZ = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
+
+
+def check(run, x, expected_shape):
+    try:
+        with torch.no_grad():
+            y = run(x)
+    except CLEAR as err:
+        assert str(err), "an exception without a message"
+        return
+    assert y.shape == expected_shape, f"{tuple(x.shape)} {x.dtype} -> {tuple(y.shape)}"
+    assert y.dtype == x.dtype and torch.isfinite(y.float()).all()
+
+
+@pytest.mark.parametrize("name", SEQUENCE_LAYERS)
+@FUZZ
+@given(x=tensors(range(0, 6), 3))
+def test_sequence_layers_give_the_input_shape_or_a_clear_error(name, x):
+    layer = SEQUENCE_LAYERS[name]().eval()
+    check(layer, x, x.shape)
+
+
+@pytest.mark.parametrize("name", IMAGE_LAYERS)
+@FUZZ
+@given(x=tensors(range(0, 6), 4))
+def test_image_layers_give_the_input_shape_or_a_clear_error(name, x):
+    layer = IMAGE_LAYERS[name]().eval()
+    check(layer, x, x.shape)
+
+
+@FUZZ
+@given(x=tensors(range(0, 6), 4))
+def test_chimera_gives_the_input_shape_or_a_clear_error(x):
+    layer = ssm.Chimera(C, d_state=2, period=2).eval()
+    check(layer, x, x.shape)
+
+
+@FUZZ
+@given(x=tensors(range(0, 6), 3), horizon=st.integers(-1, 4))
+def test_closed_loop_forecast_has_the_horizon_or_a_clear_error(x, horizon):
+    layer = ssm.ClosedLoopCompanionSSM(C, d_state=3).eval()
+    expected = (x.shape[0], horizon, C) if x.dim() == 3 else None
+    check(lambda t: layer(t, horizon), x, expected)
