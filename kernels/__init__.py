@@ -15,7 +15,6 @@ from kernels.selective_state_update import selective_state_update
 from kernels.vandermonde import vandermonde
 
 __all__ = [
-    "BACKENDS", "companion_kernel", "cross_merge", "cross_scan", "fftconv", "linear_scan", "select_backend", "selective_scan", "selective_scan_2d",
-    "selective_state_update",
-    "use_backend", "vandermonde",
+    "BACKENDS", "companion_kernel", "cross_merge", "cross_scan", "fftconv", "linear_scan", "select_backend",
+    "selective_scan", "selective_scan_2d", "selective_state_update", "use_backend", "vandermonde",
 ]

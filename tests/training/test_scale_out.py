@@ -47,7 +47,8 @@ def test_mixed_precision_with_gradient_accumulation(tmp_path):
 def test_there_are_sweeps_for_s4d_and_the_ptd_step_range():
     names = {p.stem for p in SWEEPS}
     assert {"s4d_listops", "s4ptd_dt"} <= names
-    assert {"optimizer.lr", "model.layer.d_state", "model.dropout"} <= set(load_sweep(CONFIGS / "sweep" / "s4d_listops.yaml")["parameters"])
+    s4d = load_sweep(CONFIGS / "sweep" / "s4d_listops.yaml")["parameters"]
+    assert {"optimizer.lr", "model.layer.d_state", "model.dropout"} <= set(s4d)
     assert {"model.layer.dt_min", "model.layer.dt_max"} <= set(load_sweep(CONFIGS / "sweep" / "s4ptd_dt.yaml")["parameters"])
 
 
