@@ -11,21 +11,22 @@ from hypothesis import strategies as st
 import ssm
 
 C = 4  # channels of every layer below
-SEQUENCE_LAYERS = {
-    "S4D": functools.partial(ssm.S4D, C, d_state=4),
-    "DSS": functools.partial(ssm.DSS, C, d_state=4),
-    "S4PTD": functools.partial(ssm.S4PTD, C, d_state=4),
-    "S5": functools.partial(ssm.S5, C, d_state=4),
-    "S5PTD": functools.partial(ssm.S5PTD, C, d_state=4),
-    "CompanionSSM": functools.partial(ssm.CompanionSSM, C, d_state=3),
-    "ShiftSSM": functools.partial(ssm.ShiftSSM, C, d_state=3),
-    "ResidualSSM": functools.partial(ssm.ResidualSSM, C, max_avg_window=6),
-    "Mamba": functools.partial(ssm.Mamba, C, d_state=2),
-}
-IMAGE_LAYERS = {
-    "SS2D": functools.partial(ssm.SS2D, C, d_state=2),
-    "NSSMamba": functools.partial(ssm.NSSMamba, C, d_state=2, stripe=2),
-    "Mamba2D": functools.partial(ssm.Mamba2D, C, d_state=2),
+# name: (layer factory, rank of its input): (B, L, C) sequences, (B, H, W, C) images,
+# (B, L, V, C) multivariate series
+LAYERS = {
+    "S4D": (functools.partial(ssm.S4D, C, d_state=4), 3),
+    "DSS": (functools.partial(ssm.DSS, C, d_state=4), 3),
+    "S4PTD": (functools.partial(ssm.S4PTD, C, d_state=4), 3),
+    "S5": (functools.partial(ssm.S5, C, d_state=4), 3),
+    "S5PTD": (functools.partial(ssm.S5PTD, C, d_state=4), 3),
+    "CompanionSSM": (functools.partial(ssm.CompanionSSM, C, d_state=3), 3),
+    "ShiftSSM": (functools.partial(ssm.ShiftSSM, C, d_state=3), 3),
+    "ResidualSSM": (functools.partial(ssm.ResidualSSM, C, max_avg_window=6), 3),
+    "Mamba": (functools.partial(ssm.Mamba, C, d_state=2), 3),
+    "SS2D": (functools.partial(ssm.SS2D, C, d_state=2), 4),
+    "NSSMamba": (functools.partial(ssm.NSSMamba, C, d_state=2, stripe=2), 4),
+    "Mamba2D": (functools.partial(ssm.Mamba2D, C, d_state=2), 4),
+    "Chimera": (functools.partial(ssm.Chimera, C, d_state=2, period=2), 4),
 }
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int64, torch.bool, torch.complex64]
 CLEAR = (ValueError, TypeError)
@@ -60,27 +61,28 @@ def check(run, x, expected_shape):
     assert y.dtype == x.dtype and torch.isfinite(y.float()).all()
 
 
-@pytest.mark.parametrize("name", SEQUENCE_LAYERS)
+@pytest.mark.parametrize("name", LAYERS)
 @FUZZ
-@given(x=tensors(range(0, 6), 3))
-def test_sequence_layers_give_the_input_shape_or_a_clear_error(name, x):
-    layer = SEQUENCE_LAYERS[name]().eval()
-    check(layer, x, x.shape)
+@given(data=st.data())
+def test_layers_give_the_input_shape_or_a_clear_error(name, data):
+    factory, rank = LAYERS[name]
+    x = data.draw(tensors(range(0, 6), rank))
+    check(factory().eval(), x, x.shape)
 
 
-@pytest.mark.parametrize("name", IMAGE_LAYERS)
-@FUZZ
-@given(x=tensors(range(0, 6), 4))
-def test_image_layers_give_the_input_shape_or_a_clear_error(name, x):
-    layer = IMAGE_LAYERS[name]().eval()
-    check(layer, x, x.shape)
+@pytest.mark.parametrize("name", LAYERS)
+def test_an_empty_batch_gives_an_empty_output(name):
+    factory, rank = LAYERS[name]
+    x = torch.randn(0, *[3] * (rank - 2), C)
+    with torch.no_grad():
+        assert factory().eval()(x).shape == x.shape
 
 
-@FUZZ
-@given(x=tensors(range(0, 6), 4))
-def test_chimera_gives_the_input_shape_or_a_clear_error(x):
-    layer = ssm.Chimera(C, d_state=2, period=2).eval()
-    check(layer, x, x.shape)
+def test_closed_loop_forecast_of_an_empty_batch():
+    with torch.no_grad():
+        assert ssm.ClosedLoopCompanionSSM(C, d_state=3)(torch.randn(0, 5, C), 2).shape == (0, 2, C)
+        assert ssm.SpaceTime(lag=5, horizon=2, n_variates=2, d_model=8, d_state=3, n_kernels=1,
+                             max_avg_window=6).forecast(torch.randn(0, 5, 2)).shape == (0, 2, 2)
 
 
 @FUZZ

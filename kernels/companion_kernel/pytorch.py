@@ -48,6 +48,8 @@ def _fft_size(n: int) -> int:
 
 def polymul(p: torch.Tensor, q: torch.Tensor, n_out: int) -> torch.Tensor:
     """The first ``n_out`` coefficients of p·q for coefficient vectors (..., m1), (..., m2)."""
+    if p.numel() == 0 or q.numel() == 0:  # an empty batch (the FFT libraries reject it)
+        return p.new_zeros(*torch.broadcast_shapes(p.shape[:-1], q.shape[:-1]), n_out)
     n_fft = _fft_size(p.shape[-1] + q.shape[-1] - 1)
     fp = torch.fft.rfft(p, n_fft)
     prod = torch.fft.irfft(fp * (fp if q is p else torch.fft.rfft(q, n_fft)), n_fft)
@@ -59,6 +61,8 @@ def polymul(p: torch.Tensor, q: torch.Tensor, n_out: int) -> torch.Tensor:
 
 def correlate(u: torch.Tensor, v: torch.Tensor, n_out: int) -> torch.Tensor:
     """r_k = Σ_i u_{i+k} v_i for k < n_out (u_j = 0 beyond its length): (..., n_out)."""
+    if u.numel() == 0 or v.numel() == 0:
+        return u.new_zeros(*torch.broadcast_shapes(u.shape[:-1], v.shape[:-1]), n_out)
     n_fft = _fft_size(max(u.shape[-1], v.shape[-1] + n_out - 1))
     r = torch.fft.irfft(torch.fft.rfft(u, n_fft) * torch.fft.rfft(v, n_fft).conj(), n_fft)
     return r[..., :n_out]
@@ -88,15 +92,20 @@ def _times_x_mod(r: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
     return shifted + r[..., -1:] * a
 
 
+def reduce_mod(p: torch.Tensor, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """p mod χ, χ(z) = z^d - Σ_m a_m z^m, for coefficients p (..., m) and a (..., d), with g
+    holding 1/Q_rev to at least m - d terms: the quotient q = ⌊p/χ⌋ has reversed
+    coefficients rev(p)·g mod z^{m-d+1}, and p - χq = p[:d] + (a q)[:d]. Returns (..., d)."""
+    d, m = a.shape[-1], p.shape[-1]
+    if m <= d:
+        return torch.nn.functional.pad(p, (0, d - m))
+    quotient = polymul(p[..., d:].flip(-1), g[..., : m - d], m - d).flip(-1)
+    return p[..., :d] + polymul(a, quotient, d)
+
+
 def _square_mod(r: torch.Tensor, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    """r² mod χ for r of degree < d, with g = 1/Q_rev mod z^{d-1} (fast division)."""
-    d = a.shape[-1]
-    p = polymul(r, r, 2 * d - 1)
-    if d == 1:
-        return p
-    high = p[..., d:]  # x^d · high, degree <= d - 2
-    quotient = polymul(high.flip(-1), g, d - 1).flip(-1)  # floor(p / χ)
-    return p[..., :d] + polymul(a, quotient, d)  # p - χ·quotient, with χ = x^d - a(x)
+    """r² mod χ for r of degree < d, with g = 1/Q_rev to at least d - 1 terms."""
+    return reduce_mod(polymul(r, r, 2 * a.shape[-1] - 1), a, g)
 
 
 def x_power_mod(a: torch.Tensor, L: int, g: torch.Tensor | None = None) -> torch.Tensor:
@@ -117,7 +126,7 @@ def x_power_mod(a: torch.Tensor, L: int, g: torch.Tensor | None = None) -> torch
     if g is None:
         g = series_inverse(reversed_characteristic(a), max(d - 1, 1))
     for bit in bits[lead:]:
-        r = _square_mod(r, a, g[..., : max(d - 1, 1)])
+        r = _square_mod(r, a, g)
         if bit == "1":
             r = _times_x_mod(r, a)
     return r
@@ -190,11 +199,14 @@ def kernel_series(a, b, c, L: int) -> torch.Tensor:
 METHODS = {"fft": kernel_fft, "series": kernel_series}
 
 
-def companion_kernel_torch(a, b, c, L: int, method: str = "fft") -> torch.Tensor:
-    """(n, L) kernel for a, b, c (n, d); float16/bfloat16 inputs are computed in float32."""
+def companion_kernel_torch(a, b, c, L: int, method: str = "fft", combine=combine_spectra) -> torch.Tensor:
+    """(n, L) kernel for a, b, c (n, d); float16/bfloat16 inputs are computed in float32.
+    ``combine`` is the spectral step of the fft method (the Triton backend passes its own)."""
     dtype = a.dtype
     if dtype in (torch.float16, torch.bfloat16):
         a, b, c = a.float(), b.float(), c.float()
     if L == 0:
         return torch.zeros(a.shape[0], 0, dtype=dtype, device=a.device)
+    if method == "fft":
+        return kernel_fft(a, b, c, L, combine=combine).to(dtype)
     return METHODS[method](a, b, c, L).to(dtype)

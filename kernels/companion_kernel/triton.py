@@ -29,7 +29,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.companion_kernel.pytorch import inverse_roots, kernel_fft, kernel_series
+from kernels.companion_kernel.pytorch import companion_kernel_torch, inverse_roots
 
 BLOCK = 256  # frequencies per program
 
@@ -37,6 +37,22 @@ BLOCK = 256  # frequencies per program
 @triton.jit
 def _load_complex(ptr, offs, mask):
     return tl.load(ptr + 2 * offs, mask=mask, other=0.0), tl.load(ptr + 2 * offs + 1, mask=mask, other=0.0)
+
+
+@triton.jit
+def _store_complex(ptr, offs, re, im, mask):
+    tl.store(ptr + 2 * offs, re, mask=mask)
+    tl.store(ptr + 2 * offs + 1, im, mask=mask)
+
+
+@triton.jit
+def _frequency_block(F, BLOCK: tl.constexpr):
+    """This program's frequencies: (flat offsets row·F + j, j, mask j < F)."""
+    pid = tl.program_id(0)
+    n_blocks = tl.cdiv(F, BLOCK)
+    row = (pid // n_blocks).to(tl.int64)
+    j = (pid % n_blocks) * BLOCK + tl.arange(0, BLOCK)
+    return row * F + j, j, j < F
 
 
 @triton.jit
@@ -58,27 +74,16 @@ def _ratio_terms(s_ptr, w_ptr, n, F, offs, j, mask):
 
 @triton.jit
 def _combine_fwd_kernel(s_ptr, w_ptr, out_ptr, n, F, BLOCK: tl.constexpr):
-    pid = tl.program_id(0)
-    n_blocks = tl.cdiv(F, BLOCK)
-    row = (pid // n_blocks).to(tl.int64)
-    j = (pid % n_blocks) * BLOCK + tl.arange(0, BLOCK)
-    mask = j < F
-    offs = row * F + j
+    offs, j, mask = _frequency_block(F, BLOCK)
     cbr, cbi, car, cai, ebr, ebi, rr, ri = _ratio_terms(s_ptr, w_ptr, n, F, offs, j, mask)
     pr = car * ebr - cai * ebi  # Q(c̃,a) Q(e_d,b)
     pi = car * ebi + cai * ebr
-    tl.store(out_ptr + 2 * offs, cbr + pr * rr - pi * ri, mask=mask)
-    tl.store(out_ptr + 2 * offs + 1, cbi + pr * ri + pi * rr, mask=mask)
+    _store_complex(out_ptr, offs, cbr + pr * rr - pi * ri, cbi + pr * ri + pi * rr, mask)
 
 
 @triton.jit
 def _combine_bwd_kernel(s_ptr, w_ptr, g_ptr, grad_ptr, n, F, BLOCK: tl.constexpr):
-    pid = tl.program_id(0)
-    n_blocks = tl.cdiv(F, BLOCK)
-    row = (pid // n_blocks).to(tl.int64)
-    j = (pid % n_blocks) * BLOCK + tl.arange(0, BLOCK)
-    mask = j < F
-    offs = row * F + j
+    offs, j, mask = _frequency_block(F, BLOCK)
     plane = n * F
     cbr, cbi, car, cai, ebr, ebi, rr, ri = _ratio_terms(s_ptr, w_ptr, n, F, offs, j, mask)
     gr, gi = _load_complex(g_ptr, offs, mask)
@@ -89,14 +94,10 @@ def _combine_bwd_kernel(s_ptr, w_ptr, g_ptr, grad_ptr, n, F, BLOCK: tl.constexpr
     vr = ur * tr - ui * ti  # u t = Q(c̃,a) Q(e_d,b) r²
     vi = ur * ti + ui * tr
     # g · conj(x) = (gr xr + gi xi) + i (gi xr - gr xi)
-    tl.store(grad_ptr + 2 * offs, gr, mask=mask)
-    tl.store(grad_ptr + 2 * offs + 1, gi, mask=mask)
-    tl.store(grad_ptr + 2 * (offs + plane), gr * tr + gi * ti, mask=mask)
-    tl.store(grad_ptr + 2 * (offs + plane) + 1, gi * tr - gr * ti, mask=mask)
-    tl.store(grad_ptr + 2 * (offs + 2 * plane), gr * ur + gi * ui, mask=mask)
-    tl.store(grad_ptr + 2 * (offs + 2 * plane) + 1, gi * ur - gr * ui, mask=mask)
-    tl.store(grad_ptr + 2 * (offs + 3 * plane), gr * vr + gi * vi, mask=mask)
-    tl.store(grad_ptr + 2 * (offs + 3 * plane) + 1, gi * vr - gr * vi, mask=mask)
+    _store_complex(grad_ptr, offs, gr, gi, mask)
+    _store_complex(grad_ptr, offs + plane, gr * tr + gi * ti, gi * tr - gr * ti, mask)
+    _store_complex(grad_ptr, offs + 2 * plane, gr * ur + gi * ui, gi * ur - gr * ui, mask)
+    _store_complex(grad_ptr, offs + 3 * plane, gr * vr + gi * vi, gi * vr - gr * vi, mask)
 
 
 def _device_guard(t: torch.Tensor):
@@ -149,11 +150,4 @@ def companion_kernel_triton(a, b, c, L: int, method: str = "fft") -> torch.Tenso
     """(n, L) kernel, as :func:`companion_kernel_torch` with the fused spectral combination.
 
     ``method="series"`` has no fused step and runs the torch path as it is."""
-    dtype = a.dtype
-    if dtype in (torch.float16, torch.bfloat16):
-        a, b, c = a.float(), b.float(), c.float()
-    if L == 0:
-        return torch.zeros(a.shape[0], 0, dtype=dtype, device=a.device)
-    if method == "series":
-        return kernel_series(a, b, c, L).to(dtype)
-    return kernel_fft(a, b, c, L, combine=combine_spectra_triton).to(dtype)
+    return companion_kernel_torch(a, b, c, L, method=method, combine=combine_spectra_triton)

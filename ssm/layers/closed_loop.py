@@ -24,21 +24,15 @@ from torch import nn
 
 from kernels import companion_kernel, fftconv
 from kernels.companion_kernel import companion_matrix
-from kernels.companion_kernel.pytorch import polymul, reversed_characteristic, series_inverse
+from kernels.companion_kernel.pytorch import polymul, reduce_mod, reversed_characteristic, series_inverse
 from ssm.layers._checks import check_positive_ints, check_sequence, check_step_input
-from ssm.layers.companion import optimizer_hint, first_unit_vectors, check_kernel_sets, l1_normalized, shift_apply
-from ssm.optim import register
-
-
-def reduce_mod(p: torch.Tensor, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    """p mod χ, χ(z) = z^d - Σ_m a_m z^m, for coefficients p (..., m) and a (..., d), with g
-    holding 1/Q_rev to at least m - d terms: the quotient q = ⌊p/χ⌋ has reversed
-    coefficients rev(p)·g mod z^{m-d+1}, and p - χq = p[:d] + (a q)[:d]. Returns (..., d)."""
-    d, m = a.shape[-1], p.shape[-1]
-    if m <= d:
-        return torch.nn.functional.pad(p, (0, d - m))
-    quotient = polymul(p[..., d:].flip(-1), g[..., : m - d], m - d).flip(-1)
-    return p[..., :d] + polymul(a, quotient, d)
+from ssm.layers.companion import (
+    check_kernel_sets,
+    companion_step,
+    first_unit_vectors,
+    l1_normalized,
+    register_coefficient,
+)
 
 
 def krylov_rows(rows: torch.Tensor, M: torch.Tensor, steps: int) -> torch.Tensor:
@@ -95,9 +89,7 @@ class ClosedLoopCompanionSSM(nn.Module):
 
     def _register_coefficients(self, lr) -> None:
         for key in ("a", "b", "c", "k"):
-            hint = optimizer_hint(lr, key)
-            value = self.init_std * torch.randn(self.n_kernels, self.d_state)
-            register(self, key, value, hint, None if hint is None else 0.0)
+            register_coefficient(self, key, self.init_std * torch.randn(self.n_kernels, self.d_state), lr)
 
     def coefficients(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(a, b, c, k), each (n_kernels, d), as used (normalized with ``norm_order=1``)."""
@@ -166,7 +158,7 @@ class ClosedLoopCompanionSSM(nn.Module):
         """Open-loop step on x_t (B, H): x ← A x + b u_t, y_t = cᵀx; returns (y_t, x)."""
         check_step_input(x_t, self.d_model, type(self).__name__)
         a, b, c, _ = (self._per_channel(t) for t in self.coefficients())
-        state = shift_apply(state, a) + b * x_t.unsqueeze(-1).to(state.dtype)
+        state = companion_step(state, a, b, x_t)
         return (c * state).sum(-1).to(x_t.dtype), state
 
     def closed_loop_step(self, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -176,7 +168,7 @@ class ClosedLoopCompanionSSM(nn.Module):
         last step is ``forward``'s first forecast and each closed-loop step gives the next."""
         a, b, c, k = (self._per_channel(t) for t in self.coefficients())
         u_hat = (k * state).sum(-1)
-        state = shift_apply(state, a) + b * u_hat.unsqueeze(-1)
+        state = companion_step(state, a, b, u_hat)
         return (c * state).sum(-1), u_hat, state
 
     def characteristic_coefficients(self) -> torch.Tensor:
@@ -205,8 +197,7 @@ class ClosedLoopShiftSSM(ClosedLoopCompanionSSM):
         self.register_buffer("a", torch.zeros(n, d))
         self.register_buffer("b", first_unit_vectors(n, d))
         for key in ("c", "k"):
-            hint = optimizer_hint(lr, key)
-            register(self, key, self.init_std * torch.randn(n, d), hint, None if hint is None else 0.0)
+            register_coefficient(self, key, self.init_std * torch.randn(n, d), lr)
 
     def coefficients(self):
         c, k = (l1_normalized(t) for t in (self.c, self.k)) if self.norm_order == 1 else (self.c, self.k)

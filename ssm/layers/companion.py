@@ -49,9 +49,17 @@ def check_kernel_sets(layer: str, d_model: int, d_state: int, n_kernels: int | N
     return int(n_kernels)
 
 
-def optimizer_hint(lr: float | None | Mapping, key: str) -> float | None:
-    """The lr hint of tensor ``key`` from a float or a per-name dict."""
-    return lr.get(key) if isinstance(lr, Mapping) else lr
+def companion_step(state: torch.Tensor, a: torch.Tensor, b: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """x ← A x + b u for states (..., d) and inputs (...,): one step of the recurrence."""
+    return shift_apply(state, a) + b * u.unsqueeze(-1).to(state.dtype)
+
+
+def register_coefficient(module: nn.Module, key: str, value: torch.Tensor, lr: float | None | Mapping) -> None:
+    """Register ``value`` as SSM tensor ``key`` with the lr hint of ``lr`` (a float or a dict
+    by name): None keeps the global lr and weight decay, a float sets the lr and no weight
+    decay, 0 freezes it."""
+    hint = lr.get(key) if isinstance(lr, Mapping) else lr
+    register(module, key, value, hint, None if hint is None else 0.0)
 
 
 class CompanionSSM(nn.Module):
@@ -97,8 +105,7 @@ class CompanionSSM(nn.Module):
         n, d = self.n_kernels, self.d_state
         b = torch.randn(n, d) if b_init == "normal" else first_unit_vectors(n, d)
         for key, value in (("a", torch.randn(n, d)), ("b", b), ("c", torch.randn(n, d))):
-            hint = optimizer_hint(lr, key)
-            register(self, key, value, hint, None if hint is None else 0.0)
+            register_coefficient(self, key, value, lr)
 
     def coefficients(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(a, b, c), each (n_kernels, d), as the kernel uses them (a normalized if asked)."""
@@ -131,7 +138,7 @@ class CompanionSSM(nn.Module):
         """x ← A x + b u_t, y_t = cᵀx + D u_t, for x_t (B, H): returns (y_t (B, H), x (B, H, d))."""
         check_step_input(x_t, self.d_model, type(self).__name__)
         a, b, c = self.channel_coefficients()
-        state = shift_apply(state, a) + b * x_t.unsqueeze(-1).to(state.dtype)
+        state = companion_step(state, a, b, x_t)
         y = (c * state).sum(-1)
         if self.D is not None:
             y = y + self.D * x_t
@@ -166,7 +173,7 @@ class ShiftSSM(CompanionSSM):
         n, d = self.n_kernels, self.d_state
         self.register_buffer("a", torch.zeros(n, d))
         self.register_buffer("b", first_unit_vectors(n, d))
-        register(self, "c", torch.randn(n, d), lr, None if lr is None else 0.0)
+        register_coefficient(self, "c", torch.randn(n, d), lr)
 
     def kernel(self, L: int) -> torch.Tensor:
         """c truncated or zero-padded to L: (d_model, L)."""

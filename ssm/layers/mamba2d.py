@@ -69,8 +69,8 @@ class Mamba2D(ImageMixer):
         for k in range(K):
             rows = slice(k * E, (k + 1) * E)
             yk = selective_scan_2d(
-                xs[:, k], delta[:, k].view(B, E, H, W), A[rows], Bs[:, k].view(B, -1, H, W),
-                Cs[:, k].view(B, -1, H, W), D[rows], delta_bias=bias[k], delta_softplus=True,
+                xs[:, k], delta[:, k].view(B, E, H, W), A[rows], Bs[:, k].view(B, Bs.shape[-2], H, W),
+                Cs[:, k].view(B, Cs.shape[-2], H, W), D[rows], delta_bias=bias[k], delta_softplus=True,
             )
             y = y + (yk.flip(-2, -1) if k else yk)
         return y.permute(0, 2, 3, 1)

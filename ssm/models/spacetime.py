@@ -168,18 +168,17 @@ class SpaceTime(nn.Module):
             z = block(z)
         return z
 
-    def _targets(self, y: torch.Tensor, batch: int) -> torch.Tensor:
-        """Head outputs (B', T, n_out) -> (B, T, n_targets)."""
+    def _decode(self, z: torch.Tensor, horizon: int, batch: int) -> torch.Tensor:
+        """Encoder output (B', lag, d_model) -> forecast (B, horizon, n_targets)."""
+        y = self.head(self.decoder(z, horizon))
         if self.variates == "independent":
-            y = y.reshape(batch, self.n_variates, -1).transpose(1, 2)
+            y = y.reshape(batch, self.n_variates, horizon).transpose(1, 2)
         return y[..., -self.n_targets:]
 
     def forecast(self, x: torch.Tensor, horizon: int | None = None) -> torch.Tensor:
         """The forecast (B, horizon, n_targets) after the window x (B, lag, V)."""
         self._check(x)
-        z = self._encode(self._series(x))
-        y = self.head(self.decoder(z, self.horizon if horizon is None else horizon))
-        return self._targets(y, x.shape[0])
+        return self._decode(self._encode(self._series(x)), self.horizon if horizon is None else horizon, x.shape[0])
 
     def forward(self, x: torch.Tensor):
         """``(forecast (B, horizon, n_targets), {"lag": ..., "decoder_input": ...})``, or the
@@ -187,7 +186,7 @@ class SpaceTime(nn.Module):
         self._check(x)
         series = self._series(x)
         z = self._encode(series)
-        forecast = self._targets(self.head(self.decoder(z, self.horizon)), x.shape[0])
+        forecast = self._decode(z, self.horizon, x.shape[0])
         lag = x.shape[1]
         start = min(self.d_state, lag - 1) if self.burn_in is None else self.burn_in
         if not self.aux_losses or not 1 <= start < lag:
