@@ -1,26 +1,34 @@
 """2D selective scan in Triton (same contract as :func:`selective_scan_2d_reference`).
 
 Forward. One program per (channel d, batch row); grid (D, Bsz). The program walks the image
-in tiles of BLOCK_H full rows (BLOCK_W = next power of two >= Wdt columns) and holds, for all
-N states at once, (BLOCK_N, BLOCK_H, BLOCK_W) register tiles
+in bands of BLOCK_H rows, top to bottom, and each band in tiles of BLOCK_W columns, left to
+right (BLOCK_W = next power of two >= Wdt when a whole row of all states fits in MAX_ROW
+elements, else MAX_ROW / BLOCK_N). A tile holds, for all N states at once,
+(BLOCK_N, BLOCK_H, BLOCK_W) register tiles
 
     a = exp(Δ A),   b = Δ u B                          (padding: Δ = 0, i.e. a = 1, b = 0)
 
 The row pass is ``tl.associative_scan`` along the width axis with the composition of affine
-maps (a1, b1) ∘ (a2, b2) = (a1 a2, a2 b1 + b2), giving g; the column pass scans (a, g) down
-the height axis, giving (P, q) with h = q + P · h_carry, where h_carry (BLOCK_N, BLOCK_W) is
-the state of the last row of the tile above, kept in registers. y = Σ_n C h is a reduction
-over the state axis; out = (y + D u) · silu(z) is stored in u's dtype. Arithmetic is in
-float32 (float64 for float64 inputs).
+maps (a1, b1) ∘ (a2, b2) = (a1 a2, a2 b1 + b2), giving (Π a, g_local), and g = g_local +
+Π a · g_carry, where g_carry (BLOCK_N, BLOCK_H) is g at the column left of the tile, kept in
+registers along the band. The column pass scans (a, g) down the height axis, giving (P, q)
+with h = q + P · h_carry, where h_carry (BLOCK_N, BLOCK_W) is the state of the row above the
+band, at the tile's columns: the tile below it stored its last row into a per-band carry
+buffer (Bsz, D, n_bands, N, Wdt), and a barrier between bands makes the stores visible to
+the whole program. y = Σ_n C h is a reduction over the state axis; out = (y + D u) · silu(z)
+is stored in u's dtype. Arithmetic is in float32 (float64 for float64 inputs).
 
-Saved for the backward: h_carry at the start of every row tile, (Bsz, D, n_tiles, N, Wdt).
+Saved for the backward: the band carries h (Bsz, D, n_bands, N, Wdt) and the row carries g
+at the start of every width tile, (Bsz, D, n_wtiles, N, Hgt).
 
-Backward. Same grid, row tiles from the bottom up. A tile recomputes g and h from its saved
-carry, then the adjoints
+Backward. Same grid and tiles, bands from the bottom up and tiles from right to left. A tile
+recomputes g and h from its saved carries, then the adjoints
 
     λh[i, j] = C[i, j] dy[i, j] + a[i+1, j] λh[i+1, j]      (reverse scan down → up, carry: λh
-                                                             at the first row of the tile below)
-    λg[i, j] = λh[i, j] + a[i, j+1] λg[i, j+1]              (reverse scan along the row)
+                                                             at the first row of the band below,
+                                                             in a two-slot buffer by band parity)
+    λg[i, j] = λh[i, j] + a[i, j+1] λg[i, j+1]              (reverse scan along the row, carry:
+                                                             λg at the column right of the tile)
 
 with the shifted multipliers read one row / column further (1 past the image). With
 a·h[i-1, j] = h - g and a·g[i, j-1] = g - b, the gradient with respect to Δ A is
@@ -33,9 +41,7 @@ w = λh (h - g) + λg (g - b), and
 channels of a group and added into buffers in the compute dtype with ``tl.atomic_add``; dA,
 dD and d delta_bias are written per batch row and summed in PyTorch.
 
-A tile spans whole rows of all N states: where one such row, next_pow2(N) · next_pow2(Wdt),
-exceeds MAX_ROW elements (Wdt > 256 at N = 16), the call goes to
-:func:`selective_scan_2d_torch`, as do empty inputs.
+Empty inputs, and N beyond MAX_ROW states, go to :func:`selective_scan_2d_torch`.
 
 Importing this module decorates the kernels, which fixes whether they run compiled or in the
 Triton interpreter (``TRITON_INTERPRET=1``); ``kernels.selective_scan_2d`` imports it on
@@ -81,10 +87,21 @@ def _first_row(t, rows):
 
 
 @triton.jit
+def _last_col(t, cols, BLOCK_W: tl.constexpr):
+    """t (BLOCK_N, BLOCK_H, BLOCK_W) -> its last column (BLOCK_N, BLOCK_H)."""
+    return tl.sum(tl.where((cols == BLOCK_W - 1)[None, None, :], t, 0.0), axis=2)
+
+
+@triton.jit
+def _first_col(t, cols):
+    return tl.sum(tl.where((cols == 0)[None, None, :], t, 0.0), axis=2)
+
+
+@triton.jit
 def _fwd_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr,  # inputs
-    out_ptr, carry_ptr,  # (Bsz, D, H, W); (Bsz, D, n_tiles, N, W)
-    Dm, H, W, N, G, n_tiles,
+    out_ptr, carry_ptr, row_carry_ptr,  # (Bsz, D, H, W); (Bsz, D, n_tiles, N, W); (Bsz, D, n_wtiles, N, H)
+    Dm, H, W, N, G, n_tiles, n_wtiles,
     ACC: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
     SOFTPLUS: tl.constexpr, SAVE: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,
@@ -106,41 +123,52 @@ def _fwd_kernel(
     HW = H * W
     chan = (batch * Dm + d) * HW
     bc_base = (batch * G + group) * N * HW
-    mask_nw = mask_n[:, None] & (cols < W)[None, :]
     carry_base = (batch * Dm + d) * n_tiles * N * W
-    h_carry = tl.zeros([BLOCK_N, BLOCK_W], dtype=ACC)
+    row_carry_base = (batch * Dm + d) * n_wtiles * N * H
     for k in range(n_tiles):
         i = k * BLOCK_H + rows
-        mask = (i < H)[:, None] & (cols < W)[None, :]
-        offs = i[:, None] * W + cols[None, :]
-        if SAVE:
-            tl.store(carry_ptr + carry_base + k * N * W + offs_n[:, None] * W + cols[None, :], h_carry, mask=mask_nw)
-        u = tl.load(u_ptr + chan + offs, mask=mask, other=0.0).to(ACC)
-        _, dt = _delta(delta_ptr + chan, offs, mask, bias, ACC, SOFTPLUS)
-        mask3 = mask_n[:, None, None] & mask[None, :, :]
-        offs3 = offs_n[:, None, None] * HW + offs[None, :, :]
-        Bt = tl.load(B_ptr + bc_base + offs3, mask=mask3, other=0.0).to(ACC)
-        Ct = tl.load(C_ptr + bc_base + offs3, mask=mask3, other=0.0).to(ACC)
-        a = tl.exp(dt[None, :, :] * A[:, None, None])
-        b = (dt * u)[None, :, :] * Bt
-        _, g = tl.associative_scan((a, b), 2, _combine)
-        pa, q = tl.associative_scan((a, g), 1, _combine)
-        h = q + pa * h_carry[:, None, :]
-        h_carry = _last_row(h, rows, BLOCK_H)  # padded rows are identities: the last real row's state
-        y = tl.sum(h * Ct, axis=0)
-        if HAS_D:
-            y += skip * u
-        if HAS_Z:
-            zz = tl.load(z_ptr + chan + offs, mask=mask, other=0.0).to(ACC)
-            y = y * zz * tl.sigmoid(zz)
-        tl.store(out_ptr + chan + offs, y.to(out_ptr.dtype.element_ty), mask=mask)
+        g_carry = tl.zeros([BLOCK_N, BLOCK_H], dtype=ACC)  # g at the column left of the tile
+        for c in range(n_wtiles):
+            j = c * BLOCK_W + cols
+            mask = (i < H)[:, None] & (j < W)[None, :]
+            offs = i[:, None] * W + j[None, :]
+            # h at the last row of the band above (written by this program at band k - 1)
+            carry_offs = carry_base + k * N * W + offs_n[:, None] * W + j[None, :]
+            mask_nw = mask_n[:, None] & (j < W)[None, :]
+            h_carry = tl.load(carry_ptr + carry_offs, mask=mask_nw, other=0.0)  # slot 0 holds zeros
+            if SAVE:
+                tl.store(row_carry_ptr + row_carry_base + c * N * H + offs_n[:, None] * H + i[None, :], g_carry,
+                         mask=mask_n[:, None] & (i < H)[None, :])
+            u = tl.load(u_ptr + chan + offs, mask=mask, other=0.0).to(ACC)
+            _, dt = _delta(delta_ptr + chan, offs, mask, bias, ACC, SOFTPLUS)
+            mask3 = mask_n[:, None, None] & mask[None, :, :]
+            offs3 = offs_n[:, None, None] * HW + offs[None, :, :]
+            Bt = tl.load(B_ptr + bc_base + offs3, mask=mask3, other=0.0).to(ACC)
+            Ct = tl.load(C_ptr + bc_base + offs3, mask=mask3, other=0.0).to(ACC)
+            a = tl.exp(dt[None, :, :] * A[:, None, None])
+            b = (dt * u)[None, :, :] * Bt
+            pr, g = tl.associative_scan((a, b), 2, _combine)
+            g = g + pr * g_carry[:, :, None]
+            g_carry = _last_col(g, cols, BLOCK_W)  # padded columns are identities
+            pa, q = tl.associative_scan((a, g), 1, _combine)
+            h = q + pa * h_carry[:, None, :]
+            if k + 1 < n_tiles:  # padded rows are identities: the last real row's state
+                tl.store(carry_ptr + carry_offs + N * W, _last_row(h, rows, BLOCK_H), mask=mask_nw)
+            y = tl.sum(h * Ct, axis=0)
+            if HAS_D:
+                y += skip * u
+            if HAS_Z:
+                zz = tl.load(z_ptr + chan + offs, mask=mask, other=0.0).to(ACC)
+                y = y * zz * tl.sigmoid(zz)
+            tl.store(out_ptr + chan + offs, y.to(out_ptr.dtype.element_ty), mask=mask)
+        tl.debug_barrier()  # the band's carries are stored before the next band loads them
 
 
 @triton.jit
 def _bwd_kernel(
-    u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, carry_ptr, dout_ptr,
+    u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, carry_ptr, row_carry_ptr, lam_ptr, dout_ptr,
     du_ptr, ddelta_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dz_ptr, dbias_ptr,
-    Dm, H, W, N, G, n_tiles,
+    Dm, H, W, N, G, n_tiles, n_wtiles,
     ACC: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
     SOFTPLUS: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,
@@ -162,70 +190,83 @@ def _bwd_kernel(
     HW = H * W
     chan = (batch * Dm + d) * HW
     bc_base = (batch * G + group) * N * HW
-    mask_nw = mask_n[:, None] & (cols < W)[None, :]
     carry_base = (batch * Dm + d) * n_tiles * N * W
-    lam_carry = tl.zeros([BLOCK_N, BLOCK_W], dtype=ACC)  # λh at the first row of the tile below
+    row_carry_base = (batch * Dm + d) * n_wtiles * N * H
+    lam_base = (batch * Dm + d) * 2 * N * W  # two slots: λh at the first row of the band below, by parity
     dA_acc = tl.zeros([BLOCK_N], dtype=ACC)
     dD_acc = tl.zeros([BLOCK_W], dtype=ACC)
     dbias_acc = tl.zeros([BLOCK_W], dtype=ACC)
     for kk in range(n_tiles):
         k = n_tiles - 1 - kk
         i = k * BLOCK_H + rows
-        mask = (i < H)[:, None] & (cols < W)[None, :]
-        offs = i[:, None] * W + cols[None, :]
-        mask3 = mask_n[:, None, None] & mask[None, :, :]
-        offs3 = offs_n[:, None, None] * HW + offs[None, :, :]
-        h_carry = tl.load(carry_ptr + carry_base + k * N * W + offs_n[:, None] * W + cols[None, :], mask=mask_nw,
-                          other=0.0)
-        u = tl.load(u_ptr + chan + offs, mask=mask, other=0.0).to(ACC)
-        x, dt = _delta(delta_ptr + chan, offs, mask, bias, ACC, SOFTPLUS)
-        mask_down = ((i + 1) < H)[:, None] & (cols < W)[None, :]
-        _, dt_down = _delta(delta_ptr + chan, offs + W, mask_down, bias, ACC, SOFTPLUS)
-        mask_right = (i < H)[:, None] & ((cols + 1) < W)[None, :]
-        _, dt_right = _delta(delta_ptr + chan, offs + 1, mask_right, bias, ACC, SOFTPLUS)
-        Bt = tl.load(B_ptr + bc_base + offs3, mask=mask3, other=0.0).to(ACC)
-        Ct = tl.load(C_ptr + bc_base + offs3, mask=mask3, other=0.0).to(ACC)
-        a = tl.exp(dt[None, :, :] * A[:, None, None])
-        dtu = dt * u
-        b = dtu[None, :, :] * Bt
-        _, g = tl.associative_scan((a, b), 2, _combine)
-        pa, q = tl.associative_scan((a, g), 1, _combine)
-        h = q + pa * h_carry[:, None, :]
+        lam_g_carry = tl.zeros([BLOCK_N, BLOCK_H], dtype=ACC)  # λg at the column right of the tile
+        for cc in range(n_wtiles):
+            c = n_wtiles - 1 - cc
+            j = c * BLOCK_W + cols
+            mask = (i < H)[:, None] & (j < W)[None, :]
+            offs = i[:, None] * W + j[None, :]
+            mask3 = mask_n[:, None, None] & mask[None, :, :]
+            offs3 = offs_n[:, None, None] * HW + offs[None, :, :]
+            mask_nw = mask_n[:, None] & (j < W)[None, :]
+            nw = offs_n[:, None] * W + j[None, :]
+            h_carry = tl.load(carry_ptr + carry_base + k * N * W + nw, mask=mask_nw, other=0.0)
+            g_carry = tl.load(row_carry_ptr + row_carry_base + c * N * H + offs_n[:, None] * H + i[None, :],
+                              mask=mask_n[:, None] & (i < H)[None, :], other=0.0)
+            # zeros below the last band: the slot it reads starts zeroed
+            lam_carry = tl.load(lam_ptr + lam_base + ((k + 1) % 2) * N * W + nw, mask=mask_nw, other=0.0)
+            u = tl.load(u_ptr + chan + offs, mask=mask, other=0.0).to(ACC)
+            x, dt = _delta(delta_ptr + chan, offs, mask, bias, ACC, SOFTPLUS)
+            mask_down = ((i + 1) < H)[:, None] & (j < W)[None, :]
+            _, dt_down = _delta(delta_ptr + chan, offs + W, mask_down, bias, ACC, SOFTPLUS)
+            mask_right = (i < H)[:, None] & ((j + 1) < W)[None, :]
+            _, dt_right = _delta(delta_ptr + chan, offs + 1, mask_right, bias, ACC, SOFTPLUS)
+            Bt = tl.load(B_ptr + bc_base + offs3, mask=mask3, other=0.0).to(ACC)
+            Ct = tl.load(C_ptr + bc_base + offs3, mask=mask3, other=0.0).to(ACC)
+            a = tl.exp(dt[None, :, :] * A[:, None, None])
+            dtu = dt * u
+            b = dtu[None, :, :] * Bt
+            pr, g = tl.associative_scan((a, b), 2, _combine)
+            g = g + pr * g_carry[:, :, None]
+            pa, q = tl.associative_scan((a, g), 1, _combine)
+            h = q + pa * h_carry[:, None, :]
 
-        dy = tl.load(dout_ptr + chan + offs, mask=mask, other=0.0).to(ACC)
-        if HAS_Z:
-            zz = tl.load(z_ptr + chan + offs, mask=mask, other=0.0).to(ACC)
-            sz = tl.sigmoid(zz)
-            y = tl.sum(h * Ct, axis=0)
+            dy = tl.load(dout_ptr + chan + offs, mask=mask, other=0.0).to(ACC)
+            if HAS_Z:
+                zz = tl.load(z_ptr + chan + offs, mask=mask, other=0.0).to(ACC)
+                sz = tl.sigmoid(zz)
+                y = tl.sum(h * Ct, axis=0)
+                if HAS_D:
+                    y += skip * u
+                dz = dy * y * sz * (1.0 + zz * (1.0 - sz))
+                tl.store(dz_ptr + chan + offs, dz.to(dz_ptr.dtype.element_ty), mask=mask)
+                dy = dy * zz * sz
+            du = skip * dy
             if HAS_D:
-                y += skip * u
-            dz = dy * y * sz * (1.0 + zz * (1.0 - sz))
-            tl.store(dz_ptr + chan + offs, dz.to(dz_ptr.dtype.element_ty), mask=mask)
-            dy = dy * zz * sz
-        du = skip * dy
-        if HAS_D:
-            dD_acc += tl.sum(dy * u, axis=0)
+                dD_acc += tl.sum(dy * u, axis=0)
 
-        a_down = tl.exp(dt_down[None, :, :] * A[:, None, None])
-        qa, qb = tl.associative_scan((a_down, Ct * dy[None, :, :]), 1, _combine, reverse=True)
-        lam_h = qb + qa * lam_carry[:, None, :]
-        a_right = tl.exp(dt_right[None, :, :] * A[:, None, None])
-        _, lam_g = tl.associative_scan((a_right, lam_h), 2, _combine, reverse=True)
+            a_down = tl.exp(dt_down[None, :, :] * A[:, None, None])
+            qa, qb = tl.associative_scan((a_down, Ct * dy[None, :, :]), 1, _combine, reverse=True)
+            lam_h = qb + qa * lam_carry[:, None, :]
+            a_right = tl.exp(dt_right[None, :, :] * A[:, None, None])
+            ra, lam_g = tl.associative_scan((a_right, lam_h), 2, _combine, reverse=True)
+            lam_g = lam_g + ra * lam_g_carry[:, :, None]
+            lam_g_carry = _first_col(lam_g, cols)
+            tl.store(lam_ptr + lam_base + (k % 2) * N * W + nw, _first_row(lam_h, rows), mask=mask_nw)
 
-        w = lam_h * (h - g) + lam_g * (g - b)
-        gB = tl.sum(lam_g * Bt, axis=0)
-        du += dt * gB
-        ddt = tl.sum(w * A[:, None, None], axis=0) + u * gB
-        if SOFTPLUS:
-            ddt = ddt * tl.sigmoid(x)
-        ddt = tl.where(mask, ddt, 0.0)
-        dbias_acc += tl.sum(ddt, axis=0)
-        dA_acc += tl.sum(tl.sum(w * dt[None, :, :], axis=2), axis=1)
-        tl.store(du_ptr + chan + offs, du.to(du_ptr.dtype.element_ty), mask=mask)
-        tl.store(ddelta_ptr + chan + offs, ddt.to(ddelta_ptr.dtype.element_ty), mask=mask)
-        tl.atomic_add(dB_ptr + bc_base + offs3, lam_g * dtu[None, :, :], mask=mask3, sem="relaxed")
-        tl.atomic_add(dC_ptr + bc_base + offs3, h * dy[None, :, :], mask=mask3, sem="relaxed")
-        lam_carry = _first_row(lam_h, rows)
+            w = lam_h * (h - g) + lam_g * (g - b)
+            gB = tl.sum(lam_g * Bt, axis=0)
+            du += dt * gB
+            ddt = tl.sum(w * A[:, None, None], axis=0) + u * gB
+            if SOFTPLUS:
+                ddt = ddt * tl.sigmoid(x)
+            ddt = tl.where(mask, ddt, 0.0)
+            dbias_acc += tl.sum(ddt, axis=0)
+            dA_acc += tl.sum(tl.sum(w * dt[None, :, :], axis=2), axis=1)
+            tl.store(du_ptr + chan + offs, du.to(du_ptr.dtype.element_ty), mask=mask)
+            tl.store(ddelta_ptr + chan + offs, ddt.to(ddelta_ptr.dtype.element_ty), mask=mask)
+            tl.atomic_add(dB_ptr + bc_base + offs3, lam_g * dtu[None, :, :], mask=mask3, sem="relaxed")
+            tl.atomic_add(dC_ptr + bc_base + offs3, h * dy[None, :, :], mask=mask3, sem="relaxed")
+        tl.debug_barrier()  # the band's λh row is stored before the band above loads it
 
     tl.store(dA_ptr + (batch * Dm + d) * N + offs_n, dA_acc, mask=mask_n)
     if HAS_D:
@@ -234,11 +275,13 @@ def _bwd_kernel(
         tl.store(dbias_ptr + batch * Dm + d, tl.sum(dbias_acc, axis=0))
 
 
-def _blocks(N: int, H: int, W: int, tile: int) -> tuple[int, int, int]:
-    """(BLOCK_N, BLOCK_H, BLOCK_W): all states, whole rows, as many rows as fit in ``tile``."""
+def _blocks(N: int, H: int, W: int, tile: int, block_h: int | None = None,
+            block_w: int | None = None) -> tuple[int, int, int]:
+    """(BLOCK_N, BLOCK_H, BLOCK_W): all states; up to MAX_ROW // BLOCK_N columns (the whole
+    width when it fits); as many rows as fit in ``tile``. ``block_h`` / ``block_w`` override."""
     BLOCK_N = triton.next_power_of_2(N)
-    BLOCK_W = triton.next_power_of_2(W)
-    BLOCK_H = max(1, min(MAX_BLOCK_H, triton.next_power_of_2(H), tile // (BLOCK_N * BLOCK_W)))
+    BLOCK_W = block_w or min(triton.next_power_of_2(W), max(1, MAX_ROW // BLOCK_N))
+    BLOCK_H = block_h or max(1, min(MAX_BLOCK_H, triton.next_power_of_2(H), tile // (BLOCK_N * BLOCK_W)))
     return BLOCK_N, BLOCK_H, BLOCK_W
 
 
@@ -255,38 +298,41 @@ def _device_guard(t: torch.Tensor):
     return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
 
 
-def _forward(u, delta, A, B, C, D, z, delta_bias, softplus, save, block_h):
-    """Launch the forward kernel: (out, tile-start carries or None, BLOCK_H)."""
+def _forward(u, delta, A, B, C, D, z, delta_bias, softplus, save, block_h, block_w):
+    """Launch the forward kernel: (out, saved carries (h per band, g per width tile) or None,
+    (BLOCK_H, BLOCK_W))."""
     Bsz, Dm, H, W = u.shape
     N, G = A.shape[1], B.shape[1]
     tl_acc, acc = _acc(u.dtype)
-    # with gradients the backward reuses these row tiles: size them for its budget
-    BLOCK_N, BLOCK_H, BLOCK_W = _blocks(N, H, W, BWD_TILE if save else FWD_TILE)
-    BLOCK_H = block_h or BLOCK_H
-    n_tiles = triton.cdiv(H, BLOCK_H)
+    # with gradients the backward reuses these tiles: size them for its budget
+    BLOCK_N, BLOCK_H, BLOCK_W = _blocks(N, H, W, BWD_TILE if save else FWD_TILE, block_h, block_w)
+    n_tiles, n_wtiles = triton.cdiv(H, BLOCK_H), triton.cdiv(W, BLOCK_W)
     out = torch.empty_like(u)
-    carries = torch.empty(Bsz, Dm, n_tiles, N, W, dtype=acc, device=u.device) if save else None
+    # h at the row above each band (slot 0 unused: zeros); g at the column left of each width tile
+    carries = torch.empty(Bsz, Dm, n_tiles, N, W, dtype=acc, device=u.device)
+    carries[:, :, 0] = 0.0
+    row_carries = torch.empty(Bsz, Dm, n_wtiles, N, H, dtype=acc, device=u.device) if save else None
     ph = u  # a placeholder pointer for absent tensors
     with _device_guard(u):
         _fwd_kernel[(Dm, Bsz)](
             u, delta, A, B, C, ph if D is None else D, ph if z is None else z,
-            ph if delta_bias is None else delta_bias, out, out if carries is None else carries,
-            Dm, H, W, N, G, n_tiles,
+            ph if delta_bias is None else delta_bias, out, carries, carries if row_carries is None else row_carries,
+            Dm, H, W, N, G, n_tiles, n_wtiles,
             ACC=tl_acc, HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
             SOFTPLUS=softplus, SAVE=save, BLOCK_N=BLOCK_N, BLOCK_H=BLOCK_H, BLOCK_W=BLOCK_W,
             num_warps=_num_warps(BLOCK_N, BLOCK_H, BLOCK_W),
         )  # fmt: skip
-    return out, carries, BLOCK_H
+    return out, ((carries, row_carries) if save else None), (BLOCK_H, BLOCK_W)
 
 
-def _backward(u, delta, A, B, C, D, z, delta_bias, carries, softplus, block_h, dout):
+def _backward(u, delta, A, B, C, D, z, delta_bias, carries, row_carries, softplus, blocks, dout):
     """Launch the backward kernel and reduce the per-batch-row partial sums: the gradients of
     (u, delta, A, B, C, D, z, delta_bias), None for absent inputs."""
     Bsz, Dm, H, W = u.shape
     N, G = A.shape[1], B.shape[1]
     tl_acc, acc = _acc(u.dtype)
-    BLOCK_N, BLOCK_W = triton.next_power_of_2(N), triton.next_power_of_2(W)
-    n_tiles = carries.shape[2]  # the forward's row tiles: the carries are per tile
+    (BLOCK_H, BLOCK_W), BLOCK_N = blocks, triton.next_power_of_2(N)
+    n_tiles, n_wtiles = carries.shape[2], row_carries.shape[2]  # the forward's tiles
     dev = u.device
     du, ddelta = torch.empty_like(u), torch.empty_like(delta)
     dz = None if z is None else torch.empty_like(z)
@@ -295,17 +341,18 @@ def _backward(u, delta, A, B, C, D, z, delta_bias, carries, softplus, block_h, d
     dC = torch.zeros(C.shape, dtype=acc, device=dev)
     dD = None if D is None else torch.empty(Bsz, Dm, dtype=acc, device=dev)
     dbias = None if delta_bias is None else torch.empty(Bsz, Dm, dtype=acc, device=dev)
+    lam = torch.zeros(Bsz, Dm, 2, N, W, dtype=acc, device=dev)  # λh rows between bands, two slots
     ph = du
     with _device_guard(u):
         _bwd_kernel[(Dm, Bsz)](
             u, delta, A, B, C, ph if D is None else D, ph if z is None else z,
-            ph if delta_bias is None else delta_bias, carries, dout,
+            ph if delta_bias is None else delta_bias, carries, row_carries, lam, dout,
             du, ddelta, dA, dB, dC, dA if dD is None else dD, ph if dz is None else dz,
             dA if dbias is None else dbias,
-            Dm, H, W, N, G, n_tiles,
+            Dm, H, W, N, G, n_tiles, n_wtiles,
             ACC=tl_acc, HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
-            SOFTPLUS=softplus, BLOCK_N=BLOCK_N, BLOCK_H=block_h, BLOCK_W=BLOCK_W,
-            num_warps=_num_warps(BLOCK_N, block_h, BLOCK_W),
+            SOFTPLUS=softplus, BLOCK_N=BLOCK_N, BLOCK_H=BLOCK_H, BLOCK_W=BLOCK_W,
+            num_warps=_num_warps(BLOCK_N, BLOCK_H, BLOCK_W),
         )  # fmt: skip
     return (
         du, ddelta, dA.sum(0).to(A.dtype), dB.to(B.dtype), dC.to(C.dtype),
@@ -316,22 +363,24 @@ def _backward(u, delta, A, B, C, D, z, delta_bias, carries, softplus, block_h, d
 
 class _SelectiveScan2D(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, softplus, block_h):
-        out, carries, BLOCK_H = _forward(u, delta, A, B, C, D, z, delta_bias, softplus, True, block_h)
-        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, carries)
-        ctx.softplus, ctx.block_h = softplus, BLOCK_H
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, softplus, block_h, block_w):
+        out, (carries, row_carries), blocks = _forward(u, delta, A, B, C, D, z, delta_bias, softplus, True,
+                                                       block_h, block_w)
+        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, carries, row_carries)
+        ctx.softplus, ctx.blocks = softplus, blocks
         return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, dout):
-        u, delta, A, B, C, D, z, delta_bias, carries = ctx.saved_tensors
-        grads = _backward(u, delta, A, B, C, D, z, delta_bias, carries, ctx.softplus, ctx.block_h, dout.contiguous())
-        return (*(g if need else None for g, need in zip(grads, ctx.needs_input_grad)), None, None)
+        u, delta, A, B, C, D, z, delta_bias, carries, row_carries = ctx.saved_tensors
+        grads = _backward(u, delta, A, B, C, D, z, delta_bias, carries, row_carries, ctx.softplus, ctx.blocks,
+                          dout.contiguous())
+        return (*(g if need else None for g, need in zip(grads, ctx.needs_input_grad)), None, None, None)
 
 
 def selective_scan_2d_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
-                             block_h: int | None = None):
+                             block_h: int | None = None, block_w: int | None = None):
     """Triton path of :func:`kernels.selective_scan_2d` on its canonical arguments: u, delta,
     z (Bsz, D, H, W); A (D, N) real; B, C (Bsz, G, N, H, W); D, delta_bias (D,).
 
@@ -340,15 +389,16 @@ def selective_scan_2d_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None,
         h[i, j] = exp(Δ A) h[i-1, j] + g[i, j]        (column pass)
         out = (Σ_n C h + D u) · silu(z)
 
-    Returns (Bsz, D, H, W) in u's dtype, differentiable in every tensor. ``block_h`` (a power
-    of two) overrides the rows per tile (tests use it to get several tiles on small images).
-    On CPU tensors it needs ``TRITON_INTERPRET=1`` set before this module is imported.
+    Returns (Bsz, D, H, W) in u's dtype, differentiable in every tensor. ``block_h`` /
+    ``block_w`` (powers of two) override the rows / columns per tile (tests use them to get
+    several tiles on small images). On CPU tensors it needs ``TRITON_INTERPRET=1`` set before
+    this module is imported.
     """
-    W, N = u.shape[3], A.shape[1]
-    if u.numel() == 0 or N == 0 or triton.next_power_of_2(N) * triton.next_power_of_2(W) > MAX_ROW:
+    N = A.shape[1]
+    if u.numel() == 0 or N == 0 or triton.next_power_of_2(N) > MAX_ROW:
         return selective_scan_2d_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
     args = [None if t is None else t.contiguous() for t in (u, delta, A, B, C, D, z, delta_bias)]
     softplus = bool(delta_softplus)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in args):
-        return _SelectiveScan2D.apply(*args, softplus, block_h)
-    return _forward(*args, softplus, False, block_h)[0]
+        return _SelectiveScan2D.apply(*args, softplus, block_h, block_w)
+    return _forward(*args, softplus, False, block_h, block_w)[0]

@@ -145,10 +145,28 @@ def test_no_grad_matches_grad_path():
     assert_close(out, out2)
 
 
-def test_wide_rows_take_the_torch_path(monkeypatch):
-    monkeypatch.setattr(sst, "MAX_ROW", 8)  # next_pow2(N = 3) * next_pow2(W = 5) = 32 > 8
-    x = on_device(make_inputs(Bsz=2, Dm=2, N=3, H=3, W=5, dtype=torch.float32, seed=16))
-    assert torch.equal(selective_scan_2d(**x, backend="triton"), selective_scan_2d(**x, backend="torch"))
+@pytest.mark.parametrize("block_h, block_w", [(1, 1), (2, 2), (4, 2), (2, 4), (8, 8)])
+def test_width_tiles_do_not_change_the_result(block_h, block_w):
+    # 5 x 7 in tiles of every shape: row carries between width tiles, partial last tiles both ways.
+    x = make_inputs(Bsz=2, Dm=4, N=3, H=5, W=7, G=2, dtype=torch.float32, options=("D", "z", "delta_bias"),
+                    seed=30 + block_h * block_w)
+    out, grads = outputs_and_grads(
+        lambda **k: sst.selective_scan_2d_triton(**k, delta_softplus=True, block_h=block_h, block_w=block_w),
+        on_device(x),
+    )
+    want, want_grads = outputs_and_grads(lambda **k: oracle_loop(**k, softplus=True), x)
+    assert_close(out.cpu(), want)
+    assert_grads_close({k: g.cpu() for k, g in grads.items()}, want_grads, dtype=torch.float32)
+
+
+def test_wide_rows_are_tiled_along_the_width(monkeypatch):
+    # A row of next_pow2(N) * next_pow2(W) = 4 * 16 elements over a MAX_ROW of 8: tiles of 2 columns.
+    monkeypatch.setattr(sst, "MAX_ROW", 8)
+    assert sst._blocks(3, 3, 11, tile=64)[2] == 2
+    check(make_inputs(Bsz=2, Dm=2, N=3, H=3, W=11, G=2, dtype=torch.float32, seed=16))
+    with torch.no_grad():
+        x = on_device(make_inputs(Bsz=2, Dm=2, N=3, H=3, W=11, dtype=torch.float32, seed=16))
+        assert_close(selective_scan_2d(**x, backend="triton"), selective_scan_2d(**x, backend="torch"))
 
 
 def test_stock_interpreter_scan(small_tiles):
@@ -165,9 +183,9 @@ def test_triton_on_cpu_without_interpreter_raises(monkeypatch):
 
 @requires_cuda
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
-@pytest.mark.parametrize("H, W, G", [(32, 32, None), (56, 57, 4), (14, 200, 1), (3, 300, 2)])
+@pytest.mark.parametrize("H, W, G", [(32, 32, None), (56, 57, 4), (14, 200, 1), (3, 300, 2), (40, 700, 1)])
 def test_cuda_larger_images_match_torch_path(dtype, H, W, G):
-    # (3, 300): wider than a tile allows at N = 16, so both sides take the torch path.
+    # (3, 300) and (40, 700): wider than one tile at N = 16 (256 columns), so tiled along the width.
     x = make_inputs(Bsz=2, Dm=64, N=16, H=H, W=W, G=G, dtype=dtype, seed=18)
     for k in ("A", "D", "delta_bias"):
         x[k] = x[k].float()
