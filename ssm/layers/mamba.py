@@ -34,43 +34,59 @@ class MambaState(NamedTuple):
     ssm: torch.Tensor
 
 
+IO_SPECTRA = ("positive", "negative", "mixed")
+
+
 class PositiveDefiniteProjection(nn.Module):
     """x_proj whose B and C rows make S_Cᵀ S_B positive semidefinite (token-dynamics
     refinement 1, Vo et al., ICLR 2025): the rows [S_Δ; S_B; S_C] of the (dt_rank + 2N, E)
     weight are
 
         U = triu(P, 1) + I (the unit diagonal at entries (n, n)),    S_C = U,
-        S_B = diag(λ) U,  λ = softplus(d) + 0.7,
+        S_B = diag(σ ⊙ λ) U,  λ = softplus(d) + 0.7,
 
-    so S_Cᵀ S_B = Uᵀ diag(λ) U with every λ_n > 0.7: symmetric, positive semidefinite, rank N.
-    Under the paper's criterion this rules out the scenario in which all tokens converge to
-    zero. S_Δ (dt_rank, E), P (N, E) and d (N,) are learned; P and S_Δ start like an
-    nn.Linear weight, d at softplus⁻¹(0.3) so that λ starts at 1. Needs E >= N.
+    so S_Cᵀ S_B = Uᵀ diag(σ ⊙ λ) U, symmetric with rank N, every |λ_n| > 0.7. The signs σ
+    pick the spectrum: ``"positive"`` (σ = +1, the refinement: positive semidefinite, which
+    under the paper's criterion rules out the scenario in which all tokens converge to zero),
+    and the paper's two controls, ``"negative"`` (σ = -1: negative semidefinite, the
+    convergent scenario) and ``"mixed"`` (σ = +1 on the first ceil(N/2) states, -1 on the
+    rest: indefinite). S_Δ (dt_rank, E), P (N, E) and d (N,) are learned; P and S_Δ start
+    like an nn.Linear weight, d at softplus⁻¹(0.3) so that |λ| starts at 1. Needs E >= N.
 
     ``weight`` is the effective (dt_rank + 2N, E) matrix; forward(x) = x @ weightᵀ.
     """
 
-    def __init__(self, d_inner: int, dt_rank: int, d_state: int) -> None:
+    def __init__(self, d_inner: int, dt_rank: int, d_state: int, spectrum: str = "positive") -> None:
         super().__init__()
         if d_inner < d_state:
             raise ValueError(
                 f"PositiveDefiniteProjection: needs d_inner >= d_state for a rank-N U, got d_inner={d_inner}, "
                 f"d_state={d_state}"
             )
+        self.spectrum = check_choice(spectrum, IO_SPECTRA, "spectrum", type(self).__name__)
         bound = d_inner**-0.5  # nn.Linear's default init range for this fan-in
         self.dt_weight = nn.Parameter(torch.empty(dt_rank, d_inner).uniform_(-bound, bound))
         self.P = nn.Parameter(torch.empty(d_state, d_inner).uniform_(-bound, bound))
         self.d = nn.Parameter(torch.full((d_state,), math.log(math.expm1(0.3))))
+        signs = torch.ones(d_state)
+        if self.spectrum == "negative":
+            signs = -signs
+        elif self.spectrum == "mixed":
+            signs[(d_state + 1) // 2 :] = -1.0
+        self.register_buffer("signs", signs, persistent=False)
 
     @property
     def weight(self) -> torch.Tensor:
         N = self.P.shape[0]
         U = torch.triu(self.P, diagonal=1) + torch.eye(N, self.P.shape[1], dtype=self.P.dtype, device=self.P.device)
-        lam = F.softplus(self.d) + 0.7
+        lam = self.signs.to(self.P.dtype) * (F.softplus(self.d) + 0.7)
         return torch.cat([self.dt_weight, lam[:, None] * U, U], dim=0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.weight)
+
+    def extra_repr(self) -> str:
+        return f"spectrum={self.spectrum!r}"
 
 
 class Mamba(nn.Module):
@@ -114,6 +130,10 @@ class Mamba(nn.Module):
         positive_definite: token-dynamics refinement 1 (Vo et al., ICLR 2025; default off):
             x_proj becomes a :class:`PositiveDefiniteProjection`, so S_Cᵀ S_B is positive
             semidefinite and the convergent scenario is excluded. Needs d_inner >= d_state.
+            Shorthand for ``io_spectrum="positive"``.
+        io_spectrum: None (default: a plain x_proj) or the spectrum of S_Cᵀ S_B that the
+            :class:`PositiveDefiniteProjection` enforces: "positive" (the refinement), or the
+            paper's controls "negative" (the convergent scenario) and "mixed".
         reorder_tokens: token-dynamics refinement 2 (default off): before the scan the
             convolved tokens are reordered by a learned importance score
             s_l = wᵀ(W_dt δ_l + b_dt) (the pre-softplus Δ; w a bias-free Linear(E -> 1), on
@@ -145,6 +165,7 @@ class Mamba(nn.Module):
         positive_definite: bool = False,
         reorder_tokens: bool = False,
         reorder_tau: float = 1.0,
+        io_spectrum: str | None = None,
     ) -> None:
         super().__init__()
         name = type(self).__name__
@@ -159,15 +180,22 @@ class Mamba(nn.Module):
         self.expand, self.dt_rank = int(expand), int(dt_rank)
         self.d_inner = self.expand * self.d_model
         self.bidirectional = bool(bidirectional)
-        self.positive_definite = bool(positive_definite)
+        if positive_definite and io_spectrum not in (None, "positive"):
+            raise ValueError(
+                f"{name}: positive_definite=True means io_spectrum='positive', got io_spectrum={io_spectrum!r}"
+            )
+        if positive_definite:
+            io_spectrum = "positive"
+        self.io_spectrum = None if io_spectrum is None else check_choice(io_spectrum, IO_SPECTRA, "io_spectrum", name)
+        self.positive_definite = self.io_spectrum == "positive"
         self.reorder_tokens = bool(reorder_tokens)
         if not reorder_tau > 0:
             raise ValueError(f"{name}: reorder_tau must be > 0, got {reorder_tau!r}")
         self.reorder_tau = float(reorder_tau)
         E, N = self.d_inner, self.d_state
-        if self.positive_definite and E < N:
+        if self.io_spectrum is not None and E < N:
             raise ValueError(
-                f"{name}: positive_definite needs d_inner = expand·d_model >= d_state, got d_inner={E}, d_state={N}"
+                f"{name}: positive_definite / io_spectrum needs d_inner = expand·d_model >= d_state, got d_inner={E}, d_state={N}"
             )
 
         self.in_proj = nn.Linear(self.d_model, 2 * E, bias=bias)
@@ -177,8 +205,8 @@ class Mamba(nn.Module):
                 f"conv1d{suffix}",
                 nn.Conv1d(E, E, kernel_size=self.d_conv, groups=E, padding=self.d_conv - 1, bias=conv_bias),
             )
-            if self.positive_definite:
-                x_proj = PositiveDefiniteProjection(E, self.dt_rank, N)
+            if self.io_spectrum is not None:
+                x_proj = PositiveDefiniteProjection(E, self.dt_rank, N, self.io_spectrum)
             else:
                 x_proj = nn.Linear(E, self.dt_rank + 2 * N, bias=False)
             self.add_module(f"x_proj{suffix}", x_proj)
@@ -311,9 +339,9 @@ class Mamba(nn.Module):
         return (
             f"d_model={self.d_model}, d_state={self.d_state}, d_conv={self.d_conv}, expand={self.expand}, "
             f"dt_rank={self.dt_rank}, bidirectional={self.bidirectional}"
-            + (", positive_definite=True" if self.positive_definite else "")
+            + (f", io_spectrum={self.io_spectrum!r}" if self.io_spectrum else "")
             + (f", reorder_tokens=True, reorder_tau={self.reorder_tau:g}" if self.reorder_tokens else "")
         )
 
 
-__all__ = ["Mamba", "MambaState", "PositiveDefiniteProjection", "inverse_softplus"]
+__all__ = ["IO_SPECTRA", "Mamba", "MambaState", "PositiveDefiniteProjection", "inverse_softplus"]

@@ -42,7 +42,7 @@ def test_reorder_option_draws_the_other_parameters_unchanged(option):
 
 def test_options_off_by_default():
     layer = ssm.Mamba(4)
-    assert not layer.positive_definite and not layer.reorder_tokens
+    assert not layer.positive_definite and not layer.reorder_tokens and layer.io_spectrum is None
     assert isinstance(layer.x_proj, torch.nn.Linear) and not hasattr(layer, "importance")
 
 
@@ -97,6 +97,58 @@ def test_positive_definite_step_matches_forward():
 def test_positive_definite_needs_enough_channels():
     with pytest.raises(ValueError, match="d_inner"):
         ssm.Mamba(2, d_state=8, expand=2, positive_definite=True)
+
+
+@pytest.mark.parametrize("spectrum, signs", [("negative", [-1, -1, -1, -1, -1]), ("mixed", [1, 1, 1, -1, -1])])
+def test_control_projections_have_the_chosen_signs(spectrum, signs):
+    proj = randomize(PositiveDefiniteProjection(d_inner=9, dt_rank=1, d_state=5, spectrum=spectrum).double(), 1.0)
+    W = proj.weight
+    S_B, S_C = W[1:6], W[6:11]
+    lam = torch.tensor(signs, dtype=F64) * (torch.log1p(torch.exp(proj.d)) + 0.7)
+    assert_close(S_B, lam[:, None] * S_C)
+    # Uᵀ diag(λ) U with U of full row rank: the nonzero eigenvalues have the signs of λ (Sylvester).
+    eig = torch.linalg.eigvalsh(S_C.T @ S_B)
+    tol = 1e-8 * eig.abs().max()
+    assert int((eig > tol).sum()) == signs.count(1) and int((eig < -tol).sum()) == signs.count(-1)
+
+
+@pytest.mark.parametrize("spectrum, scenario", [("positive", "divergent"), ("negative", "convergent"),
+                                                ("mixed", "divergent")])
+def test_io_spectrum_decides_the_predicted_scenario(spectrum, scenario):
+    for seed in range(3):
+        layer = randomize(ssm.Mamba(4, d_state=4, io_spectrum=spectrum).double(), scale=2.0, seed=seed)
+        report = predict_scenario(layer)
+        assert report.scenario == scenario
+        assert (report.n_negative > 0) == (spectrum != "positive")
+
+
+def test_positive_definite_is_io_spectrum_positive():
+    torch.manual_seed(5)
+    a = ssm.Mamba(6, d_state=4, positive_definite=True)
+    torch.manual_seed(5)
+    b = ssm.Mamba(6, d_state=4, io_spectrum="positive")
+    assert a.positive_definite and b.positive_definite and a.io_spectrum == b.io_spectrum == "positive"
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(x, y), name
+
+
+def test_negative_spectrum_step_matches_forward_and_trains():
+    torch.manual_seed(2)
+    layer = randomize(ssm.Mamba(5, d_state=3, io_spectrum="negative").double(), scale=0.3).eval()
+    x = torch.randn(2, 6, 5, dtype=F64)
+    with torch.no_grad():
+        assert_close(run_steps(layer, x), layer(x))
+    layer(x).square().sum().backward()
+    assert layer.x_proj.d.grad.abs().sum() > 0
+
+
+def test_io_spectrum_errors():
+    with pytest.raises(ValueError, match="io_spectrum must be one of"):
+        ssm.Mamba(4, io_spectrum="definite")
+    with pytest.raises(ValueError, match="positive_definite=True means"):
+        ssm.Mamba(4, positive_definite=True, io_spectrum="negative")
+    with pytest.raises(ValueError, match="spectrum must be one of"):
+        PositiveDefiniteProjection(8, 1, 4, spectrum="zero")
 
 
 # ---------------------------------------------------------------- soft sort
