@@ -51,7 +51,8 @@ def measure(args: argparse.Namespace) -> dict:
         cap = REFERENCE_MAX_L_BY_OP.get(args.op, REFERENCE_MAX_L)
         backends = [b for b in args.backends if b != "reference" or L <= cap]
         case = CASES[args.op](args.batch, args.channels, args.state, L, device=device, backends=backends,
-                              peers={"s4": args.peer_s4, "spacetime": args.peer_spacetime})
+                              peers={"s4": args.peer_s4, "spacetime": args.peer_spacetime,
+                                     "mamba_ssm": args.peer_mamba_ssm})
         for backend, run in case.runs.items():
             fwd = median_time(run, device, repeats=args.repeats)
             fwd_bwd = median_time(forward_backward(run), device, repeats=args.repeats)
@@ -106,6 +107,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--peer-s4", metavar="PATH", help="a state-spaces/s4 checkout to time beside ours")
     parser.add_argument("--peer-spacetime", metavar="PATH",
                         help="a HazyResearch/spacetime checkout (companion_kernel: its krylov functions)")
+    parser.add_argument("--peer-mamba-ssm", metavar="PATH",
+                        help="a state-spaces/mamba checkout (selective_scan: its CUDA kernel where built, else its "
+                             "PyTorch reference); an installed mamba_ssm is used without it")
     parser.add_argument("--out", type=pathlib.Path, help="write the JSON result here (and .md beside it)")
     args = parser.parse_args(argv)
     result = measure(args)

@@ -14,6 +14,7 @@ import torch
 import kernels
 import ssm
 from bench.peers import (
+    mamba_ssm_selective_scan,
     mambapy_block,
     mambapy_selective_scan,
     s4_minimal_kernel,
@@ -111,7 +112,9 @@ def selective_scan_case(B: int, H: int, N: int, L: int, device: torch.device, ba
     """Mamba's selective scan as its block calls it, over D = H channels and N states: u,
     delta, z (B, D, L), A = -exp(A_log) (D, N), variable B and C (B, N, L), D and delta_bias,
     delta_softplus. Beside it, when the package is installed, mambapy's parallel scan (pscan)
-    with the same softplus, skip and gate around it, on (B, L, D) copies of the inputs. Ideal
+    with the same softplus, skip and gate around it, on (B, L, D) copies of the inputs; and
+    state-spaces/mamba's scan when ``mamba_ssm`` is installed or ``--peer-mamba-ssm`` names a
+    checkout (its CUDA kernel where it is built, else its PyTorch reference). Ideal
     bytes: read u, delta, z, B, C and write out, in float32."""
     def leaf(*shape, scale=1.0, shift=0.0):
         return (shift + scale * torch.randn(*shape, device=device)).requires_grad_(True)
@@ -127,6 +130,10 @@ def selective_scan_case(B: int, H: int, N: int, L: int, device: torch.device, ba
                                       backend=backend)
 
     runs = {b: functools.partial(ours, b) for b in backends}
+    mamba_ssm = mamba_ssm_selective_scan(peers.get("mamba_ssm"), device)
+    if mamba_ssm is not None:
+        name, fn = mamba_ssm
+        runs[name] = functools.partial(fn, u, delta, A, B_, C_, D, z, delta_bias=bias, delta_softplus=True)
     peer = mambapy_selective_scan()
     if peer is not None:
         # the peer's own (B, L, D) / (B, L, N) layouts, made once outside the timed call

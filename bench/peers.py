@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import pathlib
 import sys
+import types
 
 import torch
 
@@ -68,6 +69,41 @@ def mambapy_selective_scan():
         return y * torch.nn.functional.silu(z)
 
     return run
+
+
+def mamba_ssm_selective_scan(checkout: str | pathlib.Path | None, device: torch.device):
+    """state-spaces/mamba's selective scan, as ``(name, fn)`` with fn taking
+    ``kernels.selective_scan``'s arguments (same layouts), or None when there is neither an
+    installed ``mamba_ssm`` nor a checkout.
+
+    On CUDA, when its compiled extension ``selective_scan_cuda`` imports, fn is
+    ``selective_scan_fn`` (the CUDA kernel); otherwise it is ``selective_scan_ref``, its
+    PyTorch reference (a Python loop over L that materializes exp(Δ A) and Δ B u as
+    (B, D, L, N) tensors). From a checkout (``--peer-mamba-ssm PATH``) only the interface
+    module and what it imports are loaded, not the package's ``__init__`` (which pulls in
+    the whole model zoo and its dependencies).
+    """
+    try:
+        if checkout is None:
+            from mamba_ssm.ops import selective_scan_interface as interface
+        else:
+            root = pathlib.Path(checkout).expanduser().resolve()
+            package = root / "mamba_ssm"
+            if not (package / "ops" / "selective_scan_interface.py").is_file():
+                raise FileNotFoundError(
+                    f"--peer-mamba-ssm {root}: expected a state-spaces/mamba checkout with "
+                    f"{package / 'ops' / 'selective_scan_interface.py'}"
+                )
+            if "mamba_ssm" not in sys.modules:
+                stub = types.ModuleType("mamba_ssm")
+                stub.__path__ = [str(package)]
+                sys.modules["mamba_ssm"] = stub
+            interface = importlib.import_module("mamba_ssm.ops.selective_scan_interface")
+    except ImportError:
+        return None
+    if device.type == "cuda" and getattr(interface, "selective_scan_cuda", None) is not None:
+        return "mamba_ssm selective_scan_fn (CUDA)", interface.selective_scan_fn
+    return "mamba_ssm selective_scan_ref", interface.selective_scan_ref
 
 
 def mambapy_block(layer: torch.nn.Module, device: torch.device):

@@ -1,6 +1,7 @@
 """The benchmark entry point runs end to end on tiny shapes and writes its table and JSON."""
 
 import json
+import sys
 
 import pytest
 import torch
@@ -23,12 +24,46 @@ def test_bench_writes_table_and_json(op, tmp_path):
 
 
 def test_peer_checkout_path_is_checked(tmp_path):
-    from bench.peers import s4_minimal_kernel, spacetime_companion_kernels
+    from bench.peers import mamba_ssm_selective_scan, s4_minimal_kernel, spacetime_companion_kernels
 
     with pytest.raises(FileNotFoundError, match="models/s4/s4d.py"):
         s4_minimal_kernel(tmp_path, 4, 8, "cpu")
     with pytest.raises(FileNotFoundError, match="krylov.py"):
         spacetime_companion_kernels(tmp_path)
+    with pytest.raises(FileNotFoundError, match="selective_scan_interface.py"):
+        mamba_ssm_selective_scan(tmp_path, torch.device("cpu"))
+
+
+def test_mamba_ssm_peer_loads_only_the_interface_module(tmp_path, monkeypatch):
+    from bench.peers import mamba_ssm_selective_scan
+
+    ops = tmp_path / "mamba_ssm" / "ops"
+    ops.mkdir(parents=True)
+    (tmp_path / "mamba_ssm" / "__init__.py").write_text("raise ImportError('the package init must not run')\n")
+    (ops / "selective_scan_interface.py").write_text(
+        "selective_scan_cuda = None\n"
+        "def selective_scan_fn(*args, **kwargs):\n    raise AssertionError('no CUDA here')\n"
+        "def selective_scan_ref(u, *args, **kwargs):\n    return 2 * u\n"
+    )
+    for name in [m for m in sys.modules if m == "mamba_ssm" or m.startswith("mamba_ssm.")]:
+        monkeypatch.delitem(sys.modules, name)
+    name, fn = mamba_ssm_selective_scan(tmp_path, torch.device("cpu"))
+    assert name == "mamba_ssm selective_scan_ref" and torch.equal(fn(torch.ones(2)), torch.full((2,), 2.0))
+    for name in [m for m in sys.modules if m == "mamba_ssm" or m.startswith("mamba_ssm.")]:
+        monkeypatch.delitem(sys.modules, name)
+
+
+def test_gpu_suite_runs_each_step_and_writes_a_summary(tmp_path):
+    from bench.gpu_suite import main as suite
+
+    suite(["--out", str(tmp_path), "--ops", "cross_scan", "--no-tests", "--lengths", "16",
+           "--backends", "torch", "--repeats", "1"])
+    summaries = list(tmp_path.glob("*-gpu-suite.md"))
+    assert len(summaries) == 1
+    text = summaries[0].read_text()
+    assert "| cross_scan | 0 |" in text and "--op cross_scan --lengths 16" in text
+    rows = json.loads(next(tmp_path.glob("*-cross_scan.json")).read_text())["rows"]
+    assert [r["backend"] for r in rows] == ["torch"]
 
 
 MiB = 2**20

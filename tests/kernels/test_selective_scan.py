@@ -2,6 +2,7 @@
 out = (y + D u) · silu(z); the "torch" and "reference" backends against a float64 loop oracle."""
 
 import importlib
+import os
 
 import pytest
 import torch
@@ -446,4 +447,52 @@ def test_matches_mambapy_pscan_forward_and_backward(L):
     assert_close(y, y_peer)
     for name, g, g_peer in zip(["x", "delta", "bias", "A", "B", "C"], grads, peer_grads):
         compare = assert_close_summed if name in ("bias", "A") else assert_close
+        compare(g, g_peer, msg=name)
+
+
+# ---------------------------------------------------------------- peer oracle: mamba_ssm
+
+
+def mamba_ssm_reference():
+    """state-spaces/mamba's ``selective_scan_ref``: from an installed ``mamba_ssm``, or from a
+    checkout named by $SSM_PEER_MAMBA_SSM (loaded as in ``bench.peers``); skips otherwise."""
+    from bench.peers import mamba_ssm_selective_scan
+
+    checkout = os.environ.get("SSM_PEER_MAMBA_SSM")
+    peer = mamba_ssm_selective_scan(checkout, torch.device("cpu"))
+    if peer is None:
+        pytest.skip("mamba_ssm is not installed and $SSM_PEER_MAMBA_SSM names no checkout")
+    return peer[1]  # on the CPU always selective_scan_ref
+
+
+@pytest.mark.parametrize("backend", ["torch", "reference"])
+@pytest.mark.parametrize("case", ["plain", "all-options", "grouped", "constant-BC", "complex"])
+def test_matches_mamba_ssm_reference(case, backend):
+    # mamba_ssm's reference computes in float32 whatever the inputs: compare at float32 tolerance.
+    ref = mamba_ssm_reference()
+    torch.manual_seed(21)
+    Bsz, Dm, N, L = 2, 4, 3, 13
+    u, delta, z = torch.randn(Bsz, Dm, L), torch.rand(Bsz, Dm, L) - 0.5, torch.randn(Bsz, Dm, L)
+    A = -torch.rand(Dm, N) - 0.2
+    B, C = torch.randn(Bsz, N, L), torch.randn(Bsz, N, L)
+    kwargs = {}
+    if case == "all-options":
+        kwargs = dict(D=torch.randn(Dm), z=z, delta_bias=0.1 * torch.randn(Dm), delta_softplus=True)
+    elif case == "grouped":
+        B, C = torch.randn(Bsz, 2, N, L), torch.randn(Bsz, 2, N, L)
+    elif case == "constant-BC":
+        B, C = torch.randn(Dm, N), torch.randn(Dm, N)
+    elif case == "complex":
+        A = torch.complex(A, torch.randn(Dm, N))
+        B, C = torch.randn(Bsz, N, 2 * L), torch.randn(Bsz, N, 2 * L)  # mamba's interleaved (re, im) layout
+    leaves = [t.requires_grad_(True) for t in (u, delta, A, B, C)]
+    w = torch.randn(Bsz, Dm, L)
+    out_peer, last_peer = ref(*leaves, return_last_state=True, **kwargs)
+    grads_peer = torch.autograd.grad((out_peer * w).sum(), leaves)
+    out, last = selective_scan(*leaves, return_last_state=True, backend=backend, **kwargs)
+    grads = torch.autograd.grad((out * w).sum(), leaves)
+    assert_close(out, out_peer)
+    assert_close(last, last_peer.to(last.dtype))
+    for name, g, g_peer in zip(["u", "delta", "A", "B", "C"], grads, grads_peer):
+        compare = assert_close_summed if name in ("A",) or case == "constant-BC" else assert_close
         compare(g, g_peer, msg=name)

@@ -1,0 +1,125 @@
+"""Everything that needs a GPU, in one command: the CUDA tests of the kernels (compiled
+Triton, not the interpreter), then the benchmark table of every op on the GPU, each written
+to ``<out>/<device>-<date>-<op>.{json,md}`` beside a summary.
+
+    python -m bench.gpu_suite --out bench/results
+    python -m bench.gpu_suite --ops selective_scan mamba --peer-mamba-ssm ~/src/mamba --budget-s 400
+
+Each step runs in its own process with a timeout, so a hang or a crash in one op does not
+lose the others; steps stop being started once ``--budget-s`` seconds have passed. The
+summary (``<device>-<date>-gpu-suite.md``) lists each step, its exit status and its time.
+Shapes are chosen to be Mamba/S4-sized while the whole suite stays within a few minutes on
+an H100-class GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import pathlib
+import re
+import subprocess
+import sys
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+# op -> (lengths, batch, channels, state) of its benchmark; backends default to triton, torch, reference
+BENCH_SHAPES = {
+    "selective_scan": ([1024, 4096, 16384], 8, 1536, 16),
+    "mamba": ([1024, 4096], 8, 768, 16),
+    "selective_scan_2d": ([1024, 4096, 16384], 8, 192, 16),
+    "cross_scan": ([1024, 4096, 16384], 8, 192, 16),
+    "linear_scan": ([1024, 4096, 16384], 8, 256, 64),
+    "s5": ([1024, 4096, 16384], 8, 256, 64),
+    "fftconv": ([1024, 4096, 16384, 65536], 8, 256, 32),
+    "vandermonde": ([1024, 4096, 16384, 65536], 8, 256, 32),
+    "s4d_kernel": ([1024, 4096, 16384, 65536], 8, 256, 32),
+    "s4d": ([1024, 4096, 16384], 8, 256, 32),
+    "companion_kernel": ([1024, 4096, 16384], 8, 256, 64),
+}
+
+
+def device_slug() -> str:
+    import torch
+
+    if not torch.cuda.is_available():
+        return "cpu"
+    name = torch.cuda.get_device_name(0).lower()
+    match = re.search(r"(h100|h200|a100|l40s?|a10g?|v100|t4|rtx ?\d+)", name)
+    return (match.group(1) if match else re.sub(r"[^a-z0-9]+", "-", name).strip("-")).replace(" ", "")
+
+
+def step(name: str, command: list[str], timeout: float, log: pathlib.Path) -> dict:
+    start = time.perf_counter()
+    env = dict(os.environ, PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    try:
+        done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+        rc, stdout, stderr = done.returncode, done.stdout, done.stderr
+    except subprocess.TimeoutExpired as err:
+        rc = "timeout"
+        stdout, stderr = (t.decode() if isinstance(t, bytes) else (t or "") for t in (err.stdout, err.stderr))
+    seconds = time.perf_counter() - start
+    log.write_text(stdout + "\n--- stderr ---\n" + stderr)
+    lines = [line for line in stdout.splitlines() if line.strip() and not line.startswith("peak MiB")]
+    if rc != 0:  # the error, not the last table row
+        lines += [line for line in stderr.splitlines() if line.strip()][-1:]
+    tail = lines[-1:] or [""]
+    print(f"[{name}] rc={rc} in {seconds:.0f} s: {tail[0][:160]}", flush=True)
+    shown = " ".join(["python" if command[0] == sys.executable else command[0], *command[1:]])
+    shown = shown.replace(f"{ROOT}{os.sep}", "")
+    return {"name": name, "rc": rc, "seconds": seconds, "command": shown, "last_line": tail[0]}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.gpu_suite", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=pathlib.Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--ops", nargs="+", default=list(BENCH_SHAPES), choices=list(BENCH_SHAPES))
+    parser.add_argument("--no-tests", action="store_true", help="skip the CUDA tests")
+    parser.add_argument("--test-timeout-s", type=float, default=240)
+    parser.add_argument("--op-timeout-s", type=float, default=120)
+    parser.add_argument("--budget-s", type=float, default=480, help="start no new step after this many seconds")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--lengths", type=int, nargs="+", help="replace every op's lengths (a quick check)")
+    parser.add_argument("--backends", nargs="+", default=["triton", "torch", "reference"])
+    parser.add_argument("--peer-mamba-ssm", metavar="PATH", help="a state-spaces/mamba checkout (see python -m bench)")
+    parser.add_argument("--peer-s4", metavar="PATH", help="a state-spaces/s4 checkout")
+    args = parser.parse_args(argv)
+
+    prefix = f"{device_slug()}-{datetime.date.today().isoformat()}"
+    args.out.mkdir(parents=True, exist_ok=True)
+    logs = args.out / f"{prefix}-gpu-suite-logs"
+    logs.mkdir(exist_ok=True)
+    start = time.perf_counter()
+    results = []
+    if not args.no_tests:
+        tests = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs",
+                 "--continue-on-collection-errors", "tests/kernels"]
+        results.append(step("cuda tests (tests/kernels)", tests, args.test_timeout_s, logs / "tests.txt"))
+    for op in args.ops:
+        if time.perf_counter() - start > args.budget_s:
+            results.append({"name": op, "rc": "not started (budget)", "seconds": 0.0, "command": "", "last_line": ""})
+            continue
+        lengths, batch, channels, state = BENCH_SHAPES[op]
+        command = [sys.executable, "-m", "bench", "--op", op, "--lengths", *map(str, args.lengths or lengths),
+                   "--batch", str(batch), "--channels", str(channels), "--state", str(state),
+                   "--backends", *args.backends, "--repeats", str(args.repeats),
+                   "--out", str(args.out / f"{prefix}-{op}.json")]
+        if op == "selective_scan" and args.peer_mamba_ssm:
+            command += ["--peer-mamba-ssm", args.peer_mamba_ssm]
+        if op == "s4d_kernel" and args.peer_s4:
+            command += ["--peer-s4", args.peer_s4]
+        results.append(step(op, command, args.op_timeout_s, logs / f"{op}.txt"))
+    lines = [f"# GPU suite on {prefix}", "", "| step | exit | seconds | last line |", "|---|---|---|---|"]
+    lines += [f"| {r['name']} | {r['rc']} | {r['seconds']:.0f} | {r['last_line'][:120].replace('|', '/')} |"
+              for r in results]
+    lines += ["", "Commands:", ""] + [f"    {r['command']}" for r in results if r["command"]]
+    summary = args.out / f"{prefix}-gpu-suite.md"
+    summary.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
