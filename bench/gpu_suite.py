@@ -1,6 +1,7 @@
-"""Everything that needs a GPU, in one command: the CUDA tests of the kernels (compiled
-Triton, not the interpreter), then the benchmark table of every op on the GPU, each written
-to ``<out>/<device>-<date>-<op>.{json,md}`` beside a summary.
+"""Everything that needs a GPU, in one command: the CUDA-only tests of the kernels (compiled
+Triton at larger shapes, not the interpreter), then the benchmark table of every op on the
+GPU, each written to ``<out>/<device>-<date>-<op>.{json,md}`` beside a summary, and with
+``--all-kernel-tests`` the whole kernel suite compiled.
 
     python -m bench.gpu_suite --out bench/results
     python -m bench.gpu_suite --ops selective_scan mamba --peer-mamba-ssm ~/src/mamba --budget-s 400
@@ -78,7 +79,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=pathlib.Path, default=ROOT / "bench" / "results")
     parser.add_argument("--ops", nargs="+", default=list(BENCH_SHAPES), choices=list(BENCH_SHAPES))
     parser.add_argument("--no-tests", action="store_true", help="skip the CUDA tests")
-    parser.add_argument("--test-timeout-s", type=float, default=240)
+    parser.add_argument("--all-kernel-tests", action="store_true",
+                        help="after the benchmarks, also run all of tests/kernels compiled on the GPU (minutes of "
+                             "compilation), not only the CUDA-only tests")
+    parser.add_argument("--test-timeout-s", type=float, default=180)
     parser.add_argument("--op-timeout-s", type=float, default=120)
     parser.add_argument("--budget-s", type=float, default=480, help="start no new step after this many seconds")
     parser.add_argument("--repeats", type=int, default=5)
@@ -94,10 +98,11 @@ def main(argv: list[str] | None = None) -> None:
     logs.mkdir(exist_ok=True)
     start = time.perf_counter()
     results = []
-    if not args.no_tests:
-        tests = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs",
-                 "--continue-on-collection-errors", "tests/kernels"]
-        results.append(step("cuda tests (tests/kernels)", tests, args.test_timeout_s, logs / "tests.txt"))
+    tests = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--continue-on-collection-errors",
+             "tests/kernels"]
+    if not args.no_tests:  # the CUDA-only tests: larger shapes against the torch path, dispatch
+        results.append(step("cuda tests (tests/kernels -k cuda)", [*tests, "-k", "cuda"], args.test_timeout_s,
+                            logs / "tests-cuda.txt"))
     for op in args.ops:
         if time.perf_counter() - start > args.budget_s:
             results.append({"name": op, "rc": "not started (budget)", "seconds": 0.0, "command": "", "last_line": ""})
@@ -112,6 +117,9 @@ def main(argv: list[str] | None = None) -> None:
         if op == "s4d_kernel" and args.peer_s4:
             command += ["--peer-s4", args.peer_s4]
         results.append(step(op, command, args.op_timeout_s, logs / f"{op}.txt"))
+    if args.all_kernel_tests and time.perf_counter() - start < args.budget_s:
+        remaining = max(60.0, args.budget_s + args.op_timeout_s - (time.perf_counter() - start))
+        results.append(step("all kernel tests, compiled (tests/kernels)", tests, remaining, logs / "tests-all.txt"))
     lines = [f"# GPU suite on {prefix}", "", "| step | exit | seconds | last line |", "|---|---|---|---|"]
     lines += [f"| {r['name']} | {r['rc']} | {r['seconds']:.0f} | {r['last_line'][:120].replace('|', '/')} |"
               for r in results]
