@@ -65,7 +65,7 @@ def step(name: str, command: list[str], timeout: float, log: pathlib.Path) -> di
     log.write_text(stdout + "\n--- stderr ---\n" + stderr)
     lines = [line for line in stdout.splitlines() if line.strip() and not line.startswith("peak MiB")]
     if rc != 0:  # the error, not the last table row
-        lines += [line for line in stderr.splitlines() if line.strip()][-1:]
+        lines += [line for line in stderr.splitlines() if line.strip() and not line.startswith("USDT:")][-1:]
     tail = lines[-1:] or [""]
     print(f"[{name}] rc={rc} in {seconds:.0f} s: {tail[0][:160]}", flush=True)
     shown = " ".join(["python" if command[0] == sys.executable else command[0], *command[1:]])
