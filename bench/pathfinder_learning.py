@@ -10,17 +10,11 @@ Prints train/val/test accuracy next to chance (50%) and the wall-clock time.
 from __future__ import annotations
 
 import argparse
-import pathlib
-import tempfile
 import time
 
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import open_dict
-
+from bench.training_config import compose_training_config
 from ssm.training.run import run
 
-CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
 
 
 def learning_check(args: argparse.Namespace) -> dict[str, float]:
@@ -32,11 +26,7 @@ def learning_check(args: argparse.Namespace) -> dict[str, float]:
         f"trainer.max_epochs={args.epochs}", f"optimizer.lr={args.lr}", "scheduler.warmup_steps=100",
         "logger=csv", "+trainer.enable_progress_bar=false", "callbacks.progress=null",
     ]
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        cfg = compose("config", overrides=overrides, return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = tempfile.mkdtemp(prefix="pathfinder-learning-")
-    HydraConfig.instance().set_config(cfg)
+    cfg = compose_training_config(overrides, "pathfinder-learning-")
     return run(cfg)
 
 

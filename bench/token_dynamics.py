@@ -19,17 +19,12 @@ import argparse
 import json
 import pathlib
 import statistics
-import tempfile
 import time
 
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import open_dict
-
 from ssm.token_dynamics import scenario_table
+from bench.training_config import compose_training_config
 from ssm.training.run import fit
 
-CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
 VARIANTS = {"plain": "null", "positive": "positive", "negative": "negative", "mixed": "mixed"}
 
 
@@ -39,11 +34,7 @@ def train_one(task: str, variant: str, seed: int, args: argparse.Namespace) -> d
         f"trainer.max_epochs={args.epochs}", f"model.n_layers={args.layers}",
         "logger=none", "+trainer.enable_progress_bar=false", "callbacks.progress=null",
     ] + list(args.override)
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        cfg = compose("config", overrides=overrides, return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = tempfile.mkdtemp(prefix="token-dynamics-")
-    HydraConfig.instance().set_config(cfg)
+    cfg = compose_training_config(overrides, "token-dynamics-")
     start = time.perf_counter()
     metrics, lightning_task, _ = fit(cfg)
     reports = scenario_table(lightning_task.model)
