@@ -242,14 +242,22 @@ def _half_rows(N1: int) -> int:
     return N1 // 2 if N1 >= 32 else N1
 
 
+def multiprocessors(device: torch.device) -> int | None:
+    """Streaming multiprocessors of a CUDA device; None elsewhere (one row per program)."""
+    if device.type != "cuda":
+        return None
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
 def _rows_per_program(n_rows: int, n: int, device: torch.device) -> int:
     """Rows per program (a power of two <= 8): the DFT matrices are loaded once per program,
     so share them among rows while keeping about two programs per streaming multiprocessor.
     One row per program for n >= 4096, where several rows need more than 227 KB of shared
     memory (offline sm_90 compile)."""
-    if device.type != "cuda" or n >= 4096:
+    sms = multiprocessors(device)
+    if sms is None or n >= 4096:
         return 1
-    target = 2 * torch.cuda.get_device_properties(device).multi_processor_count
+    target = 2 * sms
     rows = 1
     while rows < 8 and n_rows >= 2 * rows * target:
         rows *= 2
