@@ -98,6 +98,67 @@ def _first_col(t, cols):
 
 
 @triton.jit
+def _channel(A_ptr, D_ptr, bias_ptr, d, batch, Dm, H, W, N, G, n_tiles, n_wtiles, offs_n, mask_n,
+             ACC: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr):
+    """What a program needs of its (batch, channel d): A_d (BLOCK_N,), the Δ bias, the skip D_d,
+    and the offsets of its image, of its group's B / C, of its band carries (n_tiles, N, W)
+    and of its row carries (n_wtiles, N, H)."""
+    A = tl.load(A_ptr + d * N + offs_n, mask=mask_n, other=0.0).to(ACC)
+    bias = 0.0
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + d).to(ACC)
+    skip = 0.0
+    if HAS_D:
+        skip = tl.load(D_ptr + d).to(ACC)
+    channel = batch * Dm + d
+    group = d // (Dm // G)
+    chan = channel * H * W
+    bc_base = (batch * G + group) * N * H * W
+    carry_base = channel * n_tiles * N * W
+    row_carry_base = channel * n_wtiles * N * H
+    return A, bias, skip, chan, bc_base, carry_base, row_carry_base
+
+
+@triton.jit
+def _tile(k, c, rows, cols, offs_n, mask_n, H, W, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr):
+    """Tile (band k, width tile c): its rows i and columns j, the (BLOCK_H, BLOCK_W) mask and
+    offsets in the image, the same for (BLOCK_N, BLOCK_H, BLOCK_W) in B / C, and for the
+    (BLOCK_N, BLOCK_W) band carry."""
+    i = k * BLOCK_H + rows
+    j = c * BLOCK_W + cols
+    mask = (i < H)[:, None] & (j < W)[None, :]
+    offs = i[:, None] * W + j[None, :]
+    mask3 = mask_n[:, None, None] & mask[None, :, :]
+    offs3 = offs_n[:, None, None] * H * W + offs[None, :, :]
+    mask_nw = mask_n[:, None] & (j < W)[None, :]
+    nw = offs_n[:, None] * W + j[None, :]
+    return i, j, mask, offs, mask3, offs3, mask_nw, nw
+
+
+@triton.jit
+def _tile_states(u_ptr, delta_ptr, B_ptr, C_ptr, chan, bc_base, offs, offs3, mask, mask3, A, bias,
+                 g_carry, h_carry, ACC: tl.constexpr, SOFTPLUS: tl.constexpr):
+    """One tile's inputs and states (the forward pass, rebuilt by the backward):
+
+        b = Δ u B,  g_{i,j} = Ā_{i,j} g_{i,j-1} + b_{i,j}   (row pass, from g_carry on the left)
+        h_{i,j} = Ā_{i,j} h_{i-1,j} + g_{i,j}               (column pass, from h_carry above)
+
+    with Ā = exp(Δ A). Returns u, x = delta + bias and Δ (BLOCK_H, BLOCK_W), and B, C, Ā, b,
+    g, h (BLOCK_N, BLOCK_H, BLOCK_W); Δ = 0 outside the image, so padding is the identity."""
+    u = tl.load(u_ptr + chan + offs, mask=mask, other=0.0).to(ACC)
+    x, dt = _delta(delta_ptr + chan, offs, mask, bias, ACC, SOFTPLUS)
+    Bt = tl.load(B_ptr + bc_base + offs3, mask=mask3, other=0.0).to(ACC)
+    Ct = tl.load(C_ptr + bc_base + offs3, mask=mask3, other=0.0).to(ACC)
+    a = tl.exp(dt[None, :, :] * A[:, None, None])
+    b = (dt * u)[None, :, :] * Bt
+    pr, g = tl.associative_scan((a, b), 2, _combine)
+    g = g + pr * g_carry[:, :, None]
+    pa, q = tl.associative_scan((a, g), 1, _combine)
+    h = q + pa * h_carry[:, None, :]
+    return u, x, dt, Bt, Ct, a, b, g, h
+
+
+@triton.jit
 def _fwd_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr,  # inputs
     out_ptr, carry_ptr, row_carry_ptr,  # (Bsz, D, H, W); (Bsz, D, n_tiles, N, W); (Bsz, D, n_wtiles, N, H)
@@ -108,50 +169,25 @@ def _fwd_kernel(
 ):
     d = tl.program_id(0)
     batch = tl.program_id(1).to(tl.int64)
-    group = d // (Dm // G)
     offs_n = tl.arange(0, BLOCK_N)
     rows = tl.arange(0, BLOCK_H)
     cols = tl.arange(0, BLOCK_W)
     mask_n = offs_n < N
-    A = tl.load(A_ptr + d * N + offs_n, mask=mask_n, other=0.0).to(ACC)
-    bias = 0.0
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + d).to(ACC)
-    skip = 0.0
-    if HAS_D:
-        skip = tl.load(D_ptr + d).to(ACC)
-    HW = H * W
-    chan = (batch * Dm + d) * HW
-    bc_base = (batch * G + group) * N * HW
-    carry_base = (batch * Dm + d) * n_tiles * N * W
-    row_carry_base = (batch * Dm + d) * n_wtiles * N * H
+    A, bias, skip, chan, bc_base, carry_base, row_carry_base = _channel(
+        A_ptr, D_ptr, bias_ptr, d, batch, Dm, H, W, N, G, n_tiles, n_wtiles, offs_n, mask_n, ACC, HAS_D, HAS_BIAS)
     for k in range(n_tiles):
-        i = k * BLOCK_H + rows
         g_carry = tl.zeros([BLOCK_N, BLOCK_H], dtype=ACC)  # g at the column left of the tile
         for c in range(n_wtiles):
-            j = c * BLOCK_W + cols
-            mask = (i < H)[:, None] & (j < W)[None, :]
-            offs = i[:, None] * W + j[None, :]
+            i, j, mask, offs, mask3, offs3, mask_nw, nw = _tile(k, c, rows, cols, offs_n, mask_n, H, W, BLOCK_H, BLOCK_W)
             # h at the last row of the band above (written by this program at band k - 1)
-            carry_offs = carry_base + k * N * W + offs_n[:, None] * W + j[None, :]
-            mask_nw = mask_n[:, None] & (j < W)[None, :]
+            carry_offs = carry_base + k * N * W + nw
             h_carry = tl.load(carry_ptr + carry_offs, mask=mask_nw, other=0.0)  # slot 0 holds zeros
             if SAVE:
                 tl.store(row_carry_ptr + row_carry_base + c * N * H + offs_n[:, None] * H + i[None, :], g_carry,
                          mask=mask_n[:, None] & (i < H)[None, :])
-            u = tl.load(u_ptr + chan + offs, mask=mask, other=0.0).to(ACC)
-            _, dt = _delta(delta_ptr + chan, offs, mask, bias, ACC, SOFTPLUS)
-            mask3 = mask_n[:, None, None] & mask[None, :, :]
-            offs3 = offs_n[:, None, None] * HW + offs[None, :, :]
-            Bt = tl.load(B_ptr + bc_base + offs3, mask=mask3, other=0.0).to(ACC)
-            Ct = tl.load(C_ptr + bc_base + offs3, mask=mask3, other=0.0).to(ACC)
-            a = tl.exp(dt[None, :, :] * A[:, None, None])
-            b = (dt * u)[None, :, :] * Bt
-            pr, g = tl.associative_scan((a, b), 2, _combine)
-            g = g + pr * g_carry[:, :, None]
+            u, _, _, _, Ct, _, _, g, h = _tile_states(u_ptr, delta_ptr, B_ptr, C_ptr, chan, bc_base, offs, offs3,
+                                                     mask, mask3, A, bias, g_carry, h_carry, ACC, SOFTPLUS)
             g_carry = _last_col(g, cols, BLOCK_W)  # padded columns are identities
-            pa, q = tl.associative_scan((a, g), 1, _combine)
-            h = q + pa * h_carry[:, None, :]
             if k + 1 < n_tiles:  # padded rows are identities: the last real row's state
                 tl.store(carry_ptr + carry_offs + N * W, _last_row(h, rows, BLOCK_H), mask=mask_nw)
             y = tl.sum(h * Ct, axis=0)
@@ -175,60 +211,34 @@ def _bwd_kernel(
 ):
     d = tl.program_id(0)
     batch = tl.program_id(1).to(tl.int64)
-    group = d // (Dm // G)
     offs_n = tl.arange(0, BLOCK_N)
     rows = tl.arange(0, BLOCK_H)
     cols = tl.arange(0, BLOCK_W)
     mask_n = offs_n < N
-    A = tl.load(A_ptr + d * N + offs_n, mask=mask_n, other=0.0).to(ACC)
-    bias = 0.0
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + d).to(ACC)
-    skip = 0.0
-    if HAS_D:
-        skip = tl.load(D_ptr + d).to(ACC)
-    HW = H * W
-    chan = (batch * Dm + d) * HW
-    bc_base = (batch * G + group) * N * HW
-    carry_base = (batch * Dm + d) * n_tiles * N * W
-    row_carry_base = (batch * Dm + d) * n_wtiles * N * H
+    A, bias, skip, chan, bc_base, carry_base, row_carry_base = _channel(
+        A_ptr, D_ptr, bias_ptr, d, batch, Dm, H, W, N, G, n_tiles, n_wtiles, offs_n, mask_n, ACC, HAS_D, HAS_BIAS)
     lam_base = (batch * Dm + d) * 2 * N * W  # two slots: λh at the first row of the band below, by parity
     dA_acc = tl.zeros([BLOCK_N], dtype=ACC)
     dD_acc = tl.zeros([BLOCK_W], dtype=ACC)
     dbias_acc = tl.zeros([BLOCK_W], dtype=ACC)
     for kk in range(n_tiles):
         k = n_tiles - 1 - kk
-        i = k * BLOCK_H + rows
         lam_g_carry = tl.zeros([BLOCK_N, BLOCK_H], dtype=ACC)  # λg at the column right of the tile
         for cc in range(n_wtiles):
             c = n_wtiles - 1 - cc
-            j = c * BLOCK_W + cols
-            mask = (i < H)[:, None] & (j < W)[None, :]
-            offs = i[:, None] * W + j[None, :]
-            mask3 = mask_n[:, None, None] & mask[None, :, :]
-            offs3 = offs_n[:, None, None] * HW + offs[None, :, :]
-            mask_nw = mask_n[:, None] & (j < W)[None, :]
-            nw = offs_n[:, None] * W + j[None, :]
+            i, j, mask, offs, mask3, offs3, mask_nw, nw = _tile(k, c, rows, cols, offs_n, mask_n, H, W, BLOCK_H, BLOCK_W)
             h_carry = tl.load(carry_ptr + carry_base + k * N * W + nw, mask=mask_nw, other=0.0)
             g_carry = tl.load(row_carry_ptr + row_carry_base + c * N * H + offs_n[:, None] * H + i[None, :],
                               mask=mask_n[:, None] & (i < H)[None, :], other=0.0)
             # zeros below the last band: the slot it reads starts zeroed
             lam_carry = tl.load(lam_ptr + lam_base + ((k + 1) % 2) * N * W + nw, mask=mask_nw, other=0.0)
-            u = tl.load(u_ptr + chan + offs, mask=mask, other=0.0).to(ACC)
-            x, dt = _delta(delta_ptr + chan, offs, mask, bias, ACC, SOFTPLUS)
+            u, x, dt, Bt, Ct, _, b, g, h = _tile_states(u_ptr, delta_ptr, B_ptr, C_ptr, chan, bc_base, offs, offs3,
+                                                        mask, mask3, A, bias, g_carry, h_carry, ACC, SOFTPLUS)
+            dtu = dt * u
             mask_down = ((i + 1) < H)[:, None] & (j < W)[None, :]
             _, dt_down = _delta(delta_ptr + chan, offs + W, mask_down, bias, ACC, SOFTPLUS)
             mask_right = (i < H)[:, None] & ((j + 1) < W)[None, :]
             _, dt_right = _delta(delta_ptr + chan, offs + 1, mask_right, bias, ACC, SOFTPLUS)
-            Bt = tl.load(B_ptr + bc_base + offs3, mask=mask3, other=0.0).to(ACC)
-            Ct = tl.load(C_ptr + bc_base + offs3, mask=mask3, other=0.0).to(ACC)
-            a = tl.exp(dt[None, :, :] * A[:, None, None])
-            dtu = dt * u
-            b = dtu[None, :, :] * Bt
-            pr, g = tl.associative_scan((a, b), 2, _combine)
-            g = g + pr * g_carry[:, :, None]
-            pa, q = tl.associative_scan((a, g), 1, _combine)
-            h = q + pa * h_carry[:, None, :]
 
             dy = tl.load(dout_ptr + chan + offs, mask=mask, other=0.0).to(ACC)
             if HAS_Z:
