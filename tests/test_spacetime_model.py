@@ -136,5 +136,9 @@ def test_padded_forecaster_reads_the_free_response():
     torch.testing.assert_close(net(x), full[:, 12:, -1:])
     with pytest.raises(ValueError, match=r"\(batch, lag, 2\)"):
         net(torch.randn(3, 12, 1, dtype=F64))
+    with pytest.raises(ValueError, match=r"\(batch, lag, 2\), got \(3, 0, 2\)"):
+        net(torch.randn(3, 0, 2, dtype=F64))
+    with pytest.raises(TypeError, match="floating-point"):
+        net(torch.ones(3, 12, 2, dtype=torch.long))
     with pytest.raises(ValueError, match="n_targets"):
         PaddedForecaster(functools.partial(ssm.S4D, d_state=4), lag=12, horizon=5, n_variates=2, n_targets=3)

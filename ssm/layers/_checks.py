@@ -19,6 +19,18 @@ def check_sequence(x: torch.Tensor, channels: int, layer: str) -> None:
         raise TypeError(f"{layer}: expected a floating-point x, got {x.dtype}")
 
 
+def check_window(x: torch.Tensor, n_variates: int, model: str, lag: int | None = None) -> None:
+    """Require a floating (batch, lag, n_variates) forecasting window with lag >= 1 (exactly
+    ``lag`` steps when given)."""
+    expected_lag = "lag" if lag is None else lag
+    if (not torch.is_tensor(x) or x.dim() != 3 or x.shape[-1] != n_variates or x.shape[1] < 1
+            or (lag is not None and x.shape[1] != lag)):
+        shape = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
+        raise ValueError(f"{model}: expected x of shape (batch, {expected_lag}, {n_variates}), got {shape}")
+    if not x.is_floating_point():
+        raise TypeError(f"{model}: expected a floating-point x, got {x.dtype}")
+
+
 def check_step_input(x_t: torch.Tensor, channels: int, layer: str) -> None:
     """Require a floating (batch, channels) tensor."""
     if not torch.is_tensor(x_t) or x_t.dim() != 2 or x_t.shape[-1] != channels:

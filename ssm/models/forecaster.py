@@ -7,7 +7,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ssm.layers._checks import check_positive_ints
+from ssm.layers._checks import check_positive_ints, check_window
 
 
 class MultivariateForecaster(nn.Module):
@@ -64,12 +64,7 @@ class MultivariateForecaster(nn.Module):
         self.channel_head = nn.Linear(d_model, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        name = type(self).__name__
-        if not torch.is_tensor(x) or x.dim() != 3 or x.shape[1:] != (self.lag, self.n_variates):
-            shape = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
-            raise ValueError(f"{name}: expected x of shape (batch, {self.lag}, {self.n_variates}), got {shape}")
-        if not x.is_floating_point():
-            raise TypeError(f"{name}: expected a floating-point x, got {x.dtype}")
+        check_window(x, self.n_variates, type(self).__name__, lag=self.lag)
         e = self.value_embedding(x[..., None]) + self.variate_embedding  # (B, L, V, C)
         for norm, layer in zip(self.norms, self.layers):
             e = e + self.dropout(layer(norm(e)))
@@ -109,8 +104,6 @@ class PaddedForecaster(nn.Module):
         self.layer = layer(self.n_variates)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not torch.is_tensor(x) or x.dim() != 3 or x.shape[-1] != self.n_variates:
-            shape = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
-            raise ValueError(f"{type(self).__name__}: expected x of shape (batch, lag, {self.n_variates}), got {shape}")
+        check_window(x, self.n_variates, type(self).__name__)
         padded = torch.nn.functional.pad(x, (0, 0, 0, self.horizon))
         return self.layer(padded)[:, x.shape[1]:, -self.n_targets:]

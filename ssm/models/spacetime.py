@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ssm.layers._checks import check_positive_ints
+from ssm.layers._checks import check_positive_ints, check_window
 from ssm.layers.closed_loop import ClosedLoopCompanionSSM, ClosedLoopShiftSSM
 from ssm.layers.companion import CompanionSSM, ResidualSSM
 from ssm.losses import REGRESSION_LOSSES, regression_loss
@@ -149,12 +149,7 @@ class SpaceTime(nn.Module):
             self.head = nn.Identity()
 
     def _check(self, x: torch.Tensor) -> None:
-        name = type(self).__name__
-        if not torch.is_tensor(x) or x.dim() != 3 or x.shape[-1] != self.n_variates or x.shape[1] < 1:
-            shape = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
-            raise ValueError(f"{name}: expected x of shape (batch, lag, {self.n_variates}), got {shape}")
-        if not x.is_floating_point():
-            raise TypeError(f"{name}: expected a floating-point x, got {x.dtype}")
+        check_window(x, self.n_variates, type(self).__name__)
 
     def _series(self, x: torch.Tensor) -> torch.Tensor:
         """The sequences the network runs on: (B·V, lag, 1) or, for "joint", (B, lag, V)."""

@@ -123,8 +123,12 @@ def test_forecaster():
     y = net(torch.randn(2, 16, 3))
     assert y.shape == (2, 5, 1)
     y.sum().backward()
-    with pytest.raises(ValueError, match="expected x of shape"):
+    with pytest.raises(ValueError, match=r"expected x of shape \(batch, 16, 3\), got \(2, 15, 3\)"):
         net(torch.randn(2, 15, 3))
+    with pytest.raises(ValueError, match=r"\(batch, 16, 3\), got list"):
+        net([[0.0] * 3] * 16)
+    with pytest.raises(TypeError, match="floating-point"):
+        net(torch.ones(2, 16, 3, dtype=torch.long))
 
 
 @pytest.mark.parametrize("kwargs", [dict(d_state=0), dict(period=0), dict(dt_rank=0)])
