@@ -5,7 +5,8 @@
 
 and the output ``out_proj(norm(y) ⊙ SiLU(z))``, with the selective-SSM parameters of the
 scans (``self.ssm``, K sets). Subclasses set ``directions`` (K without and with
-``bidirectional``) and implement ``mix(x) -> y`` on (B, E, Hgt, Wdt)."""
+``bidirectional``), their defaults of ``bidirectional`` and ``out_norm``, and implement
+``mix(x) -> y`` on (B, E, Hgt, Wdt)."""
 
 from __future__ import annotations
 
@@ -30,12 +31,16 @@ class ImageMixer(nn.Module):
         dt_min, dt_max, dt_init, dt_scale, dt_init_floor, lr: the Δ initialization and the
             optimizer hint of the SSM tensors, as in :class:`ssm.Mamba`.
         conv_bias, bias: biases of the convolution and of in_proj / out_proj.
-        out_norm: LayerNorm over E before the gate (VMamba, MaIR) or none ("none").
+        out_norm: LayerNorm over E before the gate ("layer": VMamba, MaIR) or none ("none");
+            None takes the layer's default (``default_out_norm``).
         dropout: on the output.
-        bidirectional: scan with ``directions[1]`` sets of parameters instead of ``directions[0]``.
+        bidirectional: scan with ``directions[1]`` sets of parameters instead of
+            ``directions[0]``; None takes the layer's default (``default_bidirectional``).
     """
 
     directions: tuple[int, int] = (1, 2)
+    default_bidirectional: bool = False
+    default_out_norm: str = "layer"
 
     def __init__(
         self,
@@ -51,13 +56,15 @@ class ImageMixer(nn.Module):
         dt_init_floor: float = 1e-4,
         conv_bias: bool = True,
         bias: bool = False,
-        out_norm: str = "layer",
+        out_norm: str | None = None,
         dropout: float = 0.0,
-        bidirectional: bool = False,
+        bidirectional: bool | None = None,
         lr: float | None | dict = None,
     ) -> None:
         super().__init__()
         name = type(self).__name__
+        out_norm = self.default_out_norm if out_norm is None else out_norm
+        bidirectional = self.default_bidirectional if bidirectional is None else bidirectional
         check_positive_ints(name, d_model=d_model, d_state=d_state, expand=expand)
         if isinstance(d_conv, bool) or int(d_conv) != d_conv or d_conv < 1 or d_conv % 2 == 0:
             raise ValueError(f"{name}: d_conv must be a positive odd integer (same padding), got {d_conv!r}")

@@ -30,34 +30,12 @@ class Mamba2D(ImageMixer):
     rotated by 180° (each pixel then also aggregates its lower-right quadrant) and the two
     outputs are added. Default off, as in 2DMamba.
 
-    Args: as :class:`ssm.SS2D`.
+    Args: as :class:`ssm.SS2D`; defaults ``bidirectional=False``, ``out_norm="none"``.
     """
 
     directions = (1, 2)
-
-    def __init__(
-        self,
-        d_model: int,
-        d_state: int = 16,
-        d_conv: int = 3,
-        expand: int = 2,
-        dt_rank: int | str = "auto",
-        dt_min: float = 1e-3,
-        dt_max: float = 1e-1,
-        dt_init: str = "random",
-        dt_scale: float = 1.0,
-        dt_init_floor: float = 1e-4,
-        conv_bias: bool = True,
-        bias: bool = False,
-        out_norm: str = "none",
-        dropout: float = 0.0,
-        bidirectional: bool = False,
-        lr: float | None | dict = None,
-    ) -> None:
-        super().__init__(
-            d_model, d_state, d_conv, expand, dt_rank, dt_min, dt_max, dt_init, dt_scale, dt_init_floor, conv_bias, bias,
-            out_norm, dropout, bidirectional, lr,
-        )
+    default_bidirectional = False
+    default_out_norm = "none"
 
     def mix(self, x: torch.Tensor) -> torch.Tensor:
         B, E, H, W = x.shape

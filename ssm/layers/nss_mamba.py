@@ -54,39 +54,19 @@ class NSSMamba(ImageMixer):
 
     With ``bidirectional=False`` only NSS(x) and NSS(xᵀ) are scanned (K = 2).
 
-    Args: as :class:`ssm.SS2D`, plus
+    Args: as :class:`ssm.SS2D` (after ``stripe`` and ``shift``, by keyword only), plus
         stripe: stripe width (MaIR's scan_len: 4 or 8 depending on the task).
         shift: use the shifted stripes.
     """
 
     directions = (2, 4)
 
-    def __init__(
-        self,
-        d_model: int,
-        d_state: int = 16,
-        d_conv: int = 3,
-        expand: int = 2,
-        dt_rank: int | str = "auto",
-        stripe: int = 4,
-        shift: bool = False,
-        dt_min: float = 1e-3,
-        dt_max: float = 1e-1,
-        dt_init: str = "random",
-        dt_scale: float = 1.0,
-        dt_init_floor: float = 1e-4,
-        conv_bias: bool = True,
-        bias: bool = False,
-        out_norm: str = "layer",
-        dropout: float = 0.0,
-        bidirectional: bool = True,
-        lr: float | None | dict = None,
-    ) -> None:
+    default_bidirectional = True
+
+    def __init__(self, d_model: int, d_state: int = 16, d_conv: int = 3, expand: int = 2,
+                 dt_rank: int | str = "auto", stripe: int = 4, shift: bool = False, **kwargs) -> None:
         check_positive_ints("NSSMamba", stripe=stripe)
-        super().__init__(
-            d_model, d_state, d_conv, expand, dt_rank, dt_min, dt_max, dt_init, dt_scale, dt_init_floor, conv_bias, bias,
-            out_norm, dropout, bidirectional, lr,
-        )
+        super().__init__(d_model, d_state, d_conv, expand, dt_rank, **kwargs)
         self.stripe, self.shift = int(stripe), bool(shift)
         self.attention = SequenceShuffleAttention(self.d_inner, self.ssm.k)
 

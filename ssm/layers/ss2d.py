@@ -34,30 +34,7 @@ class SS2D(ImageMixer):
     """
 
     directions = (2, 4)
-
-    def __init__(
-        self,
-        d_model: int,
-        d_state: int = 16,
-        d_conv: int = 3,
-        expand: int = 2,
-        dt_rank: int | str = "auto",
-        dt_min: float = 1e-3,
-        dt_max: float = 1e-1,
-        dt_init: str = "random",
-        dt_scale: float = 1.0,
-        dt_init_floor: float = 1e-4,
-        conv_bias: bool = True,
-        bias: bool = False,
-        out_norm: str = "layer",
-        dropout: float = 0.0,
-        bidirectional: bool = True,
-        lr: float | None | dict = None,
-    ) -> None:
-        super().__init__(
-            d_model, d_state, d_conv, expand, dt_rank, dt_min, dt_max, dt_init, dt_scale, dt_init_floor, conv_bias, bias,
-            out_norm, dropout, bidirectional, lr,
-        )
+    default_bidirectional = True
 
     def mix(self, x: torch.Tensor) -> torch.Tensor:
         H, W = x.shape[-2:]

@@ -6,6 +6,7 @@ import functools
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 from tolerances import assert_close
 
 import ssm
@@ -137,6 +138,18 @@ def test_bad_inputs(cls):
         layer(torch.randn(2, 5, 3, 7))
     with pytest.raises(ValueError, match="d_conv"):
         cls(8, d_conv=2)
+
+
+@pytest.mark.parametrize("cls, directions, norm", [(ssm.SS2D, 4, nn.LayerNorm), (ssm.NSSMamba, 4, nn.LayerNorm),
+                                                    (ssm.Mamba2D, 1, nn.Identity)])
+def test_defaults_and_their_overrides(cls, directions, norm):
+    """VMamba and MaIR scan four directions with a LayerNorm before the gate; 2DMamba one, without."""
+    layer = cls(8, d_state=2)
+    assert layer.ssm.k == directions and isinstance(layer.out_norm, norm)
+    flipped = cls(8, d_state=2, bidirectional=directions == 1, out_norm="none" if norm is nn.LayerNorm else "layer")
+    assert flipped.ssm.k == 2 and not isinstance(flipped.out_norm, norm)
+    with pytest.raises(ValueError, match="out_norm"):
+        cls(8, out_norm="batch")
 
 
 def test_nss_mamba_rejects_bad_stripe():
