@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 from dataclasses import dataclass
 from typing import Callable
 
@@ -203,6 +204,60 @@ def selective_scan_2d_case(B: int, H: int, N: int, L: int, device: torch.device,
                 ideal_bytes=4 * (4 * B * H * Hgt * Wdt + 2 * B * N * Hgt * Wdt))
 
 
+def selective_scan_2d_tilings(N: int, Hgt: int, Wdt: int) -> list[tuple[int, int]]:
+    """(BLOCK_H, BLOCK_W) tilings of the Triton 2D scan worth timing on an Hgt × Wdt image with
+    N states: register tiles (BLOCK_N, BLOCK_H, BLOCK_W) of 2048 and 4096 elements, widths
+    from 16 (or the image width) to the widest the kernel takes, rows at most the image's."""
+    from kernels.selective_scan_2d.triton import MAX_BLOCK_H, MAX_ROW
+
+    block_n = 1 << max(0, N - 1).bit_length()
+    widest = min(1 << max(0, Wdt - 1).bit_length(), max(1, MAX_ROW // block_n))
+    tallest = min(MAX_BLOCK_H, 1 << max(0, Hgt - 1).bit_length())
+    tilings = []
+    for elements in (2048, 4096):
+        width = min(16, widest)
+        while width <= widest:
+            rows = max(1, min(tallest, elements // (block_n * width)))
+            if (rows, width) not in tilings:
+                tilings.append((rows, width))
+            width *= 2
+    return tilings
+
+
+def selective_scan_2d_tiles_case(B: int, H: int, N: int, L: int, device: torch.device, backends: list[str],
+                                 peers: dict) -> Case:
+    """The Triton 2D scan of :func:`selective_scan_2d_case` at each tiling of
+    :func:`selective_scan_2d_tilings` (the override sets forward and backward alike), beside
+    the launcher's own choice and the torch path: the data for the tile heuristic."""
+    from kernels.selective_scan_2d.triton import selective_scan_2d_triton
+
+    if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+        raise ValueError("--op selective_scan_2d_tiles times Triton kernels: run it on a CUDA device "
+                         "(or, for a functional check only, with TRITON_INTERPRET=1 set)")
+    Hgt, Wdt = _side(L)
+
+    def leaf(*shape, scale=1.0, shift=0.0):
+        return (shift + scale * torch.randn(*shape, device=device)).requires_grad_(True)
+
+    u, delta, z = leaf(B, H, Hgt, Wdt), leaf(B, H, Hgt, Wdt, scale=0.5, shift=-2.0), leaf(B, H, Hgt, Wdt)
+    A = (-torch.arange(1, N + 1, dtype=torch.float32, device=device).repeat(H, 1)).requires_grad_(True)
+    B_, C_ = leaf(B, 1, N, Hgt, Wdt), leaf(B, 1, N, Hgt, Wdt)
+    D, bias = leaf(H), leaf(H, scale=0.1)
+
+    def triton(block_h=None, block_w=None):
+        return selective_scan_2d_triton(u, delta, A, B_, C_, D, z, bias, True, block_h=block_h, block_w=block_w)
+
+    runs = {}
+    if "torch" in backends:
+        runs["torch"] = functools.partial(kernels.selective_scan_2d, u, delta, A, B_[:, 0], C_[:, 0], D, z,
+                                          delta_bias=bias, delta_softplus=True, backend="torch")
+    runs["triton (launcher's tiles)"] = triton
+    for rows, width in selective_scan_2d_tilings(N, Hgt, Wdt):
+        runs[f"triton {rows}x{width} tiles"] = functools.partial(triton, rows, width)
+    return Case("selective_scan_2d", f"B={B} D={H} N={N} {Hgt}x{Wdt}", runs,
+                ideal_bytes=4 * (4 * B * H * Hgt * Wdt + 2 * B * N * Hgt * Wdt))
+
+
 def cross_scan_case(B: int, H: int, N: int, L: int, device: torch.device, backends: list[str],
                     peers: dict) -> Case:
     """cross_scan then cross_merge of a (B, C = H, about L pixels) image. Ideal bytes: the scan
@@ -238,5 +293,6 @@ def companion_kernel_case(B: int, H: int, N: int, L: int, device: torch.device, 
 
 CASES = {"vandermonde": vandermonde_case, "fftconv": fftconv_case, "s4d": s4d_case, "s4d_kernel": s4d_kernel_case,
          "linear_scan": linear_scan_case, "s5": s5_case, "selective_scan": selective_scan_case,
-         "mamba": mamba_case, "selective_scan_2d": selective_scan_2d_case, "cross_scan": cross_scan_case,
+         "mamba": mamba_case, "selective_scan_2d": selective_scan_2d_case,
+         "selective_scan_2d_tiles": selective_scan_2d_tiles_case, "cross_scan": cross_scan_case,
          "companion_kernel": companion_kernel_case}

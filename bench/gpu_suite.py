@@ -39,6 +39,7 @@ BENCH_SHAPES = {
     "s4d_kernel": ([1024, 4096, 16384, 65536], 8, 256, 32),
     "s4d": ([1024, 4096, 16384], 8, 256, 32),
     "companion_kernel": ([1024, 4096, 16384], 8, 256, 64),
+    "selective_scan_2d_tiles": ([16384], 8, 192, 16),  # last: data for the tile heuristic at 128x128
 }
 
 

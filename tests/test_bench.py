@@ -10,7 +10,7 @@ from bench.__main__ import main
 
 
 @pytest.mark.parametrize("op", ["vandermonde", "fftconv", "s4d", "s4d_kernel", "linear_scan", "s5", "selective_scan", "mamba",
-                                "selective_scan_2d", "cross_scan", "companion_kernel"])
+                                "selective_scan_2d", "selective_scan_2d_tiles", "cross_scan", "companion_kernel"])
 def test_bench_writes_table_and_json(op, tmp_path):
     out = tmp_path / "result.json"
     result = main(["--op", op, "--lengths", "8", "17", "--channels", "3", "--batch", "2",
@@ -115,3 +115,16 @@ def test_cpu_peak_memory_counts_live_bytes():
                 (builtin_backward, 128)]
     for fn, mib in expected:
         assert peak_memory(fn, cpu) == pytest.approx(mib * MiB, rel=0.03), fn.__name__
+
+
+@pytest.mark.parametrize("L", [1, 600])
+def test_every_2d_tiling_benchmarked_computes_the_same_scan(L):
+    """The tile-shape sweep times the same function at each tiling: every run agrees with torch."""
+    from bench.cases import selective_scan_2d_tiles_case
+
+    torch.manual_seed(0)
+    case = selective_scan_2d_tiles_case(1, 2, 5, L, device=torch.device("cpu"), backends=["torch"], peers={})
+    expected = case.runs.pop("torch")()
+    assert len(case.runs) >= 2  # the launcher's choice and at least one override
+    for name, run in case.runs.items():
+        torch.testing.assert_close(run(), expected, rtol=1e-4, atol=1e-4, msg=name)
