@@ -56,3 +56,27 @@ def test_every_readme_train_command_composes():
     for overrides in commands:
         cfg = compose_config(*overrides)
         assert cfg.model and cfg.data
+
+
+def readme_bench_commands() -> list[tuple[str, list[str]]]:
+    """Every `python -m bench[.study] ...` command in the README: (module, its words)."""
+    found = re.findall(r"python -m (bench(?:\.\w+)?)((?: +[^ #\n`]+)*)", README.read_text())
+    return [(module, words.split()) for module, words in found]
+
+
+def test_every_readme_bench_command_names_a_module_and_flags_it_has():
+    from bench.cases import CASES
+
+    commands = readme_bench_commands()
+    assert len(commands) >= 10
+    root = README.parent
+    for module, words in commands:
+        path = root / (module.replace(".", "/") + ".py")
+        path = path if path.exists() else root / module.replace(".", "/") / "__main__.py"
+        assert path.exists(), f"README runs {module}, which does not exist"
+        source = path.read_text()
+        for flag in (w for w in words if w.startswith("--")):
+            assert f'"{flag}"' in source, f"README passes {flag} to {module}, which has no such option"
+        if "--op" in words:
+            op = words[words.index("--op") + 1]
+            assert op in CASES, f"README benchmarks --op {op}; the ops are {sorted(CASES)}"

@@ -1,0 +1,83 @@
+"""Every Triton kernel compiles for sm_90 (H100 / H200) at the specializations its launcher
+picks, with shared memory and grids within the hardware's limits, checked without a GPU
+(``bench.gpu_compile`` in compile-only mode: ptxas builds each cubin, nothing runs)."""
+
+import importlib.util
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from bench.gpu_compile import GRID_LIMIT, SHARED_LIMIT, Compiled, problems
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def _ptxas_available() -> bool:
+    spec = importlib.util.find_spec("triton")
+    if spec is None or spec.origin is None:
+        return False
+    return (pathlib.Path(spec.origin).parent / "backends" / "nvidia" / "bin" / "ptxas").exists()
+
+
+@pytest.fixture(scope="module")
+def quick_sweep(tmp_path_factory):
+    if not _ptxas_available():
+        pytest.skip("triton's NVIDIA backend (ptxas) is not installed")
+    out = tmp_path_factory.mktemp("compile") / "sm90.json"
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["TRITON_CACHE_DIR"] = str(out.parent / "triton-cache")  # compile for real, not from a cache
+    env["PYTHONPATH"] = f"{ROOT}{os.pathsep}{env.get('PYTHONPATH', '')}"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.gpu_compile", "--arch", "90", "--quick", "--json", str(out)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
+    )
+    assert out.exists(), done.stdout[-3000:] + done.stderr[-3000:]
+    return done, json.loads(out.read_text())
+
+
+def test_every_kernel_compiles_for_sm90_within_limits(quick_sweep):
+    done, result = quick_sweep
+    assert result["failures"] == [], result["failures"]
+    assert result["problems"] == [], result["problems"]
+    assert result["not_launched"] == []
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    # all fifteen launched kernels of the package were found and compiled
+    assert len(result["kernels"]) == 15
+    assert {r["kernel"] for r in result["compiled"]} == set(result["kernels"])
+
+
+def test_resource_usage_is_read_from_each_cubin(quick_sweep):
+    _, result = quick_sweep
+    for r in result["compiled"]:
+        assert r["registers"] is not None and 0 < r["registers"] <= 255, r
+        assert r["local"] is not None and r["local"] >= 0, r
+        assert 0 <= r["shared"] <= SHARED_LIMIT[90], r
+        assert r["num_warps"] in (1, 2, 4, 8, 16, 32), r
+        assert all(g >= 1 for g in r["max_grid"]), r
+
+
+def test_the_launchers_specializations_are_recorded(quick_sweep):
+    _, result = quick_sweep
+    scans = [r for r in result["compiled"] if r["kernel"] == "selective_scan._selective_scan_fwd_kernel"]
+    assert any("HAS_Z=True" in r["constexprs"] for r in scans)
+    assert any("HAS_Z=False" in r["constexprs"] for r in scans)
+    # the width-tiled 2D scan: one row per band, 256-column tiles for a 700-wide image at N = 16
+    wide = [r for r in result["compiled"] if r["kernel"] == "selective_scan_2d._fwd_kernel" and "40x700" in r["case"]]
+    assert wide and all("BLOCK_W=256" in r["constexprs"] for r in wide)
+    # fftconv shares the DFT matrices among rows when there are enough rows for the H100's SMs
+    rows = [r for r in result["compiled"] if r["kernel"] == "fftconv._conv_kernel" and "H=256" in r["case"]]
+    assert rows and all("ROWS=8" in r["constexprs"] for r in rows)
+
+
+def test_problems_flags_shared_memory_and_grids_beyond_the_limits():
+    fits = Compiled("k", "case", "", 4, SHARED_LIMIT[90], 32, 0, (GRID_LIMIT[0], 65535, 1))
+    too_much = Compiled("k", "case", "", 4, SHARED_LIMIT[90] + 1, 32, 0, (1, 1, 1))
+    too_wide = Compiled("k", "case", "", 4, 0, 32, 0, (1, 65536, 1))
+    assert problems([fits], 90) == []
+    assert "shared memory" in problems([too_much], 90)[0]
+    assert "grid dim 1 = 65536" in problems([too_wide], 90)[0]
+    assert problems([too_much], 80) and not problems([fits], 999)
