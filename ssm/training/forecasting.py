@@ -11,10 +11,12 @@ from torchmetrics import MeanAbsoluteError, MeanSquaredError
 
 from ssm.losses import REGRESSION_LOSSES, regression_loss
 from ssm.training.checks import require_finite_loss
+from ssm.training.epoch_metrics import log_epoch_metrics
 from ssm.training.optim import scheduler_config
 
 LOSSES = REGRESSION_LOSSES
 TRANSFORMS = ("mean", "last", "none")
+METRICS = ("mse", "mae", "rmse")
 
 
 class ForecastingTask(L.LightningModule):
@@ -64,7 +66,7 @@ class ForecastingTask(L.LightningModule):
         self.loss_name, self.data_transform = loss, data_transform
         self.aux_weights = {str(k): float(v) for k, v in (aux_weights or {}).items()}
         kinds = {"mse": MeanSquaredError, "mae": MeanAbsoluteError, "rmse": lambda: MeanSquaredError(squared=False)}
-        self.metrics = nn.ModuleDict({f"{s}_{m}": make() for s in ("train", "val", "test") for m, make in kinds.items()})
+        self.metrics = nn.ModuleDict({f"{s}_{m}": kinds[m]() for s in ("train", "val", "test") for m in METRICS})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, lag, V_in) -> forecast (B, horizon, V_out) on the data's scale."""
@@ -89,14 +91,15 @@ class ForecastingTask(L.LightningModule):
             loss = loss + self.aux_weights.get(name, 1.0) * value
             self.log(f"{split}/aux/{name}", value, on_step=split == "train", on_epoch=True, batch_size=batch_size)
         require_finite_loss(loss, split, self.global_step)
-        for m in ("mse", "mae", "rmse"):
-            self.metrics[f"{split}_{m}"](pred.detach().reshape(-1), y.reshape(-1))
-        on_step = split == "train"
-        self.log(f"{split}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=batch_size)
-        for m in ("mse", "mae", "rmse"):
-            self.log(f"{split}/{m}", self.metrics[f"{split}_{m}"], on_step=False, on_epoch=True,
-                     prog_bar=m == "mse" and split != "train")
+        for m in METRICS:
+            self.metrics[f"{split}_{m}"].update(pred.detach().reshape(-1), y.reshape(-1))
+        self.log(f"{split}/loss", loss, on_step=split == "train", on_epoch=True, prog_bar=True, batch_size=batch_size)
         return loss
+
+    def _log_metrics(self, split: str) -> None:
+        """``{split}/mse``, ``mae``, ``rmse`` over the epoch (validation MSE on the progress bar)."""
+        log_epoch_metrics(self, {f"{split}/{m}": self.metrics[f"{split}_{m}"] for m in METRICS},
+                          prog_bar=() if split == "train" else (f"{split}/mse",))
 
     def training_step(self, batch, batch_idx):
         return self._step(batch, "train")
@@ -109,6 +112,15 @@ class ForecastingTask(L.LightningModule):
 
     def test_step(self, batch, batch_idx):
         return self._step(batch, "test")
+
+    def on_train_epoch_end(self) -> None:
+        self._log_metrics("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_metrics("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_metrics("test")
 
     def _plot(self, batch) -> None:
         """Forecast vs truth of the first window and target, to W&B (skipped without it)."""

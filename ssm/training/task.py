@@ -14,6 +14,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from ssm.robustness import SSM_LAYERS, FourierModeNoise, inject_noise, spike_frequency
 from ssm.training.checks import require_finite_loss
+from ssm.training.epoch_metrics import log_epoch_metrics
 from ssm.training.optim import scheduler_config
 
 
@@ -75,17 +76,30 @@ class SequenceClassificationTask(L.LightningModule):
             logits = logits.transpose(1, 2)
         loss = F.cross_entropy(logits, y)
         require_finite_loss(loss, split, self.global_step)
-        metric = self.metrics[f"{split}{tag}_acc"]
-        metric(logits.detach(), y)
-        on_step = split == "train"
-        batch_size = y.shape[0]
-        self.log(f"{split}/loss{tag}", loss, on_step=on_step, on_epoch=True, prog_bar=on_step, batch_size=batch_size)
-        self.log(f"{split}/acc{tag}", metric, on_step=False, on_epoch=True, prog_bar=not on_step, batch_size=batch_size)
+        self.metrics[f"{split}{tag}_acc"].update(logits.detach(), y)
         if per_token:
-            seq_metric = self.seq_metrics[f"{split}{tag}_seq_acc"]
-            seq_metric((logits.argmax(1) == y).all(-1).float())
-            self.log(f"{split}/seq_acc{tag}", seq_metric, on_step=False, on_epoch=True, batch_size=batch_size)
+            self.seq_metrics[f"{split}{tag}_seq_acc"].update((logits.argmax(1) == y).all(-1).float())
+        on_step = split == "train"
+        self.log(f"{split}/loss{tag}", loss, on_step=on_step, on_epoch=True, prog_bar=on_step, batch_size=y.shape[0])
         return loss
+
+    def _log_metrics(self, split: str) -> None:
+        """``{split}/acc`` (and ``seq_acc``) over the epoch, with and without the test noise."""
+        tags = ("", "_noisy") if split == "test" else ("",)
+        metrics = {}
+        for tag in tags:
+            metrics[f"{split}/acc{tag}"] = self.metrics[f"{split}{tag}_acc"]
+            metrics[f"{split}/seq_acc{tag}"] = self.seq_metrics[f"{split}{tag}_seq_acc"]
+        log_epoch_metrics(self, metrics, prog_bar=() if split == "train" else (f"{split}/acc",))
+
+    def on_train_epoch_end(self) -> None:
+        self._log_metrics("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_metrics("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_metrics("test")
 
     def training_step(self, batch, batch_idx):
         return self._shared_step(batch, "train")

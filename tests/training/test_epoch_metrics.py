@@ -1,0 +1,110 @@
+"""The tasks log epoch metrics once per epoch: each is the metric over every batch of the
+epoch (not a mean of per-batch values), and nothing carries over into the next epoch."""
+
+import lightning as L
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+from torchmetrics import MeanMetric, MeanSquaredError
+
+from ssm.training.epoch_metrics import log_epoch_metrics
+from ssm.training.forecasting import ForecastingTask
+from ssm.training.task import SequenceClassificationTask
+
+
+class Recorder:
+    def __init__(self):
+        self.logged = {}
+
+    def log(self, name, value, **kwargs):
+        self.logged[name] = (float(value), kwargs)
+
+
+def test_log_epoch_metrics_logs_computes_resets_and_skips_unused_metrics():
+    used, unused = MeanMetric(), MeanMetric()
+    used.update(torch.tensor([1.0, 2.0]))
+    used.update(torch.tensor([6.0]))
+    module = Recorder()
+    log_epoch_metrics(module, {"a/x": used, "a/y": unused}, prog_bar=["a/x"])
+    assert module.logged == {"a/x": (3.0, {"prog_bar": True, "sync_dist": True})}
+    assert used.update_count == 0  # reset for the next epoch
+    log_epoch_metrics(module, {"a/x": used})
+    assert module.logged["a/x"][0] == 3.0  # nothing new logged from an empty epoch
+
+
+def _trainer():
+    return L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False)
+
+
+class Scaled(nn.Module):
+    """``scale * x``: the test changes ``scale`` between evaluations."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(()))
+
+    def forward(self, x, lengths=None):
+        return self.scale * x
+
+
+def _loader(*tensors, batch_size, with_lengths=False):
+    collate = (lambda items: (*torch.utils.data.default_collate(items), None)) if with_lengths else None
+    return DataLoader(TensorDataset(*tensors), batch_size=batch_size, collate_fn=collate)
+
+
+def test_classification_accuracy_is_over_the_whole_epoch_and_resets():
+    torch.manual_seed(0)
+    logits = torch.randn(23, 4)  # batches of 10, 10 and 3: unequal, so a mean of batch accuracies differs
+    y = torch.randint(0, 4, (23,))
+    y[:5] = logits[:5].argmax(-1)
+    loader = _loader(logits, y, batch_size=10, with_lengths=True)
+    model = Scaled()
+    task = SequenceClassificationTask(model, n_classes=4, optimizer=None)
+    (first,) = _trainer().validate(task, loader, verbose=False)
+    assert first["val/acc"] == pytest.approx(float((logits.argmax(-1) == y).float().mean()))
+    with torch.no_grad():
+        model.scale.fill_(-1.0)  # flips every prediction to the smallest logit
+    (second,) = _trainer().validate(task, loader, verbose=False)
+    assert second["val/acc"] == pytest.approx(float((logits.argmin(-1) == y).float().mean()))
+    assert "val/seq_acc" not in second  # one target per sequence: no sequence accuracy
+
+
+def test_classification_sequence_accuracy_counts_sequences_with_every_token_right():
+    torch.manual_seed(1)
+    logits = torch.randn(7, 3, 5)  # (B, K, classes)
+    y = logits.argmax(-1)
+    y[1, 0] = (y[1, 0] + 1) % 5
+    y[4, 2] = (y[4, 2] + 1) % 5
+    task = SequenceClassificationTask(Scaled(), n_classes=5, optimizer=None)
+    (metrics,) = _trainer().validate(task, _loader(logits, y, batch_size=3, with_lengths=True), verbose=False)
+    assert metrics["val/acc"] == pytest.approx(19 / 21)
+    assert metrics["val/seq_acc"] == pytest.approx(5 / 7)
+
+
+def test_forecasting_errors_are_over_the_whole_epoch_and_reset():
+    torch.manual_seed(2)
+    x, y = torch.randn(23, 4, 2), torch.randn(23, 4, 2)
+    loader = _loader(x, y, batch_size=10)
+    model = Scaled()
+    task = ForecastingTask(model, optimizer=None, data_transform="none")
+    for scale in (1.0, 0.5):
+        with torch.no_grad():
+            model.scale.fill_(scale)
+        (metrics,) = _trainer().validate(task, loader, verbose=False)
+        err = scale * x - y
+        assert metrics["val/mse"] == pytest.approx(float(err.square().mean()), rel=1e-5)
+        assert metrics["val/mae"] == pytest.approx(float(err.abs().mean()), rel=1e-5)
+        assert metrics["val/rmse"] == pytest.approx(float(err.square().mean().sqrt()), rel=1e-5)
+
+
+def test_training_metrics_are_logged_per_epoch():
+    x, y = torch.randn(12, 4, 1), torch.randn(12, 4, 1)
+    task = ForecastingTask(Scaled(), optimizer=lambda m: torch.optim.SGD(m.parameters(), lr=0.0),
+                           data_transform="none")
+    trainer = L.Trainer(accelerator="cpu", max_epochs=2, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False)
+    trainer.fit(task, _loader(x, y, batch_size=5))
+    err = x - y
+    assert float(trainer.callback_metrics["train/mse"]) == pytest.approx(float(err.square().mean()), rel=1e-5)
+    assert isinstance(task.metrics["train_mse"], MeanSquaredError) and task.metrics["train_mse"].update_count == 0
