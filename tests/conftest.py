@@ -12,3 +12,7 @@ if not torch.cuda.is_available():
 os.environ["WANDB_MODE"] = "offline"
 os.environ["WANDB_SILENT"] = "true"
 os.environ["SSM_CACHE_DIR"] = tempfile.mkdtemp(prefix="ssm-test-cache-")
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # pytest -n K runs K worker processes: one intra-op thread each keeps them off each other's cores
+    torch.set_num_threads(1)

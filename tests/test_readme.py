@@ -35,6 +35,14 @@ def test_readme_names_the_main_commands():
     assert 'pip install -e ".[dev]"' in text and "python -m pytest" in text
 
 
+def test_ci_runs_the_readme_install_and_test_command():
+    readme, ci = README.read_text(), (README.parent / ".ci" / "run").read_text()
+    (test_command,) = re.findall(r"^python -m pytest.*$", readme, flags=re.M)
+    assert test_command in ci.splitlines()
+    for line in ("pip install torch==2.13.0", 'pip install -e ".[dev]"'):
+        assert line in readme and line in ci.splitlines()
+
+
 def readme_train_commands() -> list[list[str]]:
     """Every `python train.py ...` command in the README, continuation lines joined; in a
     multirun (`-m`) command each comma-separated sweep keeps its first value."""

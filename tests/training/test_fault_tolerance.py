@@ -36,10 +36,17 @@ def assert_same_training_state(a: dict, b: dict) -> None:
     assert a["lr_schedulers"][0]["last_epoch"] == b["lr_schedulers"][0]["last_epoch"]
 
 
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """The folder of one uninterrupted run of RUN (seed 0), shared by the tests."""
+    root = tmp_path_factory.mktemp("uninterrupted")
+    train(root, "full", *RUN)
+    return root / "full"
+
+
 @pytest.mark.slow
-def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path):
-    train(tmp_path, "full", *RUN)
-    full = load_checkpoint(tmp_path / "full" / "checkpoints" / "last.ckpt")
+def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path, uninterrupted):
+    full = load_checkpoint(uninterrupted / "checkpoints" / "last.ckpt")
     assert full["global_step"] == 8  # 2 epochs of 64 / 16
 
     killed = train(tmp_path, "killed", *RUN, "+callbacks.kill._target_=kill_callback.KillAtStep",
@@ -53,7 +60,7 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path):
     train(tmp_path, "resumed", *RUN, f"ckpt_path={last}")
     resumed = load_checkpoint(last)  # the resumed run continues in the folder of its checkpoint
     assert_same_training_state(resumed, full)
-    full_metrics, resumed_metrics = metrics(tmp_path / "full"), metrics(tmp_path / "resumed")
+    full_metrics, resumed_metrics = metrics(uninterrupted), metrics(tmp_path / "resumed")
     # every value logged after the kill, but the epoch aggregates of training metrics (the
     # resumed run saw only the epoch's last batches)
     after = {k: v for k, v in full_metrics.items()
@@ -66,10 +73,9 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path):
 
 
 @pytest.mark.slow
-def test_rerun_with_the_same_seed_reproduces_the_metrics(tmp_path):
-    train(tmp_path, "a", *RUN)
+def test_rerun_with_the_same_seed_reproduces_the_metrics(tmp_path, uninterrupted):
     train(tmp_path, "b", *RUN)
-    a, b = metrics(tmp_path / "a"), metrics(tmp_path / "b")
+    a, b = metrics(uninterrupted), metrics(tmp_path / "b")
     assert a.keys() == b.keys() and any(name == "val/acc" for _, name in a)
     assert all(a[k] == pytest.approx(b[k], rel=1e-6, abs=1e-7) for k in a)
     train(tmp_path, "c", *RUN, "seed=7")
