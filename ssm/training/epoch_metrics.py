@@ -4,7 +4,8 @@ Passing a torchmetrics ``Metric`` to ``LightningModule.log`` at every step costs
 milliseconds of bookkeeping per call, which dominates the step time of small models. The
 tasks instead ``update`` their metrics in each step and log the value once, at the epoch's
 end: ``compute`` reduces over every batch of the epoch (and across processes in a
-distributed run), then ``reset`` clears it for the next epoch.
+distributed run), then ``reset`` clears it for the next epoch. :class:`EpochMetricsHooks` wires a task's
+``_log_metrics(split)`` to the three epoch-end hooks.
 """
 
 from __future__ import annotations
@@ -28,3 +29,20 @@ def log_epoch_metrics(module: L.LightningModule, metrics: Mapping[str, Metric], 
         # compute() already reduced over processes; sync_dist only keeps Lightning from warning
         module.log(name, metric.compute(), prog_bar=name in shown, sync_dist=True)
         metric.reset()
+
+
+class EpochMetricsHooks:
+    """Mixin for a LightningModule that defines ``_log_metrics(split)``: calls it at the end of
+    every training, validation and test epoch (put it before ``L.LightningModule`` in the bases)."""
+
+    def _log_metrics(self, split: str) -> None:
+        raise NotImplementedError
+
+    def on_train_epoch_end(self) -> None:
+        self._log_metrics("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_metrics("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_metrics("test")

@@ -11,7 +11,7 @@ from torchmetrics import MeanAbsoluteError, MeanSquaredError
 
 from ssm.losses import REGRESSION_LOSSES, regression_loss
 from ssm.training.checks import require_finite_loss
-from ssm.training.epoch_metrics import log_epoch_metrics
+from ssm.training.epoch_metrics import EpochMetricsHooks, log_epoch_metrics
 from ssm.training.optim import scheduler_config
 
 LOSSES = REGRESSION_LOSSES
@@ -19,7 +19,7 @@ TRANSFORMS = ("mean", "last", "none")
 METRICS = ("mse", "mae", "rmse")
 
 
-class ForecastingTask(L.LightningModule):
+class ForecastingTask(EpochMetricsHooks, L.LightningModule):
     """Train ``model(x) -> forecast`` on batches (x (B, lag, V_in), y (B, horizon, V_out)).
 
     With ``data_transform="mean"`` (SpaceTime's default) the lag window's mean is subtracted
@@ -112,15 +112,6 @@ class ForecastingTask(L.LightningModule):
 
     def test_step(self, batch, batch_idx):
         return self._step(batch, "test")
-
-    def on_train_epoch_end(self) -> None:
-        self._log_metrics("train")
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_metrics("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._log_metrics("test")
 
     def _plot(self, batch) -> None:
         """Forecast vs truth of the first window and target, to W&B (skipped without it)."""

@@ -14,11 +14,11 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from ssm.robustness import SSM_LAYERS, FourierModeNoise, inject_noise, spike_frequency
 from ssm.training.checks import require_finite_loss
-from ssm.training.epoch_metrics import log_epoch_metrics
+from ssm.training.epoch_metrics import EpochMetricsHooks, log_epoch_metrics
 from ssm.training.optim import scheduler_config
 
 
-class SequenceClassificationTask(L.LightningModule):
+class SequenceClassificationTask(EpochMetricsHooks, L.LightningModule):
     """Cross-entropy training of a classifier ``model(x, lengths) -> logits (B, n_classes)``.
 
     Batches are ``(x, y, lengths)`` with lengths optional (None). Logs ``{train,val,test}/loss``
@@ -91,15 +91,6 @@ class SequenceClassificationTask(L.LightningModule):
             metrics[f"{split}/acc{tag}"] = self.metrics[f"{split}{tag}_acc"]
             metrics[f"{split}/seq_acc{tag}"] = self.seq_metrics[f"{split}{tag}_seq_acc"]
         log_epoch_metrics(self, metrics, prog_bar=() if split == "train" else (f"{split}/acc",))
-
-    def on_train_epoch_end(self) -> None:
-        self._log_metrics("train")
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_metrics("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._log_metrics("test")
 
     def training_step(self, batch, batch_idx):
         return self._shared_step(batch, "train")
