@@ -4,8 +4,8 @@ Passing a torchmetrics ``Metric`` to ``LightningModule.log`` at every step costs
 milliseconds of bookkeeping per call, which dominates the step time of small models. The
 tasks instead ``update`` their metrics in each step and log the value once, at the epoch's
 end: ``compute`` reduces over every batch of the epoch (and across processes in a
-distributed run), then ``reset`` clears it for the next epoch. :class:`EpochMetricsHooks` wires a task's
-``_log_metrics(split)`` to the three epoch-end hooks.
+distributed run), then ``reset`` clears it for the next epoch. :class:`EpochMetricsHooks`
+wires a task's ``_log_metrics(split)`` to the three epoch-end hooks.
 """
 
 from __future__ import annotations
