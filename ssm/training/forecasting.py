@@ -16,7 +16,8 @@ from ssm.training.optim import scheduler_config
 
 LOSSES = REGRESSION_LOSSES
 TRANSFORMS = ("mean", "last", "none")
-METRICS = ("mse", "mae", "rmse")
+# the forecast's error metrics by name: each split logs ``{split}/<name>``
+METRICS = {"mse": MeanSquaredError, "mae": MeanAbsoluteError, "rmse": lambda: MeanSquaredError(squared=False)}
 
 
 class ForecastingTask(EpochMetricsHooks, L.LightningModule):
@@ -65,8 +66,9 @@ class ForecastingTask(EpochMetricsHooks, L.LightningModule):
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.loss_name, self.data_transform = loss, data_transform
         self.aux_weights = {str(k): float(v) for k, v in (aux_weights or {}).items()}
-        kinds = {"mse": MeanSquaredError, "mae": MeanAbsoluteError, "rmse": lambda: MeanSquaredError(squared=False)}
-        self.metrics = nn.ModuleDict({f"{s}_{m}": kinds[m]() for s in ("train", "val", "test") for m in METRICS})
+        self.metrics = nn.ModuleDict(
+            {f"{s}_{m}": make() for s in ("train", "val", "test") for m, make in METRICS.items()}
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, lag, V_in) -> forecast (B, horizon, V_out) on the data's scale."""
