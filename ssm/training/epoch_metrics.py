@@ -10,24 +10,48 @@ wires a task's ``_log_metrics(split)`` to the three epoch-end hooks.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
 
-import lightning as L
+import torch
+import torch.distributed as dist
 from torchmetrics import Metric
+
+if TYPE_CHECKING:  # the spawned test workers import this module without Lightning
+    import lightning as L
+
+
+def _updates_on_any_process(module: L.LightningModule, metrics: Mapping[str, Metric]) -> list[int]:
+    """Each metric's update count summed over the processes of a distributed run (the local
+    count otherwise), so that every process makes the same skip-or-compute decision."""
+    counts = [metric.update_count for metric in metrics.values()]
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return counts
+    total = torch.tensor(counts, dtype=torch.int64, device=getattr(module, "device", None))
+    dist.all_reduce(total)
+    return total.tolist()
 
 
 def log_epoch_metrics(module: L.LightningModule, metrics: Mapping[str, Metric], prog_bar: Iterable[str] = ()) -> None:
     """Log ``name -> metric.compute()`` for each metric updated this epoch, then reset it.
 
-    Metrics without an update this epoch (a split that saw no batch) are skipped, not logged
-    as NaN. Call it from an ``on_{train,validation,test}_epoch_end`` hook.
+    Metrics without an update this epoch on any process (a split that saw no batch) are
+    skipped, not logged as NaN. In a distributed run ``compute`` is a collective, so a process
+    that saw no batch still computes (its states are the identity of the reduction) when
+    another process did; otherwise the others would wait for it forever. Call it from an
+    ``on_{train,validation,test}_epoch_end`` hook.
     """
     shown = set(prog_bar)
-    for name, metric in metrics.items():
-        if metric.update_count == 0:
+    for (name, metric), updates in zip(metrics.items(), _updates_on_any_process(module, metrics)):
+        if updates == 0:
             continue
+        with warnings.catch_warnings():
+            # a process without local updates warns that compute() precedes update()
+            warnings.filterwarnings("ignore", message=r".*was called before the ``update`` method")
+            value = metric.compute()
         # compute() already reduced over processes; sync_dist only keeps Lightning from warning
-        module.log(name, metric.compute(), prog_bar=name in shown, sync_dist=True)
+        module.log(name, value, prog_bar=name in shown, sync_dist=True)
         metric.reset()
 
 

@@ -6,19 +6,12 @@ import pytest
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
+from distributed_epoch_end import Recorder, epoch_end_on_two_processes
 from torchmetrics import MeanMetric, MeanSquaredError
 
 from ssm.training.epoch_metrics import log_epoch_metrics
 from ssm.training.forecasting import ForecastingTask
 from ssm.training.task import SequenceClassificationTask
-
-
-class Recorder:
-    def __init__(self):
-        self.logged = {}
-
-    def log(self, name, value, **kwargs):
-        self.logged[name] = (float(value), kwargs)
 
 
 def test_log_epoch_metrics_logs_computes_resets_and_skips_unused_metrics():
@@ -108,3 +101,21 @@ def test_training_metrics_are_logged_per_epoch():
     err = x - y
     assert float(trainer.callback_metrics["train/mse"]) == pytest.approx(float(err.square().mean()), rel=1e-5)
     assert isinstance(task.metrics["train_mse"], MeanSquaredError) and task.metrics["train_mse"].update_count == 0
+
+
+
+def test_a_process_without_batches_still_joins_the_collective_compute(tmp_path):
+    """compute() reduces across processes: a process that saw no batch must take part (or the
+    others wait on it forever) and logs the same value; a metric no process updated is skipped."""
+    context = torch.multiprocessing.get_context("spawn")
+    results = context.SimpleQueue()
+    init_file = tmp_path / "rendezvous"
+    processes = [context.Process(target=epoch_end_on_two_processes, args=(rank, str(init_file), results))
+                 for rank in range(2)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=120)
+    assert [process.exitcode for process in processes] == [0, 0]
+    logged = dict(results.get() for _ in processes)
+    assert logged == {0: {"val/x": 3.0}, 1: {"val/x": 3.0}}
