@@ -99,14 +99,34 @@ def test_same_seed_gives_identical_result_other_seed_differs():
 
 def test_unstable_eigenvalues_are_reflected_and_E_absorbs_the_change():
     A = torch.diag(torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64))
-    Lam, V, Vinv, info = ptd(A, 0.0, return_info=True)
+    Lam, V, Vinv, info = ptd(A, 0.0, force_stable=True, return_info=True)
     assert torch.all(Lam.imag == 0)
     torch.testing.assert_close(Lam.real.sort().values, torch.tensor([-2.0, -1.0, -0.5], dtype=torch.float64))
     assert info["n_repaired"] == 2
     E = perturbation(A, Lam, V, Vinv)
     torch.testing.assert_close(E.real, torch.diag(torch.tensor([-2.0, 0.0, -1.0], dtype=torch.float64)))
-    Lam_raw, _, _, info = ptd(A, 0.0, force_stable=False, return_info=True)
+    Lam_raw, _, _, info = ptd(A, 0.0, return_info=True)  # no repair by default
     assert Lam_raw.real.max().item() == pytest.approx(1.0) and info["n_repaired"] == 0
+
+
+def test_the_default_perturbation_of_an_unstable_matrix_stays_small():
+    torch.manual_seed(0)
+    A = torch.randn(6, 6, dtype=torch.float64)
+    assert torch.linalg.eigvals(A).real.max() > 0.5
+    Lam, V, Vinv = ptd(A)
+    E = perturbation(A, Lam, V, Vinv)
+    rel = torch.linalg.matrix_norm(E, 2) / torch.linalg.matrix_norm(A, 2)
+    assert rel.item() == pytest.approx(0.05, rel=1e-6)
+    assert Lam.real.max() > 0.5  # the spectrum of A + E, unstable like A's
+
+
+def test_ptd_legs_repairs_stability_for_the_layers():
+    # margin=None leaves some eigenvalues of LegS + E in the right half-plane: ptd_legs reflects them
+    Lam, V, Vinv = ptd_legs(16, margin=None, steps=50)
+    assert Lam.real.max() <= 0
+    raw, _, _ = ptd(transition("legs", 16)[0], margin=None, steps=50)
+    assert raw.real.max() > 0
+    torch.testing.assert_close(Lam, torch.complex(-raw.real.abs(), raw.imag))
 
 
 def test_ptd_stats_of_an_exact_normal_diagonalization():

@@ -144,7 +144,7 @@ def ptd(
     steps: int | None = None,
     margin: float | None = 0.5,
     complex_perturbation: bool = False,
-    force_stable: bool = True,
+    force_stable: bool = False,
     return_info: bool = False,
 ):
     """Perturb-then-diagonalize: a well-conditioned eigenbasis of ``A + E`` for a small ``E``.
@@ -153,8 +153,11 @@ def ptd(
 
         A + E = V diag(Lambda) V⁻¹,     V with unit-norm columns and small κ₂(V),
 
-    then, if ``force_stable``, reflects unstable eigenvalues (``Re λ ← -|Re λ|``) and
-    redefines ``E = V diag(Lambda) V⁻¹ - A`` so that the identity still holds.
+    then, only if ``force_stable`` (off by default: the identity above with a small ``E`` is
+    the contract for any ``A``), reflects unstable eigenvalues (``Re λ ← -|Re λ|``) and
+    redefines ``E = V diag(Lambda) V⁻¹ - A`` so that the identity still holds; that repair
+    is the layers' initialization step (the paper's ``Re Λ ← -|Re Λ|``), which
+    :func:`ptd_legs` applies, and for an unstable ``A`` it can make ``E`` as large as ``A``.
 
     Algorithm. ``E = rho Z / ||Z||_2`` with ``rho = rel_size ||A||_2``, so the size is met
     exactly and only the direction ``Z`` is optimized (no penalty weight to calibrate or
@@ -213,7 +216,8 @@ def ptd(
             of ``A``; 0.5 is half the decay rate of LegS's slowest mode); None drops the
             term, leaving stability to the repair.
         complex_perturbation: optimize a complex ``E`` (always so for a complex ``A``).
-        force_stable: reflect eigenvalues with ``Re λ > 0`` to ``-Re λ``.
+        force_stable: reflect eigenvalues with ``Re λ > 0`` to ``-Re λ`` (default False;
+            :func:`ptd_legs` sets it).
         return_info: also return a dict with ``kappa``, ``rel_perturbation`` (after the
             repair), ``n_repaired``, ``max_real`` and ``seconds``.
 
@@ -285,7 +289,8 @@ def ptd_stats(A: torch.Tensor, Lambda: torch.Tensor, V: torch.Tensor, Vinv: torc
 
 # The keyword arguments of ``ptd`` that ``ptd_legs`` forwards, with their defaults.
 _PTD_SETTINGS = {
-    name: p.default for name, p in inspect.signature(ptd).parameters.items() if name not in ("A", "return_info")
+    **{name: p.default for name, p in inspect.signature(ptd).parameters.items() if name not in ("A", "return_info")},
+    "force_stable": True,  # the layers' init: Re Λ ← -|Re Λ| (never triggered for LegS with the defaults)
 }
 _PTD_MEMO: dict[tuple, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
@@ -328,7 +333,7 @@ def _store_cached(path: str, result: tuple[torch.Tensor, torch.Tensor, torch.Ten
 
 
 def ptd_legs(N: int, **kwargs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """:func:`ptd` of the HiPPO-LegS matrix of size ``N``, cached.
+    """:func:`ptd` of the HiPPO-LegS matrix of size ``N`` with ``force_stable=True``, cached.
 
     Layers call this at construction and then use ``B = Vinv @ B_LegS``, ``C = C₀ @ V``.
     Results are memoized in the process and stored on disk under
@@ -339,10 +344,12 @@ def ptd_legs(N: int, **kwargs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor
     Args:
         N: state size, ``N >= 1``.
         **kwargs: the keyword arguments of :func:`ptd` (``rel_size``, ``seed``, ``steps``,
-            ``margin``, ``complex_perturbation``, ``force_stable``).
+            ``margin``, ``complex_perturbation``, ``force_stable``; the last defaults to True
+            here: the layers need a stable Λ).
 
     Returns:
-        ``(Lambda, V, Vinv)`` as from ``ptd(transition("legs", N)[0], **kwargs)``; fresh
+        ``(Lambda, V, Vinv)`` as from ``ptd(transition("legs", N)[0], force_stable=True,
+        **kwargs)``; fresh
         copies, so callers may modify them.
     """
     N = _check("legs", N)
