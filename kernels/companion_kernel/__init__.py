@@ -68,8 +68,8 @@ def companion_kernel(
     if method not in METHODS:
         raise ValueError(f"companion_kernel: method must be one of {sorted(METHODS)}, got {method!r}")
     fn = select_backend("companion_kernel", _IMPLEMENTATIONS, backend, a, b, c)
-    if fn is companion_kernel_reference:
-        return fn(a, b, c, int(L))
+    if fn is companion_kernel_reference or a.shape[0] == 0:  # no rows: the FFT libraries reject empty batches
+        return companion_kernel_reference(a, b, c, int(L))
     return fn(a, b, c, int(L), method=method)
 
 

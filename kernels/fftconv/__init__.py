@@ -57,6 +57,8 @@ def fftconv(
         raise TypeError(f"fftconv: u and k must share a dtype, got {u.dtype} and {k.dtype}")
     if D is not None and (not torch.is_tensor(D) or D.shape != (H,)):
         raise ValueError(f"fftconv: expected D of shape ({H},), got {_shape(D)}")
+    if D is not None and not D.is_floating_point():
+        raise TypeError(f"fftconv: D must be a real floating-point tensor, got {D.dtype}")
     fn = select_backend("fftconv", _IMPLEMENTATIONS, backend, u, k)
     if u.numel() == 0:  # an empty batch or sequence: nothing to transform
         return u.new_zeros(u.shape)

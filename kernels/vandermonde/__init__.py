@@ -48,7 +48,7 @@ def vandermonde(
             "vandermonde: expected x of shape (H, N) and v of shape (H, N) or (C, H, N), "
             f"got v {tuple(v.shape)} and x {tuple(x.shape)}"
         )
-    if int(L) != L or L < 0:
+    if isinstance(L, bool) or int(L) != L or L < 0:
         raise ValueError(f"vandermonde: L must be a non-negative integer, got {L!r}")
     fn = select_backend("vandermonde", _IMPLEMENTATIONS, backend, v, x)
     return fn(v, x, int(L))

@@ -182,6 +182,17 @@ def test_zero_length_gives_empty_kernel():
         assert companion_kernel(a, b, c, 0, backend=backend).shape == (3, 0)
 
 
+@pytest.mark.parametrize("method", ["fft", "series"])
+@pytest.mark.parametrize("backend", ["torch", "reference"])
+def test_no_rows_gives_an_empty_kernel_with_a_gradient(backend, method):
+    a = torch.zeros(0, 3, dtype=torch.float64, requires_grad=True)
+    K = companion_kernel(a, torch.zeros(0, 3, dtype=torch.float64), torch.zeros(0, 3, dtype=torch.float64), 5,
+                         backend=backend, method=method)
+    assert K.shape == (0, 5) and K.dtype == torch.float64
+    K.sum().backward()
+    assert a.grad.shape == (0, 3)
+
+
 def test_cpu_tensors_dispatch_to_torch():
     a, b, c = inputs(2, 4)
     with kernels.use_backend("reference"):

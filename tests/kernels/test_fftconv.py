@@ -185,6 +185,13 @@ def test_complex_inputs_raise_type_error():
         fftconv(u, torch.randn(3, 7, dtype=torch.complex64))
 
 
+@pytest.mark.parametrize("dtype", [torch.complex64, torch.int64])
+def test_a_complex_or_integer_skip_raises_type_error(dtype):
+    D = torch.ones(3, dtype=dtype)
+    with pytest.raises(TypeError, match="D must be a real floating-point"):
+        fftconv(torch.randn(2, 3, 7), torch.randn(3, 7), D)
+
+
 def test_dtype_mismatch_raises_type_error():
     torch.manual_seed(14)
     with pytest.raises(TypeError, match="dtype"):

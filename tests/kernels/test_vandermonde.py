@@ -192,8 +192,15 @@ def test_chunked_matches_unchunked_forward_and_backward(monkeypatch, chunk_eleme
             ValueError,
             "integer",
         ),
+        (
+            torch.randn(3, 5, dtype=torch.complex64),
+            torch.randn(3, 5, dtype=torch.complex64),
+            True,
+            ValueError,
+            "integer",
+        ),
     ],
-    ids=["real-inputs", "dtype-mismatch", "shape-mismatch", "rank-1", "negative-L", "fractional-L"],
+    ids=["real-inputs", "dtype-mismatch", "shape-mismatch", "rank-1", "negative-L", "fractional-L", "bool-L"],
 )
 def test_bad_inputs_raise_clear_errors(v, x, L, exc, pattern):
     with pytest.raises(exc, match=pattern):
