@@ -198,6 +198,11 @@ def test_bad_sizes_raise_value_error(args):
 def test_bad_permutations():
     with pytest.raises(TypeError, match="LongTensor permutation"):
         so.inverse(torch.arange(4.0))
+    for not_a_permutation in (torch.tensor([0, 0, 1]), torch.tensor([0, 1, 3]), torch.tensor([[0, 1], [1, 1]])):
+        with pytest.raises(ValueError, match="each index exactly once"):
+            so.inverse(not_a_permutation)
+    with pytest.raises(ValueError, match="each index exactly once"):
+        so.undo(torch.randn(2, 3), torch.tensor([2, 0, 2]))
     with pytest.raises(TypeError, match="LongTensor permutation"):
         so.apply(torch.randn(2, 4), [0, 1, 2, 3])
     with pytest.raises(ValueError, match=r"expected x of shape \(\.\.\., 4\)"):

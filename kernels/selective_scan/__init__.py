@@ -65,6 +65,10 @@ def selective_scan(
         (out, last_state) with last_state (B, D, N) in float32 (float64 for float64 input;
         complex when A is). Computation is in float32 for half inputs. Unlike mamba_ssm,
         gradients flow through last_state and into h0.
+
+    The arguments may mix floating dtypes (mamba_ssm's CUDA kernel insists on delta, z and
+    variable B/C in u's dtype): each is read in its own dtype and the scan runs in float32,
+    float64 when u is float64; gradients come back in each argument's dtype.
     """
     u, delta, A, B, C, D, z, delta_bias, h0 = _canonical(u, delta, A, B, C, D, z, delta_bias, h0)
     fn = select_backend("selective_scan", _IMPLEMENTATIONS, backend, u, delta, A, B, C, D, z, delta_bias, h0)
