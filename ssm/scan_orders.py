@@ -66,8 +66,9 @@ def inverse(perm: torch.Tensor) -> torch.Tensor:
     n = perm.shape[-1]
     steps = torch.arange(n, device=perm.device).expand_as(perm)
     if not torch.equal(perm.sort(dim=-1).values, steps):
-        raise ValueError(f"inverse: expected permutations of 0 .. {n - 1} along the last dim (each index "
-                         f"exactly once), got {perm.tolist() if perm.numel() <= 16 else 'repeated or out-of-range indices'}")
+        got = perm.tolist() if perm.numel() <= 16 else "repeated or out-of-range indices"
+        raise ValueError(f"inverse: expected permutations of 0 .. {n - 1} along the last dim "
+                         f"(each index exactly once), got {got}")
     return torch.empty_like(perm).scatter_(-1, perm, steps)
 
 

@@ -183,7 +183,7 @@ def test_zero_length_gives_empty_kernel():
 
 
 @pytest.mark.parametrize("method", ["fft", "series"])
-@pytest.mark.parametrize("backend", ["torch", "reference"])
+@pytest.mark.parametrize("backend", ["triton", "torch", "reference"])
 def test_no_rows_gives_an_empty_kernel_with_a_gradient(backend, method):
     a = torch.zeros(0, 3, dtype=torch.float64, requires_grad=True)
     K = companion_kernel(a, torch.zeros(0, 3, dtype=torch.float64), torch.zeros(0, 3, dtype=torch.float64), 5,

@@ -1,12 +1,12 @@
 """The tasks log epoch metrics once per epoch: each is the metric over every batch of the
 epoch (not a mean of per-batch values), and nothing carries over into the next epoch."""
 
+from distributed_epoch_end import Recorder, epoch_end_on_two_processes
 import lightning as L
 import pytest
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
-from distributed_epoch_end import Recorder, epoch_end_on_two_processes
 from torchmetrics import MeanMetric, MeanSquaredError
 
 from ssm.training.epoch_metrics import log_epoch_metrics
@@ -101,7 +101,6 @@ def test_training_metrics_are_logged_per_epoch():
     err = x - y
     assert float(trainer.callback_metrics["train/mse"]) == pytest.approx(float(err.square().mean()), rel=1e-5)
     assert isinstance(task.metrics["train_mse"], MeanSquaredError) and task.metrics["train_mse"].update_count == 0
-
 
 
 def test_a_process_without_batches_still_joins_the_collective_compute(tmp_path):
