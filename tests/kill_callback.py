@@ -1,5 +1,6 @@
-"""A callback that SIGKILLs its own training process at a given optimizer step (after the
-callbacks listed before it, e.g. the step checkpoint, have run): a crash that cannot clean up."""
+"""A callback that SIGKILLs its own training process at the end of a given optimizer step: a
+crash that cannot clean up. It runs before the checkpoint callbacks (Lightning calls those
+last), so a checkpoint due at that very step is not written."""
 
 import os
 import signal

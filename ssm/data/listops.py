@@ -384,7 +384,8 @@ class ListOpsDataset(torch.utils.data.Dataset):
     """Encoded ListOps rows; item ``i`` is ``(tokens LongTensor (length,), label int)``.
 
     ``path_or_rows`` is a TSV path or a list of rows ``(source, label)``;
-    ``limit`` keeps the first ``limit`` rows.  Rows are encoded here, once.
+    ``limit`` keeps the first ``limit`` rows.  Rows are encoded here, once; ``truncated``
+    counts the rows longer than ``l_max`` (cut to it, EOS kept last).
     """
 
     def __init__(self, path_or_rows: str | os.PathLike | Sequence[tuple[str, int]],
@@ -394,7 +395,9 @@ class ListOpsDataset(torch.utils.data.Dataset):
         is_path = isinstance(path_or_rows, (str, os.PathLike))
         rows = read_split(path_or_rows) if is_path else list(path_or_rows)
         rows = rows[:limit]
-        self.tokens = [encode(source, l_max, append_eos) for source, _ in rows]
+        full = [encode(source, None, append_eos) for source, _ in rows]
+        self.truncated = 0 if l_max is None else sum(len(tokens) > l_max for tokens in full)
+        self.tokens = full if not self.truncated else [encode(source, l_max, append_eos) for source, _ in rows]
         self.labels = [int(label) for _, label in rows]
 
     def __len__(self) -> int:

@@ -250,12 +250,14 @@ def prepare_pathfinder(
     data_root: str | os.PathLike, resolution: int = 32, difficulty: str = "hard",
     n_images: int = RELEASE_IMAGES, seed: int = 0, workers: int | None = None,
     progress: bool = True, log: Callable[[str], object] = print,
+    warn: Callable[[str], object] | None = None,
 ) -> pathlib.Path:
     """Difficulty folder of the release or of an earlier generation, else a new generation.
 
     Whatever ``find_pathfinder`` finds is used as is (a generated folder is
-    reused even when its seed or size differ from the request; the log says
-    so); otherwise ``n_images`` images are generated with ``seed``.
+    reused even when its seed or size differ from the request, which is reported
+    through ``warn``, ``log`` when None); otherwise ``n_images`` images are
+    generated with ``seed``.
     """
     found = find_pathfinder(data_root, resolution, difficulty)
     if found is not None and not (found / GENERATION_RECORD).is_file():
@@ -263,12 +265,13 @@ def prepare_pathfinder(
         return found
     if found is not None:
         record = json.loads((found / GENERATION_RECORD).read_text(encoding="utf-8"))
-        asked = (n_images, seed)
-        note = ("" if (record.get("n_images"), record.get("seed")) == asked else
-                f"; {n_images} images with seed {seed} were asked for: "
-                "delete the folder to regenerate")
-        log(f"reusing generated Pathfinder images in {found} "
-            f"({record.get('n_images')} images, seed {record.get('seed')}){note}")
+        message = (f"reusing generated Pathfinder images in {found} "
+                   f"({record.get('n_images')} images, seed {record.get('seed')})")
+        if (record.get("n_images"), record.get("seed")) == (n_images, seed):
+            log(message)
+        else:
+            (warn or log)(f"{message}, not the {n_images} images with seed {seed} asked for: "
+                          "delete the folder to generate those")
         return found
     expected = difficulty_dir(data_root, resolution, difficulty)
     log(f"no Pathfinder release found under {data_root} (expected {expected / 'metadata'}/*.npy "

@@ -2,7 +2,9 @@
 
 - :class:`LastCheckpoint`: ``last.ckpt`` at every epoch end and every N optimizer steps,
   written atomically, so a killed run loses at most N steps and resumes mid-epoch (the
-  training loaders are resumable, ``ssm.training.data.loaders``).
+  training loaders are resumable, ``ssm.training.data.loaders``). It is written after every
+  other checkpoint callback and early stopping have handled the epoch, so the best-model
+  bookkeeping it carries is the epoch's own.
 - :class:`RNGStateCheckpoint`: the Python, NumPy and torch RNG states travel in each
   checkpoint and are restored on resume, so the resumed run continues the same random
   stream (dropout masks) as an uninterrupted one.
@@ -20,12 +22,20 @@ import random
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import Checkpoint
 
 
-class LastCheckpoint(L.Callback):
+class LastCheckpoint(Checkpoint):
     """Keep ``dirpath/filename`` (``last.ckpt``) current: written at the end of every training
     epoch and every ``every_n_steps`` optimizer steps (None: epoch ends only), each time to a
-    temporary file renamed over the old one, so a kill never leaves a torn checkpoint."""
+    temporary file renamed over the old one, so a kill never leaves a torn checkpoint.
+
+    The epoch-end save must come after ``ModelCheckpoint`` (which records the epoch's best
+    model at the end of the training epoch) and ``EarlyStopping`` have run, or ``last.ckpt``
+    would carry the previous epoch's best path, best score and patience count, and a resumed
+    run would keep a stale best checkpoint beside the new one. Lightning runs checkpoint
+    callbacks after all others, in list order; :meth:`setup` moves this one to the very end.
+    """
 
     def __init__(self, dirpath: str | os.PathLike, every_n_steps: int | None = 500, filename: str = "last.ckpt") -> None:
         if every_n_steps is not None and (isinstance(every_n_steps, bool) or int(every_n_steps) != every_n_steps
@@ -34,6 +44,10 @@ class LastCheckpoint(L.Callback):
         self.path = pathlib.Path(dirpath) / filename
         self.every_n_steps = None if every_n_steps is None else int(every_n_steps)
         self._saved_step = -1
+
+    def setup(self, trainer: L.Trainer, pl_module, stage: str) -> None:
+        # a new list: the hook loop calling this iterates over the old one
+        trainer.callbacks = [callback for callback in trainer.callbacks if callback is not self] + [self]
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step

@@ -24,6 +24,8 @@ def build_optimizer(
         raise ValueError(f"optimizer name must be one of {sorted(OPTIMIZERS)}, got {name!r}")
     if lr <= 0:
         raise ValueError(f"optimizer lr must be positive, got {lr}")
+    if weight_decay < 0:
+        raise ValueError(f"optimizer weight_decay must be >= 0, got {weight_decay}")
     return OPTIMIZERS[name](param_groups(model, weight_decay), lr=lr, **kwargs)
 
 

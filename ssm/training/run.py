@@ -10,6 +10,7 @@ import pathlib
 import hydra
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -91,6 +92,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
 def fit(cfg: DictConfig):
     """Build everything from ``cfg``, train, test: (metrics, task, datamodule)."""
     L.seed_everything(cfg.seed, workers=True)
+    check_run_length(cfg)
     cfg = _continue_checkpoints_of(cfg)
     datamodule = hydra.utils.instantiate(cfg.data)
     model = build_model(cfg, datamodule)
@@ -122,7 +124,7 @@ def fit(cfg: DictConfig):
         )
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         if cfg.get("test"):
-            best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+            best = _best_checkpoint(trainer)
             trainer.test(task, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
             metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
         return metrics, task, datamodule
@@ -131,6 +133,34 @@ def fit(cfg: DictConfig):
             import wandb
 
             wandb.finish()
+
+
+def check_run_length(cfg: DictConfig) -> None:
+    """Raise ValueError for a run that would train nothing (max_epochs=0 or max_steps=0 test
+    an untrained model) or would never end with an LR schedule whose length comes from the
+    run (max_epochs=-1 without max_steps: the cosine decay would reach 0 after one epoch)."""
+    trainer = cfg.get("trainer") or {}
+    max_epochs, max_steps = trainer.get("max_epochs"), trainer.get("max_steps")
+    if max_epochs == 0 or max_steps == 0:
+        raise ValueError(
+            f"trainer.max_epochs={max_epochs}, trainer.max_steps={max_steps}: the run would train nothing "
+            "and test an untrained model; give at least one epoch or step"
+        )
+    endless = max_epochs == -1 and (max_steps is None or max_steps == -1)
+    scheduler = cfg.get("scheduler")
+    if endless and scheduler and not scheduler.get("total_steps"):
+        raise ValueError(
+            "trainer.max_epochs=-1 trains without end, so the scheduler has no run length to decay over: "
+            "set trainer.max_steps=N, scheduler.total_steps=N, or scheduler=constant (warmup, then a constant lr)"
+        )
+
+
+def _best_checkpoint(trainer: L.Trainer) -> str:
+    """The path of the first ``ModelCheckpoint``'s best model, or "" when there is none."""
+    for callback in trainer.checkpoint_callbacks:
+        if isinstance(callback, ModelCheckpoint):
+            return callback.best_model_path
+    return ""
 
 
 def trainer_arguments(cfg: DictConfig) -> dict:

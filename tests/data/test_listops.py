@@ -357,6 +357,14 @@ def test_dataset_from_path_and_rows_with_limit(tmp_path):
         ListOpsDataset(rows, limit=-1)
 
 
+def test_dataset_counts_the_rows_cut_to_l_max():
+    rows = [("( ( ( [MAX 2 ) 9 ) ] )", 9), ("( ( ( ( [SM 1 ) 2 ) 3 ) ] )", 6), ("5", 5)]  # 5, 6, 2 tokens
+    for l_max, cut in [(None, 0), (6, 0), (5, 1), (2, 2), (1, 3)]:
+        dataset = ListOpsDataset(rows, l_max=l_max)
+        assert dataset.truncated == cut
+        assert [tokens.tolist() for tokens, _ in dataset] == [encode(s, l_max).tolist() for s, _ in rows]
+
+
 def test_collate_right_pads_with_pad_id_and_returns_lengths():
     dataset = ListOpsDataset([("( ( ( [MAX 2 ) 9 ) ] )", 9), ("5", 5)])
     loader = torch.utils.data.DataLoader(dataset, batch_size=2, collate_fn=collate)

@@ -210,6 +210,14 @@ def test_prepare_generates_then_reuses(tmp_path):
                                log=messages.append)
     assert again == first and _files(again) == before
     assert messages[-1].startswith("reusing generated Pathfinder images")
+    warnings = []
+    for asked in ({"n_images": 12, "seed": 3}, {"n_images": 40, "seed": 3}, {"n_images": 12, "seed": 4}):
+        assert prepare_pathfinder(tmp_path, 32, "easy", **asked, progress=False, log=messages.append,
+                                  warn=warnings.append) == first
+    assert _files(first) == before
+    assert len(warnings) == 2 and all("(12 images, seed 3)" in w and "delete the folder" in w for w in warnings)
+    assert "not the 40 images with seed 3 asked for" in warnings[0]
+    assert "not the 12 images with seed 4 asked for" in warnings[1]
 
 
 def test_prepare_uses_a_release_as_is(tmp_path):

@@ -203,3 +203,17 @@ def test_family_experiments_carry_their_paper_settings():
     s4ptd = compose_config("experiment=lra/s4ptd/listops")
     assert s4ptd.model.layer.dt_max == 1.0 and s4ptd.model.layer.lr.dt == 4e-4
     assert compose_config("experiment=lra/s4ptd/pathx").model.layer.dt_min == 1e-4
+
+
+@pytest.mark.parametrize("experiment", ["lra/image", "lra/listops"])
+def test_constant_scheduler_warms_up_then_stays_flat(experiment):
+    cfg = compose_config(f"experiment={experiment}", "scheduler=constant", "scheduler.warmup_steps=5")
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.5)
+    scheduler = hydra.utils.instantiate(cfg.scheduler)(optimizer, total_steps=cfg.scheduler.total_steps)
+    lrs = []
+    for _ in range(40):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert lrs[:5] == pytest.approx([0.5 * s / 5 for s in range(5)])
+    assert lrs[5:] == pytest.approx([0.5] * 35)

@@ -33,18 +33,25 @@ class ClassificationDataModule(L.LightningDataModule):
 
     collate_fn: Callable | None = None
 
-    def _check(self, dataset: Dataset | None) -> Dataset:
+    def _check(self, dataset: Dataset | None, split: str) -> Dataset:
         if dataset is None:
             raise RuntimeError(f"{type(self).__name__}: call setup() before asking for loaders")
+        if len(dataset) == 0:
+            raise ValueError(
+                f"{type(self).__name__}: the {split} split is empty; give it at least one example "
+                f"(data.n_{split} where the data set has that option)"
+            )
         return dataset
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled by (run seed, epoch), sharded over ranks, resumable mid-epoch."""
-        return ResumableLoader(self._check(self.train_set), self.batch_size, shuffle=True,
+        return ResumableLoader(self._check(self.train_set, "train"), self.batch_size, shuffle=True,
                                collate_fn=self.collate_fn, num_workers=self.num_workers)
 
     def val_dataloader(self) -> DataLoader:
-        return evaluation_loader(self._check(self.val_set), self.eval_batch_size, self.collate_fn, self.num_workers)
+        dataset = self._check(self.val_set, "val")
+        return evaluation_loader(dataset, self.eval_batch_size, self.collate_fn, self.num_workers)
 
     def test_dataloader(self) -> DataLoader:
-        return evaluation_loader(self._check(self.test_set), self.eval_batch_size, self.collate_fn, self.num_workers)
+        dataset = self._check(self.test_set, "test")
+        return evaluation_loader(dataset, self.eval_batch_size, self.collate_fn, self.num_workers)

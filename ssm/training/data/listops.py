@@ -79,6 +79,13 @@ class ListOpsDataModule(ClassificationDataModule):
             for split in listops.SPLITS
         }
         self.train_set, self.val_set, self.test_set = sets["train"], sets["val"], sets["test"]
+        for split, dataset in sets.items():
+            if dataset.truncated:
+                log.warning(
+                    "%d of %d %s expressions are longer than data.l_max=%d tokens and were cut to it: their "
+                    "labels no longer follow from the tokens; raise data.l_max (or lower data.max_length)",
+                    dataset.truncated, len(dataset), split, self.l_max,
+                )
 
     def _directory(self, report) -> pathlib.Path:
         return listops.prepare_listops(self.data_root, log=report, **self.generator_args)

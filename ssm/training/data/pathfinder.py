@@ -60,7 +60,7 @@ class PathfinderDataModule(ClassificationDataModule):
         self.collate_fn = lra.collate_images
 
     def prepare_data(self) -> None:
-        self._directory(log.info)
+        self._directory(log.info, log.warning)
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
@@ -73,8 +73,8 @@ class PathfinderDataModule(ClassificationDataModule):
             for indices in (train, val, test)
         )
 
-    def _directory(self, report) -> pathlib.Path:
+    def _directory(self, report, warn=None) -> pathlib.Path:
         return pathfinder.prepare_pathfinder(
             self.data_root, self.resolution, self.difficulty, self.n_images, seed=self.seed,
-            workers=self.workers, log=report,
+            workers=self.workers, log=report, warn=warn,
         )

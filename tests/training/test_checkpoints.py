@@ -1,0 +1,71 @@
+"""``last.ckpt`` carries the best-model and early-stopping bookkeeping of the epoch it was
+written at, so a run resumed from it keeps one best checkpoint (save_top_k=1), the right one."""
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+from ssm.training.callbacks import LastCheckpoint
+
+SCORES = [0.1, 0.5, 0.3, 0.7]  # val/acc by epoch: not monotone, so a stale best is visible
+
+
+class ScheduledScore(L.LightningModule):
+    """Trains one scalar; validation reports ``SCORES[epoch]`` as val/acc."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+
+    def training_step(self, batch, batch_idx):
+        return (self.w - 1).pow(2).sum()
+
+    def validation_step(self, batch, batch_idx):
+        self.log("val/acc", SCORES[self.current_epoch])
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    def train_dataloader(self):
+        return torch.utils.data.DataLoader(torch.zeros(4, 1), batch_size=2)
+
+    def val_dataloader(self):
+        return torch.utils.data.DataLoader(torch.zeros(2, 1), batch_size=2)
+
+
+def fit(folder, epochs: int, last_first: bool, ckpt_path=None):
+    best = ModelCheckpoint(dirpath=folder, filename="best-{epoch}", monitor="val/acc", mode="max", save_top_k=1)
+    stopping = EarlyStopping(monitor="val/acc", mode="max", patience=10)
+    last = LastCheckpoint(folder, every_n_steps=None)
+    callbacks = [last, best, stopping] if last_first else [best, stopping, last]
+    trainer = L.Trainer(accelerator="cpu", max_epochs=epochs, callbacks=callbacks, logger=False,
+                        enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(ScheduledScore(), ckpt_path=ckpt_path, weights_only=True)
+    return best, stopping
+
+
+def saved_state(path, kind):
+    (state,) = [v for k, v in torch.load(path, weights_only=True)["callbacks"].items() if k.startswith(kind)]
+    return state
+
+
+@pytest.mark.parametrize("last_first", [False, True])
+def test_last_checkpoint_carries_the_final_epochs_best_and_patience(tmp_path, last_first):
+    best, stopping = fit(tmp_path, epochs=4, last_first=last_first)
+    assert best.best_model_path.endswith("best-epoch=3.ckpt")
+    saved = saved_state(tmp_path / "last.ckpt", "ModelCheckpoint")
+    assert saved["best_model_path"] == best.best_model_path
+    assert float(saved["best_model_score"]) == pytest.approx(0.7)
+    saved = saved_state(tmp_path / "last.ckpt", "EarlyStopping")
+    assert saved["wait_count"] == stopping.wait_count == 0
+    assert float(saved["best_score"]) == pytest.approx(0.7)
+
+
+@pytest.mark.parametrize("last_first", [False, True])
+def test_a_resumed_run_keeps_one_best_checkpoint_the_right_one(tmp_path, last_first):
+    fit(tmp_path, epochs=2, last_first=last_first)  # best: epoch 1 (0.5)
+    best, _ = fit(tmp_path, epochs=3, last_first=last_first, ckpt_path=tmp_path / "last.ckpt")  # epoch 2: 0.3
+    assert sorted(p.name for p in tmp_path.glob("best-*.ckpt")) == ["best-epoch=1.ckpt"]
+    assert best.best_model_path.endswith("best-epoch=1.ckpt")
+    assert float(best.best_model_score) == pytest.approx(0.5)
