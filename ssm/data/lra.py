@@ -322,7 +322,8 @@ def read_cifar10(directory: str | os.PathLike, split: str) -> tuple[np.ndarray, 
     ``test_batch``: pickled dicts whose ``b"data"`` is uint8 ``(10000, 3072)``,
     each row the red, green and blue 32x32 planes row-major, and whose
     ``b"labels"`` lists ints.  Only NumPy arrays and builtin containers are
-    unpickled; any other object in the file raises ``pickle.UnpicklingError``.
+    unpickled; any other object in the file raises ``pickle.UnpicklingError``, and
+    a truncated or malformed file a ValueError naming it.
     """
     _check_split(split, CIFAR10_SPLITS)
     images, labels = [], []
@@ -330,12 +331,36 @@ def read_cifar10(directory: str | os.PathLike, split: str) -> tuple[np.ndarray, 
         path = pathlib.Path(directory) / name
         if not path.is_file():
             raise FileNotFoundError(f"CIFAR-10 batch file not found: {path}")
-        with path.open("rb") as f:
-            batch = _ArrayUnpickler(f, encoding="bytes").load()
-        images.append(np.asarray(batch[b"data"], dtype=np.uint8))
-        labels.append(np.asarray(batch[b"labels"], dtype=np.int64))
+        data, targets = _read_cifar10_batch(path)
+        images.append(data)
+        labels.append(targets)
     data = np.concatenate(images).reshape(-1, 3, IMAGE_SIZE, IMAGE_SIZE)
     return data, np.concatenate(labels)
+
+
+def _read_cifar10_batch(path: pathlib.Path) -> tuple[np.ndarray, np.ndarray]:
+    """Images uint8 ``(n, 3072)`` and labels int64 ``(n,)`` of one pickled batch file."""
+    def broken(reason: str) -> ValueError:
+        return ValueError(f"{path} is not a readable CIFAR-10 python batch ({reason}); extract it again "
+                          "from cifar-10-python.tar.gz")
+
+    try:
+        with path.open("rb") as f:
+            batch = _ArrayUnpickler(f, encoding="bytes").load()
+    except pickle.UnpicklingError as error:
+        if "refusing to unpickle" in str(error):
+            raise pickle.UnpicklingError(f"{path}: {error}") from error
+        raise broken(f"{type(error).__name__}: {error}") from error
+    except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as error:
+        raise broken(f"{type(error).__name__}: {error}") from error
+    if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
+        raise broken("no b'data' and b'labels' entries")
+    data = np.asarray(batch[b"data"], dtype=np.uint8)
+    targets = np.asarray(batch[b"labels"], dtype=np.int64)
+    if data.ndim != 2 or data.shape[1] != 3 * IMAGE_SIZE * IMAGE_SIZE or targets.shape != (len(data),):
+        raise broken(f"data of shape {data.shape} with {targets.size} labels, "
+                     f"expected (n, {3 * IMAGE_SIZE * IMAGE_SIZE}) and n labels")
+    return data, targets
 
 
 class _ArrayUnpickler(pickle.Unpickler):

@@ -69,12 +69,18 @@ class NSSMamba(ImageMixer):
         super().__init__(d_model, d_state, d_conv, expand, dt_rank, **kwargs)
         self.stripe, self.shift = int(stripe), bool(shift)
         self.attention = SequenceShuffleAttention(self.d_inner, self.ssm.k)
+        self._orders: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def orders(self, H: int, W: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """(π (4, H·W), π⁻¹ (4, H·W)) on ``device``."""
-        perms = scan_orders.nss_directions(H, W, self.stripe, self.shift)
-        inverse = scan_orders.inverse(perms)
-        return perms.to(device), inverse.to(device)
+        """(π (4, H·W), π⁻¹ (4, H·W)) on ``device``; built once per (H, W, stripe, shift,
+        device) and kept (a few at most), so a forward pass neither rebuilds nor copies them."""
+        key = (int(H), int(W), self.stripe, self.shift, torch.device(device))
+        if key not in self._orders:
+            perms = scan_orders.nss_directions(H, W, self.stripe, self.shift)
+            if len(self._orders) >= 8:
+                self._orders.pop(next(iter(self._orders)))
+            self._orders[key] = perms.to(device), scan_orders.inverse(perms).to(device)
+        return self._orders[key]
 
     def mix(self, x: torch.Tensor) -> torch.Tensor:
         B, E, H, W = x.shape

@@ -49,6 +49,11 @@ def wandb_logger(
     ``wandb sync <run folder>``.
     """
     resolved = resolve_wandb_mode(mode)
+    if resolved == "online" and not wandb_credentials_available():
+        raise RuntimeError(
+            "W&B logging online needs credentials: set WANDB_API_KEY or run `wandb login` once; or log "
+            "offline (logger.mode=offline or auto, uploaded later with `wandb sync`), or use logger=csv"
+        )
     if resolved == "offline":
         log.info("W&B: no credentials found, logging offline to %s/wandb", save_dir)
     os.makedirs(save_dir, exist_ok=True)

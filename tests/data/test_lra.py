@@ -1,6 +1,7 @@
 """Tests for ssm.data.lra: release readers, byte encoding, grayscale images and batching."""
 
 
+import collections
 import pickle
 
 import numpy as np
@@ -179,6 +180,29 @@ def test_read_cifar10_concatenates_batches_in_channel_major_layout(tmp_path):
     test_images, test_labels = read_cifar10(tmp_path / "cifar-10-batches-py", "test")
     assert test_images.shape == (N_PER_BATCH, 3, 32, 32)
     assert test_labels.tolist() == written["test_batch"][1]
+
+
+@pytest.mark.parametrize("damage, reason", [
+    (lambda raw: raw[: len(raw) // 2], "EOFError|UnpicklingError"),  # a truncated download
+    (lambda raw: b"<html>not found</html>", "UnpicklingError"),  # an error page saved as the file
+    (lambda raw: pickle.dumps({b"data": np.zeros((4, 3072), np.uint8)}), "no b'data' and b'labels'"),
+    (lambda raw: pickle.dumps({b"data": np.zeros((4, 100), np.uint8), b"labels": [0] * 4}), r"shape \(4, 100\)"),
+])
+def test_a_broken_cifar10_batch_names_the_file(tmp_path, damage, reason):
+    directory = tmp_path / "cifar-10-batches-py"
+    write_cifar(directory)
+    path = directory / "data_batch_3"
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(ValueError, match=rf"{path} is not a readable CIFAR-10 python batch \((.*)({reason}).*cifar-10-python"):
+        read_cifar10(directory, "train")
+
+
+def test_a_cifar10_batch_with_foreign_objects_is_refused(tmp_path):
+    directory = tmp_path / "cifar-10-batches-py"
+    write_cifar(directory)
+    (directory / "test_batch").write_bytes(pickle.dumps({b"data": collections.OrderedDict(), b"labels": []}))
+    with pytest.raises(pickle.UnpicklingError, match="test_batch: refusing to unpickle collections.OrderedDict"):
+        read_cifar10(directory, "test")
 
 
 @pytest.mark.parametrize("parts", [("cifar-10-batches-py",), ("cifar10", "cifar-10-batches-py"),

@@ -202,3 +202,20 @@ def test_image_classifier_rejects_wrong_input_shape():
     net = ssm.ImageClassifier(8, 1, functools.partial(ssm.SS2D, d_state=2), 3, (4, 4), d_input=1)
     with pytest.raises(ValueError, match="expected x of shape"):
         net(torch.randn(2, 15, 1))
+
+
+def test_nss_orders_are_kept_per_size_and_setting():
+    torch.manual_seed(0)
+    layer = ssm.NSSMamba(8, d_state=3).double()
+    first = layer.orders(3, 5, torch.device("cpu"))
+    assert layer.orders(3, 5, torch.device("cpu"))[0] is first[0]  # built once
+    inputs = {(H, W): torch.randn(2, H, W, 8, dtype=torch.float64) for H, W in [(3, 5), (4, 4)]}
+    for stripe, shift in [(4, False), (2, True)]:
+        layer.stripe, layer.shift = stripe, shift
+        fresh = ssm.NSSMamba(8, d_state=3, stripe=stripe, shift=shift).double()
+        fresh.load_state_dict(layer.state_dict())
+        for size in [(3, 5), (4, 4), (3, 5)]:  # alternating sizes reuse their own orders
+            assert_close(layer(inputs[size]), fresh(inputs[size]))
+            perms, inverse = layer.orders(*size, torch.device("cpu"))
+            assert torch.equal(perms, scan_orders.nss_directions(*size, stripe, shift))
+            assert torch.equal(inverse, scan_orders.inverse(perms))

@@ -7,7 +7,7 @@ import torch
 
 import ssm
 from ssm.training.batch_size import fit_batch_to_memory, split_batch
-from ssm.training.loggers import resolve_wandb_mode
+from ssm.training.loggers import resolve_wandb_mode, wandb_logger
 from ssm.training.optim import build_optimizer, cosine_warmup
 
 
@@ -135,6 +135,14 @@ def test_wandb_is_online_with_a_netrc_login(clean_env):
     netrc.write_text("machine api.wandb.ai\n  login user\n  password secret\n")
     netrc.chmod(0o600)
     assert resolve_wandb_mode("auto") == "online"
+
+
+@pytest.mark.parametrize("how", ["argument", "environment"])
+def test_online_wandb_without_credentials_says_how_to_log_in(clean_env, monkeypatch, how):
+    if how == "environment":
+        monkeypatch.setenv("WANDB_MODE", "online")
+    with pytest.raises(RuntimeError, match="needs credentials: set WANDB_API_KEY or run `wandb login`.*offline"):
+        wandb_logger(save_dir=str(clean_env), mode="online" if how == "argument" else "auto")
 
 
 def test_wandb_mode_env_and_explicit_mode_win(clean_env, monkeypatch):
