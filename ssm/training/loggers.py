@@ -58,4 +58,10 @@ def wandb_logger(
         log.info("W&B: no credentials found, logging offline to %s/wandb", save_dir)
     os.makedirs(save_dir, exist_ok=True)
     os.environ.setdefault("WANDB_SILENT", "true")
-    return WandbLogger(project=project, save_dir=save_dir, mode=resolved, name=name, **kwargs)
+    logger = WandbLogger(project=project, save_dir=save_dir, mode=resolved, name=name, **kwargs)
+    init = getattr(logger, "_wandb_init", None)
+    if isinstance(init, dict) and init.get("anonymous", False) is None:
+        # Lightning always passes anonymous=None, which wandb >= 0.19 answers with a
+        # deprecation warning on every run; leaving it out means the same thing
+        del init["anonymous"]
+    return logger

@@ -145,6 +145,18 @@ def test_online_wandb_without_credentials_says_how_to_log_in(clean_env, monkeypa
         wandb_logger(save_dir=str(clean_env), mode="online" if how == "argument" else "auto")
 
 
+def test_offline_wandb_run_starts_without_the_anonymous_deprecation_warning(clean_env, capfd):
+    import wandb
+
+    logger = wandb_logger(save_dir=str(clean_env), mode="offline")
+    try:
+        assert logger.experiment is not None
+    finally:
+        wandb.finish()
+    captured = capfd.readouterr()
+    assert "anonymous" not in captured.out + captured.err
+
+
 def test_wandb_mode_env_and_explicit_mode_win(clean_env, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "disabled")
     assert resolve_wandb_mode("auto") == "disabled"
