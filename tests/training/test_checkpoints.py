@@ -1,9 +1,14 @@
 """``last.ckpt`` carries the best-model and early-stopping bookkeeping of the epoch it was
-written at, so a run resumed from it keeps one best checkpoint (save_top_k=1), the right one."""
+written at, so a run resumed from it keeps one best checkpoint (save_top_k=1), the right one,
+also when it resumes from before a best checkpoint that was already written."""
 
+import shutil
+
+import hydra
 import lightning as L
 import pytest
 import torch
+from config_helpers import compose_config
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
 from ssm.training.callbacks import LastCheckpoint
@@ -69,3 +74,33 @@ def test_a_resumed_run_keeps_one_best_checkpoint_the_right_one(tmp_path, last_fi
     assert sorted(p.name for p in tmp_path.glob("best-*.ckpt")) == ["best-epoch=1.ckpt"]
     assert best.best_model_path.endswith("best-epoch=1.ckpt")
     assert float(best.best_model_score) == pytest.approx(0.5)
+
+
+class CopyLastAt(L.Callback):
+    """Copies ``last.ckpt`` aside as the next batch starts after optimizer step ``step``: the
+    state a run killed after writing later best checkpoints would resume from."""
+
+    def __init__(self, folder, step: int) -> None:
+        self.folder, self.step = folder, step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            shutil.copy(self.folder / "last.ckpt", self.folder / "mid.ckpt")
+
+
+def test_resuming_from_before_a_best_checkpoint_overwrites_it_without_a_stray_copy(tmp_path):
+    cfg = compose_config("experiment=lra")
+
+    def run(epochs, *extra, ckpt_path=None):
+        best = hydra.utils.instantiate(cfg.callbacks.checkpoint, dirpath=str(tmp_path), filename="best-{epoch}")
+        trainer = L.Trainer(accelerator="cpu", max_epochs=epochs, logger=False, enable_progress_bar=False,
+                            enable_model_summary=False,
+                            callbacks=[best, LastCheckpoint(tmp_path, every_n_steps=1), *extra])
+        trainer.fit(ScheduledScore(), ckpt_path=ckpt_path, weights_only=True)
+        return best
+
+    run(2, CopyLastAt(tmp_path, step=3))  # mid.ckpt: mid-way through epoch 1, best still epoch 0
+    assert sorted(p.name for p in tmp_path.glob("best-*.ckpt")) == ["best-epoch=1.ckpt"]
+    best = run(2, ckpt_path=tmp_path / "mid.ckpt")  # epoch 1 again: best-epoch=1.ckpt once more
+    assert sorted(p.name for p in tmp_path.glob("best-*.ckpt")) == ["best-epoch=1.ckpt"]
+    assert best.best_model_path == str(tmp_path / "best-epoch=1.ckpt")
