@@ -70,7 +70,15 @@ def read_csv(path: pathlib.Path) -> tuple[list[str], np.ndarray]:
         raise ValueError(f"forecasting data: {path} holds a non-numeric value or a short row ({err})") from err
     if values.shape[0] == 0:
         raise ValueError(f"forecasting data: {path} has no data rows")
-    return [c.strip() for c in header[start:]], values
+    columns = [c.strip() for c in header[start:]]
+    bad = np.argwhere(~np.isfinite(values))
+    if len(bad):
+        row, col = bad[0]
+        raise ValueError(
+            f"forecasting data: {path} holds {len(bad)} non-finite values (NaN or inf), the first in data row "
+            f"{row + 1} (line {row + 2}), column {columns[col]!r}: fill or drop them first"
+        )
+    return columns, values
 
 
 def borders(name: str, n_rows: int, lag: int) -> list[tuple[int, int]]:

@@ -304,11 +304,14 @@ def read_split(path: str | os.PathLike) -> list[tuple[str, int]]:
                 continue
             source, _, target = line.partition("\t")
             try:
-                rows.append((source, int(target)))
+                label = int(target)
             except ValueError:
+                label = None
+            if label not in range(10):
                 raise ValueError(
-                    f"{path}:{line_number}: expected '<source>\\t<int label>', got {line[:80]!r}"
-                ) from None
+                    f"{path}:{line_number}: expected '<source>\\t<label 0-9>', got {line[:80]!r}"
+                )
+            rows.append((source, label))
     return rows
 
 

@@ -218,7 +218,7 @@ def read_aan(directory: str | os.PathLike, split: str) -> list[tuple[str, str, i
     """Rows ``(text1, text2, label)`` of ``new_aan_pairs.{split}.tsv``.
 
     Lines have no header and five tab-separated fields ``label, id1, id2,
-    text1, text2``; the label may be written as a float (``1.0``).  Fields are
+    text1, text2``; the label, 0 or 1, may be written as a float (``1.0``).  Fields are
     taken as they are (no quote handling).  A malformed line raises ValueError
     naming the file and line.
     """
@@ -234,10 +234,10 @@ def read_aan(directory: str | os.PathLike, split: str) -> list[tuple[str, str, i
                 continue
             fields = line.split("\t")
             label = _integer_label(fields[0]) if len(fields) == 5 else None
-            if label is None:
+            if label not in (0, 1):
                 raise ValueError(
-                    f"{path}:{line_number}: expected 'label\\tid1\\tid2\\ttext1\\ttext2' with an "
-                    f"integer label, got {len(fields)} fields starting {line[:80]!r}"
+                    f"{path}:{line_number}: expected 'label\\tid1\\tid2\\ttext1\\ttext2' with the "
+                    f"label 0 or 1, got {len(fields)} fields starting {line[:80]!r}"
                 )
             rows.append((fields[3], fields[4], label))
     return rows
@@ -360,6 +360,8 @@ def _read_cifar10_batch(path: pathlib.Path) -> tuple[np.ndarray, np.ndarray]:
     if data.ndim != 2 or data.shape[1] != 3 * IMAGE_SIZE * IMAGE_SIZE or targets.shape != (len(data),):
         raise broken(f"data of shape {data.shape} with {targets.size} labels, "
                      f"expected (n, {3 * IMAGE_SIZE * IMAGE_SIZE}) and n labels")
+    if targets.size and not (0 <= targets.min() and targets.max() <= 9):
+        raise broken(f"labels from {targets.min()} to {targets.max()}, expected 0-9")
     return data, targets
 
 

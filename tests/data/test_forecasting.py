@@ -85,6 +85,10 @@ def test_short_split_and_bad_csv_fail_clearly(tmp_path):
     (tmp_path / "informer" / "ECL.csv").write_text("date,MT_320\n2012-01-01,1.5\n2012-01-02,n/a\n")
     with pytest.raises(ValueError, match="non-numeric"):
         ForecastingDataModule("ECL", tmp_path)
+    (tmp_path / "informer" / "ECL.csv").write_text("date,a,MT_320\n2012-01-01,1,1.5\n2012-01-02,2,nan\n"
+                                                  "2012-01-03,inf,3\n")
+    with pytest.raises(ValueError, match=r"ECL.csv holds 2 non-finite values.*data row 2 \(line 3\), column 'MT_320'"):
+        ForecastingDataModule("ECL", tmp_path)
 
 
 def test_missing_file_names_the_path_and_the_source(tmp_path):

@@ -238,7 +238,8 @@ def test_read_split_missing_file_error_names_the_file(tmp_path):
 
 
 @pytest.mark.parametrize("text", ["Input\tOutput\n1\t1\n", "Source\tTarget\n[MAX 1 2 ]\tnine\n",
-                                  "Source\tTarget\n[MAX 1 2 ]\n"])
+                                  "Source\tTarget\n[MAX 1 2 ]\n", "Source\tTarget\n[MAX 1 12 ]\t12\n",
+                                  "Source\tTarget\n[MIN -1 2 ]\t-1\n"])
 def test_read_split_malformed_file_error_names_the_file(tmp_path, text):
     path = tmp_path / "basic_test.tsv"
     path.write_text(text, encoding="utf-8")

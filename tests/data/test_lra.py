@@ -120,7 +120,8 @@ def test_read_aan_parses_five_columns_and_float_labels(tmp_path):
     assert read_aan(tmp_path / "aan", "test") == [("e", "ff", 1)]
 
 
-@pytest.mark.parametrize("line", ["1.0\ta\tb\tonly four", "0.5\ta\tb\tc\td", "x\ta\tb\tc\td"])
+@pytest.mark.parametrize("line", ["1.0\ta\tb\tonly four", "0.5\ta\tb\tc\td", "x\ta\tb\tc\td", "2\ta\tb\tc\td",
+                                  "-1.0\ta\tb\tc\td"])
 def test_read_aan_malformed_line_names_file_and_line(tmp_path, line):
     write_aan(tmp_path)
     path = tmp_path / "new_aan_pairs.eval.tsv"
@@ -187,6 +188,7 @@ def test_read_cifar10_concatenates_batches_in_channel_major_layout(tmp_path):
     (lambda raw: b"<html>not found</html>", "UnpicklingError"),  # an error page saved as the file
     (lambda raw: pickle.dumps({b"data": np.zeros((4, 3072), np.uint8)}), "no b'data' and b'labels'"),
     (lambda raw: pickle.dumps({b"data": np.zeros((4, 100), np.uint8), b"labels": [0] * 4}), r"shape \(4, 100\)"),
+    (lambda raw: pickle.dumps({b"data": np.zeros((2, 3072), np.uint8), b"labels": [3, 10]}), "labels from 3 to 10"),
 ])
 def test_a_broken_cifar10_batch_names_the_file(tmp_path, damage, reason):
     directory = tmp_path / "cifar-10-batches-py"
