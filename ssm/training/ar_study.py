@@ -57,6 +57,9 @@ def ar_recovery(
                 sub.model = OmegaConf.create(OmegaConf.to_container(raw, resolve=False))
                 if sub.get("logger") and "name" in sub.logger:
                     sub.logger.name = f"arp-p{p}-{name}"
+                for spec in (sub.get("callbacks") or {}).values():  # each fit its own checkpoints
+                    if spec is not None and spec.get("dirpath"):
+                        spec.dirpath = str(pathlib.Path(spec.dirpath) / f"p{p}-{name}")
             log.info("AR(%d): fitting %s", p, name)
             metrics, task, datamodule = fit(sub)
             phi = np.asarray(datamodule.ar_coefficients)

@@ -57,3 +57,7 @@ def test_ar_study_fast_version_reproduces_the_claim(tmp_path, capsys):
     assert results["p4/companion/mse_ratio"] < 1.03
     assert results["p4/s4d/mse_ratio"] > results["p4/companion/mse_ratio"] + 0.05
     assert math.isnan(results["p4/s4d/coef_error"])
+    for name in ("companion", "s4d"):  # each fit keeps its own checkpoints
+        folder = tmp_path / "checkpoints" / f"p4-{name}"
+        assert (folder / "last.ckpt").is_file() and len(list(folder.glob("best-*.ckpt"))) == 1
+    assert not list((tmp_path / "checkpoints").glob("*.ckpt"))
