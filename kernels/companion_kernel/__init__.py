@@ -16,6 +16,7 @@ from kernels.companion_kernel.reference import (
     companion_kernel_reference,
     companion_kernel_squaring,
     companion_matrix,
+    krylov_squaring,
 )
 
 _IMPLEMENTATIONS = {"torch": companion_kernel_torch, "reference": companion_kernel_reference}
@@ -46,7 +47,9 @@ def companion_kernel(
         method: for "torch" and "triton": "fft" (SpaceTime's generating function at the L-th
             roots of unity with Sherman–Morrison, O((d + L) log(d + L)); rows with an
             eigenvalue at a root of unity fall back to "series") or "series" (the kernel as a
-            power series P/Q_rev with Newton inversion, same cost).
+            power series P/Q_rev with Newton inversion, same cost). With either, rows with
+            ||a||_1 above 2 (float32; 4 in float64), where both formulas cancel large terms,
+            are computed by Krylov with repeated squaring, O(d³ log L + d² L).
 
     Returns:
         real (n, L) in the dtype of the inputs (float16/bfloat16 are computed in float32).
@@ -75,5 +78,5 @@ def companion_kernel(
 
 __all__ = [
     "companion_kernel", "companion_kernel_reference", "companion_kernel_squaring", "companion_kernel_torch",
-    "companion_matrix", "power_row",
+    "companion_matrix", "krylov_squaring", "power_row",
 ]

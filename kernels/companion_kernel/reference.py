@@ -34,15 +34,21 @@ def companion_kernel_reference(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor
     return torch.stack(out, dim=-1)
 
 
-def companion_kernel_squaring(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, L: int) -> torch.Tensor:
-    """The same kernel by Krylov with repeated squaring (the algorithm SpaceTime's layers run):
-    starting from X = [b] and P = A, repeat X ← [X, P X], P ← P² until X has L columns.
-    O(n (d³ log L + d² L)); a baseline for the benchmarks and a second oracle in the tests.
-    """
-    A = companion_matrix(a)
+def krylov_squaring(a: torch.Tensor, b: torch.Tensor, L: int) -> torch.Tensor:
+    """Columns A_i^k b[i] for k < L, (n, d, L), by repeated squaring: starting from X = [b]
+    and P = A, repeat X ← [X, P X], P ← P² until X has L columns. O(n (d³ log L + d² L))."""
     X = b.unsqueeze(-1)  # (n, d, m): columns A^k b, k < m
-    P = A
+    P = companion_matrix(a)
     while X.shape[-1] < L:
         X = torch.cat([X, P @ X], dim=-1)
         P = P @ P
-    return torch.einsum("nd,ndk->nk", c, X[..., :L])
+    return X[..., :L]
+
+
+def companion_kernel_squaring(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, L: int) -> torch.Tensor:
+    """The same kernel by Krylov with repeated squaring (the algorithm SpaceTime's layers run):
+    cᵀ [b, A b, A² b, ...] from :func:`krylov_squaring`. O(n (d³ log L + d² L)); a baseline for
+    the benchmarks, a second oracle in the tests, and the fast path's route for rows whose
+    large coefficients defeat its spectral formulas.
+    """
+    return torch.einsum("nd,ndk->nk", c, krylov_squaring(a, b, L))

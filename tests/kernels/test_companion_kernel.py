@@ -8,7 +8,7 @@ from tolerances import assert_close, assert_close_summed
 
 import kernels
 from kernels import companion_kernel
-from kernels.companion_kernel import companion_kernel_squaring, power_row
+from kernels.companion_kernel import companion_kernel_squaring, companion_matrix, power_row
 from kernels.companion_kernel.pytorch import singular_rows, x_power_mod
 
 F64 = torch.float64
@@ -145,15 +145,49 @@ def _spectra(a, b, c, L):
     return quadratic_form_spectra(a, b, c - power_row(a, c, L), L), L
 
 
-def test_growing_modes_unnormalized_a_fft_method():
-    """Without the L1 normalization the spectral radius exceeds 1 and K grows; the fft method
-    stays exact to the largest entry (the series method's Newton steps amplify rounding
-    along growing modes, so it is meant for |λ| <= 1, where the fallback uses it)."""
-    a, b, c = inputs(3, 6, normalize=False, seed=9)
+def test_growing_modes_fft_method():
+    """With ||a||_1 > 1 (below the squaring threshold) the spectral radius can exceed 1 and K
+    grows; the fft method stays exact to the largest entry (the series method's Newton steps
+    amplify rounding along growing modes, so it is meant for |λ| <= 1, where the fallback
+    uses it)."""
+    a, b, c = inputs(3, 6, seed=9)
+    a = 3.5 * a  # ||a||_1 = 3.5 < SPECTRAL_MAX_L1[float64]
+    assert torch.linalg.eigvals(companion_matrix(a)).abs().max() > 1.05
     expected = companion_kernel_by_powers(a, b, c, 30)
     assert expected.abs().max() > 10
     K = companion_kernel(a, b, c, 30, method="fft")
     torch.testing.assert_close(K, expected, rtol=1e-9, atol=1e-9 * expected.abs().max().item())
+
+
+def large_coefficient_batch(d, dtype):
+    """Rows with ||a||_1 from 1 to 50 (around both dtypes' squaring thresholds) in one batch."""
+    a, b, c = inputs(6, d, seed=4)
+    a = a * torch.tensor([1.0, 1.9, 2.5, 3.9, 8.0, 50.0], dtype=F64)[:, None]
+    return a.to(dtype), b.to(dtype), c.to(dtype)
+
+
+@pytest.mark.parametrize("dtype", [F64, torch.float32])
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("d, L", [(16, 1), (16, 7), (64, 1), (64, 40), (5, 33)])
+def test_large_coefficients_stay_exact(d, L, method, dtype):
+    """Large ||a||_1 made both spectral formulas cancel catastrophically, wrong already at
+    L = 1 (K = cᵀb); those rows take the squaring Krylov, the others keep their method."""
+    a, b, c = large_coefficient_batch(d, dtype)
+    K = companion_kernel(a, b, c, L, method=method)
+    expected = companion_kernel_by_powers(a, b, c, L)
+    for row in range(a.shape[0]):  # each row to its own scale: the rows grow at different rates
+        assert_close_summed(K[row], expected[row], dtype=dtype, msg=f"row {row}")
+    if L == 1:
+        assert_close(K[:, 0], (b * c).sum(-1))
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_large_coefficients_gradients(method):
+    a, b, c = large_coefficient_batch(9, F64)
+    weight = torch.randn(6, 12, generator=torch.Generator().manual_seed(3), dtype=F64)
+    weight = weight / companion_kernel_by_powers(a, b, c, 12).abs().amax(-1, keepdim=True)  # rows on one scale
+    for got, want in zip(grads(a, b, c, 12, weight, method=method), oracle_grads(a, b, c, 12, weight)):
+        assert_close_summed(got, want)
 
 
 @pytest.mark.parametrize("L", [0, 1, 2, 5, 64, 1000, 4097])

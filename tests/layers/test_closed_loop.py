@@ -176,3 +176,24 @@ def test_bad_arguments():
         layer(torch.randn(2, 5, 3), 2)
     with pytest.raises(ValueError, match=r"\(batch, 4\)"):
         layer.step(torch.randn(2, 3), layer.init_state(2))
+
+
+@pytest.mark.parametrize("dtype", [F64, torch.float32])
+def test_large_raw_coefficients_keep_the_lag_state_and_forecast_exact(dtype):
+    """norm_order=0 with d = 64 and N(0, 1) coefficients: ||a||_1 ≈ 50, where the fast
+    division modulo χ and the spectral kernel cancel large terms; one kernel set is scaled
+    down so that a batch mixes both paths."""
+    torch.manual_seed(5)
+    layer = ssm.ClosedLoopCompanionSSM(4, d_state=64, n_kernels=2, norm_order=0).double()
+    with torch.no_grad():
+        layer.a[0] *= 1 / layer.a[0].abs().sum()  # ||a||_1 = 1: the fast path
+    x = torch.randn(2, 24, 4, dtype=F64)
+    y_open, u_open, lag_state, y_cl, u_cl = loop(layer, x, 5)
+    layer, x = layer.to(dtype), x.to(dtype)
+    got_y, got_u = layer.open_loop(x)
+    assert_close_summed(got_y, y_open, dtype=dtype)
+    assert_close_summed(got_u, u_open, dtype=dtype)
+    state = layer.lag_state(x)
+    for h in range(4):  # each channel on its own scale: the two sets grow at different rates
+        assert_close_summed(state[:, h], lag_state[:, h], dtype=dtype)
+        assert_close_summed(layer(x, 5)[..., h], y_cl[..., h], dtype=dtype)

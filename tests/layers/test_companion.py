@@ -43,7 +43,8 @@ def layer_coefficients(layer):
     return a.detach(), b.detach(), c.detach()
 
 
-@pytest.mark.parametrize("H, d, n_kernels, L", [(4, 5, 2, 13), (3, 1, 3, 4), (6, 8, 1, 1), (2, 7, 2, 3), (4, 4, 4, 33)])
+@pytest.mark.parametrize("H, d, n_kernels, L", [(4, 5, 2, 13), (3, 1, 3, 4), (6, 8, 1, 1), (2, 7, 2, 3), (4, 4, 4, 33),
+                                           (2, 64, 2, 1), (2, 64, 1, 9)])  # d = 64, raw a: ||a||_1 ≈ 50
 @pytest.mark.parametrize("norm_order", [0, 1])
 def test_forward_matches_dense_recurrence(H, d, n_kernels, L, norm_order):
     torch.manual_seed(0)
