@@ -3,6 +3,12 @@
 An SSM layer registers its core tensors (Δ, A, B) with :func:`register` and a hint such as
 ``{"lr": 1e-3, "weight_decay": 0.0}``; :func:`param_groups` makes one optimizer group per
 distinct hint. ``lr=0`` registers the tensor as a buffer instead, i.e. frozen.
+
+A hint is kept twice: as the parameter's ``_optim`` attribute (the convention of the S4
+code base, which other code may read) and in its module's ``_optim_hints`` dict under the
+parameter's name. Only the second survives ``copy.deepcopy`` (``nn.Parameter`` copies drop
+attributes), ``load_state_dict(..., assign=True)`` and ``to_empty``, which all put new
+Parameter objects on the module, so :func:`param_groups` reads it first.
 """
 
 from __future__ import annotations
@@ -37,23 +43,47 @@ def register(
     if lr is not None:
         hint["lr"] = float(lr)
     if hint:
-        param._optim = hint
+        set_hint(module, name, hint)
+
+
+def set_hint(module: nn.Module, name: str, hint: dict) -> None:
+    """Attach optimizer settings ``hint`` (e.g. ``{"lr": 1e-3, "weight_decay": 0.0}``) to the
+    parameter ``module.<name>``, where copies of the module keep them."""
+    param = module._parameters.get(name)
+    if param is None:
+        raise KeyError(f"{type(module).__name__} has no parameter {name!r}")
+    param._optim = dict(hint)
+    if "_optim_hints" not in module.__dict__:
+        module._optim_hints = {}
+    module._optim_hints[name] = dict(hint)
+
+
+def get_hint(module: nn.Module, name: str) -> dict | None:
+    """The optimizer hint of ``module.<name>`` (None without one), also on a copy."""
+    hint = module.__dict__.get("_optim_hints", {}).get(name)
+    if hint is None:
+        hint = getattr(module._parameters.get(name), "_optim", None)
+    return None if hint is None else dict(hint)
 
 
 def param_groups(model: nn.Module, weight_decay: float = 0.0) -> list[dict]:
     """Optimizer groups for ``model``: the default group, a no-decay group, one per hint.
 
-    - Parameters with an ``_optim`` hint go to a group with exactly those settings.
+    - Parameters with a hint (their module's ``_optim_hints``, else their ``_optim``) go to a
+      group with exactly those settings.
     - Biases and the weights of norms and embeddings get weight decay 0.
     - Everything else gets ``weight_decay``.
     Frozen parameters (``requires_grad=False``) are left out.
     """
     no_decay = _no_decay_names(model)
+    kept = {id(module._parameters[name]): hint for module in model.modules()
+            for name, hint in module.__dict__.get("_optim_hints", {}).items()
+            if module._parameters.get(name) is not None}
     decay, plain, hinted = [], [], {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        hint = getattr(p, "_optim", None)
+        hint = kept.get(id(p), getattr(p, "_optim", None))
         if hint is not None:
             hinted.setdefault(tuple(sorted(hint.items())), []).append(p)
         elif name in no_decay or name.endswith("bias"):

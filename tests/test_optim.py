@@ -1,5 +1,6 @@
 """ssm.optim.param_groups: SSM hints, no-decay parameters, frozen tensors."""
 
+import copy
 import functools
 
 import pytest
@@ -138,3 +139,37 @@ def test_adamw_step_leaves_lr_zero_buffers_unchanged():
     for name, before in frozen.items():
         assert torch.equal(buffers[name], before), name
     assert not torch.equal(model.backbone.blocks[0].layer.C, C_before)
+
+
+def _groups_by_param(model):
+    return {id(p): {k: v for k, v in g.items() if k != "params"} for g in param_groups(model, 0.1) for p in g["params"]}
+
+
+@pytest.mark.parametrize("make", [
+    lambda: ssm.S4D(4, 8, lr=1e-3), lambda: ssm.DSS(4, 8, lr=1e-3), lambda: ssm.S5(4, 8, lr=1e-3),
+    lambda: ssm.CompanionSSM(4, d_state=8, lr=1e-3), lambda: ssm.Mamba(8, d_state=4, lr=1e-3),
+    lambda: ssm.SS2D(8, d_state=4, lr=1e-3),
+])
+@pytest.mark.parametrize("how", ["deepcopy", "assign", "to_empty"])
+def test_hints_survive_copies_that_make_new_parameters(make, how):
+    """deepcopy, load_state_dict(assign=True) and to_empty put new Parameter objects on the
+    module (deepcopied Parameters lose their attributes): the groups must not change."""
+    torch.manual_seed(0)
+    model = make()
+    if how == "deepcopy":
+        copied = copy.deepcopy(model)
+    elif how == "assign":
+        copied = make()
+        copied.load_state_dict({k: v.clone() for k, v in model.state_dict().items()}, assign=True)
+    else:
+        copied = copy.deepcopy(model).to_empty(device="cpu")
+    names = dict(model.named_parameters())
+    expected = {name: _groups_by_param(model)[id(p)] for name, p in names.items() if p.requires_grad}
+    got_groups = _groups_by_param(copied)
+    got = {name: got_groups[id(p)] for name, p in copied.named_parameters() if p.requires_grad}
+    assert got == expected
+    assert any("lr" in settings for settings in got.values())
+    for module_name, module in model.named_modules():
+        other = copied.get_submodule(module_name)
+        for name in module._parameters:
+            assert ssm.optim.get_hint(other, name) == ssm.optim.get_hint(module, name)

@@ -17,7 +17,7 @@ from ssm.layers._checks import (
 from ssm.layers.diagonal import ssm_lr
 from ssm.layers.selective import DT_INITS, _widen, dt_bias_init, dt_weight_init, inverse_softplus, s4d_real_log_A
 from ssm.layers.softsort import soft_sort
-from ssm.optim import register
+from ssm.optim import register, set_hint
 
 
 
@@ -230,7 +230,7 @@ class Mamba(nn.Module):
         if lr == 0.0:
             dt_proj.bias.requires_grad_(False)
         elif lr is not None:
-            dt_proj.bias._optim = {"lr": float(lr), "weight_decay": 0.0}
+            set_hint(dt_proj, "bias", {"lr": float(lr), "weight_decay": 0.0})
 
     def _directions(self):
         """(conv1d, x_proj, dt_proj, A_log, D, importance) of the forward scan, then of the

@@ -13,7 +13,7 @@ from torch import nn
 from kernels import selective_scan
 
 from ssm.layers.diagonal import ssm_lr
-from ssm.optim import register
+from ssm.optim import register, set_hint
 
 DT_INITS = ("random", "constant")
 
@@ -88,7 +88,7 @@ class SelectiveProjections(nn.Module):
         if dt_lr == 0.0:
             self.dt_projs_bias.requires_grad_(False)
         elif dt_lr is not None:
-            self.dt_projs_bias._optim = {"lr": float(dt_lr), "weight_decay": 0.0}
+            set_hint(self, "dt_projs_bias", {"lr": float(dt_lr), "weight_decay": 0.0})
         register(self, "A_logs", s4d_real_log_A(K * E, N), ssm_lr(lr, "A"), weight_decay=0.0)
         register(self, "Ds", torch.ones(K * E), ssm_lr(lr, "D"), weight_decay=0.0)
 
