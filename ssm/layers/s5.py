@@ -190,16 +190,18 @@ class S5(nn.Module):
         return torch.exp(x), factor.unsqueeze(-1) * B, C
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, L, H) -> (B, L, H)."""
+        """(B, L, H) -> (B, L, H). Computed in the parameters' dtype, also under autocast
+        (half-precision products cannot form the complex B̄u the scan needs)."""
         check_sequence(x, self.d_model, type(self).__name__)
-        real_dtype = self.D.dtype
-        u = x.to(real_dtype)
-        Lam_bar, B_bar, C = self.discrete()
-        Bu = torch.complex(u @ B_bar.real.T, u @ B_bar.imag.T)  # (B, L, m)
-        y = self._readout(linear_scan(Lam_bar, Bu), C[0])
-        if self.bidirectional:
-            y = y + self._readout(linear_scan(Lam_bar, Bu, reverse=True), C[1])
-        y = y + self.D * u
+        with torch.autocast(x.device.type, enabled=False):
+            real_dtype = self.D.dtype
+            u = x.to(real_dtype)
+            Lam_bar, B_bar, C = self.discrete()
+            Bu = torch.complex(u @ B_bar.real.T, u @ B_bar.imag.T)  # (B, L, m)
+            y = self._readout(linear_scan(Lam_bar, Bu), C[0])
+            if self.bidirectional:
+                y = y + self._readout(linear_scan(Lam_bar, Bu, reverse=True), C[1])
+            y = y + self.D * u
         return y.to(x.dtype)
 
     def _readout(self, h: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
@@ -216,10 +218,11 @@ class S5(nn.Module):
         """One step: x_t (B, H), state (B, m) -> (y_t (B, H), new state (B, m))."""
         check_causal(self.bidirectional, type(self).__name__)
         check_step_input(x_t, self.d_model, type(self).__name__)
-        Lam_bar, B_bar, C = self.discrete()
-        u = x_t.to(self.D.dtype)
-        state = Lam_bar * state + u.to(state.dtype) @ B_bar.T
-        y = self._readout(state, C[0]) + self.D * u
+        with torch.autocast(x_t.device.type, enabled=False):
+            Lam_bar, B_bar, C = self.discrete()
+            u = x_t.to(self.D.dtype)
+            state = Lam_bar * state + u.to(state.dtype) @ B_bar.T
+            y = self._readout(state, C[0]) + self.D * u
         return y.to(x_t.dtype), state
 
     def extra_repr(self) -> str:

@@ -242,3 +242,24 @@ def test_opt_config_places_b_c_d_and_dt_in_their_groups():
     assert hints(dt_global=True)["log_dt"] is None
     with pytest.raises(ValueError, match="opt_config"):
         ssm.S5(H, d_state=4, opt_config="fast")
+
+
+@pytest.mark.parametrize("cls", [ssm.S5, ssm.S5PTD])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_autocast_computes_the_scan_in_the_parameter_dtype(cls, dtype):
+    """Autocast used to turn u @ B̄ into half precision, which cannot form the complex B̄u
+    (bf16: an error; fp16: complex32, rejected by the scan)."""
+    torch.manual_seed(0)
+    layer = cls(4, 8)
+    x = torch.randn(2, 16, 4)
+    expected = layer(x)
+    state = layer.init_state(2)
+    with torch.autocast("cpu", dtype=dtype):
+        y = layer(x)
+        y_t, _ = layer.step(x[:, 0], state)
+        half = layer(x.to(dtype))  # e.g. after an autocast Linear
+    torch.testing.assert_close(y, expected, rtol=0, atol=0)
+    torch.testing.assert_close(y_t, expected[:, 0], rtol=1e-5, atol=1e-5)
+    assert half.dtype == dtype and torch.isfinite(half).all()
+    y.sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in layer.parameters() if p.requires_grad)
