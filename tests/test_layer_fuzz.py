@@ -78,6 +78,31 @@ def test_an_empty_batch_gives_an_empty_output(name):
         assert factory().eval()(x).shape == x.shape
 
 
+def empty_shapes(rank):
+    """Each axis but the channels empty in turn: (0, 3, C), (2, 0, C) or (0, 3, 3, C), ..."""
+    for axis in range(rank - 1):
+        shape = [2] + [3] * (rank - 2) + [C]
+        shape[axis] = 0
+        yield tuple(shape)
+
+
+@pytest.mark.parametrize("name", LAYERS)
+def test_an_empty_input_keeps_the_graph(name):
+    """A backward pass through an empty batch, sequence or image side gives the input and
+    every trainable parameter a zero gradient (not None, which DDP reports as unused)."""
+    factory, rank = LAYERS[name]
+    for shape in empty_shapes(rank):
+        layer = factory()
+        x = torch.randn(shape, requires_grad=True)
+        y = layer(x)
+        assert y.shape == x.shape
+        y.sum().backward()
+        assert x.grad is not None and x.grad.shape == x.shape
+        for param_name, p in layer.named_parameters():
+            if p.requires_grad:
+                assert p.grad is not None and not p.grad.any(), (shape, param_name)
+
+
 def test_closed_loop_forecast_of_an_empty_batch():
     with torch.no_grad():
         assert ssm.ClosedLoopCompanionSSM(C, d_state=3)(torch.randn(0, 5, C), 2).shape == (0, 2, C)

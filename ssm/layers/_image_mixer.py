@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ssm.layers._checks import check_image, check_positive_ints, resolve_dt_rank
+from ssm.layers._empty import zeros_in_graph
 from ssm.layers.selective import SelectiveProjections
 
 
@@ -95,7 +96,7 @@ class ImageMixer(nn.Module):
         """(B, Hgt, Wdt, d_model) -> (B, Hgt, Wdt, d_model)."""
         check_image(u, self.d_model, type(self).__name__)
         if u.shape[1] == 0 or u.shape[2] == 0:
-            return u.new_zeros(u.shape)
+            return zeros_in_graph(u, self)
         x, z = self.in_proj(u.to(self.in_proj.weight.dtype)).chunk(2, dim=-1)  # (B, H, W, E) each
         x = F.silu(self.conv2d(x.permute(0, 3, 1, 2).contiguous()))  # (B, E, H, W)
         y = self.out_norm(self.mix(x).to(z.dtype)) * F.silu(z)

@@ -40,6 +40,7 @@ from torch import nn
 
 from kernels import linear_scan
 from ssm.layers._checks import check_positive_ints, resolve_dt_rank
+from ssm.layers._empty import zeros_in_graph
 from ssm.layers.selective import _widen, dt_bias_init, dt_weight_init, s4d_real_log_A
 from ssm.optim import register
 
@@ -257,7 +258,7 @@ class Chimera(nn.Module):
             raise TypeError(f"{name}: expected a floating-point u, got {u.dtype}")
         Bsz, L, V, _ = u.shape
         if L == 0 or V == 0:
-            return u.new_zeros(u.shape)
+            return zeros_in_graph(u, self)
         x, z = self.in_proj(u.to(self.in_proj.weight.dtype)).chunk(2, dim=-1)  # (B, L, V, E)
         x = x.permute(0, 2, 3, 1).reshape(Bsz * V, self.d_inner, L)
         x = F.silu(self.conv1d(x)[..., :L]).view(Bsz, V, self.d_inner, L).transpose(2, 3)  # (B, V, L, E)

@@ -8,6 +8,7 @@ import torch
 from kernels import vandermonde
 from ssm.hippo import diagonal_init
 from ssm.layers._checks import check_choice
+from ssm.layers._empty import zeros_in_graph
 from ssm.layers.diagonal import DiagonalSSM, log_uniform_dt, ssm_lr
 from ssm.optim import register
 
@@ -56,7 +57,8 @@ class DSS(DiagonalSSM):
         if l_max is not None and (int(l_max) != l_max or l_max < 1):
             raise ValueError(f"DSS: l_max must be a positive integer or None, got {l_max!r}")
         self.l_max = l_max
-        self._step_length: int | None = None
+        self._init_length: int | None = None  # from init_state(length=...)
+        self._forward_length: int | None = None  # of the last forward
         H, N = self.d_model, self.d_state
         Lam = diagonal_init("legs", N).to(torch.complex64).expand(H, -1)
         real = torch.log(-Lam.real) if self.variant == "exp" else Lam.real
@@ -83,7 +85,11 @@ class DSS(DiagonalSSM):
     def kernel(self, L: int) -> torch.Tensor:
         if self.variant == "exp":
             return super().kernel(L)
-        self._step_length = L
+        if L > 0:
+            self._forward_length = L
+        else:  # an empty kernel; its normalization length would be 0
+            shape = (self.channels, self.d_model, 0) if self.bidirectional else (self.d_model, 0)
+            return zeros_in_graph(self.log_dt.new_zeros(shape), self)
         dt, Lam, W = self.continuous()
         x = dt.unsqueeze(-1) * Lam
         growing = x.real > 0
@@ -98,11 +104,13 @@ class DSS(DiagonalSSM):
     def init_state(self, batch_size: int, length: int | None = None) -> torch.Tensor:
         """Zero state (batch_size, H, N/2); ``length`` fixes the softmax normalization for step."""
         if length is not None:
-            self._step_length = int(length)
+            if isinstance(length, bool) or int(length) != length or length < 1:
+                raise ValueError(f"DSS.init_state: length must be a positive integer, got {length!r}")
+            self._init_length = int(length)
         return super().init_state(batch_size)
 
     def step_modes(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.modes(self._step_length)
+        return self.modes(self._init_length or self._forward_length)
 
     def _normalization_length(self, L: int | None) -> int:
         L = self.l_max or L

@@ -14,6 +14,7 @@ from kernels import selective_scan, selective_state_update
 from ssm.layers._checks import (
     check_causal, check_choice, check_positive_ints, check_sequence, check_step_input, resolve_dt_rank,
 )
+from ssm.layers._empty import zeros_in_graph
 from ssm.layers.diagonal import ssm_lr
 from ssm.layers.selective import DT_INITS, _widen, dt_bias_init, dt_weight_init, inverse_softplus, s4d_real_log_A
 from ssm.layers.softsort import soft_sort
@@ -245,7 +246,7 @@ class Mamba(nn.Module):
         check_sequence(u, self.d_model, type(self).__name__)
         L = u.shape[1]
         if L == 0:  # nothing to convolve or scan
-            return u.new_zeros(u.shape)
+            return zeros_in_graph(u, self)
         x, z = self.in_proj(u.to(self.in_proj.weight.dtype)).transpose(1, 2).chunk(2, dim=1)  # (B, E, L) each
         ys = []
         for reverse, params in enumerate(self._directions()):

@@ -210,10 +210,13 @@ def test_half_inputs_computed_in_float32(dtype):
     assert_close_summed(K, companion_kernel_by_powers(a, b, c, 24), dtype=dtype)
 
 
-def test_zero_length_gives_empty_kernel():
-    a, b, c = inputs(3, 4)
+def test_zero_length_gives_empty_kernel_with_zero_gradients():
     for backend in ("torch", "reference"):
-        assert companion_kernel(a, b, c, 0, backend=backend).shape == (3, 0)
+        a, b, c = (t.requires_grad_(True) for t in inputs(3, 4))
+        K = companion_kernel(a, b, c, 0, backend=backend)
+        assert K.shape == (3, 0)
+        K.sum().backward()
+        assert all(t.grad is not None and not t.grad.any() for t in (a, b, c))
 
 
 @pytest.mark.parametrize("method", ["fft", "series"])

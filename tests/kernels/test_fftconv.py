@@ -224,3 +224,15 @@ def test_unknown_backend_raises_value_error():
     u, k, D = inputs(2, 3, 7)
     with pytest.raises(ValueError, match="backend"):
         fftconv(u, k, D, backend="cufft")
+
+
+@pytest.mark.parametrize("shape, two_sided", [((0, 3, 5), False), ((2, 3, 0), False), ((0, 3, 4), True)])
+def test_an_empty_input_gives_zero_gradients_not_none(shape, two_sided):
+    u = torch.randn(shape, requires_grad=True)
+    k = torch.randn(*((2,) if two_sided else ()), 3, shape[-1], requires_grad=True)
+    D = torch.randn(3, requires_grad=True)
+    y = fftconv(u, k, D)
+    assert y.shape == u.shape
+    y.sum().backward()
+    for t in (u, k, D):
+        assert t.grad is not None and t.grad.shape == t.shape and not t.grad.any()

@@ -181,6 +181,36 @@ def test_softmax_step_with_l_max_needs_no_length():
         assert_close(run_steps(layer, x), layer(x))
 
 
+def test_softmax_step_length_priority_l_max_then_init_state_then_last_forward():
+    """A forward of another length after init_state(length=...) must not change the length
+    that step normalizes over."""
+    torch.manual_seed(14)
+    layer = ssm.DSS(H, d_state=N, variant="softmax").double().eval()
+    x = torch.randn(1, 30, H, dtype=torch.float64)
+    with torch.no_grad():
+        expected = layer(x)
+        state = layer.init_state(1, length=30)
+        layer(x[:, :7])  # the last forward is now 7 long
+        ys = []
+        for t in range(30):
+            y, state = layer.step(x[:, t], state)
+            ys.append(y)
+        assert_close(torch.stack(ys, 1), expected)
+        fresh = ssm.DSS(H, d_state=N, variant="softmax").double().eval()
+        fresh.load_state_dict(layer.state_dict())
+        fresh(x[:, :7])  # no length given: the last forward's
+        state = fresh.init_state(1)
+        y, _ = fresh.step(x[:, 0], state)
+        assert_close(y, fresh(x[:, :7])[:, 0])
+    with pytest.raises(ValueError, match="length must be a positive integer"):
+        layer.init_state(1, length=0)
+
+
+def test_softmax_empty_sequence_gives_an_empty_output():
+    layer = ssm.DSS(H, d_state=N, variant="softmax")
+    assert layer(torch.randn(2, 0, H)).shape == (2, 0, H)
+
+
 def test_softmax_step_without_any_length_raises():
     torch.manual_seed(11)
     layer = ssm.DSS(H, d_state=N, variant="softmax")
