@@ -116,3 +116,69 @@ def test_closed_loop_forecast_has_the_horizon_or_a_clear_error(x, horizon):
     layer = ssm.ClosedLoopCompanionSSM(C, d_state=3).eval()
     expected = (x.shape[0], horizon, C) if x.dim() == 3 else None
     check(lambda t: layer(t, horizon), x, expected)
+
+
+STEP_LAYERS = ["S4D", "DSS", "S4PTD", "S5", "S5PTD", "CompanionSSM", "ShiftSSM", "ResidualSSM", "Mamba"]
+
+
+@pytest.mark.parametrize("name", STEP_LAYERS)
+def test_step_rejects_a_state_of_another_batch_or_dtype(name):
+    """A state of another batch size used to broadcast (y of the state's batch), and one made
+    before .double() to keep its old precision (or fail deep inside)."""
+    factory, _ = LAYERS[name]
+    layer = factory()
+    if name == "DSS":
+        layer = ssm.DSS(C, d_state=4, l_max=8)
+    state = layer.init_state(2)
+    layer.step(torch.randn(2, C), state)  # the right state works
+    with pytest.raises(ValueError, match=r"has shape .*expected.*init_state"):
+        layer.step(torch.randn(1, C), state)
+    layer.double()
+    with pytest.raises(ValueError, match=r"has dtype torch\.(complex64|float32), expected torch\.(complex128|float64)"):
+        layer.step(torch.randn(2, C, dtype=torch.float64), state)
+    layer.step(torch.randn(2, C, dtype=torch.float64), layer.init_state(2))
+
+
+def test_closed_loop_steps_check_their_state():
+    layer = ssm.ClosedLoopCompanionSSM(C, d_state=3)
+    state = layer.init_state(2)
+    with pytest.raises(ValueError, match="has shape"):
+        layer.step(torch.randn(3, C), state)
+    with pytest.raises(ValueError, match="has dtype"):
+        layer.closed_loop_step(state.double())
+    with pytest.raises(TypeError, match="must be a tensor"):
+        layer.closed_loop_step(None)
+
+
+@pytest.mark.parametrize("name", STEP_LAYERS)
+@pytest.mark.parametrize("batch_size", [-1, 2.5, True, "2"])
+def test_init_state_rejects_a_bad_batch_size(name, batch_size):
+    layer = ssm.DSS(C, d_state=4, l_max=8) if name == "DSS" else LAYERS[name][0]()
+    with pytest.raises(ValueError, match="init_state: batch_size must be a non-negative integer"):
+        layer.init_state(batch_size)
+    assert layer.init_state(0.0 if name == "S4D" else 0) is not None  # an integral float or 0 is fine
+
+
+@pytest.mark.parametrize("name", ["S4D", "DSS", "S4PTD", "S5", "S5PTD"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_a_half_precision_layer_computes_its_kernel_in_float32(name, dtype):
+    """``.half()`` / ``.bfloat16()`` used to fail in complex half arithmetic; now the layer
+    equals a float32 layer holding the same (rounded) parameters, forward and step."""
+    from tolerances import assert_close
+
+    torch.manual_seed(0)
+    layer = (ssm.DSS(C, d_state=4, l_max=12) if name == "DSS" else LAYERS[name][0]()).to(dtype)
+    wide = ssm.DSS(C, d_state=4, l_max=12) if name == "DSS" else LAYERS[name][0]()
+    wide.load_state_dict(layer.state_dict())
+    x = torch.randn(2, 12, C).to(dtype)
+    y = layer(x)
+    assert y.dtype == dtype
+    assert_close(y, wide(x.float()), dtype=dtype)
+    state, wide_state = layer.init_state(2), wide.init_state(2)
+    for t in range(3):
+        y_t, state = layer.step(x[:, t], state)
+        expected, wide_state = wide.step(x[:, t].float(), wide_state)
+        assert y_t.dtype == dtype
+        assert_close(y_t, expected, dtype=dtype)
+    y.float().sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in layer.parameters() if p.requires_grad)

@@ -40,6 +40,35 @@ def check_step_input(x_t: torch.Tensor, channels: int, layer: str) -> None:
         raise TypeError(f"{layer}: expected a floating-point x_t, got {x_t.dtype}")
 
 
+def check_batch_size(batch_size, layer: str) -> int:
+    """``init_state``'s batch size: a non-negative integer (an integral float passes)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, float)) or int(batch_size) != batch_size \
+            or batch_size < 0:
+        raise ValueError(f"{layer}.init_state: batch_size must be a non-negative integer, got {batch_size!r}")
+    return int(batch_size)
+
+
+def check_state(state, shape: tuple, dtype: torch.dtype, device: torch.device, layer: str,
+                what: str = "state") -> None:
+    """Require the recurrent ``state`` to be what ``init_state`` makes now: a tensor of
+    ``shape``, ``dtype`` and ``device``. A state of another batch size would broadcast, and one
+    made before the layer was cast (``.double()``) would silently keep the old precision."""
+    if not torch.is_tensor(state):
+        raise TypeError(f"{layer}: the {what} must be a tensor from init_state, got {type(state).__name__}")
+    problems = []
+    if tuple(state.shape) != tuple(shape):
+        problems.append(f"shape {tuple(state.shape)}, expected {tuple(shape)}")
+    if state.dtype != dtype:
+        problems.append(f"dtype {state.dtype}, expected {dtype}")
+    if state.device != torch.device(device):
+        problems.append(f"device {state.device}, expected {device}")
+    if problems:
+        raise ValueError(
+            f"{layer}: the {what} has " + "; ".join(problems)
+            + " (make it with init_state(batch_size) after moving or casting the layer)"
+        )
+
+
 def check_choice(value: str, choices: tuple[str, ...], name: str, layer: str) -> str:
     if value not in choices:
         raise ValueError(f"{layer}: {name} must be one of {choices}, got {value!r}")

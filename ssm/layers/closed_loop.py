@@ -31,7 +31,7 @@ from kernels.companion_kernel.pytorch import (
     reversed_characteristic,
     series_inverse,
 )
-from ssm.layers._checks import check_positive_ints, check_sequence, check_step_input
+from ssm.layers._checks import check_batch_size, check_positive_ints, check_sequence, check_state, check_step_input
 from ssm.layers.companion import (
     check_kernel_sets,
     companion_step,
@@ -175,11 +175,14 @@ class ClosedLoopCompanionSSM(nn.Module):
 
     def init_state(self, batch_size: int) -> torch.Tensor:
         """Zero state x_0: (batch_size, d_model, d)."""
+        batch_size = check_batch_size(batch_size, type(self).__name__)
         return torch.zeros(batch_size, self.d_model, self.d_state, dtype=self.c.dtype, device=self.c.device)
 
     def step(self, x_t: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Open-loop step on x_t (B, H): x ← A x + b u_t, y_t = cᵀx; returns (y_t, x)."""
         check_step_input(x_t, self.d_model, type(self).__name__)
+        check_state(state, (x_t.shape[0], self.d_model, self.d_state), self.c.dtype, self.c.device,
+                    type(self).__name__)
         a, b, c, _ = (self._per_channel(t) for t in self.coefficients())
         state = companion_step(state, a, b, x_t)
         return (c * state).sum(-1).to(x_t.dtype), state
@@ -189,6 +192,8 @@ class ClosedLoopCompanionSSM(nn.Module):
 
         Returns (y (B, H), û (B, H), new state). After ``step`` over the lag window, y of the
         last step is ``forward``'s first forecast and each closed-loop step gives the next."""
+        batch = state.shape[0] if torch.is_tensor(state) and state.dim() == 3 else None
+        check_state(state, (batch, self.d_model, self.d_state), self.c.dtype, self.c.device, type(self).__name__)
         a, b, c, k = (self._per_channel(t) for t in self.coefficients())
         u_hat = (k * state).sum(-1)
         state = companion_step(state, a, b, u_hat)

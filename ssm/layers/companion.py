@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from kernels import companion_kernel, fftconv
-from ssm.layers._checks import check_positive_ints, check_sequence, check_step_input
+from ssm.layers._checks import check_batch_size, check_positive_ints, check_sequence, check_state, check_step_input
 from ssm.optim import register
 
 NORM_EPS = 1e-4  # SpaceTime's threshold below which a vector is left unnormalized
@@ -132,11 +132,14 @@ class CompanionSSM(nn.Module):
 
     def init_state(self, batch_size: int) -> torch.Tensor:
         """Zero state x: (batch_size, d_model, d)."""
+        batch_size = check_batch_size(batch_size, type(self).__name__)
         return torch.zeros(batch_size, self.d_model, self.d_state, dtype=self.c.dtype, device=self.c.device)
 
     def step(self, x_t: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x ← A x + b u_t, y_t = cᵀx + D u_t, for x_t (B, H): returns (y_t (B, H), x (B, H, d))."""
         check_step_input(x_t, self.d_model, type(self).__name__)
+        check_state(state, (x_t.shape[0], self.d_model, self.d_state), self.c.dtype, self.c.device,
+                    type(self).__name__)
         a, b, c = self.channel_coefficients()
         state = companion_step(state, a, b, x_t)
         y = (c * state).sum(-1)

@@ -17,7 +17,13 @@ import torch
 from torch import nn
 
 from kernels import fftconv, vandermonde
-from ssm.layers._checks import check_causal, check_sequence, check_step_input
+from ssm.layers._checks import check_batch_size, check_causal, check_sequence, check_state, check_step_input
+
+
+def widen(t: torch.Tensor) -> torch.Tensor:
+    """An SSM parameter in the precision its kernel is computed in: float64 stays, anything
+    else becomes float32 (there are no complex float16/bfloat16 operations on CPU)."""
+    return t if t.dtype == torch.float64 else t.float()
 
 
 def log_uniform_dt(d_model: int, dt_min: float, dt_max: float) -> torch.Tensor:
@@ -106,13 +112,18 @@ class DiagonalSSM(nn.Module):
     def init_state(self, batch_size: int) -> torch.Tensor:
         """Zero recurrent state: complex (batch_size, H, n_modes)."""
         check_causal(self.bidirectional, type(self).__name__)
-        dtype = torch.complex128 if self.D.dtype == torch.float64 else torch.complex64
-        return torch.zeros(batch_size, self.d_model, self.n_modes, dtype=dtype, device=self.D.device)
+        batch_size = check_batch_size(batch_size, type(self).__name__)
+        return torch.zeros(batch_size, self.d_model, self.n_modes, dtype=self._state_dtype(), device=self.D.device)
+
+    def _state_dtype(self) -> torch.dtype:
+        return torch.complex128 if self.D.dtype == torch.float64 else torch.complex64
 
     def step(self, x_t: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One recurrent step: x_t (B, H) -> (y_t (B, H), new state (B, H, n_modes))."""
         check_causal(self.bidirectional, type(self).__name__)
         check_step_input(x_t, self.d_model, type(self).__name__)
+        check_state(state, (x_t.shape[0], self.d_model, self.n_modes), self._state_dtype(), self.D.device,
+                    type(self).__name__)
         v, x = self.step_modes()
         state = torch.exp(x) * state + x_t.unsqueeze(-1).to(state.dtype)
         y = 2 * (v[0] * state).sum(-1).real + self.D * x_t

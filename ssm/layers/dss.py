@@ -9,7 +9,7 @@ from kernels import vandermonde
 from ssm.hippo import diagonal_init
 from ssm.layers._checks import check_choice
 from ssm.layers._empty import zeros_in_graph
-from ssm.layers.diagonal import DiagonalSSM, log_uniform_dt, ssm_lr
+from ssm.layers.diagonal import DiagonalSSM, log_uniform_dt, ssm_lr, widen
 from ssm.optim import register
 
 VARIANTS = ("exp", "softmax")
@@ -70,8 +70,9 @@ class DSS(DiagonalSSM):
 
     def continuous(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Δ (H,), Λ (H, N/2), W (channels, H, N/2)."""
-        real = -torch.exp(self.Lambda_real) if self.variant == "exp" else self.Lambda_real
-        return torch.exp(self.log_dt), torch.complex(real, self.Lambda_imag), torch.view_as_complex(self.W)
+        real = -torch.exp(widen(self.Lambda_real)) if self.variant == "exp" else widen(self.Lambda_real)
+        return (torch.exp(widen(self.log_dt)), torch.complex(real, widen(self.Lambda_imag)),
+                torch.view_as_complex(widen(self.W)))
 
     def modes(self, L: int | None) -> tuple[torch.Tensor, torch.Tensor]:
         """(v, x) with K_l = 2 Re sum v e^{x l}; the softmax variant needs L."""

@@ -12,7 +12,14 @@ from torch import nn
 
 from kernels import selective_scan, selective_state_update
 from ssm.layers._checks import (
-    check_causal, check_choice, check_positive_ints, check_sequence, check_step_input, resolve_dt_rank,
+    check_batch_size,
+    check_causal,
+    check_choice,
+    check_positive_ints,
+    check_sequence,
+    check_state,
+    check_step_input,
+    resolve_dt_rank,
 )
 from ssm.layers._empty import zeros_in_graph
 from ssm.layers.diagonal import ssm_lr
@@ -292,6 +299,7 @@ class Mamba(nn.Module):
     def init_state(self, batch_size: int) -> MambaState:
         """Zero state: conv (batch_size, d_inner, d_conv), ssm (batch_size, d_inner, d_state)."""
         self._check_recurrent()
+        batch_size = check_batch_size(batch_size, type(self).__name__)
         weight = self.conv1d.weight
         ssm_dtype = torch.float64 if weight.dtype == torch.float64 else torch.float32
         return MambaState(
@@ -328,12 +336,10 @@ class Mamba(nn.Module):
         if not (isinstance(state, tuple) and len(state) == 2 and all(torch.is_tensor(t) for t in state)):
             raise TypeError(f"{name}: state must be the (conv, ssm) pair from init_state, got {type(state).__name__}")
         conv, h = state
-        for arg, t, shape in (
-            ("conv", conv, (batch, self.d_inner, self.d_conv)),
-            ("ssm", h, (batch, self.d_inner, self.d_state)),
-        ):
-            if tuple(t.shape) != shape:
-                raise ValueError(f"{name}: expected the {arg} state of shape {shape}, got {tuple(t.shape)}")
+        weight = self.conv1d.weight
+        ssm_dtype = torch.float64 if weight.dtype == torch.float64 else torch.float32
+        check_state(conv, (batch, self.d_inner, self.d_conv), weight.dtype, weight.device, name, "conv state")
+        check_state(h, (batch, self.d_inner, self.d_state), ssm_dtype, weight.device, name, "ssm state")
         return MambaState(conv, h)
 
     def extra_repr(self) -> str:

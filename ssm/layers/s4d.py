@@ -7,7 +7,7 @@ import torch
 
 from ssm.hippo import diagonal_B_init, diagonal_init
 from ssm.layers._checks import check_choice
-from ssm.layers.diagonal import DiagonalSSM, discretize, log_uniform_dt, ssm_lr
+from ssm.layers.diagonal import DiagonalSSM, discretize, log_uniform_dt, ssm_lr, widen
 from ssm.optim import register
 
 INITS = ("lin", "inv", "legs", "real")
@@ -77,9 +77,9 @@ class S4D(DiagonalSSM):
 
     def continuous(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Δ (H,), A (H, n_modes), B (H, n_modes), C (channels, H, n_modes) before discretization."""
-        dt = torch.exp(self.log_dt)
-        A = torch.complex(-torch.exp(self.log_A_real), self.A_imag)
-        return dt, A, torch.view_as_complex(self.B), torch.view_as_complex(self.C)
+        dt = torch.exp(widen(self.log_dt))
+        A = torch.complex(-torch.exp(widen(self.log_A_real)), widen(self.A_imag))
+        return dt, A, torch.view_as_complex(widen(self.B)), torch.view_as_complex(widen(self.C))
 
     def modes(self, L: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         dt, A, B, C = self.continuous()

@@ -10,8 +10,15 @@ from torch import nn
 
 from kernels import linear_scan
 from ssm.hippo import nplr, ptd_legs
-from ssm.layers._checks import check_causal, check_choice, check_sequence, check_step_input
-from ssm.layers.diagonal import discretize, ssm_lr
+from ssm.layers._checks import (
+    check_batch_size,
+    check_causal,
+    check_choice,
+    check_sequence,
+    check_state,
+    check_step_input,
+)
+from ssm.layers.diagonal import discretize, ssm_lr, widen
 from ssm.optim import register
 
 INITS = ("hippo_n", "ptd")
@@ -179,9 +186,10 @@ class S5(nn.Module):
 
     def continuous(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Δ (m,), Λ (m,), B (m, H), C (channels, H, m) before discretization."""
-        real = self.Lambda_real.clamp(max=-1e-4) if self.clip_eigs else self.Lambda_real
-        dt = torch.exp(self.log_dt) * self.step_rescale
-        return dt, torch.complex(real, self.Lambda_imag), torch.view_as_complex(self.B), torch.view_as_complex(self.C)
+        real = widen(self.Lambda_real).clamp(max=-1e-4) if self.clip_eigs else widen(self.Lambda_real)
+        dt = torch.exp(widen(self.log_dt)) * self.step_rescale
+        return (dt, torch.complex(real, widen(self.Lambda_imag)), torch.view_as_complex(widen(self.B)),
+                torch.view_as_complex(widen(self.C)))
 
     def discrete(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Λ̄ (m,), B̄ (m, H), C (channels, H, m)."""
@@ -194,8 +202,7 @@ class S5(nn.Module):
         (half-precision products cannot form the complex B̄u the scan needs)."""
         check_sequence(x, self.d_model, type(self).__name__)
         with torch.autocast(x.device.type, enabled=False):
-            real_dtype = self.D.dtype
-            u = x.to(real_dtype)
+            u = x.to(widen(self.D).dtype)
             Lam_bar, B_bar, C = self.discrete()
             Bu = torch.complex(u @ B_bar.real.T, u @ B_bar.imag.T)  # (B, L, m)
             y = self._readout(linear_scan(Lam_bar, Bu), C[0])
@@ -211,16 +218,20 @@ class S5(nn.Module):
     def init_state(self, batch_size: int) -> torch.Tensor:
         """Zero state: complex (batch_size, m)."""
         check_causal(self.bidirectional, type(self).__name__)
-        dtype = torch.complex128 if self.D.dtype == torch.float64 else torch.complex64
-        return torch.zeros(batch_size, self.n_modes, dtype=dtype, device=self.D.device)
+        batch_size = check_batch_size(batch_size, type(self).__name__)
+        return torch.zeros(batch_size, self.n_modes, dtype=self._state_dtype(), device=self.D.device)
+
+    def _state_dtype(self) -> torch.dtype:
+        return torch.complex128 if self.D.dtype == torch.float64 else torch.complex64
 
     def step(self, x_t: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One step: x_t (B, H), state (B, m) -> (y_t (B, H), new state (B, m))."""
         check_causal(self.bidirectional, type(self).__name__)
         check_step_input(x_t, self.d_model, type(self).__name__)
+        check_state(state, (x_t.shape[0], self.n_modes), self._state_dtype(), self.D.device, type(self).__name__)
         with torch.autocast(x_t.device.type, enabled=False):
             Lam_bar, B_bar, C = self.discrete()
-            u = x_t.to(self.D.dtype)
+            u = x_t.to(widen(self.D).dtype)
             state = Lam_bar * state + u.to(state.dtype) @ B_bar.T
             y = self._readout(state, C[0]) + self.D * u
         return y.to(x_t.dtype), state

@@ -24,7 +24,10 @@ class SS2D(ImageMixer):
 
     Every pixel then sees the whole image: each direction covers the pixels before it in its
     order. With ``bidirectional=False`` only the two forward orders (row-major and
-    column-major) are scanned, and each pixel sees the pixels before it in raster order.
+    column-major) are scanned: pixel (i, j) sees the earlier rows and row i up to column j
+    (row-major), and the earlier columns and column j up to row i (column-major). That is
+    not causal in raster order (the pixels below and to the left come later in it), and the
+    3×3 convolution mixes in each pixel's neighbours before any scan.
     Initialization is the Mamba paper's per direction (see
     :class:`ssm.layers.selective.SelectiveProjections`).
 

@@ -219,3 +219,18 @@ def test_nss_orders_are_kept_per_size_and_setting():
             perms, inverse = layer.orders(*size, torch.device("cpu"))
             assert torch.equal(perms, scan_orders.nss_directions(*size, stripe, shift))
             assert torch.equal(inverse, scan_orders.inverse(perms))
+
+
+def test_unidirectional_ss2d_sees_the_row_major_and_column_major_predecessors():
+    """What the docstring states, read off the input gradient of one output pixel (d_conv=1:
+    no convolution neighbours): nonzero exactly on the union of both orders' prefixes."""
+    torch.manual_seed(0)
+    layer = ssm.SS2D(4, d_state=2, d_conv=1, bidirectional=False).double()
+    H, W, (i, j) = 3, 4, (1, 2)
+    x = torch.randn(1, H, W, 4, dtype=torch.float64, requires_grad=True)
+    layer(x)[0, i, j].sum().backward()
+    seen = x.grad[0].abs().sum(-1) > 0
+    rows, cols = torch.meshgrid(torch.arange(H), torch.arange(W), indexing="ij")
+    row_major = (rows < i) | ((rows == i) & (cols <= j))
+    column_major = (cols < j) | ((cols == j) & (rows <= i))
+    assert torch.equal(seen, row_major | column_major)

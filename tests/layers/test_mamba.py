@@ -340,10 +340,15 @@ def test_bad_inputs_are_rejected_with_the_expected_shape():
     state = layer.init_state(2)
     with pytest.raises(ValueError, match=r"x_t of shape \(batch, 5\)"):
         layer.step(torch.randn(2, 1, 5), state)
-    with pytest.raises(ValueError, match=r"conv state of shape \(3, 10, 4\)"):
+    with pytest.raises(ValueError, match=r"conv state has shape \(2, 10, 4\), expected \(3, 10, 4\)"):
         layer.step(torch.randn(3, 5), state)
-    with pytest.raises(ValueError, match=r"ssm state of shape \(2, 10, 3\)"):
+    with pytest.raises(ValueError, match=r"ssm state has shape \(2, 10, 4\), expected \(2, 10, 3\)"):
         layer.step(torch.randn(2, 5), (state.conv, torch.zeros(2, 10, 4)))
+    with pytest.raises(ValueError, match=r"conv state has dtype torch.float16, expected torch.float32"):
+        layer.step(torch.randn(2, 5), (state.conv.half(), state.ssm))
+    layer.double()  # a state made before the cast would keep float32 precision
+    with pytest.raises(ValueError, match=r"conv state has dtype torch.float32, expected torch.float64.*init_state"):
+        layer.step(torch.randn(2, 5, dtype=torch.float64), state)
     with pytest.raises(TypeError, match="init_state"):
         layer.step(torch.randn(2, 5), state.ssm)
 
