@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Callable
 
 import torch
 from torch import nn
 
 from ssm.layers._checks import check_choice, check_sequence
+from ssm.padding import check_lengths, padding_mask
 
 NORMS = ("layer", "batch", "none")
 
@@ -47,6 +49,11 @@ class ResidualBlock(nn.Module):
 
     with x̃ = norm(x) for pre-norm, or x̃ = x and out ← norm(out) for post-norm.
 
+    ``forward(x, mask)`` with a (B, L, 1) padding mask (1 on valid steps) zeroes x̃ on the
+    padding before the layer (and hands ``mask`` to a layer whose forward takes one, e.g.
+    ``ssm.Mamba``), so that a layer that looks ahead (bidirectional) sees a padded sequence
+    exactly as the unpadded one.
+
     Args:
         d_model: channels.
         layer: a module (B, L, d_model) -> (B, L, d_model), e.g. ``ssm.S4D(d_model)``.
@@ -72,6 +79,7 @@ class ResidualBlock(nn.Module):
         self.output_kind = check_choice(output, OUTPUTS, "output", "ResidualBlock")
         self.d_model = d_model
         self.layer = layer
+        self._layer_takes_mask = "mask" in inspect.signature(layer.forward).parameters
         self.norm = make_norm(norm, d_model)
         self.prenorm = prenorm
         self.activation = nn.GELU()
@@ -83,10 +91,14 @@ class ResidualBlock(nn.Module):
         else:
             self.output = nn.Linear(d_model, d_model)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         check_sequence(x, self.d_model, "ResidualBlock")
         z = self.norm(x) if self.prenorm else x
-        y = self.layer(z)
+        if mask is None:
+            y = self.layer(z)
+        else:
+            z = z * mask.to(z.dtype)
+            y = self.layer(z, mask=mask) if self._layer_takes_mask else self.layer(z)
         if self.output_kind == "none":
             z = y
         else:
@@ -131,8 +143,13 @@ class SequenceBackbone(nn.Module):
         )
         self.final_norm = make_norm(norm, d_model) if prenorm else nn.Identity()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, L, d_model) -> (B, L, d_model)."""
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, L, d_model) -> (B, L, d_model); ``lengths`` (B,) marks right padding, which no
+        valid step then depends on (see :class:`ResidualBlock`)."""
+        mask = None
+        if lengths is not None:
+            check_lengths(lengths, x.shape[0], x.shape[1], "SequenceBackbone")
+            mask = padding_mask(lengths, x.shape[1], x.device)
         for block in self.blocks:
-            x = block(x)
+            x = block(x, mask)
         return self.final_norm(x)

@@ -248,24 +248,36 @@ class Mamba(nn.Module):
             yield (self.conv1d_b, self.x_proj_b, self.dt_proj_b, self.A_b_log, self.D_b,
                    getattr(self, "importance_b", None))
 
-    def forward(self, u: torch.Tensor) -> torch.Tensor:
-        """(B, L, d_model) -> (B, L, d_model)."""
+    def forward(self, u: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, L, d_model) -> (B, L, d_model).
+
+        ``mask`` (B, L, 1), 1 on valid steps and 0 on right padding, zeroes the convolution's
+        input and the scan's input x on the padding, so that the backward direction of a
+        bidirectional layer starts from a zero state at the last valid step: no valid output
+        depends on the padding. (With ``reorder_tokens`` the soft sort still mixes padded
+        positions into the others.)"""
         check_sequence(u, self.d_model, type(self).__name__)
         L = u.shape[1]
         if L == 0:  # nothing to convolve or scan
             return zeros_in_graph(u, self)
         x, z = self.in_proj(u.to(self.in_proj.weight.dtype)).transpose(1, 2).chunk(2, dim=1)  # (B, E, L) each
+        valid = None if mask is None else mask.reshape(u.shape[0], 1, L).to(x.dtype)
+        if valid is not None:
+            x = x * valid
         ys = []
         for reverse, params in enumerate(self._directions()):
             xs, zs = (x.flip(-1), z.flip(-1)) if reverse else (x, z)
-            y = self._scan(xs, zs, L, *params)
+            ms = None if valid is None else (valid.flip(-1) if reverse else valid)
+            y = self._scan(xs, zs, L, *params, mask=ms)
             ys.append(y.flip(-1) if reverse else y)
         y = ys[0] if len(ys) == 1 else (ys[0] + ys[1]) / 2
         return self.out_proj(y.transpose(1, 2)).to(u.dtype)
 
-    def _scan(self, x, z, L, conv1d, x_proj, dt_proj, A_log, D, importance=None) -> torch.Tensor:
+    def _scan(self, x, z, L, conv1d, x_proj, dt_proj, A_log, D, importance=None, mask=None) -> torch.Tensor:
         """Convolution, projections and gated selective scan of one direction: (B, E, L)."""
         x = F.silu(conv1d(x)[..., :L])
+        if mask is not None:
+            x = x * mask
         A = -torch.exp(_widen(A_log))
         if importance is not None:
             return self._reordered_scan(x, z, x_proj, dt_proj, A, D, importance)

@@ -17,7 +17,9 @@ class SequenceClassifier(nn.Module):
 
     Exactly one of ``n_tokens`` (token ids (B, L) -> embedding) and ``d_input`` (features
     (B, L, d_input) -> linear) selects the encoder. ``forward(x, lengths=None)`` returns
-    logits (B, d_output); ``lengths`` (B,) marks right padding for the pooling.
+    logits (B, d_output); ``lengths`` (B,) marks right padding: the pooling skips it and
+    every layer sees it as zeros, so a padded sequence gets the logits it gets alone
+    (bidirectional layers included; BatchNorm's training statistics do count the padding).
 
     Args:
         d_model: width H of the backbone.
@@ -66,5 +68,5 @@ class SequenceClassifier(nn.Module):
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """x: (B, L) token ids or (B, L, d_input) features -> logits (B, d_output), or
         (B, n_predict, d_output) with pooling="last_k"."""
-        h = self.backbone(self.encoder(x))
+        h = self.backbone(self.encoder(x), lengths)
         return self.head(pool(h, lengths, self.pooling, self.n_predict))

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import torch
 
+from ssm.padding import check_lengths, padding_mask
+
 POOLINGS = ("mean", "last", "last_k")
 
 
@@ -21,21 +23,22 @@ def pool(x: torch.Tensor, lengths: torch.Tensor | None = None, mode: str = "mean
     if mode not in POOLINGS:
         raise ValueError(f"pool: mode must be one of {POOLINGS}, got {mode!r}")
     B, L, _ = x.shape
+    if L == 0:
+        raise ValueError("pool: the sequences are empty (L = 0); there is nothing to pool")
+    check_lengths(lengths, B, L, "pool")
     if mode == "last_k":
         if not 1 <= k <= L:
             raise ValueError(f"pool: last_k needs 1 <= k <= L = {L}, got k = {k}")
         if lengths is None:
             return x[:, L - k :]
-        if lengths.shape != (B,) or int(lengths.min()) < k or int(lengths.max()) > L:
+        if B and int(lengths.min()) < k:
             raise ValueError(f"pool: expected lengths of shape ({B},) with values in [{k}, {L}]")
         steps = lengths.to(x.device)[:, None] - k + torch.arange(k, device=x.device)[None, :]  # (B, k)
         return x[torch.arange(B, device=x.device)[:, None], steps]
     if lengths is None:
         return x.mean(1) if mode == "mean" else x[:, -1]
-    if lengths.shape != (B,) or int(lengths.min()) < 1 or int(lengths.max()) > L:
-        raise ValueError(f"pool: expected lengths of shape ({B},) with values in [1, {L}]")
     lengths = lengths.to(x.device)
     if mode == "last":
         return x[torch.arange(B, device=x.device), lengths - 1]
-    mask = torch.arange(L, device=x.device)[None, :] < lengths[:, None]
-    return (x * mask.unsqueeze(-1).to(x.dtype)).sum(1) / lengths.unsqueeze(-1).to(x.dtype)
+    mask = padding_mask(lengths, L, x.device).to(x.dtype)
+    return (x * mask).sum(1) / lengths.unsqueeze(-1).to(x.dtype)

@@ -10,7 +10,7 @@ from torch import nn
 
 from ssm.blocks import SequenceBackbone
 from ssm.models.encoders import TokenEncoder
-from ssm.models.pooling import POOLINGS, pool
+from ssm.models.pooling import pool
 
 
 class RetrievalClassifier(nn.Module):
@@ -48,8 +48,8 @@ class RetrievalClassifier(nn.Module):
         super().__init__()
         if n_tokens is None or d_input is not None:
             raise ValueError("RetrievalClassifier: token inputs only; give n_tokens and no d_input")
-        if pooling not in POOLINGS:
-            raise ValueError(f"RetrievalClassifier: pooling must be one of {POOLINGS}, got {pooling!r}")
+        if pooling not in ("mean", "last"):
+            raise ValueError(f"RetrievalClassifier: pooling must be 'mean' or 'last', got {pooling!r}")
         self.encoder = TokenEncoder(n_tokens, d_model)
         self.backbone = SequenceBackbone(d_model, n_layers, layer, norm, prenorm, dropout, output)
         self.pooling = pooling
@@ -60,7 +60,12 @@ class RetrievalClassifier(nn.Module):
         if x.dim() != 3 or x.shape[0] != 2:
             raise ValueError(f"RetrievalClassifier: expected x of shape (2, batch, length), got {tuple(x.shape)}")
         _, B, L = x.shape
-        h = self.backbone(self.encoder(x.reshape(2 * B, L)))
-        pooled = pool(h, None if lengths is None else lengths.reshape(2 * B), self.pooling)
+        if lengths is not None:
+            if not torch.is_tensor(lengths) or lengths.shape != (2, B):
+                shape = tuple(lengths.shape) if torch.is_tensor(lengths) else type(lengths).__name__
+                raise ValueError(f"RetrievalClassifier: expected lengths of shape (2, {B}), got {shape}")
+            lengths = lengths.reshape(2 * B)
+        h = self.backbone(self.encoder(x.reshape(2 * B, L)), lengths)
+        pooled = pool(h, lengths, self.pooling)
         a, b = pooled[:B], pooled[B:]
         return self.head(torch.cat([a, b, a * b, a - b], dim=-1))

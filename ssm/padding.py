@@ -1,0 +1,26 @@
+"""Right padding: checks of a batch's valid ``lengths`` and the mask they define."""
+
+from __future__ import annotations
+
+import torch
+
+
+def check_lengths(lengths, batch: int, L: int, name: str) -> None:
+    """Require None or an integer tensor of shape (batch,) with values in [1, L]. A float
+    or bool tensor would index or divide silently wrong."""
+    if lengths is None:
+        return
+    if not torch.is_tensor(lengths) or lengths.dtype == torch.bool or lengths.is_floating_point() \
+            or lengths.is_complex():
+        kind = lengths.dtype if torch.is_tensor(lengths) else type(lengths).__name__
+        raise TypeError(f"{name}: lengths must be an integer tensor of shape ({batch},), got {kind}")
+    if lengths.shape != (batch,) or (batch and (int(lengths.min()) < 1 or int(lengths.max()) > L)):
+        raise ValueError(f"{name}: expected lengths of shape ({batch},) with values in [1, {L}], "
+                         f"got shape {tuple(lengths.shape)}")
+
+
+def padding_mask(lengths: torch.Tensor | None, L: int, device) -> torch.Tensor | None:
+    """(B, L, 1) mask, 1 at the first ``lengths[b]`` steps and 0 on the right padding."""
+    if lengths is None:
+        return None
+    return (torch.arange(L, device=device)[None, :] < lengths.to(device)[:, None]).unsqueeze(-1)

@@ -1,0 +1,79 @@
+"""Right padding marked by ``lengths`` changes nothing: a padded sequence gets the logits it
+gets alone, for causal and bidirectional layers (which would otherwise read the padding),
+every pooling and both norms; bad ``lengths`` raise."""
+
+import functools
+
+import pytest
+import torch
+
+import ssm
+from ssm.models import RetrievalClassifier
+
+F64 = torch.float64
+LAYERS = {
+    "S4D bidirectional": functools.partial(ssm.S4D, d_state=8, bidirectional=True),
+    "S5 bidirectional": functools.partial(ssm.S5, d_state=8, bidirectional=True),
+    "DSS bidirectional": functools.partial(ssm.DSS, d_state=8, bidirectional=True),
+    "S4PTD": functools.partial(ssm.S4PTD, d_state=8),
+    "CompanionSSM": functools.partial(ssm.CompanionSSM, d_state=6),
+    "Mamba": functools.partial(ssm.Mamba, d_state=4),
+    "Mamba bidirectional, biases": functools.partial(ssm.Mamba, d_state=4, bidirectional=True, bias=True),
+}
+
+
+@pytest.mark.parametrize("name", LAYERS)
+@pytest.mark.parametrize("norm, pooling", [("layer", "mean"), ("batch", "last"), ("layer", "last_k")])
+def test_a_padded_sequence_gets_the_logits_it_gets_alone(name, norm, pooling):
+    torch.manual_seed(0)
+    output = "none" if name.startswith("Mamba") else "glu"
+    model = ssm.SequenceClassifier(8, 2, LAYERS[name], 3, n_tokens=10, norm=norm, pooling=pooling, output=output,
+                                   prenorm=norm == "layer", n_predict=2)
+    model = model.double().eval()
+    lengths = torch.tensor([5, 11, 2])
+    tokens = torch.randint(1, 10, (3, 11))
+    tokens[torch.arange(11)[None, :] >= lengths[:, None]] = 0  # pad id; the embedding of 0 is not zero
+    batched = model(tokens, lengths)
+    for b in range(3):
+        alone = model(tokens[b : b + 1, : lengths[b]])
+        torch.testing.assert_close(batched[b : b + 1], alone, rtol=1e-12, atol=1e-12, msg=f"row {b}")
+
+
+def test_retrieval_pairs_ignore_their_padding():
+    torch.manual_seed(1)
+    model = RetrievalClassifier(8, 1, LAYERS["S4D bidirectional"], 2, n_tokens=10).double().eval()
+    lengths = torch.tensor([[4, 9], [7, 3]])  # (2, B): document a, document b
+    x = torch.randint(1, 10, (2, 2, 9))
+    x[torch.arange(9)[None, None, :] >= lengths[..., None]] = 0
+    batched = model(x, lengths)
+    for b in range(2):
+        a, c = x[0, b, : lengths[0, b]], x[1, b, : lengths[1, b]]
+        L = max(len(a), len(c))
+        pair = torch.zeros(2, 1, L, dtype=torch.long)
+        pair[0, 0, : len(a)], pair[1, 0, : len(c)] = a, c
+        alone = model(pair, lengths[:, b : b + 1])
+        torch.testing.assert_close(batched[b : b + 1], alone, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match=r"lengths of shape \(2, 2\)"):
+        model(x, lengths.T.reshape(-1))
+    with pytest.raises(ValueError, match="'mean' or 'last'"):
+        RetrievalClassifier(8, 1, LAYERS["S4D bidirectional"], 2, n_tokens=10, pooling="last_k")
+
+
+@pytest.mark.parametrize("lengths, error, match", [
+    (torch.tensor([8.0, 4.5]), TypeError, "integer tensor"),
+    (torch.tensor([True, True]), TypeError, "integer tensor"),
+    ([8, 4], TypeError, "integer tensor"),
+    (torch.tensor([8, 9]), ValueError, r"values in \[1, 8\]"),
+    (torch.tensor([[8, 4]]), ValueError, r"shape \(2,\)"),
+])
+@pytest.mark.parametrize("pooling", ["mean", "last"])
+def test_bad_lengths_raise(lengths, error, match, pooling):
+    model = ssm.SequenceClassifier(8, 1, LAYERS["S4D bidirectional"], 3, n_tokens=10, pooling=pooling)
+    with pytest.raises(error, match=match):
+        model(torch.randint(0, 10, (2, 8)), lengths)
+
+
+def test_empty_sequences_cannot_be_pooled():
+    model = ssm.SequenceClassifier(8, 1, LAYERS["S4D bidirectional"], 3, n_tokens=10)
+    with pytest.raises(ValueError, match="nothing to pool"):
+        model(torch.zeros(2, 0, dtype=torch.long))
