@@ -77,3 +77,26 @@ def test_empty_sequences_cannot_be_pooled():
     model = ssm.SequenceClassifier(8, 1, LAYERS["S4D bidirectional"], 3, n_tokens=10)
     with pytest.raises(ValueError, match="nothing to pool"):
         model(torch.zeros(2, 0, dtype=torch.long))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(n_tokens=0), "n_tokens must be a positive integer"),
+    (dict(n_tokens=10, n_layers=1.5), "n_layers must be a positive integer"),
+    (dict(d_input=0), "d_input must be a positive integer"),
+])
+def test_classifier_sizes_are_checked(kwargs, match):
+    args = dict(d_model=8, n_layers=1, layer=LAYERS["S4PTD"], d_output=3) | kwargs
+    with pytest.raises(ValueError, match=match):
+        ssm.SequenceClassifier(**args)
+
+
+def test_image_classifier_checks_lengths_and_feature_dtype():
+    model = ssm.ImageClassifier(8, 1, functools.partial(ssm.SS2D, d_state=2), 2, image_shape=(4, 4), d_input=1)
+    x = torch.randn(2, 16, 1)
+    assert model(x, torch.tensor([16, 16])).shape == (2, 2)
+    with pytest.raises(ValueError, match=r"lengths of shape \(2,\)"):
+        model(x, torch.tensor([16, 16, 16]))
+    with pytest.raises(ValueError, match="cannot be padded"):
+        model(x, torch.tensor([16, 9]))
+    with pytest.raises(TypeError, match="floating-point features"):
+        model(torch.ones(2, 16, 1, dtype=torch.long))

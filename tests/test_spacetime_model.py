@@ -79,7 +79,8 @@ def test_aux_loss_kinds_and_switches(aux_loss):
     _, aux = model(x)
     assert all(v.dim() == 0 and torch.isfinite(v) for v in aux.values())
     assert torch.is_tensor(small(aux_losses=False)(x))
-    assert torch.is_tensor(model(x[:, :3]))  # window no longer than the burn-in: nothing to score
+    forecast, aux = model(x[:, :3])  # window no longer than the burn-in: nothing to score
+    assert aux == {} and forecast.shape == model(x)[0].shape
 
 
 def test_single_closed_loop_layer_on_the_raw_series():

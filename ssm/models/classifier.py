@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from ssm.blocks import SequenceBackbone
+from ssm.layers._checks import check_positive_ints
 from ssm.models.encoders import LinearEncoder, TokenEncoder
 from ssm.models.pooling import POOLINGS, pool
 
@@ -60,6 +61,8 @@ class SequenceClassifier(nn.Module):
             )
         if pooling not in POOLINGS:
             raise ValueError(f"SequenceClassifier: pooling must be one of {POOLINGS}, got {pooling!r}")
+        size = {"n_tokens": n_tokens} if n_tokens is not None else {"d_input": d_input}
+        check_positive_ints("SequenceClassifier", d_model=d_model, n_layers=n_layers, d_output=d_output, **size)
         self.encoder = TokenEncoder(n_tokens, d_model) if n_tokens else LinearEncoder(d_input, d_model)
         self.backbone = SequenceBackbone(d_model, n_layers, layer, norm, prenorm, dropout, output)
         self.pooling = pooling

@@ -13,6 +13,7 @@ from torch import nn
 from ssm.blocks import make_norm
 from ssm.layers._checks import check_positive_ints
 from ssm.models.encoders import TokenEncoder
+from ssm.padding import check_lengths
 
 
 class DropPath(nn.Module):
@@ -205,6 +206,8 @@ class ImageClassifier(nn.Module):
             if x.dim() != 2 or x.shape[1] != H * W:
                 raise ValueError(f"{name}: expected token ids (B, {H * W}) or (B, {H}, {W}), got {tuple(x.shape)}")
             return self.token_encoder(x).view(x.shape[0], H, W, -1)
+        if not x.is_floating_point():
+            raise TypeError(f"{name}: expected floating-point features (d_input={self.d_input}), got {x.dtype}")
         if x.dim() == 3 and x.shape[1] == H * W and x.shape[2] == self.d_input:
             return x.reshape(x.shape[0], H, W, self.d_input)
         if x.dim() == 4 and x.shape[1:] == (H, W, self.d_input):
@@ -217,8 +220,11 @@ class ImageClassifier(nn.Module):
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """x as described above -> logits (B, d_output). ``lengths`` must be None or full:
         images have no padding."""
-        if lengths is not None and bool((lengths != self.image_shape[0] * self.image_shape[1]).any()):
-            raise ValueError(f"{type(self).__name__}: images cannot be padded, got lengths {lengths.tolist()}")
+        if lengths is not None:
+            batch = x.shape[0] if torch.is_tensor(x) else None
+            check_lengths(lengths, batch, self.image_shape[0] * self.image_shape[1], type(self).__name__)
+            if bool((lengths != self.image_shape[0] * self.image_shape[1]).any()):
+                raise ValueError(f"{type(self).__name__}: images cannot be padded, got lengths {lengths.tolist()}")
         x = self._as_image(x).permute(0, 3, 1, 2)
         p = self.patch_size
         x = F.pad(x, (0, -x.shape[-1] % p, 0, -x.shape[-2] % p))

@@ -65,8 +65,9 @@ class SpaceTime(nn.Module):
         aux["decoder_input"] ℓ(û_open[t-1], z[t])              (the decoder's own next-input guess)
 
     where ℓ is ``aux_loss`` (SpaceTime: RMSE) and z the encoder output; unlike the reference
-    code they are used in every epoch. ``aux_losses=False`` makes ``forward`` return the
-    forecast alone; :meth:`forecast` takes any horizon.
+    code they are used in every epoch; a window too short to score (lag <= burn_in) gives an
+    empty ``aux``. ``aux_losses=False`` makes ``forward`` return the forecast alone;
+    :meth:`forecast` takes any horizon.
 
     Args:
         lag, horizon: window and default forecast lengths (any lag works at call time).
@@ -176,16 +177,18 @@ class SpaceTime(nn.Module):
         return self._decode(self._encode(self._series(x)), self.horizon if horizon is None else horizon, x.shape[0])
 
     def forward(self, x: torch.Tensor):
-        """``(forecast (B, horizon, n_targets), {"lag": ..., "decoder_input": ...})``, or the
-        forecast alone with ``aux_losses=False`` or a window too short to score."""
+        """``(forecast (B, horizon, n_targets), {"lag": ..., "decoder_input": ...})`` (``{}`` for
+        a window too short to score), or the forecast alone with ``aux_losses=False``."""
         self._check(x)
         series = self._series(x)
         z = self._encode(series)
         forecast = self._decode(z, self.horizon, x.shape[0])
         lag = x.shape[1]
         start = min(self.d_state, lag - 1) if self.burn_in is None else self.burn_in
-        if not self.aux_losses or not 1 <= start < lag:
+        if not self.aux_losses:
             return forecast
+        if not 1 <= start < lag:  # nothing to score, but the same (forecast, aux) shape of result
+            return forecast, {}
         y_open, u_hat = self.decoder.open_loop(z)
         target = series if self.variates == "independent" else series[..., -self.n_targets:]
         aux = {
