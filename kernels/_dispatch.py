@@ -42,7 +42,11 @@ def select_backend(
     backend: str | None,
     *tensors: torch.Tensor,
 ) -> Callable:
-    """Return the implementation of ``op`` that should run on ``tensors``."""
+    """Return the implementation of ``op`` that should run on ``tensors`` (which must share a
+    device)."""
+    devices = {t.device for t in tensors if isinstance(t, torch.Tensor)}
+    if len(devices) > 1:
+        raise ValueError(f"{op}: all tensors must be on one device, got {', '.join(sorted(map(str, devices)))}")
     if backend is None:
         backend = _forced_backend.get()
     if backend is None:
@@ -56,6 +60,8 @@ def select_backend(
             f"available: {sorted(implementations)}"
         )
     if backend == "triton":
+        if any(t.is_meta for t in tensors if isinstance(t, torch.Tensor)):
+            raise ValueError(f"{op}: backend='triton' cannot run on meta tensors; use 'torch' or 'reference'")
         on_cpu = any(not t.is_cuda for t in tensors if isinstance(t, torch.Tensor))
         if on_cpu and os.environ.get("TRITON_INTERPRET") != "1":
             raise RuntimeError(

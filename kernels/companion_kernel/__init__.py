@@ -73,7 +73,9 @@ def companion_kernel(
     fn = select_backend("companion_kernel", _IMPLEMENTATIONS, backend, a, b, c)
     if L == 0:  # empty, but in the graph: zero gradients for a, b, c
         return a.new_zeros(a.shape[0], 0) + (a.sum() + b.sum() + c.sum()) * 0
-    if fn is companion_kernel_reference or a.shape[0] == 0:  # no rows: the FFT libraries reject empty batches
+    # no rows: the FFT libraries reject empty batches; meta tensors: the fast path's choice
+    # of method per row needs values
+    if fn is companion_kernel_reference or a.shape[0] == 0 or a.is_meta:
         return companion_kernel_reference(a, b, c, int(L))
     return fn(a, b, c, int(L), method=method)
 

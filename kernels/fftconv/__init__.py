@@ -59,7 +59,7 @@ def fftconv(
         raise ValueError(f"fftconv: expected D of shape ({H},), got {_shape(D)}")
     if D is not None and not D.is_floating_point():
         raise TypeError(f"fftconv: D must be a real floating-point tensor, got {D.dtype}")
-    fn = select_backend("fftconv", _IMPLEMENTATIONS, backend, u, k)
+    fn = select_backend("fftconv", _IMPLEMENTATIONS, backend, u, k, *(() if D is None else (D,)))
     if u.numel() == 0:  # an empty batch or sequence: nothing to transform; zero gradients for all
         out = u * 0 + (k.sum() * 0).to(u.dtype)
         return out if D is None else out + (D.sum() * 0).to(u.dtype)

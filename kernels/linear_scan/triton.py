@@ -202,11 +202,13 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
 class _LinearScanTriton(torch.autograd.Function):
     @staticmethod
     def forward(ctx, a, b, h0, reverse):
-        h = torch.empty(b.shape, dtype=b.dtype, device=b.device)
+        # float16/bfloat16: the states are kept in float32 for the backward (as the torch
+        # path keeps them), and only the returned copy is rounded to b's dtype
+        h = torch.empty(b.shape, dtype=_compute_dtype(b.dtype), device=b.device)
         _scan(a, b, h0, h, reverse)
         ctx.save_for_backward(a, h, h0)
-        ctx.reverse = reverse
-        return h
+        ctx.reverse, ctx.out_dtype = reverse, b.dtype
+        return h.to(b.dtype)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -214,15 +216,15 @@ class _LinearScanTriton(torch.autograd.Function):
         a, h, h0 = ctx.saved_tensors
         reverse = ctx.reverse
         need_a, need_b, need_h0, _ = ctx.needs_input_grad
-        g = torch.empty(h.shape, dtype=_compute_dtype(h.dtype), device=h.device)
+        g = torch.empty(h.shape, dtype=h.dtype, device=h.device)
         if g.shape[1] == 0:
             grad_a = torch.zeros_like(a)
             grad_h0 = None if h0 is None else torch.zeros_like(h0)
-            return grad_a if need_a else None, g.to(h.dtype) if need_b else None, grad_h0, None
+            return grad_a if need_a else None, g.to(ctx.out_dtype) if need_b else None, grad_h0, None
         # Opposite direction; the multiplier of step t is conj(a) one step further along.
         _scan(a, grad, None, g, not reverse, a_shift=1 if not reverse else -1, conj_a=True)
         grad_a, grad_h0 = grads_of_a_and_h0(g, a, h, h0, reverse, need_a, need_h0)
-        return grad_a, (g.to(h.dtype) if need_b else None), grad_h0, None
+        return grad_a, (g.to(ctx.out_dtype) if need_b else None), grad_h0, None
 
 
 def linear_scan_triton(

@@ -23,8 +23,9 @@ def selective_scan_reference(u, delta, A, B, C, D=None, z=None, delta_bias=None,
     computed in float32, float64 stays float64.
     """
     out_dtype = u.dtype
-    u, delta, z = _widen(u), _widen(delta), None if z is None else _widen(z)
-    real = u.dtype
+    u = _widen(u)
+    real = u.dtype  # every input is computed in u's (widened) precision
+    delta, z = delta.to(real), None if z is None else z.to(real)
     A, B, C = _widen(A), _widen(B), _widen(C)
     cplx = A.is_complex()
     if cplx:

@@ -1,0 +1,59 @@
+"""The backend rule shared by every op: tensors on several devices, or meta tensors sent to
+the Triton backend, raise a clear ValueError before any kernel runs; meta tensors run
+shape-only through the torch path."""
+
+import pytest
+import torch
+
+import kernels
+
+META = torch.device("meta")
+
+
+def op_calls(device_of):
+    """(name, call) for each op, with the tensors placed by ``device_of(argument name)``."""
+    def t(name, *shape, dtype=torch.float32):
+        return torch.randn(*shape, dtype=dtype).to(device_of(name))
+
+    return [
+        ("vandermonde", lambda **kw: kernels.vandermonde(t("v", 4, 3, dtype=torch.cfloat), t("x", 4, 3, dtype=torch.cfloat), 8, **kw)),
+        ("fftconv", lambda **kw: kernels.fftconv(t("u", 2, 4, 8), t("k", 4, 8), t("D", 4), **kw)),
+        ("companion_kernel", lambda **kw: kernels.companion_kernel(t("a", 3, 4), t("b", 3, 4), t("c", 3, 4), 5, **kw)),
+        ("linear_scan", lambda **kw: kernels.linear_scan(t("a", 2, 8, 4), t("b", 2, 8, 4), **kw)),
+        ("selective_scan", lambda **kw: kernels.selective_scan(t("u", 2, 4, 6), t("delta", 2, 4, 6), t("A", 4, 3),
+                                                                t("B", 4, 3), t("C", 4, 3), **kw)),
+    ]
+
+
+@pytest.mark.parametrize("index", range(5))
+def test_tensors_on_two_devices_raise_a_clear_error(index):
+    name, call = op_calls(lambda arg: META if arg in ("x", "D", "b", "C") else "cpu")[index]
+    with pytest.raises(ValueError, match="(one device|same device|on one device|device)"):
+        call(backend="torch")
+
+
+@pytest.mark.parametrize("index", range(5))
+def test_meta_tensors_go_through_the_torch_path_and_not_triton(index):
+    name, call = op_calls(lambda arg: META)[index]
+    out = call(backend="torch")
+    assert (out[0] if isinstance(out, tuple) else out).device == META
+    with pytest.raises(ValueError, match="meta tensors"):
+        call(backend="triton")
+
+
+def test_selective_scan_rejects_an_integer_h0():
+    u = torch.randn(2, 4, 6)
+    with pytest.raises(TypeError, match="h0 must be a floating-point"):
+        kernels.selective_scan(u, torch.rand(2, 4, 6), -torch.rand(4, 3), torch.randn(4, 3), torch.randn(4, 3),
+                               h0=torch.zeros(2, 4, 3, dtype=torch.long))
+
+
+def test_selective_scan_reference_computes_half_z_and_delta_in_u_precision():
+    torch.manual_seed(0)
+    u, delta = torch.randn(1, 2, 5, dtype=torch.float64), torch.rand(1, 2, 5, dtype=torch.float64)
+    A, B, C = -torch.rand(2, 3, dtype=torch.float64), torch.randn(2, 3, dtype=torch.float64), torch.randn(2, 3, dtype=torch.float64)
+    z = torch.randn(1, 2, 5).half()
+    for backend in ("reference", "torch"):
+        half = kernels.selective_scan(u, delta.half(), A, B, C, z=z, backend=backend)
+        wide = kernels.selective_scan(u, delta.half().double(), A, B, C, z=z.double(), backend=backend)
+        torch.testing.assert_close(half, wide, rtol=0, atol=0)
