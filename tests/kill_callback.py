@@ -15,3 +15,10 @@ class KillAtStep(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if trainer.global_step == self.step:
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+class RaiseAtStart(L.Callback):
+    """Fails the run as training starts (after the logger has started its run)."""
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        raise RuntimeError("failing on purpose")

@@ -62,7 +62,7 @@ class LastCheckpoint(Checkpoint):
         tmp = self.path.with_name(self.path.name + ".tmp")
         if trainer.is_global_zero:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        trainer.save_checkpoint(tmp)
+        trainer.save_checkpoint(tmp, weights_only=False)  # everything a resume needs
         if trainer.is_global_zero:
             os.replace(tmp, self.path)
 

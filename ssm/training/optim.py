@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import math
 
 import torch
 from torch import nn
 
 from ssm.optim import param_groups
+
+log = logging.getLogger(__name__)
 
 OPTIMIZERS = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
 
@@ -78,6 +81,13 @@ def scheduler_config(scheduler_factory, optimizer: torch.optim.Optimizer, traine
     total = keywords.get("total_steps")
     if not total:
         total = trainer.max_epochs if interval == "epoch" else stepping_batches(trainer)
+    warmup = keywords.get("warmup_steps")
+    min_factor = keywords.get("min_factor", 0.0)
+    if isinstance(warmup, int) and warmup >= int(total) and min_factor != 1.0:
+        log.warning(
+            "scheduler.warmup_steps=%d is not shorter than the run (%d %ss): the lr warms up for the whole "
+            "run and never decays; lower scheduler.warmup_steps", warmup, int(total), interval,
+        )
     scheduler = scheduler_factory(optimizer, total_steps=max(1, int(total)))
     return {"scheduler": scheduler, "interval": getattr(scheduler, "interval", interval)}
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import inspect
 import logging
 import pathlib
+import warnings
 
 import hydra
 import lightning as L
@@ -93,6 +94,10 @@ def fit(cfg: DictConfig):
     """Build everything from ``cfg``, train, test: (metrics, task, datamodule)."""
     L.seed_everything(cfg.seed, workers=True)
     check_run_length(cfg)
+    check_optimizer(cfg)
+    ckpt_path, checkpoint = _checkpoint(cfg.get("ckpt_path"))
+    if ckpt_path:  # the checkpoint folder holds the interrupted run's files, as it should
+        warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
     cfg = _continue_checkpoints_of(cfg)
     datamodule = hydra.utils.instantiate(cfg.data)
     model = build_model(cfg, datamodule)
@@ -106,6 +111,9 @@ def fit(cfg: DictConfig):
         scheduler=hydra.utils.instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
         **extra,
     )
+    if checkpoint is not None:
+        check_checkpoint_matches(checkpoint, task, ckpt_path)
+        del checkpoint
     logger = hydra.utils.instantiate(cfg.logger) if cfg.get("logger") else False
     if logger:
         logger.log_hyperparams(resolved_config(cfg))
@@ -118,21 +126,21 @@ def fit(cfg: DictConfig):
         fit_batch_to_memory(trainer, task, datamodule)
     n_params = sum(p.numel() for p in model.parameters())
     log.info("model: %s parameters", f"{n_params:,}")
+    failed = True
     try:
-        trainer.fit(
-            task, datamodule=datamodule, ckpt_path=_checkpoint(cfg.get("ckpt_path")), weights_only=True
-        )
+        trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         if cfg.get("test"):
             best = _best_checkpoint(trainer)
             trainer.test(task, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
             metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
+        failed = False
         return metrics, task, datamodule
     finally:
         if isinstance(logger, WandbLogger):
             import wandb
 
-            wandb.finish()
+            wandb.finish(exit_code=1 if failed else 0)  # a crashed run is marked failed in W&B
 
 
 def check_run_length(cfg: DictConfig) -> None:
@@ -152,6 +160,42 @@ def check_run_length(cfg: DictConfig) -> None:
         raise ValueError(
             "trainer.max_epochs=-1 trains without end, so the scheduler has no run length to decay over: "
             "set trainer.max_steps=N, scheduler.total_steps=N, or scheduler=constant (warmup, then a constant lr)"
+        )
+
+
+def check_optimizer(cfg: DictConfig) -> None:
+    """Raise ValueError for an optimizer config that ``build_optimizer`` would refuse once
+    training starts (lr <= 0, weight_decay < 0), before data and loggers are set up."""
+    optimizer = cfg.get("optimizer") or {}
+    lr, weight_decay = optimizer.get("lr"), optimizer.get("weight_decay")
+    if isinstance(lr, (int, float)) and lr <= 0:
+        raise ValueError(f"optimizer.lr must be positive, got {lr}")
+    if isinstance(weight_decay, (int, float)) and weight_decay < 0:
+        raise ValueError(f"optimizer.weight_decay must be >= 0, got {weight_decay}")
+
+
+def check_checkpoint_matches(checkpoint: dict, task: L.LightningModule, path: str) -> None:
+    """Raise ValueError, listing the differences, when the checkpoint's weights do not fit the
+    configured model (another model, size or data set) instead of Lightning's raw dump."""
+    saved = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
+    if not isinstance(saved, dict):
+        raise ValueError(f"ckpt_path={path}: not a training checkpoint (no state_dict); pass a last.ckpt or "
+                         "best-*.ckpt written by train.py")
+    expected = task.state_dict()
+    missing = sorted(set(expected) - set(saved))
+    unexpected = sorted(set(saved) - set(expected))
+    shapes = [f"{k}: {tuple(saved[k].shape)} in the checkpoint, {tuple(v.shape)} here"
+              for k, v in expected.items() if k in saved and tuple(saved[k].shape) != tuple(v.shape)]
+    if missing or unexpected or shapes:
+        def few(items):
+            return ", ".join(items[:4]) + (f" and {len(items) - 4} more" if len(items) > 4 else "")
+
+        parts = [f"{len(missing)} weights missing ({few(missing)})" if missing else "",
+                 f"{len(unexpected)} unexpected ({few(unexpected)})" if unexpected else "",
+                 f"{len(shapes)} of another shape ({few(shapes)})" if shapes else ""]
+        raise ValueError(
+            f"ckpt_path={path} does not fit the configured model: " + "; ".join(p for p in parts if p)
+            + ". Resume with the experiment, model and data settings of the run that wrote it."
         )
 
 
@@ -192,13 +236,22 @@ def _continue_checkpoints_of(cfg: DictConfig) -> DictConfig:
     return cfg
 
 
-def _checkpoint(path: str | None) -> str | None:
+def _checkpoint(path: str | None) -> tuple[str | None, dict | None]:
+    """(the resolved ``ckpt_path``, the checkpoint loaded memory-mapped) or (None, None);
+    a missing, non-file or unreadable path raises with what to pass instead."""
     if path is None:
-        return None
+        return None, None
     resolved = pathlib.Path(path).expanduser()
+    example = "outputs/<date>/<time>/checkpoints/last.ckpt"
+    if resolved.is_dir():
+        raise IsADirectoryError(f"ckpt_path={path!r} is a folder; pass the checkpoint file in it, such as {example}")
     if not resolved.is_file():
-        raise FileNotFoundError(
-            f"ckpt_path={path!r} does not exist; pass the path of a checkpoint such as "
-            "outputs/<date>/<time>/checkpoints/last.ckpt"
-        )
-    return str(resolved)
+        raise FileNotFoundError(f"ckpt_path={path!r} does not exist; pass the path of a checkpoint such as {example}")
+    try:
+        checkpoint = torch.load(resolved, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as error:  # a truncated file, another format, a pickle with foreign objects
+        raise ValueError(
+            f"ckpt_path={path!r} is not a readable checkpoint ({type(error).__name__}: {error}); pass a "
+            f"last.ckpt or best-*.ckpt written by train.py, such as {example}"
+        ) from error
+    return str(resolved), checkpoint

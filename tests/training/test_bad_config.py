@@ -12,7 +12,7 @@ from train_runner import train
 from ssm.training.callbacks import LastCheckpoint
 from ssm.training.checks import require_finite_loss
 from ssm.training.optim import build_optimizer
-from ssm.training.run import build_model, check_run_length
+from ssm.training.run import _checkpoint, build_model, check_checkpoint_matches, check_optimizer, check_run_length
 
 
 @pytest.mark.parametrize("override, group", [("experiment=lra/nope", "experiment"), ("model=s6", "model"),
@@ -81,15 +81,63 @@ def test_negative_weight_decay_is_refused():
 
 
 @pytest.mark.parametrize("split", ["train", "val", "test"])
-def test_an_empty_split_is_refused_before_training(tmp_path, split):
+def test_a_zero_split_size_is_refused_before_any_data_are_generated(tmp_path, split):
     sizes = {"n_train": 8, "n_val": 4, "n_test": 4, f"n_{split}": 0}
-    cfg = compose_config("experiment=lra", f"data_root={tmp_path}", "data.min_length=10", "data.max_length=60",
-                         *(f"data.{k}={v}" for k, v in sizes.items()))
-    datamodule = hydra.utils.instantiate(cfg.data)
-    datamodule.prepare_data()
-    datamodule.setup("fit")
-    with pytest.raises(ValueError, match=f"the {split} split is empty.*data.n_{split}"):
+    for experiment in ("lra", "synthetic/selective_copy"):
+        cfg = compose_config(f"experiment={experiment}", f"data_root={tmp_path}",
+                             *(f"data.{k}={v}" for k, v in sizes.items()))
+        with pytest.raises(hydra.errors.InstantiationException, match=f"n_{split} must be a positive integer"):
+            hydra.utils.instantiate(cfg.data)
+    assert not list(tmp_path.rglob("*.tsv"))
+
+
+@pytest.mark.parametrize("split", ["train", "val", "test"])
+def test_an_empty_split_is_refused_before_training(split):
+    from ssm.training.data.base import ClassificationDataModule
+
+    datamodule = ClassificationDataModule(batch_size=2)
+    datamodule.train_set, datamodule.val_set, datamodule.test_set = ([(0, 0)] for _ in range(3))
+    setattr(datamodule, f"{split}_set", [])
+    with pytest.raises(ValueError, match=f"the {split} split is empty"):
         getattr(datamodule, f"{split}_dataloader")()
+
+
+@pytest.mark.parametrize("override, match", [("optimizer.lr=0", "optimizer.lr must be positive"),
+                                             ("optimizer.weight_decay=-1", "weight_decay must be >= 0")])
+def test_bad_optimizer_values_are_refused_before_the_run_starts(override, match):
+    with pytest.raises(ValueError, match=match):
+        check_optimizer(compose_config("experiment=lra", override))
+
+
+def test_a_ckpt_path_that_is_not_a_checkpoint_says_so(tmp_path):
+    with pytest.raises(IsADirectoryError, match="is a folder; pass the checkpoint file in it"):
+        _checkpoint(str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        _checkpoint(str(tmp_path / "nope.ckpt"))
+    junk = tmp_path / "junk.ckpt"
+    junk.write_text("junk\n")
+    with pytest.raises(ValueError, match="is not a readable checkpoint"):
+        _checkpoint(str(junk))
+    good = tmp_path / "good.ckpt"
+    torch.save({"state_dict": torch.nn.Linear(3, 2).state_dict()}, good)
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(ValueError, match="is not a readable checkpoint"):
+        _checkpoint(str(truncated))
+    path, checkpoint = _checkpoint(str(good))
+    assert path == str(good) and set(checkpoint["state_dict"]) == {"weight", "bias"}
+
+
+def test_a_checkpoint_of_another_model_lists_the_differences(tmp_path):
+    saved = {"state_dict": torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Linear(2, 2)).state_dict()}
+    check_checkpoint_matches(saved, torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Linear(2, 2)), "x")
+    with pytest.raises(ValueError, match=r"does not fit.*1.weight: \(2, 2\) in the checkpoint, \(4, 2\) here"):
+        check_checkpoint_matches(saved, torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Linear(2, 4)), "x")
+    with pytest.raises(ValueError, match=r"2 weights missing \(2.bias, 2.weight\)"):
+        check_checkpoint_matches(saved, torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Linear(2, 2),
+                                                            torch.nn.Linear(2, 2)), "x")
+    with pytest.raises(ValueError, match="not a training checkpoint"):
+        check_checkpoint_matches({"weights": 1}, torch.nn.Linear(3, 2), "x")
 
 
 def test_listops_longer_than_l_max_warns(tmp_path, caplog):

@@ -81,3 +81,13 @@ def test_rerun_with_the_same_seed_reproduces_the_metrics(tmp_path, uninterrupted
     train(tmp_path, "c", *RUN, "seed=7")
     c = metrics(tmp_path / "c")
     assert any(c[k] != pytest.approx(a[k], rel=1e-6) for k in a if "loss" in k[1])  # the seed matters
+
+
+@pytest.mark.slow
+def test_resuming_with_another_model_size_says_the_checkpoint_does_not_fit(tmp_path, uninterrupted):
+    result = train(tmp_path, "other", *RUN, "model.d_model=24",
+                   f"ckpt_path={uninterrupted / 'checkpoints' / 'last.ckpt'}", check=False)
+    assert result.returncode != 0
+    log = result.stdout + result.stderr
+    assert "does not fit the configured model" in log and "of another shape" in log
+    assert not (tmp_path / "other" / "wandb").exists() and not (tmp_path / "other" / "csv").exists()

@@ -210,3 +210,47 @@ def test_fit_batch_to_memory_shrinks_batch_and_accumulates(monkeypatch):
     fit_batch_to_memory(trainer, None, data)
     assert calls == {"mode": "binsearch", "init_val": 16}
     assert data.batch_size == 4 and trainer.accumulate_grad_batches == 8
+
+
+def test_a_warmup_as_long_as_the_run_is_reported(caplog):
+    import functools
+    import types
+
+    from ssm.training.optim import cosine_warmup, scheduler_config
+
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    trainer = types.SimpleNamespace(max_steps=50, max_epochs=1)
+    with caplog.at_level("WARNING"):
+        scheduler_config(functools.partial(cosine_warmup, warmup_steps=100), optimizer, trainer)
+    assert "warmup_steps=100 is not shorter than the run (50 steps)" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        scheduler_config(functools.partial(cosine_warmup, warmup_steps=10), optimizer, trainer)
+        scheduler_config(functools.partial(cosine_warmup, warmup_steps=100, min_factor=1.0), optimizer, trainer)
+    assert "warmup" not in caplog.text
+
+
+def test_a_run_that_fails_is_finished_as_failed_in_wandb(tmp_path, monkeypatch):
+    """wandb.finish() without an exit code records a crashed run as successful."""
+    import wandb
+    from config_helpers import compose_config
+
+    from ssm.training.run import fit
+
+    for key in ("WANDB_MODE", "WANDB_API_KEY", "WANDB_BASE_URL"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    codes, finish = [], wandb.finish
+
+    def record(exit_code=None, **kwargs):
+        codes.append(exit_code)
+        finish(exit_code=exit_code, **kwargs)  # still finish it: later runs must not log into it
+
+    monkeypatch.setattr(wandb, "finish", record)
+    cfg = compose_config("experiment=synthetic/selective_copy", "data.n_train=8", "data.n_val=4", "data.n_test=4",
+                         "model.n_layers=1", "model.d_model=8", "trainer.max_epochs=1", "trainer.accelerator=cpu",
+                         "callbacks.progress=null", "+callbacks.fail._target_=kill_callback.RaiseAtStart",
+                         "logger.mode=offline", f"logger.save_dir={tmp_path}", output_dir=str(tmp_path))
+    with pytest.raises(RuntimeError, match="failing on purpose"):
+        fit(cfg)
+    assert codes == [1]

@@ -33,6 +33,14 @@ class ClassificationDataModule(L.LightningDataModule):
 
     collate_fn: Callable | None = None
 
+    @staticmethod
+    def check_split_sizes(name: str, **sizes) -> None:
+        """Require every split size (``n_train=...``) to be a positive integer, before any
+        data are generated for it."""
+        for arg, n in sizes.items():
+            if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+                raise ValueError(f"{name}: {arg} must be a positive integer (data.{arg}=...), got {n!r}")
+
     def _check(self, dataset: Dataset | None, split: str) -> Dataset:
         if dataset is None:
             raise RuntimeError(f"{type(self).__name__}: call setup() before asking for loaders")

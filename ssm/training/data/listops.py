@@ -54,6 +54,7 @@ class ListOpsDataModule(ClassificationDataModule):
         use_release: bool = True,
     ) -> None:
         super().__init__(batch_size, eval_batch_size, num_workers)
+        self.check_split_sizes("ListOpsDataModule", n_train=n_train, n_val=n_val, n_test=n_test)
         self.data_root = pathlib.Path(data_root).expanduser()
         self.l_max = l_max
         self.sizes = {"train": n_train, "val": n_val, "test": n_test}

@@ -39,6 +39,7 @@ class SyntheticDataModule(ClassificationDataModule):
         num_workers: int = 0,
     ) -> None:
         super().__init__(batch_size, eval_batch_size, num_workers)
+        self.check_split_sizes("SyntheticDataModule", n_train=n_train, n_val=n_val, n_test=n_test)
         if task not in TASKS:
             raise ValueError(f"SyntheticDataModule: task must be one of {TASKS}, got {task!r}")
         self.task = task
