@@ -17,6 +17,8 @@ strongly damped, is barely affected.
 from __future__ import annotations
 
 import contextlib
+import inspect
+import math
 from typing import Callable, Iterator
 
 import torch
@@ -53,13 +55,16 @@ class FourierModeNoise:
     """
 
     def __init__(self, frequency: float, amplitude: float = 0.1, generator: torch.Generator | None = None):
-        if not frequency >= 0:
-            raise ValueError(f"FourierModeNoise: frequency must be >= 0, got {frequency}")
-        if not amplitude >= 0:
-            raise ValueError(f"FourierModeNoise: amplitude must be >= 0, got {amplitude}")
+        if not 0 <= frequency < math.inf:
+            raise ValueError(f"FourierModeNoise: frequency must be finite and >= 0, got {frequency}")
+        if not 0 <= amplitude < math.inf:
+            raise ValueError(f"FourierModeNoise: amplitude must be finite and >= 0, got {amplitude}")
         self.frequency, self.amplitude, self.generator = float(frequency), float(amplitude), generator
 
     def __call__(self, layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if not torch.is_tensor(x) or x.dim() != 3 or not x.is_floating_point():
+            shape = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
+            raise ValueError(f"FourierModeNoise: expected a floating (batch, length, channels) input, got {shape}")
         Bsz, L, H = x.shape
         dt = channel_timescale(layer).detach().to(device=x.device, dtype=torch.float64)
         steps = torch.arange(L, device=x.device, dtype=torch.float64)
@@ -78,12 +83,24 @@ def inject_noise(
     """Add ``noise(layer, x)`` to the input of every SSM layer of ``model`` inside the block.
 
     Yields the list of layers that were hooked; raises if the model has none (a silent
-    no-op would report clean accuracy as noisy).
+    no-op would report clean accuracy as noisy). The input is the first argument of the
+    layer's forward, given by position or by name; ``step`` calls are not noised.
     """
     layers = [m for m in model.modules() if isinstance(m, SSM_LAYERS)]
     if not layers:
-        raise ValueError(f"inject_noise: {type(model).__name__} has no SSM layer to add noise to")
-    handles = [layer.register_forward_pre_hook(lambda mod, args: (noise(mod, args[0]), *args[1:])) for layer in layers]
+        names = ", ".join(cls.__name__ for cls in SSM_LAYERS)
+        raise ValueError(f"inject_noise: {type(model).__name__} has no SSM layer noise can be added to ({names} "
+                         "and their subclasses)")
+
+    def hook(layer, args, kwargs):
+        if args:
+            return (noise(layer, args[0]), *args[1:]), kwargs
+        name = next(iter(inspect.signature(layer.forward).parameters))
+        if name not in kwargs:
+            return args, kwargs
+        return args, {**kwargs, name: noise(layer, kwargs[name])}
+
+    handles = [layer.register_forward_pre_hook(hook, with_kwargs=True) for layer in layers]
     try:
         yield layers
     finally:
@@ -104,6 +121,8 @@ def spike_frequency(
     from ssm.transfer import layer_transfer
 
     N = layer.d_state
+    if omega is not None:
+        omega = torch.as_tensor(omega, dtype=torch.float64)
     if omega is None:
         omega = torch.logspace(-1, torch.log10(torch.tensor(4.0 * N * N)).item(), 20000, dtype=torch.float64)
     lo = N if min_frequency is None else min_frequency

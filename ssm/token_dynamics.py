@@ -76,7 +76,13 @@ def predict_scenario(layer: nn.Module, rtol: float = 1e-8, backward: bool = Fals
     for attr in ("x_proj", "dt_rank", "d_state"):
         if not hasattr(layer, attr):
             raise TypeError(f"predict_scenario: expected an ssm.Mamba layer, got {type(layer).__name__}")
+    if not 0 <= rtol < 1:
+        raise ValueError(f"predict_scenario: rtol must be in [0, 1), got {rtol}")
+    if backward and not getattr(layer, "bidirectional", False):
+        raise ValueError("predict_scenario: backward=True needs a bidirectional layer (it has no backward scan)")
     M = input_output_matrix(layer, backward)
+    if not bool(torch.isfinite(M).all()):
+        raise ValueError("predict_scenario: the layer's x_proj holds NaN or inf")
     eig = torch.linalg.eigvals(M).real.sort().values
     sym = torch.linalg.eigvalsh((M + M.T) / 2)
     tol = rtol * max(eig.abs().max().item(), 1e-300)

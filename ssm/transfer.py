@@ -147,6 +147,20 @@ def plot_transfer(
     return ax
 
 
+_INTS = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
+
+
+def has_transfer(layer) -> bool:
+    """Whether :func:`layer_transfer` can evaluate ``layer``: a diagonal SSM or S5 whose
+    ``continuous()`` gives (Δ, Λ, B, C) (DSS parameterizes its kernel otherwise)."""
+    from ssm.layers import S5, DiagonalSSM
+
+    if not isinstance(layer, (S5, DiagonalSSM)) or not hasattr(layer, "continuous"):
+        return False
+    with torch.no_grad():
+        return len(layer.continuous()) == 4
+
+
 def layer_transfer(layer, omega: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
     """Continuous-time transfer function of a layer's SSM (without the skip D) at s = iω.
 
@@ -161,12 +175,18 @@ def layer_transfer(layer, omega: torch.Tensor, chunk: int = 1024) -> torch.Tenso
     (s = 2 with conjugate symmetry, else 1) is returned as (H_out, H_in, W). Uses the
     forward-direction C of a bidirectional layer; evaluated ``chunk`` frequencies at a time.
     """
-    from ssm.layers import S5, DiagonalSSM
+    from ssm.layers import S5
 
-    omega = torch.as_tensor(omega, dtype=torch.float64).reshape(-1)
-    params = layer.continuous() if isinstance(layer, (S5, DiagonalSSM)) and hasattr(layer, "continuous") else ()
-    if len(params) != 4:
-        raise TypeError(f"layer_transfer: no continuous (Λ, B, C) form for {type(layer).__name__}")
+    omega = torch.as_tensor(omega)
+    if omega.dim() > 1 or omega.is_complex() or not (omega.is_floating_point() or omega.dtype in _INTS):
+        raise ValueError(f"layer_transfer: expected real omega of shape (W,), got {omega.dtype} {tuple(omega.shape)}")
+    omega = omega.to(torch.float64).reshape(-1)
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"layer_transfer: chunk must be a positive integer, got {chunk!r}")
+    if not has_transfer(layer):
+        raise TypeError(f"layer_transfer: no continuous (Λ, B, C) form for {type(layer).__name__} "
+                        "(S4D, S4PTD, S5 and S5PTD have one)")
+    params = layer.continuous()
     _, lam, B, C = (t.detach().to(torch.complex128).cpu() for t in params)
     out = []
     for s in (1j * omega).split(chunk):

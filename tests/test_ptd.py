@@ -203,6 +203,51 @@ def test_ptd_legs_matches_ptd_and_recovers_from_a_corrupt_file(cache_dir):
         assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("damage", ["not tensors", "flipped bit", "nan", "zeros"])
+def test_ptd_legs_recomputes_a_damaged_cache_file(cache_dir, damage):
+    """A file that loads but no longer holds the decomposition (one flipped exponent bit gave
+    Λ₀ = -1e308) is recomputed, not returned."""
+    want = ptd_legs(8, steps=20)
+    (path,) = (cache_dir / "ptd").glob("*.pt")
+    payload = torch.load(path, weights_only=True)
+    if damage == "not tensors":
+        payload.update(Lambda=1, V=2, Vinv=3)
+    elif damage == "flipped bit":
+        raw = payload["Lambda"].clone()
+        view = torch.view_as_real(raw).view(torch.int64)
+        view[0, 0] ^= 1 << 61  # an exponent bit of Re Λ₀
+        payload["Lambda"] = raw
+    elif damage == "nan":
+        payload["V"] = torch.full_like(payload["V"], float("nan"))
+    else:
+        payload["Vinv"] = torch.zeros_like(payload["Vinv"])
+    torch.save(payload, path)
+    ptd_legs.cache_clear()
+    for a, b in zip(ptd_legs(8, steps=20), want):
+        assert torch.equal(a, b)
+    assert torch.load(path, weights_only=True)["rel_perturbation"] == pytest.approx(0.05)  # rewritten
+
+
+def test_ptd_legs_settings_may_be_one_element_tensors(cache_dir):
+    for a, b in zip(ptd_legs(8, steps=20, rel_size=torch.tensor(0.05, dtype=torch.float64)), ptd_legs(8, steps=20)):
+        assert torch.equal(a, b)
+    with pytest.raises(TypeError, match="rel_size must be a number"):
+        ptd_legs(8, rel_size=[0.05])
+
+
+def test_ptd_warns_when_the_eigenvectors_are_dependent():
+    with pytest.warns(UserWarning, match="numerically dependent.*larger rel_size"):
+        ptd(transition("legs", 32)[0], rel_size=0.0)
+
+
+def test_ptd_stats_of_zero_and_of_mismatched_shapes():
+    zero = torch.zeros(2, 2)
+    assert ptd_stats(zero, *ptd(zero))["rel_perturbation"] == 0.0
+    Lam, V, Vinv = ptd(transition("legs", 4)[0], steps=5)
+    with pytest.raises(ValueError, match=r"Lambda of shape \(4,\)"):
+        ptd_stats(transition("legs", 4)[0], Lam[:3], V, Vinv)
+
+
 def test_ptd_legs_without_a_writable_cache_still_computes(tmp_path, monkeypatch):
     blocker = tmp_path / "a-file"
     blocker.write_text("")

@@ -129,3 +129,24 @@ def test_layer_transfer_rejects_layers_without_a_continuous_modal_form():
         layer_transfer(ssm.DSS(2, d_state=4), torch.tensor([1.0]))
     with pytest.raises(TypeError, match="no continuous"):
         layer_transfer(torch.nn.Linear(2, 2), torch.tensor([1.0]))
+
+
+def test_noise_values_must_be_finite():
+    for kwargs in (dict(frequency=float("inf")), dict(frequency=1.0, amplitude=float("inf")),
+                   dict(frequency=float("nan"))):
+        with pytest.raises(ValueError, match="finite"):
+            FourierModeNoise(**kwargs)
+
+
+def test_noise_reaches_an_input_given_by_name():
+    torch.manual_seed(0)
+    layer = ssm.S4D(3, d_state=8)
+    x = torch.randn(2, 5, 3)
+    with inject_noise(layer, FourierModeNoise(10.0, generator=torch.Generator().manual_seed(1))):
+        positional = layer(x)
+    with inject_noise(layer, FourierModeNoise(10.0, generator=torch.Generator().manual_seed(1))):
+        named = layer(x=x)
+    torch.testing.assert_close(named, positional)
+    assert not torch.allclose(named, layer(x))
+    with inject_noise(layer, FourierModeNoise(10.0)), pytest.raises(ValueError, match="floating"):
+        layer(torch.ones(2, 5, 3, dtype=torch.long))

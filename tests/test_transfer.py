@@ -138,3 +138,22 @@ def test_plot_transfer_draws_one_line_per_curve():
     assert ax.get_xscale() == ax.get_yscale() == "log"
     with pytest.raises(ValueError, match="last dimension"):
         plot_transfer(omega, {"bad": torch.ones(3)}, ax=ax)
+
+
+def test_layer_transfer_checks_omega_and_chunk_like_transfer_function():
+    from ssm.transfer import has_transfer, layer_transfer
+
+    layer = ssm.S4D(3, d_state=4)
+    assert layer_transfer(layer, [1.0, 2.0]).shape == (3, 2) and layer_transfer(layer, 1.5).shape == (3, 1)
+    for omega in (torch.ones(3, 2), torch.ones(3, dtype=torch.complex64)):
+        with pytest.raises(ValueError, match="expected real omega of shape"):
+            layer_transfer(layer, omega)
+    with pytest.raises(ValueError, match="chunk must be a positive integer"):
+        layer_transfer(layer, torch.ones(3), chunk=0)
+    assert has_transfer(layer) and has_transfer(ssm.S5(3, 4)) and not has_transfer(ssm.DSS(3, 4))
+    assert not has_transfer(ssm.Mamba(4))
+    with pytest.raises(TypeError, match="S4D, S4PTD, S5 and S5PTD have one"):
+        layer_transfer(ssm.DSS(3, 4), torch.ones(3))
+    from ssm.robustness import spike_frequency
+
+    assert spike_frequency(layer, omega=[5.0, 50.0, 500.0]) in (5.0, 50.0, 500.0)

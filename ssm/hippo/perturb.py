@@ -18,6 +18,7 @@ import operator
 import os
 import tempfile
 import time
+import warnings
 
 import torch
 
@@ -252,6 +253,13 @@ def ptd(
         if force_stable:
             Lam = torch.complex(-Lam.real.abs(), Lam.imag)
         Vinv = torch.linalg.inv(V)
+        residual = torch.linalg.matrix_norm(V @ Vinv - torch.eye(V.shape[0], dtype=V.dtype), 2).item()
+    if not residual < 1e-6:
+        warnings.warn(
+            f"ptd: the eigenvectors of A + E are numerically dependent (||V V⁻¹ - I||_2 = {residual:.2g}), so "
+            "V diag(Λ) V⁻¹ does not reproduce A + E; A is (close to) non-diagonalizable at this size: use a "
+            f"larger rel_size (got {rel_size})", stacklevel=2,
+        )
     if return_info:
         info = ptd_stats(A, Lam, V, Vinv)
         info["n_repaired"] = int(unstable.sum()) if force_stable else 0
@@ -273,13 +281,20 @@ def ptd_stats(A: torch.Tensor, Lambda: torch.Tensor, V: torch.Tensor, Vinv: torc
         ``max_imag`` (max |Im Lambda|).
     """
     A = _check_square(A, "ptd_stats").to(_C128)
+    N = A.shape[0]
+    for name, t, shape in (("Lambda", Lambda, (N,)), ("V", V, (N, N)), ("Vinv", Vinv, (N, N))):
+        if not torch.is_tensor(t) or tuple(t.shape) != shape:
+            raise ValueError(f"ptd_stats: expected {name} of shape {shape} for A of size {N}, "
+                             f"got {tuple(t.shape) if torch.is_tensor(t) else type(t).__name__}")
     Lambda, V, Vinv = (t.detach().cpu().to(_C128) for t in (Lambda, V, Vinv))
     s = torch.linalg.svdvals(V)
     E = (V * Lambda) @ Vinv - A
-    eye = torch.eye(A.shape[0], dtype=_C128)
+    eye = torch.eye(N, dtype=_C128)
+    norm_A, norm_E = torch.linalg.matrix_norm(A, 2).item(), torch.linalg.matrix_norm(E, 2).item()
     return {
         "kappa": (s[0] / s[-1]).item(),
-        "rel_perturbation": (torch.linalg.matrix_norm(E, 2) / torch.linalg.matrix_norm(A, 2)).item(),
+        # E relative to A; for A = 0, 0 when E = 0 and inf otherwise
+        "rel_perturbation": norm_E / norm_A if norm_A > 0 else (0.0 if norm_E == 0 else math.inf),
         "residual": torch.linalg.matrix_norm(V @ Vinv - eye, 2).item(),
         "max_real": Lambda.real.max().item(),
         "min_abs_real": Lambda.real.abs().min().item(),
@@ -304,13 +319,22 @@ def _cache_dir() -> str | None:
 
 
 def _load_cached(path: str, N: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """The cached (Lambda, V, Vinv), or None (recompute) unless the file holds tensors of the
+    right dtype and shapes that still decompose LegS with the perturbation size recorded
+    when it was written (a damaged file, even one flipped bit, fails that)."""
     try:
         payload = torch.load(path, weights_only=True)
         out = tuple(payload[k] for k in ("Lambda", "V", "Vinv"))
-    except Exception:  # missing, unreadable or corrupt: recompute
+        recorded = float(payload["rel_perturbation"])
+        shapes = [(N,), (N, N), (N, N)]
+        if any(not torch.is_tensor(t) or t.dtype != _C128 or tuple(t.shape) != s for t, s in zip(out, shapes)):
+            return None
+        if not all(bool(torch.isfinite(t).all()) for t in out):
+            return None
+        stats = ptd_stats(transition("legs", N)[0], *out)
+    except Exception:  # missing, unreadable, corrupt or of an older layout: recompute
         return None
-    shapes = [(N,), (N, N), (N, N)]
-    if any(t.dtype != _C128 or tuple(t.shape) != s for t, s in zip(out, shapes)):
+    if not (stats["residual"] < 1e-8 and abs(stats["rel_perturbation"] - recorded) <= 1e-9 * max(1.0, recorded)):
         return None
     return out
 
@@ -323,7 +347,8 @@ def _store_cached(path: str, result: tuple[torch.Tensor, torch.Tensor, torch.Ten
         try:
             os.chmod(tmp, 0o644)
             with os.fdopen(fd, "wb") as f:
-                torch.save(dict(zip(("Lambda", "V", "Vinv"), result), settings=settings), f)
+                rel = ptd_stats(transition("legs", result[0].shape[0])[0], *result)["rel_perturbation"]
+                torch.save(dict(zip(("Lambda", "V", "Vinv"), result), settings=settings, rel_perturbation=rel), f)
             os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):
@@ -356,7 +381,7 @@ def ptd_legs(N: int, **kwargs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor
     unknown = set(kwargs) - set(_PTD_SETTINGS)
     if unknown:
         raise TypeError(f"ptd_legs: unexpected keyword arguments {sorted(unknown)}")
-    settings = {**_PTD_SETTINGS, **kwargs}
+    settings = {**_PTD_SETTINGS, **{name: _plain(name, value) for name, value in kwargs.items()}}
     key = (N, tuple(sorted(settings.items())))
     if key not in _PTD_MEMO:
         payload = json.dumps({"N": N, "version": PTD_VERSION, **settings}, sort_keys=True)
@@ -373,3 +398,13 @@ def ptd_legs(N: int, **kwargs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor
 
 
 ptd_legs.cache_clear = _PTD_MEMO.clear
+
+
+def _plain(name: str, value):
+    """A ``ptd_legs`` setting as a plain Python value (it keys the cache): a one-element
+    tensor becomes its number; anything but None, bool, int, float raises TypeError."""
+    if torch.is_tensor(value) and value.numel() == 1 and not value.is_complex():
+        value = value.item()
+    if value is not None and not isinstance(value, (bool, int, float)):
+        raise TypeError(f"ptd_legs: {name} must be a number, a bool or None, got {type(value).__name__}")
+    return value

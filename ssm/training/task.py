@@ -13,6 +13,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from ssm.robustness import SSM_LAYERS, FourierModeNoise, inject_noise, spike_frequency
+from ssm.transfer import has_transfer
 from ssm.training.checks import require_finite_loss
 from ssm.training.epoch_metrics import EpochMetricsHooks, log_epoch_metrics
 from ssm.training.optim import scheduler_config
@@ -36,8 +37,8 @@ class SequenceClassificationTask(EpochMetricsHooks, L.LightningModule):
         test_noise: optional ``{"frequency": ω or "spike", "amplitude": a}``: the test split is
             also evaluated with Fourier-mode noise ``a·U·cos(ω Δ_h l)`` on the input of every
             SSM layer (``ssm.robustness``), logged as ``test/loss_noisy`` and
-            ``test/acc_noisy``. ``"spike"`` takes ω where the first SSM layer's transfer
-            function peaks. ``frequency: null`` (or no mapping) turns it off.
+            ``test/acc_noisy``. ``"spike"`` takes ω where the transfer function of the first SSM
+            layer that has one (S4D, S4PTD, S5) peaks. ``frequency: null`` (or no mapping) turns it off.
     """
 
     def __init__(
@@ -104,7 +105,12 @@ class SequenceClassificationTask(EpochMetricsHooks, L.LightningModule):
             return
         frequency = self.test_noise["frequency"]
         if frequency == "spike":
-            layer = next(m for m in self.model.modules() if isinstance(m, SSM_LAYERS))
+            layer = next((m for m in self.model.modules() if isinstance(m, SSM_LAYERS) and has_transfer(m)), None)
+            if layer is None:
+                raise ValueError(
+                    "task.test_noise.frequency='spike' needs an S4D, S4PTD, S5 or S5PTD layer (its transfer "
+                    f"function gives the spike); {type(self.model).__name__} has none: give a frequency instead"
+                )
             with torch.no_grad():
                 frequency = spike_frequency(layer)
         self._noise = FourierModeNoise(float(frequency), float(self.test_noise.get("amplitude", 0.1)))

@@ -281,3 +281,18 @@ def test_scenario_table_walks_a_model():
 def test_config_turns_the_options_on():
     cfg = compose_config("model=mamba", "model.layer.positive_definite=true", "model.layer.reorder_tokens=true")
     assert cfg.model.layer.positive_definite and cfg.model.layer.reorder_tokens
+
+
+def test_predict_scenario_rejects_what_it_cannot_answer():
+    from ssm.token_dynamics import predict_scenario
+
+    layer = ssm.Mamba(8, d_state=4)
+    for rtol in (-1.0, 1.0, 2.0):
+        with pytest.raises(ValueError, match="rtol must be in"):
+            predict_scenario(layer, rtol=rtol)
+    with pytest.raises(ValueError, match="needs a bidirectional layer"):
+        predict_scenario(layer, backward=True)
+    with torch.no_grad():
+        layer.x_proj.weight[layer.dt_rank, 0] = float("nan")  # a row of S_B
+    with pytest.raises(ValueError, match="NaN or inf"):
+        predict_scenario(layer)
