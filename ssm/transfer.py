@@ -75,6 +75,8 @@ def transfer_function(
     if omega.dim() != 1 or omega.is_complex():
         raise ValueError(f"transfer_function: expected real omega of shape (W,), got {omega.dtype} {tuple(omega.shape)}")
     N = A.shape[0]
+    if N == 0:
+        raise ValueError("transfer_function: A has no states (N = 0)")
     squeeze = B.dim() == 1 and C.dim() == 1
     Bm = _as_matrix(B, "B", N, state_dim=0)
     Cm = _as_matrix(C, "C", N, state_dim=1)

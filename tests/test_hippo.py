@@ -57,6 +57,8 @@ def test_unknown_measure_or_bad_size_raises_value_error(fn):
         fn("legx", 8)
     with pytest.raises(ValueError, match="N"):
         fn("legs", 0)
+    with pytest.raises(TypeError, match="must be an integer"):
+        fn("legs", True)
 
 
 def test_legs_matrices_match_elementwise_formula():

@@ -157,3 +157,8 @@ def test_layer_transfer_checks_omega_and_chunk_like_transfer_function():
     from ssm.robustness import spike_frequency
 
     assert spike_frequency(layer, omega=[5.0, 50.0, 500.0]) in (5.0, 50.0, 500.0)
+
+
+def test_transfer_function_of_no_states_raises():
+    with pytest.raises(ValueError, match="no states"):
+        transfer_function(torch.zeros(0, 0), torch.zeros(0), torch.zeros(0), torch.ones(3))

@@ -66,6 +66,8 @@ _C128 = torch.complex128
 def _check(measure: str, N: int) -> int:
     if measure not in MEASURES:
         raise ValueError(f"unknown HiPPO measure {measure!r}; expected one of {MEASURES}")
+    if isinstance(N, bool):
+        raise TypeError(f"state size N must be an integer, got {N!r}")
     N = operator.index(N)
     if N < 1:
         raise ValueError(f"state size N must be >= 1, got {N}")
