@@ -15,11 +15,32 @@ from ssm.padding import check_lengths, padding_mask
 NORMS = ("layer", "batch", "none")
 
 
-class SequenceBatchNorm(nn.BatchNorm1d):
-    """BatchNorm over the channels of a (batch, length, channels) tensor."""
+class SequenceBatchNorm(nn.Module):
+    """BatchNorm over the channels of a (batch, length, channels) tensor: ``bn``, an
+    ``nn.BatchNorm1d(num_features)``, on the transposed input.
+
+    The BatchNorm is a child module rather than the base class, so that converting a model
+    for DDP (``SyncBatchNorm.convert_sync_batchnorm``, what ``trainer=ddp`` does on GPUs)
+    replaces ``bn`` and keeps the transpose; a subclass was replaced whole, and the new
+    SyncBatchNorm then normalized over the length axis. Checkpoints of the earlier layout
+    (``norm.weight`` rather than ``norm.bn.weight``) still load.
+    """
+
+    _STATE = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+
+    def __init__(self, num_features: int, **kwargs) -> None:
+        super().__init__()
+        self.bn = nn.BatchNorm1d(num_features, **kwargs)
+        self._register_load_state_dict_pre_hook(self._from_flat_keys)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x.transpose(1, 2)).transpose(1, 2)
+        return self.bn(x.transpose(1, 2)).transpose(1, 2)
+
+    @classmethod
+    def _from_flat_keys(cls, state_dict, prefix, *args) -> None:
+        for name in cls._STATE:
+            if prefix + name in state_dict and prefix + "bn." + name not in state_dict:
+                state_dict[prefix + "bn." + name] = state_dict.pop(prefix + name)
 
 
 def make_norm(kind: str, d_model: int) -> nn.Module:

@@ -1,5 +1,6 @@
 """Residual blocks, backbones, encoders, pooling and the sequence classifier."""
 
+import copy
 import functools
 import math
 
@@ -271,3 +272,25 @@ def test_classifier_requires_exactly_one_encoder(kwargs):
 def test_classifier_rejects_unknown_pooling():
     with pytest.raises(ValueError, match="pooling"):
         ssm.SequenceClassifier(D_MODEL, 1, S4D_SMALL, 3, n_tokens=7, pooling="max")
+
+
+def test_sequence_batchnorm_survives_the_ddp_conversion_and_loads_old_checkpoints():
+    """trainer=ddp converts BatchNorms to SyncBatchNorm: the converted model must still
+    normalize over channels (a BatchNorm subclass was replaced whole and then normalized the
+    (B, L, C) input over L)."""
+    from ssm.blocks import SequenceBatchNorm
+
+    torch.manual_seed(0)
+    norm = SequenceBatchNorm(4)
+    x = torch.randn(3, 7, 4)
+    norm(x)  # one training step of running statistics
+    norm.eval()
+    converted = torch.nn.SyncBatchNorm.convert_sync_batchnorm(copy.deepcopy(norm)).eval()
+    assert isinstance(converted.bn, torch.nn.SyncBatchNorm)
+    torch.testing.assert_close(converted(x), norm(x))  # eval mode: the running statistics, on CPU
+    expected = (x - norm.bn.running_mean) / torch.sqrt(norm.bn.running_var + norm.bn.eps)
+    torch.testing.assert_close(norm(x), expected * norm.bn.weight + norm.bn.bias)
+    old_layout = {name: t.clone() for name, t in norm.bn.state_dict().items()}  # keys without "bn."
+    fresh = SequenceBatchNorm(4)
+    fresh.load_state_dict(old_layout)
+    torch.testing.assert_close(fresh.eval()(x), norm(x))
