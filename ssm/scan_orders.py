@@ -112,6 +112,8 @@ def stripes(W: int, stripe: int, shift: bool = False) -> list[tuple[int, int]]:
 
 @functools.lru_cache(maxsize=256)
 def _nss(H: int, W: int, stripe: int, shift: bool) -> torch.Tensor:
+    if shift and stripe // 2 > W:  # MaIR's double flip (see nss)
+        return torch.arange(H * W)
     index = torch.arange(H * W).view(H, W)
     parts = []
     for s, (c0, width) in enumerate(stripes(W, stripe, shift)):
@@ -159,9 +161,12 @@ def nss(H: int, W: int, stripe: int, shift: bool = False) -> torch.Tensor:
       Entering it is to a neighbour or a jump exactly as for the other stripes, by the
       parity of Hgt; only its rows are shorter.
 
-    One stripe covering the width, ``stripe >= Wdt`` (with ``shift``: ``stripe // 2 >=
+    One stripe covering the width, ``stripe >= Wdt`` (with ``shift``: ``stripe // 2 ==
     Wdt``), gives a plain boustrophedon over the whole image; ``stripe == 1`` a snake along
-    the columns.
+    the columns. With ``shift`` and ``stripe // 2 > Wdt`` (e.g. stripe 8 on a 3-wide map of
+    a late stage) MaIR's generator flips the odd rows twice (once as the shifted first stripe,
+    once as the remainder, whose width it computes from the negative ``Wdt - stripe // 2``)
+    and returns the plain row-major order; so does this function, for its trained weights.
 
     Args:
         H, W: image height and width, >= 1.

@@ -26,7 +26,10 @@ def is_permutation(perm, n):
 def walk(H, W, stripe, shift):
     """The nested S-shaped walk step by step: stripes left to right (the first one
     stripe // 2 wide when shifted), stripe s from the top when s is even and from the bottom
-    when odd, the t-th row of a stripe's walk left to right when t is even."""
+    when odd, the t-th row of a stripe's walk left to right when t is even; shifted with
+    stripe // 2 > W, MaIR's row-major order."""
+    if shift and stripe // 2 > W:
+        return torch.arange(H * W)
     widths = []
     if shift and 0 < stripe // 2 < W:
         widths.append(stripe // 2)
@@ -135,8 +138,8 @@ def test_even_height_hand_over_of_the_table():
 def test_stripe_at_least_the_width_is_a_plain_boustrophedon(H, W, shift):
     expected = torch.arange(H * W).view(H, W).clone()
     expected[1::2] = expected[1::2].flip(1)
-    smallest = 2 * W if shift else W  # shifted: the half stripe must cover the width
-    for stripe in (smallest, smallest + 1, 3 * W + 2):
+    # shifted: the half stripe must cover the width exactly (wider: MaIR's row-major order)
+    for stripe in (2 * W, 2 * W + 1) if shift else (W, W + 1, 3 * W + 2):
         assert torch.equal(so.nss(H, W, stripe, shift), expected.reshape(-1))
 
 
@@ -213,3 +216,16 @@ def test_bad_permutations():
         so.row_major(0, 3)
     with pytest.raises(ValueError, match="must be a positive integer"):
         so.column_major(3, 2.5)
+
+
+def test_shifted_order_narrower_than_half_a_stripe_is_mairs_row_major():
+    """MaIR flips the odd rows of such a map twice (shifted first stripe, then the remainder
+    from a negative width) and returns row-major order; at half a stripe exactly it is the
+    plain boustrophedon."""
+    assert so.nss(2, 2, 8, True).tolist() == [0, 1, 2, 3]
+    assert so.nss(3, 3, 8, True).tolist() == list(range(9))
+    assert so.nss(4, 2, 8, True).tolist() == list(range(8))
+    assert so.nss(2, 4, 8, True).tolist() == [0, 1, 2, 3, 7, 6, 5, 4]
+    assert so.nss(2, 3, 8, False).tolist() == [0, 1, 2, 5, 4, 3]  # unshifted: one stripe, boustrophedon
+    directions = so.nss_directions(2, 4, 8, True)  # the transposed directions see a 4 x 2 map
+    assert directions[2].tolist() == torch.arange(8).view(2, 4).t().reshape(-1).tolist()
