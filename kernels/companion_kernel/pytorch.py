@@ -59,6 +59,12 @@ SINGULAR_TOL = {torch.float64: 1e-6, torch.float32: 1e-2}
 SPECTRAL_MAX_L1 = {torch.float64: 4.0, torch.float32: 2.0}
 
 
+def large_coefficient_rows(a: torch.Tensor) -> torch.Tensor:
+    """Rows (n,) bool of a (n, d) whose ||a||_1 exceeds ``SPECTRAL_MAX_L1`` of a's dtype: the
+    rows the spectral formulas (and the fast reductions modulo χ) cannot compute accurately."""
+    return a.detach().abs().sum(-1) > SPECTRAL_MAX_L1.get(a.dtype, SPECTRAL_MAX_L1[torch.float32])
+
+
 def _fft_size(n: int) -> int:
     return 1 << max(0, (n - 1).bit_length())
 
@@ -228,7 +234,7 @@ def companion_kernel_torch(a, b, c, L: int, method: str = "fft", combine=combine
     def spectral(a, b, c):
         return kernel_fft(a, b, c, L, combine=combine) if method == "fft" else METHODS[method](a, b, c, L)
 
-    large = a.detach().abs().sum(-1) > SPECTRAL_MAX_L1.get(a.dtype, SPECTRAL_MAX_L1[torch.float32])
+    large = large_coefficient_rows(a)
     if not bool(large.any()):
         return spectral(a, b, c).to(dtype)
     if bool(large.all()):

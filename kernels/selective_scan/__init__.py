@@ -114,9 +114,6 @@ def _canonical(u, delta, A, B, C, D, z, delta_bias, h0):
             raise TypeError(f"{name}: h0 must be complex exactly when A is, got {h0.dtype} with A {A.dtype}")
         if not (h0.is_floating_point() or h0.is_complex()):
             raise TypeError(f"{name}: h0 must be a floating-point (or complex) tensor, got {h0.dtype}")
-    devices = {t.device for t in (u, delta, A, B, C, D, z, delta_bias, h0) if t is not None}
-    if len(devices) > 1:
-        raise ValueError(f"{name}: all tensors must be on one device, got {sorted(map(str, devices))}")
     return u, delta, A, B, C, D, z, delta_bias, h0
 
 

@@ -88,9 +88,6 @@ def selective_scan_2d(
         raise TypeError(f"{name}: A must be real floating point, got {A.dtype}")
     B = _grouped(B, "B", Bsz, Dm, N, H, W)
     C = _grouped(C, "C", Bsz, Dm, N, H, W)
-    devices = {t.device for t in (u, delta, A, B, C, D, z, delta_bias) if t is not None}
-    if len(devices) > 1:
-        raise ValueError(f"{name}: all tensors must be on one device, got {sorted(map(str, devices))}")
     fn = select_backend(name, _IMPLEMENTATIONS, backend, u, delta, A, B, C, D, z, delta_bias)
     return fn(u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus))
 

@@ -41,7 +41,8 @@ from torch import nn
 from kernels import linear_scan
 from ssm.layers._checks import check_positive_ints, resolve_dt_rank
 from ssm.layers._empty import zeros_in_graph
-from ssm.layers.selective import _widen, dt_bias_init, dt_weight_init, s4d_real_log_A
+from ssm.layers.diagonal import widen
+from ssm.layers.selective import dt_bias_init, dt_weight_init, s4d_real_log_A
 from ssm.optim import register
 
 
@@ -188,7 +189,7 @@ class ChimeraHead(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, V, T, E) -> y (B, V, T, E)."""
         dt_time, B_time, C_time = self._project(x, self.x_proj_time, self.dt_time_weight, self.dt_time_bias)
-        A_time = -torch.exp(_widen(self.A_time_log))
+        A_time = -torch.exp(widen(self.A_time_log))
         wide = A_time.dtype
         x, dt_time, B_time, C_time = (t.to(wide) for t in (x, dt_time, B_time, C_time))
         s = time_state(x, dt_time, A_time, B_time, self.lag)
@@ -197,8 +198,8 @@ class ChimeraHead(nn.Module):
             dt_var, B_var, C_var = self._project(
                 x, getattr(self, f"x_proj_{d}"), getattr(self, f"dt_{d}_weight"), getattr(self, f"dt_{d}_bias")
             )
-            A_var = -torch.exp(_widen(getattr(self, f"A_{d}_log")))
-            r = variate_state(s, x, dt_var, A_var, B_var, _widen(getattr(self, f"coupling_{d}")), d == "bwd")
+            A_var = -torch.exp(widen(getattr(self, f"A_{d}_log")))
+            r = variate_state(s, x, dt_var, A_var, B_var, widen(getattr(self, f"coupling_{d}")), d == "bwd")
             y = y + readout(r, C_var)
         return y
 
@@ -262,7 +263,7 @@ class Chimera(nn.Module):
         x, z = self.in_proj(u.to(self.in_proj.weight.dtype)).chunk(2, dim=-1)  # (B, L, V, E)
         x = x.permute(0, 2, 3, 1).reshape(Bsz * V, self.d_inner, L)
         x = F.silu(self.conv1d(x)[..., :L]).view(Bsz, V, self.d_inner, L).transpose(2, 3)  # (B, V, L, E)
-        y = self.trend(x) + x * _widen(self.D)
+        y = self.trend(x) + x * widen(self.D)
         if self.seasonal is not None:
             y = y + self.seasonal(x)
         y = y.transpose(1, 2).to(z.dtype) * F.silu(z)  # (B, L, V, E)

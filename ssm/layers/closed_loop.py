@@ -25,7 +25,7 @@ from torch import nn
 from kernels import companion_kernel, fftconv
 from kernels.companion_kernel import companion_matrix, krylov_squaring
 from kernels.companion_kernel.pytorch import (
-    SPECTRAL_MAX_L1,
+    large_coefficient_rows,
     polymul,
     reduce_mod,
     reversed_characteristic,
@@ -140,7 +140,7 @@ class ClosedLoopCompanionSSM(nn.Module):
         def by_krylov(a, b, u):
             return torch.einsum("hdk,bhk->bhd", krylov_squaring(a, b, n), u)
 
-        large = a.detach().abs().sum(-1) > SPECTRAL_MAX_L1.get(a.dtype, SPECTRAL_MAX_L1[torch.float32])
+        large = large_coefficient_rows(a)
         if not bool(large.any()):
             return by_division(a, b, u)
         if bool(large.all()):

@@ -20,10 +20,20 @@ from kernels import fftconv, vandermonde
 from ssm.layers._checks import check_batch_size, check_causal, check_sequence, check_state, check_step_input
 
 
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The precision SSM parameters of ``dtype`` are computed in: float64 stays, anything
+    else is float32 (there are no complex float16/bfloat16 operations on CPU)."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def complex_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The complex counterpart of :func:`compute_dtype`: the dtype of recurrent complex states."""
+    return torch.complex128 if compute_dtype(dtype) == torch.float64 else torch.complex64
+
+
 def widen(t: torch.Tensor) -> torch.Tensor:
-    """An SSM parameter in the precision its kernel is computed in: float64 stays, anything
-    else becomes float32 (there are no complex float16/bfloat16 operations on CPU)."""
-    return t if t.dtype == torch.float64 else t.float()
+    """``t`` in its :func:`compute_dtype` (itself when already there)."""
+    return t.to(compute_dtype(t.dtype))
 
 
 def log_uniform_dt(d_model: int, dt_min: float, dt_max: float) -> torch.Tensor:
@@ -113,16 +123,14 @@ class DiagonalSSM(nn.Module):
         """Zero recurrent state: complex (batch_size, H, n_modes)."""
         check_causal(self.bidirectional, type(self).__name__)
         batch_size = check_batch_size(batch_size, type(self).__name__)
-        return torch.zeros(batch_size, self.d_model, self.n_modes, dtype=self._state_dtype(), device=self.D.device)
-
-    def _state_dtype(self) -> torch.dtype:
-        return torch.complex128 if self.D.dtype == torch.float64 else torch.complex64
+        return torch.zeros(batch_size, self.d_model, self.n_modes, dtype=complex_dtype(self.D.dtype),
+                           device=self.D.device)
 
     def step(self, x_t: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One recurrent step: x_t (B, H) -> (y_t (B, H), new state (B, H, n_modes))."""
         check_causal(self.bidirectional, type(self).__name__)
         check_step_input(x_t, self.d_model, type(self).__name__)
-        check_state(state, (x_t.shape[0], self.d_model, self.n_modes), self._state_dtype(), self.D.device,
+        check_state(state, (x_t.shape[0], self.d_model, self.n_modes), complex_dtype(self.D.dtype), self.D.device,
                     type(self).__name__)
         v, x = self.step_modes()
         state = torch.exp(x) * state + x_t.unsqueeze(-1).to(state.dtype)

@@ -22,8 +22,8 @@ from ssm.layers._checks import (
     resolve_dt_rank,
 )
 from ssm.layers._empty import zeros_in_graph
-from ssm.layers.diagonal import ssm_lr
-from ssm.layers.selective import DT_INITS, _widen, dt_bias_init, dt_weight_init, inverse_softplus, s4d_real_log_A
+from ssm.layers.diagonal import compute_dtype, ssm_lr, widen
+from ssm.layers.selective import DT_INITS, dt_bias_init, dt_weight_init, inverse_softplus, s4d_real_log_A
 from ssm.layers.softsort import soft_sort
 from ssm.optim import register, set_hint
 
@@ -278,11 +278,11 @@ class Mamba(nn.Module):
         x = F.silu(conv1d(x)[..., :L])
         if mask is not None:
             x = x * mask
-        A = -torch.exp(_widen(A_log))
+        A = -torch.exp(widen(A_log))
         if importance is not None:
             return self._reordered_scan(x, z, x_proj, dt_proj, A, D, importance)
         delta, B, C = self._project(x, x_proj, dt_proj)
-        return selective_scan(x, delta, A, B, C, _widen(D), z=z, delta_bias=_widen(dt_proj.bias), delta_softplus=True)
+        return selective_scan(x, delta, A, B, C, widen(D), z=z, delta_bias=widen(dt_proj.bias), delta_softplus=True)
 
     def _project(self, x, x_proj, dt_proj):
         """(W_dt δ without the bias, B, C) from x (B, E, L): (B, E, L), (B, N, L), (B, N, L)."""
@@ -296,7 +296,7 @@ class Mamba(nn.Module):
         perm = soft_sort(-scores, self.reorder_tau).to(x.dtype)  # (B, L, L): least important first
         x = x @ perm.transpose(1, 2)  # (B, E, L): token r of the result is Σ_c P[r, c] x_c
         delta, B, C = self._project(x, x_proj, dt_proj)
-        y = selective_scan(x, delta, A, B, C, _widen(D), delta_bias=_widen(dt_proj.bias), delta_softplus=True)
+        y = selective_scan(x, delta, A, B, C, widen(D), delta_bias=widen(dt_proj.bias), delta_softplus=True)
         return (y @ perm.to(y.dtype)) * F.silu(z)  # Pᵀ back to the original order, then the gate
 
     def _check_recurrent(self) -> None:
@@ -313,7 +313,7 @@ class Mamba(nn.Module):
         self._check_recurrent()
         batch_size = check_batch_size(batch_size, type(self).__name__)
         weight = self.conv1d.weight
-        ssm_dtype = torch.float64 if weight.dtype == torch.float64 else torch.float32
+        ssm_dtype = compute_dtype(weight.dtype)
         return MambaState(
             torch.zeros(batch_size, self.d_inner, self.d_conv, dtype=weight.dtype, device=weight.device),
             torch.zeros(batch_size, self.d_inner, self.d_state, dtype=ssm_dtype, device=weight.device),
@@ -338,8 +338,8 @@ class Mamba(nn.Module):
         x = F.silu(x)
         delta, B, C = self.x_proj(x).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         y, ssm_state = selective_state_update(
-            ssm_state, x, delta @ self.dt_proj.weight.T, -torch.exp(_widen(self.A_log)), B, C,
-            _widen(self.D), z=z, dt_bias=_widen(self.dt_proj.bias), dt_softplus=True,
+            ssm_state, x, delta @ self.dt_proj.weight.T, -torch.exp(widen(self.A_log)), B, C,
+            widen(self.D), z=z, dt_bias=widen(self.dt_proj.bias), dt_softplus=True,
         )
         return self.out_proj(y).to(u_t.dtype), MambaState(conv_state, ssm_state)
 
@@ -349,9 +349,9 @@ class Mamba(nn.Module):
             raise TypeError(f"{name}: state must be the (conv, ssm) pair from init_state, got {type(state).__name__}")
         conv, h = state
         weight = self.conv1d.weight
-        ssm_dtype = torch.float64 if weight.dtype == torch.float64 else torch.float32
         check_state(conv, (batch, self.d_inner, self.d_conv), weight.dtype, weight.device, name, "conv state")
-        check_state(h, (batch, self.d_inner, self.d_state), ssm_dtype, weight.device, name, "ssm state")
+        check_state(h, (batch, self.d_inner, self.d_state), compute_dtype(weight.dtype), weight.device, name,
+                    "ssm state")
         return MambaState(conv, h)
 
     def extra_repr(self) -> str:

@@ -8,7 +8,7 @@ import torch
 from kernels import selective_scan_2d
 
 from ssm.layers._image_mixer import ImageMixer
-from ssm.layers.selective import _widen
+from ssm.layers.diagonal import widen
 
 
 class Mamba2D(ImageMixer):
@@ -42,7 +42,7 @@ class Mamba2D(ImageMixer):
         K = self.ssm.k
         xs = torch.stack([x, x.flip(-2, -1)][:K], dim=1)  # (B, K, E, H, W): the second one rotated 180°
         delta, Bs, Cs = self.ssm.project(xs.reshape(B, K, E, H * W))
-        A, D, bias = self.ssm.A(), _widen(self.ssm.Ds), _widen(self.ssm.dt_projs_bias)
+        A, D, bias = self.ssm.A(), widen(self.ssm.Ds), widen(self.ssm.dt_projs_bias)
         y = 0
         for k in range(K):
             rows = slice(k * E, (k + 1) * E)

@@ -18,7 +18,7 @@ from ssm.layers._checks import (
     check_state,
     check_step_input,
 )
-from ssm.layers.diagonal import discretize, ssm_lr, widen
+from ssm.layers.diagonal import complex_dtype, discretize, ssm_lr, widen
 from ssm.optim import register
 
 INITS = ("hippo_n", "ptd")
@@ -219,16 +219,14 @@ class S5(nn.Module):
         """Zero state: complex (batch_size, m)."""
         check_causal(self.bidirectional, type(self).__name__)
         batch_size = check_batch_size(batch_size, type(self).__name__)
-        return torch.zeros(batch_size, self.n_modes, dtype=self._state_dtype(), device=self.D.device)
-
-    def _state_dtype(self) -> torch.dtype:
-        return torch.complex128 if self.D.dtype == torch.float64 else torch.complex64
+        return torch.zeros(batch_size, self.n_modes, dtype=complex_dtype(self.D.dtype), device=self.D.device)
 
     def step(self, x_t: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One step: x_t (B, H), state (B, m) -> (y_t (B, H), new state (B, m))."""
         check_causal(self.bidirectional, type(self).__name__)
         check_step_input(x_t, self.d_model, type(self).__name__)
-        check_state(state, (x_t.shape[0], self.n_modes), self._state_dtype(), self.D.device, type(self).__name__)
+        check_state(state, (x_t.shape[0], self.n_modes), complex_dtype(self.D.dtype), self.D.device,
+                    type(self).__name__)
         with torch.autocast(x_t.device.type, enabled=False):
             Lam_bar, B_bar, C = self.discrete()
             u = x_t.to(widen(self.D).dtype)

@@ -12,7 +12,7 @@ from torch import nn
 
 from kernels import selective_scan
 
-from ssm.layers.diagonal import ssm_lr
+from ssm.layers.diagonal import ssm_lr, widen
 from ssm.optim import register, set_hint
 
 DT_INITS = ("random", "constant")
@@ -100,7 +100,7 @@ class SelectiveProjections(nn.Module):
 
     def A(self) -> torch.Tensor:
         """(K·E, N) state matrix diagonal -exp(A_logs), float32 (float64 for a float64 layer)."""
-        return -torch.exp(_widen(self.A_logs))
+        return -torch.exp(widen(self.A_logs))
 
     def scan(self, xs: torch.Tensor) -> torch.Tensor:
         """The K selective scans: xs (B, K, E, L) -> ys (B, K, E, L) (no gate)."""
@@ -109,15 +109,10 @@ class SelectiveProjections(nn.Module):
             raise ValueError(f"SelectiveProjections: expected xs of shape (B, {self.k}, {self.d_inner}, L), got {tuple(xs.shape)}")
         delta, Bs, Cs = self.project(xs)
         ys = selective_scan(
-            xs.reshape(Bsz, K * E, L), delta.reshape(Bsz, K * E, L), self.A(), Bs, Cs, _widen(self.Ds),
-            delta_bias=_widen(self.dt_projs_bias).reshape(-1), delta_softplus=True,
+            xs.reshape(Bsz, K * E, L), delta.reshape(Bsz, K * E, L), self.A(), Bs, Cs, widen(self.Ds),
+            delta_bias=widen(self.dt_projs_bias).reshape(-1), delta_softplus=True,
         )
         return ys.view(Bsz, K, E, L)
 
     def extra_repr(self) -> str:
         return f"k={self.k}, d_inner={self.d_inner}, d_state={self.d_state}, dt_rank={self.dt_rank}"
-
-
-def _widen(t: torch.Tensor) -> torch.Tensor:
-    """float32 (float64 stays) for SSM parameters handed to a scan."""
-    return t if t.dtype == torch.float64 else t.float()

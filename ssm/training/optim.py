@@ -23,13 +23,18 @@ def build_optimizer(
     Tensors with their own hints (SSM Δ, A, B) keep their lr and weight decay; everything
     else uses ``lr`` and ``weight_decay`` (0 for biases, norms and embeddings).
     """
+    check_optimizer_settings(name, lr, weight_decay)
+    return OPTIMIZERS[name](param_groups(model, weight_decay), lr=lr, **kwargs)
+
+
+def check_optimizer_settings(name: str = "adamw", lr: float = 1e-3, weight_decay: float = 0.0) -> None:
+    """Raise ValueError for an unknown optimizer, lr <= 0 or weight_decay < 0."""
     if name not in OPTIMIZERS:
         raise ValueError(f"optimizer name must be one of {sorted(OPTIMIZERS)}, got {name!r}")
     if lr <= 0:
         raise ValueError(f"optimizer lr must be positive, got {lr}")
     if weight_decay < 0:
         raise ValueError(f"optimizer weight_decay must be >= 0, got {weight_decay}")
-    return OPTIMIZERS[name](param_groups(model, weight_decay), lr=lr, **kwargs)
 
 
 def cosine_warmup(

@@ -16,6 +16,7 @@ from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ssm.training.batch_size import fit_batch_to_memory
+from ssm.training.optim import check_optimizer_settings
 
 log = logging.getLogger(__name__)
 
@@ -96,9 +97,7 @@ def fit(cfg: DictConfig):
     check_run_length(cfg)
     check_optimizer(cfg)
     ckpt_path, checkpoint = _checkpoint(cfg.get("ckpt_path"))
-    if ckpt_path:  # the checkpoint folder holds the interrupted run's files, as it should
-        warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
-    cfg = _continue_checkpoints_of(cfg)
+    cfg = _continue_checkpoints_of(cfg, ckpt_path)
     datamodule = hydra.utils.instantiate(cfg.data)
     model = build_model(cfg, datamodule)
     extra = {}
@@ -165,13 +164,10 @@ def check_run_length(cfg: DictConfig) -> None:
 
 def check_optimizer(cfg: DictConfig) -> None:
     """Raise ValueError for an optimizer config that ``build_optimizer`` would refuse once
-    training starts (lr <= 0, weight_decay < 0), before data and loggers are set up."""
+    training starts (``check_optimizer_settings``), before data and loggers are set up."""
     optimizer = cfg.get("optimizer") or {}
-    lr, weight_decay = optimizer.get("lr"), optimizer.get("weight_decay")
-    if isinstance(lr, (int, float)) and lr <= 0:
-        raise ValueError(f"optimizer.lr must be positive, got {lr}")
-    if isinstance(weight_decay, (int, float)) and weight_decay < 0:
-        raise ValueError(f"optimizer.weight_decay must be >= 0, got {weight_decay}")
+    settings = {key: optimizer[key] for key in ("name", "lr", "weight_decay") if key in optimizer}
+    check_optimizer_settings(**settings)
 
 
 def check_checkpoint_matches(checkpoint: dict, task: L.LightningModule, path: str) -> None:
@@ -218,15 +214,16 @@ def trainer_arguments(cfg: DictConfig) -> dict:
     return kwargs
 
 
-def _continue_checkpoints_of(cfg: DictConfig) -> DictConfig:
-    """When resuming from ``<dir>/last.ckpt``, keep writing checkpoints into ``<dir>``: the
-    best-checkpoint bookkeeping (best score, paths) is only restored for the same folder, and
-    the run's checkpoints stay together."""
-    path = cfg.get("ckpt_path")
-    callbacks = cfg.get("callbacks") or {}
-    if not path or not pathlib.Path(path).expanduser().is_file():
+def _continue_checkpoints_of(cfg: DictConfig, path: str | None) -> DictConfig:
+    """When resuming from ``<dir>/last.ckpt`` (``path``, checked by :func:`_checkpoint`), keep
+    writing checkpoints into ``<dir>``: the best-checkpoint bookkeeping (best score, paths) is
+    only restored for the same folder, and the run's checkpoints stay together (so Lightning's
+    "exists and is not empty" warning about that folder is expected and silenced)."""
+    if not path:
         return cfg
-    folder = str(pathlib.Path(path).expanduser().resolve().parent)
+    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+    callbacks = cfg.get("callbacks") or {}
+    folder = str(pathlib.Path(path).resolve().parent)
     cfg = cfg.copy()
     with open_dict(cfg):
         for name, spec in callbacks.items():
