@@ -23,7 +23,8 @@ class SequenceBatchNorm(nn.Module):
     for DDP (``SyncBatchNorm.convert_sync_batchnorm``, what ``trainer=ddp`` does on GPUs)
     replaces ``bn`` and keeps the transpose; a subclass was replaced whole, and the new
     SyncBatchNorm then normalized over the length axis. Checkpoints of the earlier layout
-    (``norm.weight`` rather than ``norm.bn.weight``) still load.
+    (``norm.weight`` rather than ``norm.bn.weight``) still load. ``forward(x, mask)`` leaves
+    right padding out of the batch statistics.
     """
 
     _STATE = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
@@ -33,14 +34,30 @@ class SequenceBatchNorm(nn.Module):
         self.bn = nn.BatchNorm1d(num_features, **kwargs)
         self._register_load_state_dict_pre_hook(self._from_flat_keys)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.bn(x.transpose(1, 2)).transpose(1, 2)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, L, C) -> (B, L, C). With a (B, L, 1) padding ``mask`` (1 on valid steps) and
+        batch statistics in use (training, or no running statistics), the mean and variance
+        are taken over the valid steps only, so the amount of padding in a batch changes
+        neither the valid outputs nor the running statistics; padded steps come out as 0.
+        In eval mode every step is normalized by the running statistics, with or without it."""
+        if mask is None or not (self.bn.training or self.bn.running_mean is None):
+            return self.bn(x.transpose(1, 2)).transpose(1, 2)
+        valid = mask.reshape(x.shape[:2]).bool()
+        out = x.new_zeros(x.shape)
+        out[valid] = self.bn(x[valid])  # (steps, C): the statistics of the valid steps
+        return out
 
     @classmethod
     def _from_flat_keys(cls, state_dict, prefix, *args) -> None:
         for name in cls._STATE:
             if prefix + name in state_dict and prefix + "bn." + name not in state_dict:
                 state_dict[prefix + "bn." + name] = state_dict.pop(prefix + name)
+
+
+def apply_norm(norm: nn.Module, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """``norm(x)``, handing the padding ``mask`` to a norm whose statistics span the batch
+    (:class:`SequenceBatchNorm`); per-step norms (LayerNorm) need no mask."""
+    return norm(x, mask) if isinstance(norm, SequenceBatchNorm) else norm(x)
 
 
 def make_norm(kind: str, d_model: int) -> nn.Module:
@@ -114,7 +131,7 @@ class ResidualBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         check_sequence(x, self.d_model, "ResidualBlock")
-        z = self.norm(x) if self.prenorm else x
+        z = apply_norm(self.norm, x, mask) if self.prenorm else x
         if mask is None:
             y = self.layer(z)
         else:
@@ -130,7 +147,7 @@ class ResidualBlock(nn.Module):
                 gate = torch.sigmoid(self.output(g))
                 z = (g if self.output_kind == "half_glu1" else y) * gate
         x = x + self.dropout(z)
-        return x if self.prenorm else self.norm(x)
+        return x if self.prenorm else apply_norm(self.norm, x, mask)
 
 
 class SequenceBackbone(nn.Module):
@@ -173,4 +190,4 @@ class SequenceBackbone(nn.Module):
             mask = padding_mask(lengths, x.shape[1], x.device)
         for block in self.blocks:
             x = block(x, mask)
-        return self.final_norm(x)
+        return apply_norm(self.final_norm, x, mask)

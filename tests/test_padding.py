@@ -2,6 +2,7 @@
 gets alone, for causal and bidirectional layers (which would otherwise read the padding),
 every pooling and both norms; bad ``lengths`` raise."""
 
+import copy
 import functools
 
 import pytest
@@ -37,6 +38,54 @@ def test_a_padded_sequence_gets_the_logits_it_gets_alone(name, norm, pooling):
     for b in range(3):
         alone = model(tokens[b : b + 1, : lengths[b]])
         torch.testing.assert_close(batched[b : b + 1], alone, rtol=1e-12, atol=1e-12, msg=f"row {b}")
+
+
+def test_batch_norm_statistics_leave_the_padding_out():
+    """In training, SequenceBatchNorm with a mask normalizes by the mean and (biased) variance
+    of the valid steps and updates its running statistics with them (unbiased variance)."""
+    from ssm.blocks import SequenceBatchNorm
+
+    torch.manual_seed(0)
+    norm = SequenceBatchNorm(4).double()
+    with torch.no_grad():
+        norm.bn.weight.uniform_(0.5, 2.0)
+        norm.bn.bias.normal_()
+    synced = torch.nn.SyncBatchNorm.convert_sync_batchnorm(copy.deepcopy(norm))  # what trainer=ddp makes
+    x = torch.randn(3, 7, 4, dtype=F64, requires_grad=True)
+    lengths = [7, 3, 1]
+    mask = (torch.arange(7)[None, :] < torch.tensor(lengths)[:, None]).unsqueeze(-1)
+    out = norm(x, mask)
+    torch.testing.assert_close(synced(x, mask), out)
+    steps = torch.cat([x[b, :n] for b, n in enumerate(lengths)])  # (11, 4)
+    mean, var = steps.mean(0), steps.var(0, unbiased=False)
+    for b, n in enumerate(lengths):
+        expected = (x[b, :n] - mean) / torch.sqrt(var + norm.bn.eps) * norm.bn.weight + norm.bn.bias
+        torch.testing.assert_close(out[b, :n], expected)
+        assert (out[b, n:] == 0).all()
+    torch.testing.assert_close(norm.bn.running_mean, 0.1 * mean)
+    torch.testing.assert_close(norm.bn.running_var, 0.9 + 0.1 * steps.var(0, unbiased=True))
+    out.square().sum().backward()
+    assert (x.grad[~mask.squeeze(-1)] == 0).all() and torch.isfinite(x.grad).all()
+    norm.eval()  # running statistics: every step is normalized alike, mask or not
+    torch.testing.assert_close(norm(x, mask), norm(x))
+
+
+@pytest.mark.parametrize("prenorm", [False, True])
+@pytest.mark.parametrize("pooling", ["mean", "last"])
+def test_training_batch_norm_does_not_depend_on_how_much_padding(prenorm, pooling):
+    """A batch padded to its longest sequence and the same batch padded further give the same
+    training-mode logits and running statistics (the padding used to enter the statistics)."""
+    torch.manual_seed(2)
+    model = ssm.SequenceClassifier(8, 2, LAYERS["S4D bidirectional"], 3, n_tokens=10, norm="batch",
+                                   pooling=pooling, prenorm=prenorm).double().train()
+    twin = copy.deepcopy(model)
+    lengths = torch.tensor([5, 11, 2])
+    tokens = torch.randint(1, 10, (3, 11))
+    tokens[torch.arange(11)[None, :] >= lengths[:, None]] = 0
+    longer = torch.cat([tokens, torch.zeros(3, 6, dtype=tokens.dtype)], dim=1)
+    torch.testing.assert_close(model(tokens, lengths), twin(longer, lengths), rtol=1e-12, atol=1e-12)
+    for (name, a), b in zip(model.named_buffers(), twin.buffers()):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12, msg=name)
 
 
 def test_retrieval_pairs_ignore_their_padding():

@@ -254,8 +254,8 @@ class Mamba(nn.Module):
         ``mask`` (B, L, 1), 1 on valid steps and 0 on right padding, zeroes the convolution's
         input and the scan's input x on the padding, so that the backward direction of a
         bidirectional layer starts from a zero state at the last valid step: no valid output
-        depends on the padding. (With ``reorder_tokens`` the soft sort still mixes padded
-        positions into the others.)"""
+        depends on the padding. With ``reorder_tokens`` only the valid tokens are sorted,
+        among themselves."""
         check_sequence(u, self.d_model, type(self).__name__)
         L = u.shape[1]
         if L == 0:  # nothing to convolve or scan
@@ -280,7 +280,7 @@ class Mamba(nn.Module):
             x = x * mask
         A = -torch.exp(widen(A_log))
         if importance is not None:
-            return self._reordered_scan(x, z, x_proj, dt_proj, A, D, importance)
+            return self._reordered_scan(x, z, x_proj, dt_proj, A, D, importance, mask)
         delta, B, C = self._project(x, x_proj, dt_proj)
         return selective_scan(x, delta, A, B, C, widen(D), z=z, delta_bias=widen(dt_proj.bias), delta_softplus=True)
 
@@ -289,11 +289,14 @@ class Mamba(nn.Module):
         delta, B, C = x_proj(x.transpose(1, 2)).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         return (delta @ dt_proj.weight.T).transpose(1, 2), B.transpose(1, 2), C.transpose(1, 2)
 
-    def _reordered_scan(self, x, z, x_proj, dt_proj, A, D, importance) -> torch.Tensor:
-        """Scan over the tokens soft-sorted by increasing importance, output in the original order."""
+    def _reordered_scan(self, x, z, x_proj, dt_proj, A, D, importance, mask=None) -> torch.Tensor:
+        """Scan over the tokens soft-sorted by increasing importance, output in the original
+        order. With a padding ``mask`` (B, 1, L) only the valid tokens are sorted, into the
+        valid positions, so the padding is neither mixed into them nor scanned before them."""
         delta, _, _ = self._project(x, x_proj, dt_proj)
         scores = importance((delta + dt_proj.bias[:, None]).transpose(1, 2)).squeeze(-1)  # (B, L)
-        perm = soft_sort(-scores, self.reorder_tau).to(x.dtype)  # (B, L, L): least important first
+        valid = None if mask is None else mask[:, 0, :].bool()
+        perm = soft_sort(-scores, self.reorder_tau, valid).to(x.dtype)  # (B, L, L): least important first
         x = x @ perm.transpose(1, 2)  # (B, E, L): token r of the result is Σ_c P[r, c] x_c
         delta, B, C = self._project(x, x_proj, dt_proj)
         y = selective_scan(x, delta, A, B, C, widen(D), delta_bias=widen(dt_proj.bias), delta_softplus=True)

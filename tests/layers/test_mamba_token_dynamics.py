@@ -165,6 +165,24 @@ def test_soft_sort_rows_sum_to_one_and_hardens():
     assert_close(hard @ v, v[:, order])
 
 
+def test_masked_soft_sort_sorts_only_the_valid_entries_into_the_valid_positions():
+    torch.manual_seed(0)
+    scores = torch.randn(2, 7, dtype=F64, requires_grad=True)
+    valid = torch.tensor([[1, 1, 1, 1, 0, 0, 0], [0, 0, 1, 1, 1, 1, 1]], dtype=torch.bool)  # right, left padding
+    P = soft_sort(scores, tau=0.7, valid=valid)
+    for b in range(2):
+        idx = valid[b].nonzero().squeeze(-1)
+        alone = soft_sort(scores[b, idx], tau=0.7)
+        assert_close(P[b][idx][:, idx], alone)  # the valid block is the soft sort of the valid scores
+        assert (P[b][~valid[b]] == 0).all() and (P[b][:, ~valid[b]] == 0).all()
+    P.square().sum().backward()
+    assert torch.isfinite(scores.grad).all()
+    assert (scores.grad[~valid] == 0).all() and (scores.grad[valid] != 0).all()
+    assert_close(soft_sort(scores, 0.7, torch.ones_like(valid)), soft_sort(scores, 0.7))
+    with pytest.raises(ValueError, match="bool mask"):
+        soft_sort(scores, valid=valid.double())
+
+
 def test_soft_sort_rejects_bad_arguments():
     with pytest.raises(ValueError, match="tau"):
         soft_sort(torch.randn(3), tau=0.0)
@@ -228,6 +246,22 @@ def test_reorder_tokens_gradients_and_no_step():
         causal.init_state(2)
     with pytest.raises(ValueError, match="reorder_tokens"):
         causal.step(u[:, 0], (torch.zeros(2, 8, 4), torch.zeros(2, 8, 3)))
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_reorder_tokens_sorts_a_padded_sequence_as_it_sorts_it_alone(bidirectional):
+    """With a padding mask only the valid tokens are soft-sorted, so every valid output
+    equals the output of the unpadded sequence (the padding was mixed into them before)."""
+    torch.manual_seed(6)
+    layer = randomize(ssm.Mamba(4, d_state=3, reorder_tokens=True, bidirectional=bidirectional).double(), scale=0.5)
+    u = torch.randn(3, 9, 4, dtype=F64)
+    lengths = torch.tensor([9, 4, 1])
+    mask = (torch.arange(9)[None, :] < lengths[:, None]).unsqueeze(-1)
+    with torch.no_grad():
+        batched = layer(u, mask=mask)
+        for b in range(3):
+            n = int(lengths[b])
+            torch.testing.assert_close(batched[b : b + 1, :n], layer(u[b : b + 1, :n]), rtol=1e-12, atol=1e-12)
 
 
 def test_reorder_tau_must_be_positive():
