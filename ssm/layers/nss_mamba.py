@@ -60,6 +60,9 @@ class NSSMamba(ImageMixer):
     """
 
     directions = (2, 4)
+    # Rows of ``nss_directions`` scanned for each K: the two forward walks NSS(x) and NSS(xᵀ)
+    # when unidirectional (rows 1 and 3 are their reverses), all four otherwise.
+    _kept_rows = {2: (0, 2), 4: (0, 1, 2, 3)}
 
     default_bidirectional = True
 
@@ -72,11 +75,13 @@ class NSSMamba(ImageMixer):
         self._orders: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def orders(self, H: int, W: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """(π (4, H·W), π⁻¹ (4, H·W)) on ``device``; built once per (H, W, stripe, shift,
-        device) and kept (a few at most), so a forward pass neither rebuilds nor copies them."""
+        """(π (K, H·W), π⁻¹ (K, H·W)) on ``device``, the K scanned rows of
+        ``nss_directions``; built once per (H, W, stripe, shift, device) and kept (a few at
+        most), so a forward pass neither rebuilds nor copies them."""
         key = (int(H), int(W), self.stripe, self.shift, torch.device(device))
         if key not in self._orders:
-            perms = scan_orders.nss_directions(H, W, self.stripe, self.shift)
+            rows = list(self._kept_rows[self.ssm.k])
+            perms = scan_orders.nss_directions(H, W, self.stripe, self.shift)[rows]
             if len(self._orders) >= 8:
                 self._orders.pop(next(iter(self._orders)))
             self._orders[key] = perms.to(device), scan_orders.inverse(perms).to(device)
@@ -86,7 +91,6 @@ class NSSMamba(ImageMixer):
         B, E, H, W = x.shape
         K = self.ssm.k
         perms, inverse = self.orders(H, W, x.device)
-        perms, inverse = perms[:K], inverse[:K]
         xs = x.reshape(B, E, H * W)[..., perms].transpose(1, 2)  # (B, K, E, H·W)
         ys = self.ssm.scan(xs.contiguous())
         ys = ys.gather(-1, inverse[None, :, None, :].expand_as(ys)).view(B, K, E, H, W)

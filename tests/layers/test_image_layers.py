@@ -41,16 +41,24 @@ def _finish(layer, y, z):
     return layer.out_proj(layer.out_norm(y) * F.silu(z))
 
 
-def _orders(cls, layer, H, W):
+def _orders(cls, layer, H, W, K):
+    """The K scanned orders as permutations of row-major pixels; unidirectional layers scan
+    their two forward walks (rows, columns / NSS of x and of xᵀ), not a walk and its reverse."""
     if cls is ssm.SS2D:
         rows, cols = scan_orders.row_major(H, W), scan_orders.column_major(H, W)
-        return [rows, cols, scan_orders.reverse(rows), scan_orders.reverse(cols)]
-    return list(scan_orders.nss_directions(H, W, layer.stripe, layer.shift))
+        return [rows, cols, scan_orders.reverse(rows), scan_orders.reverse(cols)][:K]
+    pixels = torch.arange(H * W).view(H, W)
+
+    def walk(image):  # NSS over an image of pixel indices
+        return image.reshape(-1)[scan_orders.nss(*image.shape, layer.stripe, layer.shift)]
+
+    x, xt, rot, rot_t = walk(pixels), walk(pixels.T), walk(pixels.flip(0, 1)), walk(pixels.flip(0, 1).T)
+    return [x, rot, xt, rot_t] if K == 4 else [x, xt]
 
 
 @pytest.mark.parametrize("cls", [ssm.SS2D, ssm.NSSMamba])
 @pytest.mark.parametrize("bidirectional", [True, False])
-@pytest.mark.parametrize("H, W", [(1, 1), (3, 5), (4, 4)])
+@pytest.mark.parametrize("H, W", [(1, 1), (3, 5), (4, 4), (5, 9)])
 def test_multi_order_layers_match_explicit_orders(cls, bidirectional, H, W):
     torch.manual_seed(0)
     layer = cls(8, d_state=3, bidirectional=bidirectional).double()
@@ -59,7 +67,7 @@ def test_multi_order_layers_match_explicit_orders(cls, bidirectional, H, W):
     flat = x.reshape(2, layer.d_inner, H * W)
     K = 4 if bidirectional else 2
     outs = []
-    for k, perm in enumerate(_orders(cls, layer, H, W)[:K]):
+    for k, perm in enumerate(_orders(cls, layer, H, W, K)):
         ys = _direction_scan(layer, k, flat[..., perm])
         outs.append(scan_orders.undo(ys, perm).view(2, layer.d_inner, H, W))
     if cls is ssm.SS2D:
