@@ -173,3 +173,35 @@ def test_hints_survive_copies_that_make_new_parameters(make, how):
         other = copied.get_submodule(module_name)
         for name in module._parameters:
             assert ssm.optim.get_hint(other, name) == ssm.optim.get_hint(module, name)
+
+
+LR_LAYERS = {
+    "S4D": (functools.partial(ssm.S4D, 4, d_state=4), ("dt", "A", "B")),
+    "S4PTD": (functools.partial(ssm.S4PTD, 4, d_state=4), ("dt", "A", "B")),
+    "DSS": (functools.partial(ssm.DSS, 4, d_state=4), ("dt", "A")),
+    "S5": (functools.partial(ssm.S5, 4, d_state=4), ("A", "dt", "B")),
+    "Mamba": (functools.partial(ssm.Mamba, 4, d_state=2), ("A", "D", "dt")),
+    "SS2D": (functools.partial(ssm.SS2D, 4, d_state=2), ("A", "D", "dt")),
+    "CompanionSSM": (functools.partial(ssm.CompanionSSM, 4, d_state=4), ("a", "b", "c")),
+    "ClosedLoopCompanionSSM": (functools.partial(ssm.ClosedLoopCompanionSSM, 4, d_state=4), ("a", "b", "c", "k")),
+}
+
+
+@pytest.mark.parametrize("name", LR_LAYERS)
+@pytest.mark.parametrize("bad", [-1e-3, float("nan"), float("inf"), "0.001", True])
+def test_bad_lr_hints_raise(name, bad):
+    """A negative lr would ascend the loss, NaN poisons the weights; both used to be stored."""
+    make, keys = LR_LAYERS[name]
+    with pytest.raises(ValueError, match="lr must be"):
+        make(lr=bad)
+    with pytest.raises(ValueError, match="lr must be"):
+        make(lr={keys[0]: bad})
+
+
+@pytest.mark.parametrize("name", LR_LAYERS)
+def test_lr_dict_keys_are_checked_and_valid_hints_pass(name):
+    make, keys = LR_LAYERS[name]
+    with pytest.raises(ValueError, match=r"unknown lr key\(s\) \['dT'\]"):  # a typo used to be ignored
+        make(lr={"dT": 1e-3})
+    for lr in (None, 0, 0.0, 2e-3, {key: 1e-3 for key in keys}, {keys[-1]: None}, {}):
+        make(lr=lr)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import torch
 
@@ -108,3 +109,28 @@ def resolve_dt_rank(dt_rank: int | str, d_model: int, layer: str) -> int:
     if isinstance(dt_rank, bool) or not isinstance(dt_rank, int) or dt_rank < 1:
         raise ValueError(f"{layer}: dt_rank must be 'auto' or a positive integer, got {dt_rank!r}")
     return dt_rank
+
+
+def check_lr(lr, keys: tuple[str, ...], layer: str):
+    """Require an optimizer hint ``lr`` that is None, a finite number >= 0, or a mapping
+    from some of ``keys`` to such values (a mistyped key would be silently ignored, a
+    negative lr would ascend the loss). Returns ``lr``."""
+
+    def valid(value) -> bool:
+        if value is None:
+            return True
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        return math.isfinite(value) and value >= 0
+
+    allowed = f"None, a finite number >= 0, or a dict with keys from {list(keys)}"
+    if isinstance(lr, Mapping):
+        unknown = [k for k in lr if k not in keys]
+        if unknown:
+            raise ValueError(f"{layer}: unknown lr key(s) {unknown}; lr must be {allowed}")
+        bad = {k: v for k, v in lr.items() if not valid(v)}
+    else:
+        bad = None if valid(lr) else lr
+    if bad is not None and bad != {}:
+        raise ValueError(f"{layer}: lr must be {allowed}, got {lr!r}")
+    return lr

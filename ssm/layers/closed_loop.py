@@ -31,7 +31,14 @@ from kernels.companion_kernel.pytorch import (
     reversed_characteristic,
     series_inverse,
 )
-from ssm.layers._checks import check_batch_size, check_positive_ints, check_sequence, check_state, check_step_input
+from ssm.layers._checks import (
+    check_batch_size,
+    check_lr,
+    check_positive_ints,
+    check_sequence,
+    check_state,
+    check_step_input,
+)
 from ssm.layers.companion import (
     check_kernel_sets,
     companion_step,
@@ -89,6 +96,7 @@ class ClosedLoopCompanionSSM(nn.Module):
         if not init_std > 0:
             raise ValueError(f"{name}: init_std must be positive, got {init_std!r}")
         n_kernels = check_kernel_sets(name, d_model, d_state, n_kernels, norm_order)
+        check_lr(lr, ("a", "b", "c", "k"), name)
         self.d_model, self.d_state, self.n_kernels = int(d_model), int(d_state), int(n_kernels)
         self.norm_order, self.init_std = norm_order, float(init_std)
         self._register_coefficients(lr)

@@ -19,7 +19,14 @@ import torch
 from torch import nn
 
 from kernels import companion_kernel, fftconv
-from ssm.layers._checks import check_batch_size, check_positive_ints, check_sequence, check_state, check_step_input
+from ssm.layers._checks import (
+    check_batch_size,
+    check_lr,
+    check_positive_ints,
+    check_sequence,
+    check_state,
+    check_step_input,
+)
 from ssm.optim import register
 
 NORM_EPS = 1e-4  # SpaceTime's threshold below which a vector is left unnormalized
@@ -94,6 +101,7 @@ class CompanionSSM(nn.Module):
         super().__init__()
         name = type(self).__name__
         n_kernels = check_kernel_sets(name, d_model, d_state, n_kernels, norm_order)
+        check_lr(lr, ("a", "b", "c"), name)
         if b_init not in ("normal", "e1"):
             raise ValueError(f"{name}: b_init must be 'normal' or 'e1', got {b_init!r}")
         self.d_model, self.d_state, self.n_kernels = int(d_model), int(d_state), int(n_kernels)

@@ -7,7 +7,7 @@ import torch
 
 from kernels import vandermonde
 from ssm.hippo import diagonal_init
-from ssm.layers._checks import check_choice
+from ssm.layers._checks import check_choice, check_lr
 from ssm.layers._empty import zeros_in_graph
 from ssm.layers.diagonal import DiagonalSSM, log_uniform_dt, ssm_lr, widen
 from ssm.optim import register
@@ -54,6 +54,7 @@ class DSS(DiagonalSSM):
     ) -> None:
         super().__init__(d_model, d_state, bidirectional)
         self.variant = check_choice(variant, VARIANTS, "variant", "DSS")
+        check_lr(lr, ("dt", "A"), "DSS")
         if l_max is not None and (int(l_max) != l_max or l_max < 1):
             raise ValueError(f"DSS: l_max must be a positive integer or None, got {l_max!r}")
         self.l_max = l_max

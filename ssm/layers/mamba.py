@@ -12,6 +12,7 @@ from torch import nn
 
 from kernels import selective_scan, selective_state_update
 from ssm.layers._checks import (
+    check_lr,
     check_batch_size,
     check_causal,
     check_choice,
@@ -184,6 +185,7 @@ class Mamba(nn.Module):
         if not dt_init_floor >= 0:
             raise ValueError(f"{name}: dt_init_floor must be >= 0, got {dt_init_floor}")
         self.dt_init = check_choice(dt_init, DT_INITS, "dt_init", name)
+        check_lr(lr, ("A", "D", "dt"), name)
         self.d_model, self.d_state, self.d_conv = int(d_model), int(d_state), int(d_conv)
         self.expand, self.dt_rank = int(expand), int(dt_rank)
         self.d_inner = self.expand * self.d_model

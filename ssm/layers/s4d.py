@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from ssm.hippo import diagonal_B_init, diagonal_init
-from ssm.layers._checks import check_choice
+from ssm.layers._checks import check_choice, check_lr
 from ssm.layers.diagonal import DiagonalSSM, discretize, log_uniform_dt, ssm_lr, widen
 from ssm.optim import register
 
@@ -66,6 +66,7 @@ class S4D(DiagonalSSM):
         """Register Δ, A, B (with their optimizer hints) and C from the starting point
         A, B (n_modes,) complex, shared by the channels, and C (channels, H, n_modes)."""
         self.disc = check_choice(disc, DISCRETIZATIONS, "disc", type(self).__name__)
+        check_lr(lr, ("dt", "A", "B"), type(self).__name__)
         H = self.d_model
         A = A.to(torch.complex64).expand(H, -1)
         B = B.to(torch.complex64).expand(H, -1)

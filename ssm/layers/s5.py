@@ -11,6 +11,7 @@ from torch import nn
 from kernels import linear_scan
 from ssm.hippo import nplr, ptd_legs
 from ssm.layers._checks import (
+    check_lr,
     check_batch_size,
     check_causal,
     check_choice,
@@ -125,6 +126,7 @@ class S5(nn.Module):
         self.disc = check_choice(disc, DISCRETIZATIONS, "disc", name)
         self.C_init = check_choice(C_init, C_INITS, "C_init", name)
         self.opt_config = check_choice(opt_config, OPT_CONFIGS, "opt_config", name)
+        check_lr(lr, ("A", "dt", "B"), name)
         if d_state % blocks:
             raise ValueError(f"{name}: d_state={d_state} is not divisible by blocks={blocks}")
         block = d_state // blocks

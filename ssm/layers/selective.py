@@ -12,6 +12,7 @@ from torch import nn
 
 from kernels import selective_scan
 
+from ssm.layers._checks import check_lr
 from ssm.layers.diagonal import ssm_lr, widen
 from ssm.optim import register, set_hint
 
@@ -77,6 +78,7 @@ class SelectiveProjections(nn.Module):
         lr: float | None | dict = None,
     ) -> None:
         super().__init__()
+        check_lr(lr, ("A", "D", "dt"), type(self).__name__)
         E, N, R, K = int(d_inner), int(d_state), int(dt_rank), int(k)
         self.d_inner, self.d_state, self.dt_rank, self.k = E, N, R, K
         bound = E**-0.5  # nn.Linear's default range for fan-in E
