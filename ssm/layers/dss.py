@@ -3,16 +3,27 @@ Structured State Spaces", 2022)."""
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
 from kernels import vandermonde
 from ssm.hippo import diagonal_init
-from ssm.layers._checks import check_choice, check_lr
+from ssm.layers._checks import check_causal, check_choice, check_lr, check_state, check_step_input
 from ssm.layers._empty import zeros_in_graph
-from ssm.layers.diagonal import DiagonalSSM, log_uniform_dt, ssm_lr, widen
+from ssm.layers.diagonal import DiagonalSSM, complex_dtype, compute_dtype, log_uniform_dt, ssm_lr, widen
 from ssm.optim import register
 
 VARIANTS = ("exp", "softmax")
+
+
+class SoftmaxState(NamedTuple):
+    """Recurrent state of ``DSS(variant="softmax")``: s = sigma · exp(log_scale), both
+    (batch, H, N/2). A growing mode's s_t = sum_l e^{a(t-l)} u_l spans e^{Re(a) L}, beyond
+    float range for long L; the floating exponent keeps |sigma| <= 1 once s is large."""
+
+    sigma: torch.Tensor
+    log_scale: torch.Tensor
 
 
 class DSS(DiagonalSSM):
@@ -29,8 +40,9 @@ class DSS(DiagonalSSM):
       nothing overflows, and 1/λ is computed as conj(λ)/(|λ|² + 1e-7).
 
     The softmax kernel depends on its length L. ``forward`` uses the input length (or
-    ``l_max`` if given). ``step`` uses ``l_max``, else the ``length`` passed to
-    :meth:`init_state`, else the length of the last ``forward`` call.
+    ``l_max`` if given). ``step`` uses ``l_max``, else the ``length`` passed to the last
+    :meth:`init_state`, else the length of the last ``forward`` call. Its state is a
+    :class:`SoftmaxState` (a floating exponent), so that growing modes do not overflow.
 
     Args:
         d_model: channels H. Input and output are (batch, length, H).
@@ -103,16 +115,46 @@ class DSS(DiagonalSSM):
         k = decaying + reversed_
         return k if self.bidirectional else k[0]
 
-    def init_state(self, batch_size: int, length: int | None = None) -> torch.Tensor:
-        """Zero state (batch_size, H, N/2); ``length`` fixes the softmax normalization for step."""
-        if length is not None:
-            if isinstance(length, bool) or int(length) != length or length < 1:
-                raise ValueError(f"DSS.init_state: length must be a positive integer, got {length!r}")
-            self._init_length = int(length)
-        return super().init_state(batch_size)
+    def init_state(self, batch_size: int, length: int | None = None) -> torch.Tensor | SoftmaxState:
+        """Zero state: complex (batch_size, H, N/2), or a :class:`SoftmaxState` of that shape
+        for the softmax variant, where ``length`` fixes the normalization length of the
+        following steps (without it, the last forward's length, unless ``l_max`` is set)."""
+        if length is not None and (isinstance(length, bool) or int(length) != length or length < 1):
+            raise ValueError(f"DSS.init_state: length must be a positive integer, got {length!r}")
+        state = super().init_state(batch_size)
+        if self.variant == "exp":
+            return state
+        self._init_length = None if length is None else int(length)
+        return SoftmaxState(state, torch.zeros(state.shape, dtype=state.real.dtype, device=state.device))
 
-    def step_modes(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.modes(self._init_length or self._forward_length)
+    def step(self, x_t: torch.Tensor, state) -> tuple[torch.Tensor, torch.Tensor | SoftmaxState]:
+        """One recurrent step: x_t (B, H) -> (y_t (B, H), new state). For the softmax
+        variant, with a = ΔΛ, the state s_t = e^a s_{t-1} + u_t is kept as sigma·e^E and
+        y_t = 2 Re(v e^{ε} s_t) + D u_t, where v e^{ε} (ε = -a(L-1) on growing modes, 0 else)
+        is the kernel's weight written without overflow, as in :meth:`kernel`."""
+        if self.variant == "exp":
+            return super().step(x_t, state)
+        name = type(self).__name__
+        check_causal(self.bidirectional, name)
+        check_step_input(x_t, self.d_model, name)
+        if not isinstance(state, SoftmaxState):
+            raise TypeError(f"{name}: the state must be the SoftmaxState from init_state, got {type(state).__name__}")
+        shape, real = (x_t.shape[0], self.d_model, self.n_modes), compute_dtype(self.D.dtype)
+        check_state(state.sigma, shape, complex_dtype(self.D.dtype), self.D.device, name, "state.sigma")
+        check_state(state.log_scale, shape, real, self.D.device, name, "state.log_scale")
+        L = self._normalization_length(self._init_length or self._forward_length)
+        dt, Lam, W = self.continuous()
+        a = dt.unsqueeze(-1) * Lam  # (H, N/2)
+        growing = a.real > 0
+        v = W[0] * _reciprocal(Lam) * _softmax_weight(torch.where(growing, -a, a), L) / 2
+        offset = torch.where(growing, -a * (L - 1), torch.zeros_like(a))
+        u = x_t.unsqueeze(-1).to(state.sigma.dtype)
+        sigma = torch.exp(a) * state.sigma + u * torch.exp(-state.log_scale)
+        magnitude = sigma.abs().clamp(min=torch.finfo(real).tiny)
+        log_scale = (state.log_scale + torch.log(magnitude)).clamp(min=0.0)
+        sigma = sigma * torch.exp(state.log_scale - log_scale)
+        y = 2 * (v * torch.exp(offset + log_scale) * sigma).sum(-1).real + self.D * x_t
+        return y.to(x_t.dtype), SoftmaxState(sigma, log_scale)
 
     def _normalization_length(self, L: int | None) -> int:
         L = self.l_max or L

@@ -173,6 +173,41 @@ def test_softmax_step_with_growing_modes_matches_forward():
         assert_close(run_steps(layer, x, length=64), layer(x))
 
 
+@pytest.mark.parametrize("dtype, growth, L", [(torch.float32, 0.1, 1000), (torch.float64, 2.0, 400)])
+def test_softmax_step_with_fast_growing_modes_over_long_sequences_matches_forward(dtype, growth, L):
+    """Re(λΔ)·L beyond the exponent range (88 in float32, 709 in float64): the state
+    e^{a t} and the weight 1/(e^{aL} - 1) overflow alone, and step gave NaN from t = 0."""
+    torch.manual_seed(15)
+    layer = ssm.DSS(2, d_state=8, variant="softmax").to(dtype).eval()
+    with torch.no_grad():
+        layer.Lambda_real[0, 0] = growth / 0.1
+        layer.Lambda_real[1, 1] = 0.5 * growth / 0.1
+        layer.log_dt.fill_(math.log(0.1))
+    x = torch.randn(1, L, 2, dtype=dtype)
+    with torch.no_grad():
+        y = run_steps(layer, x, length=L)
+        expected = layer(x)
+    assert torch.isfinite(y).all()
+    tol = dict(rtol=1e-4, atol=1e-4) if dtype == torch.float32 else dict(rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(y, expected, **tol)
+
+
+def test_softmax_step_state_is_checked_and_differentiable():
+    torch.manual_seed(16)
+    layer = ssm.DSS(H, d_state=N, variant="softmax", l_max=5).double()
+    make_some_modes_grow(layer)
+    state = layer.init_state(2)
+    assert isinstance(state, ssm.layers.dss.SoftmaxState) and state.sigma.shape == (2, H, N // 2)
+    x = torch.zeros(2, 5, H, dtype=torch.float64, requires_grad=True)
+    y = run_steps(layer, x)  # zero inputs: the log of |sigma| = 0 must not poison gradients
+    y.sum().backward()
+    assert torch.isfinite(x.grad).all() and torch.isfinite(layer.Lambda_real.grad).all()
+    with pytest.raises(TypeError, match="SoftmaxState"):
+        layer.step(x[:, 0], state.sigma)
+    with pytest.raises(ValueError, match="state.log_scale has shape"):
+        layer.step(x[:, 0], state._replace(log_scale=state.log_scale[:1]))
+
+
 def test_softmax_step_with_l_max_needs_no_length():
     torch.manual_seed(10)
     layer = ssm.DSS(H, d_state=N, variant="softmax", l_max=17).double().eval()
@@ -196,6 +231,9 @@ def test_softmax_step_length_priority_l_max_then_init_state_then_last_forward():
             y, state = layer.step(x[:, t], state)
             ys.append(y)
         assert_close(torch.stack(ys, 1), expected)
+        layer.init_state(1)  # a later init_state without a length forgets the earlier one
+        y, _ = layer.step(x[:, 0], layer.init_state(1))
+        assert_close(y, layer(x[:, :7])[:, 0])
         fresh = ssm.DSS(H, d_state=N, variant="softmax").double().eval()
         fresh.load_state_dict(layer.state_dict())
         fresh(x[:, :7])  # no length given: the last forward's
