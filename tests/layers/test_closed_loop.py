@@ -197,3 +197,26 @@ def test_large_raw_coefficients_keep_the_lag_state_and_forecast_exact(dtype):
     for h in range(4):  # each channel on its own scale: the two sets grow at different rates
         assert_close_summed(state[:, h], lag_state[:, h], dtype=dtype)
         assert_close_summed(layer(x, 5)[..., h], y_cl[..., h], dtype=dtype)
+
+
+@pytest.mark.parametrize("dtype, a, n", [
+    (F64, [0.5, -1.0, 0.8, 1.2], 200),  # ||a||_1 = 3.5 (below the Krylov threshold 4), ρ(A) ≈ 1.44
+    (torch.float32, [0.2, -0.3, 0.25, 1.2], 100),  # ||a||_1 = 1.95 (below 2), ρ(A) ≈ 1.31
+])
+def test_unstable_coefficients_below_the_l1_threshold_keep_the_lag_state_exact(dtype, a, n):
+    """A growing A with a moderate ||a||_1: the division modulo χ amplified rounding by
+    ρ^n (the forecast was off by a factor 100 at ρ = 1.44, n = 100); such rows now take
+    the Krylov path. A stable set in the same layer stays on the fast one."""
+    torch.manual_seed(6)
+    layer = ssm.ClosedLoopCompanionSSM(2, d_state=4, n_kernels=2, norm_order=0).double()
+    with torch.no_grad():
+        layer.a[0] = torch.tensor(a, dtype=F64)
+        layer.a[1] = 0.3 * torch.tensor(a, dtype=F64) / sum(map(abs, a))  # stable
+    assert torch.linalg.eigvals(dense_A(layer.a.detach())[0]).abs().max() > 1.2
+    x = torch.randn(1, n, 2, dtype=F64)
+    y_open, u_open, lag_state, y_cl, u_cl = loop(layer, x, 3)
+    layer, x = layer.to(dtype), x.to(dtype)
+    state = layer.lag_state(x)
+    for h in range(2):
+        assert_close_summed(state[:, h], lag_state[:, h], dtype=dtype)
+        assert_close_summed(layer(x, 3)[..., h], y_cl[..., h], dtype=dtype)
