@@ -182,3 +182,14 @@ def test_a_half_precision_layer_computes_its_kernel_in_float32(name, dtype):
         assert_close(y_t, expected, dtype=dtype)
     y.float().sum().backward()
     assert all(torch.isfinite(p.grad).all() for p in layer.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("make", [
+    lambda n, s: ssm.S4D(n, d_state=s), lambda n, s: ssm.DSS(n, d_state=s), lambda n, s: ssm.S4PTD(n, d_state=s),
+    lambda n, s: ssm.S5(n, d_state=s, init="ptd", conj_sym=False),
+])
+@pytest.mark.parametrize("sizes", [(True, 8), (4, True), (4, 2.5), (0, 8)])
+def test_sizes_must_be_positive_integers_not_bools(make, sizes):
+    """S4D(True, 8) built a one-channel layer and S4PTD(2, True) a one-state one."""
+    with pytest.raises(ValueError, match="must be a positive integer"):
+        make(*sizes)

@@ -17,7 +17,14 @@ import torch
 from torch import nn
 
 from kernels import fftconv, vandermonde
-from ssm.layers._checks import check_batch_size, check_causal, check_sequence, check_state, check_step_input
+from ssm.layers._checks import (
+    check_batch_size,
+    check_causal,
+    check_positive_ints,
+    check_sequence,
+    check_state,
+    check_step_input,
+)
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -84,14 +91,11 @@ class DiagonalSSM(nn.Module):
     ) -> None:
         super().__init__()
         name = type(self).__name__
-        if int(d_model) != d_model or d_model < 1:
-            raise ValueError(f"{name}: d_model must be a positive integer, got {d_model!r}")
-        if conjugate_pairs and (int(d_state) != d_state or d_state < 2 or d_state % 2):
+        check_positive_ints(name, d_model=d_model, d_state=d_state)
+        if conjugate_pairs and d_state % 2:
             raise ValueError(
                 f"{name}: d_state must be an even integer >= 2 (conjugate pairs), got {d_state!r}"
             )
-        if int(d_state) != d_state or d_state < 1:
-            raise ValueError(f"{name}: d_state must be a positive integer, got {d_state!r}")
         self.d_model = int(d_model)
         self.d_state = int(d_state)
         self.bidirectional = bool(bidirectional)

@@ -12,6 +12,7 @@ from kernels import linear_scan
 from ssm.hippo import nplr, ptd_legs
 from ssm.layers._checks import (
     check_lr,
+    check_positive_ints,
     check_batch_size,
     check_causal,
     check_choice,
@@ -119,9 +120,7 @@ class S5(nn.Module):
     ) -> None:
         super().__init__()
         name = type(self).__name__
-        for arg, value in (("d_model", d_model), ("d_state", d_state), ("blocks", blocks)):
-            if int(value) != value or value < 1:
-                raise ValueError(f"{name}: {arg} must be a positive integer, got {value!r}")
+        check_positive_ints(name, d_model=d_model, d_state=d_state, blocks=blocks)
         self.init = check_choice(init, INITS, "init", name)
         self.disc = check_choice(disc, DISCRETIZATIONS, "disc", name)
         self.C_init = check_choice(C_init, C_INITS, "C_init", name)
