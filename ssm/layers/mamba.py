@@ -260,6 +260,9 @@ class Mamba(nn.Module):
         among themselves."""
         check_sequence(u, self.d_model, type(self).__name__)
         L = u.shape[1]
+        if mask is not None and (not torch.is_tensor(mask) or mask.shape not in ((u.shape[0], L, 1), (u.shape[0], L))):
+            shape = tuple(mask.shape) if torch.is_tensor(mask) else type(mask).__name__
+            raise ValueError(f"{type(self).__name__}: expected a mask of shape ({u.shape[0]}, {L}, 1), got {shape}")
         if L == 0:  # nothing to convolve or scan
             return zeros_in_graph(u, self)
         x, z = self.in_proj(u.to(self.in_proj.weight.dtype)).transpose(1, 2).chunk(2, dim=1)  # (B, E, L) each

@@ -457,3 +457,12 @@ def test_matches_mambapy_forward_and_step(cfg):
             y, state = ours.step(u[:, t], state)
             y_peer, cache = peer.step(u[:, t], cache)
             assert_close(y, y_peer, dtype=torch.float32)
+
+
+def test_a_mask_of_the_wrong_shape_is_a_clear_error():
+    layer = ssm.Mamba(4, d_state=2)
+    u = torch.randn(2, 6, 4)
+    for mask in (torch.ones(2, 5, 1), torch.ones(3, 6, 1), [1, 1]):
+        with pytest.raises(ValueError, match=r"mask of shape \(2, 6, 1\)"):
+            layer(u, mask=mask)
+    torch.testing.assert_close(layer(u, mask=torch.ones(2, 6, dtype=torch.bool)), layer(u))
