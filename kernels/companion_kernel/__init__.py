@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from kernels._dispatch import deferred, select_backend, triton_installed
+from kernels.companion_kernel.blocked import companion_kernel_blocked, krylov_blocked
 from kernels.companion_kernel.pytorch import METHODS, companion_kernel_torch, power_row
 from kernels.companion_kernel.reference import (
     companion_kernel_reference,
@@ -49,7 +50,8 @@ def companion_kernel(
             eigenvalue at a root of unity fall back to "series") or "series" (the kernel as a
             power series P/Q_rev with Newton inversion, same cost). With either, rows with
             ||a||_1 above 2 (float32; 4 in float64), where both formulas cancel large terms,
-            are computed by Krylov with repeated squaring, O(d³ log L + d² L).
+            or with a spectral radius >= 1, where their rounding grows like the kernel, are
+            computed by a blocked recurrence in float64, O(d² L).
 
     Returns:
         real (n, L) in the dtype of the inputs (float16/bfloat16 are computed in float32).
@@ -81,6 +83,6 @@ def companion_kernel(
 
 
 __all__ = [
-    "companion_kernel", "companion_kernel_reference", "companion_kernel_squaring", "companion_kernel_torch",
-    "companion_matrix", "krylov_squaring", "power_row",
+    "companion_kernel", "companion_kernel_blocked", "companion_kernel_reference", "companion_kernel_squaring",
+    "companion_kernel_torch", "companion_matrix", "krylov_blocked", "krylov_squaring", "power_row",
 ]

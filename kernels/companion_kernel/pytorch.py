@@ -31,11 +31,13 @@ L1-normalized a of the layers).
 Both algorithms combine terms that grow with the coefficients (h_k follows the recurrence
 of χ; the Sherman–Morrison ratio divides by Q_rev) and cancel to a much smaller kernel, so
 they lose accuracy once ||a||_1 is well above 1, already at L = 1 where K = cᵀb (float32,
-d = 16: relative error 1e-5 at ||a||_1 = 4, O(1) at 8; float64, d = 64: 4e-5 at 16).
-Rows with ||a||_1 above ``SPECTRAL_MAX_L1`` are computed instead by Krylov with repeated
-squaring (``companion_kernel_squaring``, O(d³ log L + d² L), accurate to the conditioning
-of the powers A^k b themselves). ||a||_1 <= 1 bounds the spectral radius by 1 (|z| > 1
-gives |Σ_j a_j z^j| < |z|^d), so the layers' L1-normalized a never leave the fast path.
+d = 16: relative error 1e-5 at ||a||_1 = 4, O(1) at 8; float64, d = 64: 4e-5 at 16). They
+also lose the small early taps of a growing kernel (spectral radius ρ > 1: the rounding
+scales with max|K| ~ ρ^L, and the series method's Newton steps amplify it), so rows with
+||a||_1 above ``SPECTRAL_MAX_L1`` or with ρ >= 1 (:func:`spectral_rows_inaccurate`) are
+computed instead by the blocked recurrence in float64 (``blocked.py``, O(d² L)).
+||a||_1 <= 1 bounds ρ by 1 (|z| > 1 gives |Σ_j a_j z^j| < |z|^d), so the layers'
+L1-normalized a never leave the fast path and need no eigenvalues.
 
 Everything is plain differentiable torch (FFTs, products); autograd gives the backward.
 """
@@ -46,7 +48,7 @@ import math
 
 import torch
 
-from kernels.companion_kernel.reference import companion_kernel_squaring
+from kernels.companion_kernel.blocked import companion_kernel_blocked, spectral_radius_at_least_one
 
 # Rows whose |z^{-1} - Q(e_d, a)| falls below this (times 1 + ||a||_1) at some root of unity
 # go to the series method: there the Sherman–Morrison ratio is a cancellation of small terms.
@@ -60,9 +62,16 @@ SPECTRAL_MAX_L1 = {torch.float64: 4.0, torch.float32: 2.0}
 
 
 def large_coefficient_rows(a: torch.Tensor) -> torch.Tensor:
-    """Rows (n,) bool of a (n, d) whose ||a||_1 exceeds ``SPECTRAL_MAX_L1`` of a's dtype: the
-    rows the spectral formulas (and the fast reductions modulo χ) cannot compute accurately."""
+    """Rows (n,) bool of a (n, d) whose ||a||_1 exceeds ``SPECTRAL_MAX_L1`` of a's dtype,
+    where the spectral formulas (and the fast reductions modulo χ) cancel large terms."""
     return a.detach().abs().sum(-1) > SPECTRAL_MAX_L1.get(a.dtype, SPECTRAL_MAX_L1[torch.float32])
+
+
+def spectral_rows_inaccurate(a: torch.Tensor) -> torch.Tensor:
+    """Rows (n,) bool of a (n, d) that the spectral formulas (and the reductions modulo χ)
+    cannot compute accurately: a large ||a||_1, or a spectral radius >= 1."""
+    large = large_coefficient_rows(a)
+    return large | (~large & spectral_radius_at_least_one(a.detach().masked_fill(large[:, None], 0.0)))
 
 
 def _fft_size(n: int) -> int:
@@ -234,12 +243,12 @@ def companion_kernel_torch(a, b, c, L: int, method: str = "fft", combine=combine
     def spectral(a, b, c):
         return kernel_fft(a, b, c, L, combine=combine) if method == "fft" else METHODS[method](a, b, c, L)
 
-    large = large_coefficient_rows(a)
-    if not bool(large.any()):
+    hard = spectral_rows_inaccurate(a)
+    if not bool(hard.any()):
         return spectral(a, b, c).to(dtype)
-    if bool(large.all()):
-        return companion_kernel_squaring(a, b, c, L).to(dtype)
+    if bool(hard.all()):
+        return companion_kernel_blocked(a, b, c, L).to(dtype)
     K = a.new_zeros(a.shape[0], L)
-    K[~large] = spectral(a[~large], b[~large], c[~large])
-    K[large] = companion_kernel_squaring(a[large], b[large], c[large], L)
+    K[~hard] = spectral(a[~hard], b[~hard], c[~hard])
+    K[hard] = companion_kernel_blocked(a[hard], b[hard], c[hard], L).to(K.dtype)
     return K.to(dtype)

@@ -23,13 +23,14 @@ import torch
 from torch import nn
 
 from kernels import companion_kernel, fftconv
-from kernels.companion_kernel import companion_matrix, krylov_squaring
+from kernels.companion_kernel import companion_matrix
+from kernels.companion_kernel.blocked import krylov_blocked
 from kernels.companion_kernel.pytorch import (
-    large_coefficient_rows,
     polymul,
     reduce_mod,
     reversed_characteristic,
     series_inverse,
+    spectral_rows_inaccurate,
 )
 from ssm.layers._checks import (
     check_batch_size,
@@ -57,20 +58,6 @@ def krylov_rows(rows: torch.Tensor, M: torch.Tensor, steps: int) -> torch.Tensor
         R = torch.cat([R, R @ P], dim=-2)
         P = P @ P
     return R[..., :steps, :]
-
-
-def division_rows_inaccurate(a: torch.Tensor) -> torch.Tensor:
-    """Rows (n,) bool of a (n, d) whose lag state the division modulo χ cannot give
-    accurately: ||a||_1 above ``SPECTRAL_MAX_L1`` (cancellation), or a spectral radius
-    ρ(A) >= 1 (the quotient's coefficients grow like ρ^n and amplify rounding: at ρ = 1.44
-    and n = 100 the state was off by a factor 100). ||a||_1 <= 1 implies ρ <= 1, so only
-    rows with 1 < ||a||_1 <= SPECTRAL_MAX_L1 need their eigenvalues, in float64."""
-    rows = large_coefficient_rows(a)
-    unknown = ~rows & (a.detach().abs().sum(-1) > 1)
-    if bool(unknown.any()):
-        eigenvalues = torch.linalg.eigvals(companion_matrix(a.detach()[unknown].to(torch.float64)))
-        rows[unknown] = eigenvalues.abs().amax(-1) >= 1
-    return rows
 
 
 class ClosedLoopCompanionSSM(nn.Module):
@@ -149,7 +136,7 @@ class ClosedLoopCompanionSSM(nn.Module):
         reductions modulo χ by fast division, O(n log n) per row. The division cancels large
         terms when ||a||_1 is large or A is unstable (``norm_order=0``; its quotient grows
         like ρ(A)^n), so those channels take x_n = [b, A b, ..., A^{n-1} b] U instead (Krylov
-        by squaring): see :func:`division_rows_inaccurate`."""
+        by a blocked recurrence in float64): see ``spectral_rows_inaccurate``."""
         check_sequence(x, self.d_model, type(self).__name__)
         x = x.to(torch.promote_types(x.dtype, torch.float32))  # half precision: FFTs in float32
         a, b, _, _ = (self._per_channel(t).to(x.dtype) for t in self.coefficients())
@@ -161,16 +148,16 @@ class ClosedLoopCompanionSSM(nn.Module):
             return reduce_mod(polymul(b, reduce_mod(u, a, g), 2 * d - 1), a, g)
 
         def by_krylov(a, b, u):
-            return torch.einsum("hdk,bhk->bhd", krylov_squaring(a, b, n), u)
+            return torch.einsum("hdk,bhk->bhd", krylov_blocked(a, b, n), u.to(torch.float64)).to(u.dtype)
 
-        large = division_rows_inaccurate(a)
-        if not bool(large.any()):
+        hard = spectral_rows_inaccurate(a)
+        if not bool(hard.any()):
             return by_division(a, b, u)
-        if bool(large.all()):
+        if bool(hard.all()):
             return by_krylov(a, b, u)
         state = u.new_zeros(u.shape[0], self.d_model, d)  # each row computed by one method only
-        state[:, ~large] = by_division(a[~large], b[~large], u[:, ~large])
-        state[:, large] = by_krylov(a[large], b[large], u[:, large])
+        state[:, ~hard] = by_division(a[~hard], b[~hard], u[:, ~hard])
+        state[:, hard] = by_krylov(a[hard], b[hard], u[:, hard])
         return state
 
     def closed_loop_matrix(self) -> torch.Tensor:

@@ -1,6 +1,9 @@
 """kernels.companion_kernel: K[i, k] = c[i]ᵀ A_i^k b[i] (torch methods and the reference)
 against dense matrix powers in float64."""
 
+import cmath
+import math
+
 import pytest
 import torch
 from reference import companion_kernel_by_powers
@@ -146,10 +149,8 @@ def _spectra(a, b, c, L):
 
 
 def test_growing_modes_fft_method():
-    """With ||a||_1 > 1 (below the squaring threshold) the spectral radius can exceed 1 and K
-    grows; the fft method stays exact to the largest entry (the series method's Newton steps
-    amplify rounding along growing modes, so it is meant for |λ| <= 1, where the fallback
-    uses it)."""
+    """With ||a||_1 > 1 (below the cancellation threshold) the spectral radius can exceed 1
+    and K grows; such rows take the blocked recurrence and stay exact to the largest entry."""
     a, b, c = inputs(3, 6, seed=9)
     a = 3.5 * a  # ||a||_1 = 3.5 < SPECTRAL_MAX_L1[float64]
     assert torch.linalg.eigvals(companion_matrix(a)).abs().max() > 1.05
@@ -157,6 +158,75 @@ def test_growing_modes_fft_method():
     assert expected.abs().max() > 10
     K = companion_kernel(a, b, c, 30, method="fft")
     torch.testing.assert_close(K, expected, rtol=1e-9, atol=1e-9 * expected.abs().max().item())
+
+
+def _truth(a, b, c, L):
+    """The sequential recurrence x ← A x in float64 on the inputs as given."""
+    return kernels.companion_kernel(a.to(F64), b.to(F64), c.to(F64), L, backend="reference")
+
+
+def _per_tap_error(K, truth):
+    """max_k |K_k - truth_k| / |truth_k| over the taps that are not exact zeros."""
+    nonzero = truth != 0
+    return ((K.to(F64) - truth).abs()[nonzero] / truth.abs()[nonzero]).max().item()
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("dtype, a, L", [
+    (F64, [3.9], 64),  # ρ = 3.9 with ||a||_1 below 4: K_k = 3.9^k (the fft path gave -7e20 at k = 0)
+    (torch.float32, [1.9], 64),  # float32 below 2: K_0 came out as -3e10
+    (F64, [1.9, 0.9], 64),  # roots 1.9 and -1 (a root of unity: the series fallback, which amplified)
+    (F64, [1.5, 1.5], 64),  # ρ ≈ 2.4: the series method was off by 6e5
+    (torch.float32, [-0.3535, 0.552, 0.81], 2048),  # roots 1.01, 0.5, -0.7: K_2 was 8.6e9, not 1
+])
+def test_growing_kernels_keep_every_tap(dtype, a, L, method, backend):
+    """A spectral radius >= 1 below the ||a||_1 threshold: the spectral formulas' rounding
+    scales with max|K| ~ ρ^L and swamped the early taps; such rows take the blocked
+    recurrence, exact tap by tap."""
+    d = len(a)
+    a = torch.tensor([a], dtype=dtype)
+    b = torch.zeros(1, d, dtype=dtype)
+    b[0, 0] = 1
+    c = torch.zeros(1, d, dtype=dtype)
+    c[0, -1 if d > 1 else 0] = 1
+    truth = _truth(a, b, c, L)
+    K = companion_kernel(a, b, c, L, backend=backend, method=method)
+    assert _per_tap_error(K[:, :32], truth[:, :32]) < (1e-12 if dtype == F64 else 1e-5)
+    torch.testing.assert_close(K.to(F64), truth, rtol=1e-5, atol=0.0)
+
+
+def _stable_coefficients(roots):
+    roots = torch.tensor(roots, dtype=torch.complex128)
+    poly = torch.tensor([1.0 + 0j], dtype=torch.complex128)
+    for r in roots:  # Π (z - r), highest degree first
+        poly = torch.cat([poly, torch.zeros(1, dtype=poly.dtype)]) - r * torch.cat([torch.zeros(1, dtype=poly.dtype), poly])
+    return -poly.real.flip(0)[:-1]  # χ(z) = z^d - Σ_j a_j z^j
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_stable_rows_with_large_coefficients_stay_accurate_in_float32(backend):
+    """Roots inside the unit circle whose polynomial has ||a||_1 from 12 to 1e3: repeated
+    squaring (the former route for such rows) multiplied rounding by ||A||^(2^j), a relative
+    error of 0.2 at ||a||_1 = 12 and 1e10 or NaN beyond; the blocked recurrence in float64
+    keeps them to float32 rounding."""
+    g = torch.Generator().manual_seed(0)
+    rows = [_stable_coefficients([0.9 * cmath.exp(s * t * 1j) for t in (0.1, 0.2) for s in (1, -1)])]
+    for d in (12, 16, 24):
+        r = 0.95 * (0.5 + 0.5 * torch.rand(d // 2, generator=g, dtype=F64))
+        phase = torch.pi * torch.rand(d // 2, generator=g, dtype=F64)
+        half = [complex(m * math.cos(p), m * math.sin(p)) for m, p in zip(r.tolist(), phase.tolist())]
+        rows.append(_stable_coefficients(half + [z.conjugate() for z in half]))
+    L = 256
+    for a in rows:
+        d = a.shape[0]
+        a = a[None].float()
+        b, c = torch.randn(2, 1, d, generator=g).unbind(0)
+        truth = _truth(a, b, c, L)
+        K = companion_kernel(a, b, c, L, backend=backend)
+        assert torch.isfinite(K).all()
+        err = ((K.to(F64) - truth).abs().max() / truth.abs().max()).item()
+        assert err < 1e-6, f"||a||_1 = {a.abs().sum():.3g}: relative error {err:.2e}"
 
 
 def large_coefficient_batch(d, dtype):
@@ -171,7 +241,7 @@ def large_coefficient_batch(d, dtype):
 @pytest.mark.parametrize("d, L", [(16, 1), (16, 7), (64, 1), (64, 40), (5, 33)])
 def test_large_coefficients_stay_exact(d, L, method, dtype):
     """Large ||a||_1 made both spectral formulas cancel catastrophically, wrong already at
-    L = 1 (K = cᵀb); those rows take the squaring Krylov, the others keep their method."""
+    L = 1 (K = cᵀb); those rows take the blocked recurrence, the others keep their method."""
     a, b, c = large_coefficient_batch(d, dtype)
     K = companion_kernel(a, b, c, L, method=method)
     expected = companion_kernel_by_powers(a, b, c, L)

@@ -122,9 +122,10 @@ def test_cuda_default_backend_at_spacetime_sizes(L):
         assert_close_summed(g, w, dtype=torch.float32)
 
 
-def test_large_coefficient_rows_take_the_squaring_path_on_triton():
-    """Rows with ||a||_1 beyond the spectral formulas' range (2 in float32) are computed by
-    the squaring Krylov on the triton backend too; the rest go through the fused kernel."""
+def test_large_coefficient_rows_take_the_blocked_path_on_triton():
+    """Rows with ||a||_1 beyond the spectral formulas' range (2 in float32) or a spectral
+    radius >= 1 are computed by the blocked recurrence on the triton backend too; the rest
+    go through the fused kernel."""
     a, b, c = inputs(4, 12, torch.float32, seed=5)
     a = a * torch.tensor([1.0, 1.5, 6.0, 40.0])[:, None]
     weight = torch.randn(4, 9, generator=torch.Generator().manual_seed(2))
