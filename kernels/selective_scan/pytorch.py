@@ -149,7 +149,7 @@ class _Inputs:
 
     def groups_of_chunks(self):
         """(k0, k1) ranges of chunks whose buffers hold about GROUP_ELEMENTS entries."""
-        per_chunk = self.T * math.prod(self.state_shape)
+        per_chunk = max(1, self.T * math.prod(self.state_shape))  # 0 when N = 0 (or B, D = 0)
         size = max(1, GROUP_ELEMENTS // per_chunk)
         return [(k0, min(self.n, k0 + size)) for k0 in range(0, self.n, size)]
 

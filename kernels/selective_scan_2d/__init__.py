@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 
 from kernels._dispatch import deferred, select_backend, triton_installed
+from kernels._groups import common_groups
 from kernels.selective_scan_2d.pytorch import selective_scan_2d_torch
 from kernels.selective_scan_2d.reference import selective_scan_2d_reference
 
@@ -46,7 +47,7 @@ def selective_scan_2d(
         delta: (B, D, Hgt, Wdt) raw step sizes (before ``delta_bias`` and softplus).
         A: (D, N) real state matrix diagonal (the layers pass -exp(A_log)).
         B, C: (B, N, Hgt, Wdt), or (B, G, N, Hgt, Wdt) with G dividing D: channel d reads
-            group d // (D / G).
+            group d // (D / G). B and C may have different G.
         D: optional (D,) skip; z: optional (B, D, Hgt, Wdt) gate; delta_bias: optional (D,).
         delta_softplus: apply softplus to delta (+ bias).
         backend: None (by device: Triton on CUDA, else "torch"), "triton" (row tiles with
@@ -86,8 +87,7 @@ def selective_scan_2d(
             raise TypeError(f"{name}: {arg} must be real floating point, got {t.dtype}")
     if A.dtype not in _FLOATS:
         raise TypeError(f"{name}: A must be real floating point, got {A.dtype}")
-    B = _grouped(B, "B", Bsz, Dm, N, H, W)
-    C = _grouped(C, "C", Bsz, Dm, N, H, W)
+    B, C = common_groups(_grouped(B, "B", Bsz, Dm, N, H, W), _grouped(C, "C", Bsz, Dm, N, H, W))
     fn = select_backend(name, _IMPLEMENTATIONS, backend, u, delta, A, B, C, D, z, delta_bias)
     return fn(u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus))
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 
 from kernels._dispatch import deferred, select_backend, triton_installed
+from kernels._groups import common_groups
 from kernels.selective_state_update.pytorch import selective_state_update_torch
 from kernels.selective_state_update.reference import selective_state_update_reference
 
@@ -49,7 +50,8 @@ def selective_state_update(
         x: (B, D) input at this step.
         dt: (B, D) raw step sizes (before ``dt_bias`` and softplus).
         A: (D, N) real state matrix diagonal (the Mamba block passes -exp(A_log)).
-        B, C: (B, N), or (B, G, N) with G dividing D (channel d reads group d // (D / G)).
+        B, C: (B, N), or (B, G, N) with G dividing D (channel d reads group d // (D / G));
+            B and C may have different G.
         D: optional (D,) skip connection.
         z: optional (B, D) gate: y is multiplied by silu(z).
         dt_bias: optional (D,) added to dt before the softplus.
@@ -93,8 +95,7 @@ def _check(state, x, dt, A, B, C, D, z, dt_bias):
     for arg, t in (("D", D), ("dt_bias", dt_bias)):
         if t is not None:
             _expect(t, (Dm,), arg, "(D,)")
-    B = _canonical_BC(B, "B", Bsz, Dm, N)
-    C = _canonical_BC(C, "C", Bsz, Dm, N)
+    B, C = common_groups(_canonical_BC(B, "B", Bsz, Dm, N), _canonical_BC(C, "C", Bsz, Dm, N))
     tensors = (("state", state), ("x", x), ("dt", dt), ("A", A), ("B", B), ("C", C), ("D", D), ("z", z),
                ("dt_bias", dt_bias))
     for arg, t in tensors:

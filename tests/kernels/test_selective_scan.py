@@ -284,6 +284,19 @@ def test_zero_length(backend):
     assert torch.all(last == 0)
 
 
+@pytest.mark.parametrize("backend", ["torch", "reference"])
+def test_zero_states_leave_the_skip_and_gate(backend):
+    """N = 0: no state, y = D u silu(z) (the torch path divided by its chunk size, 0)."""
+    g = torch.Generator().manual_seed(15)
+    u, delta, z = torch.randn(3, 2, 4, 5, generator=g, dtype=F64).unbind(0)
+    D = torch.randn(4, generator=g, dtype=F64)
+    empty = torch.empty(2, 0, 5, dtype=F64)
+    out, last = selective_scan(u, delta, torch.empty(4, 0, dtype=F64), empty, empty, D=D, z=z,
+                               return_last_state=True, backend=backend)
+    assert_close(out, D[:, None] * u * torch.nn.functional.silu(z))
+    assert last.shape == (2, 4, 0)
+
+
 @pytest.mark.parametrize("L", [1, 37])
 def test_inputs_are_not_modified(L):
     torch.manual_seed(21)

@@ -4,6 +4,7 @@ option, odd sizes; the closed form, the 1D scan when Hgt = 1 or Wdt = 1, and not
 2D recurrence. The forward checks run the Triton backend too (under the interpreter on CPU);
 its gradients are in test_selective_scan_2d_triton.py."""
 
+import functools
 import importlib
 
 import pytest
@@ -31,7 +32,8 @@ def oracle_loop(u, delta, A, B, C, D=None, z=None, delta_bias=None, softplus=Fal
         g[i, j] = a g[i, j-1] + b   (g[i, -1] = 0),   h[i, j] = a h[i-1, j] + g[i, j]   (h[-1, j] = 0)
         out = (C · h + D u) silu(z)
 
-    B, C: (Bsz, N, H, W) or (Bsz, G, N, H, W). Differentiable (built from lists, no in-place writes).
+    B, C: (Bsz, N, H, W) or (Bsz, G, N, H, W), each with its own G. Differentiable (built from
+    lists, no in-place writes).
     """
     u, delta, A, B, C = (t.to(F64) for t in (u, delta, A, B, C))
     if B.dim() == 4:
@@ -46,15 +48,15 @@ def oracle_loop(u, delta, A, B, C, D=None, z=None, delta_bias=None, softplus=Fal
     for n in range(Bsz):
         per_d = []
         for d in range(Dm):
-            grp = d * B.shape[1] // Dm
+            grp_b, grp_c = d * B.shape[1] // Dm, d * C.shape[1] // Dm
             rows, h_above = [], [torch.zeros(A.shape[1], dtype=F64)] * W
             for i in range(H):
                 g, row = torch.zeros(A.shape[1], dtype=F64), []
                 for j in range(W):
                     a = torch.exp(dt[n, d, i, j] * A[d])
-                    g = a * g + dt[n, d, i, j] * u[n, d, i, j] * B[n, grp, :, i, j]
+                    g = a * g + dt[n, d, i, j] * u[n, d, i, j] * B[n, grp_b, :, i, j]
                     h_above[j] = a * h_above[j] + g
-                    row.append((C[n, grp, :, i, j] * h_above[j]).sum())
+                    row.append((C[n, grp_c, :, i, j] * h_above[j]).sum())
                 rows.append(torch.stack(row) if W else torch.zeros(0, dtype=F64))
             per_d.append(torch.stack(rows) if H else torch.zeros(0, W, dtype=F64))
         channels.append(torch.stack(per_d))
@@ -130,6 +132,23 @@ def test_grad_matches_loop_every_option(backend, options, G, softplus):
     want, want_grads = outputs_and_grads(lambda **k: oracle_loop(**k, softplus=softplus), x)
     assert_close(out, want)
     assert_grads_close(grads, want_grads)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("G_B, G_C", [(None, 2), (2, None), (2, 3), (6, 1)])
+def test_B_and_C_with_different_group_counts(backend, G_B, G_C):
+    """B and C are grouped independently (as in the 1D op). The kernels read C with B's
+    group count: silently wrong, an IndexError, or out-of-bounds memory in the Triton
+    backward; the op now spreads both to a common grouping."""
+    x = make_inputs(Dm=6, N=3, H=4, W=5, G=G_B, seed=11)
+    x["C"] = make_inputs(Dm=6, N=3, H=4, W=5, G=G_C, seed=12)["C"]
+    fn = functools.partial(selective_scan_2d, delta_softplus=True, backend=backend)
+    if backend == "triton":
+        x = {k: v.float() if torch.is_tensor(v) else v for k, v in x.items()}
+    out, grads = outputs_and_grads(fn, x)
+    want, want_grads = outputs_and_grads(lambda **k: oracle_loop(**k, softplus=True), x)
+    assert_close(out, want, dtype=x["u"].dtype)
+    assert_grads_close(grads, want_grads, dtype=x["u"].dtype)
 
 
 @pytest.mark.parametrize("H, W", [(1, 5), (6, 1), (3, 4)])

@@ -263,3 +263,20 @@ def test_compiled_kernel_on_cuda_matches_reference(dtype, shape):
     y_ref, h_ref = oracle(inputs)
     assert_close(y.cpu(), y_ref, dtype=dtype)
     assert_close(h.cpu(), h_ref, dtype=dtype)
+
+
+@pytest.mark.parametrize("backend", BACKENDS + ["reference"])
+@pytest.mark.parametrize("G_B, G_C", [(1, 2), (2, 1), (2, 3), (6, 1)])
+def test_B_and_C_with_different_group_counts(backend, G_B, G_C):
+    """B and C grouped independently: y read C with B's group count (silently wrong, or an
+    out-of-bounds read on Triton). Checked against the step written out channel by channel."""
+    inputs = make_inputs(2, 6, 3, G_B, F64, grouped_2d=True, seed=4)
+    inputs["C"] = make_inputs(2, 6, 3, G_C, F64, grouped_2d=True, seed=5)["C"]
+    y, h = selective_state_update(**inputs, backend=backend)
+    dt = torch.nn.functional.softplus(inputs["dt"] + inputs["dt_bias"])
+    for d in range(6):
+        Bd, Cd = inputs["B"][:, d * G_B // 6], inputs["C"][:, d * G_C // 6]  # (batch, N)
+        h_d = torch.exp(dt[:, d, None] * inputs["A"][d]) * inputs["state"][:, d] + dt[:, d, None] * inputs["x"][:, d, None] * Bd
+        y_d = ((h_d * Cd).sum(-1) + inputs["D"][d] * inputs["x"][:, d]) * torch.nn.functional.silu(inputs["z"][:, d])
+        assert_close(h[:, d], h_d, msg=f"state of channel {d}")
+        assert_close(y[:, d], y_d, msg=f"y of channel {d}")
