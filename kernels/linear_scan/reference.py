@@ -17,8 +17,10 @@ def linear_scan_reference(
     out_dtype = b.dtype
     a, b, h0 = _widen(a), _widen(b), None if h0 is None else _widen(h0)
     Bsz, L, P = b.shape
-    if L == 0:
-        return b.to(out_dtype)
+    if L == 0:  # empty, but in the graph: zero gradients for a, b and h0
+        anchor = a.sum() + (0 if h0 is None else h0.sum())
+        anchor = anchor if b.is_complex() or not anchor.is_complex() else anchor.real
+        return (b + 0 * anchor).to(out_dtype)
     h = torch.zeros(Bsz, P, dtype=b.dtype, device=b.device) if h0 is None else h0
     a_steps = [a] * L if a.dim() == 1 else a.unbind(1)  # unbind: one backward for all steps
     b_steps = b.unbind(1)

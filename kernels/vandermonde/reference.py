@@ -12,7 +12,7 @@ def vandermonde_reference(v: torch.Tensor, x: torch.Tensor, L: int) -> torch.Ten
     powers = [torch.ones_like(z)]
     for _ in range(1, L):
         powers.append(powers[-1] * z)
-    if L == 0:
-        return torch.zeros(*v.shape[:-1], 0, dtype=v.real.dtype, device=v.device)
+    if L == 0:  # empty, but in the graph: zero gradients for v and x
+        return torch.zeros(*v.shape[:-1], 0, dtype=v.real.dtype, device=v.device) + 0 * (v.sum() + x.sum()).real
     zl = torch.stack(powers, dim=-1)  # (H, N, L)
     return 2 * (v.unsqueeze(-1) * zl).sum(dim=-2).real

@@ -66,8 +66,11 @@ def test_float32_agrees_with_float64(backend, L):
 def test_zero_length_gives_empty_kernel(backend):
     torch.manual_seed(3)
     v, x = modes(3, 5)
+    v, x = v.requires_grad_(True), x.requires_grad_(True)
     K = vandermonde(v, x, 0, backend=backend)
     assert K.shape == (3, 0)
+    gv, gx = torch.autograd.grad(K.sum(), (v, x))  # in the graph, with zero gradients
+    assert torch.all(gv == 0) and torch.all(gx == 0)
 
 
 def test_default_backend_on_cpu_is_torch():
