@@ -70,7 +70,8 @@ def param_groups(model: nn.Module, weight_decay: float = 0.0) -> list[dict]:
     """Optimizer groups for ``model``: the default group, a no-decay group, one per hint.
 
     - Parameters with a hint (their module's ``_optim_hints``, else their ``_optim``) go to a
-      group with exactly those settings.
+      group with exactly those settings; a hint without a weight decay gets ``weight_decay``
+      (not the optimizer's own default, 0.01 for AdamW).
     - Biases and the weights of norms and embeddings get weight decay 0.
     - Everything else gets ``weight_decay``.
     Frozen parameters (``requires_grad=False``) are left out.
@@ -94,7 +95,7 @@ def param_groups(model: nn.Module, weight_decay: float = 0.0) -> list[dict]:
     if plain:
         groups.append({"params": plain, "weight_decay": 0.0})
     for key, params in hinted.items():
-        groups.append({"params": params, **dict(key)})
+        groups.append({"params": params, "weight_decay": weight_decay, **dict(key)})
     return [g for g in groups if g["params"]]
 
 

@@ -242,6 +242,12 @@ def test_opt_config_places_b_c_d_and_dt_in_their_groups():
     assert hints(dt_global=True)["log_dt"] is None
     with pytest.raises(ValueError, match="opt_config"):
         ssm.S5(H, d_state=4, opt_config="fast")
+    # BandCdecay: B at the SSM lr with the global weight decay (the group used to lack a
+    # weight_decay, so AdamW applied its own default 0.01)
+    layer = ssm.S5(H, d_state=4, lr=1e-3, opt_config="BandCdecay")
+    optimizer = torch.optim.AdamW(ssm.optim.param_groups(layer, weight_decay=0.06), lr=1e-2)
+    (group,) = [g for g in optimizer.param_groups if any(p is layer.B for p in g["params"])]
+    assert group["lr"] == 1e-3 and group["weight_decay"] == 0.06
 
 
 @pytest.mark.parametrize("cls", [ssm.S5, ssm.S5PTD])
