@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ssm.layers._checks import check_choice, check_sequence
-from ssm.padding import check_lengths, padding_mask
+from ssm.padding import check_lengths, check_mask, padding_mask
 
 NORMS = ("layer", "batch", "none")
 
@@ -131,6 +131,7 @@ class ResidualBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         check_sequence(x, self.d_model, "ResidualBlock")
+        mask = check_mask(mask, x.shape[0], x.shape[1], "ResidualBlock")
         z = apply_norm(self.norm, x, mask) if self.prenorm else x
         if mask is None:
             y = self.layer(z)

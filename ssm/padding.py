@@ -24,3 +24,17 @@ def padding_mask(lengths: torch.Tensor | None, L: int, device) -> torch.Tensor |
     if lengths is None:
         return None
     return (torch.arange(L, device=device)[None, :] < lengths.to(device)[:, None]).unsqueeze(-1)
+
+
+def check_mask(mask, batch: int, L: int, name: str) -> torch.Tensor | None:
+    """Require None or a (batch, L, 1) padding mask of 0s and 1s (bool, integer or float).
+    A (batch, L) mask would broadcast along the wrong axes, and other values would scale the
+    input instead of selecting it."""
+    if mask is None:
+        return None
+    if not torch.is_tensor(mask) or tuple(mask.shape) != (batch, L, 1):
+        shape = tuple(mask.shape) if torch.is_tensor(mask) else type(mask).__name__
+        raise ValueError(f"{name}: expected a padding mask of shape ({batch}, {L}, 1), got {shape}")
+    if mask.dtype != torch.bool and not bool(((mask == 0) | (mask == 1)).all()):
+        raise ValueError(f"{name}: the padding mask must hold only 0 and 1 (1 on valid steps)")
+    return mask

@@ -294,3 +294,27 @@ def test_sequence_batchnorm_survives_the_ddp_conversion_and_loads_old_checkpoint
     fresh = SequenceBatchNorm(4)
     fresh.load_state_dict(old_layout)
     torch.testing.assert_close(fresh.eval()(x), norm(x))
+
+
+def test_residual_block_checks_its_padding_mask():
+    """A (B, L) mask broadcast along the wrong axes and a mask of 2s scaled the input, silently."""
+    torch.manual_seed(0)
+    block = ssm.blocks.ResidualBlock(3, ssm.S4D(3, d_state=4))
+    x = torch.randn(3, 3, 3)
+    for bad, match in [(torch.ones(3, 3), r"shape \(3, 3, 1\)"), (2 * torch.ones(3, 3, 1), "only 0 and 1")]:
+        with pytest.raises(ValueError, match=match):
+            block(x, bad)
+    for good in (torch.ones(3, 3, 1, dtype=torch.bool), torch.ones(3, 3, 1)):
+        torch.testing.assert_close(block(x, good), block(x))
+
+
+@pytest.mark.parametrize("x, kwargs, match", [
+    (torch.randn(2, 5), {}, r"shape \(batch, length, channels\)"),
+    (torch.randn(2, 5, 3), {"mode": "last_k", "k": 1.5}, "k must be a positive integer"),
+    (torch.randn(2, 5, 3), {"mode": "last_k", "k": True}, "k must be a positive integer"),
+])
+def test_pool_rejects_bad_input_clearly(x, kwargs, match):
+    from ssm.models.pooling import pool
+
+    with pytest.raises(ValueError, match=match):
+        pool(x, **kwargs)

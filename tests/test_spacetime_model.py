@@ -69,6 +69,10 @@ def test_forecast_takes_any_horizon_and_lag():
     assert long.shape == (2, 40, 1)
     torch.testing.assert_close(long[:, :6], model(x)[0])  # one closed loop serves every horizon
     assert model.forecast(torch.randn(2, 9, 1, dtype=F64)).shape == (2, 6, 1)
+    torch.testing.assert_close(model.forecast(x, 40.0), long)  # a whole-number float is fine
+    for bad in (0, 2.5, True):
+        with pytest.raises(ValueError, match="horizon must be a positive integer"):
+            model.forecast(x, bad)
 
 
 @pytest.mark.parametrize("aux_loss", ["mse", "mae"])

@@ -20,7 +20,7 @@ class SequenceClassifier(nn.Module):
     (B, L, d_input) -> linear) selects the encoder. ``forward(x, lengths=None)`` returns
     logits (B, d_output); ``lengths`` (B,) marks right padding: the pooling skips it and
     every layer sees it as zeros, so a padded sequence gets the logits it gets alone
-    (bidirectional layers included; BatchNorm's training statistics do count the padding).
+    (bidirectional layers included; BatchNorm's training statistics leave the padding out).
 
     Args:
         d_model: width H of the backbone.

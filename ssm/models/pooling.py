@@ -22,6 +22,11 @@ def pool(x: torch.Tensor, lengths: torch.Tensor | None = None, mode: str = "mean
     """
     if mode not in POOLINGS:
         raise ValueError(f"pool: mode must be one of {POOLINGS}, got {mode!r}")
+    if not torch.is_tensor(x) or x.dim() != 3:
+        shape = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
+        raise ValueError(f"pool: expected x of shape (batch, length, channels), got {shape}")
+    if mode == "last_k" and (isinstance(k, bool) or not isinstance(k, int)):
+        raise ValueError(f"pool: k must be a positive integer, got {k!r}")
     B, L, _ = x.shape
     if L == 0:
         raise ValueError("pool: the sequences are empty (L = 0); there is nothing to pool")

@@ -174,7 +174,9 @@ class SpaceTime(nn.Module):
     def forecast(self, x: torch.Tensor, horizon: int | None = None) -> torch.Tensor:
         """The forecast (B, horizon, n_targets) after the window x (B, lag, V)."""
         self._check(x)
-        return self._decode(self._encode(self._series(x)), self.horizon if horizon is None else horizon, x.shape[0])
+        horizon = self.horizon if horizon is None else horizon
+        check_positive_ints(type(self).__name__, horizon=horizon)
+        return self._decode(self._encode(self._series(x)), int(horizon), x.shape[0])
 
     def forward(self, x: torch.Tensor):
         """``(forecast (B, horizon, n_targets), {"lag": ..., "decoder_input": ...})`` (``{}`` for
