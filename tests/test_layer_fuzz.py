@@ -193,3 +193,21 @@ def test_sizes_must_be_positive_integers_not_bools(make, sizes):
     """S4D(True, 8) built a one-channel layer and S4PTD(2, True) a one-state one."""
     with pytest.raises(ValueError, match="must be a positive integer"):
         make(*sizes)
+
+
+@pytest.mark.parametrize("name", LAYERS)
+def test_a_layer_built_under_a_float64_default_is_float64(name):
+    """torch.set_default_dtype(torch.float64): S5 and Chimera were left half float32 (their
+    initializations are computed in a fixed precision) and their forward failed."""
+    factory, rank = LAYERS[name]
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        layer = factory()
+    finally:
+        torch.set_default_dtype(previous)
+    tensors_ = list(layer.parameters()) + [b for b in layer.buffers() if b.is_floating_point()]
+    assert {t.dtype for t in tensors_} == {torch.float64}
+    x = torch.randn(2, 5, 3, C, dtype=torch.float64)[..., 0, :] if rank == 3 else torch.randn(2, 5, 3, C, dtype=torch.float64)
+    y = layer(x)
+    assert y.dtype == torch.float64 and y.shape == x.shape and torch.isfinite(y).all()

@@ -16,6 +16,7 @@ from torch import nn
 
 from ssm.layers._checks import check_image, check_positive_ints, resolve_dt_rank
 from ssm.layers._empty import zeros_in_graph
+from ssm.layers.diagonal import to_default_dtype
 from ssm.layers.selective import SelectiveProjections
 
 
@@ -87,6 +88,7 @@ class ImageMixer(nn.Module):
             E, self.d_state, self.dt_rank, self.directions[self.bidirectional], dt_min, dt_max, dt_init, dt_scale,
             dt_init_floor, lr,
         )
+        to_default_dtype(self)
 
     def mix(self, x: torch.Tensor) -> torch.Tensor:
         """(B, E, Hgt, Wdt) -> (B, Hgt, Wdt, E), before the norm and the gate."""

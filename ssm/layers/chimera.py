@@ -41,7 +41,7 @@ from torch import nn
 from kernels import linear_scan
 from ssm.layers._checks import check_positive_ints, resolve_dt_rank
 from ssm.layers._empty import zeros_in_graph
-from ssm.layers.diagonal import widen
+from ssm.layers.diagonal import to_default_dtype, widen
 from ssm.layers.selective import dt_bias_init, dt_weight_init, s4d_real_log_A
 from ssm.optim import register
 
@@ -248,6 +248,7 @@ class Chimera(nn.Module):
         self.seasonal = ChimeraHead(E, self.d_state, dt_rank, self.period, (1e-2, 1.0), bidirectional) if seasonal else None
         register(self, "D", torch.ones(E), None, weight_decay=0.0)
         self.out_proj = nn.Linear(E, self.d_model, bias=False)
+        to_default_dtype(self)
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         """(B, L, V, d_model) -> (B, L, V, d_model)."""

@@ -33,6 +33,15 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
+def to_default_dtype(module: nn.Module) -> None:
+    """Cast the floating-point parameters and buffers of a newly built layer to torch's
+    default dtype, as ``nn.Linear`` does by itself: initializations computed in a fixed
+    precision must not leave a layer half float32 under ``torch.set_default_dtype(torch.float64)``."""
+    default = torch.get_default_dtype()
+    if default != torch.float32:
+        module._apply(lambda t: t.to(default) if t.is_floating_point() else t)
+
+
 def complex_dtype(dtype: torch.dtype) -> torch.dtype:
     """The complex counterpart of :func:`compute_dtype`: the dtype of recurrent complex states."""
     return torch.complex128 if compute_dtype(dtype) == torch.float64 else torch.complex64

@@ -11,7 +11,15 @@ from kernels import vandermonde
 from ssm.hippo import diagonal_init
 from ssm.layers._checks import check_causal, check_choice, check_lr, check_state, check_step_input
 from ssm.layers._empty import zeros_in_graph
-from ssm.layers.diagonal import DiagonalSSM, complex_dtype, compute_dtype, log_uniform_dt, ssm_lr, widen
+from ssm.layers.diagonal import (
+    DiagonalSSM,
+    complex_dtype,
+    compute_dtype,
+    log_uniform_dt,
+    ssm_lr,
+    to_default_dtype,
+    widen,
+)
 from ssm.optim import register
 
 VARIANTS = ("exp", "softmax")
@@ -80,6 +88,7 @@ class DSS(DiagonalSSM):
         register(self, "Lambda_imag", Lam.imag.contiguous(), ssm_lr(lr, "A"))
         W = torch.randn(self.channels, H, N // 2, dtype=torch.complex64)
         self.W = torch.nn.Parameter(torch.view_as_real(W))
+        to_default_dtype(self)
 
     def continuous(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Δ (H,), Λ (H, N/2), W (channels, H, N/2)."""

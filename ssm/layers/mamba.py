@@ -23,7 +23,7 @@ from ssm.layers._checks import (
     resolve_dt_rank,
 )
 from ssm.layers._empty import zeros_in_graph
-from ssm.layers.diagonal import compute_dtype, ssm_lr, widen
+from ssm.layers.diagonal import compute_dtype, ssm_lr, to_default_dtype, widen
 from ssm.layers.selective import DT_INITS, dt_bias_init, dt_weight_init, inverse_softplus, s4d_real_log_A
 from ssm.layers.softsort import soft_sort
 from ssm.optim import register, set_hint
@@ -231,6 +231,7 @@ class Mamba(nn.Module):
         if self.reorder_tokens:  # created last: the other parameters draw the same numbers as without it
             for suffix in directions:
                 self.add_module(f"importance{suffix}", nn.Linear(E, 1, bias=False))
+        to_default_dtype(self)
 
     def _init_dt_proj(self, dt_proj, dt_min, dt_max, dt_scale, floor, lr) -> None:
         with torch.no_grad():

@@ -7,7 +7,7 @@ import torch
 
 from ssm.hippo import diagonal_B_init, diagonal_init
 from ssm.layers._checks import check_choice, check_lr
-from ssm.layers.diagonal import DiagonalSSM, discretize, log_uniform_dt, ssm_lr, widen
+from ssm.layers.diagonal import DiagonalSSM, discretize, log_uniform_dt, ssm_lr, to_default_dtype, widen
 from ssm.optim import register
 
 INITS = ("lin", "inv", "legs", "real")
@@ -75,6 +75,7 @@ class S4D(DiagonalSSM):
         register(self, "A_imag", A.imag.contiguous(), ssm_lr(lr, "A"))
         register(self, "B", torch.view_as_real(B.contiguous()).clone(), ssm_lr(lr, "B"))
         self.C = torch.nn.Parameter(torch.view_as_real(C.to(torch.complex64)).clone())
+        to_default_dtype(self)
 
     def continuous(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Δ (H,), A (H, n_modes), B (H, n_modes), C (channels, H, n_modes) before discretization."""

@@ -20,7 +20,7 @@ from ssm.layers._checks import (
     check_state,
     check_step_input,
 )
-from ssm.layers.diagonal import complex_dtype, discretize, ssm_lr, widen
+from ssm.layers.diagonal import complex_dtype, discretize, ssm_lr, to_default_dtype, widen
 from ssm.optim import register
 
 INITS = ("hippo_n", "ptd")
@@ -179,6 +179,7 @@ class S5(nn.Module):
         else:
             self.C = nn.Parameter(C)
             self.D = nn.Parameter(torch.randn(H))
+        to_default_dtype(self)
 
     @property
     def output_scale(self) -> float:
