@@ -361,7 +361,9 @@ class PathfinderDataset(torch.utils.data.Dataset):
 
 def split_indices(n: int, seed: int = 42, fractions: Sequence[float] = (0.8, 0.1, 0.1),
                   ) -> tuple[list[int], list[int], list[int]]:
-    """Disjoint ``(train, val, test)`` indices of ``range(n)`` from a seeded permutation.
+    """Disjoint ``(train, val, test)`` indices of ``range(n)``: S4's and S5's split, i.e.
+    ``torch.utils.data.random_split`` with lengths ``[train, val, test]`` and a generator
+    seeded with ``seed`` (one ``torch.randperm``, cut in that order).
 
     val and test get ``floor(n * fraction)`` indices, train the rest.
     """
@@ -369,7 +371,7 @@ def split_indices(n: int, seed: int = 42, fractions: Sequence[float] = (0.8, 0.1
         raise ValueError(f"n must be a non-negative int, got {n!r}")
     if len(fractions) != 3 or min(fractions) < 0 or not math.isclose(sum(fractions), 1.0):
         raise ValueError(f"fractions must be 3 non-negative numbers summing to 1, got {fractions}")
-    order = np.random.default_rng(seed).permutation(n).tolist()
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
     n_val, n_test = (math.floor(n * f + 1e-9) for f in fractions[1:])
     n_train = n - n_val - n_test
     return order[:n_train], order[n_train:n_train + n_val], order[n_train + n_val:]

@@ -24,8 +24,9 @@ Per image: draw the label (unless given) and a margin from
 both tips, and these four disks are blocked at once; a stuck snake gets new
 origins and the image starts over when the targets cannot be placed.  Then
 paint two markers (origin tip of snake ``i``; terminal tip of snake ``i`` for
-label 1, of snake ``1 - i`` for label 0) and grow ``num_distractor_snakes``
-distractors of ``contour_length // 3`` paddles, leaving out one that still
+label 1, of snake ``1 - i`` for label 0) and grow
+``params.num_distractor_snakes(contour_length)`` distractors of
+``contour_length // 3`` paddles, leaving out one that still
 fails after ``SNAKE_TRIES`` origins (at 32x32 on the hard set about 1 in 15
 is left out; ``meta["n_distractors"]`` says how many were drawn).
 Targets and reserved disks do not depend on the label, so the snakes carry no
@@ -37,15 +38,22 @@ area averaging to 8-bit grayscale.
 
 ``PARAMS`` is our best reconstruction of the generator settings documented for
 the LRA release (values not given there fall back to the generator's
-defaults: paddle length 5, paddle contrast 1, single paddles off):
+defaults: paddle length 5, paddle contrast 1; single paddles are off, as in the
+wrapper's own run, although its ``Args`` default turns them on: which applied to
+the release is not documented):
 
-====  =======  =======  ======  =========  ======  ====  ==========  ===========  ========
-res   margin   padding  paddle  thickness  marker  seed  continuity  distractors  contrast
-====  =======  =======  ======  =========  ======  ====  ==========  ===========  ========
-32    1        1        2       0.5        1.5     7     1.0         5            2 x 0.75
-64    1        1        5       1          2.5     12    1.8         4            0.8 x 1
-128   2 or 3   1        5       1.5        3       20    1.8         7            0.9 x 1
-====  =======  =======  ======  =========  ======  ====  ==========  ===========  ========
+====  =======  =======  ======  =========  ======  ====  ==========  ==============  ========
+res   margin   padding  paddle  thickness  marker  seed  continuity  distractors     contrast
+====  =======  =======  ======  =========  ======  ====  ==========  ==============  ========
+32    1        1        2       0.5        1.5     7     1.0         20 // (c // 3)  2 x 0.75
+64    1        1        5       1          2.5     12    1.8         22 / (c / 3)    0.8 x 1
+128   2 or 3   1        5       1.5        3       20    1.8         35 / (c / 3)    0.9 x 1
+====  =======  =======  ======  =========  ======  ====  ==========  ==============  ========
+
+The distractor count is the documented budget over the distractor length for the contour
+length c of the difficulty (hard, c = 14: 5, 4 and 7 snakes; easy, c = 6: 10, 11, 17). At
+32 the release divides by the integer length c // 3; at 64 and 128 by c / 3 "as written",
+a float, which we round down.
 
 ``TURN_UNIT`` (how ``continuity`` maps to an angle) is our choice, made so that
 the curves look like the release's.  Lengths are in output pixels; points are
@@ -85,10 +93,16 @@ class PathfinderParams:
     marker_radius: float
     seed_distance: float  # least distance between the origin tips of the targets
     continuity: float  # largest turn per paddle, in units of TURN_UNIT
-    num_distractor_snakes: int
+    distractor_budget: int  # the numerator of the distractor count (see the table)
     snake_contrast: float
     paddle_contrast: float
     antialias_scale: int = 2
+    integer_distractor_length: bool = False  # divide the budget by c // 3 (32x32) or by c / 3
+
+    def num_distractor_snakes(self, contour_length: int) -> int:
+        """Distractor snakes for targets of ``contour_length`` paddles (see the table)."""
+        length = contour_length // 3 if self.integer_distractor_length else contour_length / 3
+        return int(self.distractor_budget // length)
 
     @property
     def intensity(self) -> float:
@@ -97,9 +111,9 @@ class PathfinderParams:
 
 
 PARAMS: dict[int, PathfinderParams] = {
-    32: PathfinderParams((1,), 1, 2.0, 0.5, 1.5, 7.0, 1.0, 5, 2.0, 0.75),
-    64: PathfinderParams((1,), 1, 5.0, 1.0, 2.5, 12.0, 1.8, 4, 0.8, 1.0),
-    128: PathfinderParams((2, 3), 1, 5.0, 1.5, 3.0, 20.0, 1.8, 7, 0.9, 1.0),
+    32: PathfinderParams((1,), 1, 2.0, 0.5, 1.5, 7.0, 1.0, 20, 2.0, 0.75, integer_distractor_length=True),
+    64: PathfinderParams((1,), 1, 5.0, 1.0, 2.5, 12.0, 1.8, 22, 0.8, 1.0),
+    128: PathfinderParams((2, 3), 1, 5.0, 1.5, 3.0, 20.0, 1.8, 35, 0.9, 1.0),
 }
 
 
@@ -442,7 +456,7 @@ def draw_sample(rng: np.random.Generator, resolution: int, difficulty: str,
     canvas.paint([ends[0].markers[0], ends[1].markers[1]])
     distractor_length = contour_length // 3
     n_distractors = sum(place_snake(rng, canvas, distractor_length) is not None
-                        for _ in range(params.num_distractor_snakes))
+                        for _ in range(params.num_distractor_snakes(contour_length)))
     tips = [ends[0].origin, ends[1].terminal]
     meta = dict(
         continuity=params.continuity, contour_length=contour_length,

@@ -293,6 +293,32 @@ def test_split_indices_are_sized_disjoint_and_deterministic():
     assert split_indices(0) == ([], [], [])
 
 
+@pytest.mark.parametrize("n", [1000, 2001])
+def test_split_indices_are_s4s_random_split_with_seed_42(n):
+    """S4 and S5 split the hard set with random_split(seed 42): an S4 checkpoint scored on
+    another split would be tested on its own training images."""
+    n_val = n_test = n // 10
+    parts = torch.utils.data.random_split(range(n), [n - n_val - n_test, n_val, n_test],
+                                          generator=torch.Generator().manual_seed(42))
+    assert split_indices(n) == tuple(list(part) for part in parts)
+
+
+@pytest.mark.parametrize("resolution, counts", [(32, (10, 6, 5)), (64, (11, 7, 4)), (128, (17, 11, 7))])
+def test_distractor_count_follows_the_difficulty(resolution, counts):
+    """The documented budget over the distractor length c // 3 (32x32) or c / 3: the count
+    was fixed at the hard set's for every difficulty."""
+    from ssm.data.pathfinder_draw import DIFFICULTIES, PARAMS
+
+    got = tuple(PARAMS[resolution].num_distractor_snakes(DIFFICULTIES[d][1]) for d in ("easy", "intermediate", "hard"))
+    assert got == counts
+    if resolution == 32:  # and the drawing uses it (an easy image has room for most of its 10)
+        from ssm.data.pathfinder_draw import draw_sample
+
+        rng = np.random.default_rng(0)
+        drawn = [draw_sample(rng, 32, "easy")[2]["n_distractors"] for _ in range(3)]
+        assert max(drawn) > counts[2] and max(drawn) <= counts[0]
+
+
 def test_split_indices_rejects_bad_fractions():
     with pytest.raises(ValueError, match="fractions"):
         split_indices(10, fractions=(0.8, 0.1, 0.2))
