@@ -313,7 +313,16 @@ def list_samples(directory: str | os.PathLike) -> list[tuple[pathlib.Path, int]]
     for file in files:
         for relative, label in read_metadata(file):
             path = directory / relative
-            if f"{release_key}/{relative}" not in BLACKLIST and not _is_empty_image(path):
+            if f"{release_key}/{relative}" in BLACKLIST:
+                continue
+            try:
+                empty = _is_empty_image(path)
+            except FileNotFoundError:
+                raise FileNotFoundError(
+                    f"Pathfinder image {path} is listed in {file} but missing: the folder looks partly "
+                    f"unpacked; unpack the release again, or delete {directory} to have a set generated"
+                ) from None
+            if not empty:
                 samples.append((path, label))
     return samples
 

@@ -283,6 +283,14 @@ def test_missing_folder_error_names_the_expected_files_and_how_to_get_them(tmp_p
 # ------------------------------------------------------------- splits ---
 
 
+def test_a_missing_image_names_itself_and_what_to_do(tmp_path):
+    directory = _write_release(tmp_path / "pathfinder32" / "curv_contour_length_14",
+                               [("sample_0.png", 1), ("sample_1.png", 0)])
+    (directory / "imgs" / "0" / "sample_1.png").unlink()
+    with pytest.raises(FileNotFoundError, match=r"sample_1\.png is listed in .*0\.npy but missing.*partly unpacked"):
+        PathfinderDataset(directory)
+
+
 def test_split_indices_are_sized_disjoint_and_deterministic():
     train, val, test = split_indices(1000)
     assert (len(train), len(val), len(test)) == (800, 100, 100)

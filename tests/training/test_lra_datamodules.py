@@ -45,3 +45,20 @@ def test_pathfinder_experiment_generates_on_first_use_then_trains(tmp_path):
     assert len(list(generated.glob("imgs/*/sample_*.png"))) == 40
     assert (generated / "generation.json").is_file()
     assert {"val/acc", "test/acc"} <= set(metrics)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(batch_size=1.5), "batch_size must be a positive integer"),
+    (dict(batch_size=4, eval_batch_size=0), "eval_batch_size must be a positive integer"),
+    (dict(batch_size=4, eval_batch_size=-1), "eval_batch_size must be a positive integer"),
+    (dict(batch_size=4, num_workers=-1), "num_workers must be a non-negative integer"),
+    (dict(n_val=0), "n_val must be a positive integer"),
+    (dict(n_val=0.1), "n_val must be a positive integer"),
+])
+def test_data_module_settings_are_checked_up_front(tmp_path, kwargs, match):
+    """eval_batch_size=0 was silently replaced by batch_size, a float batch size or n_val
+    failed inside the loader or the split."""
+    from ssm.training.data.lra import ImageDataModule
+
+    with pytest.raises(ValueError, match=match):
+        ImageDataModule(tmp_path, **kwargs)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from typing import Callable
 
 import lightning as L
@@ -22,11 +23,15 @@ class ClassificationDataModule(L.LightningDataModule):
 
     def __init__(self, batch_size: int = 32, eval_batch_size: int | None = None, num_workers: int = 0) -> None:
         super().__init__()
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size or batch_size
-        self.num_workers = num_workers
+        name = type(self).__name__
+        for arg, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1):
+                raise ValueError(f"{name}: {arg} must be a positive integer (data.{arg}=...), got {value!r}")
+        if isinstance(num_workers, bool) or not isinstance(num_workers, numbers.Integral) or num_workers < 0:
+            raise ValueError(f"{name}: num_workers must be a non-negative integer, got {num_workers!r}")
+        self.batch_size = int(batch_size)
+        self.eval_batch_size = self.batch_size if eval_batch_size is None else int(eval_batch_size)
+        self.num_workers = int(num_workers)
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None

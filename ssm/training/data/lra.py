@@ -87,6 +87,7 @@ class ImageDataModule(_SplitsDataModule):
     def __init__(self, data_root: str | os.PathLike = "data", n_val: int = 5000, seed: int = 42,
                  batch_size: int = 50, eval_batch_size: int | None = None, num_workers: int = 0) -> None:
         super().__init__(data_root, batch_size, eval_batch_size, num_workers)
+        self.check_split_sizes(type(self).__name__, n_val=n_val)
         self.n_val = n_val
         self.seed = seed
         self.collate_fn = lra.collate_images
