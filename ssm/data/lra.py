@@ -10,7 +10,12 @@
   held out for validation.
 
 Texts use a fixed byte vocabulary: ``<pad>`` 0, ``<unk>`` 1 (reserved, never
-produced), ``<eos>`` 2, and UTF-8 byte ``b`` becomes ``b + 3``.
+produced), ``<eos>`` 2, and UTF-8 byte ``b`` becomes ``b + 3``. This departs from S4
+and S5, which tokenize characters with a vocabulary fitted to the training split
+(min_freq 15, about 135 symbols, rarer characters become ``<unk>``). We keep LRA's
+byte-level encoding because it needs no vocabulary fitted to (and saved with) a
+split; the difference is that a non-ASCII character is several tokens here, and a
+rare character keeps its identity instead of becoming ``<unk>``.
 """
 
 from __future__ import annotations
