@@ -205,3 +205,14 @@ def test_lr_dict_keys_are_checked_and_valid_hints_pass(name):
         make(lr={"dT": 1e-3})
     for lr in (None, 0, 0.0, 2e-3, {key: 1e-3 for key in keys}, {keys[-1]: None}, {}):
         make(lr=lr)
+
+
+def test_embeddings_and_rms_norms_get_no_weight_decay():
+    """MultivariateForecaster's per-variate embedding is a plain Parameter, and RMSNorm was
+    missing from the no-decay norms: both got the global weight decay."""
+    model = ssm.MultivariateForecaster(8, 1, functools.partial(ssm.Chimera, d_state=2, period=2), lag=6,
+                                       horizon=2, n_variates=3)
+    model.extra = nn.RMSNorm(8)
+    decay = {id(p) for g in param_groups(model, weight_decay=0.1) if g["weight_decay"] > 0 for p in g["params"]}
+    assert id(model.variate_embedding) not in decay and id(model.extra.weight) not in decay
+    assert id(model.value_embedding.weight) in decay  # a Linear's weight keeps it

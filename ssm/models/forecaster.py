@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from ssm.layers._checks import check_positive_ints, check_window
+from ssm.optim import set_hint
 
 
 class MultivariateForecaster(nn.Module):
@@ -56,6 +57,7 @@ class MultivariateForecaster(nn.Module):
         self.n_targets = n_targets
         self.value_embedding = nn.Linear(1, d_model)
         self.variate_embedding = nn.Parameter(torch.randn(self.n_variates, d_model) * 0.02)
+        set_hint(self, "variate_embedding", {"weight_decay": 0.0})  # an embedding: no weight decay
         self.norms = nn.ModuleList(nn.LayerNorm(d_model) for _ in range(n_layers))
         self.layers = nn.ModuleList(layer(d_model) for _ in range(n_layers))
         self.dropout = nn.Dropout(dropout)
