@@ -23,6 +23,7 @@ from ssm.layers._checks import (
     resolve_dt_rank,
 )
 from ssm.layers._empty import zeros_in_graph
+from ssm.layers._no_reinit import KeepsNoReinit, mark_no_reinit
 from ssm.layers.diagonal import compute_dtype, ssm_lr, to_default_dtype, widen
 from ssm.layers.selective import DT_INITS, dt_bias_init, dt_weight_init, inverse_softplus, s4d_real_log_A
 from ssm.layers.softsort import soft_sort
@@ -98,7 +99,7 @@ class PositiveDefiniteProjection(nn.Module):
         return f"spectrum={self.spectrum!r}"
 
 
-class Mamba(nn.Module):
+class Mamba(KeepsNoReinit):
     """The Mamba block on (batch, length, d_model) sequences, with E = d_inner = expand·d_model:
 
         [x, z] = in_proj(u)                                (d_model -> 2E, bias ``bias``)
@@ -231,13 +232,13 @@ class Mamba(nn.Module):
         if self.reorder_tokens:  # created last: the other parameters draw the same numbers as without it
             for suffix in directions:
                 self.add_module(f"importance{suffix}", nn.Linear(E, 1, bias=False))
+        mark_no_reinit(self, *(f"dt_proj{suffix}.bias" for suffix in directions))  # a generic re-init must not zero Δ's bias
         to_default_dtype(self)
 
     def _init_dt_proj(self, dt_proj, dt_min, dt_max, dt_scale, floor, lr) -> None:
         with torch.no_grad():
             dt_proj.weight.copy_(dt_weight_init(tuple(dt_proj.weight.shape), self.dt_rank, self.dt_init, dt_scale))
             dt_proj.bias.copy_(dt_bias_init((self.d_inner,), dt_min, dt_max, floor))
-        dt_proj.bias._no_reinit = True  # a generic Linear re-init must not zero Δ's bias
         if lr == 0.0:
             dt_proj.bias.requires_grad_(False)
         elif lr is not None:

@@ -13,6 +13,7 @@ from torch import nn
 from kernels import selective_scan
 
 from ssm.layers._checks import check_lr
+from ssm.layers._no_reinit import KeepsNoReinit, mark_no_reinit
 from ssm.layers.diagonal import ssm_lr, widen
 from ssm.optim import register, set_hint
 
@@ -48,7 +49,7 @@ def s4d_real_log_A(channels: int, d_state: int) -> torch.Tensor:
     return torch.log(torch.arange(1, d_state + 1, dtype=torch.float32)).repeat(channels, 1)
 
 
-class SelectiveProjections(nn.Module):
+class SelectiveProjections(KeepsNoReinit):
     """K independent sets of selective-SSM parameters over E channels (VMamba's layout):
 
         [δ_k, B_k, C_k] = x_proj_weight[k] x_k          (E -> R + 2N per position, no bias)
@@ -85,7 +86,7 @@ class SelectiveProjections(nn.Module):
         self.x_proj_weight = nn.Parameter(torch.empty(K, R + 2 * N, E).uniform_(-bound, bound))
         self.dt_projs_weight = nn.Parameter(dt_weight_init((K, E, R), R, dt_init, dt_scale))
         self.dt_projs_bias = nn.Parameter(dt_bias_init((K, E), dt_min, dt_max, dt_init_floor))
-        self.dt_projs_bias._no_reinit = True
+        mark_no_reinit(self, "dt_projs_bias")
         dt_lr = ssm_lr(lr, "dt")
         if dt_lr == 0.0:
             self.dt_projs_bias.requires_grad_(False)

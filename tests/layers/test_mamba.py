@@ -466,3 +466,21 @@ def test_a_mask_of_the_wrong_shape_is_a_clear_error():
         with pytest.raises(ValueError, match=r"mask of shape \(2, 6, 1\)"):
             layer(u, mask=mask)
     torch.testing.assert_close(layer(u, mask=torch.ones(2, 6, dtype=torch.bool)), layer(u))
+
+
+
+@pytest.mark.parametrize("make", [lambda: ssm.Mamba(8, bidirectional=True), lambda: ssm.SS2D(8)])
+def test_dt_bias_keeps_no_reinit_on_copies(make):
+    """mamba_ssm's generic init zeroes every Linear bias not flagged _no_reinit; deepcopy
+    (e.g. a stack of copied blocks), pickling and load_state_dict(assign=True) dropped the flag."""
+    import copy
+    import pickle
+
+    layer = make()
+    fresh = make()
+    fresh.load_state_dict(layer.state_dict(), assign=True)
+    for copied in (copy.deepcopy(layer), pickle.loads(pickle.dumps(layer)), fresh):
+        biases = [p for name, p in copied.named_parameters() if "dt_proj" in name and name.endswith("bias")]
+        assert biases and all(getattr(p, "_no_reinit", False) for p in biases)
+        others = [p for name, p in copied.named_parameters() if not ("dt_proj" in name and name.endswith("bias"))]
+        assert not any(getattr(p, "_no_reinit", False) for p in others)
