@@ -1,6 +1,8 @@
 """ssm.Mamba's token-dynamics options (positive-definite S_Cᵀ S_B, importance reordering),
 ssm.layers.softsort and the scenario criterion in ssm.token_dynamics."""
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -181,6 +183,20 @@ def test_masked_soft_sort_sorts_only_the_valid_entries_into_the_valid_positions(
     assert_close(soft_sort(scores, 0.7, torch.ones_like(valid)), soft_sort(scores, 0.7))
     with pytest.raises(ValueError, match="bool mask"):
         soft_sort(scores, valid=valid.double())
+
+
+@pytest.mark.parametrize("tau", [0.3, 1.0, 2.5])
+def test_soft_sort_at_a_finite_temperature_is_its_formula(tau):
+    """P[r, c] = exp(-|s_c - s_(r)| / τ) / Σ_c' exp(-|s_c' - s_(r)| / τ), s_(r) the r-th largest,
+    written out entry by entry (the other tests only check the τ -> 0 limit)."""
+    scores = torch.tensor([[0.3, -1.0, 2.0, 0.9, 0.3]], dtype=F64)
+    ordered = sorted(scores[0].tolist(), reverse=True)
+    expected = torch.zeros(1, 5, 5, dtype=F64)
+    for r in range(5):
+        weights = [math.exp(-abs(s - ordered[r]) / tau) for s in scores[0].tolist()]
+        for c in range(5):
+            expected[0, r, c] = weights[c] / sum(weights)
+    assert_close(soft_sort(scores, tau), expected)
 
 
 def test_soft_sort_rejects_bad_arguments():
