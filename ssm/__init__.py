@@ -6,7 +6,7 @@ backbones, ``ssm.optim`` the per-parameter optimizer groups, ``ssm.transfer`` tr
 ``ssm.robustness`` the Fourier-mode noise evaluation, ``ssm.token_dynamics`` the
 convergent/divergent scenario criterion for Mamba layers, ``ssm.scan_orders`` the 2D
 scan orders (row/column-major, nested S-shaped) as permutations. Training code lives in
-``ssm.training`` and is imported only by ``train.py``.
+``ssm.training`` and is imported only by ``train.py`` and the training benchmarks in ``bench/``.
 """
 
 from ssm import hippo, optim, robustness, scan_orders, token_dynamics, transfer
