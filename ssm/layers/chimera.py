@@ -154,12 +154,16 @@ def chimera_scan_reference(x, dt_time, dt_var, A_time, A_var, B_time, B_var, C_t
 class ChimeraHead(nn.Module):
     """One input-dependent 2D SSM head: per token x[v, t] (E channels)
 
-        [δ₁, δ₂, B₁, B₂, C₁, C₂] = x_proj(x)               (E -> 2R + 4N, no bias)
-        Δ₁ = softplus(W₁ δ₁ + b₁),  Δ₂ = softplus(W₂ δ₂ + b₂)   (R -> E each)
+        [δ₁, B₁, C₁] = x_proj_time x,   Δ₁ = softplus(dt_time_weight δ₁ + dt_time_bias)
+        [δ₂, B₂, C₂] = x_proj_d x,      Δ₂ = softplus(dt_d_weight δ₂ + dt_d_bias)
 
-    then ``chimera_scan`` (both variate directions with ``bidirectional``, summed).
-    A₁ = -exp(A_time_log), A₂ = -exp(A_var_log) start at S4D-Real -(1..N); the coupling c
-    starts at 1. The SSM tensors get weight decay 0.
+    (each x_proj (R + 2N, E) without bias, each dt weight (E, R)), one (δ₂, B₂, C₂, Δ₂,
+    A₂, c) set per variate direction d in ("fwd", "bwd" with ``bidirectional``), sharing
+    the time state s; y = C₁·s + Σ_d C₂·r_d, with the time state of ``time_state`` and
+    the variate states of ``variate_state`` (see ``chimera_scan`` for the recurrences).
+    A₁ = -exp(A_time_log) and A₂ = -exp(A_d_log) start at S4D-Real -(1..N); Δ₁ starts in
+    ``dt_range``, Δ₂ in [1e-3, 1e-1]; the coupling c starts at 1. The SSM tensors get
+    weight decay 0.
     """
 
     def __init__(self, d_inner: int, d_state: int, dt_rank: int, lag: int, dt_range: tuple[float, float],
