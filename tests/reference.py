@@ -180,3 +180,50 @@ def companion_kernel_by_powers(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor
     A = A + torch.nn.functional.pad(a.unsqueeze(-1), (d - 1, 0))  # a in the last column
     cols = [torch.einsum("ni,nij,nj->n", c, torch.linalg.matrix_power(A, k), b) for k in range(L)]
     return torch.stack(cols, -1) if cols else torch.zeros(n, 0, dtype=F64)
+
+
+# --- Layer gradients against an oracle built from the raw parameters -------------------------
+
+
+def leaf_parameters(layer) -> dict[str, torch.Tensor]:
+    """Float64 leaf copies of the layer's parameters exactly as stored, requiring grad."""
+    return {name: p.detach().to(F64).clone().requires_grad_(True) for name, p in layer.named_parameters()}
+
+
+def zoh_by_matrix_exp(dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor):
+    """(Ā, B̄) of diagonal modes from exp([[ΔA, ΔB], [0, 0]]) = [[Ā, B̄], [0, 1]]."""
+    dtA, dtB = dt * A, dt * B
+    zero = torch.zeros_like(dtA)
+    M = torch.stack([torch.stack([dtA, dtB], -1), torch.stack([zero, zero], -1)], -2)
+    E = torch.linalg.matrix_exp(M)
+    return E[..., 0, 0], E[..., 0, 1]
+
+
+def bilinear_explicit(dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor):
+    """(Ā, B̄) = ((1 + ΔA/2)/(1 - ΔA/2), ΔB/(1 - ΔA/2))."""
+    dtA = dt * A
+    return (1 + dtA / 2) / (1 - dtA / 2), dt * B / (1 - dtA / 2)
+
+
+def check_gradients_against_reference(layer, reference, L: int, run=None, batch: int = 2, names=None) -> None:
+    """The output and the gradients of a random loss sum(g ⊙ y) w.r.t. x and every parameter
+    of the float64 ``layer`` (output ``run(layer, x)``, default its forward) match autograd
+    through ``reference(params, x)`` on float64 copies of the raw parameters
+    (:func:`leaf_parameters`); ``names``, if given, is the exact set of parameter names."""
+    from tolerances import assert_close, assert_close_summed
+
+    params = leaf_parameters(layer)
+    if names is not None:
+        assert set(params) == set(names), sorted(params)
+    x = torch.randn(batch, L, layer.d_model, dtype=F64, requires_grad=True)
+    g = torch.randn(batch, L, layer.d_model, dtype=F64)
+    y = layer(x) if run is None else run(layer, x)
+    (g * y).sum().backward()
+    x_ref = x.detach().clone().requires_grad_(True)
+    y_ref = reference(params, x_ref)
+    (g * y_ref).sum().backward()
+    assert_close(y, y_ref, msg=lambda m: f"output: {m}")
+    assert_close(x.grad, x_ref.grad, msg=lambda m: f"grad x: {m}")
+    for name, p in layer.named_parameters():
+        assert p.grad is not None, name
+        assert_close_summed(p.grad, params[name].grad, msg=lambda m, name=name: f"grad {name}: {m}")

@@ -45,7 +45,8 @@ class DSS(DiagonalSSM):
       K_l = Re sum_n (W_n/λ_n) · softmax_l(λ_n Δ l),
       softmax_l(a l) = e^{a l} (e^a - 1)/(e^{a L} - 1) = e^{a l} / sum_{l'<L} e^{a l'};
       modes with Re λ > 0 are evaluated as e^{μ(L-1-l)}(e^μ - 1)/(e^{μL} - 1), μ = -λΔ, so
-      nothing overflows, and 1/λ is computed as conj(λ)/(|λ|² + 1e-7).
+      nothing overflows (L the normalization length), and 1/λ is computed as
+      conj(λ)/(|λ|² + 1e-7).
 
     The softmax kernel depends on its length L. ``forward`` uses the input length (or
     ``l_max`` if given). ``step`` uses ``l_max``, else the ``length`` passed to the last
@@ -117,10 +118,13 @@ class DSS(DiagonalSSM):
         x = dt.unsqueeze(-1) * Lam
         growing = x.real > 0
         x_stable = torch.where(growing, -x, x)
-        v = W * _reciprocal(Lam) * _softmax_weight(x_stable, self._normalization_length(L)) / 2
+        n = self._normalization_length(L)
+        v = W * _reciprocal(Lam) * _softmax_weight(x_stable, n) / 2
         zero = torch.zeros((), dtype=v.dtype, device=v.device)
         decaying = vandermonde(torch.where(growing, zero, v), x_stable, L)
-        reversed_ = vandermonde(torch.where(growing, v, zero), x_stable, L).flip(-1)
+        # growing: e^{μ(n-1-l)} = e^{μ(n-L)} e^{μ(L-1-l)}, the flipped Vandermonde times a constant
+        shifted = v * torch.exp(x_stable * (n - L))
+        reversed_ = vandermonde(torch.where(growing, shifted, zero), x_stable, L).flip(-1)
         k = decaying + reversed_
         return k if self.bidirectional else k[0]
 

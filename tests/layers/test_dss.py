@@ -12,8 +12,15 @@ import math
 
 import pytest
 import torch
-from reference import backward_recurrence, diagonal_recurrence, kernel_by_powers, run_steps
-from tolerances import assert_close
+from reference import (
+    backward_recurrence,
+    check_gradients_against_reference,
+    diagonal_recurrence,
+    kernel_by_powers,
+    leaf_parameters,
+    run_steps,
+)
+from tolerances import assert_close, assert_close_summed
 
 import ssm
 
@@ -348,3 +355,119 @@ def test_integer_input_raises_type_error():
 def test_bad_constructor_arguments_raise_value_error(kwargs, pattern):
     with pytest.raises(ValueError, match=pattern):
         ssm.DSS(H, **kwargs)
+
+
+# --- Backward pass against an independent float64 reference ---------------------------------
+#
+# The reference reads the raw parameters (log_dt, Lambda_real, Lambda_imag, W as a (..., 2) real
+# view, D), forms Δ = exp(log_dt) and λ = Λ_re + iΛ_im with Λ_re = -exp(Lambda_real) (exp) or
+# Lambda_real itself (softmax), and applies the formulas of the math reference §3.3 / the
+# module docstring with Ā = e^{λΔ}, C = W, output Re(·):
+#   exp:     B̄ = (e^{λΔ} - 1)/λ
+#   softmax: B̄ = (1/λ) / sum_{l'<L} e^{λΔ l'}, with 1/λ = conj(λ)/(|λ|² + 1e-7) as specified,
+#            summed directly (the short L here cannot overflow, growing modes included).
+# Output by the sequential recurrence (plus the anti-causal one when bidirectional).
+
+F64, C128 = torch.float64, torch.complex128
+
+
+def reference_bars(params, variant, L):
+    """Differentiable (Ā, B̄, W) in complex128 from the raw parameters; L: the softmax
+    normalization length."""
+    dt = torch.exp(params["log_dt"])[:, None]
+    re = -torch.exp(params["Lambda_real"]) if variant == "exp" else params["Lambda_real"]
+    im = params["Lambda_imag"]
+    Lam = torch.complex(re, im)
+    a = dt * Lam
+    Abar = torch.exp(a)
+    if variant == "exp":
+        Bbar = (Abar - 1) / Lam
+    else:
+        reciprocal = Lam.conj() / (re**2 + im**2 + 1e-7)
+        Bbar = reciprocal / torch.stack([torch.exp(a * l) for l in range(L)]).sum(0)
+    return Abar, Bbar, torch.view_as_complex(params["W"])
+
+
+def reference_forward(params, x, variant, L_norm=None):
+    """Float64 output on x (B, L, H), differentiable in x and the raw parameters."""
+    Abar, Bbar, W = reference_bars(params, variant, L_norm or x.shape[1])
+    y = diagonal_recurrence(Abar, Bbar, W[0], x, params["D"], scale=1)
+    if W.shape[0] == 2:
+        y = y + backward_recurrence(Abar, Bbar, W[1], x, scale=1)
+    return y
+
+
+def check_against_reference(layer, L, run=None, L_norm=None):
+    """Output and gradients of the float64 layer against autograd through the reference."""
+    check_gradients_against_reference(
+        layer, lambda params, x: reference_forward(params, x, layer.variant, L_norm), L, run=run,
+        names={"log_dt", "Lambda_real", "Lambda_imag", "W", "D"},
+    )
+
+
+CASES = [("exp", False), ("softmax", False), ("softmax", True)]
+CASE_IDS = ["exp", "softmax", "softmax-growing"]
+
+
+def make_layer(variant, growing, **kwargs):
+    """d_model = 3 (odd), N = 8, float64; some modes with Re λ > 0 if ``growing``."""
+    layer = ssm.DSS(H, d_state=N, variant=variant, dt_min=0.01, dt_max=0.3, **kwargs).double()
+    if growing:
+        make_some_modes_grow(layer)
+    return layer
+
+
+@pytest.mark.parametrize("variant, growing", CASES, ids=CASE_IDS)
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("L", [1, 13])
+def test_gradients_match_float64_reference(variant, growing, bidirectional, L):
+    torch.manual_seed(20)
+    layer = make_layer(variant, growing, bidirectional=bidirectional)
+    check_against_reference(layer, L)
+
+
+@pytest.mark.parametrize(
+    "growing, run",
+    [
+        (False, None),
+        (True, None),  # growing modes were normalized over l_max but placed by the input length
+        (False, run_steps),
+        (True, run_steps),
+    ],
+    ids=["forward", "forward-growing", "step", "step-growing"],
+)
+@pytest.mark.parametrize("l_max, L", [(20, 7), (5, 7)])
+def test_softmax_gradients_with_l_max_match_float64_reference(growing, run, l_max, L):
+    """The normalization runs over l_max (longer or shorter than the input), not the input length."""
+    torch.manual_seed(21)
+    layer = make_layer("softmax", growing, l_max=l_max)
+    check_against_reference(layer, L, run=run, L_norm=l_max)
+
+
+@pytest.mark.parametrize("variant, growing", CASES, ids=CASE_IDS)
+def test_step_gradients_match_float64_reference(variant, growing):
+    torch.manual_seed(22)
+    layer = make_layer(variant, growing)
+    check_against_reference(layer, 13, run=lambda m, x: run_steps(m, x, length=13))
+
+
+@pytest.mark.parametrize("variant, growing", CASES, ids=CASE_IDS)
+def test_modes_describe_the_kernel_and_its_gradients(variant, growing):
+    """K_l = 2 Re sum_n v e^{x l} from ``modes(L)`` is the reference kernel (powers of Ā),
+    values and gradients (for the softmax variant ``modes`` is not on the forward path)."""
+    torch.manual_seed(23)
+    layer = make_layer(variant, growing)
+    L = 13
+    v, x = layer.modes(L)
+    K = 2 * torch.stack([(v[0] * torch.exp(x * l)).sum(-1).real for l in range(L)], -1)
+    params = leaf_parameters(layer)
+    Abar, Bbar, W = reference_bars(params, variant, L)
+    K_ref = kernel_by_powers(Abar, Bbar, W[0], L, scale=1)
+    g = torch.randn(H, L, dtype=F64)
+    (g * K).sum().backward()
+    (g * K_ref).sum().backward()
+    assert_close(K, K_ref)
+    for name, p in layer.named_parameters():
+        if name == "D":
+            continue
+        assert_close_summed(p.grad, params[name].grad, msg=lambda m, name=name: f"grad {name}: {m}")
