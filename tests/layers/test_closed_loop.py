@@ -8,6 +8,7 @@ from reference import run_steps
 from tolerances import assert_close, assert_close_summed
 
 import ssm
+from kernels.companion_kernel.pytorch import spectral_rows_inaccurate
 from ssm.layers.closed_loop import krylov_rows, reduce_mod
 
 F64 = torch.float64
@@ -27,10 +28,16 @@ def coefficients(layer):
     return [t.detach().to(F64).repeat_interleave(group, 0) for t in layer.coefficients()]
 
 
-def loop(layer, x, horizon):
+def loop(layer, x, horizon, coeffs=None):
     """The defining recurrences: x_{t+1} = A x_t + b u_t over the window (outputs cᵀx_{t+1},
-    kᵀx_{t+1}), then x ← (A + b kᵀ) x for the forecast (outputs cᵀx, kᵀx before each update)."""
-    a, b, c, k = coefficients(layer)
+    kᵀx_{t+1}), then x ← (A + b kᵀ) x for the forecast (outputs cᵀx, kᵀx before each update).
+
+    ``coeffs``: (a, b, c, k) per kernel set, as used (differentiable; default: the layer's)."""
+    if coeffs is None:
+        a, b, c, k = coefficients(layer)
+    else:
+        group = layer.d_model // layer.n_kernels
+        a, b, c, k = (t.repeat_interleave(group, 0) for t in coeffs)
     A = dense_A(a)
     Acl = A + b[:, :, None] * k[:, None, :]
     B, n, H = x.shape
@@ -220,3 +227,124 @@ def test_unstable_coefficients_below_the_l1_threshold_keep_the_lag_state_exact(d
     for h in range(2):
         assert_close_summed(state[:, h], lag_state[:, h], dtype=dtype)
         assert_close_summed(layer(x, 3)[..., h], y_cl[..., h], dtype=dtype)
+
+
+# ---------------------------------------------------------------------------------------
+# Gradients (w.r.t. x and every coefficient) against autograd through `loop`, on both
+# lag-state paths: the division modulo χ and the float64 Krylov of the rows with a large
+# ||a||_1 or a spectral radius >= 1 (kernels.companion_kernel.pytorch.spectral_rows_inaccurate).
+
+UNSTABLE_A = [0.5, -1.0, 0.8, 1.2, -0.3]  # ||a||_1 = 3.8 < 4 (float64's threshold), ρ(A) > 1
+
+
+def used_coefficients(layer, leaves):
+    """(a, b, c, k) per kernel set from the raw leaves, L1-normalized with norm_order=1
+    (the shift variant's fixed a = 0, b = e_1 are buffers and stay as they are)."""
+    used = []
+    for name in "abck":
+        if name in leaves:
+            t = leaves[name]
+            used.append(t / t.abs().sum(-1, keepdim=True) if layer.norm_order == 1 else t)
+        else:
+            used.append(getattr(layer, name).detach().to(F64))
+    return used
+
+
+def _route(layer, rows):
+    """Set the raw a of each kernel set: "fast" (||a||_1 = 0.5), "large" (||a||_1 = 6 > 4)
+    or "unstable" (UNSTABLE_A: 1 < ||a||_1 < 4, ρ > 1). Returns the expected Krylov rows."""
+    with torch.no_grad():
+        for i, kind in enumerate(rows):
+            if kind == "unstable":
+                layer.a[i] = torch.tensor(UNSTABLE_A[: layer.d_state], dtype=F64)
+            else:
+                layer.a[i] *= (0.5 if kind == "fast" else 6.0) / layer.a[i].abs().sum()
+    return torch.tensor([kind != "fast" for kind in rows])
+
+
+GRAD_CASES = {  # id: (cls, H, d, n_kernels, norm_order, n, horizon, a of each kernel set, see _route)
+    "l1": (ssm.ClosedLoopCompanionSSM, 3, 5, None, 1, 11, 7, None),
+    "l1-shared": (ssm.ClosedLoopCompanionSSM, 4, 3, 2, 1, 6, 5, None),
+    "raw-fast": (ssm.ClosedLoopCompanionSSM, 3, 4, None, 0, 7, 3, ["fast"] * 3),
+    "raw-large": (ssm.ClosedLoopCompanionSSM, 3, 5, None, 0, 9, 5, ["large"] * 3),
+    "raw-unstable": (ssm.ClosedLoopCompanionSSM, 2, 5, 1, 0, 13, 3, ["unstable"]),
+    "raw-mixed": (ssm.ClosedLoopCompanionSSM, 6, 5, 3, 0, 11, 7, ["fast", "large", "unstable"]),
+    "shift-l1": (ssm.ClosedLoopShiftSSM, 3, 5, None, 1, 9, 7, None),
+    "shift-raw": (ssm.ClosedLoopShiftSSM, 4, 3, 2, 0, 8, 5, None),
+}
+
+
+@pytest.mark.parametrize("cls, H, d, n_kernels, norm_order, n, horizon, routes", GRAD_CASES.values(),
+                         ids=GRAD_CASES.keys())
+def test_gradients_of_forecast_rollout_and_open_loop_match_the_loop(cls, H, d, n_kernels, norm_order, n, horizon,
+                                                                      routes):
+    """d(random scalar loss) on forward(x, h), on rollout's (y, û) and on open_loop's (y, û)
+    w.r.t. x and every coefficient equals autograd through ``loop``, on both lag-state
+    paths (division modulo χ for norm_order=1 and "fast" rows; Krylov for the others)."""
+    torch.manual_seed(11)
+    layer = cls(H, d_state=d, n_kernels=n_kernels, norm_order=norm_order, init_std=0.5).double()
+    if routes is not None:
+        krylov = _route(layer, routes)
+        group = layer.d_model // layer.n_kernels
+        a = layer.a.detach()
+        assert torch.equal(spectral_rows_inaccurate(a.repeat_interleave(group, 0)), krylov.repeat_interleave(group))
+        radius = torch.linalg.eigvals(dense_A(a)).abs().amax(-1)
+        for i, kind in enumerate(routes):
+            l1 = a[i].abs().sum()
+            assert {"fast": l1 <= 1, "large": l1 > 4, "unstable": (1 < l1 < 4) & (radius[i] > 1.05)}[kind]
+    params = dict(layer.named_parameters())
+    leaves = {name: p.detach().clone().requires_grad_(True) for name, p in params.items()}
+    x = torch.randn(2, n, H, dtype=F64, requires_grad=True)
+    x_ref = x.detach().clone().requires_grad_(True)
+    y_open, u_open, _, y_cl, u_cl = loop(layer, x_ref, horizon, used_coefficients(layer, leaves))
+    forecast, u_hat = layer.rollout(x, horizon)
+    got_open = layer.open_loop(x)
+    losses = {
+        "forecast": ([layer(x, horizon)], [y_cl]),
+        "rollout": ([forecast, u_hat], [y_cl, u_cl]),
+        "open_loop": (list(got_open), [y_open, u_open]),
+    }
+    names = list(params)
+    for what, (got, expected) in losses.items():
+        weights = [torch.randn_like(e) for e in expected]
+        for g, e in zip(got, expected):
+            assert_close_summed(g, e, msg=lambda m, what=what: f"{what} values: {m}")
+        grads = torch.autograd.grad(sum((g * w).sum() for g, w in zip(got, weights)),
+                                    [x, *params.values()], retain_graph=True)
+        ref = torch.autograd.grad(sum((e * w).sum() for e, w in zip(expected, weights)),
+                                  [x_ref, *leaves.values()], retain_graph=True)
+        for name, g, r in zip(["x", *names], grads, ref):
+            assert_close_summed(g, r, msg=lambda m, what=what, name=name: f"d {what} / d {name}: {m}")
+
+
+@pytest.mark.parametrize("cls", [ssm.ClosedLoopShiftSSM, ssm.ClosedLoopCompanionSSM])
+@pytest.mark.parametrize("norm_order", [0, 1])
+@pytest.mark.parametrize("H, d, n_kernels, n, horizon", [(3, 5, None, 9, 6), (4, 3, 2, 7, 4), (2, 1, 1, 5, 3)])
+def test_step_and_closed_loop_step_match_open_loop_rollout_and_the_loop(cls, norm_order, H, d, n_kernels, n,
+                                                                         horizon):
+    """step over the window gives open_loop's y and ends in lag_state; closed_loop_step
+    then continues with rollout's forecast and predicted inputs."""
+    torch.manual_seed(12)
+    layer = cls(H, d_state=d, n_kernels=n_kernels, norm_order=norm_order, init_std=0.5).double()
+    x = torch.randn(2, n, H, dtype=F64)
+    y_open, _, lag_state, y_cl, u_cl = loop(layer, x, horizon)
+    with torch.no_grad():
+        assert_close_summed(run_steps(layer, x), layer.open_loop(x)[0])
+        assert_close_summed(run_steps(layer, x), y_open)
+        state = layer.init_state(2)
+        for t in range(n):
+            y, state = layer.step(x[:, t], state)
+        assert_close_summed(state, layer.lag_state(x))
+        assert_close_summed(state, lag_state)
+        outputs, inputs = [y], []
+        for _ in range(horizon - 1):
+            y, u_hat, state = layer.closed_loop_step(state)
+            assert y.shape == u_hat.shape == (2, H) and state.shape == (2, H, d)
+            outputs.append(y)
+            inputs.append(u_hat)
+        forecast, u_pred = layer.rollout(x, horizon)
+    assert_close_summed(torch.stack(outputs, 1), forecast)
+    assert_close_summed(torch.stack(outputs, 1), y_cl)
+    if horizon > 1:
+        assert_close_summed(torch.stack(inputs, 1), u_pred[:, :-1])
+        assert_close_summed(torch.stack(inputs, 1), u_cl[:, :-1])
