@@ -6,7 +6,7 @@ import functools
 
 import pytest
 import torch
-from tolerances import assert_close
+from tolerances import assert_close, assert_close_summed
 
 import ssm
 from ssm.layers.chimera import chimera_scan, chimera_scan_reference
@@ -140,3 +140,158 @@ def test_bad_config(kwargs):
 def test_bad_input():
     with pytest.raises(ValueError, match="expected u of shape"):
         ssm.Chimera(8)(torch.randn(2, 5, 8))
+
+
+@pytest.mark.parametrize("lag, reverse", [(1, True), (3, True), (3, False), (7, True)])
+def test_scan_gradients_match_loop(lag, reverse):
+    """Gradients of chimera_scan (both variate directions, lags 1, 3 and one beyond T) equal
+    autograd through the loop written here, and through chimera_scan_reference."""
+    args = [a.requires_grad_() for a in _args(T=5, seed=lag)]
+    g = torch.randn(2, 3, 5, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
+    fast = torch.autograd.grad(chimera_scan(*args, lag=lag, reverse=reverse), args, g)
+    loop = torch.autograd.grad(_loop(*args, lag, reverse), args, g)
+    slow = torch.autograd.grad(chimera_scan_reference(*args, lag=lag, reverse=reverse), args, g)
+    for i, (a, b, c) in enumerate(zip(fast, loop, slow)):
+        assert_close_summed(a, b, msg=lambda m, i=i: f"argument {i}: {m}")
+        assert_close_summed(c, b, msg=lambda m, i=i: f"reference, argument {i}: {m}")
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole ssm.Chimera layer against a loop written from its docstrings (ssm/layers/chimera.py)
+
+
+def _softplus(a):
+    return torch.log1p(torch.exp(a))
+
+
+def _silu(a):
+    return a * torch.sigmoid(a)
+
+
+def _chimera_head_loop(P, head, x, lag, bidirectional):
+    """One head, token by token: x {(v, t): (B, E)} -> {(v, t): (B, E)}.
+
+    Per token and projection (time; variate fwd / bwd, each its own weights):
+    [δ, B, C] = W x (E -> R + N + N, no bias), Δ = softplus(W_dt δ + b_dt);
+    s[v,t] = exp(Δ₁ A₁) s[v,t-lag] + Δ₁ B₁ x;  r[v,t] = exp(Δ₂ A₂) r[w,t] + Δ₂ (c ⊙ s[w,t] + B₂ x)
+    with w = v - 1 (fwd) or v + 1 (bwd);  y = C₁·s + Σ_directions C₂·r."""
+    V, L = max(v for v, _ in x) + 1, max(t for _, t in x) + 1
+    Bsz, E = x[0, 0].shape
+
+    def project(xt, kind):
+        W, W_dt, b_dt = P[f"{head}.x_proj_{kind}"], P[f"{head}.dt_{kind}_weight"], P[f"{head}.dt_{kind}_bias"]
+        R = W_dt.shape[1]
+        N = (W.shape[0] - R) // 2
+        dbl = xt @ W.T
+        delta, B, C = dbl[:, :R], dbl[:, R:R + N], dbl[:, R + N:]
+        return _softplus(delta @ W_dt.T + b_dt), B, C  # (B, E), (B, N), (B, N)
+
+    A1 = -torch.exp(P[f"{head}.A_time_log"])  # (E, N)
+    zero = x[0, 0].new_zeros(Bsz, E, A1.shape[1])
+    s, y = {}, {}
+    for v in range(V):
+        for t in range(L):
+            dt, B, C = project(x[v, t], "time")
+            s[v, t] = (torch.exp(dt[:, :, None] * A1) * s.get((v, t - lag), zero)
+                       + (dt * x[v, t])[:, :, None] * B[:, None, :])
+            y[v, t] = (s[v, t] * C[:, None, :]).sum(-1)
+    for kind in ("fwd", "bwd") if bidirectional else ("fwd",):
+        A2, c = -torch.exp(P[f"{head}.A_{kind}_log"]), P[f"{head}.coupling_{kind}"]
+        step = 1 if kind == "fwd" else -1
+        for t in range(L):
+            r = zero
+            for v in range(V) if kind == "fwd" else range(V - 1, -1, -1):
+                dt, B, C = project(x[v, t], kind)
+                r = (torch.exp(dt[:, :, None] * A2) * r
+                     + dt[:, :, None] * (c * s.get((v - step, t), zero) + x[v, t][:, :, None] * B[:, None, :]))
+                y[v, t] = y[v, t] + (r * C[:, None, :]).sum(-1)
+    return y
+
+
+def _chimera_loop(layer, u, period, bidirectional, seasonal):
+    """ssm.Chimera's forward from its docstring and the raw parameters, one token at a time:
+    [x, z] = in_proj(u); x = SiLU(causal depthwise conv over time, kernel K, + bias) per
+    variate; y = trend(x) (lag 1) + seasonal(x) (lag ``period``) + D ⊙ x;
+    out = out_proj(y ⊙ SiLU(z)). ``period`` / ``bidirectional`` / ``seasonal`` are the test's
+    configuration, not read back from the layer."""
+    P = dict(layer.named_parameters())
+    Bsz, L, V, _ = u.shape
+    W_in = P["in_proj.weight"]
+    E = W_in.shape[0] // 2
+    xz = u @ W_in.T
+    x_in, z = xz[..., :E], xz[..., E:]  # (B, L, V, E)
+    w_conv, b_conv = P["conv1d.weight"][:, 0, :], P["conv1d.bias"]  # (E, K), (E,)
+    K = w_conv.shape[1]
+    x = {}
+    for v in range(V):
+        for t in range(L):
+            acc = b_conv.expand(Bsz, E)
+            for k in range(K):  # tap k reads time t - (K - 1) + k (zero before t = 0)
+                if t - (K - 1) + k >= 0:
+                    acc = acc + w_conv[:, k] * x_in[:, t - (K - 1) + k, v]
+            x[v, t] = _silu(acc)
+    trend = _chimera_head_loop(P, "trend", x, 1, bidirectional)
+    season = _chimera_head_loop(P, "seasonal", x, period, bidirectional) if seasonal else None
+    out = u.new_zeros(u.shape)
+    for v in range(V):
+        for t in range(L):
+            y = trend[v, t] + P["D"] * x[v, t]
+            if seasonal:
+                y = y + season[v, t]
+            out[:, t, v] = (y * _silu(z[:, t, v])) @ P["out_proj.weight"].T
+    return out
+
+
+def _perturbed_chimera(seed, **kwargs):
+    """A float64 Chimera with every parameter moved off its structured init (c = 1, D = 1,
+    equal A rows) and Δ biases in [-2, 0] (Δ of order 0.1 to 0.7)."""
+    torch.manual_seed(seed)
+    layer = ssm.Chimera(**kwargs).double()
+    g = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for name, p in layer.named_parameters():
+            if name.endswith("_bias") and ".dt_" in name:
+                p.copy_(-2 * torch.rand(p.shape, generator=g, dtype=p.dtype))
+            else:
+                p.add_(0.2 * torch.randn(p.shape, generator=g, dtype=p.dtype))
+    return layer
+
+
+@pytest.mark.parametrize(
+    "L, V, period, d_conv, bidirectional, seasonal",
+    [
+        (7, 3, 3, 4, True, True),
+        (5, 5, 2, 3, False, True),
+        (5, 3, 9, 2, True, True),  # period > L: the seasonal time state never links two steps
+        (7, 3, 3, 1, True, False),
+        (6, 1, 4, 4, False, False),
+        (9, 3, 4, 2, False, True),
+    ],
+)
+def test_layer_matches_loop_forward_and_gradients(L, V, period, d_conv, bidirectional, seasonal):
+    layer = _perturbed_chimera(L + V + period, d_model=4, d_state=3, d_conv=d_conv, expand=2, dt_rank=2,
+                               period=period, bidirectional=bidirectional, seasonal=seasonal)
+    assert (layer.seasonal is not None) == seasonal
+    u = torch.randn(2, L, V, 4, dtype=torch.float64, requires_grad=True)
+    names, params = zip(*layer.named_parameters())
+    expected = _chimera_loop(layer, u, period, bidirectional, seasonal)
+    out = layer(u)
+    assert_close(out, expected)
+    g = torch.randn(out.shape, dtype=torch.float64)
+    got = torch.autograd.grad(out, [u, *params], g)
+    want = torch.autograd.grad(expected, [u, *params], g)
+    assert_close(got[0], want[0], msg=lambda m: f"d/du: {m}")
+    for name, a, b in zip(names, got[1:], want[1:]):
+        assert_close_summed(a, b, msg=lambda m, name=name: f"d/d{name}: {m}")
+    # every parameter is reached, except where the recurrence has nothing to decay or couple:
+    # a single variate (r[v-1] = s[v-1] = 0), and the seasonal time state when period >= L
+    heads = ("trend", "seasonal") if seasonal else ("trend",)
+    idle = set()
+    if V == 1:
+        for h in heads:
+            for d in ("fwd", "bwd"):
+                idle |= {f"{h}.A_{d}_log", f"{h}.coupling_{d}"}
+    if seasonal and period >= L:
+        idle.add("seasonal.A_time_log")
+    zero = {name for name, b in zip(names, want[1:]) if float(b.abs().max()) == 0.0}
+    assert zero == idle & set(names)

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tolerances import assert_close
+from tolerances import assert_close, assert_close_summed
 
 import ssm
 from kernels import selective_scan, selective_scan_2d
@@ -17,9 +17,11 @@ LAYERS = [ssm.SS2D, ssm.NSSMamba, ssm.Mamba2D]
 
 
 def _inner(layer, u):
-    """x after in_proj, the 3x3 depthwise conv and SiLU (B, E, H, W), and z (B, H, W, E)."""
-    x, z = layer.in_proj(u).chunk(2, dim=-1)
-    x = F.silu(F.conv2d(x.permute(0, 3, 1, 2), layer.conv2d.weight, layer.conv2d.bias, padding=1,
+    """x after in_proj, the k×k depthwise conv ("same" padding) and SiLU (B, E, H, W), and z
+    (B, H, W, E), from the raw weights (F.linear / F.conv2d, not the layer's modules)."""
+    x, z = F.linear(u, layer.in_proj.weight, layer.in_proj.bias).chunk(2, dim=-1)
+    k = layer.conv2d.weight.shape[-1]
+    x = F.silu(F.conv2d(x.permute(0, 3, 1, 2), layer.conv2d.weight, layer.conv2d.bias, padding=k // 2,
                         groups=layer.d_inner))
     return x, z
 
@@ -37,17 +39,20 @@ def _direction_scan(layer, k, seq):
 
 
 def _finish(layer, y, z):
-    """y (B, H, W, E) -> out_proj(norm(y) * silu(z))."""
-    return layer.out_proj(layer.out_norm(y) * F.silu(z))
+    """y (B, H, W, E) -> out_proj(norm(y) * silu(z)), from the raw weights."""
+    norm = layer.out_norm
+    if isinstance(norm, nn.LayerNorm):
+        y = F.layer_norm(y, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+    return F.linear(y * F.silu(z), layer.out_proj.weight, layer.out_proj.bias)
 
 
 def _orders(cls, layer, H, W, K):
     """The K scanned orders as permutations of row-major pixels; unidirectional layers scan
     their two forward walks (rows, columns / NSS of x and of xᵀ), not a walk and its reverse."""
-    if cls is ssm.SS2D:
-        rows, cols = scan_orders.row_major(H, W), scan_orders.column_major(H, W)
-        return [rows, cols, scan_orders.reverse(rows), scan_orders.reverse(cols)][:K]
     pixels = torch.arange(H * W).view(H, W)
+    if cls is ssm.SS2D:  # row-major, column-major, both reversed
+        rows, cols = pixels.reshape(-1), pixels.T.reshape(-1)
+        return [rows, cols, rows.flip(0), cols.flip(0)][:K]
 
     def walk(image):  # NSS over an image of pixel indices
         return image.reshape(-1)[scan_orders.nss(*image.shape, layer.stripe, layer.shift)]
@@ -56,20 +61,17 @@ def _orders(cls, layer, H, W, K):
     return [x, rot, xt, rot_t] if K == 4 else [x, xt]
 
 
-@pytest.mark.parametrize("cls", [ssm.SS2D, ssm.NSSMamba])
-@pytest.mark.parametrize("bidirectional", [True, False])
-@pytest.mark.parametrize("H, W", [(1, 1), (3, 5), (4, 4), (5, 9)])
-def test_multi_order_layers_match_explicit_orders(cls, bidirectional, H, W):
-    torch.manual_seed(0)
-    layer = cls(8, d_state=3, bidirectional=bidirectional).double()
-    u = torch.randn(2, H, W, 8, dtype=torch.float64)
+def _multi_order_reference(cls, layer, u, bidirectional):
+    """SS2D / NSSMamba from the raw weights: one reference selective scan per explicit order,
+    brought back to row-major order, summed (SS2D) or mixed by sequence-shuffle attention."""
+    Bsz, H, W, _ = u.shape
     x, z = _inner(layer, u)
-    flat = x.reshape(2, layer.d_inner, H * W)
+    flat = x.reshape(Bsz, layer.d_inner, H * W)
     K = 4 if bidirectional else 2
     outs = []
     for k, perm in enumerate(_orders(cls, layer, H, W, K)):
         ys = _direction_scan(layer, k, flat[..., perm])
-        outs.append(scan_orders.undo(ys, perm).view(2, layer.d_inner, H, W))
+        outs.append(ys[..., torch.argsort(perm)].view(Bsz, layer.d_inner, H, W))
     if cls is ssm.SS2D:
         y = sum(outs)
     else:  # sequence-shuffle attention: a sigmoid K x K mix per channel of the pooled outputs
@@ -78,15 +80,12 @@ def test_multi_order_layers_match_explicit_orders(cls, bidirectional, H, W):
         b = layer.attention.mix.bias.view(layer.d_inner, K)
         weights = torch.sigmoid(torch.einsum("ekj,bej->bek", w, pooled) + b)
         y = sum(weights[:, :, k, None, None] * outs[k] for k in range(K))
-    expected = _finish(layer, y.permute(0, 2, 3, 1), z)
-    assert_close(layer(u), expected)
+    return _finish(layer, y.permute(0, 2, 3, 1), z)
 
 
-@pytest.mark.parametrize("bidirectional", [False, True])
-def test_mamba2d_matches_2d_scan_and_rotation(bidirectional):
-    torch.manual_seed(0)
-    layer = ssm.Mamba2D(8, d_state=3, bidirectional=bidirectional).double()
-    u = torch.randn(2, 4, 5, 8, dtype=torch.float64)
+def _mamba2d_reference(layer, u, bidirectional):
+    """Mamba2D from the raw weights: the reference 2D selective scan of x and, bidirectional,
+    of x rotated by 180° with the second parameter set, rotated back and added."""
     x, z = _inner(layer, u)
     p = layer.ssm
     E, N, R = p.d_inner, p.d_state, p.dt_rank
@@ -100,7 +99,101 @@ def test_mamba2d_matches_2d_scan_and_rotation(bidirectional):
         yk = selective_scan_2d(xk, delta, -torch.exp(p.A_logs[rows]), B, C, p.Ds[rows], delta_bias=p.dt_projs_bias[k],
                                delta_softplus=True, backend="reference")
         y = y + (yk.flip(-2, -1) if k else yk)
-    assert_close(layer(u), _finish(layer, y.permute(0, 2, 3, 1), z))
+    return _finish(layer, y.permute(0, 2, 3, 1), z)
+
+
+def _reference(cls, layer, u, bidirectional):
+    if cls is ssm.Mamba2D:
+        return _mamba2d_reference(layer, u, bidirectional)
+    return _multi_order_reference(cls, layer, u, bidirectional)
+
+
+@pytest.mark.parametrize("cls", [ssm.SS2D, ssm.NSSMamba])
+@pytest.mark.parametrize("bidirectional", [True, False])
+@pytest.mark.parametrize("H, W", [(1, 1), (3, 5), (4, 4), (5, 9)])
+def test_multi_order_layers_match_explicit_orders(cls, bidirectional, H, W):
+    torch.manual_seed(0)
+    layer = cls(8, d_state=3, bidirectional=bidirectional).double()
+    u = torch.randn(2, H, W, 8, dtype=torch.float64)
+    assert_close(layer(u), _multi_order_reference(cls, layer, u, bidirectional))
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_mamba2d_matches_2d_scan_and_rotation(bidirectional):
+    torch.manual_seed(0)
+    layer = ssm.Mamba2D(8, d_state=3, bidirectional=bidirectional).double()
+    u = torch.randn(2, 4, 5, 8, dtype=torch.float64)
+    assert_close(layer(u), _mamba2d_reference(layer, u, bidirectional))
+
+
+def _perturb(layer, seed):
+    """Move every parameter off its structured init (D = 1, equal A rows, LayerNorm 1 / 0)
+    so that no gradient entry is special; Δ biases land in [-2, 0] (Δ of order 0.1 to 0.7)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in layer.named_parameters():
+            noise = torch.randn(p.shape, generator=g, dtype=p.dtype)
+            if name.endswith("dt_projs_bias"):
+                p.copy_(-2 * torch.rand(p.shape, generator=g, dtype=p.dtype))
+            else:
+                p.add_(0.2 * noise)
+    return layer
+
+
+def _grads(out, inputs, cotangent):
+    return torch.autograd.grad(out, inputs, cotangent)
+
+
+@pytest.mark.parametrize("cls", LAYERS)
+@pytest.mark.parametrize("bidirectional", [True, False])
+@pytest.mark.parametrize("options", [{}, dict(d_conv=5, bias=True, conv_bias=False, expand=1)],
+                         ids=["defaults", "dconv5-bias-noconvbias"])
+def test_image_layer_gradients_match_reference(cls, bidirectional, options):
+    """d out / d u and d out / d every parameter of the layer equal autograd through the
+    independent forward oracle (explicit orders / reference scans, raw weights)."""
+    torch.manual_seed(0)
+    layer = _perturb(cls(8, d_state=3, bidirectional=bidirectional, **options).double(), 1)
+    H, W = 3, 5
+    u = torch.randn(2, H, W, 8, dtype=torch.float64, requires_grad=True)
+    names, params = zip(*layer.named_parameters())
+    g = torch.randn(2, H, W, 8, dtype=torch.float64)
+    out = layer(u)
+    expected_out = _reference(cls, layer, u, bidirectional)
+    assert_close(out, expected_out)
+    got = _grads(out, [u, *params], g)
+    expected = _grads(expected_out, [u, *params], g)
+    assert_close(got[0], expected[0], msg=lambda m: f"d/du: {m}")
+    assert float(got[0].abs().max()) > 0
+    for name, a, b in zip(names, got[1:], expected[1:]):
+        assert_close_summed(a, b, msg=lambda m, name=name: f"d/d{name}: {m}")
+
+
+@pytest.mark.parametrize("cls", LAYERS)
+@pytest.mark.parametrize("bidirectional", [True, False])
+@pytest.mark.parametrize(
+    "options, H, W",
+    [
+        (dict(d_conv=1), 3, 5),
+        (dict(d_conv=5, bias=True, conv_bias=False), 5, 3),
+        (dict(d_conv=1, bias=True, conv_bias=False, expand=1), 1, 7),
+        (dict(d_conv=5, bias=True, out_norm="none"), 7, 5),
+        (dict(d_conv=3, conv_bias=False, out_norm="layer"), 3, 3),
+    ],
+    ids=["dconv1", "dconv5-bias-noconvbias", "dconv1-bias-noconvbias-expand1", "dconv5-bias-nonorm",
+         "noconvbias-layernorm"],
+)
+def test_image_layers_match_reference_at_non_default_options(cls, bidirectional, options, H, W):
+    torch.manual_seed(0)
+    layer = _perturb(cls(8, d_state=3, bidirectional=bidirectional, **options).double(), 2)
+    bias, conv_bias = options.get("bias", False), options.get("conv_bias", True)
+    # the options reach the layer (the oracle reads the raw weights, so it cannot see a missing bias)
+    assert tuple(layer.conv2d.weight.shape[-2:]) == (options["d_conv"],) * 2
+    assert (layer.conv2d.bias is not None) == conv_bias
+    assert (layer.in_proj.bias is not None) == bias and (layer.out_proj.bias is not None) == bias
+    if "out_norm" in options:
+        assert isinstance(layer.out_norm, nn.LayerNorm) == (options["out_norm"] == "layer")
+    u = torch.randn(2, H, W, 8, dtype=torch.float64)
+    assert_close(layer(u), _reference(cls, layer, u, bidirectional))
 
 
 def test_ss2d_unidirectional_is_causal_in_raster_and_column_order():
