@@ -124,13 +124,12 @@ def check_lr(lr, keys: tuple[str, ...], layer: str):
         return math.isfinite(value) and value >= 0
 
     allowed = f"None, a finite number >= 0, or a dict with keys from {list(keys)}"
+    values = [lr]
     if isinstance(lr, Mapping):
         unknown = [k for k in lr if k not in keys]
         if unknown:
             raise ValueError(f"{layer}: unknown lr key(s) {unknown}; lr must be {allowed}")
-        bad = {k: v for k, v in lr.items() if not valid(v)}
-    else:
-        bad = None if valid(lr) else lr
-    if bad is not None and bad != {}:
+        values = list(lr.values())
+    if not all(valid(value) for value in values):
         raise ValueError(f"{layer}: lr must be {allowed}, got {lr!r}")
     return lr
