@@ -123,7 +123,7 @@ class DSS(DiagonalSSM):
         zero = torch.zeros((), dtype=v.dtype, device=v.device)
         decaying = vandermonde(torch.where(growing, zero, v), x_stable, L)
         # growing: e^{μ(n-1-l)} = e^{μ(n-L)} e^{μ(L-1-l)}, the flipped Vandermonde times a constant
-        shifted = v * torch.exp(x_stable * (n - L))
+        shifted = v * torch.exp(torch.where(growing, x_stable * (n - L), torch.zeros_like(x_stable)))
         reversed_ = vandermonde(torch.where(growing, shifted, zero), x_stable, L).flip(-1)
         k = decaying + reversed_
         return k if self.bidirectional else k[0]
