@@ -471,3 +471,17 @@ def test_modes_describe_the_kernel_and_its_gradients(variant, growing):
         if name == "D":
             continue
         assert_close_summed(p.grad, params[name].grad, msg=lambda m, name=name: f"grad {name}: {m}")
+
+
+def test_softmax_input_much_longer_than_l_max_keeps_finite_gradients():
+    """Decaying modes at L - l_max = 384 (Re(λΔ)·384 ≈ 700): the growing modes' shift
+    e^{μ(l_max - L)} used to be formed on every mode, overflowed on the decaying ones and made
+    their gradients NaN through the masked branch."""
+    torch.manual_seed(0)
+    layer = ssm.DSS(2, d_state=4, variant="softmax", l_max=16)
+    with torch.no_grad():
+        layer.Lambda_real.fill_(-5.0)
+        layer.log_dt.fill_(-1.0)
+    x = torch.randn(1, 400, 2, requires_grad=True)
+    layer(x).sum().backward()
+    assert torch.isfinite(layer.Lambda_real.grad).all() and torch.isfinite(x.grad).all()
