@@ -135,6 +135,23 @@ def test_eigenvalues_at_roots_of_unity_fall_back_and_stay_exact():
         assert_close_summed(got, want)
 
 
+@pytest.mark.parametrize("dtype, eps, bound", [(F64, 1e-8, 1e-12), (torch.float32, 1e-3, 5e-6)], ids=["float64", "float32"])
+def test_rows_near_a_root_of_unity_fall_back_and_stay_exact(dtype, eps, bound):
+    """Guards SINGULAR_TOL: eigenvalues within ~eps of L-th roots of unity (not on them) still send
+    the row to the series method; the Sherman–Morrison ratio there loses ~rounding/eps."""
+    a, b, c = inputs(3, 6, seed=12)
+    a[0] = 0
+    a[0, -1] = 1 - eps  # eigenvalue 1 - eps
+    a[1] = 0
+    a[1, 0] = 1 - eps  # eigenvalues (1 - eps)^(1/6) times the 6th roots of unity (6 divides L = 12)
+    a, b, c = (t.to(dtype) for t in (a, b, c))
+    assert singular_rows(a, *_spectra(a, b, c, 12))[:2].tolist() == [True, True]
+    K = companion_kernel(a, b, c, 12, method="fft")
+    truth = companion_kernel_by_powers(a, b, c, 12)  # on the inputs as given, in float64
+    error = ((K.to(F64) - truth).abs().amax(-1) / truth.abs().amax(-1)).max().item()
+    assert error < bound, error
+
+
 def test_float32_singular_rows_have_finite_gradients():
     a, b, c = singular_batch(torch.float32)
     weight = torch.randn(5, 12)
@@ -228,6 +245,22 @@ def test_stable_rows_with_large_coefficients_stay_accurate_in_float32(backend):
         assert torch.isfinite(K).all()
         err = ((K.to(F64) - truth).abs().max() / truth.abs().max()).item()
         assert err < 1e-6, f"||a||_1 = {a.abs().sum():.3g}: relative error {err:.2e}"
+
+
+@pytest.mark.parametrize("L", [1, 2])
+def test_stable_float32_rows_just_above_the_l1_threshold_take_the_blocked_recurrence(L):
+    """Guards SPECTRAL_MAX_L1[float32] = 2: stable rows with ||a||_1 of 3.1 and 3.4 are computed to
+    float32 rounding (the fft formulas would lose ~3e-5 there)."""
+    rows = [_stable_coefficients([0.6] * 3), _stable_coefficients([0.45] * 4)]
+    g = torch.Generator().manual_seed(13)
+    for a in rows:
+        a = a[None].float()
+        assert 3 < a.abs().sum() < 3.5
+        b, c = torch.randn(2, 1, a.shape[1], generator=g).unbind(0)
+        K = companion_kernel(a, b, c, L, method="fft")
+        truth = companion_kernel_by_powers(a, b, c, L)
+        error = ((K.to(F64) - truth).abs().max() / truth.abs().max()).item()
+        assert error < 1e-6, f"||a||_1 = {a.abs().sum():.3g}: relative error {error:.2e}"
 
 
 def large_coefficient_batch(d, dtype):

@@ -245,6 +245,36 @@ def test_complex_A_with_interleaved_real_B_C(backend, kind):
         compare(x, y, dtype=torch.float32, msg=str(i))
 
 
+@pytest.mark.parametrize("kind", ["var", "grouped"])
+def test_complex_A_with_float64_interleaved_pairs_stays_float64(kind):
+    """Guards that float64 (re, im) pairs are read as complex128, not rounded through complex64."""
+    torch.manual_seed(24)
+    B_kind, C_kind, G = BC_KINDS[kind]
+    args = make_inputs(2, 4, 3, 19, cplx=True, B_kind=B_kind, C_kind=C_kind, G=G)  # complex128
+    as_pairs = [torch.view_as_real(args[i]).flatten(-2) for i in (3, 4)]
+    assert as_pairs[0].dtype == F64
+    w_out, w_last = cotangents(args)
+    got = run(public("torch"), args[:3] + as_pairs + args[5:], True, w_out, w_last)
+    want = oracle(args, True, w_out, w_last)
+    for i, (x, y) in enumerate(zip(got, want)):
+        if i in (5, 6):  # grads of B and C: pairs of the complex gradient
+            assert x.dtype == F64
+            y = torch.view_as_real(y).flatten(-2)
+        compare = assert_close_summed if i in (4, 5, 6, 7, 9) else assert_close
+        compare(x, y, dtype=F64, msg=str(i))
+
+
+def test_softplus_slope_up_to_its_linear_branch():
+    """Guards the backward's softplus slope σ(x) for delta + delta_bias up to 20, where F.softplus
+    turns linear (an early cut to slope 1 is off by e^-x)."""
+    torch.manual_seed(25)
+    args = make_inputs(2, 4, 3, 37)  # two chunks and a padded third
+    n = args[1].numel()
+    pre = torch.linspace(-4.0, 19.5, n, dtype=F64)[torch.randperm(n)].view(args[1].shape)
+    args[1] = pre - args[7][:, None]  # delta + delta_bias = pre, below the threshold 20 everywhere
+    check(args, "torch")
+
+
 @pytest.mark.parametrize("backend", ["torch", "reference"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("cplx", [False, True], ids=["real", "complex"])

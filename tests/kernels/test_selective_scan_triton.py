@@ -151,6 +151,24 @@ def test_float64_at_float64_tolerance(small_blocks):
     check(inputs, sp)
 
 
+def test_channel_blocks_stay_inside_a_group(small_blocks):
+    """Guards _block_d's divisor rule: D = 6 in two groups of 3 channels (blocks of at most 2
+    would straddle the groups and read the wrong B)."""
+    inputs, sp = make_inputs(2, 6, 3, 20, "group", "var", seed=11)
+    check(inputs, sp)
+
+
+def test_softplus_up_to_its_linear_branch_float64(small_blocks):
+    """Guards the kernel's softplus (and its slope) for delta + delta_bias up to 20, where it turns
+    linear; float64, so an early cut (off by e^-x) shows."""
+    inputs, sp = make_inputs(2, 3, 4, 24, "var", "const", dtype=torch.float64, seed=12)
+    n = inputs["delta"].numel()
+    pre = torch.linspace(-4.0, 19.5, n, dtype=torch.float64)[torch.randperm(n, generator=torch.Generator().manual_seed(13))]
+    inputs["delta"] = pre.view(inputs["delta"].shape) - inputs["delta_bias"][:, None]
+    assert sp
+    check(inputs, sp)
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
 def test_half_precision(small_blocks, dtype):
     # Half activations, B and C; float32 A, D, delta_bias, h0 (as in a Mamba layer).

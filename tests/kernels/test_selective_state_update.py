@@ -128,6 +128,22 @@ def test_mixed_input_dtypes_and_non_contiguous_inputs(backend):
     assert_close(h, h_ref, dtype=torch.bfloat16)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_float64_state_with_float32_inputs_steps_in_float64(backend):
+    """Guards the compute dtype: a float64 state (not representable in float32) with float32 x, dt,
+    A, B, C is stepped in float64, so the new state keeps float64 accuracy."""
+    inputs = make_inputs(2, 6, 4, 2, torch.float32, grouped_2d=True, seed=10)
+    gen = torch.Generator().manual_seed(11)
+    inputs["state"] = torch.randn(2, 6, 4, generator=gen, dtype=F64)
+    state_before = inputs["state"].clone()
+    y, h = selective_state_update(**inputs, backend=backend)
+    assert h.dtype == F64 and y.dtype == torch.float32
+    y_ref, h_ref = oracle(inputs)  # every input widened to float64
+    assert_close(h, h_ref, dtype=F64, msg="new state")
+    assert_close(y, y_ref, dtype=torch.float32, msg="y")
+    assert torch.equal(inputs["state"], state_before)
+
+
 def test_softplus_is_accurate_for_very_negative_and_large_dt():
     """Δ = softplus(dt) at dt = -30 (Δ ~ 1e-13, where log(1 + e^dt) would round to 0) and
     at dt = 40 (the linear branch)."""

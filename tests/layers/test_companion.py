@@ -104,6 +104,23 @@ def test_gradients_match_the_recurrence():
         assert_close_summed(g, e)
 
 
+def test_step_gradients_match_the_recurrence():
+    """Guards that step keeps its state in the graph: gradients of x, a, b, c and D through L steps
+    equal those of the float64 recurrence (a state cut from the graph would drop every earlier step)."""
+    torch.manual_seed(11)
+    layer = ssm.CompanionSSM(4, d_state=5, n_kernels=2).double()
+    x = torch.randn(2, 7, 4, dtype=F64, requires_grad=True)
+    w = torch.randn(2, 7, 4, dtype=F64)
+    (run_steps(layer, x) * w).sum().backward()
+    got = [x.grad.clone()] + [p.grad.clone() for p in (layer.a, layer.b, layer.c, layer.D)]
+    x2 = x.detach().clone().requires_grad_(True)
+    leaves = [p.detach().clone().requires_grad_(True) for p in (layer.a, layer.b, layer.c, layer.D)]
+    a = leaves[0] / leaves[0].abs().sum(-1, keepdim=True)
+    (companion_loop(a, leaves[1], leaves[2], leaves[3], x2, 2) * w).sum().backward()
+    for name, g, e in zip(["x", "a", "b", "c", "D"], got, [x2.grad] + [t.grad for t in leaves]):
+        assert_close_summed(g, e, msg=name)
+
+
 def test_b_e1_with_zero_lr_is_a_fixed_buffer_and_kernel_starts_with_c():
     layer = ssm.CompanionSSM(3, d_state=4, b_init="e1", lr={"b": 0.0, "a": 1e-3})
     assert "b" not in dict(layer.named_parameters()) and torch.equal(layer.b[:, 0], torch.ones(3))
@@ -125,6 +142,28 @@ def test_shift_ssm_is_a_causal_fir_filter():
     assert layer.kernel(2).shape == (3, 2) and torch.equal(layer.kernel(6)[:, 4:], torch.zeros(3, 2, dtype=F64))
     a, b, _ = layer_coefficients(layer)
     assert_close(layer.kernel(7), companion_kernel_by_powers(a, b, c, 7))
+
+
+@pytest.mark.parametrize("L", [9, 3])
+def test_shift_ssm_with_shared_taps_forward_and_gradients(L):
+    """Guards ShiftSSM.kernel: n_kernels < d_model gives channel h the taps of set h // (H / n), L < d
+    truncates them, and gradients reach x, c and D (against the FIR filter written as a loop)."""
+    torch.manual_seed(12)
+    layer = ssm.ShiftSSM(6, d_state=4, n_kernels=3).double()
+    x = torch.randn(2, L, 6, dtype=F64, requires_grad=True)
+    w = torch.randn(2, L, 6, dtype=F64)
+    y = layer(x)
+    (y * w).sum().backward()
+    x2 = x.detach().clone().requires_grad_(True)
+    c, D = (p.detach().clone().requires_grad_(True) for p in (layer.c, layer.D))
+    taps = c.repeat_interleave(2, dim=0)  # (6, 4): channels 2s and 2s + 1 share set s
+    expected = D * x2
+    for k in range(min(4, L)):  # y_t += c_k u_{t-k}
+        expected = expected + torch.cat([torch.zeros(2, k, 6, dtype=F64), taps[:, k] * x2[:, : L - k]], dim=1)
+    assert_close(y, expected)
+    (expected * w).sum().backward()
+    for name, g, e in (("x", x.grad, x2.grad), ("c", layer.c.grad, c.grad), ("D", layer.D.grad, D.grad)):
+        assert_close_summed(g, e, msg=name)
 
 
 def test_differencing_and_moving_average_kernels():

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from reference import run_steps
+from reference import check_gradients_against_reference, run_steps
 from tolerances import assert_close
 
 import ssm
@@ -245,6 +245,65 @@ def test_reorder_tokens_matches_hard_sort_at_small_tau():
     u = torch.randn(2, 6, 4, dtype=F64)
     with torch.no_grad():
         assert_close(layer(u), hard_reordered_forward(layer, u))
+
+
+def soft_reordered_oracle(params, u, layer, tau):
+    """The reorder_tokens layer from its definition at a finite τ, float64, one token and one step
+    at a time, from the raw parameters: conv → SiLU → scores s = w·(W_dt δ + b_dt) → for each
+    sequence P[r, c] = exp(-|v_c - v_(r)|/τ) / Σ_c' exp(-|v_c' - v_(r)|/τ) with v = -s and v_(r) its
+    r-th largest → x' = P x → the plain selective scan of x' → Pᵀ back → gate → out_proj."""
+    p = params
+    E, N, R, K = layer.d_inner, layer.d_state, layer.dt_rank, layer.d_conv
+    xz = u @ p["in_proj.weight"].T
+    x, z = xz[..., :E], xz[..., E:]
+    Bsz, L, _ = x.shape
+    w = p["conv1d.weight"][:, 0, :]  # tap k multiplies x[t - (K - 1 - k)]
+    xc = p["conv1d.bias"].expand(Bsz, L, E)
+    for k in range(K):
+        lag = K - 1 - k
+        if lag < L:
+            xc = xc + torch.cat([torch.zeros(Bsz, lag, E, dtype=F64), w[:, k] * x[:, : L - lag]], dim=1)
+    xc = xc * torch.sigmoid(xc)
+    A = -torch.exp(p["A_log"])
+
+    def project(v):  # (L, E) -> W_dt δ (L, E), B (L, N), C (L, N)
+        dbc = v @ p["x_proj.weight"].T
+        return dbc[:, :R] @ p["dt_proj.weight"].T, dbc[:, R : R + N], dbc[:, R + N :]
+
+    outs = []
+    for b in range(Bsz):
+        pre, _, _ = project(xc[b])
+        v = -((pre + p["dt_proj.bias"]) @ p["importance.weight"].T)[:, 0]  # (L,)
+        ordered = torch.sort(v, descending=True).values
+        rows = []
+        for r in range(L):
+            e = torch.exp(-(v - ordered[r]).abs() / tau)
+            rows.append(e / e.sum())
+        P = torch.stack(rows)  # (L, L)
+        xs = P @ xc[b]
+        pre, Bm, Cm = project(xs)
+        delta = torch.log1p(torch.exp(pre + p["dt_proj.bias"]))
+        h = torch.zeros(E, N, dtype=F64)
+        ys = []
+        for t in range(L):
+            h = torch.exp(delta[t, :, None] * A) * h + (delta[t] * xs[t])[:, None] * Bm[t]
+            ys.append((h * Cm[t]).sum(-1) + p["D"] * xs[t])
+        y = P.T @ torch.stack(ys)  # back to the original order
+        outs.append(y * z[b] * torch.sigmoid(z[b]))
+    return torch.stack(outs) @ p["out_proj.weight"].T
+
+
+def test_reorder_tokens_forward_and_gradients_match_a_float64_soft_sort_oracle():
+    """Guards the soft reordering at a finite τ (the other checks use τ -> 0 or only see nonzero
+    gradients): output and the gradient of x and every parameter, importance included, against
+    the loop oracle."""
+    torch.manual_seed(7)
+    layer = randomize(ssm.Mamba(4, d_state=3, reorder_tokens=True, reorder_tau=0.7).double(), scale=0.5)
+    names = {"in_proj.weight", "conv1d.weight", "conv1d.bias", "x_proj.weight", "dt_proj.weight",
+             "dt_proj.bias", "A_log", "D", "out_proj.weight", "importance.weight"}
+    check_gradients_against_reference(
+        layer, lambda params, x: soft_reordered_oracle(params, x, layer, 0.7), L=6, names=names
+    )
 
 
 def test_reorder_tokens_gradients_and_no_step():
