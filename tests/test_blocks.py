@@ -318,3 +318,309 @@ def test_pool_rejects_bad_input_clearly(x, kwargs, match):
 
     with pytest.raises(ValueError, match=match):
         pool(x, **kwargs)
+
+
+# ---------------------------------------------------------------- dropout placement, last_k, images
+
+
+class FixedMasks(nn.Module):
+    """A stand-in for nn.Dropout that multiplies its k-th call's input by masks[k]."""
+
+    def __init__(self, masks):
+        super().__init__()
+        self.masks, self.calls = list(masks), 0
+
+    def forward(self, x):
+        mask = self.masks[self.calls]
+        self.calls += 1
+        return x * mask
+
+
+@pytest.mark.parametrize("output", ["glu", "half_glu1", "half_glu2", "none"])
+def test_residual_block_dropout_acts_on_the_activation_and_on_the_branch(output):
+    """Guards where Dropout sits: g = Drop(GELU(y)) feeds the output map, and out = x + Drop(z)."""
+    torch.manual_seed(0)
+    mixer = nn.Linear(D_MODEL, D_MODEL).double()
+    block = ssm.ResidualBlock(D_MODEL, mixer, norm="none", output=output).double()
+    x = torch.randn(3, 7, D_MODEL, dtype=torch.float64)
+    masks = [2.0 * torch.randint(0, 2, x.shape).double() for _ in range(2)]
+    block.dropout = FixedMasks(masks)
+    y = x @ mixer.weight.T + mixer.bias
+    if output == "none":
+        expected = x + masks[0] * y
+    else:
+        g = masks[0] * gelu(y)
+        if output == "glu":
+            z = glu(g @ block.output[0].weight.T + block.output[0].bias)
+        else:
+            gate = torch.sigmoid(g @ block.output.weight.T + block.output.bias)
+            z = (g if output == "half_glu1" else y) * gate
+        expected = x + masks[1] * z
+    torch.testing.assert_close(block(x), expected, rtol=1e-12, atol=1e-12)
+    assert block.dropout.calls == (1 if output == "none" else 2)
+
+
+def test_residual_block_training_dropout_drops_or_rescales_each_branch_entry():
+    """Guards the residual-branch dropout in training: out - x is 0 or z / (1 - p) entry by entry."""
+    torch.manual_seed(1)
+    p = 0.5
+    block = ssm.ResidualBlock(D_MODEL, nn.Identity(), norm="none", output="none", dropout=p).double().train()
+    x = torch.randn(20, 30, D_MODEL, dtype=torch.float64)
+    ratio = (block(x) - x) / x
+    dropped, kept = ratio.abs() < 1e-12, (ratio - 1 / (1 - p)).abs() < 1e-12
+    assert bool((dropped | kept).all())
+    assert 0.4 < kept.double().mean().item() < 0.6
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_pool_last_k_is_the_last_k_valid_steps_in_order(k):
+    """Guards pool(mode="last_k"): out[b, j] = x[b, lengths[b] - k + j] (and x[b, L - k + j] without lengths)."""
+    torch.manual_seed(13)
+    x = torch.randn(4, 9, 3, dtype=torch.float64)
+    lengths = torch.tensor([9, 3, 5, 4])
+    expected = torch.stack([torch.stack([x[b, int(lengths[b]) - k + j] for j in range(k)]) for b in range(4)])
+    torch.testing.assert_close(pool(x, lengths, "last_k", k), expected, rtol=0, atol=0)
+    full = torch.stack([torch.stack([x[b, 9 - k + j] for j in range(k)]) for b in range(4)])
+    torch.testing.assert_close(pool(x, None, "last_k", k), full, rtol=0, atol=0)
+
+
+def test_pool_last_k_rejects_sequences_shorter_than_k():
+    """Guards the lengths >= k check: a shorter sequence would silently wrap to steps from its end."""
+    x = torch.randn(2, 9, 3)
+    with pytest.raises(ValueError, match=r"values in \[3, 9\]"):
+        pool(x, torch.tensor([9, 2]), "last_k", 3)
+    with pytest.raises(ValueError, match="1 <= k <= L"):
+        pool(x, None, "last_k", 10)
+
+
+def test_classifier_last_k_logits_are_the_head_at_each_of_the_last_n_predict_steps():
+    """Guards SequenceClassifier(pooling="last_k"): logits[b, j] = head(h[b, lengths[b] - n_predict + j])."""
+    torch.manual_seed(14)
+    model = ssm.SequenceClassifier(D_MODEL, 1, S4D_SMALL, 5, d_input=2, pooling="last_k", n_predict=3).double()
+    x = torch.randn(3, 8, 2, dtype=torch.float64)
+    lengths = torch.tensor([8, 3, 6])
+    h = model.backbone(model.encoder(x), lengths)
+    W, b = model.head.weight, model.head.bias
+    expected = torch.stack([
+        torch.stack([h[i, int(lengths[i]) - 3 + j] @ W.T + b for j in range(3)]) for i in range(3)
+    ])
+    torch.testing.assert_close(model(x, lengths), expected, rtol=1e-12, atol=1e-12)
+    assert model(x).shape == (3, 3, 5)
+
+
+def test_drop_path_drops_whole_samples_with_probability_p_and_rescales_the_rest():
+    """Guards DropPath: in training each sample is 0 or x / (1 - p), kept with probability 1 - p; eval is identity."""
+    from ssm.models.image import DropPath
+
+    torch.manual_seed(15)
+    p = 0.25
+    layer = DropPath(p).train()
+    x = torch.rand(4000, 3, 2, dtype=torch.float64) + 0.5
+    ratio = layer(x) / x
+    per_sample = ratio.reshape(4000, -1)
+    assert bool(((per_sample - per_sample[:, :1]).abs() < 1e-12).all())  # one decision per sample
+    kept = (per_sample[:, 0] - 1 / (1 - p)).abs() < 1e-12
+    assert bool((kept | (per_sample[:, 0] == 0)).all())
+    assert 0.72 < kept.double().mean().item() < 0.78
+    torch.testing.assert_close(layer.eval()(x), x, rtol=0, atol=0)
+    torch.testing.assert_close(DropPath(0.0).train()(x), x, rtol=0, atol=0)
+
+
+def conv_by_loops(x, weight, bias, stride):
+    """Channels-last x (B, H, W, C) -> (B, H', W', O) by an explicit loop over output pixels."""
+    O, C, k, _ = weight.shape
+    B, H, W, _ = x.shape
+    Ho, Wo = (H - k) // stride + 1, (W - k) // stride + 1
+    out = torch.zeros(B, Ho, Wo, O, dtype=x.dtype)
+    for i in range(Ho):
+        for j in range(Wo):
+            patch = x[:, i * stride : i * stride + k, j * stride : j * stride + k, :]  # (B, k, k, C)
+            out[:, i, j] = torch.einsum("bpqc,ocpq->bo", patch, weight) + bias
+    return out
+
+
+def pad_bottom_right(x, mult):
+    """Zero rows at the bottom and columns at the right of (B, H, W, C) up to multiples of mult."""
+    B, H, W, C = x.shape
+    out = torch.zeros(B, -(-H // mult) * mult, -(-W // mult) * mult, C, dtype=x.dtype)
+    out[:, :H, :W] = x
+    return out
+
+
+def affine_norm(x, module):
+    if isinstance(module, nn.Identity):
+        return x
+    return layer_norm(x, module.eps) * module.weight + module.bias
+
+
+def randomize_(module, seed):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=g, dtype=p.dtype))
+    return module
+
+
+@pytest.mark.parametrize("H, W", [(5, 3), (4, 7), (6, 4)])
+def test_downsample_is_layernorm_then_zero_padded_2x2_stride_2_convolution(H, W):
+    """Guards Downsample: LayerNorm, zero padding at the bottom/right for odd sizes, 2x2 stride-2 conv."""
+    from ssm.models.image import Downsample
+
+    layer = randomize_(Downsample(3, 5).double(), 16)
+    x = torch.randn(2, H, W, 3, dtype=torch.float64)
+    expected = conv_by_loops(pad_bottom_right(affine_norm(x, layer.norm), 2), layer.conv.weight, layer.conv.bias, 2)
+    out = layer(x)
+    assert out.shape == (2, -(-H // 2), -(-W // 2), 5)
+    torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
+
+
+def image_block_by_hand(block, x, prenorm):
+    mixer = lambda h: h @ block.mixer.weight.T + block.mixer.bias  # noqa: E731
+    l1, l2 = block.mlp[0], block.mlp[3]
+    mlp = lambda h: gelu(h @ l1.weight.T + l1.bias) @ l2.weight.T + l2.bias  # noqa: E731
+    n1, n2 = block.norm.norm, block.mlp_norm.norm
+    if prenorm:
+        x = x + mixer(affine_norm(x, n1))
+        return x + mlp(affine_norm(x, n2))
+    x = affine_norm(x + mixer(x), n1)
+    return affine_norm(x + mlp(x), n2)
+
+
+def image_classifier_by_hand(net, image, prenorm, pooling):
+    """ImageClassifier on a (B, H, W, C) image: patch padding and conv, patch norm, the stages, norm, pooling, head."""
+    from ssm.models.image import Downsample, ImageBlock
+
+    p = net.patch_size
+    h = pad_bottom_right(image, p)
+    h = affine_norm(conv_by_loops(h, net.patch_embed.weight, net.patch_embed.bias, p), net.patch_norm)
+    for stage in net.stages:
+        for module in stage:
+            if isinstance(module, Downsample):
+                h = pad_bottom_right(affine_norm(h, module.norm), 2)
+                h = conv_by_loops(h, module.conv.weight, module.conv.bias, 2)
+            else:
+                assert isinstance(module, ImageBlock)
+                h = image_block_by_hand(module, h, prenorm)
+    if prenorm:
+        h = affine_norm(h, net.norm.norm)
+    pooled = h.mean(dim=(1, 2)) if pooling == "mean" else h[:, -1, -1]
+    return pooled @ net.head.weight.T + net.head.bias
+
+
+@pytest.mark.parametrize("prenorm", [True, False])
+@pytest.mark.parametrize("norm", ["layer", "none"])
+@pytest.mark.parametrize("pooling", ["mean", "last"])
+def test_image_classifier_matches_patch_embedding_stages_and_head_by_hand(prenorm, norm, pooling):
+    """Guards ImageClassifier: patch padding, conv, norm, pre/post-norm blocks, Downsample, final norm, pooling."""
+    torch.manual_seed(17)
+    # 7 x 11 pixels -> (padded to 9 x 12) 3 x 4 patches -> (padded to 4 x 4) 2 x 2 after the Downsample
+    net = ssm.ImageClassifier(4, 2, lambda d: nn.Linear(d, d), 3, image_shape=(7, 11), d_input=2, depths=[1, 1],
+                              patch_size=3, norm=norm, prenorm=prenorm, pooling=pooling, mlp_ratio=1.5)
+    net = randomize_(net.double(), 18).eval()
+    x = torch.randn(2, 77, 2, dtype=torch.float64)  # row-major pixels
+    expected = image_classifier_by_hand(net, x.reshape(2, 7, 11, 2), prenorm, pooling)
+    torch.testing.assert_close(net(x), expected, rtol=1e-10, atol=1e-10)
+    assert len(net.stages) == 2 and net.head.in_features == 8
+
+
+def test_image_classifier_embeds_token_ids_as_a_row_major_image():
+    """Guards the token path of ImageClassifier: ids (B, H·W) or (B, H, W) -> the row-major image E[ids]."""
+    torch.manual_seed(24)
+    net = ssm.ImageClassifier(4, 1, lambda d: nn.Linear(d, d), 3, image_shape=(3, 5), n_tokens=7, patch_size=2,
+                              mlp_ratio=1.0)
+    net = randomize_(net.double(), 25).eval()
+    ids = torch.randint(0, 7, (2, 15))
+    image = torch.stack([torch.stack([torch.stack([net.token_encoder.weight[ids[b, i * 5 + j]] for j in range(5)])
+                                      for i in range(3)]) for b in range(2)])
+    expected = image_classifier_by_hand(net, image, True, "mean")
+    torch.testing.assert_close(net(ids), expected, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(net(ids.view(2, 3, 5)), expected, rtol=1e-10, atol=1e-10)
+
+
+def test_image_classifier_drop_path_rises_linearly_over_the_blocks():
+    """Guards the stochastic-depth schedule: block i of n gets p = drop_path * i / (n - 1), across stages."""
+    net = ssm.ImageClassifier(4, 5, lambda d: nn.Linear(d, d), 3, image_shape=(4, 4), d_input=1, depths=[2, 3],
+                              drop_path=0.4)
+    rates = [m.drop_path.p for stage in net.stages for m in stage if hasattr(m, "drop_path")]
+    assert rates == pytest.approx([0.4 * i / 4 for i in range(5)], abs=1e-7)
+
+
+@pytest.mark.parametrize("output", ["glu", "half_glu1", "half_glu2", "none"])
+@pytest.mark.parametrize("prenorm", [True, False])
+def test_residual_block_gradients_match_the_hand_formula(output, prenorm):
+    """Guards the backward pass of ResidualBlock: d/dx and d/dθ of the block equal those of the written-out formula."""
+    torch.manual_seed(19)
+    mixer = nn.Linear(D_MODEL, D_MODEL).double()
+    block = randomize_(ssm.ResidualBlock(D_MODEL, mixer, norm="layer", prenorm=prenorm, output=output).double(), 20)
+    x = torch.randn(2, 5, D_MODEL, dtype=torch.float64, requires_grad=True)
+    weights = torch.randn(2, 5, D_MODEL, dtype=torch.float64)
+
+    def branch(h):
+        y = h @ mixer.weight.T + mixer.bias
+        if output == "none":
+            return y
+        g = gelu(y)
+        if output == "glu":
+            return glu(g @ block.output[0].weight.T + block.output[0].bias)
+        gate = torch.sigmoid(g @ block.output.weight.T + block.output.bias)
+        return (g if output == "half_glu1" else y) * gate
+
+    def by_hand(x):
+        if prenorm:
+            return x + branch(affine_norm(x, block.norm))
+        return affine_norm(x + branch(x), block.norm)
+
+    params = [x] + list(block.parameters())
+    got = torch.autograd.grad((block(x) * weights).sum(), params)
+    want = torch.autograd.grad((by_hand(x) * weights).sum(), params)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+
+
+def test_mean_pool_gradient_spreads_1_over_length_on_the_valid_steps_only():
+    """Guards the backward of mean pooling: d out[b] / d x[b, t] = 1 / lengths[b] for t < lengths[b], else 0."""
+    x = torch.randn(3, 6, 2, dtype=torch.float64, requires_grad=True)
+    lengths = torch.tensor([6, 1, 4])
+    pool(x, lengths, "mean").sum().backward()
+    expected = torch.zeros(3, 6, 2, dtype=torch.float64)
+    for b, n in enumerate(lengths.tolist()):
+        expected[b, :n] = 1.0 / n
+    torch.testing.assert_close(x.grad, expected, rtol=0, atol=1e-15)
+
+
+def test_drop_path_gradient_is_the_keep_mask_over_1_minus_p():
+    """Guards DropPath's backward: d out / d x = keep / (1 - p) per sample (0 for a dropped one)."""
+    from ssm.models.image import DropPath
+
+    torch.manual_seed(21)
+    p = 0.5
+    x = torch.randn(64, 3, dtype=torch.float64, requires_grad=True)
+    out = DropPath(p).train()(x)
+    out.sum().backward()
+    kept = (out.detach() != 0).all(-1, keepdim=True).double()
+    assert 0 < kept.sum() < 64
+    torch.testing.assert_close(x.grad, kept.expand(-1, 3) / (1 - p), rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize("prenorm", [True, False])
+def test_image_block_dropout_sits_on_the_mixer_output_and_inside_the_mlp(prenorm):
+    """Guards ImageBlock's dropouts: Drop(mixer(·)), and Drop after the MLP's GELU and after its last Linear."""
+    from ssm.models.image import ImageBlock
+
+    torch.manual_seed(22)
+    block = randomize_(ImageBlock(4, nn.Linear(4, 4), mlp_ratio=1.5, dropout=0.5, prenorm=prenorm).double(), 23)
+    x = torch.randn(2, 3, 5, 4, dtype=torch.float64)
+    shapes = ((2, 3, 5, 4), (2, 3, 5, 6), (2, 3, 5, 4))
+    m_mix, m_hidden, m_out = (2.0 * torch.randint(0, 2, shape).double() for shape in shapes)
+    block.dropout, block.mlp[2], block.mlp[4] = FixedMasks([m_mix]), FixedMasks([m_hidden]), FixedMasks([m_out])
+    mixer = lambda h: m_mix * (h @ block.mixer.weight.T + block.mixer.bias)  # noqa: E731
+    l1, l2 = block.mlp[0], block.mlp[3]
+    mlp = lambda h: m_out * ((m_hidden * gelu(h @ l1.weight.T + l1.bias)) @ l2.weight.T + l2.bias)  # noqa: E731
+    n1, n2 = block.norm.norm, block.mlp_norm.norm
+    if prenorm:
+        h = x + mixer(affine_norm(x, n1))
+        expected = h + mlp(affine_norm(h, n2))
+    else:
+        h = affine_norm(x + mixer(x), n1)
+        expected = affine_norm(h + mlp(h), n2)
+    torch.testing.assert_close(block.train()(x), expected, rtol=1e-12, atol=1e-12)

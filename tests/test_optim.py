@@ -216,3 +216,23 @@ def test_embeddings_and_rms_norms_get_no_weight_decay():
     decay = {id(p) for g in param_groups(model, weight_decay=0.1) if g["weight_decay"] > 0 for p in g["params"]}
     assert id(model.variate_embedding) not in decay and id(model.extra.weight) not in decay
     assert id(model.value_embedding.weight) in decay  # a Linear's weight keeps it
+
+
+def test_a_hint_without_weight_decay_takes_the_global_weight_decay():
+    """Guards param_groups for register(weight_decay=None): the group gets the weight_decay argument (lr hint kept)."""
+    from ssm.optim import get_hint, register
+
+    module = nn.Module()
+    register(module, "lr_only", torch.randn(3), lr=1e-3, weight_decay=None)
+    register(module, "plain", torch.randn(3), lr=None, weight_decay=None)
+    register(module, "no_decay", torch.randn(3), lr=None, weight_decay=0.0)
+    register(module, "frozen", torch.randn(3), lr=0.0)
+    assert get_hint(module, "lr_only") == {"lr": 1e-3} and get_hint(module, "plain") is None
+    assert "frozen" in dict(module.named_buffers())
+    settings = {id(p): {k: v for k, v in g.items() if k != "params"} for g in param_groups(module, 0.25)
+                for p in g["params"]}
+    assert settings == {
+        id(module.lr_only): {"lr": 1e-3, "weight_decay": 0.25},
+        id(module.plain): {"weight_decay": 0.25},
+        id(module.no_decay): {"weight_decay": 0.0},
+    }

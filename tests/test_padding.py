@@ -149,3 +149,58 @@ def test_image_classifier_checks_lengths_and_feature_dtype():
         model(x, torch.tensor([16, 9]))
     with pytest.raises(TypeError, match="floating-point features"):
         model(torch.ones(2, 16, 1, dtype=torch.long))
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_batch_norm_without_running_statistics_leaves_the_padding_out_in_eval_mode_too(train):
+    """Guards SequenceBatchNorm(track_running_stats=False): batch statistics, of the valid steps only, also in eval."""
+    from ssm.blocks import SequenceBatchNorm
+
+    torch.manual_seed(3)
+    norm = SequenceBatchNorm(4, track_running_stats=False).double().train(train)
+    with torch.no_grad():
+        norm.bn.weight.uniform_(0.5, 2.0)
+        norm.bn.bias.normal_()
+    x = torch.randn(3, 7, 4, dtype=F64)
+    x[1, 3:] += 50.0  # padding far from the valid steps: it must not enter the statistics
+    lengths = [7, 3, 2]
+    mask = (torch.arange(7)[None, :] < torch.tensor(lengths)[:, None]).unsqueeze(-1)
+    out = norm(x, mask)
+    steps = torch.cat([x[b, :n] for b, n in enumerate(lengths)])
+    mean = steps.sum(0) / len(steps)
+    var = ((steps - mean) ** 2).sum(0) / len(steps)
+    for b, n in enumerate(lengths):
+        expected = (x[b, :n] - mean) / torch.sqrt(var + norm.bn.eps) * norm.bn.weight + norm.bn.bias
+        torch.testing.assert_close(out[b, :n], expected, rtol=1e-12, atol=1e-12)
+        assert (out[b, n:] == 0).all()
+
+
+def test_masked_batch_norm_gradient_matches_the_valid_step_formula():
+    """Guards the backward of SequenceBatchNorm with a mask: grads of x, weight, bias equal the hand formula's."""
+    from ssm.blocks import SequenceBatchNorm
+
+    torch.manual_seed(4)
+    norm = SequenceBatchNorm(3).double().train()
+    with torch.no_grad():
+        norm.bn.weight.uniform_(0.5, 2.0)
+        norm.bn.bias.normal_()
+    x = torch.randn(3, 6, 3, dtype=F64, requires_grad=True)
+    weights = torch.randn(3, 6, 3, dtype=F64)
+    lengths = [6, 2, 4]
+    mask = (torch.arange(6)[None, :] < torch.tensor(lengths)[:, None]).unsqueeze(-1)
+
+    def by_hand(x):
+        steps = torch.cat([x[b, :n] for b, n in enumerate(lengths)])
+        mean = steps.mean(0)
+        var = ((steps - mean) ** 2).mean(0)
+        rows = []
+        for b, n in enumerate(lengths):
+            valid = (x[b, :n] - mean) / torch.sqrt(var + norm.bn.eps) * norm.bn.weight + norm.bn.bias
+            rows.append(torch.cat([valid, torch.zeros(6 - n, 3, dtype=F64)]))
+        return torch.stack(rows)
+
+    params = [x, norm.bn.weight, norm.bn.bias]
+    got = torch.autograd.grad((norm(x, mask) * weights).sum(), params)
+    want = torch.autograd.grad((by_hand(x) * weights).sum(), params)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)

@@ -293,3 +293,49 @@ def test_ptd_removes_the_high_frequency_spikes_of_s4d_legs(output):
     assert s4d_error > 10
     assert ptd_error < 1.0
     assert ptd_error < s4d_error / 50
+
+
+def test_ptd_of_a_real_matrix_lists_real_eigenvalues_in_decreasing_order_with_their_eigenvectors():
+    """Guards the documented real layout: [Im > 0 ascending, real eigenvalues decreasing, conjugates], V matching."""
+    d = torch.tensor([1.0, -2.0, 0.5, -0.1], dtype=torch.float64)
+    A = torch.zeros(6, 6, dtype=torch.float64)
+    A[:4, :4] = torch.diag(d)
+    A[4:, 4:] = torch.tensor([[-0.3, -3.0], [3.0, -0.3]], dtype=torch.float64)  # eigenvalues -0.3 ± 3i
+    Lam, V, Vinv = ptd(A, 0.0)
+    expected = torch.tensor([-0.3 + 3j, 1.0, 0.5, -0.1, -2.0, -0.3 - 3j], dtype=C128)
+    torch.testing.assert_close(Lam, expected, rtol=0, atol=1e-12)
+    for k, idx in enumerate([0, 2, 3, 1], start=1):  # the real eigenvectors are the unit vectors e_idx
+        col = torch.zeros(6, dtype=C128)
+        col[idx] = 1.0
+        torch.testing.assert_close(V[:, k], col, rtol=0, atol=1e-12)
+    torch.testing.assert_close(A.to(C128) @ V, V * Lam, rtol=0, atol=1e-12)
+
+
+def test_ptd_of_a_complex_matrix_sorts_by_imaginary_part_then_decreasing_real_part():
+    """Guards the complex layout: eigenvalues by increasing Im, ties by decreasing Re, with matching eigenvectors."""
+    lam = torch.tensor([-1 + 1j, -3 + 1j, -2 + 0j, -0.5 - 2j], dtype=C128)
+    Lam, V, Vinv = ptd(torch.diag(lam), 0.0)
+    order = [3, 2, 0, 1]
+    torch.testing.assert_close(Lam, lam[order], rtol=0, atol=1e-12)
+    torch.testing.assert_close(V.abs(), torch.eye(4, dtype=torch.float64)[:, order], rtol=0, atol=1e-12)
+
+
+def test_ptd_stats_fields_match_their_definitions_on_a_non_normal_basis():
+    """Guards ptd_stats: κ₂(V) = σ_max/σ_min, ||E||₂/||A||₂, ||V Vinv - I||₂, max Re, min |Re|, max |Im| Λ."""
+    import numpy as np
+
+    g = torch.Generator().manual_seed(11)
+    A = torch.randn(3, 3, generator=g, dtype=torch.float64)
+    V = torch.tensor([[1.0, 0.9, 0.2], [0.0, 0.3, 0.5], [0.1, 0.0, 1.0]], dtype=torch.float64).to(C128)
+    Lam = torch.tensor([-0.3 + 2j, 0.4 - 5j, -1.0 + 0j], dtype=C128)
+    Vinv = torch.linalg.inv(V)
+    stats = ptd_stats(A, Lam, V, Vinv)
+    Vn, An, Ln = V.numpy(), A.numpy(), Lam.numpy()
+    s = np.linalg.svd(Vn, compute_uv=False)
+    E = Vn @ np.diag(Ln) @ np.linalg.inv(Vn) - An
+    assert stats["kappa"] == pytest.approx(s.max() / s.min(), rel=1e-10) and stats["kappa"] > 2
+    assert stats["rel_perturbation"] == pytest.approx(np.linalg.norm(E, 2) / np.linalg.norm(An, 2), rel=1e-10)
+    assert stats["residual"] < 1e-12
+    assert stats["max_real"] == pytest.approx(0.4)
+    assert stats["min_abs_real"] == pytest.approx(0.3)
+    assert stats["max_imag"] == pytest.approx(5.0)

@@ -40,3 +40,21 @@ def test_bad_input_shape_raises():
         make()(torch.randint(0, 11, (3, 9)))
     with pytest.raises(ValueError, match="token inputs only"):
         RetrievalClassifier(8, 1, ssm.S4D, d_output=2, d_input=3)
+
+
+def test_last_pooling_reads_the_last_valid_step_of_each_document():
+    """Guards pooling="last": a, b = h[lengths - 1]; logits = W2 GELU(W1 [a, b, a*b, a-b] + b1) + b2."""
+    model = make("last")
+    x = torch.randint(0, 11, (2, 3, 9))
+    lengths = torch.tensor([[9, 4, 7], [2, 9, 5]])
+    logits = model(x, lengths)
+    W1, b1, W2, b2 = model.head[0].weight, model.head[0].bias, model.head[2].weight, model.head[2].bias
+
+    def last_feature(doc, n):  # the causal encoder on the unpadded document, its last step
+        return model.backbone(model.encoder(doc[:n].unsqueeze(0)))[0, -1]
+
+    for i in range(3):
+        a, b = last_feature(x[0, i], lengths[0, i]), last_feature(x[1, i], lengths[1, i])
+        hidden = torch.cat([a, b, a * b, a - b]) @ W1.T + b1
+        hidden = 0.5 * hidden * (1 + torch.erf(hidden / 2**0.5))
+        torch.testing.assert_close(logits[i], hidden @ W2.T + b2, rtol=1e-10, atol=1e-10)

@@ -150,3 +150,53 @@ def test_noise_reaches_an_input_given_by_name():
     assert not torch.allclose(named, layer(x))
     with inject_noise(layer, FourierModeNoise(10.0)), pytest.raises(ValueError, match="floating"):
         layer(torch.ones(2, 5, 3, dtype=torch.long))
+
+
+def test_channel_timescale_of_mamba_is_the_geometric_mean_of_the_resting_delta():
+    """Guards channel_timescale(Mamba): exp(mean_e log softplus(b_dt[e])) for every input channel."""
+    torch.manual_seed(2)
+    layer = ssm.Mamba(3, d_state=4).double()
+    with torch.no_grad():
+        layer.dt_proj.bias.copy_(torch.linspace(-4.0, 2.0, layer.d_inner, dtype=torch.float64))
+    logs = [math.log(math.log1p(math.exp(b))) for b in layer.dt_proj.bias.tolist()]
+    expected = math.exp(sum(logs) / len(logs))
+    torch.testing.assert_close(channel_timescale(layer), torch.full((3,), expected, dtype=torch.float64))
+
+
+def test_spike_frequency_defaults_search_above_N_up_to_4N2_and_average_the_channels():
+    """Guards spike_frequency's defaults: grid up to 4·N², only ω >= N, gain averaged over channels (not one)."""
+    layer = ssm.S4D(2, d_state=16, init="lin").double()  # N = 16: default band [16, 1024]
+    with torch.no_grad():
+        layer.C.zero_()
+        layer.log_A_real.fill_(math.log(0.5))  # Re λ = -1/2: a single mode peaks at 2 |C B| at ω = Im λ
+        layer.A_imag[:, :3] = torch.tensor([5.0, 600.0, 300.0], dtype=torch.float64)
+        layer.C[0, 0, 0, 0] = 10.0  # channel 0: a tall spike at 5 < N (outside the default band)
+        layer.C[0, 0, 1, 0] = 1.0  # channel 0: height 2 at 600
+        layer.C[0, 1, 2, 0] = 3.0  # channel 1: height 6 at 300 > N² = 256 (channel mean 3 beats 1)
+    assert abs(spike_frequency(layer) - 300.0) < 0.2
+    assert abs(spike_frequency(layer, min_frequency=1.0) - 5.0) < 0.05
+
+
+def test_fourier_noise_is_additive_and_carries_no_gradient_into_the_layer():
+    """Guards FourierModeNoise's backward: d noisy / d x = 1, and the Δ it reads (log_dt) gets no gradient."""
+    torch.manual_seed(6)
+    layer = ssm.S4D(3, d_state=4).double()
+    x = torch.randn(2, 9, 3, dtype=torch.float64, requires_grad=True)
+    noisy = FourierModeNoise(40.0, amplitude=0.5, generator=torch.Generator().manual_seed(2))(layer, x)
+    grads = torch.autograd.grad(noisy.sum(), [x, layer.log_dt], allow_unused=True)
+    torch.testing.assert_close(grads[0], torch.ones_like(x), rtol=0, atol=0)
+    assert grads[1] is None or bool((grads[1] == 0).all())
+
+
+def test_inject_noise_keeps_the_other_positional_arguments():
+    """Guards the pre-hook: only the first argument is noised; a positional mask still reaches the layer."""
+    torch.manual_seed(7)
+    layer = ssm.Mamba(4, d_state=2, bidirectional=True).double()
+    x = torch.randn(2, 6, 4, dtype=torch.float64)
+    mask = (torch.arange(6)[None, :] < torch.tensor([6, 3])[:, None]).unsqueeze(-1)
+    shift = lambda module, inp: inp + 0.5  # noqa: E731  (a deterministic "noise")
+    with inject_noise(layer, shift):
+        hooked = layer(x, mask)
+    expected = layer(x + 0.5, mask)
+    torch.testing.assert_close(hooked, expected, rtol=0, atol=0)
+    assert not torch.allclose(expected[1, :3], layer(x + 0.5)[1, :3])  # the mask matters for this input

@@ -229,3 +229,12 @@ def test_shifted_order_narrower_than_half_a_stripe_is_mairs_row_major():
     assert so.nss(2, 3, 8, False).tolist() == [0, 1, 2, 5, 4, 3]  # unshifted: one stripe, boustrophedon
     directions = so.nss_directions(2, 4, 8, True)  # the transposed directions see a 4 x 2 map
     assert directions[2].tolist() == torch.arange(8).view(2, 4).t().reshape(-1).tolist()
+
+
+def test_reverse_flips_each_row_of_a_batch_of_permutations():
+    """Guards reverse on (..., n): every permutation walked backwards along the last dim, not the rows reordered."""
+    dirs = so.nss_directions(3, 5, 2)
+    rev = so.reverse(dirs)
+    assert rev.shape == (4, 15)
+    for k in range(4):
+        assert rev[k].tolist() == dirs[k].tolist()[::-1]

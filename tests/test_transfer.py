@@ -162,3 +162,51 @@ def test_layer_transfer_checks_omega_and_chunk_like_transfer_function():
 def test_transfer_function_of_no_states_raises():
     with pytest.raises(ValueError, match="no states"):
         transfer_function(torch.zeros(0, 0), torch.zeros(0), torch.zeros(0), torch.ones(3))
+
+
+def diagonal_layer_transfer_by_hand(C, B, lam, omega, scale):
+    """Σ_n w_n / (iω - λ_n) + conj(w_n) / (iω - conj λ_n), w = scale · C B, per channel by a loop."""
+    H, n = lam.shape
+    G = torch.zeros(H, len(omega), dtype=C128)
+    for h in range(H):
+        for k in range(n):
+            w = scale * C[h, k] * B[h, k]
+            for j, om in enumerate(omega.tolist()):
+                G[h, j] += w / (1j * om - lam[h, k]) + w.conj() / (1j * om - lam[h, k].conj())
+    return G
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 1024])
+def test_layer_transfer_of_a_bidirectional_s4d_uses_the_forward_C_in_any_chunking(chunk):
+    """Guards layer_transfer: chunks concatenated along ω, and the forward-direction C[0] of a bidirectional layer."""
+    from ssm.transfer import layer_transfer
+
+    torch.manual_seed(6)
+    layer = ssm.S4D(3, d_state=6, bidirectional=True).double()
+    _, lam, B, C = (t.detach().to(C128) for t in layer.continuous())
+    assert C.shape[0] == 2 and not torch.allclose(C[0], C[1])
+    omega = torch.tensor([0.0, 0.3, 2.0, 7.5, 40.0], dtype=torch.float64)
+    expected = diagonal_layer_transfer_by_hand(C[0], B, lam, omega, 1.0)
+    got = layer_transfer(layer, omega, chunk=chunk)
+    assert got.shape == (3, 5)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_layer_transfer_of_s5_in_chunks_matches_the_mimo_formula():
+    """Guards layer_transfer of S5: G_hk = s/2 Σ_n [C B / (iω - λ) + conj(C B) / (iω - conj λ)], any chunk."""
+    from ssm.transfer import layer_transfer
+
+    torch.manual_seed(7)
+    layer = ssm.S5(2, d_state=4).double()
+    _, lam, B, C = (t.detach().to(C128) for t in layer.continuous())
+    C0 = C[0]
+    omega = torch.tensor([0.0, 0.5, 3.0], dtype=torch.float64)
+    expected = torch.zeros(2, 2, 3, dtype=C128)
+    for h in range(2):
+        for k in range(2):
+            for n in range(lam.shape[0]):
+                w = layer.output_scale / 2 * C0[h, n] * B[n, k]
+                for j, om in enumerate(omega.tolist()):
+                    expected[h, k, j] += w / (1j * om - lam[n]) + w.conj() / (1j * om - lam[n].conj())
+    for chunk in (1, 2, 1024):
+        torch.testing.assert_close(layer_transfer(layer, omega, chunk=chunk), expected, rtol=1e-12, atol=1e-12)

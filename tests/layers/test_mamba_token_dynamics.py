@@ -405,3 +405,74 @@ def test_predict_scenario_rejects_what_it_cannot_answer():
         layer.x_proj.weight[layer.dt_rank, 0] = float("nan")  # a row of S_B
     with pytest.raises(ValueError, match="NaN or inf"):
         predict_scenario(layer)
+
+
+# ---------------------------------------------------------------- the criterion, entry by entry
+
+
+def test_input_output_matrix_is_S_C_transpose_S_B_entry_by_entry_for_each_scan():
+    """Guards token_dynamics.input_output_matrix: M[i, j] = Σ_n S_C[n, i] S_B[n, j] from x_proj (x_proj_b backward)."""
+    from ssm.token_dynamics import input_output_matrix
+
+    torch.manual_seed(3)
+    layer = ssm.Mamba(2, d_state=3, dt_rank=2, bidirectional=True).double()
+    for proj, backward in ((layer.x_proj, False), (layer.x_proj_b, True)):
+        W = proj.weight.tolist()  # rows: dt_rank of Δ, then N of B, then N of C
+        E = layer.d_inner
+        expected = torch.tensor([[sum(W[2 + 3 + n][i] * W[2 + n][j] for n in range(3)) for j in range(E)]
+                                 for i in range(E)], dtype=torch.float64)
+        torch.testing.assert_close(input_output_matrix(layer, backward=backward), expected, rtol=1e-12, atol=1e-14)
+
+
+def test_scenario_report_holds_sorted_eigenvalues_symmetric_part_and_counts_at_rtol():
+    """Guards predict_scenario: ascending Re eig(M), eigvalsh((M + Mᵀ)/2), and sign counts at rtol·max|eig|."""
+    import numpy as np
+
+    from ssm.token_dynamics import predict_scenario
+
+    torch.manual_seed(4)
+    layer = ssm.Mamba(3, d_state=2, dt_rank=1).double()
+    with torch.no_grad():
+        layer.x_proj.weight.normal_()
+    W = layer.x_proj.weight.detach().numpy()
+    M = W[3:5].T @ W[1:3]
+    assert np.abs(M - M.T).max() > 0.1  # a non-symmetric M: its symmetric part has other eigenvalues
+    eig = np.sort(np.linalg.eigvals(M).real)
+    sym = np.linalg.eigvalsh((M + M.T) / 2)
+    for rtol in (1e-8, 0.6):
+        report = predict_scenario(layer, rtol=rtol)
+        np.testing.assert_allclose(report.eigenvalues.numpy(), eig, atol=1e-10)
+        np.testing.assert_allclose(report.symmetric_eigenvalues.numpy(), sym, atol=1e-10)
+        tol = rtol * np.abs(eig).max()
+        counts = (int((eig > tol).sum()), int((eig < -tol).sum()), int((np.abs(eig) <= tol).sum()))
+        assert (report.n_positive, report.n_negative, report.n_zero) == counts
+    assert predict_scenario(layer, rtol=0.6).n_zero > predict_scenario(layer).n_zero  # rtol matters here
+
+
+def test_scenario_table_reports_the_backward_scan_from_its_own_projection_at_the_given_rtol():
+    """Guards scenario_table: the second report of a bidirectional layer is of x_proj_b, and rtol is passed on."""
+    from ssm.token_dynamics import scenario_table
+
+    torch.manual_seed(5)
+    model = ssm.SequenceClassifier(3, 1, lambda d: ssm.Mamba(d, d_state=2, dt_rank=1, bidirectional=True),
+                                   d_output=2, d_input=1, output="none").double()
+    layer = model.backbone.blocks[0].layer
+    E = layer.d_inner
+    # rows [S_Δ; S_B; S_C] with S_C = [e_0; e_1], so M = S_Cᵀ S_B = diag(s_0, s_1, 0, ...)
+    for proj, (s0, s1) in ((layer.x_proj, (30.0, 2.0)), (layer.x_proj_b, (-2.0, 1.5))):
+        W = torch.zeros(5, E, dtype=torch.float64)
+        W[0] = 0.1
+        W[1, 0], W[2, 1] = s0, s1
+        W[3, 0], W[4, 1] = 1.0, 1.0
+        with torch.no_grad():
+            proj.weight.copy_(W)
+    forward, backward = scenario_table(model, rtol=0.5)
+    zeros = torch.zeros(E - 2, dtype=torch.float64)
+    for report, nonzero in ((forward, [2.0, 30.0]), (backward, [-2.0, 1.5])):
+        expected = torch.cat([zeros, torch.tensor(nonzero, dtype=torch.float64)]).sort().values
+        torch.testing.assert_close(report.eigenvalues, expected)
+    # the tolerance is relative: at rtol 0.5, 2 < 0.5 * 30 counts as zero; 1.5 > 0.5 * 2 does not
+    assert (forward.n_positive, forward.n_negative, forward.n_zero) == (1, 0, E - 1)
+    assert (backward.n_positive, backward.n_negative, backward.n_zero) == (1, 1, E - 2)
+    assert (backward.scenario, forward.scenario) == ("divergent", "divergent")
+    assert backward.name.endswith("(backward scan)") and not forward.name.endswith("(backward scan)")
