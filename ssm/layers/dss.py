@@ -114,12 +114,9 @@ class DSS(DiagonalSSM):
         else:  # an empty kernel; its normalization length would be 0
             shape = (self.channels, self.d_model, 0) if self.bidirectional else (self.d_model, 0)
             return zeros_in_graph(self.log_dt.new_zeros(shape), self)
-        dt, Lam, W = self.continuous()
-        x = dt.unsqueeze(-1) * Lam
-        growing = x.real > 0
-        x_stable = torch.where(growing, -x, x)
         n = self._normalization_length(L)
-        v = W * _reciprocal(Lam) * _softmax_weight(x_stable, n) / 2
+        v, x, growing = self._stable_weights(n)
+        x_stable = torch.where(growing, -x, x)
         zero = torch.zeros((), dtype=v.dtype, device=v.device)
         decaying = vandermonde(torch.where(growing, zero, v), x_stable, L)
         # growing: e^{μ(n-1-l)} = e^{μ(n-L)} e^{μ(L-1-l)}, the flipped Vandermonde times a constant
@@ -127,6 +124,15 @@ class DSS(DiagonalSSM):
         reversed_ = vandermonde(torch.where(growing, shifted, zero), x_stable, L).flip(-1)
         k = decaying + reversed_
         return k if self.bidirectional else k[0]
+
+    def _stable_weights(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Softmax variant normalized over n: (v (channels, H, N/2), a = ΔΛ (H, N/2), growing
+        = Re a > 0), with v the weight of e^{a l} on decaying modes and of e^{-a(n-1-l)} on
+        growing ones, so that neither overflows."""
+        dt, Lam, W = self.continuous()
+        a = dt.unsqueeze(-1) * Lam
+        growing = a.real > 0
+        return W * _reciprocal(Lam) * _softmax_weight(torch.where(growing, -a, a), n) / 2, a, growing
 
     def init_state(self, batch_size: int, length: int | None = None) -> torch.Tensor | SoftmaxState:
         """Zero state: complex (batch_size, H, N/2), or a :class:`SoftmaxState` of that shape
@@ -156,10 +162,8 @@ class DSS(DiagonalSSM):
         check_state(state.sigma, shape, complex_dtype(self.D.dtype), self.D.device, name, "state.sigma")
         check_state(state.log_scale, shape, real, self.D.device, name, "state.log_scale")
         L = self._normalization_length(self._init_length or self._forward_length)
-        dt, Lam, W = self.continuous()
-        a = dt.unsqueeze(-1) * Lam  # (H, N/2)
-        growing = a.real > 0
-        v = W[0] * _reciprocal(Lam) * _softmax_weight(torch.where(growing, -a, a), L) / 2
+        v, a, growing = self._stable_weights(L)
+        v = v[0]
         offset = torch.where(growing, -a * (L - 1), torch.zeros_like(a))
         u = x_t.unsqueeze(-1).to(state.sigma.dtype)
         sigma = torch.exp(a) * state.sigma + u * torch.exp(-state.log_scale)
