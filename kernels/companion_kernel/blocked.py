@@ -43,9 +43,7 @@ def krylov_blocked(a: torch.Tensor, b: torch.Tensor, L: int) -> torch.Tensor:
     """Columns A_i^k b[i] for k < L: (n, d, L) in float64, for a, b (n, d). Differentiable."""
     a, b = a.to(torch.float64), b.to(torch.float64)
     n, d = a.shape
-    if L == 0:
-        return b.new_zeros(n, d, 0) + b.unsqueeze(-1)[..., :0]
-    m = block_length(a, L)
+    m = block_length(a, L)  # >= 1: at L = 0 one column is built and cut away
     eye = torch.eye(d, dtype=a.dtype, device=a.device).expand(n, d, d)
     Y = torch.cat([b.unsqueeze(-1), eye], dim=-1)  # (n, d, 1 + d): [A^k b | A^k]
     columns = []

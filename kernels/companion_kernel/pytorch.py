@@ -71,7 +71,7 @@ def spectral_rows_inaccurate(a: torch.Tensor) -> torch.Tensor:
     """Rows (n,) bool of a (n, d) that the spectral formulas (and the reductions modulo χ)
     cannot compute accurately: a large ||a||_1, or a spectral radius >= 1."""
     large = large_coefficient_rows(a)
-    return large | (~large & spectral_radius_at_least_one(a.detach().masked_fill(large[:, None], 0.0)))
+    return large | spectral_radius_at_least_one(a.masked_fill(large[:, None], 0.0))  # zeroed: no eigenvalues
 
 
 def _fft_size(n: int) -> int:

@@ -11,11 +11,11 @@ from torch import nn
 from kernels import linear_scan
 from ssm.hippo import nplr, ptd_legs
 from ssm.layers._checks import (
-    check_lr,
-    check_positive_ints,
     check_batch_size,
     check_causal,
     check_choice,
+    check_lr,
+    check_positive_ints,
     check_sequence,
     check_state,
     check_step_input,
