@@ -85,6 +85,23 @@ def check_causal(bidirectional: bool, layer: str) -> None:
         )
 
 
+class NoRecurrentStep:
+    """For layers that see the whole input at once (2D scans, scans across variates):
+    ``init_state`` and ``step`` raise an error that says so, instead of an AttributeError.
+    Subclasses set ``no_step_reason``."""
+
+    no_step_reason = "it looks at the whole input at once"
+
+    def init_state(self, *args, **kwargs):
+        self._refuse_step()
+
+    def step(self, *args, **kwargs):
+        self._refuse_step()
+
+    def _refuse_step(self):
+        raise RuntimeError(f"{type(self).__name__} has no recurrent step: {self.no_step_reason}; use forward()")
+
+
 def check_image(x: torch.Tensor, channels: int, layer: str) -> None:
     """Require a floating (batch, height, width, channels) tensor."""
     if not torch.is_tensor(x):

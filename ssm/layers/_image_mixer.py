@@ -14,13 +14,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ssm.layers._checks import check_image, check_positive_ints, resolve_dt_rank
+from ssm.layers._checks import NoRecurrentStep, check_image, check_positive_ints, resolve_dt_rank
 from ssm.layers._empty import zeros_in_graph
 from ssm.layers.diagonal import to_default_dtype
 from ssm.layers.selective import SelectiveProjections
 
 
-class ImageMixer(nn.Module):
+class ImageMixer(NoRecurrentStep, nn.Module):
     """Base of the 2D selective-scan layers: (B, Hgt, Wdt, d_model) -> same shape.
 
     Args:
@@ -43,6 +43,7 @@ class ImageMixer(nn.Module):
     directions: tuple[int, int] = (1, 2)
     default_bidirectional: bool = False
     default_out_norm: str = "layer"
+    no_step_reason = "it scans the whole image, along more than one axis"
 
     def __init__(
         self,

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kernels import linear_scan
-from ssm.layers._checks import check_positive_ints, resolve_dt_rank
+from ssm.layers._checks import NoRecurrentStep, check_positive_ints, resolve_dt_rank
 from ssm.layers._empty import zeros_in_graph
 from ssm.layers.diagonal import to_default_dtype, widen
 from ssm.layers.selective import dt_bias_init, dt_weight_init, s4d_real_log_A
@@ -208,7 +208,7 @@ class ChimeraHead(nn.Module):
         return y
 
 
-class Chimera(nn.Module):
+class Chimera(NoRecurrentStep, nn.Module):
     """Chimera block on multivariate series (B, L, V, d_model) (time, variates, channels):
 
         [x, z] = in_proj(u)                                  (d_model -> 2E per token)
@@ -228,6 +228,8 @@ class Chimera(nn.Module):
         bidirectional: also scan the variates from last to first.
         seasonal: include the seasonal head (False leaves the trend head alone).
     """
+
+    no_step_reason = "it scans across the variates as well as along time"
 
     def __init__(
         self,

@@ -182,9 +182,25 @@ class ShiftSSM(CompanionSSM):
 
     def _register_coefficients(self, b_init: str, lr) -> None:
         n, d = self.n_kernels, self.d_state
-        self.register_buffer("a", torch.zeros(n, d))
-        self.register_buffer("b", first_unit_vectors(n, d))
+        # fixed by construction, so not in the state dict: a companion checkpoint cannot set them
+        self.register_buffer("a", torch.zeros(n, d), persistent=False)
+        self.register_buffer("b", first_unit_vectors(n, d), persistent=False)
         register_coefficient(self, "c", torch.randn(n, d), lr)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs) -> None:
+        # Older checkpoints stored the fixed a = 0 and b = e_1: accept those, refuse other values.
+        for key, fixed in (("a", self.a), ("b", self.b)):
+            value = state_dict.get(prefix + key)
+            if value is None:
+                continue
+            if value.shape == fixed.shape and torch.equal(value.to(fixed), fixed):
+                del state_dict[prefix + key]
+            else:
+                error_msgs.append(f"{type(self).__name__}: {prefix}{key} is fixed (a = 0, b = e_1) and not "
+                                  f"loaded; the state dict holds other values (a CompanionSSM checkpoint?)")
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
 
     def kernel(self, L: int) -> torch.Tensor:
         """c truncated or zero-padded to L: (d_model, L)."""

@@ -106,12 +106,20 @@ class DSS(DiagonalSSM):
         L = self._normalization_length(L)
         return W * _reciprocal(Lam) * _softmax_weight(x, L) / 2, x
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """y = K * x + D ⊙ x on x of shape (B, L, H); returns (B, L, H). The softmax variant
+        remembers L as the normalization length of later steps (see :meth:`init_state`)."""
+        y = super().forward(x)
+        if self.variant == "softmax" and x.shape[1] > 0:
+            self._forward_length = x.shape[1]
+        return y
+
     def kernel(self, L: int) -> torch.Tensor:
+        """The convolution kernel (H, L), or (2, H, L) when bidirectional; the softmax variant
+        is normalized over ``l_max``, else over L. Reading it changes no state."""
         if self.variant == "exp":
             return super().kernel(L)
-        if L > 0:
-            self._forward_length = L
-        else:  # an empty kernel; its normalization length would be 0
+        if L <= 0:  # an empty kernel; its normalization length would be 0
             shape = (self.channels, self.d_model, 0) if self.bidirectional else (self.d_model, 0)
             return zeros_in_graph(self.log_dt.new_zeros(shape), self)
         n = self._normalization_length(L)

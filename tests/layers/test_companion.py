@@ -144,6 +144,25 @@ def test_shift_ssm_is_a_causal_fir_filter():
     assert_close(layer.kernel(7), companion_kernel_by_powers(a, b, c, 7))
 
 
+def test_shift_ssm_keeps_its_fixed_a_and_b_out_of_the_state_dict():
+    """a = 0 and b = e_1 are not loadable: a companion checkpoint, whose a and b are free, is
+    refused (it used to load and make step disagree with forward, which uses c alone); an
+    older shift checkpoint that stored the fixed values still loads."""
+    torch.manual_seed(16)
+    layer = ssm.ShiftSSM(4, d_state=6).double()
+    assert set(layer.state_dict()) == {"c", "D"}
+    with pytest.raises(RuntimeError, match="a is fixed"):
+        layer.load_state_dict(ssm.CompanionSSM(4, d_state=6).double().state_dict())
+    assert torch.equal(layer.a, torch.zeros(4, 6, dtype=F64)) and torch.equal(layer.b[:, 0], torch.ones(4, dtype=F64))
+    source = ssm.ShiftSSM(4, d_state=6)
+    older = {**source.state_dict(), "a": torch.zeros(4, 6), "b": source.b.clone()}
+    layer.load_state_dict(older)
+    assert torch.equal(layer.c, source.c.double())
+    x = torch.randn(2, 9, 4, dtype=F64)
+    with torch.no_grad():
+        assert_close(run_steps(layer, x), layer(x))
+
+
 @pytest.mark.parametrize("L", [9, 3])
 def test_shift_ssm_with_shared_taps_forward_and_gradients(L):
     """Guards ShiftSSM.kernel: n_kernels < d_model gives channel h the taps of set h // (H / n), L < d

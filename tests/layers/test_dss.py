@@ -251,6 +251,18 @@ def test_softmax_step_length_priority_l_max_then_init_state_then_last_forward():
         layer.init_state(1, length=0)
 
 
+def test_softmax_kernel_does_not_change_the_length_step_normalizes_over():
+    """Only forward sets the normalization length of later steps: reading kernel(L) at
+    another length (to plot it, say) must leave step equal to the last forward."""
+    torch.manual_seed(15)
+    layer = ssm.DSS(H, d_state=N, variant="softmax").double().eval()
+    x = torch.randn(2, 12, H, dtype=torch.float64)
+    with torch.no_grad():
+        expected = layer(x)
+        layer.kernel(1000)
+        assert_close(run_steps(layer, x), expected)
+
+
 def test_softmax_empty_sequence_gives_an_empty_output():
     layer = ssm.DSS(H, d_state=N, variant="softmax")
     assert layer(torch.randn(2, 0, H)).shape == (2, 0, H)

@@ -241,6 +241,15 @@ def test_bad_inputs(cls):
         cls(8, d_conv=2)
 
 
+@pytest.mark.parametrize("cls", [*LAYERS, ssm.Chimera])
+def test_layers_without_a_recurrent_step_say_so(cls):
+    layer = cls(8, d_state=4)
+    with pytest.raises(RuntimeError, match=f"{cls.__name__} has no recurrent step.*use forward"):
+        layer.init_state(2)
+    with pytest.raises(RuntimeError, match=f"{cls.__name__} has no recurrent step.*use forward"):
+        layer.step(torch.randn(2, 8), None)
+
+
 @pytest.mark.parametrize("cls, directions, norm", [(ssm.SS2D, 4, nn.LayerNorm), (ssm.NSSMamba, 4, nn.LayerNorm),
                                                     (ssm.Mamba2D, 1, nn.Identity)])
 def test_defaults_and_their_overrides(cls, directions, norm):
