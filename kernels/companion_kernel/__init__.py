@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from kernels._dispatch import deferred, select_backend, triton_installed
+from kernels._empty import with_zero_grads
 from kernels.companion_kernel.blocked import companion_kernel_blocked, krylov_blocked
 from kernels.companion_kernel.pytorch import METHODS, companion_kernel_torch, power_row
 from kernels.companion_kernel.reference import (
@@ -74,12 +75,13 @@ def companion_kernel(
         raise ValueError(f"companion_kernel: method must be one of {sorted(METHODS)}, got {method!r}")
     fn = select_backend("companion_kernel", _IMPLEMENTATIONS, backend, a, b, c)
     if L == 0:  # empty, but in the graph: zero gradients for a, b, c
-        return a.new_zeros(a.shape[0], 0) + (a.sum() + b.sum() + c.sum()) * 0
+        return with_zero_grads(a.new_zeros(a.shape[0], 0), a, b, c)
     # no rows: the FFT libraries reject empty batches; meta tensors: the fast path's choice
     # of method per row needs values
     if fn is companion_kernel_reference or a.shape[0] == 0 or a.is_meta:
-        return companion_kernel_reference(a, b, c, int(L))
-    return fn(a, b, c, int(L), method=method)
+        fn = companion_kernel_reference
+    K = fn(a, b, c, int(L)) if fn is companion_kernel_reference else fn(a, b, c, int(L), method=method)
+    return with_zero_grads(K, a) if L == 1 else K  # K_0 = cᵀb: a's gradient is zero, not none
 
 
 __all__ = [

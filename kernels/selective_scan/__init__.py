@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 
 from kernels._dispatch import deferred, select_backend, triton_installed
+from kernels._empty import with_zero_grads
 from kernels.selective_scan.reference import selective_scan_reference
 
 _IMPLEMENTATIONS = {
@@ -77,6 +78,9 @@ def selective_scan(
     if u.numel() == 0:  # an empty batch, channel set or sequence: the loop has nothing to do
         fn = _IMPLEMENTATIONS["reference"]
     out, last = fn(u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus), h0)
+    if u.numel() == 0:  # zero gradients, not none, for the inputs an empty scan never reads
+        inputs = (u, delta, A, B, C, D, z, delta_bias, h0)
+        out, last = with_zero_grads(out, *inputs), with_zero_grads(last, *inputs)
     return (out, last) if return_last_state else out
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 
 from kernels._dispatch import deferred, select_backend, triton_installed
+from kernels._empty import with_zero_grads
 from kernels._groups import common_groups
 from kernels.selective_scan_2d.pytorch import selective_scan_2d_torch
 from kernels.selective_scan_2d.reference import selective_scan_2d_reference
@@ -89,7 +90,10 @@ def selective_scan_2d(
         raise TypeError(f"{name}: A must be real floating point, got {A.dtype}")
     B, C = common_groups(_grouped(B, "B", Bsz, Dm, N, H, W), _grouped(C, "C", Bsz, Dm, N, H, W))
     fn = select_backend(name, _IMPLEMENTATIONS, backend, u, delta, A, B, C, D, z, delta_bias)
-    return fn(u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus))
+    out = fn(u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus))
+    if u.numel() == 0:  # zero gradients, not none, for the inputs an empty scan never reads
+        out = with_zero_grads(out, u, delta, A, B, C, D, z, delta_bias)
+    return out
 
 
 def _grouped(M, arg, Bsz, Dm, N, H, W):

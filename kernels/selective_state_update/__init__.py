@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 
 from kernels._dispatch import deferred, select_backend, triton_installed
+from kernels._empty import with_zero_grads
 from kernels._groups import common_groups
 from kernels.selective_state_update.pytorch import selective_state_update_torch
 from kernels.selective_state_update.reference import selective_state_update_reference
@@ -73,7 +74,10 @@ def selective_state_update(
     fn = select_backend(_NAME, _IMPLEMENTATIONS, backend, *args)
     if fn is _IMPLEMENTATIONS.get("triton") and _needs_grad(args):
         fn = _IMPLEMENTATIONS["torch"]
-    return fn(*args, bool(dt_softplus))
+    y, new_state = fn(*args, bool(dt_softplus))
+    if new_state.numel() == 0:  # no batch, channels or state: zero gradients, not none
+        y, new_state = with_zero_grads(y, *args), with_zero_grads(new_state, *args)
+    return y, new_state
 
 
 def _needs_grad(tensors) -> bool:

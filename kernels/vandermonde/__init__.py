@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from kernels._dispatch import deferred, select_backend, triton_installed
+from kernels._empty import with_zero_grads
 from kernels.vandermonde.pytorch import vandermonde_torch
 from kernels.vandermonde.reference import vandermonde_reference
 
@@ -51,7 +52,8 @@ def vandermonde(
     if isinstance(L, bool) or int(L) != L or L < 0:
         raise ValueError(f"vandermonde: L must be a non-negative integer, got {L!r}")
     fn = select_backend("vandermonde", _IMPLEMENTATIONS, backend, v, x)
-    return fn(v, x, int(L))
+    K = fn(v, x, int(L))
+    return with_zero_grads(K, v, x) if L <= 1 else K  # K_0 = 2 Re Σ v has no x: zero gradient, not none
 
 
 __all__ = ["vandermonde", "vandermonde_reference", "vandermonde_torch"]

@@ -323,6 +323,21 @@ def test_zero_length_gives_empty_kernel_with_zero_gradients():
         assert all(t.grad is not None and not t.grad.any() for t in (a, b, c))
 
 
+@pytest.mark.parametrize("norm", [0.5, 5.0])  # 5: every row takes the blocked float64 recurrence
+@pytest.mark.parametrize("backend", ["triton", "torch", "reference"])
+def test_length_one_gives_a_a_zero_gradient(backend, norm):
+    """K_0 = cᵀb does not depend on a: its gradient is zero (to rounding), not missing."""
+    a, b, c = inputs(3, 4, seed=17)
+    a = (a / a.abs().sum(-1, keepdim=True) * norm).requires_grad_(True)
+    b, c = b.requires_grad_(True), c.requires_grad_(True)
+    K = companion_kernel(a, b, c, 1, backend=backend)
+    assert_close(K[:, 0], (b * c).detach().sum(-1))
+    ga, gb, gc = torch.autograd.grad(K.sum(), (a, b, c))
+    assert ga.abs().max() < 1e-12
+    assert_close(gb, c.detach())
+    assert_close(gc, b.detach())
+
+
 @pytest.mark.parametrize("method", ["fft", "series"])
 @pytest.mark.parametrize("backend", ["triton", "torch", "reference"])
 def test_no_rows_gives_an_empty_kernel_with_a_gradient(backend, method):

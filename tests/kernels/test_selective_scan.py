@@ -314,6 +314,29 @@ def test_zero_length(backend):
     assert torch.all(last == 0)
 
 
+@pytest.mark.parametrize("backend", ["torch", "reference", "triton"])
+@pytest.mark.parametrize("with_h0", [False, True])
+@pytest.mark.parametrize("sizes", [(2, 3, 4, 0), (0, 3, 4, 5), (2, 0, 4, 5)], ids=["L=0", "B=0", "D=0"])
+def test_an_empty_scan_gives_every_input_a_zero_gradient(backend, with_h0, sizes):
+    """Nothing is scanned, so every gradient is zero, and none is missing: the last state (h0
+    or zeros) alone used to leave delta, A, B, C and delta_bias out of the graph, and
+    backward() raised."""
+    torch.manual_seed(16)
+    args = make_inputs(*sizes, with_h0=with_h0)
+    args = [None if t is None else t.requires_grad_(True) for t in args]
+    out, last = public(backend)(*args, True)
+    Bsz, Dm, N, L = sizes
+    assert out.shape == (Bsz, Dm, L) and last.shape == (Bsz, Dm, N)
+    inputs = [t for t in args if t is not None]
+    grads = torch.autograd.grad(out.sum() + last.sum(), inputs)
+    for name, t, g in zip("u delta A B C D z delta_bias h0".split(), args, grads):
+        assert g.shape == t.shape
+        if name != "h0":
+            assert not g.any(), name
+    if with_h0:
+        assert torch.all(grads[-1] == 1)
+
+
 @pytest.mark.parametrize("backend", ["torch", "reference"])
 def test_zero_states_leave_the_skip_and_gate(backend):
     """N = 0: no state, y = D u silu(z) (the torch path divided by its chunk size, 0)."""

@@ -264,6 +264,9 @@ def test_empty_inputs(backend, shape):
     x = make_inputs(Bsz=Bsz, Dm=Dm, H=H, W=W)
     out = selective_scan_2d(**x, backend=backend)
     assert out.shape == shape
+    x = {k: v.requires_grad_(True) for k, v in x.items()}  # every input in the graph, with zero gradients
+    grads = torch.autograd.grad(selective_scan_2d(**x, backend=backend).sum(), list(x.values()))
+    assert all(g.shape == t.shape and not g.any() for g, t in zip(grads, x.values()))
 
 
 def test_backend_choice_on_cpu():

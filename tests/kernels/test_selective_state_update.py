@@ -256,6 +256,21 @@ def test_bad_shapes_are_rejected_with_the_expected_shape(change, match):
         selective_state_update(**dict(inputs, **change))
 
 
+@pytest.mark.parametrize("backend", ["torch", "reference"])
+@pytest.mark.parametrize("sizes", [(0, 3, 4), (2, 0, 4), (2, 3, 0)], ids=["B=0", "D=0", "N=0"])
+def test_empty_sizes_give_every_input_a_gradient(backend, sizes):
+    """With no batch, channels or state, an input the update never reads still gets a zero
+    gradient (none made backward() raise when no output depended on any input)."""
+    x = make_inputs(*sizes, G=1, dtype=F64)
+    softplus = x.pop("dt_softplus")
+    x = {k: v.requires_grad_(True) for k, v in x.items()}
+    y, h = selective_state_update(**x, dt_softplus=softplus, backend=backend)
+    grads = torch.autograd.grad(y.sum() + h.sum(), list(x.values()))
+    assert all(g.shape == t.shape for g, t in zip(grads, x.values()))
+    if sizes[0] * sizes[1] == 0:
+        assert not any(g.any() for g in grads)
+
+
 def test_bad_types_and_backends_are_rejected():
     inputs = make_inputs(2, 3, 2, 1, torch.float32)
     with pytest.raises(TypeError, match="x must be one of"):

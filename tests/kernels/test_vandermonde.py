@@ -73,6 +73,17 @@ def test_zero_length_gives_empty_kernel(backend):
     assert torch.all(gv == 0) and torch.all(gx == 0)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_length_one_gives_x_a_zero_gradient(backend):
+    """K_0 = 2 Re Σ v does not depend on x: its gradient is zero, not missing."""
+    torch.manual_seed(5)
+    v, x = (t.requires_grad_(True) for t in modes(3, 5))
+    K = vandermonde(v, x, 1, backend=backend)
+    assert_close(K[:, 0], 2 * v.detach().sum(-1).real)
+    gv, gx = torch.autograd.grad(K.sum(), (v, x))
+    assert torch.all(gx == 0) and torch.all(gv == 2)  # torch's convention for 2 Re(v): dK/dRe v + i dK/dIm v
+
+
 def test_default_backend_on_cpu_is_torch():
     torch.manual_seed(4)
     v, x = modes(3, 5)
