@@ -38,6 +38,8 @@ class S4PTD(S4D):
         lr: optimizer hint for Δ, A and B (weight decay 0): a float, None (global lr), 0
             (frozen), or a dict with keys "dt", "A", "B".
         ptd: keyword arguments for ``ssm.hippo.ptd_legs`` (e.g. the target size of E).
+        n_ssm: trained copies of (A, B), dividing d_model; channel h uses copy h mod n_ssm
+            (None: one per channel; the S4-PTD paper's LRA configs use 1).
     """
 
     def __init__(
@@ -50,6 +52,7 @@ class S4PTD(S4D):
         bidirectional: bool = False,
         lr: float | None | dict = 1e-3,
         ptd: dict | None = None,
+        n_ssm: int | None = None,
     ) -> None:
         # S4D's constructor draws S4D's starting point; only the shared base is reused here.
         DiagonalSSM.__init__(self, d_model, d_state, bidirectional, conjugate_pairs=False)
@@ -61,4 +64,4 @@ class S4PTD(S4D):
         C = torch.randn(self.channels, H, N, dtype=torch.float64).to(torch.complex128) @ V
         # Re Λ <= 0 is guaranteed by ptd; keep it strictly negative for the log.
         A = torch.complex(Lam.real.clamp(max=-1e-4), Lam.imag)
-        self._register_modes(A, B, C, disc, dt_min, dt_max, lr)
+        self._register_modes(A, B, C, disc, dt_min, dt_max, lr, n_ssm)

@@ -354,3 +354,39 @@ def test_step_gradients_match_float64_reference(init, disc):
     torch.manual_seed(24)
     layer = ssm.S4D(5, d_state=4, init=init, disc=disc, dt_min=0.01, dt_max=0.3).double()
     check_gradients_against_reference(layer, lambda p, x: reference_s4d_forward(p, x, disc), 7, run=run_steps)
+
+
+# --- n_ssm: (A, B) tied across channels -------------------------------------------------------
+
+
+def tied(params, d_model):
+    """The raw parameters with A and B (n_ssm, n) spread to channels: channel h reads row
+    h mod n_ssm (S4's tying), by an index, not by the layer's own repeat."""
+    rows = torch.arange(d_model) % params["log_A_real"].shape[0]
+    return {**params, **{k: params[k][rows] for k in ("log_A_real", "A_imag", "B")}}
+
+
+@pytest.mark.parametrize("n_ssm", [1, 2, 6])
+@pytest.mark.parametrize("disc", DISCS)
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_tied_ssm_copies_match_the_reference_forward_and_gradients(n_ssm, disc, bidirectional):
+    torch.manual_seed(25)
+    layer = ssm.S4D(6, d_state=4, disc=disc, bidirectional=bidirectional, n_ssm=n_ssm,
+                    dt_min=0.01, dt_max=0.3).double()
+    assert layer.log_A_real.shape == layer.A_imag.shape == (n_ssm, 2) and layer.B.shape == (n_ssm, 2, 2)
+    assert layer.log_dt.shape == (6,) and layer.C.shape == (layer.channels, 6, 2, 2)
+    with torch.no_grad():  # make the copies differ (at init every copy is the same)
+        for p in (layer.log_A_real, layer.A_imag, layer.B):
+            p.add_(0.1 * torch.randn_like(p))
+    check_gradients_against_reference(layer, lambda p, x: reference_s4d_forward(tied(p, 6), x, disc), 9)
+    if not bidirectional:
+        layer.zero_grad()
+        check_gradients_against_reference(layer, lambda p, x: reference_s4d_forward(tied(p, 6), x, disc), 9,
+                                          run=run_steps)
+
+
+def test_tied_ssm_copies_are_checked_and_shown():
+    assert "n_ssm=2" in repr(ssm.S4D(4, d_state=4, n_ssm=2)) and "n_ssm" not in repr(ssm.S4D(4, d_state=4))
+    for bad in (0, 3, 2.5, True):
+        with pytest.raises(ValueError, match="n_ssm"):
+            ssm.S4D(4, d_state=4, n_ssm=bad)

@@ -180,3 +180,19 @@ def test_ptd_argument_sets_the_starting_point():
     assert_close(B, (Vinv @ B_legs.to(C128)).expand(H, -1), dtype=torch.float32)
     default_A = ssm.S4PTD(H, d_state=N).continuous()[1].detach().to(C128)
     assert (A - default_A).abs().max() > 0.1
+
+
+@pytest.mark.parametrize("disc", ["zoh", "bilinear"])
+def test_one_tied_ssm_copy_matches_the_reference(disc):
+    """n_ssm = 1 (the S4-PTD paper's LRA setting): every channel reads the one (A, B)."""
+    torch.manual_seed(9)
+    layer = ssm.S4PTD(H, d_state=5, disc=disc, n_ssm=1, dt_min=0.01, dt_max=0.3).double()
+    assert layer.log_A_real.shape == (1, 5) and layer.B.shape == (1, 5, 2) and layer.C.shape == (1, H, 5, 2)
+
+    def reference(params, x):
+        spread = {k: params[k].expand(H, *params[k].shape[1:]) for k in ("log_A_real", "A_imag", "B")}
+        return reference_forward({**params, **spread}, x, disc)
+
+    check_gradients_against_reference(layer, reference, 11)
+    layer.zero_grad()
+    check_gradients_against_reference(layer, reference, 11, run=run_steps)
