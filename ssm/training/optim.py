@@ -44,14 +44,21 @@ def cosine_warmup(
     start_factor: float = 0.0,
     min_factor: float = 0.0,
     interval: str = "step",
+    after_total: str = "hold",
+    warmup_prefix: bool = True,
 ) -> torch.optim.lr_scheduler.LambdaLR:
     """Linear warmup over ``warmup_steps``, then cosine decay until ``total_steps``.
 
     factor(s) = f0 + (1 - f0) s / warmup                                  for s < warmup
-              = fmin + (1 - fmin) (1 + cos(π (s - warmup)/(total - warmup))) / 2   afterwards
-    (fmin past total), with f0 = ``start_factor`` and fmin = ``min_factor``. Applied to every
-    parameter group's own lr. ``interval`` says whether steps are optimizer steps ("step")
-    or epochs ("epoch"); the tasks step the scheduler accordingly (``scheduler_config``).
+              = fmin + (1 - fmin) (1 + cos(π p)) / 2,   p = (s - warmup)/(total - warmup)   afterwards
+    with f0 = ``start_factor`` and fmin = ``min_factor``. ``warmup_prefix=False`` measures the
+    cosine from step 0 instead, p = s / total, the warmup overlaying its start (timm's
+    ``CosineLRScheduler`` default, which SpaceTime uses). Past ``total_steps`` (p > 1) the
+    factor stays at fmin (``after_total="hold"``) or the cosine goes on and rises again
+    (``"cosine"``: HF's ``get_cosine_schedule_with_warmup``, the s4 code's ``cosine_warmup``,
+    for runs whose configs train past their schedule). Applied to every parameter group's
+    own lr. ``interval`` says whether steps are optimizer steps ("step") or epochs ("epoch");
+    the tasks step the scheduler accordingly (``scheduler_config``).
     """
     if warmup_steps < 0 or total_steps < 1:
         raise ValueError(f"need warmup_steps >= 0 and total_steps >= 1, got {warmup_steps}, {total_steps}")
@@ -59,13 +66,20 @@ def cosine_warmup(
         raise ValueError(f"start_factor and min_factor must lie in [0, 1], got {start_factor}, {min_factor}")
     if interval not in INTERVALS:
         raise ValueError(f"interval must be one of {INTERVALS}, got {interval!r}")
+    if after_total not in AFTER_TOTAL:
+        raise ValueError(f"after_total must be one of {AFTER_TOTAL}, got {after_total!r}")
     warmup_steps = min(warmup_steps, total_steps)
 
     def factor(step: int) -> float:
         if step < warmup_steps:
             return start_factor + (1.0 - start_factor) * step / warmup_steps
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return min_factor + (1.0 - min_factor) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+        if warmup_prefix:
+            progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        else:
+            progress = step / total_steps
+        if after_total == "hold":
+            progress = min(1.0, progress)
+        return min_factor + (1.0 - min_factor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     scheduler.interval = interval
@@ -73,6 +87,7 @@ def cosine_warmup(
 
 
 INTERVALS = ("step", "epoch")
+AFTER_TOTAL = ("hold", "cosine")
 
 
 def scheduler_config(scheduler_factory, optimizer: torch.optim.Optimizer, trainer) -> dict:

@@ -1,5 +1,6 @@
 """Every experiment config composes, and its model and data module instantiate."""
 
+import math
 
 import hydra
 import pytest
@@ -112,6 +113,7 @@ def test_spacetime_experiments_carry_the_reference_settings(tmp_path):
         assert (ett.data.batch_size, ett.model.dropout, ett.model.d_state, ett.model.norm_order) == (50, 0.25, 64, 1)
         assert (ett.optimizer.lr, ett.optimizer.weight_decay, ett.trainer.max_epochs) == (1e-3, 1e-4, 500)
         assert (ett.scheduler.warmup_steps, ett.scheduler.total_steps, ett.callbacks.early_stopping.patience) == (10, 300, 20)
+        assert ett.scheduler.warmup_prefix is False
         with pytest.raises((FileNotFoundError, hydra.errors.InstantiationException), match=f"{dataset}.csv"):
             hydra.utils.instantiate(ett.data)
 
@@ -142,6 +144,31 @@ def test_listops_experiment_uses_the_paper_settings():
     assert cfg.optimizer.lr == 0.01 and cfg.optimizer.weight_decay == 0.05
     assert cfg.data.batch_size == 50 and cfg.trainer.max_epochs == 40
     assert cfg.model.layer.bidirectional and cfg.model.norm == "batch" and not cfg.model.prenorm
+    assert (cfg.scheduler.warmup_steps, cfg.scheduler.total_steps) == (1000, 80000)
+    assert compose_config("experiment=lra/retrieval").scheduler.total_steps == 50000
+
+
+@pytest.mark.parametrize("experiment, n_ssm", [("lra/image", 2), ("lra/listops", None),
+                                                *[(f"lra/s4ptd/{task}", 1) for task in
+                                                  ("listops", "text", "retrieval", "image", "pathfinder", "pathx")]])
+def test_tied_ssm_copies_reach_the_layers(experiment, n_ssm):
+    """S4's n_ssm (v3 S4D image: 2; S4-PTD: 1) reaches every S4D/S4-PTD layer of the model."""
+    cfg = compose_config(f"experiment={experiment}", "model.n_layers=2")
+    net = build_model(cfg, hydra.utils.instantiate(cfg.data))
+    for block in net.backbone.blocks:
+        assert block.layer.n_ssm == (n_ssm or cfg.model.d_model)
+        assert block.layer.log_A_real.shape[0] == block.layer.n_ssm
+
+
+def test_s4ptd_text_trains_past_its_schedule_as_the_paper_config_does():
+    """80 epochs on a 50k-step cosine that, as in the s4 code, rises again past its end."""
+    cfg = compose_config("experiment=lra/s4ptd/text")
+    assert cfg.trainer.max_epochs == 80 and cfg.scheduler.total_steps == 50000
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = hydra.utils.instantiate(cfg.scheduler)(optimizer, total_steps=cfg.scheduler.total_steps)
+    factor = scheduler.lr_lambdas[0]
+    assert factor(50000) == pytest.approx(0.0, abs=1e-12) and factor(95000) == pytest.approx(1.0)
+    assert factor(80 * 1563) == pytest.approx(0.5 * (1 + math.cos(math.pi * (80 * 1563 - 5000) / 45000)))
 
 
 def test_pathx_uses_the_small_dt_min():

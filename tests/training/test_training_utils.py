@@ -47,8 +47,34 @@ def test_cosine_warmup_start_and_floor_factors():
     assert lrs[0] == pytest.approx(f0) and lrs[-1] == pytest.approx(fmin)
 
 
+def test_cosine_warmup_without_prefix_is_timms_default_schedule():
+    """warmup_prefix=False: timm's CosineLRScheduler (t_initial 300, lr_min 1e-5, 10 warmup
+    epochs from 1e-6, SpaceTime's settings) written out: the cosine counts from epoch 0."""
+    base, f0, fmin, warmup, total = 1e-3, 1e-3, 1e-2, 10, 300
+    lrs = lrs_over(320, warmup, total, base=base, start_factor=f0, min_factor=fmin, warmup_prefix=False)
+    for t, lr in enumerate(lrs):
+        if t < warmup:
+            expected = 1e-6 + t * (base - 1e-6) / warmup
+        elif t < total:
+            expected = 1e-5 + 0.5 * (base - 1e-5) * (1 + math.cos(math.pi * t / total))
+        else:
+            expected = 1e-5
+        assert lr == pytest.approx(expected, rel=1e-9), t
+
+
+def test_cosine_warmup_can_go_on_past_its_end_as_hf_does():
+    """after_total="cosine": HF's get_cosine_schedule_with_warmup, 0.5 (1 + cos(π p)) for every
+    p, back at the full lr at p = 2; the default holds the floor."""
+    warmup, total = 2, 10
+    lrs = lrs_over(24, warmup, total, after_total="cosine")
+    for s, lr in enumerate(lrs[warmup:], start=warmup):
+        assert lr == pytest.approx(0.5 * (1 + math.cos(math.pi * (s - warmup) / (total - warmup))))
+    assert lrs[18] == pytest.approx(1.0) and lrs[total] == pytest.approx(0.0)
+    assert lrs_over(24, warmup, total)[total:] == pytest.approx([0.0] * 14)
+
+
 @pytest.mark.parametrize("kwargs, match", [(dict(start_factor=2.0), "start_factor"), (dict(interval="batch"), "interval"),
-                                           (dict(total_steps=0), "total_steps")])
+                                           (dict(total_steps=0), "total_steps"), (dict(after_total="restart"), "after_total")])
 def test_cosine_warmup_bad_arguments(kwargs, match):
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     with pytest.raises(ValueError, match=match):
