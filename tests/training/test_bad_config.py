@@ -59,12 +59,13 @@ def test_invalid_option_names_the_choices():
 @pytest.mark.parametrize("overrides, match", [
     (["trainer.max_epochs=0"], "would train nothing"),
     (["+trainer.max_steps=0"], "would train nothing"),
-    (["trainer.max_epochs=-1"], "trains without end"),
-    (["trainer.max_epochs=-1", "+trainer.max_steps=-1"], "trains without end"),
+    (["trainer.max_epochs=-1", "scheduler.total_steps=null"], "trains without end"),
+    (["trainer.max_epochs=-1", "+trainer.max_steps=-1", "scheduler.total_steps=null"], "trains without end"),
+    (["experiment=lra/text", "trainer.max_epochs=-1"], "trains without end"),  # a schedule derived from the run
 ])
 def test_a_run_that_trains_nothing_or_never_ends_is_refused(overrides, match):
     with pytest.raises(ValueError, match=match):
-        check_run_length(compose_config("experiment=lra", *overrides))
+        check_run_length(compose_config("experiment=lra", *overrides))  # a later experiment= wins
 
 
 @pytest.mark.parametrize("overrides", [
