@@ -14,15 +14,49 @@ log = logging.getLogger(__name__)
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 
 
+# (the user's own WANDB_MODE or None, the value wandb_logger exported over it)
+_exported_mode: tuple[str | None, str] | None = None
+
+
+def wandb_host() -> str | None:
+    """The server ``wandb login`` stores a key for: ``$WANDB_BASE_URL``, else the installed
+    wandb's own default (it moved from api.wandb.ai in later releases)."""
+    url = os.environ.get("WANDB_BASE_URL")
+    if not url:
+        try:
+            import wandb
+
+            url = wandb.Settings().base_url
+        except Exception:  # an old or broken wandb: its historical default
+            url = "https://api.wandb.ai"
+    return urlparse(str(url)).hostname
+
+
 def wandb_credentials_available() -> bool:
     """True if an API key is in ``WANDB_API_KEY`` or in ~/.netrc for the W&B host."""
     if os.environ.get("WANDB_API_KEY"):
         return True
-    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
     try:
-        return netrc.netrc().authenticators(host) is not None
+        return netrc.netrc().authenticators(wandb_host()) is not None
     except (FileNotFoundError, netrc.NetrcParseError, OSError):
         return False
+
+
+def _user_wandb_mode() -> str | None:
+    """``$WANDB_MODE`` as the user set it, seeing through the value wandb_logger exported."""
+    value = os.environ.get("WANDB_MODE")
+    if _exported_mode is not None and value == _exported_mode[1]:
+        return _exported_mode[0]
+    return value
+
+
+def _export_wandb_mode(mode: str) -> None:
+    """Make ``mode`` wandb's process-wide setting too: an offline run's own settings do not
+    reach wandb's background threads, which otherwise contact the server."""
+    global _exported_mode
+    user = _user_wandb_mode()
+    os.environ["WANDB_MODE"] = mode
+    _exported_mode = (user, mode)
 
 
 def resolve_wandb_mode(mode: str = "auto") -> str:
@@ -31,8 +65,9 @@ def resolve_wandb_mode(mode: str = "auto") -> str:
         raise ValueError(f"logger mode must be one of {WANDB_MODES}, got {mode!r}")
     if mode != "auto":
         return mode
-    if os.environ.get("WANDB_MODE") in WANDB_MODES[1:]:
-        return os.environ["WANDB_MODE"]
+    user = _user_wandb_mode()
+    if user in WANDB_MODES[1:]:
+        return user
     return "online" if wandb_credentials_available() else "offline"
 
 
@@ -58,6 +93,7 @@ def wandb_logger(
         log.info("W&B: no credentials found, logging offline to %s/wandb", save_dir)
     os.makedirs(save_dir, exist_ok=True)
     os.environ.setdefault("WANDB_SILENT", "true")
+    _export_wandb_mode(resolved)
     logger = WandbLogger(project=project, save_dir=save_dir, mode=resolved, name=name, **kwargs)
     init = getattr(logger, "_wandb_init", None)
     if isinstance(init, dict) and init.get("anonymous", False) is None:

@@ -1,6 +1,8 @@
 """Optimizer builder, cosine-warmup schedule and the W&B mode decision."""
 
 import math
+import os
+from urllib.parse import urlparse
 
 import pytest
 import torch
@@ -141,10 +143,19 @@ def test_build_optimizer_keeps_ssm_hints_and_rejects_bad_values():
 
 @pytest.fixture
 def clean_env(monkeypatch, tmp_path):
-    for key in ("WANDB_MODE", "WANDB_API_KEY", "WANDB_BASE_URL"):
+    from ssm.training import loggers
+
+    for key in ("WANDB_MODE", "WANDB_API_KEY", "WANDB_BASE_URL", "NETRC"):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setattr(loggers, "_exported_mode", None)
     return tmp_path
+
+
+def write_netrc(home, host):
+    netrc = home / ".netrc"
+    netrc.write_text(f"machine {host}\n  login user\n  password secret\n")
+    netrc.chmod(0o600)
 
 
 def test_wandb_is_offline_without_credentials(clean_env):
@@ -156,11 +167,39 @@ def test_wandb_is_online_with_an_api_key(clean_env, monkeypatch):
     assert resolve_wandb_mode("auto") == "online"
 
 
-def test_wandb_is_online_with_a_netrc_login(clean_env):
-    netrc = clean_env / ".netrc"
-    netrc.write_text("machine api.wandb.ai\n  login user\n  password secret\n")
-    netrc.chmod(0o600)
+def test_wandb_is_online_with_a_netrc_login_for_the_host_wandb_uses(clean_env, monkeypatch):
+    """`wandb login` stores the key under the installed wandb's default server, which is not
+    api.wandb.ai in later releases; a key for another server does not count."""
+    import wandb
+
+    from ssm.training.loggers import wandb_host
+
+    assert wandb_host() == urlparse(wandb.Settings().base_url).hostname
+    write_netrc(clean_env, "elsewhere.example.com")
+    assert resolve_wandb_mode("auto") == "offline"
+    write_netrc(clean_env, wandb_host())
     assert resolve_wandb_mode("auto") == "online"
+    monkeypatch.setenv("WANDB_BASE_URL", "https://wandb.example.org")
+    assert wandb_host() == "wandb.example.org" and resolve_wandb_mode("auto") == "offline"
+    write_netrc(clean_env, "wandb.example.org")
+    assert resolve_wandb_mode("auto") == "online"
+
+
+def test_the_chosen_mode_becomes_wandbs_process_setting(clean_env, monkeypatch):
+    """An offline run exports WANDB_MODE=offline, so that wandb's own threads stay off the
+    network too; a later decision still sees the user's setting, not the exported one."""
+    import wandb
+
+    logger = wandb_logger(save_dir=str(clean_env), mode="auto")
+    try:
+        assert os.environ["WANDB_MODE"] == "offline" and logger._wandb_init["mode"] == "offline"
+    finally:
+        wandb.finish()
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    assert resolve_wandb_mode("auto") == "online"  # the exported "offline" was not the user's
+    monkeypatch.setenv("WANDB_MODE", "disabled")  # the user's own
+    logger = wandb_logger(save_dir=str(clean_env), mode="offline")
+    assert os.environ["WANDB_MODE"] == "offline" and resolve_wandb_mode("auto") == "disabled"
 
 
 @pytest.mark.parametrize("how", ["argument", "environment"])
