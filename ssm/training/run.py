@@ -99,6 +99,8 @@ def fit(cfg: DictConfig):
     ckpt_path, checkpoint = _checkpoint(cfg.get("ckpt_path"))
     cfg = _continue_checkpoints_of(cfg, ckpt_path)
     datamodule = hydra.utils.instantiate(cfg.data)
+    if hasattr(datamodule, "check_files"):  # missing downloads stop the run before W&B and the trainer start
+        datamodule.check_files()
     model = build_model(cfg, datamodule)
     extra = {}
     if "n_classes" in inspect.signature(hydra.utils.get_class(cfg.task._target_)).parameters:

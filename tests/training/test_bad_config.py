@@ -35,6 +35,20 @@ def test_missing_data_says_which_files_where_and_how_to_get_them(tmp_path, exper
     assert any(word in message.lower() for word in ("download", "github", "release", "from"))
 
 
+@pytest.mark.parametrize("experiment", ["lra/text", "lra/image", "lra/retrieval"])
+def test_missing_downloads_stop_the_run_before_the_logger_starts(tmp_path, monkeypatch, experiment):
+    """The data check comes first: no W&B run is created (and marked failed) and no trainer
+    traceback precedes the message."""
+    from ssm.training import loggers, run
+
+    started = []
+    monkeypatch.setattr(loggers, "wandb_logger", lambda *a, **k: started.append(1))
+    cfg = compose_config(f"experiment={experiment}", f"data_root={tmp_path / 'nowhere'}")
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        run.fit(cfg)
+    assert not started
+
+
 @pytest.mark.parametrize("experiment, model, match", [
     ("lra/listops", "ss2d", "needs images"),
     ("spacetime", "s4d", "no classes"),
@@ -58,9 +72,9 @@ def test_invalid_option_names_the_choices():
 
 @pytest.mark.parametrize("overrides, match", [
     (["trainer.max_epochs=0"], "would train nothing"),
-    (["+trainer.max_steps=0"], "would train nothing"),
+    (["trainer.max_steps=0"], "would train nothing"),
     (["trainer.max_epochs=-1", "scheduler.total_steps=null"], "trains without end"),
-    (["trainer.max_epochs=-1", "+trainer.max_steps=-1", "scheduler.total_steps=null"], "trains without end"),
+    (["trainer.max_epochs=-1", "trainer.max_steps=-1", "scheduler.total_steps=null"], "trains without end"),
     (["experiment=lra/text", "trainer.max_epochs=-1"], "trains without end"),  # a schedule derived from the run
 ])
 def test_a_run_that_trains_nothing_or_never_ends_is_refused(overrides, match):
@@ -69,7 +83,7 @@ def test_a_run_that_trains_nothing_or_never_ends_is_refused(overrides, match):
 
 
 @pytest.mark.parametrize("overrides", [
-    [], ["trainer.max_epochs=-1", "+trainer.max_steps=100"], ["trainer.max_epochs=-1", "scheduler.total_steps=100"],
+    [], ["trainer.max_epochs=-1", "trainer.max_steps=100"], ["trainer.max_epochs=-1", "scheduler.total_steps=100"],
     ["trainer.max_epochs=-1", "scheduler=constant"],
 ])
 def test_a_run_with_a_length_passes_the_check(overrides):

@@ -38,6 +38,11 @@ class ClassificationDataModule(L.LightningDataModule):
 
     collate_fn: Callable | None = None
 
+    def check_files(self) -> None:
+        """Raise FileNotFoundError, saying what to put where, when the data set must be
+        downloaded and is not there; called before a run sets up its logger and trainer.
+        Generated data sets (made on first use) have nothing to check."""
+
     @staticmethod
     def check_split_sizes(name: str, **sizes) -> None:
         """Require every split size (``n_train=...``) to be a positive integer, before any

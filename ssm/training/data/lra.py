@@ -27,6 +27,9 @@ class _SplitsDataModule(ClassificationDataModule):
     def _splits(self) -> dict:
         raise NotImplementedError
 
+    def check_files(self) -> None:
+        self._locate()
+
     def prepare_data(self) -> None:
         self._locate()
 
