@@ -83,7 +83,7 @@ class ResidualBlock(nn.Module):
         output="none":       z = y                (no activation, no projection: for a layer
                                                    that is a full mixer with its own
                                                    projections, e.g. ssm.Mamba)
-        out = x + Dropout(z)
+        out = x + Dropout(z)        (out = Dropout(z) with residual=False)
 
     with x̃ = norm(x) for pre-norm, or x̃ = x and out ← norm(out) for post-norm.
 
@@ -100,6 +100,8 @@ class ResidualBlock(nn.Module):
         dropout: dropout probability after the activation and on the residual branch.
         output: the gated output map, one of ``OUTPUTS``; "none" adds the layer's output
             to the residual directly (pre-norm: the Mamba block x + Mamba(norm(x))).
+        residual: add the block's input to its output (False: a plain stack, as in the
+            S4-PTD robustness protocol).
     """
 
     def __init__(
@@ -110,10 +112,12 @@ class ResidualBlock(nn.Module):
         prenorm: bool = True,
         dropout: float = 0.0,
         output: str = "glu",
+        residual: bool = True,
     ) -> None:
         super().__init__()
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"ResidualBlock: dropout must be in [0, 1), got {dropout}")
+        self.residual = bool(residual)
         self.output_kind = check_choice(output, OUTPUTS, "output", "ResidualBlock")
         self.d_model = d_model
         self.layer = layer
@@ -147,7 +151,7 @@ class ResidualBlock(nn.Module):
             else:
                 gate = torch.sigmoid(self.output(g))
                 z = (g if self.output_kind == "half_glu1" else y) * gate
-        x = x + self.dropout(z)
+        x = x + self.dropout(z) if self.residual else self.dropout(z)
         return x if self.prenorm else apply_norm(self.norm, x, mask)
 
 
@@ -158,7 +162,7 @@ class SequenceBackbone(nn.Module):
         d_model: channels.
         n_layers: number of blocks.
         layer: factory ``layer(d_model) -> nn.Module``, e.g. ``functools.partial(ssm.S4D, d_state=64)``.
-        norm, prenorm, dropout, output: as in :class:`ResidualBlock`.
+        norm, prenorm, dropout, output, residual: as in :class:`ResidualBlock`.
     """
 
     def __init__(
@@ -170,6 +174,7 @@ class SequenceBackbone(nn.Module):
         prenorm: bool = True,
         dropout: float = 0.0,
         output: str = "glu",
+        residual: bool = True,
     ) -> None:
         super().__init__()
         if n_layers < 1:
@@ -178,7 +183,7 @@ class SequenceBackbone(nn.Module):
             raise TypeError("SequenceBackbone: layer must be a factory layer(d_model) -> nn.Module")
         self.d_model = d_model
         self.blocks = nn.ModuleList(
-            ResidualBlock(d_model, layer(d_model), norm, prenorm, dropout, output) for _ in range(n_layers)
+            ResidualBlock(d_model, layer(d_model), norm, prenorm, dropout, output, residual) for _ in range(n_layers)
         )
         self.final_norm = make_norm(norm, d_model) if prenorm else nn.Identity()
 

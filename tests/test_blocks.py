@@ -55,6 +55,23 @@ def test_residual_block_matches_hand_computation(norm, prenorm):
     torch.testing.assert_close(y, expected, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("norm", ["layer", "batch", "none"])
+@pytest.mark.parametrize("prenorm", [True, False])
+def test_block_without_residual_is_the_branch_alone(norm, prenorm):
+    """residual=False (the S4-PTD robustness stack): out = branch(x̃), then the post-norm."""
+    torch.manual_seed(1)
+    block = ssm.ResidualBlock(D_MODEL, nn.Identity(), norm=norm, prenorm=prenorm, residual=False).double()
+    x = torch.randn(3, 7, D_MODEL, dtype=torch.float64, requires_grad=True)
+    lin = block.output[0]
+    nrm = NORM_BY_HAND[norm]
+    branch = glu(gelu(nrm(x) if prenorm else x) @ lin.weight.T + lin.bias)
+    expected = branch if prenorm else nrm(branch)
+    torch.testing.assert_close(block(x), expected, rtol=1e-10, atol=1e-10)
+    net = ssm.SequenceClassifier(D_MODEL, 2, S4D_SMALL, 3, d_input=2, residual=False)
+    assert all(not b.residual for b in net.backbone.blocks)
+    assert all(b.residual for b in ssm.SequenceClassifier(D_MODEL, 2, S4D_SMALL, 3, d_input=2).backbone.blocks)
+
+
 @pytest.mark.parametrize("output", ["half_glu1", "half_glu2"])
 def test_residual_block_half_glu_outputs_match_hand_computation(output):
     torch.manual_seed(0)

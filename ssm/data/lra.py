@@ -56,6 +56,8 @@ CIFAR10_HOW_TO_GET = ("Download cifar-10-python.tar.gz from the CIFAR-10 page "
                       "or point at a torchvision CIFAR10 folder.")
 CIFAR10_N_VAL = 5000
 CIFAR10_MEAN, CIFAR10_STD = 122.6 / 255.0, 61.0 / 255.0  # of grayscale values scaled to [0, 1]
+# per RGB channel, of values scaled to [0, 1] (the S4 example's and S4-PTD robustness run's)
+CIFAR10_RGB_MEAN, CIFAR10_RGB_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 IMAGE_SIZE = 32
 
 
@@ -399,21 +401,26 @@ def to_grayscale(images: np.ndarray) -> np.ndarray:
 
 
 class ImageDataset(torch.utils.data.Dataset):
-    """Grayscale images as sequences; item ``i`` is ``(x float32 (H*W, 1), label int)``.
+    """Images as sequences; item ``i`` is ``(x float32 (H*W, C), label int)``.
 
-    ``images_gray`` is uint8 ``(n, H, W)``, flattened row-major; values are
-    scaled to [0, 1] and, with ``normalize``, standardized with
-    ``CIFAR10_MEAN`` and ``CIFAR10_STD``.  Batch with ``collate_images``.
+    ``images`` is uint8 ``(n, H, W)`` (grayscale, C = 1) or ``(n, 3, H, W)`` (RGB planes,
+    C = 3), flattened row-major; values are scaled to [0, 1] and, with ``normalize``,
+    standardized with ``CIFAR10_MEAN`` and ``CIFAR10_STD`` (grayscale) or per channel with
+    ``CIFAR10_RGB_MEAN`` and ``CIFAR10_RGB_STD``.  Batch with ``collate_images``.
     """
 
-    def __init__(self, images_gray: np.ndarray, labels: Sequence[int], normalize: bool = True):
-        images = torch.as_tensor(np.asarray(images_gray, dtype=np.uint8))
-        if images.ndim != 3 or len(images) != len(labels):
-            raise ValueError(f"expected images (n, H, W) and n labels, got {tuple(images.shape)} "
-                             f"and {len(labels)} labels")
-        self.images = images.reshape(len(images), -1, 1)
+    def __init__(self, images: np.ndarray, labels: Sequence[int], normalize: bool = True):
+        images = torch.as_tensor(np.asarray(images, dtype=np.uint8))
+        rgb = images.ndim == 4 and images.shape[1] == 3
+        if not (images.ndim == 3 or rgb) or len(images) != len(labels):
+            raise ValueError(f"expected images (n, H, W) or (n, 3, H, W) and n labels, got "
+                             f"{tuple(images.shape)} and {len(labels)} labels")
+        # (n, H*W, C): pixel-major, the channels of one pixel together
+        self.images = images.flatten(2).transpose(1, 2) if rgb else images.reshape(len(images), -1, 1)
         self.labels = [int(label) for label in labels]
         self.normalize = normalize
+        mean, std = (CIFAR10_RGB_MEAN, CIFAR10_RGB_STD) if rgb else ((CIFAR10_MEAN,), (CIFAR10_STD,))
+        self.mean, self.std = torch.tensor(mean), torch.tensor(std)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -421,7 +428,7 @@ class ImageDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         x = self.images[index].to(torch.float32) / 255.0
         if self.normalize:
-            x = (x - CIFAR10_MEAN) / CIFAR10_STD
+            x = (x - self.mean) / self.std
         return x, self.labels[index]
 
 
@@ -446,18 +453,20 @@ def split_train_val(n: int, n_val: int, seed: int = 42) -> tuple[list[int], list
 
 
 def image_splits(data_root: str | os.PathLike, n_val: int = CIFAR10_N_VAL, seed: int = 42,
-                 normalize: bool = True) -> dict[str, ImageDataset]:
-    """``{"train", "val", "test"}`` ImageDatasets of grayscale CIFAR-10.
+                 normalize: bool = True, grayscale: bool = True) -> dict[str, ImageDataset]:
+    """``{"train", "val", "test"}`` ImageDatasets of CIFAR-10, grayscale (LRA Image) or,
+    with ``grayscale=False``, RGB (sequences of (1024, 3)).
 
     ``val`` is ``n_val`` training images chosen by ``split_train_val(.., seed)``.
     """
     directory = locate_cifar10(data_root)
+    convert = to_grayscale if grayscale else np.asarray
     images, labels = read_cifar10(directory, "train")
-    gray = to_grayscale(images)
+    images = convert(images)
     train_idx, val_idx = split_train_val(len(labels), n_val, seed)
     test_images, test_labels = read_cifar10(directory, "test")
     return {
-        "train": ImageDataset(gray[train_idx], labels[train_idx], normalize),
-        "val": ImageDataset(gray[val_idx], labels[val_idx], normalize),
-        "test": ImageDataset(to_grayscale(test_images), test_labels, normalize),
+        "train": ImageDataset(images[train_idx], labels[train_idx], normalize),
+        "val": ImageDataset(images[val_idx], labels[val_idx], normalize),
+        "test": ImageDataset(convert(test_images), test_labels, normalize),
     }

@@ -3,6 +3,8 @@ Initialization of Diagonal State Space Models", 2022)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 
 from ssm.hippo import diagonal_B_init, diagonal_init
@@ -36,7 +38,8 @@ class S4D(DiagonalSSM):
         d_state: state size N (even); N/2 complex modes are stored.
         bidirectional: a second C gives a kernel over the future; ``kernel(L)`` is then (2, H, L).
         lr: optimizer hint for Δ, A and B (weight decay 0): a float, None (global lr), 0
-            (frozen), or a dict with keys "dt", "A", "B".
+            (frozen), or a dict with keys "dt", "A", "B", and "C" for an lr of C alone (which
+            keeps the global weight decay; 0 freezes C).
         n_ssm: trained copies of (A, B), dividing d_model (None: one per channel, n_ssm = H).
     """
 
@@ -73,7 +76,7 @@ class S4D(DiagonalSSM):
         the starting point A, B (n_modes,) complex and C (channels, H, n_modes)."""
         name = type(self).__name__
         self.disc = check_choice(disc, DISCRETIZATIONS, "disc", name)
-        check_lr(lr, ("dt", "A", "B"), name)
+        check_lr(lr, ("dt", "A", "B", "C"), name)
         H = self.d_model
         if n_ssm is not None:
             check_positive_ints(name, n_ssm=n_ssm)
@@ -86,7 +89,8 @@ class S4D(DiagonalSSM):
         register(self, "log_A_real", torch.log(-A.real).contiguous(), ssm_lr(lr, "A"))
         register(self, "A_imag", A.imag.contiguous(), ssm_lr(lr, "A"))
         register(self, "B", torch.view_as_real(B.contiguous()).clone(), ssm_lr(lr, "B"))
-        self.C = torch.nn.Parameter(torch.view_as_real(C.to(torch.complex64)).clone())
+        C_lr = lr.get("C") if isinstance(lr, Mapping) else None
+        register(self, "C", torch.view_as_real(C.to(torch.complex64)).clone(), C_lr, weight_decay=None)
         to_default_dtype(self)
 
     def continuous(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -36,7 +36,8 @@ class S4PTD(S4D):
         dt_min, dt_max: Δ ~ LogUniform[dt_min, dt_max] per channel.
         bidirectional: a second C gives a kernel over the future; ``kernel(L)`` is (2, H, L).
         lr: optimizer hint for Δ, A and B (weight decay 0): a float, None (global lr), 0
-            (frozen), or a dict with keys "dt", "A", "B".
+            (frozen), or a dict with keys "dt", "A", "B", and "C" for C alone (global weight
+            decay), as in :class:`ssm.S4D`.
         ptd: keyword arguments for ``ssm.hippo.ptd_legs`` (e.g. the target size of E).
         n_ssm: trained copies of (A, B), dividing d_model; channel h uses copy h mod n_ssm
             (None: one per channel; the S4-PTD paper's LRA configs use 1).

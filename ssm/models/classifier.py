@@ -33,6 +33,7 @@ class SequenceClassifier(nn.Module):
             positions: (B, n_predict, d_output), e.g. for selective copying).
         n_predict: positions predicted with pooling="last_k".
         output: the block's output map ("glu", "half_glu1", "half_glu2", or "none" for full mixers such as Mamba).
+        residual: the blocks' residual connections (False: a plain stack).
     """
 
     def __init__(
@@ -49,6 +50,7 @@ class SequenceClassifier(nn.Module):
         pooling: str = "mean",
         output: str = "glu",
         n_predict: int = 1,
+        residual: bool = True,
     ) -> None:
         super().__init__()
         if isinstance(n_predict, bool) or int(n_predict) != n_predict or n_predict < 1:
@@ -64,7 +66,7 @@ class SequenceClassifier(nn.Module):
         size = {"n_tokens": n_tokens} if n_tokens is not None else {"d_input": d_input}
         check_positive_ints("SequenceClassifier", d_model=d_model, n_layers=n_layers, d_output=d_output, **size)
         self.encoder = TokenEncoder(n_tokens, d_model) if n_tokens else LinearEncoder(d_input, d_model)
-        self.backbone = SequenceBackbone(d_model, n_layers, layer, norm, prenorm, dropout, output)
+        self.backbone = SequenceBackbone(d_model, n_layers, layer, norm, prenorm, dropout, output, residual)
         self.pooling = pooling
         self.head = nn.Linear(d_model, d_output)
 

@@ -252,6 +252,24 @@ def test_image_dataset_flattens_row_major_and_normalizes():
     assert xs.shape == (2, 1024, 1) and labels.tolist() == [7, 3] and lengths is None
 
 
+def test_rgb_images_are_pixel_major_sequences_normalized_per_channel(tmp_path):
+    rgb = np.random.default_rng(0).integers(0, 256, (2, 3, 32, 32)).astype(np.uint8)
+    x, label = ImageDataset(rgb, [7, 3])[1]
+    assert x.shape == (1024, 3) and label == 3
+    mean, std = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+    for c in range(3):  # pixel (5, 9) is step 5 * 32 + 9; its channel c is feature c
+        assert x[5 * 32 + 9, c] == pytest.approx((rgb[1, c, 5, 9] / 255 - mean[c]) / std[c], abs=1e-5)
+    written = write_cifar(tmp_path / "cifar-10-batches-py")
+    splits = image_splits(tmp_path, n_val=4, grayscale=False)
+    data, labels = written["test_batch"]
+    x, label = splits["test"][2]
+    assert x.shape == (1024, 3) and label == labels[2]
+    raw = torch.as_tensor(data[2].reshape(3, 1024).T / 255.0, dtype=torch.float32)
+    torch.testing.assert_close(x, (raw - torch.tensor(mean)) / torch.tensor(std))
+    assert len(splits["val"]) == 4 and splits["train"][0][0].shape == (1024, 3)
+    assert image_splits(tmp_path, n_val=4)["test"][2][0].shape == (1024, 1)
+
+
 def test_split_train_val_deterministic_disjoint_and_matches_random_split():
     train, val = split_train_val(50, 5)
     assert (train, val) == split_train_val(50, 5, seed=42)

@@ -241,6 +241,23 @@ def test_lr_zero_makes_dt_A_B_frozen_buffers():
     assert_close(layer(x), diagonal_recurrence(Abar, Bbar, C[0], x, layer.D.detach()))
 
 
+def test_lr_dict_can_set_c_alone_with_the_global_weight_decay():
+    """{"dt": 0, "A": 0, "B": 0, "C": 0.004}: the S4-PTD robustness runs, where only C of the
+    SSM trains, at its own lr but with the run's weight decay."""
+    from ssm.optim import param_groups
+
+    layer = ssm.S4D(H, d_state=N, lr={"dt": 0, "A": 0, "B": 0, "C": 0.004})
+    assert {n for n, _ in layer.named_parameters()} == {"C", "D"}
+    assert {"log_dt", "log_A_real", "A_imag", "B"} <= {n for n, _ in layer.named_buffers()}
+    groups = param_groups(layer, weight_decay=0.05)
+    c_group = next(g for g in groups if any(p is layer.C for p in g["params"]))
+    assert c_group["lr"] == 0.004 and c_group["weight_decay"] == 0.05 and len(c_group["params"]) == 1
+    frozen = ssm.S4D(H, d_state=N, lr={"C": 0})
+    assert "C" in dict(frozen.named_buffers()) and frozen(torch.randn(1, 5, H)).shape == (1, 5, H)
+    with pytest.raises(ValueError, match="unknown lr key"):
+        ssm.S4D(H, d_state=N, lr={"D": 0.1})
+
+
 def test_lr_dict_sets_each_tensor():
     torch.manual_seed(18)
     layer = ssm.S4D(H, d_state=N, lr={"dt": 0.0, "A": 1e-2, "B": None})

@@ -28,7 +28,8 @@ MODELS = {"s4d": "S4D", "dss": "DSS", "s4ptd": "S4PTD", "s5": "S5", "s5_ptd": "S
 # directories (lra/s4ptd/, lra/s5/, lra/s5_ptd/) carry their own model's settings.
 FORECASTING_EXPERIMENTS = [e for e in EXPERIMENTS if e.split("/")[0] in ("chimera", "spacetime")
                            or e == "synthetic/arp"]
-S4D_EXPERIMENTS = [e for e in EXPERIMENTS if e.count("/") <= 1 and e not in FORECASTING_EXPERIMENTS]
+S4D_EXPERIMENTS = [e for e in EXPERIMENTS if e.count("/") <= 1 and e not in FORECASTING_EXPERIMENTS
+                   and e != "robustness"]
 FAMILY_EXPERIMENTS = [e for e in EXPERIMENTS if e.count("/") == 2]
 
 
@@ -158,6 +159,36 @@ def test_tied_ssm_copies_reach_the_layers(experiment, n_ssm):
     for block in net.backbone.blocks:
         assert block.layer.n_ssm == (n_ssm or cfg.model.d_model)
         assert block.layer.log_A_real.shape[0] == block.layer.n_ssm
+
+
+@pytest.mark.parametrize("model", ["s4ptd", "s4d"])
+def test_robustness_experiment_is_the_ptd_protocol(tmp_path, model):
+    """experiments.md §8: RGB sCIFAR, 4 × 128 without residuals, post LayerNorm, Δ/A/B frozen,
+    C at lr 0.004 with weight decay 0.05, the rest at 0.01, 100 epochs of cosine annealing,
+    noise 0.1·U·cos(325.4 Δ l) at test."""
+    from lra_fixtures import write_cifar
+
+    from ssm.optim import param_groups
+
+    write_cifar(tmp_path / "cifar-10-batches-py")
+    cfg = compose_config("experiment=robustness", f"model={model}", f"data_root={tmp_path}", "data.n_val=4",
+                         *(["model.layer.init=legs"] if model == "s4d" else []))
+    datamodule = hydra.utils.instantiate(cfg.data)
+    assert datamodule.d_input == 3 and cfg.data.batch_size == 64
+    net = build_model(cfg, datamodule)
+    assert len(net.backbone.blocks) == 4 and net.encoder.in_features == 3
+    for block in net.backbone.blocks:
+        assert not block.residual and not block.prenorm and isinstance(block.norm, torch.nn.LayerNorm)
+        assert {n for n, _ in block.layer.named_parameters()} == {"C", "D"} and not block.layer.bidirectional
+    groups = param_groups(net, weight_decay=cfg.optimizer.weight_decay)
+    C_ids = {id(b.layer.C) for b in net.backbone.blocks}
+    for group in groups:
+        ids = {id(p) for p in group["params"]}
+        if ids & C_ids:
+            assert ids == C_ids and (group.get("lr"), group["weight_decay"]) == (0.004, 0.05)
+    assert (cfg.optimizer.lr, cfg.trainer.max_epochs, cfg.scheduler.interval) == (0.01, 100, "epoch")
+    assert (cfg.scheduler.warmup_steps, cfg.scheduler.total_steps) == (0, 100)
+    assert dict(cfg.task.test_noise) == {"frequency": 325.4, "amplitude": 0.1}
 
 
 def test_s4ptd_text_trains_past_its_schedule_as_the_paper_config_does():

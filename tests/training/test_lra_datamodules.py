@@ -27,6 +27,14 @@ def test_lra_experiment_trains_and_tests_on_release_format_fixture(tmp_path, exp
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
 
 
+def test_robustness_experiment_trains_and_reports_the_noisy_test_accuracy(tmp_path):
+    write_cifar(tmp_path / "data" / "cifar-10-batches-py")
+    cfg = compose_config("experiment=robustness", f"data_root={tmp_path / 'data'}", *TINY, "data.n_val=4",
+                         "data.batch_size=4", output_dir=str(tmp_path / "run"))
+    metrics = run(cfg)
+    assert {"val/acc", "test/acc", "test/acc_noisy"} <= set(metrics)
+
+
 @pytest.mark.parametrize("experiment, expected", [
     ("lra/text", "aclImdb"), ("lra/retrieval", "new_aan_pairs.train.tsv"), ("lra/image", "data_batch_1"),
 ])

@@ -81,22 +81,28 @@ class RetrievalDataModule(_SplitsDataModule):
 
 class ImageDataModule(_SplitsDataModule):
     """Grayscale CIFAR-10 flattened row-major to (1024, 1), normalized with mean 122.6/255 and
-    std 61.0/255; ``n_val`` training images (seed ``seed``) are held out for validation."""
+    std 61.0/255 (LRA Image), or with ``grayscale=False`` RGB to (1024, 3), normalized per
+    channel (sCIFAR as in the S4-PTD robustness protocol); ``n_val`` training images (seed
+    ``seed``) are held out for validation."""
 
-    d_input = 1
     n_classes = 10
     image_shape = (32, 32)  # 2D models (ssm.ImageClassifier) see the sequence as this grid
 
     def __init__(self, data_root: str | os.PathLike = "data", n_val: int = 5000, seed: int = 42,
-                 batch_size: int = 50, eval_batch_size: int | None = None, num_workers: int = 0) -> None:
+                 batch_size: int = 50, eval_batch_size: int | None = None, num_workers: int = 0,
+                 grayscale: bool = True) -> None:
         super().__init__(data_root, batch_size, eval_batch_size, num_workers)
         self.check_split_sizes(type(self).__name__, n_val=n_val)
+        if not isinstance(grayscale, bool):
+            raise ValueError(f"ImageDataModule: grayscale must be true or false, got {grayscale!r}")
         self.n_val = n_val
         self.seed = seed
+        self.grayscale = grayscale
+        self.d_input = 1 if grayscale else 3
         self.collate_fn = lra.collate_images
 
     def _locate(self) -> pathlib.Path:
         return lra.locate_cifar10(self.data_root)
 
     def _splits(self) -> dict:
-        return lra.image_splits(self.data_root, self.n_val, self.seed)
+        return lra.image_splits(self.data_root, self.n_val, self.seed, grayscale=self.grayscale)
