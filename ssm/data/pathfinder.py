@@ -66,6 +66,8 @@ NUMPY_MAGIC = b"\x93NUMPY"
 EMPTY_SUSPECT_BYTES = 200  # all-zero PNGs up to 256x256 are smaller; only such files are decoded
 CHUNK_SIZE = 50  # images per worker job; does not change the output
 GENERATION_RECORD = "generation.json"  # written next to metadata/ by generate_pathfinder
+# Bumped when the drawing changes what a seed gives; 2: 64/128 draw 5 and 8 hard-set distractors, not 4 and 7
+GENERATOR_VERSION = 2
 RELEASE_IMAGES = 200_000  # images per difficulty in the LRA release
 GET_IT = ("download lra_release.gz from the Long Range Arena repository "
           "(github.com/google-research/long-range-arena) and unpack it under the data root, "
@@ -234,7 +236,8 @@ def generate_pathfinder(
         (tmp_dir / "metadata").mkdir()
         for batch, batch_lines in lines.items():
             (tmp_dir / "metadata" / f"{batch}.npy").write_text("".join(batch_lines), "utf-8")
-        record = dict(resolution=resolution, difficulty=difficulty, n_images=n_images, seed=seed,
+        record = dict(generator_version=GENERATOR_VERSION, resolution=resolution, difficulty=difficulty,
+                      n_images=n_images, seed=seed,
                       images_per_batch=images_per_batch,
                       params=dataclasses.asdict(PARAMS[resolution]))
         (tmp_dir / GENERATION_RECORD).write_text(json.dumps(record, indent=2) + "\n", "utf-8")
@@ -267,7 +270,11 @@ def prepare_pathfinder(
         record = json.loads((found / GENERATION_RECORD).read_text(encoding="utf-8"))
         message = (f"reusing generated Pathfinder images in {found} "
                    f"({record.get('n_images')} images, seed {record.get('seed')})")
-        if (record.get("n_images"), record.get("seed")) == (n_images, seed):
+        if record.get("generator_version", 1) != GENERATOR_VERSION:
+            (warn or log)(f"{message}, drawn by an earlier version of the generator (version "
+                          f"{record.get('generator_version', 1)}, now {GENERATOR_VERSION}; e.g. fewer distractors "
+                          "at 64 and 128): delete the folder to generate them anew")
+        elif (record.get("n_images"), record.get("seed")) == (n_images, seed):
             log(message)
         else:
             (warn or log)(f"{message}, not the {n_images} images with seed {seed} asked for: "

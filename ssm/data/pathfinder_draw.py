@@ -46,14 +46,15 @@ the release is not documented):
 res   margin   padding  paddle  thickness  marker  seed  continuity  distractors     contrast
 ====  =======  =======  ======  =========  ======  ====  ==========  ==============  ========
 32    1        1        2       0.5        1.5     7     1.0         20 // (c // 3)  2 x 0.75
-64    1        1        5       1          2.5     12    1.8         22 / (c / 3)    0.8 x 1
-128   2 or 3   1        5       1.5        3       20    1.8         35 / (c / 3)    0.9 x 1
+64    1        1        5       1          2.5     12    1.8         22 // (c // 3)  0.8 x 1
+128   2 or 3   1        5       1.5        3       20    1.8         35 // (c // 3)  0.9 x 1
 ====  =======  =======  ======  =========  ======  ====  ==========  ==============  ========
 
-The distractor count is the documented budget over the distractor length for the contour
-length c of the difficulty (hard, c = 14: 5, 4 and 7 snakes; easy, c = 6: 10, 11, 17). At
-32 the release divides by the integer length c // 3; at 64 and 128 by c / 3 "as written",
-a float, which we round down.
+The distractor count is the documented budget over the distractor length c // 3 for the
+contour length c of the difficulty (hard, c = 14: 5, 5 and 8 snakes; easy, c = 6: 10, 11,
+17). At 64 and 128 the settings write c / 3, a float; the generator (Python 2 code) divides
+integers there, and its drawing loop ``while n < count`` would round a float count up
+anyway, so 22 / 4.67 and 35 / 4.67 draw 5 and 8 snakes either way.
 
 ``TURN_UNIT`` (how ``continuity`` maps to an angle) is our choice, made so that
 the curves look like the release's.  Lengths are in output pixels; points are
@@ -97,12 +98,11 @@ class PathfinderParams:
     snake_contrast: float
     paddle_contrast: float
     antialias_scale: int = 2
-    integer_distractor_length: bool = False  # divide the budget by c // 3 (32x32) or by c / 3
 
     def num_distractor_snakes(self, contour_length: int) -> int:
-        """Distractor snakes for targets of ``contour_length`` paddles (see the table)."""
-        length = contour_length // 3 if self.integer_distractor_length else contour_length / 3
-        return int(self.distractor_budget // length)
+        """Distractor snakes for targets of ``contour_length`` paddles: the budget over the
+        distractor length, both integers (see the table)."""
+        return self.distractor_budget // (contour_length // 3)
 
     @property
     def intensity(self) -> float:
@@ -111,7 +111,7 @@ class PathfinderParams:
 
 
 PARAMS: dict[int, PathfinderParams] = {
-    32: PathfinderParams((1,), 1, 2.0, 0.5, 1.5, 7.0, 1.0, 20, 2.0, 0.75, integer_distractor_length=True),
+    32: PathfinderParams((1,), 1, 2.0, 0.5, 1.5, 7.0, 1.0, 20, 2.0, 0.75),
     64: PathfinderParams((1,), 1, 5.0, 1.0, 2.5, 12.0, 1.8, 22, 0.8, 1.0),
     128: PathfinderParams((2, 3), 1, 5.0, 1.5, 3.0, 20.0, 1.8, 35, 0.9, 1.0),
 }
