@@ -38,7 +38,8 @@ area averaging to 8-bit grayscale.
 
 ``PARAMS`` is our best reconstruction of the generator settings documented for
 the LRA release (values not given there fall back to the generator's
-defaults: paddle length 5, paddle contrast 1; single paddles are off, as in the
+defaults: paddle length 5, paddle contrast 1, and at 256 padding 22 and seed distance
+27; single paddles are off, as in the
 wrapper's own run, although its ``Args`` default turns them on: which applied to
 the release is not documented):
 
@@ -48,6 +49,7 @@ res   margin   padding  paddle  thickness  marker  seed  continuity  distractors
 32    1        1        2       0.5        1.5     7     1.0         20 // (c // 3)  2 x 0.75
 64    1        1        5       1          2.5     12    1.8         22 // (c // 3)  0.8 x 1
 128   2 or 3   1        5       1.5        3       20    1.8         35 // (c // 3)  0.9 x 1
+256   3        22       5       2          5       27    1.8         30 // (c // 3)  1 x 1
 ====  =======  =======  ======  =========  ======  ====  ==========  ==============  ========
 
 The distractor count is the documented budget over the distractor length c // 3 for the
@@ -68,7 +70,7 @@ import math
 
 import numpy as np
 
-RESOLUTIONS = (32, 64, 128)
+RESOLUTIONS = (32, 64, 128, 256)
 DIFFICULTIES = {
     "easy": ("curv_baseline", 6),
     "intermediate": ("curv_contour_length_9", 9),
@@ -114,6 +116,7 @@ PARAMS: dict[int, PathfinderParams] = {
     32: PathfinderParams((1,), 1, 2.0, 0.5, 1.5, 7.0, 1.0, 20, 2.0, 0.75),
     64: PathfinderParams((1,), 1, 5.0, 1.0, 2.5, 12.0, 1.8, 22, 0.8, 1.0),
     128: PathfinderParams((2, 3), 1, 5.0, 1.5, 3.0, 20.0, 1.8, 35, 0.9, 1.0),
+    256: PathfinderParams((3,), 22, 5.0, 2.0, 5.0, 27.0, 1.8, 30, 1.0, 1.0),  # padding, seed distance: defaults
 }
 
 

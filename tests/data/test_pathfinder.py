@@ -320,7 +320,8 @@ def test_split_indices_are_s4s_random_split_with_seed_42(n):
     assert split_indices(n) == tuple(list(part) for part in parts)
 
 
-@pytest.mark.parametrize("resolution, counts", [(32, (10, 6, 5)), (64, (11, 7, 5)), (128, (17, 11, 8))])
+@pytest.mark.parametrize("resolution, counts", [(32, (10, 6, 5)), (64, (11, 7, 5)), (128, (17, 11, 8)),
+                                                (256, (15, 10, 7))])
 def test_distractor_count_follows_the_difficulty(resolution, counts):
     """The documented budget over the distractor length c // 3, in integers as the Python 2
     generator computes it (the count was once fixed at the hard set's for every difficulty;
@@ -353,7 +354,7 @@ def test_unknown_resolution_or_difficulty_is_rejected(tmp_path):
     with pytest.raises(ValueError, match="difficulty"):
         _draw(32, "medium", None, 0)
     with pytest.raises(ValueError, match="resolution"):
-        find_pathfinder(tmp_path, 256)
+        find_pathfinder(tmp_path, 512)
     with pytest.raises(ValueError, match="difficulty"):
         generate_pathfinder(tmp_path, 32, "extreme", 4, **QUIET)
     with pytest.raises(ValueError, match="n_images"):
