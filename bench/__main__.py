@@ -6,8 +6,11 @@
 
 Prints a Markdown table: median forward and forward+backward times per backend, the ratio
 to the "torch" backend, peak memory of one forward and of one forward+backward call (CUDA and
-CPU, see bench.timing.peak_memory) and, on CUDA, achieved bandwidth as a fraction of a
-device-to-device copy measured in the same run.
+CPU, see bench.timing.peak_memory), the largest difference from the "torch" output (checked
+before timing) and, on CUDA, the forward's achieved bandwidth as a fraction of a
+device-to-device copy of the same number of bytes measured in the same run. A backend that
+fails (out of memory, say) gets a row saying so and the others go on; with ``--out`` the table
+is rewritten after each length, so a run stopped part way keeps what it measured.
 """
 
 from __future__ import annotations
@@ -35,42 +38,118 @@ def device_name(device: torch.device) -> str:
     return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
+def autograd_leaves(out: torch.Tensor) -> list[torch.Tensor]:
+    """The leaf tensors whose gradients a backward from ``out`` accumulates."""
+    leaves, seen, stack = [], set(), [out.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        if hasattr(node, "variable"):  # AccumulateGrad
+            leaves.append(node.variable)
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    return leaves
+
+
 def forward_backward(run):
+    """``run()`` and a backward of a fixed random gradient of its output, as a training step
+    pays for them: the leaves' gradients are dropped before each call (set to None, as
+    ``zero_grad`` does), so no call adds into the last one's."""
+    state = {}
+
     def call():
+        for leaf in state.get("leaves", ()):
+            leaf.grad = None
         out = run()
-        out.float().square().sum().backward()
+        if "grad" not in state:
+            state["grad"] = torch.randn_like(out)
+            state["leaves"] = autograd_leaves(out)
+        out.backward(state["grad"])
 
     return call
 
 
-def measure(args: argparse.Namespace) -> dict:
+def is_reference(backend: str) -> bool:
+    """Our sequential reference, or a peer's (e.g. mamba_ssm's selective_scan_ref)."""
+    return backend == "reference" or backend.endswith("_ref")
+
+
+def relative_difference(out: torch.Tensor, expected: torch.Tensor) -> float:
+    """max |out - expected| / max |expected| (in float64); inf for a shape mismatch."""
+    if out.shape != expected.shape:
+        return float("inf")
+    out, expected = out.detach().double(), expected.detach().double()
+    scale = expected.abs().max().clamp_min(torch.finfo(torch.float64).tiny) if expected.numel() else 1.0
+    return float((out - expected).abs().max() / scale) if out.numel() else 0.0
+
+
+def measure_run(case, backend: str, run, expected, device: torch.device, repeats: int, copies: dict) -> dict:
+    """One row: the output check against ``expected`` (the torch output), then the timings,
+    peaks and bandwidth; a failure becomes the row's ``error``."""
+    row = dict(op=case.name, shape=case.shape, backend=backend)
+    try:
+        with torch.no_grad():
+            out = run()
+        if expected is not None and backend not in case.independent:
+            row["max_rel_diff_vs_torch"] = relative_difference(out, expected)
+        del out
+        fwd = median_time(run, device, repeats=repeats)
+        row.update(forward_s=fwd, forward_backward_s=median_time(forward_backward(run), device, repeats=repeats),
+                   peak_bytes=peak_memory(run, device),
+                   peak_bytes_forward_backward=peak_memory(forward_backward(run), device))
+        if device.type == "cuda":
+            size = max(4, case.ideal_bytes // 2)  # a copy of this many bytes reads and writes ideal_bytes
+            if size not in copies:
+                copies[size] = copy_bandwidth(device, size)
+            row["bandwidth_fraction"] = case.ideal_bytes / fwd / copies[size]
+    except Exception as err:  # out of memory, a kernel that does not compile, ...: report it, go on
+        row["error"] = f"{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}"
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return row
+
+
+def measure(args: argparse.Namespace, on_length=None) -> dict:
+    """Every backend (and peer) of ``args.op`` at each length; ``on_length(result)`` is called
+    with the rows so far after each length."""
     device = torch.device(args.device)
-    copy = copy_bandwidth(device) if device.type == "cuda" else None
-    rows = []
+    result = dict(device=device_name(device), date=datetime.date.today().isoformat(), torch=torch.__version__,
+                  copy_bytes_per_s=copy_bandwidth(device) if device.type == "cuda" else None, rows=[])
+    copies = {}
     for L in args.lengths:
         cap = REFERENCE_MAX_L_BY_OP.get(args.op, REFERENCE_MAX_L)
         backends = [b for b in args.backends if b != "reference" or L <= cap]
         case = CASES[args.op](args.batch, args.channels, args.state, L, device=device, backends=backends,
                               peers={"s4": args.peer_s4, "spacetime": args.peer_spacetime,
                                      "mamba_ssm": args.peer_mamba_ssm})
+        expected = None
+        if "torch" in case.runs:
+            try:
+                with torch.no_grad():
+                    expected = case.runs["torch"]()
+            except Exception:  # its own row reports the failure
+                expected = None
         for backend, run in case.runs.items():
-            fwd = median_time(run, device, repeats=args.repeats)
-            fwd_bwd = median_time(forward_backward(run), device, repeats=args.repeats)
-            rows.append(dict(op=case.name, shape=case.shape, backend=backend, forward_s=fwd,
-                             forward_backward_s=fwd_bwd, peak_bytes=peak_memory(run, device),
-                             peak_bytes_forward_backward=peak_memory(forward_backward(run), device),
-                             bandwidth_fraction=(case.ideal_bytes / fwd / copy) if copy else None))
-    return dict(device=device_name(device), date=datetime.date.today().isoformat(),
-                torch=torch.__version__, copy_bytes_per_s=copy, rows=rows)
+            if is_reference(backend) and L > cap:  # a peer's Python loop, as slow as ours
+                continue
+            result["rows"].append(measure_run(case, backend, run, expected, device, args.repeats, copies))
+        del expected, case
+        if on_length is not None:
+            on_length(result)
+    return result
 
 
 HEADER = ("| op | shape | backend | fwd ms | fwd+bwd ms | fwd time / torch | fwd peak MiB | fwd+bwd peak MiB "
-          "| % of copy BW |")
+          "| max rel. diff vs torch | fwd % of copy BW |")
 PEAK_NOTE = ("peak MiB: the most memory held at once by tensors the call allocated, above what was "
-             "allocated when it started (one call after the timed ones, so parameter gradients already "
-             "exist; returned outputs count). CUDA: torch.cuda.max_memory_allocated; CPU: allocation and "
+             "allocated when it started (one call after the timed ones; returned outputs count; fwd+bwd "
+             "drops the gradients first, as zero_grad does, so it counts them). CUDA: torch.cuda.max_memory_allocated; CPU: allocation and "
              "free events of torch's CPU allocator, excluding memory outside it such as FFT/BLAS "
-             "workspaces. Not the resident set.")
+             "workspaces. Not the resident set. max rel. diff vs torch: max |out - torch out| / max |torch out| "
+             "of one forward, checked before timing (- for a peer with parameters of its own). fwd % of copy "
+             "BW (CUDA): the bytes an ideal forward moves over its time, as a fraction of a device-to-device "
+             "copy of as many bytes timed in the same run.")
 
 
 def mebibytes(n_bytes: int | None) -> str:
@@ -78,17 +157,22 @@ def mebibytes(n_bytes: int | None) -> str:
 
 
 def markdown(result: dict) -> str:
-    torch_time = {r["shape"]: r["forward_s"] for r in result["rows"] if r["backend"] == "torch"}
+    torch_time = {r["shape"]: r["forward_s"] for r in result["rows"] if r["backend"] == "torch" and "forward_s" in r}
     lines = [f"device: {result['device']}, torch {result['torch']}, {result['date']}", "",
              HEADER, "|---" * HEADER.count(" | ") + "|---|"]
     for r in result["rows"]:
+        if "error" in r:
+            lines.append(f"| {r['op']} | {r['shape']} | {r['backend']} | failed: {r['error'].replace('|', '/')} "
+                         "| - | - | - | - | - | - |")
+            continue
         ratio = r["forward_s"] / torch_time[r["shape"]] if r["shape"] in torch_time else None
         peak = mebibytes(r.get("peak_bytes"))
         peak_fb = mebibytes(r.get("peak_bytes_forward_backward"))
-        bw = f"{100 * r['bandwidth_fraction']:.1f}" if r["bandwidth_fraction"] is not None else "-"
+        bw = f"{100 * r['bandwidth_fraction']:.1f}" if r.get("bandwidth_fraction") is not None else "-"
+        diff = f"{r['max_rel_diff_vs_torch']:.1e}" if r.get("max_rel_diff_vs_torch") is not None else "-"
         ratio_text = f"{ratio:.2f}x" if ratio is not None else "-"
         lines.append(f"| {r['op']} | {r['shape']} | {r['backend']} | {1e3 * r['forward_s']:.2f} | "
-                     f"{1e3 * r['forward_backward_s']:.2f} | {ratio_text} | {peak} | {peak_fb} | {bw} |")
+                     f"{1e3 * r['forward_backward_s']:.2f} | {ratio_text} | {peak} | {peak_fb} | {diff} | {bw} |")
     lines += ["", PEAK_NOTE]
     return "\n".join(lines)
 
@@ -112,13 +196,14 @@ def main(argv: list[str] | None = None) -> dict:
                              "PyTorch reference); an installed mamba_ssm is used without it")
     parser.add_argument("--out", type=pathlib.Path, help="write the JSON result here (and .md beside it)")
     args = parser.parse_args(argv)
-    result = measure(args)
-    table = markdown(result)
-    print(table)
-    if args.out:
+
+    def save(result: dict) -> None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2) + "\n")
-        args.out.with_suffix(".md").write_text(table + "\n")
+        args.out.with_suffix(".md").write_text(markdown(result) + "\n")
+
+    result = measure(args, on_length=save if args.out else None)
+    print(markdown(result))
     return result
 
 

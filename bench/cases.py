@@ -27,12 +27,15 @@ from kernels.companion_kernel import companion_kernel_squaring
 
 @dataclass
 class Case:
-    """Callables per backend for one op at one shape."""
+    """Callables per backend for one op at one shape. Every run's output is compared with
+    the "torch" run's before timing, except those named in ``independent`` (a peer with
+    parameters of its own, or same-size work that computes something else)."""
 
     name: str
     shape: str
     runs: dict[str, Callable[[], torch.Tensor]]
     ideal_bytes: int
+    independent: tuple[str, ...] = ()
 
 
 def vandermonde_case(B: int, H: int, N: int, L: int, device: torch.device, backends: list[str], peers: dict) -> Case:
@@ -52,9 +55,17 @@ def fftconv_case(B: int, H: int, N: int, L: int, device: torch.device, backends:
 
 
 def s4d_case(B: int, H: int, N: int, L: int, device: torch.device, backends: list[str], peers: dict) -> Case:
+    """The S4D layer forward on x (B, L, H); each backend is its Vandermonde kernel's and FFT
+    convolution's."""
     layer = ssm.S4D(H, N).to(device)
     x = torch.randn(B, L, H, device=device, requires_grad=True)
-    return Case("S4D layer", f"B={B} H={H} N={N} L={L}", {"torch": lambda: layer(x)}, ideal_bytes=8 * B * L * H)
+
+    def ours(backend):
+        with kernels.use_backend(backend):
+            return layer(x)
+
+    return Case("S4D layer", f"B={B} H={H} N={N} L={L}", {b: functools.partial(ours, b) for b in backends},
+                ideal_bytes=8 * B * L * H)
 
 
 def s4d_kernel_case(B: int, H: int, N: int, L: int, device: torch.device, backends: list[str],
@@ -71,7 +82,8 @@ def s4d_kernel_case(B: int, H: int, N: int, L: int, device: torch.device, backen
     if peers.get("s4"):
         peer = s4_minimal_kernel(peers["s4"], H, N, device)
         runs["state-spaces/s4 S4DKernel"] = functools.partial(peer, L)
-    return Case("S4D kernel", f"H={H} N={N} L={L}", runs, ideal_bytes=4 * H * L + 24 * H * N)
+    return Case("S4D kernel", f"H={H} N={N} L={L}", runs, ideal_bytes=4 * H * L + 24 * H * N,
+                independent=("state-spaces/s4 S4DKernel",))
 
 
 def linear_scan_case(B: int, H: int, N: int, L: int, device: torch.device, backends: list[str],
@@ -105,7 +117,8 @@ def s5_case(B: int, H: int, N: int, L: int, device: torch.device, backends: list
     peer = s5_pytorch_layer(H, N, device)
     if peer is not None:
         runs["s5-pytorch S5SSM"] = functools.partial(peer, x)
-    return Case("S5 layer", f"B={B} H={H} P={N} L={L}", runs, ideal_bytes=8 * B * L * H)
+    return Case("S5 layer", f"B={B} H={H} P={N} L={L}", runs, ideal_bytes=8 * B * L * H,
+                independent=("s5-pytorch S5SSM",))
 
 
 def selective_scan_case(B: int, H: int, N: int, L: int, device: torch.device, backends: list[str],
@@ -140,7 +153,7 @@ def selective_scan_case(B: int, H: int, N: int, L: int, device: torch.device, ba
         # the peer's own (B, L, D) / (B, L, N) layouts, made once outside the timed call
         layout = [t.detach().transpose(1, 2).contiguous().requires_grad_(True) for t in (u, delta, z, B_, C_)]
         peer_args = (*layout[:2], A, *layout[3:], D, layout[2], bias)
-        runs["mambapy pscan"] = functools.partial(peer, *peer_args)
+        runs["mambapy pscan"] = lambda: peer(*peer_args).transpose(1, 2)  # a view: ours' (B, D, L), for the check
     return Case("selective_scan", f"B={B} D={H} N={N} L={L}", runs,
                 ideal_bytes=4 * (4 * B * H * L + 2 * B * N * L))
 
@@ -193,15 +206,19 @@ def selective_scan_2d_case(B: int, H: int, N: int, L: int, device: torch.device,
     A4, D4, bias4 = (t.detach().repeat(4, *([1] * (t.dim() - 1))).requires_grad_(True) for t in (A, D, bias))
     B4, C4 = (leaf(B, 4, N, Hgt * Wdt) for _ in range(2))
 
-    def four_way():
-        xs = kernels.cross_scan(u).reshape(B, 4 * H, Hgt * Wdt)
-        ds = kernels.cross_scan(delta).reshape(B, 4 * H, Hgt * Wdt)
-        ys = kernels.selective_scan(xs, ds, A4, B4, C4, D4, delta_bias=bias4, delta_softplus=True)
-        return kernels.cross_merge(ys.view(B, 4, H, Hgt * Wdt), Hgt, Wdt) * torch.nn.functional.silu(z)
+    def four_way(backend):
+        with kernels.use_backend(backend):
+            xs = kernels.cross_scan(u).reshape(B, 4 * H, Hgt * Wdt)
+            ds = kernels.cross_scan(delta).reshape(B, 4 * H, Hgt * Wdt)
+            ys = kernels.selective_scan(xs, ds, A4, B4, C4, D4, delta_bias=bias4, delta_softplus=True)
+            return kernels.cross_merge(ys.view(B, 4, H, Hgt * Wdt), Hgt, Wdt) * torch.nn.functional.silu(z)
 
-    runs["four-way 1D scan (SS2D)"] = four_way
+    # the same-size work of the fastest path there is: Triton on CUDA, torch elsewhere
+    fastest = "triton" if device.type == "cuda" else "torch"
+    name = f"four-way 1D scan (SS2D), {fastest}"
+    runs[name] = functools.partial(four_way, fastest)
     return Case("selective_scan_2d", f"B={B} D={H} N={N} {Hgt}x{Wdt}", runs,
-                ideal_bytes=4 * (4 * B * H * Hgt * Wdt + 2 * B * N * Hgt * Wdt))
+                ideal_bytes=4 * (4 * B * H * Hgt * Wdt + 2 * B * N * Hgt * Wdt), independent=(name,))
 
 
 def selective_scan_2d_tilings(N: int, Hgt: int, Wdt: int) -> list[tuple[int, int]]:
@@ -283,7 +300,8 @@ def companion_kernel_case(B: int, H: int, N: int, L: int, device: torch.device, 
     a = a / a.abs().sum(-1, keepdim=True)
     leaves = [t.requires_grad_(True) for t in (a, b, c)]
     runs = {name: functools.partial(kernels.companion_kernel, *leaves, L, backend=name) for name in backends}
-    runs["torch (series method)"] = functools.partial(kernels.companion_kernel, *leaves, L, method="series")
+    runs["torch (series method)"] = functools.partial(kernels.companion_kernel, *leaves, L, method="series",
+                                                      backend="torch")
     runs["squaring Krylov"] = functools.partial(companion_kernel_squaring, *leaves, L)
     if peers.get("spacetime"):
         for name, fn in spacetime_companion_kernels(peers["spacetime"]).items():

@@ -92,6 +92,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--peer-mamba-ssm", metavar="PATH", help="a state-spaces/mamba checkout (see python -m bench)")
     parser.add_argument("--peer-s4", metavar="PATH", help="a state-spaces/s4 checkout")
     args = parser.parse_args(argv)
+    # the steps run in ROOT: paths given relative to here must not change meaning there
+    args.out = args.out.expanduser().resolve()
+    for key in ("peer_mamba_ssm", "peer_s4"):
+        if getattr(args, key):
+            setattr(args, key, str(pathlib.Path(getattr(args, key)).expanduser().resolve()))
 
     prefix = f"{device_slug()}-{datetime.date.today().isoformat()}"
     args.out.mkdir(parents=True, exist_ok=True)
@@ -121,6 +126,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.all_kernel_tests and time.perf_counter() - start < args.budget_s:
         remaining = max(60.0, args.budget_s + args.op_timeout_s - (time.perf_counter() - start))
         results.append(step("all kernel tests, compiled (tests/kernels)", tests, remaining, logs / "tests-all.txt"))
+    elif args.all_kernel_tests:
+        results.append({"name": "all kernel tests, compiled (tests/kernels)", "rc": "not started (budget)",
+                        "seconds": 0.0, "command": "", "last_line": ""})
     lines = [f"# GPU suite on {prefix}", "", "| step | exit | seconds | last line |", "|---|---|---|---|"]
     lines += [f"| {r['name']} | {r['rc']} | {r['seconds']:.0f} | {r['last_line'][:120].replace('|', '/')} |"
               for r in results]

@@ -94,6 +94,8 @@ def mamba_ssm_selective_scan(checkout: str | pathlib.Path | None, device: torch.
                     f"--peer-mamba-ssm {root}: expected a state-spaces/mamba checkout with "
                     f"{package / 'ops' / 'selective_scan_interface.py'}"
                 )
+            if str(root) not in sys.path:  # an extension built in place (selective_scan_cuda*.so) lies in the root
+                sys.path.insert(0, str(root))
             if "mamba_ssm" not in sys.modules:
                 stub = types.ModuleType("mamba_ssm")
                 stub.__path__ = [str(package)]

@@ -19,10 +19,53 @@ def test_bench_writes_table_and_json(op, tmp_path):
                    "--state", state, "--repeats", "1", "--device", "cpu", "--out", str(out)])
     saved = json.loads(out.read_text())
     assert saved["rows"] == result["rows"] and len(result["rows"]) >= 2
+    assert not [r for r in result["rows"] if "error" in r]
     assert all(r["forward_s"] > 0 and r["forward_backward_s"] > 0 for r in result["rows"])
     assert all(r["peak_bytes"] > 0 and r["peak_bytes_forward_backward"] > 0 for r in result["rows"])
+    if op != "selective_scan_2d_tiles":  # (its torch row is left out: no "torch" in --backends)
+        assert {r["backend"] for r in result["rows"]} >= {"torch", "reference"}
+    checked = [r for r in result["rows"] if "max_rel_diff_vs_torch" in r]
+    assert len(checked) >= len(result["rows"]) - 2 and all(r["max_rel_diff_vs_torch"] < 1e-3 for r in checked)
     table = out.with_suffix(".md").read_text()
-    assert "| fwd ms |" in table and "| fwd peak MiB | fwd+bwd peak MiB |" in table
+    assert "| fwd ms |" in table and "| fwd peak MiB | fwd+bwd peak MiB | max rel. diff vs torch |" in table
+
+
+def test_a_failing_backend_gets_a_row_and_the_others_go_on(tmp_path, monkeypatch):
+    """An out-of-memory error (say) in one backend at one length loses only that row, and the
+    table on disk is rewritten after each length."""
+    import bench.__main__ as entry
+
+    original = entry.CASES["fftconv"]
+
+    def with_a_broken_peer(*args, **kwargs):
+        case = original(*args, **kwargs)
+        case.runs["broken peer"] = lambda: (_ for _ in ()).throw(RuntimeError("CUDA out of memory | really"))
+        return case
+
+    monkeypatch.setitem(entry.CASES, "fftconv", with_a_broken_peer)
+    saved = []
+    monkeypatch.setattr(entry, "markdown", lambda result, _md=entry.markdown: saved.append(len(result["rows"])) or _md(result))
+    out = tmp_path / "r.json"
+    result = main(["--op", "fftconv", "--lengths", "8", "12", "--channels", "2", "--batch", "1", "--repeats", "1",
+                   "--device", "cpu", "--backends", "torch", "--out", str(out)])
+    broken = [r for r in result["rows"] if r["backend"] == "broken peer"]
+    assert len(broken) == 2 and all(r["error"].startswith("RuntimeError: CUDA out of memory") for r in broken)
+    assert [r["backend"] for r in result["rows"]].count("torch") == 2
+    assert saved[:2] == [2, 4]  # written after the first length, then after the second
+    assert "| broken peer | failed: RuntimeError: CUDA out of memory / really |" in out.with_suffix(".md").read_text()
+
+
+def test_forward_backward_starts_each_call_from_no_gradients():
+    from bench.__main__ import autograd_leaves, forward_backward
+
+    x = torch.randn(5, requires_grad=True)
+    w = torch.randn(5, requires_grad=True)
+    step = forward_backward(lambda: (x * w).exp())
+    step()
+    first = x.grad.clone()
+    step()
+    torch.testing.assert_close(x.grad, first)  # not 2 * first
+    assert {id(t) for t in autograd_leaves((x * w).sum())} == {id(x), id(w)}
 
 
 def test_peer_checkout_path_is_checked(tmp_path):
@@ -42,14 +85,17 @@ def test_mamba_ssm_peer_loads_only_the_interface_module(tmp_path, monkeypatch):
     ops = tmp_path / "mamba_ssm" / "ops"
     ops.mkdir(parents=True)
     (tmp_path / "mamba_ssm" / "__init__.py").write_text("raise ImportError('the package init must not run')\n")
+    (tmp_path / "built_in_place_ext.py").write_text("BUILT = True\n")  # as selective_scan_cuda*.so is
     (ops / "selective_scan_interface.py").write_text(
+        "import built_in_place_ext\n"
         "selective_scan_cuda = None\n"
         "def selective_scan_fn(*args, **kwargs):\n    raise AssertionError('no CUDA here')\n"
         "def selective_scan_ref(u, *args, **kwargs):\n    return 2 * u\n"
     )
     for name in [m for m in sys.modules if m == "mamba_ssm" or m.startswith("mamba_ssm.")]:
         monkeypatch.delitem(sys.modules, name)
-    name, fn = mamba_ssm_selective_scan(tmp_path, torch.device("cpu"))
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    name, fn = mamba_ssm_selective_scan(tmp_path, torch.device("cpu"))  # the checkout root is importable
     assert name == "mamba_ssm selective_scan_ref" and torch.equal(fn(torch.ones(2)), torch.full((2,), 2.0))
     for name in [m for m in sys.modules if m == "mamba_ssm" or m.startswith("mamba_ssm.")]:
         monkeypatch.delitem(sys.modules, name)
@@ -66,6 +112,16 @@ def test_gpu_suite_runs_each_step_and_writes_a_summary(tmp_path):
     assert "| cross_scan | 0 |" in text and "--op cross_scan --lengths 16" in text
     rows = json.loads(next(tmp_path.glob("*-cross_scan.json")).read_text())["rows"]
     assert [r["backend"] for r in rows] == ["torch"]
+
+
+def test_gpu_suite_reads_relative_paths_from_where_it_is_called(tmp_path, monkeypatch):
+    from bench.gpu_suite import main as suite
+
+    monkeypatch.chdir(tmp_path)
+    suite(["--out", "here", "--ops", "cross_scan", "--no-tests", "--lengths", "16", "--backends", "torch",
+           "--repeats", "1", "--all-kernel-tests", "--budget-s", "0"])
+    summary = next((tmp_path / "here").glob("*-gpu-suite.md")).read_text()
+    assert "| all kernel tests, compiled (tests/kernels) | not started (budget) |" in summary
 
 
 MiB = 2**20
