@@ -66,7 +66,11 @@ class SpaceTime(nn.Module):
 
     where ℓ is ``aux_loss`` (SpaceTime: RMSE) and z the encoder output; unlike the reference
     code they are used in every epoch; a window too short to score (lag <= burn_in) gives an
-    empty ``aux``. ``aux_losses=False`` makes ``forward`` return the forecast alone;
+    empty ``aux``. The reference's lag term has one pair more, head(y_open)[lag-1] against
+    series[lag], the first value after the window: that prediction is the forecast's first
+    step, which the horizon loss already scores, and the model is not given the future (nor
+    do the data hold it for series that are inputs only), so here the term stops at the
+    window's end: lag - burn_in pairs instead of lag - burn_in + 1. ``aux_losses=False`` makes ``forward`` return the forecast alone;
     :meth:`forecast` takes any horizon.
 
     Args:
