@@ -69,8 +69,12 @@ class S5(nn.Module):
     - ``conj_sym=True``: every conjugate pair of modes is stored once (m = P/2) and s = 2;
       otherwise m = P and s = 1.
     - Init, block-diagonal with J = ``blocks`` blocks of size P/J: Λ is the block spectrum
-      tiled J times, B = V⁻¹ B₀ and C = C₀ V with V = blockdiag(V_blk), B₀ lecun-normal
-      (P, H) and C₀ per ``C_init`` (``complex_normal`` draws C directly, without V).
+      tiled J times, B = V⁻¹ B₀ and C = C₀ V with V = blockdiag(V_blk), B₀ real (P, H) and
+      C₀ complex (H, P) per ``C_init`` (``complex_normal`` draws C directly, without V).
+      The draws are S5's: JAX's ``lecun_normal`` (a normal truncated at ±2σ with variance
+      1/fan_in, fan_in the second-to-last axis times any leading ones) on B₀'s (P, H), so
+      variance 1/P, and on C₀'s real and imaginary parts as an (H, P, 2) array, so variance
+      1/(P·H) each.
       ``init="hippo_n"``: V_blk diagonalizes the normal part of HiPPO-LegS (unitary).
       ``init="ptd"``: V_blk from ``ssm.hippo.ptd_legs`` (needs ``conj_sym=False``).
     - ``clip_eigs``: Re Λ is clamped to <= -1e-4 when used (stable for unbounded lengths).
@@ -88,8 +92,9 @@ class S5(nn.Module):
         conj_sym: store conjugate pairs once (not possible with ``ptd``).
         disc: "zoh" or "bilinear".
         bidirectional, clip_eigs, dt_min, dt_max: as above.
-        C_init: "lecun_normal", "trunc_standard_normal" (a lecun-normal draw per row, which is
-            the same distribution) or "complex_normal" (Re, Im ~ N(0, 1/2)).
+        C_init: "lecun_normal" (Re, Im of C₀ each of variance 1/(P·H), see above),
+            "trunc_standard_normal" (a lecun-normal draw per row of C₀: variance 1/P each) or
+            "complex_normal" (C itself, Re, Im ~ N(0, 1/2)).
         lr: the SSM learning rate (S5's ``ssm_lr``) for Λ ("A"), Δ ("dt") and B ("B"), with
             weight decay 0: a float, None (global lr), 0 (frozen) or a dict with those keys.
         opt_config: where B, C and D go (S5's ``opt_config``): "standard" (B as above; C, D
@@ -152,11 +157,13 @@ class S5(nn.Module):
         V = torch.block_diag(*[V_blk] * self.blocks)  # (P, m)
         Vinv = torch.block_diag(*[Vinv_blk] * self.blocks)  # (m, P)
         self.n_modes = Lam.shape[0]
-        B = Vinv @ lecun_normal(P, H, fan_in=H).to(torch.complex128)  # (m, H)
+        B = Vinv @ lecun_normal(P, H, fan_in=P).to(torch.complex128)  # (m, H)
         if self.C_init == "complex_normal":
             C = torch.randn(self.channels, H, self.n_modes, dtype=torch.complex128)
-        else:
-            C = lecun_normal(self.channels, H, P, fan_in=P).to(torch.complex128) @ V
+        else:  # one (H, P, 2) draw per C, or one (1, P, 2) draw per row
+            fan_in = P * H if self.C_init == "lecun_normal" else P
+            C0 = torch.view_as_complex(lecun_normal(self.channels, H, P, 2, fan_in=fan_in))
+            C = C0 @ V
         log_dt = torch.rand(self.n_modes) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
 
         register(self, "Lambda_real", Lam.real.float().contiguous(), ssm_lr(lr, "A"))
