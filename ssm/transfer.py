@@ -198,7 +198,7 @@ def layer_transfer(layer, omega: torch.Tensor, chunk: int = 1024) -> torch.Tenso
             Rc = 1.0 / (s[None, :] - lam.conj()[:, None])
             G = torch.einsum("hn,nw,nk->hkw", C0, R, B) + torch.einsum("hn,nw,nk->hkw", C0.conj(), Rc, B.conj())
         else:
-            w = (C[0] * B * (1.0 if layer.conjugate_pairs else 0.5)).unsqueeze(-1)  # (H, n, 1)
+            w = (C[0] * B).unsqueeze(-1)  # (H, n, 1)
             lam_ = lam.expand(w.shape[:-1]).unsqueeze(-1)
             G = (w / (s - lam_) + w.conj() / (s - lam_.conj())).sum(-2)
         out.append(G)

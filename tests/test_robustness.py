@@ -112,7 +112,7 @@ def test_layer_transfer_of_diagonal_layers_is_the_fourier_transform_of_the_kerne
     torch.manual_seed(1)
     layer = make().double()
     _, A, B, C = (t.detach().to(torch.complex128) for t in layer.continuous())
-    scale = 2.0 if layer.conjugate_pairs else 1.0
+    scale = 2.0  # 2 Re: S4D's conjugate pairs, and S4-PTD's all-mode sum as its paper's code takes it
     t = torch.linspace(0, 60, 600001, dtype=torch.float64)
     omega = torch.tensor([0.0, 0.7, 3.0], dtype=torch.float64)
     for h in range(2):

@@ -107,10 +107,9 @@ class S4D(DiagonalSSM):
     def modes(self, L: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         dt, A, B, C = self.continuous()
         x, B_bar = discretize(dt.unsqueeze(-1), A, B, self.disc)
-        v = C * B_bar
-        # The base class sums 2 Re(v e^{xl}): right for one stored mode per conjugate pair;
-        # when every state is its own mode, each must count once.
-        return (v if self.conjugate_pairs else v / 2), x
+        # The base class sums 2 Re(v e^{xl}): one stored mode per conjugate pair (S4D), and
+        # S4-PTD's 2 Re over all its N modes, as in its paper's code.
+        return C * B_bar, x
 
     def extra_repr(self) -> str:
         tied = f", n_ssm={self.n_ssm}" if self.n_ssm != self.d_model else ""

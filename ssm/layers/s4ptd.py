@@ -21,9 +21,11 @@ class S4PTD(S4D):
 
     so that at initialization Re(C (zI - A)⁻¹ B) = C₀ (zI - A_LegS - E)⁻¹ B_LegS, the
     transfer function of the perturbed LegS system. The spectrum of a complex E is not
-    conjugate-closed, so every one of the N states is its own mode and the kernel is
+    conjugate-closed, so every one of the N states is its own mode, and the kernel is the
+    S4D kernel with 2·Re over all of them, as in the S4-PTD code (twice the perturbed LegS
+    system's kernel at initialization; C is learned, so only its starting scale depends on it):
 
-        K_l = Re sum_{n<N} C_n B̄_n Ā_n^l,   l = 0 .. L-1
+        K_l = 2 Re sum_{n<N} C_n B̄_n Ā_n^l,   l = 0 .. L-1
 
     with the discretization of :class:`ssm.S4D` (``zoh`` or ``bilinear``) and Δ per channel.
     Everything after the starting point is S4D's (``init`` reads "ptd"): A is parameterized

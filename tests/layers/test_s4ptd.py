@@ -1,5 +1,5 @@
-"""ssm.S4PTD against the sequential recurrence of its N complex modes and the perturbed LegS
-system it is built from."""
+"""ssm.S4PTD against the sequential recurrence of its N complex modes, read out with 2·Re as in
+the S4-PTD code, and the perturbed LegS system it is built from."""
 
 import pytest
 import torch
@@ -38,8 +38,8 @@ def test_forward_and_kernel_match_recurrence_of_all_n_modes(disc, N, L):
     Abar, Bbar, C = discretize(layer)
     assert Abar.shape == (H, N) and C.shape == (1, H, N)
     x = torch.randn(2, L, H, dtype=F64)
-    assert_close(layer(x), diagonal_recurrence(Abar, Bbar, C[0], x, layer.D.detach(), scale=1.0))
-    assert_close(layer.kernel(L), kernel_by_powers(Abar, Bbar, C[0], L, scale=1.0))
+    assert_close(layer(x), diagonal_recurrence(Abar, Bbar, C[0], x, layer.D.detach(), scale=2.0))
+    assert_close(layer.kernel(L), kernel_by_powers(Abar, Bbar, C[0], L, scale=2.0))
 
 
 def test_bidirectional_adds_the_anticausal_recurrence():
@@ -47,8 +47,8 @@ def test_bidirectional_adds_the_anticausal_recurrence():
     layer = ssm.S4PTD(H, d_state=6, bidirectional=True).double()
     Abar, Bbar, C = discretize(layer)
     x = torch.randn(2, 21, H, dtype=F64)
-    expected = diagonal_recurrence(Abar, Bbar, C[0], x, layer.D.detach(), scale=1.0)
-    expected = expected + backward_recurrence(Abar, Bbar, C[1], x, scale=1.0)
+    expected = diagonal_recurrence(Abar, Bbar, C[0], x, layer.D.detach(), scale=2.0)
+    expected = expected + backward_recurrence(Abar, Bbar, C[1], x, scale=2.0)
     assert_close(layer(x), expected)
     assert layer.kernel(21).shape == (2, H, 21)
 
@@ -112,7 +112,8 @@ def test_gradients_and_errors():
 # As in test_s4d.py: the reference reads the raw parameters (log_dt, log_A_real, A_imag, B, C,
 # D), forms Δ = exp(log_dt), A = -exp(log_A_real) + i A_imag, discretizes by the math reference
 # (ZOH: matrix exponential of [[ΔA, ΔB], [0, 0]]; bilinear: the explicit formulas) and runs the
-# sequential recurrence of all N modes with output Re(C x) (every mode counted once).
+# sequential recurrence of all N modes with output 2 Re(C x) (math.md §5.2: the S4D kernel with
+# 2·Re, as the S4-PTD code computes it).
 
 PTD = {"rel_size": 0.1, "seed": 1, "complex_perturbation": True}  # a non-default ptd_legs setting
 
@@ -124,9 +125,9 @@ def reference_forward(params, x, disc):
     B = torch.view_as_complex(params["B"])
     C = torch.view_as_complex(params["C"])
     Abar, Bbar = (zoh_by_matrix_exp if disc == "zoh" else bilinear_explicit)(dt, A, B)
-    y = diagonal_recurrence(Abar, Bbar, C[0], x, params["D"], scale=1.0)
+    y = diagonal_recurrence(Abar, Bbar, C[0], x, params["D"], scale=2.0)
     if C.shape[0] == 2:
-        y = y + backward_recurrence(Abar, Bbar, C[1], x, scale=1.0)
+        y = y + backward_recurrence(Abar, Bbar, C[1], x, scale=2.0)
     return y
 
 
