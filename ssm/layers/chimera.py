@@ -20,7 +20,11 @@ for the inputs, as in Mamba), a learned coupling c (E, N) through which each var
 the time state of the previous one, and Δ, B, C computed from x at every (v, t). With
 constant parameters the map is shift-invariant in both axes, i.e. a 2D causal convolution.
 Assumptions: A₂-to-time feedback is zero (which makes the cost two 1D scans, linear in
-V·T); the coupling enters the variate state with the variate step Δ₂.
+V·T); the coupling enters the variate state with the variate step Δ₂. A third-party
+paraphrase of the paper's method section says the time state also weighs "past
+cross-variable information" (a nonzero variate-to-time term, the full Roesser form), that
+A₁ is structured so as to recover autoregressive processes, and mentions no seasonal lag;
+we could not read the equations themselves, so these stay open.
 
 **Heads.** The trend head has lag τ = 1 and small time steps (Δ₁ log-uniform in
 [1e-3, 1e-1] at init: slow, long memory); the seasonal head has lag τ = ``period`` (its
