@@ -479,13 +479,14 @@ def randomize_(module, seed):
 
 
 @pytest.mark.parametrize("H, W", [(5, 3), (4, 7), (6, 4)])
-def test_downsample_is_layernorm_then_zero_padded_2x2_stride_2_convolution(H, W):
-    """Guards Downsample: LayerNorm, zero padding at the bottom/right for odd sizes, 2x2 stride-2 conv."""
+def test_downsample_is_zero_padded_2x2_stride_2_convolution_then_layernorm(H, W):
+    """Guards Downsample (VMamba's current one): zero padding at the bottom/right for odd sizes,
+    2x2 stride-2 conv, then LayerNorm over the output channels."""
     from ssm.models.image import Downsample
 
     layer = randomize_(Downsample(3, 5).double(), 16)
     x = torch.randn(2, H, W, 3, dtype=torch.float64)
-    expected = conv_by_loops(pad_bottom_right(affine_norm(x, layer.norm), 2), layer.conv.weight, layer.conv.bias, 2)
+    expected = affine_norm(conv_by_loops(pad_bottom_right(x, 2), layer.conv.weight, layer.conv.bias, 2), layer.norm)
     out = layer(x)
     assert out.shape == (2, -(-H // 2), -(-W // 2), 5)
     torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
@@ -513,8 +514,8 @@ def image_classifier_by_hand(net, image, prenorm, pooling):
     for stage in net.stages:
         for module in stage:
             if isinstance(module, Downsample):
-                h = pad_bottom_right(affine_norm(h, module.norm), 2)
-                h = conv_by_loops(h, module.conv.weight, module.conv.bias, 2)
+                h = conv_by_loops(pad_bottom_right(h, 2), module.conv.weight, module.conv.bias, 2)
+                h = affine_norm(h, module.norm)
             else:
                 assert isinstance(module, ImageBlock)
                 h = image_block_by_hand(module, h, prenorm)

@@ -83,18 +83,19 @@ class ImageBlock(nn.Module):
 
 
 class Downsample(nn.Module):
-    """(B, H, W, C) -> (B, ⌈H/2⌉, ⌈W/2⌉, C_out): LayerNorm, then a 2×2 convolution of stride 2
-    (zero padding at the bottom / right edge for odd sizes)."""
+    """(B, H, W, C) -> (B, ⌈H/2⌉, ⌈W/2⌉, C_out): a 2×2 convolution of stride 2 (zero padding at
+    the bottom / right edge for odd sizes), then LayerNorm(C_out), as VMamba's current
+    downsampling (``_make_downsample``) does."""
 
     def __init__(self, dim: int, dim_out: int) -> None:
         super().__init__()
-        self.norm = nn.LayerNorm(dim)
         self.conv = nn.Conv2d(dim, dim_out, 2, stride=2)
+        self.norm = nn.LayerNorm(dim_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.norm(x).permute(0, 3, 1, 2)
+        x = x.permute(0, 3, 1, 2)
         x = F.pad(x, (0, x.shape[-1] % 2, 0, x.shape[-2] % 2))
-        return self.conv(x).permute(0, 2, 3, 1)
+        return self.norm(self.conv(x).permute(0, 2, 3, 1))
 
 
 class ImageClassifier(nn.Module):
