@@ -112,6 +112,9 @@ class ImageClassifier(nn.Module):
 
     The arguments shared with :class:`ssm.SequenceClassifier` (n_layers, norm, prenorm,
     dropout, pooling) mean the same, so an LRA experiment config drives either model.
+    Every ``nn.Linear`` of the model (the mixers' in/out projections, the MLPs, the head)
+    starts from a normal of std 0.02 truncated at ±2 and a zero bias, as VMamba's and MaIR's
+    backbones re-initialize theirs (the selective-scan parameters keep their own inits).
 
     Args:
         d_model: width of the first stage.
@@ -196,6 +199,11 @@ class ImageClassifier(nn.Module):
             self.stages.append(stage)
         self.norm = ImageNorm(norm, dim) if prenorm else nn.Identity()
         self.head = nn.Linear(dim, d_output)
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.trunc_normal_(module.weight, std=0.02)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
 
     def _as_image(self, x: torch.Tensor) -> torch.Tensor:
         """Inputs -> (B, H, W, channels_in)."""

@@ -285,6 +285,20 @@ def test_image_classifier_shapes_inputs_and_training_step(cls):
         assert shifts == [False, True, False, True]
 
 
+def test_image_classifier_starts_its_linears_as_vmamba_does():
+    """Every nn.Linear: truncated normal of std 0.02, zero bias (VMamba's and MaIR's
+    _init_weights); the selective-scan parameters keep their own inits (Δ bias in range)."""
+    torch.manual_seed(3)
+    net = ssm.ImageClassifier(64, 2, functools.partial(ssm.SS2D, d_state=4), 10, (8, 8), d_input=1, mlp_ratio=2.0)
+    linears = [m for m in net.modules() if isinstance(m, nn.Linear)]
+    assert len(linears) == 2 * 2 + 2 * 2 + 1  # in/out projections, MLPs, head
+    for m in linears:
+        assert m.weight.std().item() == pytest.approx(0.02, rel=0.15) and m.weight.abs().max() <= 2.0
+        assert m.bias is None or not m.bias.any()
+    dt = F.softplus(net.stages[0][0].mixer.ssm.dt_projs_bias)
+    assert 1e-4 <= dt.min().item() and dt.max().item() <= 0.1 + 1e-6
+
+
 def test_image_classifier_tokens_postnorm_last_pooling():
     net = ssm.ImageClassifier(8, 2, functools.partial(ssm.SS2D, d_state=2), 3, (4, 4), n_tokens=256, norm="batch",
                               prenorm=False, pooling="last")
