@@ -55,6 +55,54 @@ def test_a_failing_backend_gets_a_row_and_the_others_go_on(tmp_path, monkeypatch
     assert "| broken peer | failed: RuntimeError: CUDA out of memory / really |" in out.with_suffix(".md").read_text()
 
 
+def test_relative_difference_and_reference_names():
+    from bench.__main__ import is_reference, relative_difference
+
+    x = 100 * torch.randn(4, 3)
+    assert relative_difference(2 * x, x) == pytest.approx(1.0)  # relative to max |x|, not absolute
+    assert relative_difference(torch.zeros(2, 3), torch.zeros(3, 2)) == float("inf")  # a layout mix-up shows
+    assert relative_difference(torch.zeros(0, 3), torch.zeros(0, 3)) == 0.0
+    assert is_reference("reference") and is_reference("mamba_ssm selective_scan_ref") and not is_reference("torch")
+
+
+def test_error_rows_have_every_column_and_peer_references_are_capped(monkeypatch):
+    import bench.__main__ as entry
+
+    result = {"device": "cpu", "torch": "x", "date": "d", "rows": [
+        dict(op="o", shape="s", backend="b", error="RuntimeError: boom")]}
+    row = entry.markdown(result).splitlines()[4]
+    assert row.count("|") == entry.HEADER.count("|")
+    original = entry.CASES["fftconv"]
+
+    def with_a_peer_reference(*args, **kwargs):
+        case = original(*args, **kwargs)
+        case.runs["peer selective_scan_ref"] = case.runs["torch"]
+        return case
+
+    monkeypatch.setitem(entry.CASES, "fftconv", with_a_peer_reference)
+    monkeypatch.setitem(entry.REFERENCE_MAX_L_BY_OP, "fftconv", 10)
+    result = main(["--op", "fftconv", "--lengths", "8", "12", "--channels", "2", "--batch", "1", "--repeats", "1",
+                   "--device", "cpu", "--backends", "torch"])
+    assert [r["backend"] for r in result["rows"]] == ["torch", "peer selective_scan_ref", "torch"]
+
+
+def test_the_s4d_layer_case_runs_each_backend_on_its_own_path(monkeypatch):
+    import kernels._dispatch as dispatch
+    from bench.cases import s4d_case
+
+    seen = []
+    select = dispatch.select_backend
+    monkeypatch.setattr(dispatch, "select_backend", lambda op, impls, backend, *a: seen.append(
+        (op, backend or dispatch._forced_backend.get())) or select(op, impls, backend, *a))
+    for module in ("kernels.vandermonde", "kernels.fftconv"):
+        monkeypatch.setattr(sys.modules[module], "select_backend", dispatch.select_backend)
+    case = s4d_case(1, 2, 4, 8, device=torch.device("cpu"), backends=["torch", "reference"], peers={})
+    for name, run in case.runs.items():
+        seen.clear()
+        run()
+        assert {backend for _, backend in seen} == {name}, (name, seen)
+
+
 def test_forward_backward_starts_each_call_from_no_gradients():
     from bench.__main__ import autograd_leaves, forward_backward
 
@@ -115,13 +163,21 @@ def test_gpu_suite_runs_each_step_and_writes_a_summary(tmp_path):
 
 
 def test_gpu_suite_reads_relative_paths_from_where_it_is_called(tmp_path, monkeypatch):
-    from bench.gpu_suite import main as suite
+    import bench.gpu_suite as gpu_suite
 
     monkeypatch.chdir(tmp_path)
-    suite(["--out", "here", "--ops", "cross_scan", "--no-tests", "--lengths", "16", "--backends", "torch",
-           "--repeats", "1", "--all-kernel-tests", "--budget-s", "0"])
+    gpu_suite.main(["--out", "here", "--ops", "cross_scan", "--no-tests", "--lengths", "16", "--backends", "torch",
+                    "--repeats", "1", "--all-kernel-tests", "--budget-s", "0"])
     summary = next((tmp_path / "here").glob("*-gpu-suite.md")).read_text()
     assert "| all kernel tests, compiled (tests/kernels) | not started (budget) |" in summary
+    commands = []
+    monkeypatch.setattr(gpu_suite, "step", lambda name, command, *a: commands.append(command) or
+                        {"name": name, "rc": 0, "seconds": 0.0, "command": "", "last_line": ""})
+    gpu_suite.main(["--out", "there", "--ops", "selective_scan", "s4d_kernel", "--no-tests", "--lengths", "16",
+                    "--peer-mamba-ssm", "mamba", "--peer-s4", "s4"])  # the steps run in the repository root
+    flat = [arg for command in commands for arg in command]
+    assert str(tmp_path / "mamba") in flat and str(tmp_path / "s4") in flat
+    assert any(arg.startswith(str(tmp_path / "there")) for arg in flat)
 
 
 MiB = 2**20

@@ -490,6 +490,10 @@ def test_downsample_is_zero_padded_2x2_stride_2_convolution_then_layernorm(H, W)
     out = layer(x)
     assert out.shape == (2, -(-H // 2), -(-W // 2), 5)
     torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
+    fresh = Downsample(3, 5)  # the norm is over the 5 output channels, with its own scale and shift
+    assert fresh.norm.normalized_shape == (5,) and fresh.norm.elementwise_affine
+    y = fresh(torch.randn(2, H, W, 3))
+    torch.testing.assert_close(y.mean(-1), torch.zeros(y.shape[:-1]), atol=1e-5, rtol=0)
 
 
 def image_block_by_hand(block, x, prenorm):

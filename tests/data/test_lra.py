@@ -268,6 +268,9 @@ def test_rgb_images_are_pixel_major_sequences_normalized_per_channel(tmp_path):
     torch.testing.assert_close(x, (raw - torch.tensor(mean)) / torch.tensor(std))
     assert len(splits["val"]) == 4 and splits["train"][0][0].shape == (1024, 3)
     assert image_splits(tmp_path, n_val=4)["test"][2][0].shape == (1024, 1)
+    for shape in ((2, 1, 32, 32), (2, 4, 32, 32), (2, 32, 32, 3)):  # not (n, H, W) nor (n, 3, H, W) planes
+        with pytest.raises(ValueError, match="expected images"):
+            ImageDataset(np.zeros(shape, dtype=np.uint8), [0, 1])
 
 
 def test_split_train_val_deterministic_disjoint_and_matches_random_split():

@@ -320,6 +320,17 @@ def test_split_indices_are_s4s_random_split_with_seed_42(n):
     assert split_indices(n) == tuple(list(part) for part in parts)
 
 
+def test_settings_at_256_are_the_documented_ones_and_the_generator_defaults():
+    """experiments.md §3.2: margin [3], thickness 2, marker 5, continuity 1.8, contrast 1.0 and a
+    budget of 30; padding 22, seed distance 27, paddle length 5 and paddle contrast 1 from the
+    generator's defaults."""
+    from ssm.data.pathfinder_draw import PARAMS
+
+    p = PARAMS[256]
+    assert (p.paddle_margins, p.padding, p.paddle_length, p.paddle_thickness, p.marker_radius) == ((3,), 22, 5.0, 2.0, 5.0)
+    assert (p.seed_distance, p.continuity, p.distractor_budget, p.snake_contrast, p.paddle_contrast) == (27.0, 1.8, 30, 1.0, 1.0)
+
+
 @pytest.mark.parametrize("resolution, counts", [(32, (10, 6, 5)), (64, (11, 7, 5)), (128, (17, 11, 8)),
                                                 (256, (15, 10, 7))])
 def test_distractor_count_follows_the_difficulty(resolution, counts):

@@ -328,13 +328,19 @@ def test_an_empty_scan_gives_every_input_a_zero_gradient(backend, with_h0, sizes
     Bsz, Dm, N, L = sizes
     assert out.shape == (Bsz, Dm, L) and last.shape == (Bsz, Dm, N)
     inputs = [t for t in args if t is not None]
-    grads = torch.autograd.grad(out.sum() + last.sum(), inputs)
+    grads = torch.autograd.grad(out.sum() + last.sum(), inputs, retain_graph=True)
     for name, t, g in zip("u delta A B C D z delta_bias h0".split(), args, grads):
         assert g.shape == t.shape
         if name != "h0":
             assert not g.any(), name
     if with_h0:
         assert torch.all(grads[-1] == 1)
+    for which, result in (("out", out), ("last", last)):  # each output alone ties every input in
+        alone = torch.autograd.grad(result.sum(), inputs, retain_graph=True)
+        for name, t, g in zip("u delta A B C D z delta_bias h0".split(), args, alone):
+            assert g.shape == t.shape, (which, name)
+            if not (which == "last" and name == "h0"):
+                assert not g.any(), (which, name)
 
 
 @pytest.mark.parametrize("backend", ["torch", "reference"])

@@ -265,10 +265,12 @@ def test_empty_sizes_give_every_input_a_gradient(backend, sizes):
     softplus = x.pop("dt_softplus")
     x = {k: v.requires_grad_(True) for k, v in x.items()}
     y, h = selective_state_update(**x, dt_softplus=softplus, backend=backend)
-    grads = torch.autograd.grad(y.sum() + h.sum(), list(x.values()))
+    grads = torch.autograd.grad(y.sum() + h.sum(), list(x.values()), retain_graph=True)
     assert all(g.shape == t.shape for g, t in zip(grads, x.values()))
     if sizes[0] * sizes[1] == 0:
         assert not any(g.any() for g in grads)
+    alone = torch.autograd.grad(h.sum(), list(x.values()))  # the state alone (empty when N = 0)
+    assert all(g.shape == t.shape and not g.any() for g, t in zip(alone, x.values()))
 
 
 def test_bad_types_and_backends_are_rejected():

@@ -266,6 +266,13 @@ def test_softmax_kernel_does_not_change_the_length_step_normalizes_over():
 def test_softmax_empty_sequence_gives_an_empty_output():
     layer = ssm.DSS(H, d_state=N, variant="softmax")
     assert layer(torch.randn(2, 0, H)).shape == (2, 0, H)
+    with pytest.raises(RuntimeError, match="length"):  # an empty forward gives no length to step with
+        layer.step(torch.randn(2, H), layer.init_state(2))
+    x = torch.randn(2, 6, H)
+    with torch.no_grad():
+        expected = layer(x)
+        layer(x[:, :0])  # nor does it replace the last one
+        assert_close(run_steps(layer, x), expected, dtype=torch.float32)
 
 
 def test_softmax_step_without_any_length_raises():

@@ -383,7 +383,7 @@ def tied(params, d_model):
     return {**params, **{k: params[k][rows] for k in ("log_A_real", "A_imag", "B")}}
 
 
-@pytest.mark.parametrize("n_ssm", [1, 2, 6])
+@pytest.mark.parametrize("n_ssm", [1, 2, 3, 6])  # 3: two tiles, as the image config's 512 / 2
 @pytest.mark.parametrize("disc", DISCS)
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_tied_ssm_copies_match_the_reference_forward_and_gradients(n_ssm, disc, bidirectional):

@@ -187,8 +187,31 @@ def test_robustness_experiment_is_the_ptd_protocol(tmp_path, model):
         if ids & C_ids:
             assert ids == C_ids and (group.get("lr"), group["weight_decay"]) == (0.004, 0.05)
     assert (cfg.optimizer.lr, cfg.trainer.max_epochs, cfg.scheduler.interval) == (0.01, 100, "epoch")
+    assert (cfg.seed, cfg.model.d_model, cfg.model.dropout, cfg.model.pooling) == (2222, 128, 0.1, "mean")
+    assert net.encoder.out_features == 128 and not net.backbone.blocks[0].prenorm
+    for block in net.backbone.blocks:  # Δ is frozen, so its starting range is the final one
+        dt = block.layer.log_dt.exp()
+        assert 1e-3 - 1e-9 <= dt.min().item() and dt.max().item() <= 0.1 + 1e-9
     assert (cfg.scheduler.warmup_steps, cfg.scheduler.total_steps) == (0, 100)
     assert dict(cfg.task.test_noise) == {"frequency": 325.4, "amplitude": 0.1}
+
+
+def test_default_scheduler_holds_its_floor_past_the_end_and_counts_after_the_warmup():
+    cfg = compose_config("experiment=lra/text")
+    assert cfg.scheduler.after_total == "hold" and cfg.scheduler.warmup_prefix is True
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    factor = hydra.utils.instantiate(cfg.scheduler)(optimizer, total_steps=3000).lr_lambdas[0]
+    assert factor(3000) == factor(4500) == pytest.approx(0.0, abs=1e-12)
+    warmup = cfg.scheduler.warmup_steps
+    assert factor(warmup) == pytest.approx(1.0)
+
+
+def test_image_data_module_refuses_a_non_boolean_grayscale(tmp_path):
+    from ssm.training.data.lra import ImageDataModule
+
+    for bad in ("false", 0):
+        with pytest.raises(ValueError, match="grayscale"):
+            ImageDataModule(tmp_path, grayscale=bad)
 
 
 def test_s4ptd_text_trains_past_its_schedule_as_the_paper_config_does():

@@ -185,6 +185,20 @@ def test_wandb_is_online_with_a_netrc_login_for_the_host_wandb_uses(clean_env, m
     assert resolve_wandb_mode("auto") == "online"
 
 
+def test_wandb_host_falls_back_when_the_url_is_empty_or_wandb_is_missing(clean_env, monkeypatch):
+    import sys
+
+    import wandb
+
+    from ssm.training.loggers import wandb_host
+
+    monkeypatch.setenv("WANDB_BASE_URL", "")  # empty: not set
+    assert wandb_host() == urlparse(wandb.Settings().base_url).hostname
+    monkeypatch.delenv("WANDB_BASE_URL")
+    monkeypatch.setitem(sys.modules, "wandb", None)  # wandb cannot be imported: its historical default
+    assert wandb_host() == "api.wandb.ai"
+
+
 def test_the_chosen_mode_becomes_wandbs_process_setting(clean_env, monkeypatch):
     """An offline run exports WANDB_MODE=offline, so that wandb's own threads stay off the
     network too; a later decision still sees the user's setting, not the exported one."""
