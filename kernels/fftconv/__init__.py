@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from kernels._dispatch import select_backend
+from kernels._empty import with_zero_grads
 from kernels.fftconv.pytorch import fftconv_torch
 from kernels.fftconv.reference import fftconv_reference
 
@@ -61,8 +62,7 @@ def fftconv(
         raise TypeError(f"fftconv: D must be a real floating-point tensor, got {D.dtype}")
     fn = select_backend("fftconv", _IMPLEMENTATIONS, backend, u, k, *(() if D is None else (D,)))
     if u.numel() == 0:  # an empty batch or sequence: nothing to transform; zero gradients for all
-        out = u * 0 + (k.sum() * 0).to(u.dtype)
-        return out if D is None else out + (D.sum() * 0).to(u.dtype)
+        return with_zero_grads(torch.zeros_like(u), u, k, D)
     return fn(u, k, D)
 
 

@@ -75,12 +75,14 @@ def selective_scan(
     """
     u, delta, A, B, C, D, z, delta_bias, h0 = _canonical(u, delta, A, B, C, D, z, delta_bias, h0)
     fn = select_backend("selective_scan", _IMPLEMENTATIONS, backend, u, delta, A, B, C, D, z, delta_bias, h0)
-    if u.numel() == 0:  # an empty batch, channel set or sequence: the loop has nothing to do
-        fn = _IMPLEMENTATIONS["reference"]
-    out, last = fn(u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus), h0)
-    if u.numel() == 0:  # zero gradients, not none, for the inputs an empty scan never reads
+    if u.numel() == 0:
+        # an empty batch, channel set or sequence: the loop has nothing to do, and the inputs
+        # it never reads get zero gradients, not none
+        out, last = _IMPLEMENTATIONS["reference"](u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus), h0)
         inputs = (u, delta, A, B, C, D, z, delta_bias, h0)
         out, last = with_zero_grads(out, *inputs), with_zero_grads(last, *inputs)
+    else:
+        out, last = fn(u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus), h0)
     return (out, last) if return_last_state else out
 
 
