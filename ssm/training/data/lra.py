@@ -31,7 +31,7 @@ class _SplitsDataModule(ClassificationDataModule):
         self._locate()
 
     def prepare_data(self) -> None:
-        self._locate()
+        self.check_files()
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None:
