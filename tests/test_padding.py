@@ -16,11 +16,21 @@ LAYERS = {
     "S4D bidirectional": functools.partial(ssm.S4D, d_state=8, bidirectional=True),
     "S5 bidirectional": functools.partial(ssm.S5, d_state=8, bidirectional=True),
     "DSS bidirectional": functools.partial(ssm.DSS, d_state=8, bidirectional=True),
+    "DSS softmax": functools.partial(ssm.DSS, d_state=8, variant="softmax"),
+    "DSS softmax bidirectional, growing modes": lambda d: growing_softmax_dss(d),
     "S4PTD": functools.partial(ssm.S4PTD, d_state=8),
     "CompanionSSM": functools.partial(ssm.CompanionSSM, d_state=6),
     "Mamba": functools.partial(ssm.Mamba, d_state=4),
     "Mamba bidirectional, biases": functools.partial(ssm.Mamba, d_state=4, bidirectional=True, bias=True),
 }
+
+
+def growing_softmax_dss(d_model):
+    """A softmax DSS (normalized over each sequence's length) with some modes growing."""
+    layer = ssm.DSS(d_model, d_state=8, variant="softmax", bidirectional=True)
+    with torch.no_grad():
+        layer.Lambda_real[:, 0] = 0.5
+    return layer
 
 
 @pytest.mark.parametrize("name", LAYERS)

@@ -6,10 +6,11 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 
-from kernels import vandermonde
+from kernels import fftconv, vandermonde
 from ssm.hippo import diagonal_init
-from ssm.layers._checks import check_causal, check_choice, check_lr, check_state, check_step_input
+from ssm.layers._checks import check_causal, check_choice, check_lr, check_sequence, check_state, check_step_input
 from ssm.layers._empty import zeros_in_graph
 from ssm.layers.diagonal import (
     DiagonalSSM,
@@ -21,6 +22,7 @@ from ssm.layers.diagonal import (
     widen,
 )
 from ssm.optim import register
+from ssm.padding import check_mask
 
 VARIANTS = ("exp", "softmax")
 
@@ -49,14 +51,17 @@ class DSS(DiagonalSSM):
       conj(λ)/(|λ|² + 1e-7).
 
     The softmax kernel depends on its length L. ``forward`` uses the input length (or
-    ``l_max`` if given). ``step`` uses ``l_max``, else the ``length`` passed to the last
-    :meth:`init_state`, else the length of the last ``forward`` call. Its state is a
-    :class:`SoftmaxState` (a floating exponent), so that growing modes do not overflow.
+    ``l_max`` if given); with a padding mask, each sequence's own valid length, so that a
+    padded sequence gets the output it gets alone. ``step`` uses ``l_max``, else the
+    ``length`` passed to the last :meth:`init_state`, else the length of the last ``forward``
+    call. Its state is a :class:`SoftmaxState` (a floating exponent), so that growing modes
+    do not overflow.
 
     Args:
         d_model: channels H. Input and output are (batch, length, H).
         d_state: state size N (even); N/2 complex modes.
         variant: "exp" or "softmax".
+        dt_min, dt_max: range of the log-uniform initial Δ.
         bidirectional: second W for a kernel over the future; ``kernel(L)`` is (2, H, L).
         lr: optimizer hint for Δ and Λ (weight decay 0); a float, None, 0 or {"dt", "A"}.
         l_max: fixed normalization length of the softmax kernel (None: the input length).
@@ -106,13 +111,47 @@ class DSS(DiagonalSSM):
         L = self._normalization_length(L)
         return W * _reciprocal(Lam) * _softmax_weight(x, L) / 2, x
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """y = K * x + D ⊙ x on x of shape (B, L, H); returns (B, L, H). The softmax variant
-        remembers L as the normalization length of later steps (see :meth:`init_state`)."""
-        y = super().forward(x)
-        if self.variant == "softmax" and x.shape[1] > 0:
-            self._forward_length = x.shape[1]
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """y = K * x + D ⊙ x on x of shape (B, L, H); returns (B, L, H).
+
+        ``mask`` (B, L, 1) or (B, L), 1 on valid steps and 0 on right padding, zeroes x on the
+        padding. The softmax variant without ``l_max`` then normalizes each sequence's kernel
+        over its own number of valid steps n_b instead of L, so no valid output depends on how
+        far the batch is padded; the exp kernel does not depend on L and needs nothing more.
+        The softmax variant remembers L as the normalization length of later steps (see
+        :meth:`init_state`)."""
+        name = type(self).__name__
+        check_sequence(x, self.d_model, name)
+        B, L = x.shape[0], x.shape[1]
+        if torch.is_tensor(mask) and mask.dim() == 2:  # (B, L) is accepted too
+            mask = mask.unsqueeze(-1)
+        mask = check_mask(mask, B, L, name)
+        if mask is not None:
+            x = x * mask.to(x.dtype)
+        if mask is None or self.variant == "exp" or self.l_max is not None or L == 0:
+            y = super().forward(x)
+        else:
+            y = self._forward_per_length(x, mask.reshape(B, L).sum(1))
+        if self.variant == "softmax" and L > 0:
+            self._forward_length = L
         return y
+
+    def _forward_per_length(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The softmax forward with sequence b's kernel that of its valid length n_b alone:
+        n_b taps normalized over n_b, then zeros (the taps past n_b reach only padding, and a
+        growing mode's would overflow). An all-padding sequence (zeros) takes n = L."""
+        L = x.shape[1]
+        u = x.transpose(1, 2)
+        D = self.D.to(u.dtype)
+        n = [int(m) if m > 0 else L for m in lengths.tolist()]
+        y = torch.empty_like(u)
+        for length in sorted(set(n)):
+            k = F.pad(self._softmax_kernel(length, length), (0, L - length)).to(u.dtype)
+            if len(set(n)) == 1:
+                return fftconv(u, k, D).transpose(1, 2)
+            rows = torch.tensor([i for i, m in enumerate(n) if m == length], device=u.device)
+            y = y.index_copy(0, rows, fftconv(u[rows], k, D))
+        return y.transpose(1, 2)
 
     def kernel(self, L: int) -> torch.Tensor:
         """The convolution kernel (H, L), or (2, H, L) when bidirectional; the softmax variant
@@ -122,7 +161,11 @@ class DSS(DiagonalSSM):
         if L <= 0:  # an empty kernel; its normalization length would be 0
             shape = (self.channels, self.d_model, 0) if self.bidirectional else (self.d_model, 0)
             return zeros_in_graph(self.log_dt.new_zeros(shape), self)
-        n = self._normalization_length(L)
+        return self._softmax_kernel(L, self._normalization_length(L))
+
+    def _softmax_kernel(self, L: int, n: int) -> torch.Tensor:
+        """The softmax kernel's first L taps, normalized over n steps; (channels, H, L) when
+        bidirectional, else (H, L)."""
         v, x, growing = self._stable_weights(n)
         x_stable = torch.where(growing, -x, x)
         zero = torch.zeros((), dtype=v.dtype, device=v.device)

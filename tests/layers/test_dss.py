@@ -125,6 +125,57 @@ def test_softmax_kernel_stays_finite_for_long_growing_modes():
     assert torch.isfinite(K).all()
 
 
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_softmax_with_a_padding_mask_gives_each_sequence_its_output_alone(bidirectional, dtype):
+    torch.manual_seed(11)
+    layer = ssm.DSS(H, d_state=N, variant="softmax", bidirectional=bidirectional).to(dtype)
+    make_some_modes_grow(layer)
+    with torch.no_grad():
+        layer.Lambda_real[1, 0] = 20.0  # its unnormalized taps past n would overflow float32
+    lengths, L = [5, 1, 37, 5, 200], 200
+    alone = [torch.randn(1, n, H, dtype=dtype) for n in lengths]
+    x = torch.cat([torch.cat([a, torch.randn(1, L - a.shape[1], H, dtype=dtype)], 1) for a in alone])
+    x.requires_grad_(True)
+    mask = (torch.arange(L)[None, :, None] < torch.tensor(lengths)[:, None, None]).to(dtype)
+    y = layer(x, mask=mask)
+    assert y.shape == x.shape and torch.isfinite(y).all()
+    tol = dict(rtol=1e-12, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-5)
+    for b, a in enumerate(alone):
+        torch.testing.assert_close(y[b, : lengths[b]], layer(a)[0], **tol)
+    (y * mask).sum().backward()
+    assert torch.isfinite(x.grad).all() and (x.grad * (1 - mask)).abs().max() == 0
+    assert all(torch.isfinite(p.grad).all() for p in layer.parameters())
+    assert layer._forward_length == lengths[-1]  # the last forward's length, not a sequence's
+
+
+def test_softmax_padding_mask_shapes_empty_rows_and_checks():
+    torch.manual_seed(12)
+    layer = ssm.DSS(H, d_state=N, variant="softmax").double()
+    x = torch.randn(3, 9, H, dtype=torch.float64)
+    mask = torch.ones(3, 9, 1, dtype=torch.float64)
+    mask[0, 4:] = 0
+    mask[2] = 0  # all padding: zeros in, zeros out
+    torch.testing.assert_close(layer(x, mask=mask), layer(x, mask=mask[..., 0]))  # (B, L) accepted
+    y = layer(x, mask=mask)
+    torch.testing.assert_close(y[1], layer(x[1:2])[0], rtol=1e-12, atol=1e-12)  # a full row: over L
+    assert y[2].abs().max() == 0
+    with pytest.raises(ValueError, match="padding mask"):
+        layer(x, mask=torch.ones(3, 8, 1))
+    with pytest.raises(ValueError, match="only 0 and 1"):
+        layer(x, mask=2 * mask)
+
+
+@pytest.mark.parametrize("variant, l_max", [("exp", None), ("softmax", 64)])
+def test_a_padding_mask_only_zeroes_the_padding_when_the_kernel_does_not_depend_on_it(variant, l_max):
+    torch.manual_seed(13)
+    layer = ssm.DSS(H, d_state=N, variant=variant, l_max=l_max, bidirectional=True).double()
+    x = torch.randn(2, 12, H, dtype=torch.float64)
+    mask = torch.ones(2, 12, 1, dtype=torch.float64)
+    mask[0, 7:] = 0
+    torch.testing.assert_close(layer(x, mask=mask), layer(x * mask), rtol=0, atol=0)
+
+
 def test_softmax_uses_l_max_for_normalization():
     torch.manual_seed(5)
     layer = ssm.DSS(H, d_state=N, variant="softmax", l_max=64).double()
