@@ -9,19 +9,14 @@ from __future__ import annotations
 
 import torch
 
-from kernels._dispatch import select_backend
+from kernels._dispatch import deferred, select_backend, triton_installed
 from kernels._empty import with_zero_grads
 from kernels.fftconv.pytorch import fftconv_torch
 from kernels.fftconv.reference import fftconv_reference
 
 _IMPLEMENTATIONS = {"torch": fftconv_torch, "reference": fftconv_reference}
-
-try:  # the Triton kernel is optional: `import kernels` works without triton
-    from kernels.fftconv.triton import fftconv_triton
-except ImportError:  # pragma: no cover - triton missing
-    fftconv_triton = None
-else:
-    _IMPLEMENTATIONS["triton"] = fftconv_triton
+if triton_installed():  # the Triton kernel is optional: `import kernels` works without triton
+    _IMPLEMENTATIONS["triton"] = deferred("kernels.fftconv.triton", "fftconv_triton")
 
 
 def fftconv(

@@ -57,3 +57,28 @@ def test_selective_scan_reference_computes_half_z_and_delta_in_u_precision():
         half = kernels.selective_scan(u, delta.half(), A, B, C, z=z, backend=backend)
         wide = kernels.selective_scan(u, delta.half().double(), A, B, C, z=z.double(), backend=backend)
         torch.testing.assert_close(half, wide, rtol=0, atol=0)
+
+
+def test_importing_the_library_does_not_import_triton_so_the_interpreter_can_still_be_chosen():
+    """The Triton kernel modules read TRITON_INTERPRET when their kernels are decorated, so
+    ``import ssm`` / ``import kernels`` must not import them: a script may set the variable
+    after importing the library and before its first Triton call."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import os, sys, torch\n"
+        "import ssm, kernels\n"
+        "assert 'triton' not in sys.modules, sorted(m for m in sys.modules if 'triton' in m)\n"
+        "os.environ['TRITON_INTERPRET'] = '1'\n"
+        "u, k = torch.randn(2, 3, 20), torch.randn(3, 20)\n"
+        "y = kernels.fftconv(u, k, backend='triton')\n"
+        "torch.testing.assert_close(y, kernels.fftconv(u, k, backend='torch'), rtol=1e-4, atol=1e-4)\n"
+        "v, x = torch.randn(3, 4, dtype=torch.cfloat), -torch.rand(3, 4) + 1j * torch.randn(3, 4)\n"
+        "torch.testing.assert_close(kernels.vandermonde(v, x, 9, backend='triton'),\n"
+        "                           kernels.vandermonde(v, x, 9, backend='torch'), rtol=1e-4, atol=1e-4)\n"
+    )
+    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
