@@ -39,7 +39,8 @@ class ScenarioReport:
     n_positive, n_negative, n_zero: counts of ``eigenvalues`` by sign, with the tolerance
         ``rtol`` times the largest magnitude.
     mu: the scalar μ of the paper's theorem when E == 1, else None.
-    name: the module's name in the model ("" for a bare layer, "_b" marks the backward scan).
+    name: the module's name in the model ("layer" for a bare layer; " (backward scan)" is
+        appended for the backward direction of a bidirectional layer).
     """
 
     scenario: str

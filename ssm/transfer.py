@@ -167,8 +167,8 @@ def layer_transfer(layer, omega: torch.Tensor, chunk: int = 1024) -> torch.Tenso
     """Continuous-time transfer function of a layer's SSM (without the skip D) at s = iω.
 
     For the diagonal layers (S4D, S4-PTD) channel h has the kernel 2 Re sum_n w_n e^{λ_n t}
-    with w = C·B (S4D, one stored mode per conjugate pair) or w = C·B/2 (S4-PTD, every
-    state stored), so
+    with w = C·B over the stored modes (S4D: one per conjugate pair; S4-PTD: all N, its
+    kernel being twice the perturbed LegS system's), so
 
         G_h(iω) = sum_n w_n / (iω - λ_n) + conj(w_n) / (iω - conj(λ_n))
 

@@ -8,18 +8,20 @@ different discretizations (long-term progression and seasonal patterns), trainin
 linear in the input, 2D Mamba as a special case. What follows is our reconstruction, with
 every assumption stated; the recurrence is exact and tested against a sequential loop.
 
-**Recurrence** (the Roesser 2D form with the variate-to-time transition A₂ set to 0, so
-the time state is causal in time alone). Per channel e and state n, variate v, time t:
+**Recurrence** (the Roesser 2D form h¹ = s, h² = r with the variate-to-time transition A₂
+set to 0, so the time state is causal in time alone, the coupling c in the place of the
+time-to-variate A₃, and A₄ the variate transition). Per channel e and state n, variate v,
+time t:
 
     s[v, t] = exp(Δ₁[v,t] A₁) s[v, t-τ] + Δ₁[v,t] B₁[v,t] x[v,t]             (time state)
-    r[v, t] = exp(Δ₂[v,t] A₂) r[v-1, t] + Δ₂[v,t] (c ⊙ s[v-1, t] + B₂[v,t] x[v,t])   (variate state)
+    r[v, t] = exp(Δ₂[v,t] A₄) r[v-1, t] + Δ₂[v,t] (c ⊙ s[v-1, t] + B₂[v,t] x[v,t])   (variate state)
     y[v, t] = Σ_n C₁[v,t] s[v,t] + C₂[v,t] r[v,t]
 
-with s[·, t<0] = 0, r[-1, ·] = 0, diagonal A₁, A₂ < 0 (ZOH for the transitions, Euler
+with s[·, t<0] = 0, r[-1, ·] = 0, diagonal A₁, A₄ < 0 (ZOH for the transitions, Euler
 for the inputs, as in Mamba), a learned coupling c (E, N) through which each variate reads
 the time state of the previous one, and Δ, B, C computed from x at every (v, t). With
 constant parameters the map is shift-invariant in both axes, i.e. a 2D causal convolution.
-Assumptions: A₂-to-time feedback is zero (which makes the cost two 1D scans, linear in
+Assumptions: the variate-to-time term A₂ is zero (which makes the cost two 1D scans, linear in
 V·T); the coupling enters the variate state with the variate step Δ₂. A third-party
 paraphrase of the paper's method section says the time state also weighs "past
 cross-variable information" (a nonzero variate-to-time term, the full Roesser form), that
@@ -115,7 +117,7 @@ def time_state(x, dt_time, A_time, B_time, lag: int = 1) -> torch.Tensor:
 
 
 def variate_state(s, x, dt_var, A_var, B_var, coupling, reverse: bool = False) -> torch.Tensor:
-    """r[v, t] = exp(Δ₂ A₂) r[v-1, t] + Δ₂ (c ⊙ s[v-1, t] + B₂ x) (v+1 with ``reverse``),
+    """r[v, t] = exp(Δ₂ A₄) r[v-1, t] + Δ₂ (c ⊙ s[v-1, t] + B₂ x) (v+1 with ``reverse``),
     (B, V, T, E, N): one 1D scan along the variates, batched over (B, T)."""
     Bsz, V, T, E, N = s.shape
     a = torch.exp(dt_var[..., None] * A_var)
@@ -162,10 +164,10 @@ class ChimeraHead(nn.Module):
         [δ₂, B₂, C₂] = x_proj_d x,      Δ₂ = softplus(dt_d_weight δ₂ + dt_d_bias)
 
     (each x_proj (R + 2N, E) without bias, each dt weight (E, R)), one (δ₂, B₂, C₂, Δ₂,
-    A₂, c) set per variate direction d in ("fwd", "bwd" with ``bidirectional``), sharing
+    A₄, c) set per variate direction d in ("fwd", "bwd" with ``bidirectional``), sharing
     the time state s; y = C₁·s + Σ_d C₂·r_d, with the time state of ``time_state`` and
     the variate states of ``variate_state`` (see ``chimera_scan`` for the recurrences).
-    A₁ = -exp(A_time_log) and A₂ = -exp(A_d_log) start at S4D-Real -(1..N); Δ₁ starts in
+    A₁ = -exp(A_time_log) and A₄ = -exp(A_d_log) start at S4D-Real -(1..N); Δ₁ starts in
     ``dt_range``, Δ₂ in [1e-3, 1e-1]; the coupling c starts at 1. The SSM tensors get
     weight decay 0.
     """

@@ -60,8 +60,8 @@ class NSSMamba(ImageMixer):
     """
 
     directions = (2, 4)
-    # Rows of ``nss_directions`` scanned for each K: the two forward walks NSS(x) and NSS(xᵀ)
-    # when unidirectional (rows 1 and 3 are their reverses), all four otherwise.
+    # Rows of ``nss_directions`` scanned for each K: NSS(x) and NSS(xᵀ) when unidirectional,
+    # all four (adding the walks of the 180°-rotated image, rows 1 and 3) otherwise.
     _kept_rows = {2: (0, 2), 4: (0, 1, 2, 3)}
 
     default_bidirectional = True
