@@ -212,18 +212,20 @@ def _dft_matrix(N: int) -> torch.Tensor:
 
 
 def _plan(n: int, N1: int, N2: int, device: torch.device) -> tuple[torch.Tensor, ...]:
-    """float32 (F_N1 real, imag, T real, imag, F_N2 real, imag) on ``device``, cached."""
+    """float32 (F_N1 real, imag, T real, imag, F_N2 real, imag) on ``device``, cached (built
+    outside inference mode, so that a plan made there serves later differentiated calls)."""
     key = (N1, N2, str(device))
     if key not in _PLANS:
-        f1 = _dft_matrix(N1)
-        f2 = _dft_matrix(N2)
-        f, m = torch.arange(N1)[:, None], torch.arange(N2)[None, :]
-        t = torch.exp(-2j * math.pi * ((f * m) % n).to(torch.float64) / n)
-        _PLANS[key] = tuple(
-            part.to(device=device, dtype=torch.float32).contiguous()
-            for z in (f1, t, f2)
-            for part in (z.real, z.imag)
-        )
+        with torch.inference_mode(False):
+            f1 = _dft_matrix(N1)
+            f2 = _dft_matrix(N2)
+            f, m = torch.arange(N1)[:, None], torch.arange(N2)[None, :]
+            t = torch.exp(-2j * math.pi * ((f * m) % n).to(torch.float64) / n)
+            _PLANS[key] = tuple(
+                part.to(device=device, dtype=torch.float32).contiguous()
+                for z in (f1, t, f2)
+                for part in (z.real, z.imag)
+            )
     return _PLANS[key]
 
 

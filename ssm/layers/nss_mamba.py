@@ -77,14 +77,17 @@ class NSSMamba(ImageMixer):
     def orders(self, H: int, W: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """(π (K, H·W), π⁻¹ (K, H·W)) on ``device``, the K scanned rows of
         ``nss_directions``; built once per (H, W, stripe, shift, device) and kept (a few at
-        most), so a forward pass neither rebuilds nor copies them."""
+        most), so a forward pass neither rebuilds nor copies them. They are built outside
+        inference mode even within it: an inference tensor could not index a later forward
+        that is differentiated."""
         key = (int(H), int(W), self.stripe, self.shift, torch.device(device))
         if key not in self._orders:
-            rows = list(self._kept_rows[self.ssm.k])
-            perms = scan_orders.nss_directions(H, W, self.stripe, self.shift)[rows]
-            if len(self._orders) >= 8:
-                self._orders.pop(next(iter(self._orders)))
-            self._orders[key] = perms.to(device), scan_orders.inverse(perms).to(device)
+            with torch.inference_mode(False):
+                rows = list(self._kept_rows[self.ssm.k])
+                perms = scan_orders.nss_directions(H, W, self.stripe, self.shift)[rows]
+                if len(self._orders) >= 8:
+                    self._orders.pop(next(iter(self._orders)))
+                self._orders[key] = perms.to(device), scan_orders.inverse(perms).to(device)
         return self._orders[key]
 
     def mix(self, x: torch.Tensor) -> torch.Tensor:

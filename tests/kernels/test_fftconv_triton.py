@@ -207,6 +207,20 @@ def test_default_backend_on_cpu_stays_torch():
 # ----------------------------------------------------------------------------- CUDA only
 
 
+
+def test_a_plan_built_in_inference_mode_serves_a_differentiated_call():
+    """The cached DFT plans are built outside inference mode: a first call under
+    torch.inference_mode() (an evaluation before training) used to cache inference tensors."""
+    triton_impl._PLANS.clear()
+    u, k, D = inputs(1, 2, 23)
+    with torch.inference_mode():
+        fftconv(u, k, D, backend="triton")
+    u.requires_grad_(True)
+    y = fftconv(u, k, D, backend="triton")
+    y.sum().backward()
+    assert not any(t.is_inference() for plan in triton_impl._PLANS.values() for t in plan)
+    assert_close(u.grad, torch.autograd.grad(fftconv_torch(u, k, D).sum(), u)[0])
+
 @needs_cuda
 @pytest.mark.parametrize("L", [1, 100, 1000, 2048, 4096])
 @pytest.mark.parametrize("two_sided", [False, True], ids=["causal", "two-sided"])

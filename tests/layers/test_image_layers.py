@@ -345,6 +345,22 @@ def test_nss_orders_are_kept_per_size_and_setting():
             assert torch.equal(inverse, scan_orders.inverse(perms))
 
 
+
+@pytest.mark.parametrize("name", ["SS2D", "NSSMamba", "Mamba2D"])
+def test_a_forward_in_inference_mode_first_does_not_break_training(name):
+    """NSSMamba cached its scan orders as inference tensors when its first forward ran under
+    torch.inference_mode() (an evaluation before training), and every later differentiated
+    forward failed."""
+    torch.manual_seed(0)
+    layer = getattr(ssm, name)(8, d_state=2)
+    x = torch.randn(2, 4, 6, 8)
+    with torch.inference_mode():
+        expected = layer(x)
+    y = layer(x)
+    y.sum().backward()
+    assert_close(y.detach(), expected.clone())
+    assert all(p.grad is not None for p in layer.parameters() if p.requires_grad)
+
 def test_unidirectional_ss2d_sees_the_row_major_and_column_major_predecessors():
     """What the docstring states, read off the input gradient of one output pixel (d_conv=1:
     no convolution neighbours): nonzero exactly on the union of both orders' prefixes."""
