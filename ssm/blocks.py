@@ -134,7 +134,7 @@ class ResidualBlock(nn.Module):
             self.output = nn.Linear(d_model, d_model)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        check_sequence(x, self.d_model, "ResidualBlock")
+        check_sequence(x, self.d_model, "ResidualBlock", self)
         mask = check_mask(mask, x.shape[0], x.shape[1], "ResidualBlock")
         z = apply_norm(self.norm, x, mask) if self.prenorm else x
         if mask is None:

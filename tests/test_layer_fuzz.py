@@ -211,3 +211,41 @@ def test_a_layer_built_under_a_float64_default_is_float64(name):
     x = torch.randn(2, 5, 3, C, dtype=torch.float64)[..., 0, :] if rank == 3 else torch.randn(2, 5, 3, C, dtype=torch.float64)
     y = layer(x)
     assert y.dtype == torch.float64 and y.shape == x.shape and torch.isfinite(y).all()
+
+
+@pytest.mark.parametrize("name", LAYERS)
+def test_an_input_of_another_dtype_than_the_layer_is_refused_unless_autocast(name):
+    """A float64 input to a float32 layer came back float64 but float32-accurate (and a
+    float16 one was computed in float32): now a TypeError, as nn.Linear gives; under
+    torch.autocast the layer takes what autocast hands it."""
+    factory, rank = LAYERS[name]
+    layer = factory()
+    shape = (2, 5, C) if rank == 3 else (2, 3, 3, C)
+    for dtype in (torch.float64, torch.float16):
+        with pytest.raises(TypeError, match=rf"is {dtype} but the layer's parameters are torch\.float32"):
+            layer(torch.randn(shape, dtype=dtype))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = layer(torch.randn(shape, dtype=torch.bfloat16))
+    assert y.shape == shape and torch.isfinite(y.float()).all()
+    if name in STEP_LAYERS:
+        if name == "DSS":
+            layer = ssm.DSS(C, d_state=4, l_max=8)
+        with pytest.raises(TypeError, match=r"x_t is torch\.float64 but the layer's parameters"):
+            layer.step(torch.randn(2, C, dtype=torch.float64), layer.init_state(2))
+
+
+@pytest.mark.parametrize("make, x", [
+    (lambda: ssm.SequenceClassifier(C, 1, functools.partial(ssm.S4D, d_state=4), 3, d_input=2),
+     torch.randn(2, 5, 2, dtype=torch.float64)),
+    (lambda: ssm.ResidualBlock(C, ssm.S4D(C, d_state=4)), torch.randn(2, 5, C, dtype=torch.float64)),
+    (lambda: ssm.models.ImageClassifier(C, 1, functools.partial(ssm.SS2D, d_state=2), 3, image_shape=(4, 4),
+                                        d_input=1), torch.randn(2, 16, 1, dtype=torch.float64)),
+    (lambda: ssm.models.MultivariateForecaster(C, 1, functools.partial(ssm.Chimera, d_state=2, period=2), lag=6,
+                                               horizon=2, n_variates=3), torch.randn(2, 6, 3, dtype=torch.float64)),
+    (lambda: ssm.SpaceTime(n_variates=2, lag=8, horizon=4), torch.randn(2, 8, 2, dtype=torch.float64)),
+])
+def test_models_refuse_an_input_of_another_dtype_with_a_clear_error(make, x):
+    model = make()
+    with pytest.raises(TypeError, match=r"is torch\.float64 but the layer's parameters are torch\.float32"):
+        model(x)
+    model.double()(x)  # the same input once the model is float64

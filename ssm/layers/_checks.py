@@ -2,14 +2,40 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping
 
 import torch
 
 
-def check_sequence(x: torch.Tensor, channels: int, layer: str) -> None:
-    """Require a floating (batch, length, channels) tensor."""
+def autocast_enabled(device_type: str) -> bool:
+    """Whether torch.autocast is on for this device type (it then picks compute dtypes)."""
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4 takes no device type
+        return torch.is_autocast_enabled() if device_type == "cuda" else torch.is_autocast_cpu_enabled()
+
+
+def check_input_dtype(x: torch.Tensor, module: torch.nn.Module | None, layer: str, name: str = "x") -> None:
+    """Require ``x`` in the dtype of ``module``'s floating parameters (buffers for a layer
+    without any, e.g. fixed filters), as ``nn.Linear`` does, unless autocast is on for x's
+    device. (A float64 input to a float32 layer would otherwise come back float64 but only
+    float32-accurate.)"""
+    if module is None:
+        return
+    tensors = itertools.chain(module.parameters(), module.buffers())
+    param = next((p for p in tensors if p.is_floating_point()), None)
+    if param is None or x.dtype == param.dtype or autocast_enabled(x.device.type):
+        return
+    raise TypeError(
+        f"{layer}: {name} is {x.dtype} but the layer's parameters are {param.dtype}; convert one "
+        f"(layer.to({x.dtype}) or {name}.to({param.dtype})), or run under torch.autocast"
+    )
+
+
+def check_sequence(x: torch.Tensor, channels: int, layer: str, module: torch.nn.Module | None = None) -> None:
+    """Require a floating (batch, length, channels) tensor, in ``module``'s dtype if given."""
     if not torch.is_tensor(x):
         raise TypeError(f"{layer}: expected a tensor, got {type(x).__name__}")
     if x.dim() != 3 or x.shape[-1] != channels:
@@ -18,11 +44,13 @@ def check_sequence(x: torch.Tensor, channels: int, layer: str) -> None:
         )
     if not x.is_floating_point():
         raise TypeError(f"{layer}: expected a floating-point x, got {x.dtype}")
+    check_input_dtype(x, module, layer)
 
 
-def check_window(x: torch.Tensor, n_variates: int, model: str, lag: int | None = None) -> None:
+def check_window(x: torch.Tensor, n_variates: int, model: str, lag: int | None = None,
+                 module: torch.nn.Module | None = None) -> None:
     """Require a floating (batch, lag, n_variates) forecasting window with lag >= 1 (exactly
-    ``lag`` steps when given)."""
+    ``lag`` steps when given), in ``module``'s dtype if given."""
     expected_lag = "lag" if lag is None else lag
     if (not torch.is_tensor(x) or x.dim() != 3 or x.shape[-1] != n_variates or x.shape[1] < 1
             or (lag is not None and x.shape[1] != lag)):
@@ -30,15 +58,17 @@ def check_window(x: torch.Tensor, n_variates: int, model: str, lag: int | None =
         raise ValueError(f"{model}: expected x of shape (batch, {expected_lag}, {n_variates}), got {shape}")
     if not x.is_floating_point():
         raise TypeError(f"{model}: expected a floating-point x, got {x.dtype}")
+    check_input_dtype(x, module, model)
 
 
-def check_step_input(x_t: torch.Tensor, channels: int, layer: str) -> None:
-    """Require a floating (batch, channels) tensor."""
+def check_step_input(x_t: torch.Tensor, channels: int, layer: str, module: torch.nn.Module | None = None) -> None:
+    """Require a floating (batch, channels) tensor, in ``module``'s dtype if given."""
     if not torch.is_tensor(x_t) or x_t.dim() != 2 or x_t.shape[-1] != channels:
         shape = tuple(x_t.shape) if torch.is_tensor(x_t) else type(x_t).__name__
         raise ValueError(f"{layer}: expected x_t of shape (batch, {channels}), got {shape}")
     if not x_t.is_floating_point():
         raise TypeError(f"{layer}: expected a floating-point x_t, got {x_t.dtype}")
+    check_input_dtype(x_t, module, layer, "x_t")
 
 
 def check_batch_size(batch_size, layer: str) -> int:
@@ -102,14 +132,15 @@ class NoRecurrentStep:
         raise RuntimeError(f"{type(self).__name__} has no recurrent step: {self.no_step_reason}; use forward()")
 
 
-def check_image(x: torch.Tensor, channels: int, layer: str) -> None:
-    """Require a floating (batch, height, width, channels) tensor."""
+def check_image(x: torch.Tensor, channels: int, layer: str, module: torch.nn.Module | None = None) -> None:
+    """Require a floating (batch, height, width, channels) tensor, in ``module``'s dtype if given."""
     if not torch.is_tensor(x):
         raise TypeError(f"{layer}: expected a tensor, got {type(x).__name__}")
     if x.dim() != 4 or x.shape[-1] != channels:
         raise ValueError(f"{layer}: expected x of shape (batch, height, width, {channels}), got {tuple(x.shape)}")
     if not x.is_floating_point():
         raise TypeError(f"{layer}: expected a floating-point x, got {x.dtype}")
+    check_input_dtype(x, module, layer)
 
 
 def check_positive_ints(layer: str, **values) -> None:

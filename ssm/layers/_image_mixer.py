@@ -97,7 +97,7 @@ class ImageMixer(NoRecurrentStep, nn.Module):
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         """(B, Hgt, Wdt, d_model) -> (B, Hgt, Wdt, d_model)."""
-        check_image(u, self.d_model, type(self).__name__)
+        check_image(u, self.d_model, type(self).__name__, self)
         if u.shape[1] == 0 or u.shape[2] == 0:
             return zeros_in_graph(u, self)
         x, z = self.in_proj(u.to(self.in_proj.weight.dtype)).chunk(2, dim=-1)  # (B, H, W, E) each

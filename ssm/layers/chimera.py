@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kernels import linear_scan
-from ssm.layers._checks import NoRecurrentStep, check_positive_ints, resolve_dt_rank
+from ssm.layers._checks import NoRecurrentStep, check_input_dtype, check_positive_ints, resolve_dt_rank
 from ssm.layers._empty import zeros_in_graph
 from ssm.layers.diagonal import to_default_dtype, widen
 from ssm.layers.selective import dt_bias_init, dt_weight_init, s4d_real_log_A
@@ -270,6 +270,7 @@ class Chimera(NoRecurrentStep, nn.Module):
             raise ValueError(f"{name}: expected u of shape (batch, length, variates, {self.d_model}), got {shape}")
         if not u.is_floating_point():
             raise TypeError(f"{name}: expected a floating-point u, got {u.dtype}")
+        check_input_dtype(u, self, name, "u")
         Bsz, L, V, _ = u.shape
         if L == 0 or V == 0:
             return zeros_in_graph(u, self)

@@ -118,7 +118,7 @@ class ClosedLoopCompanionSSM(nn.Module):
     def open_loop(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One-step-ahead outputs over the window x (B, L, H): (y, û), each (B, L, H), with
         y_t = cᵀ x_{t+1} and û_t = kᵀ x_{t+1} (predictions at time t + 1)."""
-        check_sequence(x, self.d_model, type(self).__name__)
+        check_sequence(x, self.d_model, type(self).__name__, self)
         a, b, c, k = self.coefficients()
         L = x.shape[1]
         kernels = companion_kernel(torch.cat([a, a]), torch.cat([b, b]), torch.cat([c, k]), L)
@@ -137,7 +137,7 @@ class ClosedLoopCompanionSSM(nn.Module):
         terms when ||a||_1 is large or A is unstable (``norm_order=0``; its quotient grows
         like ρ(A)^n), so those channels take x_n = [b, A b, ..., A^{n-1} b] U instead (Krylov
         by a blocked recurrence in float64): see ``spectral_rows_inaccurate``."""
-        check_sequence(x, self.d_model, type(self).__name__)
+        check_sequence(x, self.d_model, type(self).__name__, self)
         x = x.to(torch.promote_types(x.dtype, torch.float32))  # half precision: FFTs in float32
         a, b, _, _ = (self._per_channel(t).to(x.dtype) for t in self.coefficients())
         n, d = x.shape[1], self.d_state
@@ -190,7 +190,7 @@ class ClosedLoopCompanionSSM(nn.Module):
 
     def step(self, x_t: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Open-loop step on x_t (B, H): x ← A x + b u_t, y_t = cᵀx; returns (y_t, x)."""
-        check_step_input(x_t, self.d_model, type(self).__name__)
+        check_step_input(x_t, self.d_model, type(self).__name__, self)
         check_state(state, (x_t.shape[0], self.d_model, self.d_state), self.c.dtype, self.c.device,
                     type(self).__name__)
         a, b, c, _ = (self._per_channel(t) for t in self.coefficients())

@@ -132,7 +132,7 @@ class CompanionSSM(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """y = K * x + D ⊙ x on x (B, L, H); returns (B, L, H)."""
-        check_sequence(x, self.d_model, type(self).__name__)
+        check_sequence(x, self.d_model, type(self).__name__, self)
         u = x.transpose(1, 2)
         k = self.kernel(x.shape[1]).to(u.dtype)
         y = fftconv(u, k, None if self.D is None else self.D.to(u.dtype))
@@ -145,7 +145,7 @@ class CompanionSSM(nn.Module):
 
     def step(self, x_t: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x ← A x + b u_t, y_t = cᵀx + D u_t, for x_t (B, H): returns (y_t (B, H), x (B, H, d))."""
-        check_step_input(x_t, self.d_model, type(self).__name__)
+        check_step_input(x_t, self.d_model, type(self).__name__, self)
         check_state(state, (x_t.shape[0], self.d_model, self.d_state), self.c.dtype, self.c.device,
                     type(self).__name__)
         a, b, c = self.channel_coefficients()

@@ -125,7 +125,7 @@ class DiagonalSSM(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """y = K * x + D ⊙ x on x of shape (B, L, H); returns (B, L, H)."""
-        check_sequence(x, self.d_model, type(self).__name__)
+        check_sequence(x, self.d_model, type(self).__name__, self)
         L = x.shape[1]
         u = x.transpose(1, 2)
         k = self.kernel(L).to(u.dtype)
@@ -142,7 +142,7 @@ class DiagonalSSM(nn.Module):
     def step(self, x_t: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One recurrent step: x_t (B, H) -> (y_t (B, H), new state (B, H, n_modes))."""
         check_causal(self.bidirectional, type(self).__name__)
-        check_step_input(x_t, self.d_model, type(self).__name__)
+        check_step_input(x_t, self.d_model, type(self).__name__, self)
         check_state(state, (x_t.shape[0], self.d_model, self.n_modes), complex_dtype(self.D.dtype), self.D.device,
                     type(self).__name__)
         v, x = self.step_modes()

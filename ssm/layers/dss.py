@@ -121,7 +121,7 @@ class DSS(DiagonalSSM):
         The softmax variant remembers L as the normalization length of later steps (see
         :meth:`init_state`)."""
         name = type(self).__name__
-        check_sequence(x, self.d_model, name)
+        check_sequence(x, self.d_model, name, self)
         B, L = x.shape[0], x.shape[1]
         if torch.is_tensor(mask) and mask.dim() == 2:  # (B, L) is accepted too
             mask = mask.unsqueeze(-1)
@@ -206,7 +206,7 @@ class DSS(DiagonalSSM):
             return super().step(x_t, state)
         name = type(self).__name__
         check_causal(self.bidirectional, name)
-        check_step_input(x_t, self.d_model, name)
+        check_step_input(x_t, self.d_model, name, self)
         if not isinstance(state, SoftmaxState):
             raise TypeError(f"{name}: the state must be the SoftmaxState from init_state, got {type(state).__name__}")
         shape, real = (x_t.shape[0], self.d_model, self.n_modes), compute_dtype(self.D.dtype)

@@ -261,7 +261,7 @@ class Mamba(KeepsNoReinit):
         bidirectional layer starts from a zero state at the last valid step: no valid output
         depends on the padding. With ``reorder_tokens`` only the valid tokens are sorted,
         among themselves."""
-        check_sequence(u, self.d_model, type(self).__name__)
+        check_sequence(u, self.d_model, type(self).__name__, self)
         L = u.shape[1]
         if torch.is_tensor(mask) and mask.dim() == 2:  # (B, L) is accepted too
             mask = mask.unsqueeze(-1)
@@ -339,7 +339,7 @@ class Mamba(KeepsNoReinit):
         """
         name = type(self).__name__
         self._check_recurrent()
-        check_step_input(u_t, self.d_model, name)
+        check_step_input(u_t, self.d_model, name, self)
         conv_state, ssm_state = self._check_state(state, u_t.shape[0])
         x, z = self.in_proj(u_t.to(self.in_proj.weight.dtype)).chunk(2, dim=-1)  # (B, E) each
         conv_state = torch.cat([conv_state[:, :, 1:], x[:, :, None].to(conv_state.dtype)], dim=-1)

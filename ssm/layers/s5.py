@@ -209,7 +209,7 @@ class S5(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, L, H) -> (B, L, H). Computed in the parameters' dtype, also under autocast
         (half-precision products cannot form the complex B̄u the scan needs)."""
-        check_sequence(x, self.d_model, type(self).__name__)
+        check_sequence(x, self.d_model, type(self).__name__, self)
         with torch.autocast(x.device.type, enabled=False):
             u = x.to(widen(self.D).dtype)
             Lam_bar, B_bar, C = self.discrete()
@@ -233,7 +233,7 @@ class S5(nn.Module):
     def step(self, x_t: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One step: x_t (B, H), state (B, m) -> (y_t (B, H), new state (B, m))."""
         check_causal(self.bidirectional, type(self).__name__)
-        check_step_input(x_t, self.d_model, type(self).__name__)
+        check_step_input(x_t, self.d_model, type(self).__name__, self)
         check_state(state, (x_t.shape[0], self.n_modes), complex_dtype(self.D.dtype), self.D.device,
                     type(self).__name__)
         with torch.autocast(x_t.device.type, enabled=False):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ssm.layers._checks import check_input_dtype
+
 
 class TokenEncoder(nn.Embedding):
     """Token ids (B, L) -> embeddings (B, L, d_model)."""
@@ -38,4 +40,5 @@ class LinearEncoder(nn.Linear):
                 f"LinearEncoder: expected float x of shape (batch, length, {self.in_features}), "
                 f"got {x.dtype} {tuple(x.shape)}"
             )
+        check_input_dtype(x, self, "LinearEncoder")
         return super().forward(x)

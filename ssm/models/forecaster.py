@@ -66,7 +66,7 @@ class MultivariateForecaster(nn.Module):
         self.channel_head = nn.Linear(d_model, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_window(x, self.n_variates, type(self).__name__, lag=self.lag)
+        check_window(x, self.n_variates, type(self).__name__, lag=self.lag, module=self)
         e = self.value_embedding(x[..., None]) + self.variate_embedding  # (B, L, V, C)
         for norm, layer in zip(self.norms, self.layers):
             e = e + self.dropout(layer(norm(e)))
@@ -106,6 +106,6 @@ class PaddedForecaster(nn.Module):
         self.layer = layer(self.n_variates)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_window(x, self.n_variates, type(self).__name__)
+        check_window(x, self.n_variates, type(self).__name__, module=self)
         padded = torch.nn.functional.pad(x, (0, 0, 0, self.horizon))
         return self.layer(padded)[:, x.shape[1]:, -self.n_targets:]

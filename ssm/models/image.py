@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ssm.blocks import make_norm
-from ssm.layers._checks import check_positive_ints
+from ssm.layers._checks import check_input_dtype, check_positive_ints
 from ssm.models.encoders import TokenEncoder
 from ssm.padding import check_lengths
 
@@ -217,6 +217,7 @@ class ImageClassifier(nn.Module):
             return self.token_encoder(x).view(x.shape[0], H, W, -1)
         if not x.is_floating_point():
             raise TypeError(f"{name}: expected floating-point features (d_input={self.d_input}), got {x.dtype}")
+        check_input_dtype(x, self, name)
         if x.dim() == 3 and x.shape[1] == H * W and x.shape[2] == self.d_input:
             return x.reshape(x.shape[0], H, W, self.d_input)
         if x.dim() == 4 and x.shape[1:] == (H, W, self.d_input):

@@ -154,7 +154,7 @@ class SpaceTime(nn.Module):
             self.head = nn.Identity()
 
     def _check(self, x: torch.Tensor) -> None:
-        check_window(x, self.n_variates, type(self).__name__)
+        check_window(x, self.n_variates, type(self).__name__, module=self)
 
     def _series(self, x: torch.Tensor) -> torch.Tensor:
         """The sequences the network runs on: (B·V, lag, 1) or, for "joint", (B, lag, V)."""
