@@ -350,7 +350,7 @@ def test_bad_inputs_are_rejected_with_the_expected_shape():
     with pytest.raises(ValueError, match=r"conv state has dtype torch.float32, expected torch.float64.*init_state"):
         layer.step(torch.randn(2, 5, dtype=torch.float64), state)
     with pytest.raises(TypeError, match="init_state"):
-        layer.step(torch.randn(2, 5), state.ssm)
+        layer.step(torch.randn(2, 5, dtype=torch.float64), state.ssm)
 
 
 def test_bidirectional_has_no_step():
