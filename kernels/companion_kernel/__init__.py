@@ -49,7 +49,7 @@ def companion_kernel(
         method: for "torch" and "triton": "fft" (SpaceTime's generating function at the L-th
             roots of unity with Sherman–Morrison, O((d + L) log(d + L)); rows with an
             eigenvalue at a root of unity fall back to "series") or "series" (the kernel as a
-            power series P/Q_rev with Newton inversion, same cost). With either, rows with
+            power series P/Q_rev with Newton inversion, same cost, computed in float64). With either, rows with
             ||a||_1 above 2 (float32; 4 in float64), where both formulas cancel large terms,
             or with a spectral radius >= 1, where their rounding grows like the kernel, are
             computed by a blocked recurrence in float64, O(d² L).

@@ -220,12 +220,18 @@ def kernel_fft(a, b, c, L: int, combine=combine_spectra) -> torch.Tensor:
 
 
 def kernel_series(a, b, c, L: int) -> torch.Tensor:
-    """The power-series algorithm: K_k = Σ_m b_m h'_{k+m}, h' = (Q_rev·c mod z^d) / Q_rev."""
+    """The power-series algorithm: K_k = Σ_m b_m h'_{k+m}, h' = (Q_rev·c mod z^d) / Q_rev.
+
+    Computed in float64 (returned in a's dtype): the coefficients of 1/Q_rev decay like ρ^k,
+    so near a root at z = 1 (ρ → 1, the rows the fft method hands over) their ℓ1 norm, about
+    1/(1 - ρ), amplifies the FFT rounding of every product, and the gradients more."""
+    dtype = a.dtype
+    a, b, c = (t.to(torch.float64) for t in (a, b, c))
     d = a.shape[-1]
     n = L + d - 1
     q = reversed_characteristic(a)
     h = polymul(polymul(q, c, d), series_inverse(q, n), n)
-    return correlate(h, b, L)
+    return correlate(h, b, L).to(dtype)
 
 
 METHODS = {"fft": kernel_fft, "series": kernel_series}
