@@ -17,8 +17,8 @@ multipliers one row / column further on:
     λh[i] = C[i] dy[i] + a[i+1] λh[i+1]           (bottom to top)
     λg[:, j] = λh[:, j] + a[:, j+1] λg[:, j+1]    (right to left; db = λg)
 
-Since a h[i-1, j] = h - g and a g[i, j-1] = g - b, the gradient with respect to Δ A is
-w = λh (h - g) + λg (g - b), and
+The gradient with respect to Δ A is w = λh ⊙ a h[i-1] + λg ⊙ a g[:, j-1] (the products
+formed directly, not as h - g and g - b, which cancel where a << 1), and
 
     dΔ = Σ_n A w + u Σ_n λg B    du = Δ Σ_n λg B    dA = Σ_pixels Δ w
     dB = Σ_{d in group} λg Δ u   dC = Σ_{d in group} dy h
@@ -110,8 +110,12 @@ class _Scan2D(torch.autograd.Function):
             h = _scan_(a, g.clone(), 0)
             lam = torch.mul(h, dy_b)
             dC[:, :, bs, grp] += lam.sum(3)
-            h -= g  # a h[i-1]
-            g -= b  # a g[:, j-1]
+            # a h[i-1] and a g[:, j-1] as products: h - g and g - b would cancel to rounding
+            # where a << 1, and w (so dA) of a fast-decaying state would be lost.
+            h[1:] = a[1:] * h[:-1]
+            h[:1] = 0
+            g[:, 1:] = a[:, 1:] * g[:, :-1]
+            g[:, :1] = 0
             _scan_(a, torch.mul(C_b, dy_b, out=lam), 0, reverse=True)  # λh
             h *= lam
             _scan_(a, lam, 1, reverse=True)  # λg
