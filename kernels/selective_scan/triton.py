@@ -27,7 +27,9 @@ h_t are recomputed from the saved tile-start state (one forward scan), then the 
 
 is a second scan along time with ``reverse=True`` (same combine; the multiplier a_{t+1} is
 read one step further along, 1 past the end) whose carry is g at the first step of the tile
-after. With w_t = g_t ⊙ a_t h_{t-1} = g_t ⊙ (h_t - b_t):
+after. With w_t = g_t ⊙ a_t h_{t-1} = g_t ⊙ (h_t - b_t) (as mamba_ssm's CUDA backward; where
+a_t << 1 the difference cancels to rounding, so dA entries of states that decay within one
+step carry an absolute error of about eps·|g h|):
 
     dΔ_t = Σ_n A w_t + u_t Σ_n g_t B_t     du_t = Δ_t Σ_n g_t B_t + D dy_t
     dA = Σ_t Δ_t w_t     dB_t = Σ_d g_t Δ_t u_t     dC_t = Σ_d dy_t h_t     dh0 = a_0 g_0

@@ -32,7 +32,9 @@ recomputes g and h from its saved carries, then the adjoints
 
 with the shifted multipliers read one row / column further (1 past the image). With
 a·h[i-1, j] = h - g and a·g[i, j-1] = g - b, the gradient with respect to Δ A is
-w = λh (h - g) + λg (g - b), and
+w = λh (h - g) + λg (g - b) (mamba_ssm's form: no shifted tile is needed; where a << 1 the
+differences cancel to rounding, so dA entries of states that decay within one step carry
+an absolute error of about eps·|λ h|, which the torch path avoids by forming the products), and
 
     dΔ = Σ_n A w + u Σ_n λg B      du = Δ Σ_n λg B + D dy      dA = Σ_pixels Δ w
     dB = Σ_{d in group} λg Δ u     dC = Σ_{d in group} dy h
