@@ -57,14 +57,18 @@ def _chunk_ends(a, b, reverse: bool):
         if not const:
             torch.mul(prod, a_j, out=prod)
     if const:
-        # The same a^T multiplies every chunk end, so its rounding error would add up
-        # coherently along the carry scan: form it in float64 and round once.
-        wide = a.to(torch.complex128 if a.is_complex() else torch.float64)[:, :, 0]
+        # The same a^T multiplies every chunk end, so any rounding of it would add up
+        # coherently along the carry scan (error ~ (L/T)·eps, not √L·eps): it is formed in
+        # float64 and kept there, and the carry scan runs in float64 (see _scan_into).
+        wide = a.to(_wide(a.dtype))[:, :, 0]
         prod = wide
         for _ in range(T - 1):
             prod = prod * wide
-        prod = prod.to(a.dtype)
     return prod, h
+
+
+def _wide(dtype: torch.dtype) -> torch.dtype:
+    return torch.complex128 if dtype.is_complex else torch.float64
 
 
 def _scan_into(a, b, h0, out, reverse: bool) -> None:
@@ -81,7 +85,12 @@ def _scan_into(a, b, h0, out, reverse: bool) -> None:
     a_c = a.unsqueeze(2) if const else a[:, main].unflatten(1, (n, CHUNK))
     b_c = b[:, main].unflatten(1, (n, CHUNK))
     prod, local_end = _chunk_ends(a_c, b_c, reverse)
-    ends = _scan(prod, local_end, h0, reverse)  # (B, n, P): state after each chunk
+    if const:  # the carry scan of a constant a in float64 (n = L/T steps: cheap)
+        wide = _wide(out.dtype)
+        h0_wide = None if h0 is None else h0.to(wide)
+        ends = _scan(prod, local_end.to(wide), h0_wide, reverse).to(out.dtype)
+    else:
+        ends = _scan(prod, local_end, h0, reverse)  # (B, n, P): state after each chunk
     starts = torch.empty_like(ends)  # state before each chunk
     here, there, edge = _shift(reverse)
     starts[:, here] = ends[:, there]

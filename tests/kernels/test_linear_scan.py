@@ -111,6 +111,32 @@ def test_long_sequence_torch_backend(mag, const):
     assert_close_summed(h, linear_recurrence(a32, b32, h32))
 
 
+@pytest.mark.parametrize("reverse", [False, True])
+def test_constant_a_near_the_unit_circle_keeps_its_error_at_float32_rounding(reverse):
+    """A constant a (P,) with 1 - |a| in [1e-7, 1e-5] (S5's shape): the chunk power a^16 was
+    rounded to complex64 once and reused L/16 times, so its rounding added up coherently and
+    the error grew linearly in L (1.5e-5 at L = 16384, 3x a complex64 loop). The carry scan
+    now runs in complex128: forward and gradients stay at a few float32 ulps."""
+    gen = torch.Generator().manual_seed(8)
+    P, L = 4, 16384
+    mag = 1 - 10 ** (-7 + 2 * torch.rand(P, generator=gen, dtype=torch.float64))
+    a = torch.polar(mag, (2 * torch.rand(P, generator=gen, dtype=torch.float64) - 1) * torch.pi).to(torch.complex64)
+    b = torch.randn(1, L, P, generator=gen, dtype=torch.complex64)
+    weight = torch.randn(1, L, P, generator=gen, dtype=torch.complex64)
+    a32, b32 = a.clone().requires_grad_(), b.clone().requires_grad_()
+    h32 = linear_scan(a32, b32, reverse=reverse, backend="torch")
+    grads32 = torch.autograd.grad((h32 * weight).real.sum(), (a32, b32))
+    a64, b64 = a.to(C128).requires_grad_(), b.to(C128).requires_grad_()
+    h64 = linear_scan(a64, b64, reverse=reverse, backend="torch")
+    grads64 = torch.autograd.grad((h64 * weight.to(C128)).real.sum(), (a64, b64))
+    torch.testing.assert_close(h64.detach(), linear_recurrence(a.to(C128), b.to(C128), None, reverse=reverse))
+
+    def rel(x, ref):
+        return ((x.to(C128) - ref).abs().max() / ref.abs().max()).item()
+    assert rel(h32.detach(), h64.detach()) < 2e-6
+    for name, got, want in zip("ab", grads32, grads64):
+        assert rel(got, want) < 2e-6, name
+
 @pytest.mark.parametrize("chunk", [2, 3, 5])
 @pytest.mark.parametrize("L", [1, 2, 9, 10, 64, 101])
 def test_every_chunk_size_and_tail(monkeypatch, chunk, L):
