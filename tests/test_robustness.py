@@ -87,6 +87,66 @@ def test_task_reports_noisy_test_accuracy():
     assert SequenceClassificationTask(model, 2, optimizer=None, test_noise={"frequency": None}).test_noise is None
 
 
+
+class _Data(L.LightningDataModule):
+    def __init__(self, n_test):
+        super().__init__()
+        gen = torch.Generator().manual_seed(3)
+        self.train = TensorDataset(torch.randn(8, 12, 1, generator=gen), torch.randint(2, (8,), generator=gen),
+                                   torch.full((8,), 12))
+        self.test = TensorDataset(torch.randn(n_test, 12, 1, generator=gen),
+                                  torch.randint(2, (n_test,), generator=gen), torch.full((n_test,), 12))
+
+    def train_dataloader(self):
+        return DataLoader(self.train, batch_size=4)
+
+    def val_dataloader(self):
+        return DataLoader(self.train, batch_size=4)
+
+    def test_dataloader(self):
+        return DataLoader(self.test, batch_size=4)  # 7 examples: an uneven last batch
+
+
+def test_every_epoch_evaluates_the_test_split_clean_and_noisy_after_each_validation():
+    """experiments.md §8: every epoch the test set is evaluated with the noise (and clean);
+    the logged values are exact over the split (uneven last batch) and the model is left in
+    training mode with its gradients untouched."""
+    torch.manual_seed(0)
+    model = ssm.SequenceClassifier(d_model=4, n_layers=1, layer=functools.partial(ssm.S4D, d_state=4), d_output=2,
+                                   d_input=1)
+    noise = {"frequency": 3.0, "amplitude": 5.0, "every_epoch": True}
+    task = SequenceClassificationTask(model, 2, optimizer=lambda m: torch.optim.SGD(m.parameters(), lr=0.1),
+                                      test_noise=noise)
+    seen = []
+
+    class Record(L.Callback):
+        def on_train_epoch_end(self, trainer, module):  # after the epoch's validation
+            seen.append({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test_epoch/")})
+            assert module.training
+
+    calls, evaluate = [], task._test_epoch
+    task._test_epoch = lambda: (calls.append(task.current_epoch), evaluate())
+    data = _Data(7)
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+                        max_epochs=2, callbacks=[Record()], enable_checkpointing=False)
+    trainer.fit(task, datamodule=data)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    assert calls == [0, 1]  # once per epoch, not in the sanity check
+    assert len(seen) == 2 and all(set(epoch) == {f"test_epoch/{m}{t}" for m in ("acc", "loss") for t in ("", "_noisy")}
+                                  for epoch in seen)
+    x, y, lengths = data.test.tensors
+    model.eval()
+    with torch.no_grad():
+        clean = model(x, lengths)
+        with inject_noise(model, FourierModeNoise(3.0, 5.0)):
+            torch.manual_seed(0)
+            noisy = model(x, lengths)
+    assert metrics["test_epoch/acc"] == pytest.approx((clean.argmax(-1) == y).float().mean().item())
+    assert metrics["test_epoch/loss"] == pytest.approx(torch.nn.functional.cross_entropy(clean, y).item(), rel=1e-5)
+    assert metrics["test_epoch/loss_noisy"] != pytest.approx(metrics["test_epoch/loss"])
+    with pytest.raises(ValueError, match="every_epoch"):
+        SequenceClassificationTask(model, 2, optimizer=None, test_noise={"frequency": 1.0, "every_epoch": "yes"})
+
 def test_layer_transfer_of_s5_is_the_dense_hippo_n_system_it_was_built_from():
     """S5 (conj_sym, 2 blocks) at init: G = C₀ (iω - blockdiag(S))⁻¹ B₀ with B₀ = 2 Re(V B),
     C₀ = 2 Re(C Vᴴ) the real matrices the layer diagonalized."""

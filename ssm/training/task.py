@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Callable, Mapping
 
 import lightning as L
@@ -39,6 +40,10 @@ class SequenceClassificationTask(EpochMetricsHooks, L.LightningModule):
             SSM layer (``ssm.robustness``), logged as ``test/loss_noisy`` and
             ``test/acc_noisy``. ``"spike"`` takes ω where the transfer function of the first SSM
             layer that has one (S4D, S4PTD, S5) peaks. ``frequency: null`` (or no mapping) turns it off.
+            With ``"every_epoch": True`` the test split is also evaluated, clean and noisy, after
+            every validation (the PTD protocol's per-epoch curve), logged as
+            ``test_epoch/{loss,acc}`` and ``test_epoch/{loss,acc}_noisy``; the final test on
+            the best checkpoint is unchanged.
     """
 
     def __init__(
@@ -60,6 +65,12 @@ class SequenceClassificationTask(EpochMetricsHooks, L.LightningModule):
             {f"{split}_acc": MulticlassAccuracy(n_classes, average="micro") for split in splits}
         )
         self.seq_metrics = nn.ModuleDict({f"{split}_seq_acc": MeanMetric() for split in splits})
+        # the per-epoch test pass of test_noise.every_epoch (its own states: it runs between
+        # validation and the next training epoch, outside Lightning's logging of steps)
+        self.epoch_test_metrics = nn.ModuleDict()
+        for tag in ("", "_noisy"):
+            self.epoch_test_metrics[f"acc{tag}"] = MulticlassAccuracy(n_classes, average="micro")
+            self.epoch_test_metrics[f"loss{tag}"] = MeanMetric()
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         return self.model(x, lengths)
@@ -100,9 +111,45 @@ class SequenceClassificationTask(EpochMetricsHooks, L.LightningModule):
         self._shared_step(batch, "val")
 
     def on_test_start(self) -> None:
+        self._noise = self._make_noise()
+        if self._noise is not None:
+            rank_zero_info(f"test: also evaluating with {self._noise} on every SSM layer input")
+
+    def on_validation_epoch_end(self) -> None:
+        super().on_validation_epoch_end()
+        if self.test_noise is not None and self.test_noise["every_epoch"] and not self.trainer.sanity_checking:
+            self._test_epoch()
+
+    def _test_epoch(self) -> None:
+        """The whole test split, clean and with the noise, in eval mode without gradients;
+        logs ``test_epoch/{loss,acc}{,_noisy}`` (exact over the split: batch-weighted loss,
+        counted accuracy)."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is None or not hasattr(datamodule, "test_dataloader"):
+            raise RuntimeError("task.test_noise.every_epoch needs a data module with a test_dataloader()")
+        noise = self._make_noise()
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad(), self.trainer.precision_plugin.forward_context():
+                for batch in datamodule.test_dataloader():
+                    x, y, lengths = self.transfer_batch_to_device(batch, self.device, 0)
+                    for tag in ("", "_noisy"):
+                        with inject_noise(self.model, noise) if tag else contextlib.nullcontext():
+                            logits = self(x, lengths)
+                        if y.dim() == 2:
+                            logits = logits.transpose(1, 2)
+                        loss = F.cross_entropy(logits.float(), y)
+                        self.epoch_test_metrics[f"acc{tag}"].update(logits, y)
+                        self.epoch_test_metrics[f"loss{tag}"].update(loss, weight=y.numel())
+        finally:
+            self.train(was_training)
+        log_epoch_metrics(self, {f"test_epoch/{name}": metric for name, metric in self.epoch_test_metrics.items()})
+
+    def _make_noise(self) -> FourierModeNoise | None:
+        """The configured noise, its "spike" frequency read off the model as it is now."""
         if self.test_noise is None:
-            self._noise = None
-            return
+            return None
         frequency = self.test_noise["frequency"]
         if frequency == "spike":
             layer = next((m for m in self.model.modules() if isinstance(m, SSM_LAYERS) and has_transfer(m)), None)
@@ -113,8 +160,7 @@ class SequenceClassificationTask(EpochMetricsHooks, L.LightningModule):
                 )
             with torch.no_grad():
                 frequency = spike_frequency(layer)
-        self._noise = FourierModeNoise(float(frequency), float(self.test_noise.get("amplitude", 0.1)))
-        rank_zero_info(f"test: also evaluating with {self._noise} on every SSM layer input")
+        return FourierModeNoise(float(frequency), float(self.test_noise.get("amplitude", 0.1)))
 
     def test_step(self, batch, batch_idx):
         self._shared_step(batch, "test")
@@ -138,4 +184,7 @@ def _check_test_noise(test_noise: Mapping | None) -> dict | None:
     amplitude = test_noise.get("amplitude", 0.1)
     if not (isinstance(amplitude, (int, float)) and amplitude >= 0):
         raise ValueError(f"task.test_noise.amplitude must be a number >= 0, got {amplitude!r}")
-    return {"frequency": frequency, "amplitude": float(amplitude)}
+    every_epoch = test_noise.get("every_epoch", False)
+    if not isinstance(every_epoch, bool):
+        raise ValueError(f"task.test_noise.every_epoch must be true or false, got {every_epoch!r}")
+    return {"frequency": frequency, "amplitude": float(amplitude), "every_epoch": every_epoch}

@@ -193,7 +193,7 @@ def test_robustness_experiment_is_the_ptd_protocol(tmp_path, model):
         dt = block.layer.log_dt.exp()
         assert 1e-3 - 1e-9 <= dt.min().item() and dt.max().item() <= 0.1 + 1e-9
     assert (cfg.scheduler.warmup_steps, cfg.scheduler.total_steps) == (0, 100)
-    assert dict(cfg.task.test_noise) == {"frequency": 325.4, "amplitude": 0.1}
+    assert dict(cfg.task.test_noise) == {"frequency": 325.4, "amplitude": 0.1, "every_epoch": True}
 
 
 def test_default_scheduler_holds_its_floor_past_the_end_and_counts_after_the_warmup():

@@ -33,6 +33,7 @@ def test_robustness_experiment_trains_and_reports_the_noisy_test_accuracy(tmp_pa
                          "data.batch_size=4", output_dir=str(tmp_path / "run"))
     metrics = run(cfg)
     assert {"val/acc", "test/acc", "test/acc_noisy"} <= set(metrics)
+    assert {"test_epoch/acc", "test_epoch/acc_noisy", "test_epoch/loss", "test_epoch/loss_noisy"} <= set(metrics)
 
 
 @pytest.mark.parametrize("experiment, expected", [
