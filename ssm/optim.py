@@ -68,17 +68,19 @@ def get_hint(module: nn.Module, name: str) -> dict | None:
     return None if hint is None else dict(hint)
 
 
-def param_groups(model: nn.Module, weight_decay: float = 0.0) -> list[dict]:
+def param_groups(model: nn.Module, weight_decay: float = 0.0, decay_norms_and_biases: bool = False) -> list[dict]:
     """Optimizer groups for ``model``: the default group, a no-decay group, one per hint.
 
     - Parameters with a hint (their module's ``_optim_hints``, else their ``_optim``) go to a
       group with exactly those settings; a hint without a weight decay gets ``weight_decay``
       (not the optimizer's own default, 0.01 for AdamW).
-    - Biases and the weights of norms and embeddings get weight decay 0.
+    - Biases and the weights of norms and embeddings get weight decay 0 (s4's convention),
+      unless ``decay_norms_and_biases``: then they decay like the rest, as in S5's code (its
+      "regular" AdamW group takes every parameter without a hint).
     - Everything else gets ``weight_decay``.
     Frozen parameters (``requires_grad=False``) are left out.
     """
-    no_decay = _no_decay_names(model)
+    no_decay = set() if decay_norms_and_biases else _no_decay_names(model)
     kept = {id(module._parameters[name]): hint for module in model.modules()
             for name, hint in module.__dict__.get("_optim_hints", {}).items()
             if module._parameters.get(name) is not None}
@@ -89,7 +91,7 @@ def param_groups(model: nn.Module, weight_decay: float = 0.0) -> list[dict]:
         hint = kept.get(id(p), getattr(p, "_optim", None))
         if hint is not None:
             hinted.setdefault(tuple(sorted(hint.items())), []).append(p)
-        elif name in no_decay or name.endswith("bias"):
+        elif name in no_decay or (name.endswith("bias") and not decay_norms_and_biases):
             plain.append(p)
         else:
             decay.append(p)

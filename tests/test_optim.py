@@ -74,6 +74,23 @@ def test_embedding_norm_and_bias_get_no_weight_decay():
     assert id(model.backbone.blocks[0].layer.D) in decayed
 
 
+
+@pytest.mark.parametrize("norm", ["layer", "batch"])
+def test_decay_norms_and_biases_decays_everything_without_a_hint(norm):
+    """S5's code puts every parameter without an SSM lr in its AdamW group, norms, biases and
+    the encoder included (its "norm" key never matches a leaf); the SSM hints keep theirs."""
+    torch.manual_seed(1)
+    model = classifier(norm=norm)
+    groups = param_groups(model, weight_decay=0.3, decay_norms_and_biases=True)
+    decayed = set().union(*(group_ids(g) for g in groups if g["weight_decay"] == 0.3 and "lr" not in g))
+    norm_params = list(model.backbone.blocks[0].norm.parameters())
+    assert len(norm_params) == 2
+    for p in (model.encoder.weight, model.head.bias, *norm_params, model.head.weight, model.backbone.blocks[0].layer.C):
+        assert id(p) in decayed
+    hinted = [g for g in groups if "lr" in g]
+    assert hinted and all(g["weight_decay"] == 0.0 for g in hinted)  # the layer's own hints win
+    assert {id(p) for g in groups for p in g["params"]} == {id(p) for p in model.parameters() if p.requires_grad}
+
 @pytest.mark.parametrize("norm", ["layer", "batch", "none"])
 @pytest.mark.parametrize("lr", [1e-3, None, {"dt": 1e-3, "A": 2e-3, "B": 0.0}])
 def test_every_trainable_parameter_in_exactly_one_group(norm, lr):

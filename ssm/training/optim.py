@@ -16,15 +16,19 @@ OPTIMIZERS = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd": torch
 
 
 def build_optimizer(
-    model: nn.Module, name: str = "adamw", lr: float = 1e-3, weight_decay: float = 0.0, **kwargs
+    model: nn.Module, name: str = "adamw", lr: float = 1e-3, weight_decay: float = 0.0,
+    decay_norms_and_biases: bool = False, **kwargs
 ) -> torch.optim.Optimizer:
     """The optimizer ``name`` over :func:`ssm.optim.param_groups` of ``model``.
 
     Tensors with their own hints (SSM Δ, A, B) keep their lr and weight decay; everything
-    else uses ``lr`` and ``weight_decay`` (0 for biases, norms and embeddings).
+    else uses ``lr`` and ``weight_decay`` (0 for biases, norms and embeddings unless
+    ``decay_norms_and_biases``, as S5's code does).
     """
     check_optimizer_settings(name, lr, weight_decay)
-    return OPTIMIZERS[name](param_groups(model, weight_decay), lr=lr, **kwargs)
+    if not isinstance(decay_norms_and_biases, bool):
+        raise ValueError(f"optimizer decay_norms_and_biases must be true or false, got {decay_norms_and_biases!r}")
+    return OPTIMIZERS[name](param_groups(model, weight_decay, decay_norms_and_biases), lr=lr, **kwargs)
 
 
 def check_optimizer_settings(name: str = "adamw", lr: float = 1e-3, weight_decay: float = 0.0) -> None:

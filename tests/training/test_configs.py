@@ -279,6 +279,10 @@ def test_family_experiments_carry_their_paper_settings():
     s5 = compose_config("experiment=lra/s5/listops")
     assert (s5.model.layer.d_state, s5.model.layer.blocks, s5.model.output) == (16, 8, "half_glu2")
     assert s5.model.layer.opt_config == "BfastandCdecay" and s5.optimizer.lr == 0.003
+    for task in ("listops", "text", "retrieval", "image", "pathfinder", "pathx"):  # S5's AdamW group
+        for family in ("s5", "s5_ptd"):
+            assert compose_config(f"experiment=lra/{family}/{task}").optimizer.decay_norms_and_biases is True
+    assert compose_config("experiment=lra/listops").optimizer.decay_norms_and_biases is False
     ptd_image = compose_config("experiment=lra/s5_ptd/image")
     assert ptd_image.model.layer.d_state // ptd_image.model.layer.blocks == 128 and ptd_image.seed == 16418
     s4ptd = compose_config("experiment=lra/s4ptd/listops")
