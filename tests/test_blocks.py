@@ -646,3 +646,13 @@ def test_image_block_dropout_sits_on_the_mixer_output_and_inside_the_mlp(prenorm
         h = affine_norm(x + mixer(x), n1)
         expected = affine_norm(h + mlp(h), n2)
     torch.testing.assert_close(block.train()(x), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_a_block_without_floating_parameters_accepts_any_floating_dtype():
+    """The dtype check compares with the module's floating parameters (or buffers); a block
+    around a parameter-free layer, without norm or output projection, has none to compare with."""
+    block = ssm.ResidualBlock(D_MODEL, nn.Identity(), norm="none", output="none")
+    for dtype in (torch.float64, torch.float32, torch.bfloat16):
+        x = torch.randn(2, 5, D_MODEL, dtype=dtype)
+        y = block(x)
+        assert y.dtype == dtype and y.shape == x.shape

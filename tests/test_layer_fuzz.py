@@ -249,3 +249,26 @@ def test_models_refuse_an_input_of_another_dtype_with_a_clear_error(make, x):
     with pytest.raises(TypeError, match=r"is torch\.float64 but the layer's parameters are torch\.float32"):
         model(x)
     model.double()(x)  # the same input once the model is float64
+
+
+def test_padded_forecaster_refuses_an_input_of_another_dtype_naming_itself():
+    model = ssm.models.PaddedForecaster(functools.partial(ssm.S4D, d_state=4), lag=6, horizon=2, n_variates=3)
+    x = torch.randn(2, 6, 3, dtype=torch.float64)
+    with pytest.raises(TypeError, match=r"^PaddedForecaster: x is torch\.float64 but the layer's parameters are torch\.float32"):
+        model(x)
+    model.double()(x)
+
+
+def test_chimera_names_its_input_u_in_the_dtype_error():
+    layer = ssm.Chimera(C, d_state=2, period=2)
+    with pytest.raises(TypeError, match=r"^Chimera: u is torch\.float64 but the layer's parameters are torch\.float32"):
+        layer(torch.randn(2, 5, 3, C, dtype=torch.float64))
+
+
+def test_meta_tensors_of_another_dtype_get_the_same_clear_error():
+    """torch.is_autocast_enabled("meta") raises; the check treats an unknown device type as
+    autocast off instead of failing with that RuntimeError."""
+    layer = ssm.S4D(C, d_state=4).to("meta")
+    with pytest.raises(TypeError, match=r"x is torch\.float64 but the layer's parameters are torch\.float32"):
+        layer(torch.empty(2, 5, C, dtype=torch.float64, device="meta"))
+    assert layer(torch.empty(2, 5, C, device="meta")).shape == (2, 5, C)

@@ -15,6 +15,8 @@ def autocast_enabled(device_type: str) -> bool:
         return torch.is_autocast_enabled(device_type)
     except TypeError:  # torch < 2.4 takes no device type
         return torch.is_autocast_enabled() if device_type == "cuda" else torch.is_autocast_cpu_enabled()
+    except RuntimeError:  # a device type autocast does not know (meta)
+        return False
 
 
 def check_input_dtype(x: torch.Tensor, module: torch.nn.Module | None, layer: str, name: str = "x") -> None:

@@ -128,10 +128,10 @@ class DSS(DiagonalSSM):
         mask = check_mask(mask, B, L, name)
         if mask is not None:
             x = x * mask.to(x.dtype)
-        if mask is None or self.variant == "exp" or self.l_max is not None or L == 0:
+        if mask is None or self.variant == "exp" or self.l_max is not None or B == 0 or L == 0:
             y = super().forward(x)
-        else:
-            y = self._forward_per_length(x, mask.reshape(B, L).sum(1))
+        else:  # counted, not summed in the mask's dtype (a bfloat16 sum counts 257 as 256)
+            y = self._forward_per_length(x, (mask.reshape(B, L) != 0).sum(1))
         if self.variant == "softmax" and L > 0:
             self._forward_length = L
         return y

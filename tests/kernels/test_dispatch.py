@@ -82,3 +82,30 @@ def test_importing_the_library_does_not_import_triton_so_the_interpreter_can_sti
     env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_without_triton_fftconv_offers_no_triton_backend():
+    """fftconv registers its Triton backend only where triton can be imported: elsewhere
+    backend="triton" is the dispatcher's clear ValueError, not a failed import on first use."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import importlib.util\n"
+        "real = importlib.util.find_spec\n"
+        "importlib.util.find_spec = lambda name, *a, **k: None if name.split('.')[0] == 'triton' else real(name, *a, **k)\n"
+        "import torch, kernels, importlib\n"
+        "assert 'triton' not in importlib.import_module('kernels.fftconv')._IMPLEMENTATIONS\n"
+        "u, k = torch.randn(2, 3, 20), torch.randn(3, 20)\n"
+        "try:\n"
+        "    kernels.fftconv(u, k, backend='triton')\n"
+        "except ValueError as err:\n"
+        "    assert 'not available' in str(err), err\n"
+        "else:\n"
+        "    raise AssertionError('backend=triton ran without triton')\n"
+        "torch.testing.assert_close(kernels.fftconv(u, k), kernels.fftconv(u, k, backend='reference'), rtol=1e-4, atol=1e-4)\n"
+    )
+    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]

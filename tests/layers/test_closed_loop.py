@@ -348,3 +348,18 @@ def test_step_and_closed_loop_step_match_open_loop_rollout_and_the_loop(cls, nor
     if horizon > 1:
         assert_close_summed(torch.stack(inputs, 1), u_pred[:, :-1])
         assert_close_summed(torch.stack(inputs, 1), u_cl[:, :-1])
+
+
+@pytest.mark.parametrize("cls", [ssm.ClosedLoopCompanionSSM, ssm.ClosedLoopShiftSSM])
+def test_an_input_of_another_dtype_than_the_layer_is_refused(cls):
+    """open_loop, the forecast (through lag_state) and step would otherwise run a float64
+    window through float32 coefficients and return float64 at float32 accuracy."""
+    layer = cls(4, d_state=3)
+    x = torch.randn(2, 5, 4, dtype=F64)
+    for run in (layer.open_loop, layer.lag_state, lambda x: layer(x, 2), lambda x: layer.rollout(x, 2),
+                lambda x: layer.step(x[:, 0], layer.init_state(2))):
+        with pytest.raises(TypeError, match=r"is torch\.float64 but the layer's parameters are torch\.float32"):
+            run(x)
+    layer.double()
+    assert layer(x, 2).dtype == F64 and layer.open_loop(x)[0].dtype == F64
+    assert layer.step(x[:, 0], layer.init_state(2))[0].dtype == F64

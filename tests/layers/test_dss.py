@@ -555,3 +555,83 @@ def test_softmax_input_much_longer_than_l_max_keeps_finite_gradients():
     x = torch.randn(1, 400, 2, requires_grad=True)
     layer(x).sum().backward()
     assert torch.isfinite(layer.Lambda_real.grad).all() and torch.isfinite(x.grad).all()
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_softmax_padding_mask_on_an_empty_batch_keeps_the_output_in_the_graph(bidirectional):
+    """B = 0, L > 0: _forward_per_length returns torch.empty_like(u) with no iteration, so the
+    output is outside the graph (backward raises), unlike the unmasked forward (fftconv's
+    with_zero_grads)."""
+    layer = ssm.DSS(H, d_state=N, variant="softmax", bidirectional=bidirectional).double()
+    x = torch.randn(0, 5, H, dtype=torch.float64, requires_grad=True)
+    y = layer(x, mask=torch.ones(0, 5, 1, dtype=torch.float64))
+    assert y.shape == (0, 5, H)
+    y.sum().backward()
+    assert all(p.grad is not None and p.grad.abs().max() == 0 for p in layer.parameters())
+
+
+@pytest.mark.parametrize("mask_dtype, n", [(torch.bfloat16, 257), (torch.float16, 2049)])
+def test_a_half_precision_mask_counts_long_valid_lengths_exactly(mask_dtype, n):
+    """lengths = mask.sum(1) is summed in the mask's dtype: bfloat16 counts 257 as 256 and
+    float16 2049 as 2048, so the kernel is normalized over the wrong length."""
+    torch.manual_seed(3)
+    layer = ssm.DSS(H, d_state=N, variant="softmax").double()
+    L = n + 7
+    x = torch.randn(1, L, H, dtype=torch.float64)
+    mask = (torch.arange(L) < n)[None, :, None].to(mask_dtype)
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x, mask=mask)[0, :n], layer(x[:, :n])[0], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_softmax_padding_mask_on_an_empty_sequence_gives_an_empty_output_and_zero_gradients(bidirectional):
+    layer = ssm.DSS(H, d_state=N, variant="softmax", bidirectional=bidirectional).double()
+    x = torch.randn(2, 0, H, dtype=torch.float64, requires_grad=True)
+    y = layer(x, mask=torch.ones(2, 0, 1, dtype=torch.float64))
+    assert y.shape == (2, 0, H)
+    y.sum().backward()
+    assert all(p.grad is not None and p.grad.abs().max() == 0 for p in layer.parameters())
+    assert layer._forward_length is None  # an empty forward gives no length to step with
+
+
+def test_a_masked_softmax_forward_sets_the_length_step_normalizes_over():
+    """The padded batch's length L, as an unmasked forward would (see init_state)."""
+    torch.manual_seed(17)
+    layer = ssm.DSS(H, d_state=N, variant="softmax").double().eval()
+    x = torch.randn(2, 9, H, dtype=torch.float64)
+    mask = torch.ones(2, 9, 1, dtype=torch.float64)
+    mask[0, 5:] = 0
+    with torch.no_grad():
+        layer(x[:, :4])  # an earlier forward, 4 long
+        layer(x, mask=mask)  # the last forward: 9 long, padded
+        assert_close(run_steps(layer, x), layer(x))
+
+
+def test_softmax_refuses_an_input_of_another_dtype_with_a_mask_and_in_step():
+    """The masked softmax forward does not go through DiagonalSSM.forward, and step has its
+    own path: both check the input's dtype against the parameters themselves."""
+    layer = ssm.DSS(H, d_state=N, variant="softmax")
+    x = torch.randn(2, 6, H, dtype=torch.float64)
+    mask = torch.ones(2, 6, 1)
+    mask[0, 3:] = 0
+    with pytest.raises(TypeError, match=r"x is torch\.float64 but the layer's parameters are torch\.float32"):
+        layer(x, mask=mask)
+    layer(x.float(), mask=mask)  # sets the step length
+    with pytest.raises(TypeError, match=r"x_t is torch\.float64 but the layer's parameters are torch\.float32"):
+        layer.step(x[:, 0], layer.init_state(2))
+
+
+@pytest.mark.parametrize("variant, l_max", [("softmax", None), ("exp", None), ("softmax", 16)])
+def test_a_mask_of_another_dtype_than_x_selects_the_same_steps(variant, l_max):
+    """check_mask takes bool, integer or float 0/1 masks in any dtype: the output keeps x's
+    dtype and does not depend on the mask's."""
+    torch.manual_seed(18)
+    layer = ssm.DSS(H, d_state=N, variant=variant, l_max=l_max)
+    x = torch.randn(2, 7, H)
+    valid = torch.ones(2, 7, 1, dtype=torch.bool)
+    valid[0, 4:] = False
+    expected = layer(x, mask=valid.float())
+    for dtype in (torch.bool, torch.int64, torch.float64, torch.float16):
+        y = layer(x, mask=valid.to(dtype))
+        assert y.dtype == torch.float32
+        torch.testing.assert_close(y, expected, rtol=0, atol=0)
