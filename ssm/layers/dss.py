@@ -144,13 +144,16 @@ class DSS(DiagonalSSM):
         u = x.transpose(1, 2)
         D = self.D.to(u.dtype)
         n = [int(m) if m > 0 else L for m in lengths.tolist()]
+
+        def kernel(length: int) -> torch.Tensor:
+            return F.pad(self._softmax_kernel(length, length), (0, L - length)).to(u.dtype)
+
+        if len(set(n)) == 1:
+            return fftconv(u, kernel(n[0]), D).transpose(1, 2)
         y = torch.empty_like(u)
         for length in sorted(set(n)):
-            k = F.pad(self._softmax_kernel(length, length), (0, L - length)).to(u.dtype)
-            if len(set(n)) == 1:
-                return fftconv(u, k, D).transpose(1, 2)
             rows = torch.tensor([i for i, m in enumerate(n) if m == length], device=u.device)
-            y = y.index_copy(0, rows, fftconv(u[rows], k, D))
+            y = y.index_copy(0, rows, fftconv(u[rows], kernel(length), D))
         return y.transpose(1, 2)
 
     def kernel(self, L: int) -> torch.Tensor:
