@@ -107,13 +107,16 @@ class _Data(L.LightningDataModule):
         return DataLoader(self.test, batch_size=4)  # 7 examples: an uneven last batch
 
 
+def noisy_classifier(dropout=0.0):
+    return ssm.SequenceClassifier(d_model=4, n_layers=1, layer=functools.partial(ssm.S4D, d_state=4), d_output=2,
+                                  d_input=1, dropout=dropout)
+
+
 def test_every_epoch_evaluates_the_test_split_clean_and_noisy_after_each_validation():
     """experiments.md §8: every epoch the test set is evaluated with the noise (and clean);
-    the logged values are exact over the split (uneven last batch) and the model is left in
-    training mode with its gradients untouched."""
+    the logged values are exact over the split (uneven last batch)."""
     torch.manual_seed(0)
-    model = ssm.SequenceClassifier(d_model=4, n_layers=1, layer=functools.partial(ssm.S4D, d_state=4), d_output=2,
-                                   d_input=1)
+    model = noisy_classifier()
     noise = {"frequency": 3.0, "amplitude": 5.0, "every_epoch": True}
     task = SequenceClassificationTask(model, 2, optimizer=lambda m: torch.optim.SGD(m.parameters(), lr=0.1),
                                       test_noise=noise)
@@ -122,7 +125,6 @@ def test_every_epoch_evaluates_the_test_split_clean_and_noisy_after_each_validat
     class Record(L.Callback):
         def on_train_epoch_end(self, trainer, module):  # after the epoch's validation
             seen.append({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test_epoch/")})
-            assert module.training
 
     calls, evaluate = [], task._test_epoch
     task._test_epoch = lambda: (calls.append(task.current_epoch), evaluate())
@@ -139,13 +141,51 @@ def test_every_epoch_evaluates_the_test_split_clean_and_noisy_after_each_validat
     with torch.no_grad():
         clean = model(x, lengths)
         with inject_noise(model, FourierModeNoise(3.0, 5.0)):
-            torch.manual_seed(0)
             noisy = model(x, lengths)
     assert metrics["test_epoch/acc"] == pytest.approx((clean.argmax(-1) == y).float().mean().item())
     assert metrics["test_epoch/loss"] == pytest.approx(torch.nn.functional.cross_entropy(clean, y).item(), rel=1e-5)
+    # the noise amplitude is random per (sample, channel): the noisy loss differs, by a similar amount
+    noisy_loss = torch.nn.functional.cross_entropy(noisy, y).item()
     assert metrics["test_epoch/loss_noisy"] != pytest.approx(metrics["test_epoch/loss"])
+    assert abs(metrics["test_epoch/loss_noisy"] - noisy_loss) < 0.5 * abs(noisy_loss - metrics["test_epoch/loss"]) + 1e-3
     with pytest.raises(ValueError, match="every_epoch"):
         SequenceClassificationTask(model, 2, optimizer=None, test_noise={"frequency": 1.0, "every_epoch": "yes"})
+
+
+def test_the_per_epoch_test_pass_restores_mode_and_leaves_gradients_and_training_unchanged():
+    """Called from training mode it returns in training mode with the gradients as they were,
+    and a seeded run with dropout ends with the same weights with or without it (it restores
+    the random state its loader and noise draw from)."""
+    finals = []
+    for every_epoch in (False, True):
+        torch.manual_seed(0)
+        task = SequenceClassificationTask(noisy_classifier(dropout=0.3), 2,
+                                          optimizer=lambda m: torch.optim.SGD(m.parameters(), lr=0.1),
+                                          test_noise={"frequency": 3.0, "every_epoch": every_epoch})
+        trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+                            max_epochs=3, enable_checkpointing=False, num_sanity_val_steps=0)
+        trainer.fit(task, datamodule=_Data(7))
+        finals.append(torch.cat([p.detach().flatten() for p in task.parameters()]))
+    torch.testing.assert_close(finals[0], finals[1], rtol=0, atol=0)
+    task.train()
+    for p in task.parameters():
+        p.grad = torch.full_like(p, 0.5)
+    task.log = lambda *args, **kwargs: None  # outside the trainer's loops: only the pass itself
+    task._test_epoch()
+    assert task.training and all(bool((p.grad == 0.5).all()) for p in task.parameters())
+
+
+def test_the_per_epoch_test_pass_converts_batches_to_the_trainer_precision():
+    """Under precision="64-true" the model is float64: the test batches go through the
+    precision plugin as Lightning's own loops do (they stayed float32 and were refused)."""
+    torch.manual_seed(0)
+    task = SequenceClassificationTask(noisy_classifier(), 2, optimizer=lambda m: torch.optim.SGD(m.parameters(), lr=0.1),
+                                      test_noise={"frequency": 3.0, "every_epoch": True})
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+                        max_epochs=1, enable_checkpointing=False, precision="64-true")
+    trainer.fit(task, datamodule=_Data(7))
+    assert {"test_epoch/acc", "test_epoch/acc_noisy"} <= set(trainer.callback_metrics)
+
 
 def test_layer_transfer_of_s5_is_the_dense_hippo_n_system_it_was_built_from():
     """S5 (conj_sym, 2 blocks) at init: G = C₀ (iω - blockdiag(S))⁻¹ B₀ with B₀ = 2 Re(V B),

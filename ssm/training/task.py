@@ -123,17 +123,23 @@ class SequenceClassificationTask(EpochMetricsHooks, L.LightningModule):
     def _test_epoch(self) -> None:
         """The whole test split, clean and with the noise, in eval mode without gradients;
         logs ``test_epoch/{loss,acc}{,_noisy}`` (exact over the split: batch-weighted loss,
-        counted accuracy)."""
+        counted accuracy). Batches go through the trainer's device transfer and precision
+        conversion, as in Lightning's own loops; the random state is restored afterwards, so
+        the training run is the same with or without this pass. Every process of a
+        distributed run evaluates the whole split (the values are the same)."""
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is None or not hasattr(datamodule, "test_dataloader"):
             raise RuntimeError("task.test_noise.every_epoch needs a data module with a test_dataloader()")
-        noise = self._make_noise()
         was_training = self.training
         self.eval()
+        devices = [self.device] if self.device.type == "cuda" else []
         try:
-            with torch.no_grad(), self.trainer.precision_plugin.forward_context():
+            with torch.random.fork_rng(devices=devices), torch.no_grad(), \
+                    self.trainer.precision_plugin.forward_context():
+                noise = self._make_noise()
                 for batch in datamodule.test_dataloader():
-                    x, y, lengths = self.transfer_batch_to_device(batch, self.device, 0)
+                    batch = self.trainer.precision_plugin.convert_input(self.trainer.strategy.batch_to_device(batch))
+                    x, y, lengths = batch
                     for tag in ("", "_noisy"):
                         with inject_noise(self.model, noise) if tag else contextlib.nullcontext():
                             logits = self(x, lengths)
