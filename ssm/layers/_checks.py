@@ -13,8 +13,6 @@ def autocast_enabled(device_type: str) -> bool:
     """Whether torch.autocast is on for this device type (it then picks compute dtypes)."""
     try:
         return torch.is_autocast_enabled(device_type)
-    except TypeError:  # torch < 2.4 takes no device type
-        return torch.is_autocast_enabled() if device_type == "cuda" else torch.is_autocast_cpu_enabled()
     except RuntimeError:  # a device type autocast does not know (meta)
         return False
 

@@ -25,14 +25,16 @@ def build_optimizer(
     else uses ``lr`` and ``weight_decay`` (0 for biases, norms and embeddings unless
     ``decay_norms_and_biases``, as S5's code does).
     """
-    check_optimizer_settings(name, lr, weight_decay)
-    if not isinstance(decay_norms_and_biases, bool):
-        raise ValueError(f"optimizer decay_norms_and_biases must be true or false, got {decay_norms_and_biases!r}")
+    check_optimizer_settings(name, lr, weight_decay, decay_norms_and_biases)
     return OPTIMIZERS[name](param_groups(model, weight_decay, decay_norms_and_biases), lr=lr, **kwargs)
 
 
-def check_optimizer_settings(name: str = "adamw", lr: float = 1e-3, weight_decay: float = 0.0) -> None:
-    """Raise ValueError for an unknown optimizer, lr <= 0 or weight_decay < 0."""
+def check_optimizer_settings(name: str = "adamw", lr: float = 1e-3, weight_decay: float = 0.0,
+                             decay_norms_and_biases: bool = False) -> None:
+    """Raise ValueError for an unknown optimizer, lr <= 0, weight_decay < 0 or a
+    non-boolean decay_norms_and_biases."""
+    if not isinstance(decay_norms_and_biases, bool):
+        raise ValueError(f"optimizer decay_norms_and_biases must be true or false, got {decay_norms_and_biases!r}")
     if name not in OPTIMIZERS:
         raise ValueError(f"optimizer name must be one of {sorted(OPTIMIZERS)}, got {name!r}")
     if lr <= 0:

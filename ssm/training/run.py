@@ -168,7 +168,8 @@ def check_optimizer(cfg: DictConfig) -> None:
     """Raise ValueError for an optimizer config that ``build_optimizer`` would refuse once
     training starts (``check_optimizer_settings``), before data and loggers are set up."""
     optimizer = cfg.get("optimizer") or {}
-    settings = {key: optimizer[key] for key in ("name", "lr", "weight_decay") if key in optimizer}
+    keys = ("name", "lr", "weight_decay", "decay_norms_and_biases")
+    settings = {key: optimizer[key] for key in keys if key in optimizer}
     check_optimizer_settings(**settings)
 
 

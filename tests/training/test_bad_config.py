@@ -118,7 +118,9 @@ def test_an_empty_split_is_refused_before_training(split):
 
 
 @pytest.mark.parametrize("override, match", [("optimizer.lr=0", "optimizer.lr must be positive"),
-                                             ("optimizer.weight_decay=-1", "weight_decay must be >= 0")])
+                                             ("optimizer.weight_decay=-1", "weight_decay must be >= 0"),
+                                             ("optimizer.decay_norms_and_biases=yes",
+                                              "decay_norms_and_biases must be true or false")])
 def test_bad_optimizer_values_are_refused_before_the_run_starts(override, match):
     with pytest.raises(ValueError, match=match):
         check_optimizer(compose_config("experiment=lra", override))
