@@ -110,21 +110,23 @@ class _Scan2D(torch.autograd.Function):
             h = _scan_(a, g.clone(), 0)
             lam = torch.mul(h, dy_b)
             dC[:, :, bs, grp] += lam.sum(3)
-            # a h[i-1] and a g[:, j-1] as products: h - g and g - b would cancel to rounding
-            # where a << 1, and w (so dA) of a fast-decaying state would be lost.
-            h[1:] = a[1:] * h[:-1]
-            h[:1] = 0
-            g[:, 1:] = a[:, 1:] * g[:, :-1]
-            g[:, :1] = 0
+            # a h[i-1] and a g[:, j-1] as products, into the buffers b and h (b is no longer
+            # needed): h - g and g - b would cancel to rounding where a << 1, and w (so dA)
+            # of a fast-decaying state would be lost.
+            ah, ag, spare = b, h, g
+            torch.mul(a[1:], h[:-1], out=ah[1:])
+            ah[:1] = 0
+            torch.mul(a[:, 1:], g[:, :-1], out=ag[:, 1:])
+            ag[:, :1] = 0
             _scan_(a, torch.mul(C_b, dy_b, out=lam), 0, reverse=True)  # λh
-            h *= lam
+            ah *= lam
             _scan_(a, lam, 1, reverse=True)  # λg
-            w = h.addcmul_(lam, g)
-            dA[ds] += torch.mul(w, dt_b, out=b).sum((0, 1, 2))
-            sB = torch.mul(lam, B_b, out=g).sum(-1)  # Σ_n λg B
-            ddt[:, :, bs, ds] = torch.mul(w, A[ds], out=b).sum(-1) + u_b[..., 0] * sB
+            w = ah.addcmul_(lam, ag)
+            dA[ds] += torch.mul(w, dt_b, out=ag).sum((0, 1, 2))
+            sB = torch.mul(lam, B_b, out=spare).sum(-1)  # Σ_n λg B
+            ddt[:, :, bs, ds] = torch.mul(w, A[ds], out=ag).sum(-1) + u_b[..., 0] * sB
             du[:, :, bs, ds] = dt_b[..., 0] * sB
-            dB[:, :, bs, grp] += torch.mul(lam, x, out=g).sum(3)
+            dB[:, :, bs, grp] += torch.mul(lam, x, out=spare).sum(3)
         return _channel_major(du), _channel_major(ddt), dA, _channel_major(dB), _channel_major(dC)
 
 
