@@ -8,7 +8,10 @@ steps h -> a h + b as affine maps,
     (a1, b1) ∘ (a2, b2) = (a1 a2, a2 b1 + b2)        (step 1 first, then step 2),
 
 giving (A[j], B[j]) with h[j] = A[j] · carry + B[j]; the last row becomes the carry into
-the next tile. Steps past L load as the identity (1, 0), so the last row is always the
+the next tile. With a constant a (shape (P,)) the carry is kept in float64 and multiplied
+by a^k (k real steps in the tile) formed in float64 by binary powering: the float32 product
+over a tile would be rounded the same way in every tile, and its error would grow linearly
+in L instead of like √L. Steps past L load as the identity (1, 0), so the last row is always the
 state after the last real step. Complex values are written out on (re, im) parts; complex
 tensors are passed as their real views ``torch.view_as_real`` (interleaved re, im).
 float16 / bfloat16 are loaded, computed in float32 and stored back; float64 stays float64.
@@ -34,7 +37,7 @@ import triton.language as tl
 
 from kernels.linear_scan.pytorch import grads_of_a_and_h0
 
-BLOCK_L = 64  # time steps per tile (at most; short sequences use the next power of 2 >= L)
+BLOCK_L = 64  # time steps per tile (at most; short sequences use the next power of 2 >= L); < 256
 BLOCK_P = 32  # channels per program (at most)
 MIN_BLOCK = 16  # smallest tile along L
 
@@ -58,6 +61,25 @@ def _combine_complex(ar1, ai1, br1, bi1, ar2, ai2, br2, bi2):
         ar2 * br1 - ai2 * bi1 + br2,
         ar2 * bi1 + ai2 * br1 + bi2,
     )
+
+
+@triton.jit
+def _power64(ar, ai, k, A_COMPLEX: tl.constexpr):
+    """(ar + i ai)^k in float64 by binary powering, for 0 <= k < 256 (k <= BLOCK_L)."""
+    pr = tl.full(ar.shape, 1.0, tl.float64)
+    pi = tl.zeros(ar.shape, dtype=tl.float64)
+    for bit in tl.static_range(8):
+        use = ((k >> bit) & 1) == 1
+        if A_COMPLEX:
+            nr = pr * ar - pi * ai
+            ni = pr * ai + pi * ar
+            pr = tl.where(use, nr, pr)
+            pi = tl.where(use, ni, pi)
+            ar, ai = ar * ar - ai * ai, 2.0 * ar * ai
+        else:
+            pr = tl.where(use, pr * ar, pr)
+            ar = ar * ar
+    return pr, pi
 
 
 @triton.jit
@@ -87,6 +109,7 @@ def _linear_scan_kernel(
     REVERSE: tl.constexpr,
     A_SHIFT: tl.constexpr,  # step t multiplies by a[t + A_SHIFT]
     CONJ_A: tl.constexpr,
+    CONST_A: tl.constexpr,  # a has one value per channel (size 1 along L)
     BLOCK_L: tl.constexpr,
     BLOCK_P: tl.constexpr,
 ):
@@ -106,6 +129,19 @@ def _linear_scan_kernel(
         if B_COMPLEX:
             hi = tl.load(h_row + 1, mask=mask_p, other=0.0).to(ACC)
     last = (tl.arange(0, BLOCK_L) == BLOCK_L - 1)[:, None]
+    if CONST_A:
+        # The carry between tiles in float64, multiplied by a^k (k real steps in the tile)
+        # formed in float64: the scan's float32 product over a tile would be rounded the same
+        # way in every tile and its error would add up coherently along L.
+        cr = hr.to(tl.float64)
+        ci = hi.to(tl.float64)
+        a0 = a_ptr + batch * stride_ab + offs_p * stride_ap
+        a0r = tl.load(a0, mask=mask_p, other=1.0).to(tl.float64)
+        a0i = tl.zeros([BLOCK_P], dtype=tl.float64)
+        if A_COMPLEX:
+            a0i = tl.load(a0 + 1, mask=mask_p, other=0.0).to(tl.float64)
+            if CONJ_A:
+                a0i = -a0i
 
     for start in range(0, L, BLOCK_L):
         step = start + tl.arange(0, BLOCK_L)  # position in scan order
@@ -140,6 +176,18 @@ def _linear_scan_kernel(
             sar, sbr = tl.associative_scan((ar, br), 0, _combine_real)
             yr = sar * hr[None, :] + sbr
         hr = tl.sum(tl.where(last, yr, 0.0), axis=0)
+
+        if CONST_A:
+            k = tl.sum((in_l & (t_a >= 0) & (t_a < L)).to(tl.int32), axis=0)
+            pr, pi = _power64(a0r, a0i, k, A_COMPLEX)
+            lr = tl.sum(tl.where(last, sbr, 0.0), axis=0).to(tl.float64)  # the tile's B at its last step
+            if B_COMPLEX:
+                li = tl.sum(tl.where(last, sbi, 0.0), axis=0).to(tl.float64)
+                cr, ci = pr * cr - pi * ci + lr, pr * ci + pi * cr + li
+                hi = ci.to(ACC)
+            else:
+                cr = pr * cr + lr
+            hr = cr.to(ACC)
 
         o_off = o_row + t[:, None] * stride_ol
         tl.store(o_off, yr.to(out_ptr.dtype.element_ty), mask=mask)
@@ -190,6 +238,7 @@ def _scan(a, b, h0, out, reverse: bool, a_shift: int = 0, conj_a: bool = False) 
             REVERSE=reverse,
             A_SHIFT=a_shift,
             CONJ_A=conj_a and a.is_complex(),
+            CONST_A=a.shape[1] == 1,
             BLOCK_L=block_l,
             BLOCK_P=block_p,
         )

@@ -184,6 +184,42 @@ def torch_oracle(a, b, h0, reverse, weight):
     return results(a, b, h0, reverse, weight, "torch", "cuda")
 
 
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_constant_a_near_the_unit_circle_keeps_its_error_at_float32_rounding(reverse):
+    """As for the torch path: a constant a (P,) with 1 - |a| in [1e-7, 1e-5]. The product of a
+    over a tile (a^64 in float32) was rounded the same way in every tile, so the carry's error
+    grew linearly in L (8.8e-6 at L = 4096, 5x a complex64 loop); the carry and a^k are now
+    float64, forward and backward."""
+    gen = torch.Generator().manual_seed(8)
+    P, L = 4, 2048
+    mag = 1 - 10 ** (-7 + 2 * torch.rand(P, generator=gen, dtype=torch.float64))
+    a = torch.polar(mag, (2 * torch.rand(P, generator=gen, dtype=torch.float64) - 1) * torch.pi).to(torch.complex64)
+    b = torch.randn(1, L, P, generator=gen, dtype=torch.complex64)
+    weight = torch.randn(1, L, P, generator=gen, dtype=torch.complex64)
+    a32, b32 = a.to(DEVICE).requires_grad_(), b.to(DEVICE).requires_grad_()
+    h32 = linear_scan(a32, b32, reverse=reverse, backend="triton")
+    grads32 = torch.autograd.grad((h32 * weight.to(DEVICE)).real.sum(), (a32, b32))
+    a64, b64 = a.to(C128).requires_grad_(), b.to(C128).requires_grad_()
+    h64 = linear_scan(a64, b64, reverse=reverse, backend="torch")
+    grads64 = torch.autograd.grad((h64 * weight.to(C128)).real.sum(), (a64, b64))
+
+    def rel(x, ref):
+        return ((x.cpu().to(C128) - ref).abs().max() / ref.abs().max()).item()
+    assert rel(h32.detach(), h64.detach()) < 2e-6
+    for name, got, want in zip("ab", grads32, grads64):
+        assert rel(got, want) < 2e-6, name
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_constant_real_a_of_either_sign_matches_the_loop(sign):
+    """The float64 carry's power a^k for a real constant a, negative included (odd k)."""
+    gen = torch.Generator().manual_seed(9)
+    a = sign * (0.5 + 0.5 * torch.rand(3, generator=gen, dtype=torch.float64))
+    b = torch.randn(2, 150, 3, generator=gen, dtype=torch.float64)
+    h = linear_scan(a.float().to(DEVICE), b.float().to(DEVICE), backend="triton")
+    assert_close(h.cpu(), linear_recurrence(a.float().double(), b.float().double()), dtype=torch.float32)
+
 @requires_cuda
 @pytest.mark.parametrize("dtype", [torch.float32, torch.complex64, torch.float16, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("const", [False, True], ids=["a-BLP", "a-P"])
