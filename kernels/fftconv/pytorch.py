@@ -26,8 +26,9 @@ def fft_length(L: int) -> int:
         n += 1
 
 
-def _circular_kernel(k: torch.Tensor, n: int) -> torch.Tensor:
-    """(H, L) -> zero-padded to n; (2, H, L) -> [k0, 0, ..., 0, reverse(k1)] of length n."""
+def circular_kernel(k: torch.Tensor, n: int) -> torch.Tensor:
+    """(H, L) -> zero-padded to n; (2, H, L) -> [k0, 0, ..., 0, reverse(k1)] of length n
+    (also (2, ..., L) -> (..., n), e.g. one two-sided kernel per sequence)."""
     if k.dim() == 2:
         return k
     L = k.shape[-1]
@@ -45,7 +46,7 @@ def fftconv_torch(u: torch.Tensor, k: torch.Tensor, D: torch.Tensor | None = Non
     compute = torch.float32 if u.dtype in (torch.float16, torch.bfloat16) else u.dtype
     u_c, k_c = u.to(compute), k.to(compute)
     n = fft_length(L)
-    kernel_f = torch.fft.rfft(_circular_kernel(k_c, n), n=n)
+    kernel_f = torch.fft.rfft(circular_kernel(k_c, n), n=n)
     y = torch.fft.irfft(torch.fft.rfft(u_c, n=n) * kernel_f, n=n)[..., :L]
     if D is not None:
         y = y + D.to(compute)[:, None] * u_c

@@ -39,7 +39,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.fftconv.pytorch import _circular_kernel, fftconv_torch
+from kernels.fftconv.pytorch import circular_kernel, fftconv_torch
 
 MIN_N = 256  # 16 x 16: tl.dot needs every dimension >= 16
 # The largest FFT length done in one fused kernel: 128 x 64. Compiled offline for sm_90,
@@ -307,7 +307,7 @@ class _FFTConvTriton(torch.autograd.Function):
     def forward(ctx, u, k, D):
         L = u.shape[-1]
         n, N1, N2 = fft_size(L)
-        kernel_f = torch.fft.fft(_circular_kernel(k, n), n=n) / n
+        kernel_f = torch.fft.fft(circular_kernel(k, n), n=n) / n
         kernel_f = _to_tile_layout(kernel_f, N1, N2)
         spec_r, spec_i = kernel_f.real.contiguous(), kernel_f.imag.contiguous()
         y = _conv(u, spec_r, spec_i, D, n, N1, N2)

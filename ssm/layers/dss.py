@@ -6,9 +6,9 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 
-from kernels import fftconv, vandermonde
+from kernels import vandermonde
+from kernels.fftconv.pytorch import circular_kernel, fft_length
 from ssm.hippo import diagonal_init
 from ssm.layers._checks import check_causal, check_choice, check_lr, check_sequence, check_state, check_step_input
 from ssm.layers._empty import zeros_in_graph
@@ -137,24 +137,39 @@ class DSS(DiagonalSSM):
         return y
 
     def _forward_per_length(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """The softmax forward with sequence b's kernel that of its valid length n_b alone:
-        n_b taps normalized over n_b, then zeros (the taps past n_b reach only padding, and a
-        growing mode's would overflow). An all-padding sequence (zeros) takes n = L."""
+        """The softmax forward with sequence b's kernel that of its valid length n_b alone
+        (see :meth:`_kernels_of_lengths`; an all-padding sequence, zeros, takes n = L): one
+        kernel per distinct length, all from one Vandermonde call, and one FFT convolution
+        with a kernel per sequence."""
         L = x.shape[1]
+        n = torch.where(lengths > 0, lengths, L)
+        distinct, which = torch.unique(n, return_inverse=True)
+        k = self._kernels_of_lengths(distinct, L)[which]  # (B, channels, H, L)
         u = x.transpose(1, 2)
-        D = self.D.to(u.dtype)
-        n = [int(m) if m > 0 else L for m in lengths.tolist()]
+        compute = k.dtype  # float32 for half-precision layers, as the kernel
+        y = _fftconv_per_sequence(u.to(compute), k, self.D.to(compute))
+        return y.to(x.dtype).transpose(1, 2)
 
-        def kernel(length: int) -> torch.Tensor:
-            return F.pad(self._softmax_kernel(length, length), (0, L - length)).to(u.dtype)
-
-        if len(set(n)) == 1:
-            return fftconv(u, kernel(n[0]), D).transpose(1, 2)
-        y = torch.empty_like(u)
-        for length in sorted(set(n)):
-            rows = torch.tensor([i for i, m in enumerate(n) if m == length], device=u.device)
-            y = y.index_copy(0, rows, fftconv(u[rows], kernel(length), D))
-        return y.transpose(1, 2)
+    def _kernels_of_lengths(self, n: torch.Tensor, L: int) -> torch.Tensor:
+        """For lengths n (U,), each in [1, L]: the softmax kernel of a sequence of length n_u
+        alone, n_u taps normalized over n_u, then zeros (the taps past n_u reach only padding,
+        and a growing mode's would overflow): (U, channels, H, L). Growing modes are summed as
+        the decaying e^{-a k} at k = n_u - 1 - l, gathered per length."""
+        dt, Lam, W = self.continuous()
+        a = dt.unsqueeze(-1) * Lam  # (H, M)
+        growing = a.real > 0
+        x_stable = torch.where(growing, -a, a)
+        weight = _softmax_weight(x_stable, n.to(a.real.dtype).view(-1, 1, 1, 1))  # (U, 1, H, M)
+        v = W * _reciprocal(Lam) * weight / 2  # (U, channels, H, M)
+        U, C, H, M = v.shape
+        zero = torch.zeros((), dtype=v.dtype, device=v.device)
+        decaying = vandermonde(torch.where(growing, zero, v).reshape(U * C, H, M), x_stable, L)
+        reversed_ = vandermonde(torch.where(growing, v, zero).reshape(U * C, H, M), x_stable, L)
+        steps = torch.arange(L, device=n.device)
+        back = (n.view(-1, 1) - 1 - steps).clamp(min=0)  # (U, L): k = n_u - 1 - l
+        grown = reversed_.view(U, C, H, L).gather(-1, back.view(U, 1, 1, L).expand(U, C, H, L))
+        valid = (steps < n.view(-1, 1)).view(U, 1, 1, L)
+        return torch.where(valid, decaying.view(U, C, H, L) + grown, 0.0)
 
     def kernel(self, L: int) -> torch.Tensor:
         """The convolution kernel (H, L), or (2, H, L) when bidirectional; the softmax variant
@@ -244,9 +259,20 @@ def _reciprocal(z: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
     return z.conj() / (z.real**2 + z.imag**2 + eps)
 
 
-def _softmax_weight(a: torch.Tensor, L: int) -> torch.Tensor:
-    """(e^a - 1)/(e^{aL} - 1), with its limit 1/L at a = 0."""
+def _softmax_weight(a: torch.Tensor, L: int | torch.Tensor) -> torch.Tensor:
+    """(e^a - 1)/(e^{aL} - 1), with its limit 1/L at a = 0; L an int or a real tensor that
+    broadcasts against a."""
     tiny = a.abs() < 1e-12
     safe = torch.where(tiny, torch.ones_like(a), a)
     w = torch.expm1(safe) / torch.expm1(safe * L)
-    return torch.where(tiny, torch.full_like(a, 1.0 / L), w)
+    return torch.where(tiny, (1.0 / L) + torch.zeros_like(w), w)
+
+
+def _fftconv_per_sequence(u: torch.Tensor, k: torch.Tensor, D: torch.Tensor) -> torch.Tensor:
+    """y_b = k_b * u_b + D ⊙ u_b for u (B, H, L) and a kernel per sequence k (B, 1, H, L)
+    (causal) or (B, 2, H, L) (k[:, 1] acting on the future, as in :func:`kernels.fftconv`)."""
+    L = u.shape[-1]
+    n = fft_length(L)
+    circular = k[:, 0] if k.shape[1] == 1 else circular_kernel(k.transpose(0, 1), n)
+    y = torch.fft.irfft(torch.fft.rfft(u, n=n) * torch.fft.rfft(circular, n=n), n=n)[..., :L]
+    return y + D[:, None] * u
