@@ -635,3 +635,20 @@ def test_a_mask_of_another_dtype_than_x_selects_the_same_steps(variant, l_max):
         y = layer(x, mask=valid.to(dtype))
         assert y.dtype == torch.float32
         torch.testing.assert_close(y, expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_a_half_precision_softmax_layer_with_a_mask_matches_float32(dtype):
+    """The per-sequence kernels are float32 for a half-precision layer: the masked forward
+    computes in float32 and returns the layer's dtype, as the unmasked one does."""
+    torch.manual_seed(19)
+    layer = ssm.DSS(H, d_state=N, variant="softmax", bidirectional=True).to(dtype)
+    wide = ssm.DSS(H, d_state=N, variant="softmax", bidirectional=True)
+    wide.load_state_dict(layer.state_dict())
+    x = torch.randn(3, 10, H).to(dtype)
+    mask = torch.ones(3, 10, 1)
+    mask[0, 6:] = 0
+    mask[2, 2:] = 0
+    y = layer(x, mask=mask)
+    assert y.dtype == dtype
+    torch.testing.assert_close(y.float(), wide(x.float(), mask=mask), rtol=2e-2, atol=2e-2)
