@@ -38,3 +38,11 @@ def check_mask(mask, batch: int, L: int, name: str) -> torch.Tensor | None:
     if mask.dtype != torch.bool and not bool(((mask == 0) | (mask == 1)).all()):
         raise ValueError(f"{name}: the padding mask must hold only 0 and 1 (1 on valid steps)")
     return mask
+
+
+def check_layer_mask(mask, batch: int, L: int, name: str) -> torch.Tensor | None:
+    """:func:`check_mask` for a layer's own ``mask`` argument, which also takes the (batch, L)
+    form a direct caller writes (the layer knows its time axis): returns (batch, L, 1)."""
+    if torch.is_tensor(mask) and mask.dim() == 2:
+        mask = mask.unsqueeze(-1)
+    return check_mask(mask, batch, L, name)

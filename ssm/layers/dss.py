@@ -22,7 +22,7 @@ from ssm.layers.diagonal import (
     widen,
 )
 from ssm.optim import register
-from ssm.padding import check_mask
+from ssm.padding import check_layer_mask
 
 VARIANTS = ("exp", "softmax")
 
@@ -123,9 +123,7 @@ class DSS(DiagonalSSM):
         name = type(self).__name__
         check_sequence(x, self.d_model, name, self)
         B, L = x.shape[0], x.shape[1]
-        if torch.is_tensor(mask) and mask.dim() == 2:  # (B, L) is accepted too
-            mask = mask.unsqueeze(-1)
-        mask = check_mask(mask, B, L, name)
+        mask = check_layer_mask(mask, B, L, name)
         if mask is not None:
             x = x * mask.to(x.dtype)
         if mask is None or self.variant == "exp" or self.l_max is not None or B == 0 or L == 0:
@@ -155,13 +153,9 @@ class DSS(DiagonalSSM):
         alone, n_u taps normalized over n_u, then zeros (the taps past n_u reach only padding,
         and a growing mode's would overflow): (U, channels, H, L). Growing modes are summed as
         the decaying e^{-a k} at k = n_u - 1 - l, gathered per length."""
-        dt, Lam, W = self.continuous()
-        a = dt.unsqueeze(-1) * Lam  # (H, M)
-        growing = a.real > 0
+        v, a, growing = self._stable_weights(n.to(compute_dtype(self.D.dtype)).view(-1, 1, 1, 1))
         x_stable = torch.where(growing, -a, a)
-        weight = _softmax_weight(x_stable, n.to(a.real.dtype).view(-1, 1, 1, 1))  # (U, 1, H, M)
-        v = W * _reciprocal(Lam) * weight / 2  # (U, channels, H, M)
-        U, C, H, M = v.shape
+        U, C, H, M = v.shape  # one set of weights per length
         zero = torch.zeros((), dtype=v.dtype, device=v.device)
         decaying = vandermonde(torch.where(growing, zero, v).reshape(U * C, H, M), x_stable, L)
         reversed_ = vandermonde(torch.where(growing, v, zero).reshape(U * C, H, M), x_stable, L)
@@ -194,10 +188,11 @@ class DSS(DiagonalSSM):
         k = decaying + reversed_
         return k if self.bidirectional else k[0]
 
-    def _stable_weights(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _stable_weights(self, n: int | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Softmax variant normalized over n: (v (channels, H, N/2), a = ΔΛ (H, N/2), growing
         = Re a > 0), with v the weight of e^{a l} on decaying modes and of e^{-a(n-1-l)} on
-        growing ones, so that neither overflows."""
+        growing ones, so that neither overflows. A tensor n of shape (U, 1, 1, 1) gives v of
+        shape (U, channels, H, N/2), one set per length."""
         dt, Lam, W = self.continuous()
         a = dt.unsqueeze(-1) * Lam
         growing = a.real > 0

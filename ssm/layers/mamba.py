@@ -28,7 +28,7 @@ from ssm.layers.diagonal import compute_dtype, ssm_lr, to_default_dtype, widen
 from ssm.layers.selective import DT_INITS, dt_bias_init, dt_weight_init, inverse_softplus, s4d_real_log_A
 from ssm.layers.softsort import soft_sort
 from ssm.optim import register, set_hint
-from ssm.padding import check_mask
+from ssm.padding import check_layer_mask
 
 
 
@@ -263,9 +263,7 @@ class Mamba(KeepsNoReinit):
         among themselves."""
         check_sequence(u, self.d_model, type(self).__name__, self)
         L = u.shape[1]
-        if torch.is_tensor(mask) and mask.dim() == 2:  # (B, L) is accepted too
-            mask = mask.unsqueeze(-1)
-        mask = check_mask(mask, u.shape[0], L, type(self).__name__)
+        mask = check_layer_mask(mask, u.shape[0], L, type(self).__name__)
         if L == 0:  # nothing to convolve or scan
             return zeros_in_graph(u, self)
         x, z = self.in_proj(u.to(self.in_proj.weight.dtype)).transpose(1, 2).chunk(2, dim=1)  # (B, E, L) each

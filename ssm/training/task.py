@@ -75,18 +75,23 @@ class SequenceClassificationTask(EpochMetricsHooks, L.LightningModule):
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         return self.model(x, lengths)
 
-    def _shared_step(self, batch, split: str, tag: str = "") -> torch.Tensor:
-        x, y, lengths = batch
-        logits = self(x, lengths)
-        per_token = y.dim() == 2
+    @staticmethod
+    def _logits_and_loss(logits: torch.Tensor, y: torch.Tensor, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits with the class dim second, as cross_entropy and the metrics expect; the mean
+        cross-entropy) for targets y (B,) or (B, K)."""
         if logits.shape[:-1] != y.shape:
             raise ValueError(
                 f"{split}: the model gives logits of shape {tuple(logits.shape)} for targets of shape "
                 f"{tuple(y.shape)}; targets (B, K) need logits (B, K, classes) (model.pooling=last_k)"
             )
-        if per_token:  # (B, K, C) -> the class dim second, as cross_entropy and the metric expect
+        if y.dim() == 2:  # (B, K, C) -> (B, C, K)
             logits = logits.transpose(1, 2)
-        loss = F.cross_entropy(logits, y)
+        return logits, F.cross_entropy(logits, y)
+
+    def _shared_step(self, batch, split: str, tag: str = "") -> torch.Tensor:
+        x, y, lengths = batch
+        per_token = y.dim() == 2
+        logits, loss = self._logits_and_loss(self(x, lengths), y, split)
         require_finite_loss(loss, split, self.global_step)
         self.metrics[f"{split}{tag}_acc"].update(logits.detach(), y)
         if per_token:
@@ -142,10 +147,7 @@ class SequenceClassificationTask(EpochMetricsHooks, L.LightningModule):
                     x, y, lengths = batch
                     for tag in ("", "_noisy"):
                         with inject_noise(self.model, noise) if tag else contextlib.nullcontext():
-                            logits = self(x, lengths)
-                        if y.dim() == 2:
-                            logits = logits.transpose(1, 2)
-                        loss = F.cross_entropy(logits.float(), y)
+                            logits, loss = self._logits_and_loss(self(x, lengths).float(), y, "test_epoch")
                         self.epoch_test_metrics[f"acc{tag}"].update(logits, y)
                         self.epoch_test_metrics[f"loss{tag}"].update(loss, weight=y.numel())
         finally:
