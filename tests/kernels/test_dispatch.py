@@ -2,6 +2,10 @@
 the Triton backend, raise a clear ValueError before any kernel runs; meta tensors run
 shape-only through the torch path."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -59,14 +63,19 @@ def test_selective_scan_reference_computes_half_z_and_delta_in_u_precision():
         torch.testing.assert_close(half, wide, rtol=0, atol=0)
 
 
+
+def run_fresh_python(script: str) -> None:
+    """Run ``script`` in a new interpreter without TRITON_INTERPRET (as a user's script
+    starts), and require it to succeed."""
+    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
 def test_importing_the_library_does_not_import_triton_so_the_interpreter_can_still_be_chosen():
     """The Triton kernel modules read TRITON_INTERPRET when their kernels are decorated, so
     ``import ssm`` / ``import kernels`` must not import them: a script may set the variable
     after importing the library and before its first Triton call."""
-    import os
-    import subprocess
-    import sys
-
     script = (
         "import os, sys, torch\n"
         "import ssm, kernels\n"
@@ -79,18 +88,12 @@ def test_importing_the_library_does_not_import_triton_so_the_interpreter_can_sti
         "torch.testing.assert_close(kernels.vandermonde(v, x, 9, backend='triton'),\n"
         "                           kernels.vandermonde(v, x, 9, backend='torch'), rtol=1e-4, atol=1e-4)\n"
     )
-    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
-    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
+    run_fresh_python(script)
 
 
 def test_without_triton_fftconv_offers_no_triton_backend():
     """fftconv registers its Triton backend only where triton can be imported: elsewhere
     backend="triton" is the dispatcher's clear ValueError, not a failed import on first use."""
-    import os
-    import subprocess
-    import sys
-
     script = (
         "import importlib.util\n"
         "real = importlib.util.find_spec\n"
@@ -106,6 +109,4 @@ def test_without_triton_fftconv_offers_no_triton_backend():
         "    raise AssertionError('backend=triton ran without triton')\n"
         "torch.testing.assert_close(kernels.fftconv(u, k), kernels.fftconv(u, k, backend='reference'), rtol=1e-4, atol=1e-4)\n"
     )
-    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
-    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
+    run_fresh_python(script)

@@ -4,7 +4,12 @@ import importlib
 
 import pytest
 import torch
-from reference import linear_recurrence, linear_scan_inputs
+from reference import (
+    constant_a_near_unit_circle,
+    linear_recurrence,
+    linear_scan_inputs,
+    scan_errors_against_complex128,
+)
 from tolerances import assert_close, assert_close_summed
 
 import kernels
@@ -117,25 +122,13 @@ def test_constant_a_near_the_unit_circle_keeps_its_error_at_float32_rounding(rev
     rounded to complex64 once and reused L/16 times, so its rounding added up coherently and
     the error grew linearly in L (1.5e-5 at L = 16384, 3x a complex64 loop). The carry scan
     now runs in complex128: forward and gradients stay at a few float32 ulps."""
-    gen = torch.Generator().manual_seed(8)
-    P, L = 4, 16384
-    mag = 1 - 10 ** (-7 + 2 * torch.rand(P, generator=gen, dtype=torch.float64))
-    a = torch.polar(mag, (2 * torch.rand(P, generator=gen, dtype=torch.float64) - 1) * torch.pi).to(torch.complex64)
-    b = torch.randn(1, L, P, generator=gen, dtype=torch.complex64)
-    weight = torch.randn(1, L, P, generator=gen, dtype=torch.complex64)
-    a32, b32 = a.clone().requires_grad_(), b.clone().requires_grad_()
-    h32 = linear_scan(a32, b32, reverse=reverse, backend="torch")
-    grads32 = torch.autograd.grad((h32 * weight).real.sum(), (a32, b32))
-    a64, b64 = a.to(C128).requires_grad_(), b.to(C128).requires_grad_()
-    h64 = linear_scan(a64, b64, reverse=reverse, backend="torch")
-    grads64 = torch.autograd.grad((h64 * weight.to(C128)).real.sum(), (a64, b64))
-    torch.testing.assert_close(h64.detach(), linear_recurrence(a.to(C128), b.to(C128), None, reverse=reverse))
-
-    def rel(x, ref):
-        return ((x.to(C128) - ref).abs().max() / ref.abs().max()).item()
-    assert rel(h32.detach(), h64.detach()) < 2e-6
-    for name, got, want in zip("ab", grads32, grads64):
-        assert rel(got, want) < 2e-6, name
+    a, b, weight = constant_a_near_unit_circle(16384)
+    torch.testing.assert_close(linear_scan(a.to(C128), b.to(C128), reverse=reverse, backend="torch"),
+                               linear_recurrence(a.to(C128), b.to(C128), None, reverse=reverse))
+    errors = scan_errors_against_complex128(a, b, weight, reverse, "torch")
+    assert errors[0] < 2e-6
+    for name, error in zip("ab", errors[1:]):
+        assert error < 2e-6, name
 
 @pytest.mark.parametrize("chunk", [2, 3, 5])
 @pytest.mark.parametrize("L", [1, 2, 9, 10, 64, 101])

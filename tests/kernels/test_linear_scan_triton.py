@@ -10,7 +10,12 @@ import importlib
 
 import pytest
 import torch
-from reference import linear_recurrence, linear_scan_inputs
+from reference import (
+    constant_a_near_unit_circle,
+    linear_recurrence,
+    linear_scan_inputs,
+    scan_errors_against_complex128,
+)
 from tolerances import assert_close, assert_close_summed
 
 import kernels
@@ -191,24 +196,11 @@ def test_constant_a_near_the_unit_circle_keeps_its_error_at_float32_rounding(rev
     over a tile (a^64 in float32) was rounded the same way in every tile, so the carry's error
     grew linearly in L (8.8e-6 at L = 4096, 5x a complex64 loop); the carry and a^k are now
     float64, forward and backward."""
-    gen = torch.Generator().manual_seed(8)
-    P, L = 4, 2048
-    mag = 1 - 10 ** (-7 + 2 * torch.rand(P, generator=gen, dtype=torch.float64))
-    a = torch.polar(mag, (2 * torch.rand(P, generator=gen, dtype=torch.float64) - 1) * torch.pi).to(torch.complex64)
-    b = torch.randn(1, L, P, generator=gen, dtype=torch.complex64)
-    weight = torch.randn(1, L, P, generator=gen, dtype=torch.complex64)
-    a32, b32 = a.to(DEVICE).requires_grad_(), b.to(DEVICE).requires_grad_()
-    h32 = linear_scan(a32, b32, reverse=reverse, backend="triton")
-    grads32 = torch.autograd.grad((h32 * weight.to(DEVICE)).real.sum(), (a32, b32))
-    a64, b64 = a.to(C128).requires_grad_(), b.to(C128).requires_grad_()
-    h64 = linear_scan(a64, b64, reverse=reverse, backend="torch")
-    grads64 = torch.autograd.grad((h64 * weight.to(C128)).real.sum(), (a64, b64))
-
-    def rel(x, ref):
-        return ((x.cpu().to(C128) - ref).abs().max() / ref.abs().max()).item()
-    assert rel(h32.detach(), h64.detach()) < 2e-6
-    for name, got, want in zip("ab", grads32, grads64):
-        assert rel(got, want) < 2e-6, name
+    a, b, weight = constant_a_near_unit_circle(2048)
+    errors = scan_errors_against_complex128(a, b, weight, reverse, "triton", device=DEVICE)
+    assert errors[0] < 2e-6
+    for name, error in zip("ab", errors[1:]):
+        assert error < 2e-6, name
 
 
 @pytest.mark.parametrize("sign", [1.0, -1.0])

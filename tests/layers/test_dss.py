@@ -558,16 +558,19 @@ def test_softmax_input_much_longer_than_l_max_keeps_finite_gradients():
 
 
 @pytest.mark.parametrize("bidirectional", [False, True])
-def test_softmax_padding_mask_on_an_empty_batch_keeps_the_output_in_the_graph(bidirectional):
-    """B = 0, L > 0: _forward_per_length returns torch.empty_like(u) with no iteration, so the
-    output is outside the graph (backward raises), unlike the unmasked forward (fftconv's
-    with_zero_grads)."""
+@pytest.mark.parametrize("B, L, length_after", [(0, 5, 5), (2, 0, None)], ids=["empty batch", "empty sequence"])
+def test_softmax_padding_mask_on_an_empty_input_gives_an_empty_output_and_zero_gradients(bidirectional, B, L,
+                                                                                           length_after):
+    """B = 0, L > 0: the per-length path used to return torch.empty_like(u) with no iteration,
+    outside the graph (backward raised), unlike the unmasked forward (fftconv's
+    with_zero_grads). L = 0: an empty forward gives no length to step with."""
     layer = ssm.DSS(H, d_state=N, variant="softmax", bidirectional=bidirectional).double()
-    x = torch.randn(0, 5, H, dtype=torch.float64, requires_grad=True)
-    y = layer(x, mask=torch.ones(0, 5, 1, dtype=torch.float64))
-    assert y.shape == (0, 5, H)
+    x = torch.randn(B, L, H, dtype=torch.float64, requires_grad=True)
+    y = layer(x, mask=torch.ones(B, L, 1, dtype=torch.float64))
+    assert y.shape == (B, L, H)
     y.sum().backward()
     assert all(p.grad is not None and p.grad.abs().max() == 0 for p in layer.parameters())
+    assert layer._forward_length == length_after
 
 
 @pytest.mark.parametrize("mask_dtype, n", [(torch.bfloat16, 257), (torch.float16, 2049)])
@@ -581,17 +584,6 @@ def test_a_half_precision_mask_counts_long_valid_lengths_exactly(mask_dtype, n):
     mask = (torch.arange(L) < n)[None, :, None].to(mask_dtype)
     with torch.no_grad():
         torch.testing.assert_close(layer(x, mask=mask)[0, :n], layer(x[:, :n])[0], rtol=1e-12, atol=1e-12)
-
-
-@pytest.mark.parametrize("bidirectional", [False, True])
-def test_softmax_padding_mask_on_an_empty_sequence_gives_an_empty_output_and_zero_gradients(bidirectional):
-    layer = ssm.DSS(H, d_state=N, variant="softmax", bidirectional=bidirectional).double()
-    x = torch.randn(2, 0, H, dtype=torch.float64, requires_grad=True)
-    y = layer(x, mask=torch.ones(2, 0, 1, dtype=torch.float64))
-    assert y.shape == (2, 0, H)
-    y.sum().backward()
-    assert all(p.grad is not None and p.grad.abs().max() == 0 for p in layer.parameters())
-    assert layer._forward_length is None  # an empty forward gives no length to step with
 
 
 def test_a_masked_softmax_forward_sets_the_length_step_normalizes_over():
