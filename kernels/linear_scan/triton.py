@@ -152,7 +152,8 @@ def _linear_scan_kernel(
             t = step.to(tl.int64)
         t_a = t + A_SHIFT
         mask = in_l[:, None] & mask_p[None, :]
-        mask_a = (in_l & (t_a >= 0) & (t_a < L))[:, None] & mask_p[None, :]
+        a_in = in_l & (t_a >= 0) & (t_a < L)  # steps whose multiplier is read (others: 1)
+        mask_a = a_in[:, None] & mask_p[None, :]
 
         a_off = a_row + t_a[:, None] * stride_al
         ar = tl.load(a_off, mask=mask_a, other=1.0).to(ACC)
@@ -171,14 +172,12 @@ def _linear_scan_kernel(
                 sar, sbr, sbi = tl.associative_scan((ar, br, bi), 0, _combine_real_a)
                 yr = sar * hr[None, :] + sbr
                 yi = sar * hi[None, :] + sbi
-            hi = tl.sum(tl.where(last, yi, 0.0), axis=0)
         else:
             sar, sbr = tl.associative_scan((ar, br), 0, _combine_real)
             yr = sar * hr[None, :] + sbr
-        hr = tl.sum(tl.where(last, yr, 0.0), axis=0)
 
         if CONST_A:
-            k = tl.sum((in_l & (t_a >= 0) & (t_a < L)).to(tl.int32), axis=0)
+            k = tl.sum(a_in.to(tl.int32), axis=0)
             pr, pi = _power64(a0r, a0i, k, A_COMPLEX)
             lr = tl.sum(tl.where(last, sbr, 0.0), axis=0).to(tl.float64)  # the tile's B at its last step
             if B_COMPLEX:
@@ -188,6 +187,10 @@ def _linear_scan_kernel(
             else:
                 cr = pr * cr + lr
             hr = cr.to(ACC)
+        else:  # the carry is the tile's last state
+            if B_COMPLEX:
+                hi = tl.sum(tl.where(last, yi, 0.0), axis=0)
+            hr = tl.sum(tl.where(last, yr, 0.0), axis=0)
 
         o_off = o_row + t[:, None] * stride_ol
         tl.store(o_off, yr.to(out_ptr.dtype.element_ty), mask=mask)
