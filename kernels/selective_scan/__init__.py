@@ -130,6 +130,7 @@ def _canonical_BC(M, arg, Bsz, Dm, N, L, complex_A):
         if M.is_complex() and not complex_A:
             raise TypeError(f"{name}: complex {arg} needs complex A")
         return M
+    given = tuple(M.shape)  # as passed, for the messages
     if M.dim() == 3:
         M = M.unsqueeze(1)
     if M.dim() != 4:
@@ -141,7 +142,7 @@ def _canonical_BC(M, arg, Bsz, Dm, N, L, complex_A):
         if M.shape[-1] != 2 * L:
             raise ValueError(
                 f"{name}: with complex A, a real variable {arg} must hold interleaved (re, im) pairs "
-                f"along its last dim of size 2L = {2 * L}, got {tuple(M.shape)}"
+                f"along its last dim of size 2L = {2 * L}, got {given}"
             )
         wide = torch.float64 if M.dtype == torch.float64 else torch.float32
         M = torch.view_as_complex(M.to(wide).reshape(*M.shape[:-1], L, 2).contiguous())
@@ -150,7 +151,7 @@ def _canonical_BC(M, arg, Bsz, Dm, N, L, complex_A):
     if M.shape[0] != Bsz or M.shape[2] != N or M.shape[3] != L or G < 1 or Dm % G:
         raise ValueError(
             f"{name}: expected {arg} of shape (B, N, L) = ({Bsz}, {N}, {L}) or (B, G, N, L) with G "
-            f"dividing D = {Dm}, got {tuple(M.shape)}"
+            f"dividing D = {Dm}, got {given}"
         )
     if M.dtype not in _FLOATS + _COMPLEX:
         raise TypeError(f"{name}: {arg} must be floating point, got {M.dtype}")

@@ -98,12 +98,13 @@ def selective_scan_2d(
 
 def _grouped(M, arg, Bsz, Dm, N, H, W):
     """B / C as (B, G, N, Hgt, Wdt)."""
+    given = tuple(M.shape)  # as passed, for the message
     if M.dim() == 4:
         M = M.unsqueeze(1)
     if M.dim() != 5 or M.shape[0] != Bsz or M.shape[2:] != (N, H, W) or M.shape[1] < 1 or Dm % M.shape[1]:
         raise ValueError(
             f"selective_scan_2d: expected {arg} of shape (B, N, Hgt, Wdt) = ({Bsz}, {N}, {H}, {W}) or "
-            f"(B, G, N, Hgt, Wdt) with G dividing D = {Dm}, got {tuple(M.shape)}"
+            f"(B, G, N, Hgt, Wdt) with G dividing D = {Dm}, got {given}"
         )
     if M.is_complex() or M.dtype not in _FLOATS:
         raise TypeError(f"selective_scan_2d: {arg} must be real floating point, got {M.dtype}")

@@ -109,12 +109,13 @@ def _check(state, x, dt, A, B, C, D, z, dt_bias):
 
 
 def _canonical_BC(M, arg, Bsz, Dm, N):
+    given = tuple(M.shape)  # as passed, for the message
     if M.dim() == 2:
         M = M.unsqueeze(1)
     if M.dim() != 3 or M.shape[0] != Bsz or M.shape[2] != N or M.shape[1] < 1 or Dm % M.shape[1]:
         raise ValueError(
             f"{_NAME}: expected {arg} of shape (B, N) = ({Bsz}, {N}) or (B, G, N) with G dividing "
-            f"D = {Dm}, got {tuple(M.shape)}"
+            f"D = {Dm}, got {given}"
         )
     return M
 
