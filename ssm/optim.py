@@ -5,7 +5,8 @@ An SSM layer registers its core tensors (Δ, A, B) with :func:`register` and a h
 distinct hint. ``lr=0`` registers the tensor as a buffer instead, i.e. frozen.
 
 A hint is kept twice: as the parameter's ``_optim`` attribute (the convention of the S4
-code base, which other code may read) and in its module's ``_optim_hints`` dict under the
+code base, which other code may read; a hint with weight decay 0 also sets mamba_ssm's
+``_no_weight_decay = True``) and in its module's ``_optim_hints`` dict under the
 parameter's name. Only the second survives ``copy.deepcopy`` (``nn.Parameter`` copies drop
 attributes), ``load_state_dict(..., assign=True)`` and ``to_empty``, which all put new
 Parameter objects on the module, so :func:`param_groups` reads it first.
@@ -55,6 +56,10 @@ def set_hint(module: nn.Module, name: str, hint: dict) -> None:
     if param is None:
         raise KeyError(f"{type(module).__name__} has no parameter {name!r}")
     param._optim = dict(hint)
+    if hint.get("weight_decay") == 0.0:  # the flag mamba_ssm's optimizer grouping reads
+        param._no_weight_decay = True
+    elif hasattr(param, "_no_weight_decay"):
+        del param._no_weight_decay
     if "_optim_hints" not in module.__dict__:
         module._optim_hints = {}
     module._optim_hints[name] = dict(hint)

@@ -253,3 +253,14 @@ def test_a_hint_without_weight_decay_takes_the_global_weight_decay():
         id(module.plain): {"weight_decay": 0.25},
         id(module.no_decay): {"weight_decay": 0.0},
     }
+
+
+def test_zero_weight_decay_hints_also_set_mamba_ssms_flag():
+    """Code that groups parameters the mamba_ssm way (``_no_weight_decay``) leaves A_log and D undecayed."""
+    from ssm.optim import set_hint
+
+    layer = ssm.Mamba(8, d_state=4)
+    flagged = {name for name, p in layer.named_parameters() if getattr(p, "_no_weight_decay", False)}
+    assert flagged == {"A_log", "D"}
+    set_hint(layer, "D", {"lr": 1e-3})  # a later hint with decay clears the flag
+    assert not hasattr(layer.D, "_no_weight_decay")
