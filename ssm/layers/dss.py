@@ -29,11 +29,13 @@ VARIANTS = ("exp", "softmax")
 
 class SoftmaxState(NamedTuple):
     """Recurrent state of ``DSS(variant="softmax")``: s = sigma · exp(log_scale), both
-    (batch, H, N/2). A growing mode's s_t = sum_l e^{a(t-l)} u_l spans e^{Re(a) L}, beyond
+    (batch, H, N/2), and ``length``, the normalization length fixed when the state was
+    made, so that each stream keeps its own. A growing mode's s_t = sum_l e^{a(t-l)} u_l spans e^{Re(a) L}, beyond
     float range for long L; the floating exponent keeps |sigma| <= 1 once s is large."""
 
     sigma: torch.Tensor
     log_scale: torch.Tensor
+    length: int | None = None  # the normalization length of the steps (see DSS.init_state)
 
 
 class DSS(DiagonalSSM):
@@ -84,7 +86,6 @@ class DSS(DiagonalSSM):
         if l_max is not None and (int(l_max) != l_max or l_max < 1):
             raise ValueError(f"DSS: l_max must be a positive integer or None, got {l_max!r}")
         self.l_max = l_max
-        self._init_length: int | None = None  # from init_state(length=...)
         self._forward_length: int | None = None  # of the last forward
         H, N = self.d_model, self.d_state
         Lam = diagonal_init("legs", N).to(torch.complex64).expand(H, -1)
@@ -118,8 +119,8 @@ class DSS(DiagonalSSM):
         padding. The softmax variant without ``l_max`` then normalizes each sequence's kernel
         over its own number of valid steps n_b instead of L, so no valid output depends on how
         far the batch is padded; the exp kernel does not depend on L and needs nothing more.
-        The softmax variant remembers L as the normalization length of later steps (see
-        :meth:`init_state`)."""
+        The softmax variant remembers L as the normalization length of the states that
+        :meth:`init_state` makes afterwards."""
         name = type(self).__name__
         check_sequence(x, self.d_model, name, self)
         B, L = x.shape[0], x.shape[1]
@@ -200,15 +201,16 @@ class DSS(DiagonalSSM):
 
     def init_state(self, batch_size: int, length: int | None = None) -> torch.Tensor | SoftmaxState:
         """Zero state: complex (batch_size, H, N/2), or a :class:`SoftmaxState` of that shape
-        for the softmax variant, where ``length`` fixes the normalization length of the
-        following steps (without it, the last forward's length, unless ``l_max`` is set)."""
+        for the softmax variant, which carries the normalization length of its steps:
+        ``length``, else the length of the last forward so far (``l_max``, when set, takes
+        precedence over both). A later forward or init_state leaves this state's length as it is."""
         if length is not None and (isinstance(length, bool) or int(length) != length or length < 1):
             raise ValueError(f"DSS.init_state: length must be a positive integer, got {length!r}")
         state = super().init_state(batch_size)
         if self.variant == "exp":
             return state
-        self._init_length = None if length is None else int(length)
-        return SoftmaxState(state, torch.zeros(state.shape, dtype=state.real.dtype, device=state.device))
+        length = self._forward_length if length is None else int(length)
+        return SoftmaxState(state, torch.zeros(state.shape, dtype=state.real.dtype, device=state.device), length)
 
     def step(self, x_t: torch.Tensor, state) -> tuple[torch.Tensor, torch.Tensor | SoftmaxState]:
         """One recurrent step: x_t (B, H) -> (y_t (B, H), new state). For the softmax
@@ -225,7 +227,7 @@ class DSS(DiagonalSSM):
         shape, real = (x_t.shape[0], self.d_model, self.n_modes), compute_dtype(self.D.dtype)
         check_state(state.sigma, shape, complex_dtype(self.D.dtype), self.D.device, name, "state.sigma")
         check_state(state.log_scale, shape, real, self.D.device, name, "state.log_scale")
-        L = self._normalization_length(self._init_length or self._forward_length)
+        L = self._normalization_length(state.length)
         v, a, growing = self._stable_weights(L)
         v = v[0]
         offset = torch.where(growing, -a * (L - 1), torch.zeros_like(a))
@@ -235,14 +237,15 @@ class DSS(DiagonalSSM):
         log_scale = (state.log_scale + torch.log(magnitude)).clamp(min=0.0)
         sigma = sigma * torch.exp(state.log_scale - log_scale)
         y = 2 * (v * torch.exp(offset + log_scale) * sigma).sum(-1).real + self.D * x_t
-        return y.to(x_t.dtype), SoftmaxState(sigma, log_scale)
+        return y.to(x_t.dtype), SoftmaxState(sigma, log_scale, state.length)
 
     def _normalization_length(self, L: int | None) -> int:
         L = self.l_max or L
         if L is None:
             raise RuntimeError(
                 "DSS(variant='softmax'): the kernel is normalized over its length; pass "
-                "l_max=... at construction or init_state(batch_size, length=L) before step()"
+                "l_max=... at construction or init_state(batch_size, length=L) (or run forward before "
+                "init_state) before step()"
             )
         return int(L)
 

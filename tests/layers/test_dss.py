@@ -302,6 +302,32 @@ def test_softmax_step_length_priority_l_max_then_init_state_then_last_forward():
         layer.init_state(1, length=0)
 
 
+def test_softmax_each_state_keeps_its_own_normalization_length():
+    """The length belongs to the stream: making another stream's state (of another length)
+    or running forward at another length must not change a stream already running."""
+    torch.manual_seed(19)
+    layer = ssm.DSS(H, d_state=N, variant="softmax").double().eval()
+    x = torch.randn(1, 40, H, dtype=torch.float64)
+    with torch.no_grad():
+        expected = layer(x)
+        by_length = layer.init_state(1, length=40)
+        by_forward = layer.init_state(1)  # the last forward's length, 40
+        assert by_length.length == by_forward.length == 40
+        other = layer.init_state(1, length=20)  # another stream
+        layer(x[:, :7])  # a forward of another length
+        ys = {"length": [], "forward": []}
+        for t in range(40):
+            y, by_length = layer.step(x[:, t], by_length)
+            ys["length"].append(y)
+            y, by_forward = layer.step(x[:, t], by_forward)
+            ys["forward"].append(y)
+        for key in ys:
+            assert_close(torch.stack(ys[key], 1), expected)
+        assert by_length.length == 40 and other.length == 20
+        y, _ = layer.step(x[:, 0], other)
+        assert_close(y, layer(x[:, :20])[:, 0])
+
+
 def test_softmax_kernel_does_not_change_the_length_step_normalizes_over():
     """Only forward sets the normalization length of later steps: reading kernel(L) at
     another length (to plot it, say) must leave step equal to the last forward."""
