@@ -9,7 +9,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ssm.layers._checks import check_choice, check_sequence
+from ssm.layers._checks import check_choice, check_sequence, check_step_input
 from ssm.padding import check_lengths, check_mask, padding_mask
 
 NORMS = ("layer", "batch", "none")
@@ -58,6 +58,21 @@ def apply_norm(norm: nn.Module, x: torch.Tensor, mask: torch.Tensor | None) -> t
     """``norm(x)``, handing the padding ``mask`` to a norm whose statistics span the batch
     (:class:`SequenceBatchNorm`); per-step norms (LayerNorm) need no mask."""
     return norm(x, mask) if isinstance(norm, SequenceBatchNorm) else norm(x)
+
+
+def _norm_step(norm: nn.Module, x_t: torch.Tensor) -> torch.Tensor:
+    """``norm`` on one time step x_t (B, C), as it acts on that step of a sequence: per-step
+    norms act alike; :class:`SequenceBatchNorm` only with its running statistics (eval
+    mode), since in training mode it normalizes over every step of the batch."""
+    if not isinstance(norm, SequenceBatchNorm):
+        return norm(x_t)
+    if norm.bn.training or norm.bn.running_mean is None:
+        raise RuntimeError(
+            "step() with a batch norm needs its running statistics: in training mode (or without "
+            "running statistics) it normalizes over all steps of the batch, which a step does not "
+            "see; call .eval() first, or use norm='layer'"
+        )
+    return norm.bn(x_t)
 
 
 def make_norm(kind: str, d_model: int) -> nn.Module:
@@ -142,6 +157,12 @@ class ResidualBlock(nn.Module):
         else:
             z = z * mask.to(z.dtype)
             y = self.layer(z, mask=mask) if self._layer_takes_mask else self.layer(z)
+        x = self._combine(x, y)
+        return x if self.prenorm else apply_norm(self.norm, x, mask)
+
+    def _combine(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The output map and the residual sum (before a post-norm), step by step: x and the
+        layer's output y are (..., d_model)."""
         if self.output_kind == "none":
             z = y
         else:
@@ -151,8 +172,24 @@ class ResidualBlock(nn.Module):
             else:
                 gate = torch.sigmoid(self.output(g))
                 z = (g if self.output_kind == "half_glu1" else y) * gate
-        x = x + self.dropout(z) if self.residual else self.dropout(z)
-        return x if self.prenorm else apply_norm(self.norm, x, mask)
+        return x + self.dropout(z) if self.residual else self.dropout(z)
+
+    def init_state(self, batch_size: int, **kwargs):
+        """The layer's zero state, ``layer.init_state(batch_size, **kwargs)`` (e.g. DSS's
+        ``length``)."""
+        return self.layer.init_state(batch_size, **kwargs)
+
+    def step(self, x_t: torch.Tensor, state) -> tuple:
+        """One recurrent step, x_t (B, d_model) -> (out_t (B, d_model), new state): the block
+        applied to one time step, with the layer's ``step``. Running it over a sequence from
+        :meth:`init_state` gives ``forward`` (in eval mode, where dropout is off). A batch
+        norm then normalizes by its running statistics; in training mode it would need the
+        whole sequence's, so ``step`` refuses it."""
+        check_step_input(x_t, self.d_model, "ResidualBlock", self)
+        z = _norm_step(self.norm, x_t) if self.prenorm else x_t
+        y, state = self.layer.step(z, state)
+        x_t = self._combine(x_t, y)
+        return (x_t if self.prenorm else _norm_step(self.norm, x_t)), state
 
 
 class SequenceBackbone(nn.Module):
@@ -197,3 +234,22 @@ class SequenceBackbone(nn.Module):
         for block in self.blocks:
             x = block(x, mask)
         return apply_norm(self.final_norm, x, mask)
+
+    def init_state(self, batch_size: int, **kwargs) -> list:
+        """One zero state per block (a list), from each layer's ``init_state(batch_size, **kwargs)``."""
+        return [block.init_state(batch_size, **kwargs) for block in self.blocks]
+
+    def step(self, x_t: torch.Tensor, state: list) -> tuple[torch.Tensor, list]:
+        """One recurrent step of the whole stack, x_t (B, d_model) -> (out_t (B, d_model), new
+        states); over a sequence from :meth:`init_state` it gives ``forward`` (eval mode). For
+        autoregressive generation: feed the prompt step by step, then each sampled token."""
+        if not isinstance(state, (list, tuple)) or len(state) != len(self.blocks):
+            got = f"{type(state).__name__} of length {len(state)}" if isinstance(state, (list, tuple)) \
+                else type(state).__name__
+            raise TypeError(f"SequenceBackbone: state must be the list of {len(self.blocks)} block states "
+                            f"from init_state, got {got}")
+        new_state = []
+        for block, s in zip(self.blocks, state):
+            x_t, s = block.step(x_t, s)
+            new_state.append(s)
+        return _norm_step(self.final_norm, x_t), new_state

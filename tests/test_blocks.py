@@ -656,3 +656,78 @@ def test_a_block_without_floating_parameters_accepts_any_floating_dtype():
         x = torch.randn(2, 5, D_MODEL, dtype=dtype)
         y = block(x)
         assert y.dtype == dtype and y.shape == x.shape
+
+
+# ---------------------------------------------------------------- recurrent step of blocks and backbones
+
+STEP_LAYERS = {
+    "s4d": functools.partial(ssm.S4D, d_state=4),
+    "mamba": functools.partial(ssm.Mamba, d_state=3, expand=1),
+    "s5": functools.partial(ssm.S5, d_state=4),
+}
+
+
+def run_backbone_steps(model, x, **state_kwargs):
+    state = model.init_state(x.shape[0], **state_kwargs)
+    outs = []
+    for t in range(x.shape[1]):
+        y, state = model.step(x[:, t], state)
+        outs.append(y)
+    return torch.stack(outs, 1), state
+
+
+@pytest.mark.parametrize("layer", sorted(STEP_LAYERS))
+@pytest.mark.parametrize("output", ["glu", "half_glu1", "half_glu2", "none"])
+@pytest.mark.parametrize("norm, prenorm, residual", [("layer", True, True), ("batch", False, True),
+                                                      ("batch", True, False), ("none", False, True)])
+def test_backbone_step_over_a_sequence_matches_forward(layer, output, norm, prenorm, residual):
+    torch.manual_seed(30)
+    model = ssm.SequenceBackbone(D_MODEL, 2, STEP_LAYERS[layer], norm=norm, prenorm=prenorm, dropout=0.3,
+                                 output=output, residual=residual).double()
+    if norm == "batch":  # running statistics away from (0, 1), so that using them is checked
+        model(3 + 2 * torch.randn(4, 9, D_MODEL, dtype=torch.float64))
+    model.eval()
+    x = torch.randn(3, 11, D_MODEL, dtype=torch.float64)
+    with torch.no_grad():
+        steps, state = run_backbone_steps(model, x)
+        torch.testing.assert_close(steps, model(x), rtol=1e-10, atol=1e-10)
+    assert isinstance(state, list) and len(state) == 2
+
+
+def test_backbone_step_passes_init_state_arguments_to_the_layers():
+    """DSS's softmax kernel is normalized over a length that init_state(length=...) gives."""
+    torch.manual_seed(31)
+    model = ssm.SequenceBackbone(D_MODEL, 2, functools.partial(ssm.DSS, d_state=4, variant="softmax")).double().eval()
+    x = torch.randn(2, 7, D_MODEL, dtype=torch.float64)
+    with torch.no_grad():
+        expected = model(x)
+        model(x[:, :3])  # a later forward of another length does not matter
+        steps, _ = run_backbone_steps(model, x, length=7)
+    torch.testing.assert_close(steps, expected, rtol=1e-10, atol=1e-10)
+
+
+def test_backbone_step_is_differentiable_and_matches_forward_gradients():
+    torch.manual_seed(32)
+    model = ssm.SequenceBackbone(D_MODEL, 2, STEP_LAYERS["s4d"]).double().eval()
+    x = torch.randn(2, 6, D_MODEL, dtype=torch.float64)
+    w = torch.randn(2, 6, D_MODEL, dtype=torch.float64)
+    (model(x) * w).sum().backward()
+    expected = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    (run_backbone_steps(model, x)[0] * w).sum().backward()
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, expected[name], rtol=1e-9, atol=1e-10, msg=name)
+
+
+def test_block_step_refuses_batch_norm_in_training_mode_and_bad_states():
+    model = ssm.SequenceBackbone(D_MODEL, 2, STEP_LAYERS["s4d"], norm="batch")
+    state = model.init_state(2)
+    with pytest.raises(RuntimeError, match="running statistics.*eval"):
+        model.step(torch.randn(2, D_MODEL), state)
+    model.eval()
+    with pytest.raises(TypeError, match="list of 2 block states"):
+        model.step(torch.randn(2, D_MODEL), state[:1])
+    with pytest.raises(ValueError, match=r"expected x_t of shape \(batch, 4\)"):
+        model.step(torch.randn(2, 1, D_MODEL), state)
+    with pytest.raises(RuntimeError, match="bidirectional"):
+        ssm.ResidualBlock(D_MODEL, ssm.S4D(D_MODEL, d_state=4, bidirectional=True)).init_state(2)

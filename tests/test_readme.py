@@ -26,6 +26,9 @@ def test_readme_layer_example_runs_and_step_matches_forward():
     assert scope["y_c"].shape == (8, 1000, 64) and scope["forecast"].shape == (8, 96, 64)
     Lam, V, Vinv = scope["Lam"], scope["V"], scope["Vinv"]
     A = ssm.hippo.transition("legs", 16)[0].to(torch.complex128)
+    lm, x, h_t = scope["lm"], scope["x"], scope["h_t"]
+    with torch.no_grad():
+        torch.testing.assert_close(h_t, lm(x[:, :16])[:, 15], rtol=1e-4, atol=1e-4)
     assert torch.linalg.cond(V) < 10 and torch.linalg.matrix_norm(V @ torch.diag(Lam) @ Vinv - A, 2) < 0.1 * 163
 
 
