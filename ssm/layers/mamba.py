@@ -311,8 +311,8 @@ class Mamba(KeepsNoReinit):
     def _check_recurrent(self) -> None:
         name = type(self).__name__
         check_causal(self.bidirectional, name)
-        if self.reorder_tokens:
-            raise ValueError(
+        if self.reorder_tokens:  # RuntimeError, as for the other layers without a step
+            raise RuntimeError(
                 f"{name}: reorder_tokens=True reorders the whole sequence before the scan, so the "
                 "layer has no recurrent step; use forward"
             )

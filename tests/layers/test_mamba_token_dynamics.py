@@ -317,9 +317,9 @@ def test_reorder_tokens_gradients_and_no_step():
         grad = layer.get_parameter(name).grad
         assert grad is not None and grad.abs().sum() > 0, name
     causal = ssm.Mamba(4, d_state=3, reorder_tokens=True)
-    with pytest.raises(ValueError, match="reorder_tokens"):
+    with pytest.raises(RuntimeError, match="reorder_tokens"):
         causal.init_state(2)
-    with pytest.raises(ValueError, match="reorder_tokens"):
+    with pytest.raises(RuntimeError, match="reorder_tokens"):
         causal.step(u[:, 0], (torch.zeros(2, 8, 4), torch.zeros(2, 8, 3)))
 
 
