@@ -7,7 +7,9 @@ Per batch row b, channel d and state n, with g = d // (D / G) the group of chann
     y[b, d] = (Σ_n C[b, g, n] h'[b, d, n] + D[d] x[b, d]) · silu(z[b, d])
 
 Running it L times from h equals ``kernels.selective_scan`` over those L steps with ``h0 = h``
-(and its last state). Unlike mamba_ssm's ``selective_state_update``, which overwrites the state
+(and its last state). Mamba-2's multi-head layout is taken too: a state (B, H, P, N) with
+x, dt, z (B, H, P), A (H, P, N), D, dt_bias (H, P) and B, C (B, G, N) with G dividing H is
+the same step over the D = H·P channels (h, p), head h reading group h // (H / G). Unlike mamba_ssm's ``selective_state_update``, which overwrites the state
 in place, this op is functional: it returns a new state tensor and leaves ``state`` untouched,
 so the step is differentiable.
 """
@@ -47,7 +49,8 @@ def selective_state_update(
     """One step of the selective scan: the new state and the output at that step.
 
     Args:
-        state: (B, D, N) state before the step, h.
+        state: (B, D, N) state before the step, h; or Mamba-2's (B, H, P, N), with the
+            shapes of the other arguments as in the module docstring.
         x: (B, D) input at this step.
         dt: (B, D) raw step sizes (before ``dt_bias`` and softplus).
         A: (D, N) real state matrix diagonal (the Mamba block passes -exp(A_log)).
@@ -63,12 +66,18 @@ def selective_state_update(
             on the "torch" path instead.
 
     Returns:
-        (y, new_state): y (B, D) in x's dtype and new_state (B, D, N) in state's dtype. The
+        (y, new_state): y (B, D) in x's dtype and new_state (B, D, N) in state's dtype
+        ((B, H, P) and (B, H, P, N) for a multi-head state). The
         input ``state`` is not modified (mamba_ssm updates it in place; this op returns a new
         tensor, which keeps autograd intact). float16 / bfloat16 are computed in float32,
         float64 in float64. All inputs are differentiable on the "torch" and "reference"
         paths.
     """
+    if torch.is_tensor(state) and state.dim() == 4:
+        heads = state.shape[1:3]
+        state, x, dt, A, B, C, D, z, dt_bias = _flatten_heads(state, x, dt, A, B, C, D, z, dt_bias)
+        y, new_state = selective_state_update(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, backend)
+        return y.unflatten(1, heads), new_state.unflatten(1, heads)
     B, C = _check(state, x, dt, A, B, C, D, z, dt_bias)
     args = (state, x, dt, A, B, C, D, z, dt_bias)
     fn = select_backend(_NAME, _IMPLEMENTATIONS, backend, *args)
@@ -84,13 +93,38 @@ def _needs_grad(tensors) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
+def _flatten_heads(state, x, dt, A, B, C, D, z, dt_bias):
+    """Mamba-2's (B, H, P, N) layout checked, then flattened to D = H·P channels; B and C
+    (B, G, N) then group the channels of H / G consecutive heads."""
+    Bsz, H, P, N = state.shape
+    for arg, t in (("x", x), ("dt", dt), ("A", A), ("B", B), ("C", C)):
+        if not torch.is_tensor(t):
+            raise TypeError(f"{_NAME}: {arg} must be a tensor, got {type(t).__name__}")
+    _expect(A, (H, P, N), "A", "(H, P, N)")
+    for arg, t in (("x", x), ("dt", dt), ("z", z)):
+        if t is not None:
+            _expect(t, (Bsz, H, P), arg, "(B, H, P)")
+    for arg, t in (("D", D), ("dt_bias", dt_bias)):
+        if t is not None:
+            _expect(t, (H, P), arg, "(H, P)")
+    for arg, t in (("B", B), ("C", C)):
+        if t.dim() == 3 and t.shape[1] >= 1 and H % t.shape[1]:
+            raise ValueError(f"{_NAME}: with a (B, H, P, N) state, {arg} (B, G, N) needs G dividing H = {H}, "
+                             f"got {tuple(t.shape)}")
+
+    def flat(t):
+        return None if t is None else t.flatten(-2) if t.dim() == 2 else t.flatten(1, 2)
+
+    return state.flatten(1, 2), flat(x), flat(dt), A.flatten(0, 1), B, C, flat(D), flat(z), flat(dt_bias)
+
+
 def _check(state, x, dt, A, B, C, D, z, dt_bias):
     """Validate every argument; return B and C as (B, G, N)."""
     for arg, t in (("state", state), ("x", x), ("dt", dt), ("A", A), ("B", B), ("C", C)):
         if not torch.is_tensor(t):
             raise TypeError(f"{_NAME}: {arg} must be a tensor, got {type(t).__name__}")
     if state.dim() != 3:
-        raise ValueError(f"{_NAME}: expected state of shape (B, D, N), got {tuple(state.shape)}")
+        raise ValueError(f"{_NAME}: expected state of shape (B, D, N) or (B, H, P, N), got {tuple(state.shape)}")
     Bsz, Dm, N = state.shape
     _expect(A, (Dm, N), "A", "(D, N)")
     for arg, t in (("x", x), ("dt", dt), ("z", z)):

@@ -313,3 +313,61 @@ def test_B_and_C_with_different_group_counts(backend, G_B, G_C):
         y_d = ((h_d * Cd).sum(-1) + inputs["D"][d] * inputs["x"][:, d]) * torch.nn.functional.silu(inputs["z"][:, d])
         assert_close(h[:, d], h_d, msg=f"state of channel {d}")
         assert_close(y[:, d], y_d, msg=f"y of channel {d}")
+
+
+# ---------------------------------------------------------------- Mamba-2's multi-head state (B, H, P, N)
+
+def multi_head_step_by_hand(state, x, dt, A, B, C, D, z, dt_bias):
+    """The step per (batch, head, head channel), head h reading group h // (H / G), float64."""
+    Bsz, H, P, N = state.shape
+    G = B.shape[1]
+    y, new = torch.zeros(Bsz, H, P, dtype=F64), torch.zeros(Bsz, H, P, N, dtype=F64)
+    for b, h, p in itertools.product(range(Bsz), range(H), range(P)):
+        g = h // (H // G)
+        delta = torch.nn.functional.softplus(dt[b, h, p] + dt_bias[h, p])
+        new[b, h, p] = torch.exp(delta * A[h, p]) * state[b, h, p] + delta * x[b, h, p] * B[b, g]
+        out = (C[b, g] * new[b, h, p]).sum() + D[h, p] * x[b, h, p]
+        y[b, h, p] = out * z[b, h, p] * torch.sigmoid(z[b, h, p])
+    return y, new
+
+
+@pytest.mark.parametrize("backend", BACKENDS + ["reference"])
+@pytest.mark.parametrize("G", [1, 2, 4])
+def test_multi_head_state_is_the_step_per_head_channel(backend, G):
+    """A (B, H, P, N) state with grouped B/C over heads (Mamba-2's decoding layout), against
+    the step written per (batch, head, channel); A broadcast over P as Mamba-2 passes it."""
+    gen = torch.Generator().manual_seed(40)
+    Bsz, H, P, N = 2, 4, 3, 5
+    args = dict(
+        state=torch.randn(Bsz, H, P, N, generator=gen, dtype=F64),
+        x=torch.randn(Bsz, H, P, generator=gen, dtype=F64),
+        dt=torch.randn(Bsz, H, P, generator=gen, dtype=F64),
+        A=(-torch.rand(H, 1, 1, generator=gen, dtype=F64)).expand(H, P, N),
+        B=torch.randn(Bsz, G, N, generator=gen, dtype=F64),
+        C=torch.randn(Bsz, G, N, generator=gen, dtype=F64),
+        D=torch.randn(H, P, generator=gen, dtype=F64),
+        z=torch.randn(Bsz, H, P, generator=gen, dtype=F64),
+        dt_bias=torch.rand(H, P, generator=gen, dtype=F64),
+    )
+    y, new_state = selective_state_update(**args, dt_softplus=True, backend=backend)
+    y_hand, state_hand = multi_head_step_by_hand(**args)
+    assert y.shape == (Bsz, H, P) and new_state.shape == (Bsz, H, P, N)
+    assert_close(y, y_hand, dtype=F64)
+    assert_close(new_state, state_hand, dtype=F64)
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (dict(A=torch.zeros(12, 5)), r"A of shape \(H, P, N\) = \(4, 3, 5\)"),
+        (dict(x=torch.zeros(2, 12)), r"x of shape \(B, H, P\) = \(2, 4, 3\)"),
+        (dict(D=torch.zeros(12)), r"D of shape \(H, P\) = \(4, 3\)"),
+        (dict(B=torch.zeros(2, 3, 5)), r"G dividing H = 4"),  # 3 divides H·P = 12, not H
+    ],
+    ids=["A-flat", "x-flat", "D-flat", "G-not-dividing-heads"],
+)
+def test_multi_head_state_rejects_flat_shapes_and_groups_across_heads(change, match):
+    args = dict(state=torch.zeros(2, 4, 3, 5), x=torch.zeros(2, 4, 3), dt=torch.zeros(2, 4, 3),
+                A=torch.zeros(4, 3, 5), B=torch.zeros(2, 2, 5), C=torch.zeros(2, 2, 5), D=torch.zeros(4, 3))
+    with pytest.raises(ValueError, match=match):
+        selective_state_update(**dict(args, **change))
