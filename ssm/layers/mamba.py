@@ -155,6 +155,11 @@ class Mamba(KeepsNoReinit):
             ``step``), and P costs O(L²) memory per sequence. (The reference code skips the
             un-permutation; we do not.)
         reorder_tau: SoftSort temperature (> 0).
+        layer_idx: the block's index in a stack, kept as ``self.layer_idx`` (mamba_ssm's
+            constructor takes it to key its inference cache; here it is only recorded).
+        device, dtype: where and in which floating dtype to create the parameters, as for
+            ``nn.Linear`` (every parameter takes ``dtype``; the scan still computes in
+            float32 for half precision).
     """
 
     def __init__(
@@ -177,6 +182,9 @@ class Mamba(KeepsNoReinit):
         reorder_tokens: bool = False,
         reorder_tau: float = 1.0,
         io_spectrum: str | None = None,
+        layer_idx: int | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         name = type(self).__name__
@@ -235,6 +243,11 @@ class Mamba(KeepsNoReinit):
                 self.add_module(f"importance{suffix}", nn.Linear(E, 1, bias=False))
         mark_no_reinit(self, *(f"dt_proj{suffix}.bias" for suffix in directions))  # a generic re-init must not zero Δ's bias
         to_default_dtype(self)
+        self.layer_idx = layer_idx
+        if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+            raise ValueError(f"{name}: dtype must be a floating torch.dtype, got {dtype!r}")
+        if device is not None or dtype is not None:
+            self.to(device=device, dtype=dtype)
 
     def _init_dt_proj(self, dt_proj, dt_min, dt_max, dt_scale, floor, lr) -> None:
         with torch.no_grad():

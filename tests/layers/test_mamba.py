@@ -484,3 +484,19 @@ def test_dt_bias_keeps_no_reinit_on_copies(make):
         assert biases and all(getattr(p, "_no_reinit", False) for p in biases)
         others = [p for name, p in copied.named_parameters() if not ("dt_proj" in name and name.endswith("bias"))]
         assert not any(getattr(p, "_no_reinit", False) for p in others)
+
+
+def test_factory_arguments_as_in_mamba_ssms_constructor():
+    """device / dtype as for nn.Linear (the same initial values as casting afterwards), and
+    layer_idx recorded."""
+    torch.manual_seed(50)
+    made = ssm.Mamba(8, d_state=4, dtype=torch.float64, layer_idx=2)
+    torch.manual_seed(50)
+    cast = ssm.Mamba(8, d_state=4).double()
+    assert made.layer_idx == 2 and cast.layer_idx is None
+    for (name, p), q in zip(made.named_parameters(), cast.parameters()):
+        assert p.dtype == torch.float64 and torch.equal(p, q), name
+    assert made.A_log._no_weight_decay and made.dt_proj.bias._no_reinit  # flags survive the cast
+    assert all(p.is_meta for p in ssm.Mamba(8, device="meta").parameters())
+    with pytest.raises(ValueError, match="floating torch.dtype"):
+        ssm.Mamba(8, dtype=torch.int64)
