@@ -179,6 +179,18 @@ class ResidualBlock(nn.Module):
         ``length``)."""
         return self.layer.init_state(batch_size, **kwargs)
 
+    def prefill(self, x: torch.Tensor) -> tuple[torch.Tensor, object]:
+        """(forward(x), the layer's state after x's last step) for a prompt x (B, L, d_model),
+        with the layer's parallel prefill where it has one (see :mod:`ssm.prefill`); in eval
+        mode, as :meth:`step`."""
+        from ssm.prefill import prefill
+
+        check_sequence(x, self.d_model, "ResidualBlock", self)
+        z = apply_norm(self.norm, x, None) if self.prenorm else x
+        y, state = prefill(self.layer, z)
+        x = self._combine(x, y)
+        return (x if self.prenorm else apply_norm(self.norm, x, None)), state
+
     def step(self, x_t: torch.Tensor, state) -> tuple:
         """One recurrent step, x_t (B, d_model) -> (out_t (B, d_model), new state): the block
         applied to one time step, with the layer's ``step``. Running it over a sequence from
@@ -238,6 +250,16 @@ class SequenceBackbone(nn.Module):
     def init_state(self, batch_size: int, **kwargs) -> list:
         """One zero state per block (a list), from each layer's ``init_state(batch_size, **kwargs)``."""
         return [block.init_state(batch_size, **kwargs) for block in self.blocks]
+
+    def prefill(self, x: torch.Tensor) -> tuple[torch.Tensor, list]:
+        """(forward(x), the block states after x's last step) for a prompt x (B, L, d_model):
+        the prompt in one parallel pass per block, then :meth:`step` for the new tokens."""
+        check_sequence(x, self.d_model, "SequenceBackbone", self)
+        state = []
+        for block in self.blocks:
+            x, s = block.prefill(x)
+            state.append(s)
+        return apply_norm(self.final_norm, x, None), state
 
     def step(self, x_t: torch.Tensor, state: list) -> tuple[torch.Tensor, list]:
         """One recurrent step of the whole stack, x_t (B, d_model) -> (out_t (B, d_model), new

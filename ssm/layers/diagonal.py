@@ -150,6 +150,22 @@ class DiagonalSSM(nn.Module):
         y = 2 * (v[0] * state).sum(-1).real + self.D * x_t
         return y.to(x_t.dtype), state
 
+    def prefill(self, x: torch.Tensor, chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+        """(forward(x), the state after x's last step) for a prompt x (B, L, H): the state
+        s_{L-1} = Σ_l e^{x_n (L-1-l)} u_l of :meth:`step`, summed in chunks of ``chunk``
+        steps (s ← e^{x_n c} s + Σ_j e^{x_n (c-1-j)} u_j) instead of L steps."""
+        check_causal(self.bidirectional, type(self).__name__)
+        y = self(x)
+        _, modes = self.step_modes()
+        state = self.init_state(x.shape[0])
+        u = x.transpose(1, 2).to(state.dtype)  # (B, H, L)
+        for start in range(0, x.shape[1], chunk):
+            c = min(chunk, x.shape[1] - start)
+            lags = torch.arange(c - 1, -1, -1, device=x.device, dtype=modes.real.dtype)
+            powers = torch.exp(modes.unsqueeze(-1) * lags)  # (H, n_modes, c)
+            state = torch.exp(modes * c) * state + torch.einsum("bhj,hnj->bhn", u[..., start:start + c], powers)
+        return y, state
+
     def step_modes(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The modes used by :meth:`step` (layers whose kernel depends on L override this)."""
         return self.modes(None)

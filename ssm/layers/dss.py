@@ -239,6 +239,17 @@ class DSS(DiagonalSSM):
         y = 2 * (v * torch.exp(offset + log_scale) * sigma).sum(-1).real + self.D * x_t
         return y.to(x_t.dtype), SoftmaxState(sigma, log_scale, state.length)
 
+    def prefill(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | SoftmaxState]:
+        """(forward(x), the state after x's last step): for the exp variant in one pass (see
+        ``DiagonalSSM.prefill``); the softmax variant steps through x with its kernel
+        normalized over x's length (``l_max`` when set), as forward is."""
+        if self.variant == "exp":
+            return super().prefill(x)
+        from ssm.prefill import prefill_by_steps
+
+        check_sequence(x, self.d_model, type(self).__name__, self)
+        return prefill_by_steps(self, x, length=max(x.shape[1], 1))
+
     def _normalization_length(self, L: int | None) -> int:
         L = self.l_max or L
         if L is None:

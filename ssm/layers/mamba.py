@@ -292,8 +292,10 @@ class Mamba(KeepsNoReinit):
         y = ys[0] if len(ys) == 1 else (ys[0] + ys[1]) / 2
         return self.out_proj(y.transpose(1, 2)).to(u.dtype)
 
-    def _scan(self, x, z, L, conv1d, x_proj, dt_proj, A_log, D, importance=None, mask=None) -> torch.Tensor:
-        """Convolution, projections and gated selective scan of one direction: (B, E, L)."""
+    def _scan(self, x, z, L, conv1d, x_proj, dt_proj, A_log, D, importance=None, mask=None,
+              return_last_state: bool = False):
+        """Convolution, projections and gated selective scan of one direction: (B, E, L)
+        (and the last SSM state (B, E, N) with ``return_last_state``)."""
         x = F.silu(conv1d(x)[..., :L])
         if mask is not None:
             x = x * mask
@@ -301,7 +303,25 @@ class Mamba(KeepsNoReinit):
         if importance is not None:
             return self._reordered_scan(x, z, x_proj, dt_proj, A, D, importance, mask)
         delta, B, C = self._project(x, x_proj, dt_proj)
-        return selective_scan(x, delta, A, B, C, widen(D), z=z, delta_bias=widen(dt_proj.bias), delta_softplus=True)
+        return selective_scan(x, delta, A, B, C, widen(D), z=z, delta_bias=widen(dt_proj.bias), delta_softplus=True,
+                              return_last_state=return_last_state)
+
+    def prefill(self, u: torch.Tensor) -> tuple[torch.Tensor, MambaState]:
+        """(forward(u), the state after u's last step) for a prompt u (B, L, d_model), in one
+        parallel pass: the conv state is the last d_conv inputs of the convolution (zeros
+        before the first), the SSM state the scan's last state. ``step`` continues from it."""
+        name = type(self).__name__
+        self._check_recurrent()
+        check_sequence(u, self.d_model, name, self)
+        Bsz, L = u.shape[:2]
+        if L == 0:
+            return zeros_in_graph(u, self), self.init_state(Bsz)
+        x, z = self.in_proj(u.to(self.in_proj.weight.dtype)).transpose(1, 2).chunk(2, dim=1)  # (B, E, L) each
+        conv_state = F.pad(x, (max(self.d_conv - L, 0), 0))[..., -self.d_conv:]
+        y, last = self._scan(x, z, L, *next(self._directions()), return_last_state=True)
+        state = MambaState(conv_state.to(self.conv1d.weight.dtype).contiguous(),
+                           last.to(compute_dtype(self.conv1d.weight.dtype)))
+        return self.out_proj(y.transpose(1, 2)).to(u.dtype), state
 
     def _project(self, x, x_proj, dt_proj):
         """(W_dt δ without the bias, B, C) from x (B, E, L): (B, E, L), (B, N, L), (B, N, L)."""

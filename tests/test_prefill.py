@@ -1,0 +1,102 @@
+"""ssm.prefill: a prompt in one parallel pass, then step; against forward over the whole
+sequence and against the state that step reaches over the prompt (float64)."""
+
+import functools
+
+import pytest
+import torch
+
+import ssm
+from ssm.prefill import prefill, prefill_by_steps
+
+F64 = torch.float64
+H = 6
+LAYERS = {
+    "s4d": functools.partial(ssm.S4D, d_state=8),
+    "s4d-bilinear": functools.partial(ssm.S4D, d_state=8, disc="bilinear", init="legs"),
+    "s4ptd": functools.partial(ssm.S4PTD, d_state=7),
+    "dss-exp": functools.partial(ssm.DSS, d_state=8),
+    "dss-softmax": functools.partial(ssm.DSS, d_state=8, variant="softmax", l_max=64),
+    "s5": functools.partial(ssm.S5, d_state=8),
+    "companion": functools.partial(ssm.CompanionSSM, d_state=8),
+    "mamba": functools.partial(ssm.Mamba, d_state=4, d_conv=4),
+}
+
+
+def flat_state(state):
+    """The tensors of a state (a tensor, a named tuple of tensors or a list of those)."""
+    if torch.is_tensor(state):
+        return [state]
+    return [t for s in state if s is not None and not isinstance(s, int) for t in flat_state(s)]
+
+
+@pytest.mark.parametrize("name", sorted(LAYERS))
+@pytest.mark.parametrize("L", [0, 1, 3, 37])
+def test_prefill_then_step_is_forward_over_the_whole_sequence(name, L):
+    torch.manual_seed(60)
+    layer = LAYERS[name](H).to(F64).eval()
+    x = torch.randn(2, L + 5, H, dtype=F64)
+    with torch.no_grad():
+        y, state = prefill(layer, x[:, :L])
+        torch.testing.assert_close(y, layer(x[:, :L]), rtol=1e-10, atol=1e-12)
+        _, stepped = prefill_by_steps(layer, x[:, :L])
+        for got, expected in zip(flat_state(state), flat_state(stepped), strict=True):
+            torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
+        outputs = [y]
+        for t in range(L, L + 5):
+            y_t, state = layer.step(x[:, t], state)
+            outputs.append(y_t[:, None])
+        torch.testing.assert_close(torch.cat(outputs, 1), layer(x), rtol=1e-10, atol=1e-12)
+
+
+def test_diagonal_prefill_sums_the_state_in_chunks():
+    """Chunks of 4 over 37 steps (a partial last chunk) give the stepped state."""
+    torch.manual_seed(61)
+    layer = ssm.S4D(H, d_state=8).to(F64).eval()
+    x = torch.randn(3, 37, H, dtype=F64)
+    with torch.no_grad():
+        _, state = layer.prefill(x, chunk=4)
+        _, stepped = prefill_by_steps(layer, x)
+    torch.testing.assert_close(state, stepped, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("layer", ["s4d", "mamba", "dss-softmax"])
+@pytest.mark.parametrize("norm, prenorm", [("layer", True), ("batch", False)])
+def test_backbone_prefill_then_step_is_forward(layer, norm, prenorm):
+    torch.manual_seed(62)
+    output = "none" if layer == "mamba" else "glu"
+    model = ssm.SequenceBackbone(H, 2, LAYERS[layer], norm=norm, prenorm=prenorm, output=output).to(F64)
+    if norm == "batch":
+        model(2 + 3 * torch.randn(4, 8, H, dtype=F64))  # running statistics away from (0, 1)
+    model.eval()
+    x = torch.randn(2, 12, H, dtype=F64)
+    with torch.no_grad():
+        y, state = model.prefill(x[:, :9])
+        outputs = [y]
+        for t in range(9, 12):
+            y_t, state = model.step(x[:, t], state)
+            outputs.append(y_t[:, None])
+        torch.testing.assert_close(torch.cat(outputs, 1), model(x), rtol=1e-10, atol=1e-12)
+
+
+def test_prefill_is_differentiable_through_the_state():
+    torch.manual_seed(63)
+    layer = ssm.Mamba(H, d_state=4).to(F64)
+    x = torch.randn(2, 7, H, dtype=F64, requires_grad=True)
+    _, state = layer.prefill(x)
+    _, stepped = prefill_by_steps(layer, x)
+    weights = [torch.randn_like(t) for t in flat_state(state)]
+    grad = torch.autograd.grad(sum((w * t).sum() for w, t in zip(weights, flat_state(state))), x)[0]
+    expected = torch.autograd.grad(sum((w * t).sum() for w, t in zip(weights, flat_state(stepped))), x)[0]
+    torch.testing.assert_close(grad, expected, rtol=1e-10, atol=1e-12)
+
+
+def test_prefill_refuses_layers_without_a_step_and_bad_input():
+    with pytest.raises(RuntimeError, match="bidirectional"):
+        ssm.S4D(H, bidirectional=True).prefill(torch.randn(1, 3, H))
+    with pytest.raises(RuntimeError, match="reorder_tokens"):
+        ssm.Mamba(H, reorder_tokens=True).prefill(torch.randn(1, 3, H))
+    with pytest.raises(ValueError, match=r"\(batch, length, channels\)"):
+        prefill_by_steps(ssm.S5(H, d_state=4), torch.randn(3, H))
+    with pytest.raises(ValueError, match=r"expected x of shape \(batch, length, 6\)"):
+        ssm.SequenceBackbone(H, 1, LAYERS["s4d"]).prefill(torch.randn(1, 3, H + 1))
