@@ -302,3 +302,38 @@ def test_constant_scheduler_warms_up_then_stays_flat(experiment):
         scheduler.step()
     assert lrs[:5] == pytest.approx([0.5 * s / 5 for s in range(5)])
     assert lrs[5:] == pytest.approx([0.5] * 35)
+
+
+def test_spacetime_early_stopping_survives_a_run_that_stops_before_its_first_validation(tmp_path):
+    """trainer.max_steps ending the first epoch early: no validation ran, so there is no
+    val/rmse; the early stopping of experiment=spacetime must not fail the run for that."""
+    import lightning as L
+    from torch.utils.data import DataLoader, TensorDataset
+
+    class Regressor(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = torch.nn.Linear(2, 1)
+
+        def training_step(self, batch, _):
+            return torch.nn.functional.mse_loss(self.net(batch[0]), batch[1])
+
+        def validation_step(self, batch, _):
+            self.log("val/rmse", torch.nn.functional.mse_loss(self.net(batch[0]), batch[1]).sqrt())
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    cfg = compose_config("experiment=spacetime")
+    stopping = hydra.utils.instantiate(cfg.callbacks.early_stopping)
+    data = DataLoader(TensorDataset(torch.randn(40, 2), torch.randn(40, 1)), batch_size=4)
+    trainer = L.Trainer(max_steps=3, callbacks=[stopping], logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+                        accelerator="cpu")
+    trainer.fit(Regressor(), data, data)
+    assert trainer.global_step == 3
+    trainer = L.Trainer(max_epochs=2, callbacks=[stopping], logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+                        accelerator="cpu")
+    trainer.fit(Regressor(), data, data)
+    assert stopping.best_score is not None and torch.isfinite(stopping.best_score)  # it did watch val/rmse
