@@ -50,10 +50,14 @@ def build_model(cfg: DictConfig, datamodule):
     if getattr(datamodule, "n_classes", None) is None:
         raise ValueError(f"model {target.__name__} classifies; data {name} has no classes (a forecasting set?)")
     shapes = {"d_output": datamodule.n_classes}
-    if datamodule.n_tokens is not None:
-        shapes["n_tokens"] = datamodule.n_tokens
-    else:
-        shapes["d_input"] = datamodule.d_input
+    n_tokens, d_input = getattr(datamodule, "n_tokens", None), getattr(datamodule, "d_input", None)
+    if (n_tokens is None) == (d_input is None):
+        raise ValueError(
+            f"data {name} must give exactly one of n_tokens (inputs are token ids (B, L)) and d_input "
+            f"(inputs are features (B, L, d_input)), got n_tokens={n_tokens!r}, d_input={d_input!r} "
+            "(see ssm.training.data.ClassificationDataModule)"
+        )
+    shapes["n_tokens" if n_tokens is not None else "d_input"] = n_tokens if n_tokens is not None else d_input
     if "image_shape" in params:
         image_shape = getattr(datamodule, "image_shape", None)
         if image_shape is None:

@@ -23,7 +23,8 @@ from ssm.training.optim import scheduler_config
 class SequenceClassificationTask(EpochMetricsHooks, L.LightningModule):
     """Cross-entropy training of a classifier ``model(x, lengths) -> logits (B, n_classes)``.
 
-    Batches are ``(x, y, lengths)`` with lengths optional (None). Logs ``{train,val,test}/loss``
+    Batches are ``(x, y, lengths)`` or ``(x, y)``, lengths (B,) marking right padding
+    (None or absent: none). Logs ``{train,val,test}/loss``
     and ``{train,val,test}/acc``. Targets y may also be (B, K) with logits (B, K, n_classes)
     (K predictions per sequence, e.g. selective copying): the loss and ``acc`` are then per
     token, and ``{split}/seq_acc`` is the fraction of sequences with all K right.
@@ -88,8 +89,16 @@ class SequenceClassificationTask(EpochMetricsHooks, L.LightningModule):
             logits = logits.transpose(1, 2)
         return logits, F.cross_entropy(logits, y)
 
+    @staticmethod
+    def _unpack(batch) -> tuple:
+        """(x, y, lengths) from a batch (x, y, lengths) or (x, y) (lengths None: no padding)."""
+        if isinstance(batch, (list, tuple)) and len(batch) in (2, 3):
+            return (*batch, None) if len(batch) == 2 else tuple(batch)
+        got = f"a {type(batch).__name__} of {len(batch)}" if isinstance(batch, (list, tuple)) else type(batch).__name__
+        raise ValueError(f"SequenceClassificationTask: batches must be (x, y) or (x, y, lengths), got {got}")
+
     def _shared_step(self, batch, split: str, tag: str = "") -> torch.Tensor:
-        x, y, lengths = batch
+        x, y, lengths = self._unpack(batch)
         per_token = y.dim() == 2
         logits, loss = self._logits_and_loss(self(x, lengths), y, split)
         require_finite_loss(loss, split, self.global_step)
@@ -144,7 +153,7 @@ class SequenceClassificationTask(EpochMetricsHooks, L.LightningModule):
                 noise = self._make_noise()
                 for batch in datamodule.test_dataloader():
                     batch = self.trainer.precision_plugin.convert_input(self.trainer.strategy.batch_to_device(batch))
-                    x, y, lengths = batch
+                    x, y, lengths = self._unpack(batch)
                     for tag in ("", "_noisy"):
                         with inject_noise(self.model, noise) if tag else contextlib.nullcontext():
                             logits, loss = self._logits_and_loss(self(x, lengths).float(), y, "test_epoch")

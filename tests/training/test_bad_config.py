@@ -62,6 +62,15 @@ def test_model_that_does_not_fit_the_data(experiment, model, match):
         build_model(cfg, hydra.utils.instantiate(cfg.data))
 
 
+@pytest.mark.parametrize("attributes", [{}, {"n_tokens": 5, "d_input": 3}], ids=["neither", "both"])
+def test_a_data_module_must_say_whether_its_inputs_are_tokens_or_features(attributes):
+    """A user's own data module with n_classes but without (or with both) n_tokens / d_input."""
+    cfg = compose_config("experiment=lra", "data.n_train=8", "data.n_val=4", "data.n_test=4")
+    datamodule = type("OwnData", (), {"n_classes": 3, **attributes})()
+    with pytest.raises(ValueError, match=r"data OwnData must give exactly one of n_tokens .* and d_input"):
+        build_model(cfg, datamodule)
+
+
 def test_invalid_option_names_the_choices():
     cfg = compose_config("experiment=lra", "model.layer.init=foo")
     with pytest.raises(hydra.errors.InstantiationException, match=r"init must be one of \('lin', 'inv', 'legs', 'real'\)"):

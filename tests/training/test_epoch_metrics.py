@@ -63,6 +63,19 @@ def test_classification_accuracy_is_over_the_whole_epoch_and_resets():
     assert "val/seq_acc" not in second  # one target per sequence: no sequence accuracy
 
 
+def test_classification_batches_without_lengths_are_unpadded_batches():
+    """(x, y) batches, e.g. from a TensorDataset, give what (x, y, None) batches give; any
+    other batch form is refused by name."""
+    torch.manual_seed(3)
+    logits, y = torch.randn(13, 4), torch.randint(0, 4, (13,))
+    task = SequenceClassificationTask(Scaled(), n_classes=4, optimizer=None)
+    (pairs,) = _trainer().validate(task, _loader(logits, y, batch_size=5), verbose=False)
+    (triples,) = _trainer().validate(task, _loader(logits, y, batch_size=5, with_lengths=True), verbose=False)
+    assert pairs == triples and pairs["val/acc"] == pytest.approx(float((logits.argmax(-1) == y).float().mean()))
+    with pytest.raises(ValueError, match=r"\(x, y\) or \(x, y, lengths\), got a tuple of 1"):
+        task._unpack((logits,))
+
+
 def test_classification_sequence_accuracy_counts_sequences_with_every_token_right():
     torch.manual_seed(1)
     logits = torch.randn(7, 3, 5)  # (B, K, classes)
