@@ -5,7 +5,7 @@ recurrent state after its last step, from which ``step`` continues token by toke
     y_t, state = layer.step(next_input, state)         # as if step had run over the prompt
 
 A module with its own ``prefill(x)`` method (``ssm.Mamba``, the diagonal SSMs S4D / S4PTD /
-DSS ``exp``, ``ssm.ResidualBlock``, ``ssm.SequenceBackbone``) computes the state in parallel;
+DSS ``exp``, S5 / S5PTD, ``ssm.ResidualBlock``, ``ssm.SequenceBackbone``) computes the state in parallel;
 any other layer with ``init_state`` / ``step`` gets it from ``step`` over the prompt.
 """
 

@@ -94,6 +94,8 @@ def test_prefill_is_differentiable_through_the_state():
 def test_prefill_refuses_layers_without_a_step_and_bad_input():
     with pytest.raises(RuntimeError, match="bidirectional"):
         ssm.S4D(H, bidirectional=True).prefill(torch.randn(1, 3, H))
+    with pytest.raises(RuntimeError, match="bidirectional"):
+        ssm.S5(H, d_state=4, bidirectional=True).prefill(torch.randn(1, 3, H))
     with pytest.raises(RuntimeError, match="reorder_tokens"):
         ssm.Mamba(H, reorder_tokens=True).prefill(torch.randn(1, 3, H))
     with pytest.raises(ValueError, match=r"\(batch, length, channels\)"):

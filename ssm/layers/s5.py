@@ -209,16 +209,28 @@ class S5(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, L, H) -> (B, L, H). Computed in the parameters' dtype, also under autocast
         (half-precision products cannot form the complex B̄u the scan needs)."""
+        return self._forward_and_states(x)[0]
+
+    def _forward_and_states(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(forward(x), the forward scan's states h (B, L, m))."""
         check_sequence(x, self.d_model, type(self).__name__, self)
         with torch.autocast(x.device.type, enabled=False):
             u = x.to(widen(self.D).dtype)
             Lam_bar, B_bar, C = self.discrete()
             Bu = torch.complex(u @ B_bar.real.T, u @ B_bar.imag.T)  # (B, L, m)
-            y = self._readout(linear_scan(Lam_bar, Bu), C[0])
+            h = linear_scan(Lam_bar, Bu)
+            y = self._readout(h, C[0])
             if self.bidirectional:
                 y = y + self._readout(linear_scan(Lam_bar, Bu, reverse=True), C[1])
             y = y + self.D * u
-        return y.to(x.dtype)
+        return y.to(x.dtype), h
+
+    def prefill(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(forward(x), the state after x's last step: the scan's last state (B, m)), from
+        which :meth:`step` continues."""
+        check_causal(self.bidirectional, type(self).__name__)
+        y, h = self._forward_and_states(x)
+        return y, (h[:, -1] if x.shape[1] else self.init_state(x.shape[0]))
 
     def _readout(self, h: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
         """s · Re(h Cᵀ) without forming the complex product: (B, L, m) -> (B, L, H)."""
