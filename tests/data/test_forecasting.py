@@ -80,14 +80,15 @@ def test_etth1_csv_uses_the_month_splits(tmp_path):
 
 def test_short_split_and_bad_csv_fail_clearly(tmp_path):
     _write_csv(tmp_path / "informer" / "WTH.csv", 60, ("a", "WetBulbCelsius"))
-    with pytest.raises(ValueError, match="validation split has 14 rows"):
-        ForecastingDataModule("WTH", tmp_path, lag=8, horizon=8).setup()
+    with pytest.raises(ValueError, match="WTH validation split has 14 rows"):
+        ForecastingDataModule("WTH", tmp_path, lag=8, horizon=8)  # checked when built, before setup
     (tmp_path / "informer" / "ECL.csv").write_text("date,MT_320\n2012-01-01,1.5\n2012-01-02,n/a\n")
     with pytest.raises(ValueError, match="non-numeric"):
         ForecastingDataModule("ECL", tmp_path)
     (tmp_path / "informer" / "ECL.csv").write_text("date,a,MT_320\n2012-01-01,1,1.5\n2012-01-02,2,nan\n"
                                                   "2012-01-03,inf,3\n")
-    with pytest.raises(ValueError, match=r"ECL.csv holds 2 non-finite values.*data row 2 \(line 3\), column 'MT_320'"):
+    with pytest.raises(ValueError, match=r"ECL.csv holds 2 missing or non-finite values.*data row 2 \(line 3\), "
+                                         r"column 'MT_320'"):
         ForecastingDataModule("ECL", tmp_path)
 
 
