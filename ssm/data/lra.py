@@ -67,14 +67,18 @@ IMAGE_SIZE = 32
 # -------------------------------------------------------------- files ---
 
 
+DATA_ELSEWHERE = "Data kept elsewhere: run with data_root=/that/folder (or set DATA_PATH)."
+
+
 def require(path_or_none: str | os.PathLike | None, what: str, expected: str,
             how_to_get: str) -> pathlib.Path:
     """``path_or_none`` as a Path, or a FileNotFoundError saying what is missing.
 
-    The message reads ``"{what} not found: expected {expected}. {how_to_get}"``.
+    The message reads ``"{what} not found: expected {expected}. {how_to_get} {WHERE}"``,
+    WHERE saying how to point a run at data kept elsewhere.
     """
     if path_or_none is None:
-        raise FileNotFoundError(f"{what} not found: expected {expected}. {how_to_get}")
+        raise FileNotFoundError(f"{what} not found: expected {expected}. {how_to_get} {DATA_ELSEWHERE}")
     return pathlib.Path(path_or_none)
 
 

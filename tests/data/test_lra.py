@@ -304,7 +304,7 @@ def test_image_splits_sizes_and_grayscale(tmp_path):
 
 def test_require_returns_path_or_raises_clear_error(tmp_path):
     assert require(str(tmp_path), "thing", "x", "y") == tmp_path
-    with pytest.raises(FileNotFoundError, match="thing not found: expected a.txt. Get it."):
+    with pytest.raises(FileNotFoundError, match=r"thing not found: expected a.txt. Get it. Data kept elsewhere: run with data_root=/that/folder \(or set DATA_PATH\)\.$"):
         require(None, "thing", "a.txt", "Get it.")
 
 
