@@ -16,6 +16,7 @@ from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ssm.training.batch_size import fit_batch_to_memory
+from ssm.training.callbacks import ModelShapes
 from ssm.training.optim import check_optimizer_settings
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,14 @@ def build_callbacks(cfg: DictConfig, has_logger: bool) -> list[L.Callback]:
 
 
 def build_model(cfg: DictConfig, datamodule):
-    """Instantiate ``cfg.model`` with the input and output shapes of ``datamodule``.
+    """Instantiate ``cfg.model`` with the input and output shapes of ``datamodule``
+    (:func:`model_shapes`)."""
+    return hydra.utils.instantiate(cfg.model, **model_shapes(cfg, datamodule))
+
+
+def model_shapes(cfg: DictConfig, datamodule) -> dict:
+    """The arguments ``cfg.model`` takes from the data (checkpoints record them, so that
+    ``ssm.training.load_model`` rebuilds a model without its data set).
 
     Forecasters (a ``horizon`` argument) get lag, horizon, n_variates and n_targets;
     classifiers get d_output and n_tokens or d_input, image models (an ``image_shape``
@@ -44,9 +52,8 @@ def build_model(cfg: DictConfig, datamodule):
     if "horizon" in params:
         if getattr(datamodule, "horizon", None) is None:
             raise ValueError(f"model {target.__name__} forecasts; data {name} is not a forecasting data set")
-        shapes = {"lag": datamodule.lag, "horizon": datamodule.horizon, "n_variates": datamodule.n_variates,
-                  "n_targets": datamodule.n_targets}
-        return hydra.utils.instantiate(cfg.model, **shapes)
+        return {"lag": datamodule.lag, "horizon": datamodule.horizon, "n_variates": datamodule.n_variates,
+                "n_targets": datamodule.n_targets}
     if getattr(datamodule, "n_classes", None) is None:
         raise ValueError(f"model {target.__name__} classifies; data {name} has no classes (a forecasting set?)")
     shapes = {"d_output": datamodule.n_classes}
@@ -74,7 +81,7 @@ def build_model(cfg: DictConfig, datamodule):
                 f"positions: set model.pooling=last_k (got {cfg.model.get('pooling')!r})"
             )
         shapes["n_predict"] = n_predict
-    return hydra.utils.instantiate(cfg.model, **shapes)
+    return shapes
 
 
 def resolved_config(cfg: DictConfig) -> dict:
@@ -105,7 +112,8 @@ def fit(cfg: DictConfig):
     datamodule = hydra.utils.instantiate(cfg.data)
     if hasattr(datamodule, "check_files"):  # missing downloads stop the run before W&B and the trainer start
         datamodule.check_files()
-    model = build_model(cfg, datamodule)
+    shapes = model_shapes(cfg, datamodule)
+    model = hydra.utils.instantiate(cfg.model, **shapes)
     extra = {}
     if "n_classes" in inspect.signature(hydra.utils.get_class(cfg.task._target_)).parameters:
         extra["n_classes"] = datamodule.n_classes
@@ -125,7 +133,7 @@ def fit(cfg: DictConfig):
     trainer = L.Trainer(
         **trainer_arguments(cfg),
         logger=logger,
-        callbacks=build_callbacks(cfg, has_logger=bool(logger)),
+        callbacks=[*build_callbacks(cfg, has_logger=bool(logger)), ModelShapes(shapes)],
     )
     if cfg.get("fit_batch_to_memory"):
         fit_batch_to_memory(trainer, task, datamodule)
