@@ -32,7 +32,8 @@ def fftconv(
         k: real (H, L) causal kernel, or (2, H, L) for a two-sided (bidirectional) kernel:
             ``k[0]`` acts on the past and present, ``k[1]`` on the future,
             ``y[t] += sum_{s>t} k[1, s-t-1] u[s]``.
-        D: optional real (H,) skip.
+        D: optional real (H,) skip, in u's dtype or a wider one (e.g. a float32 skip
+            parameter with float16 u); the skip is added in u's dtype.
         backend: None (by device), "triton" (DFT by matrix products; L > 4096 and float64
             go to "torch"), "torch" or "reference" (direct O(L^2) product).
 

@@ -44,6 +44,9 @@ def vandermonde(
         raise TypeError(f"vandermonde: v and x must be complex, got {v.dtype} and {x.dtype}")
     if v.dtype != x.dtype:
         raise TypeError(f"vandermonde: v and x must share a dtype, got {v.dtype} and {x.dtype}")
+    if v.dtype not in (torch.complex64, torch.complex128):
+        raise TypeError(f"vandermonde: v and x must be complex64 or complex128, got {v.dtype} (convert with "
+                        ".to(torch.complex64))")
     if x.dim() != 2 or v.dim() not in (2, 3) or v.shape[-2:] != x.shape:
         raise ValueError(
             "vandermonde: expected x of shape (H, N) and v of shape (H, N) or (C, H, N), "

@@ -171,6 +171,9 @@ def test_chunked_matches_unchunked_forward_and_backward(monkeypatch, chunk_eleme
     "v, x, L, exc, pattern",
     [
         (torch.randn(3, 5), torch.randn(3, 5), 4, TypeError, "complex"),
+        (torch.randn(3, 5, dtype=torch.complex64).to(torch.complex32),
+         torch.randn(3, 5, dtype=torch.complex64).to(torch.complex32), 4, TypeError,
+         r"complex64 or complex128, got torch\.complex32"),
         (
             torch.randn(3, 5, dtype=torch.complex64),
             torch.randn(3, 5, dtype=torch.complex128),
@@ -214,7 +217,7 @@ def test_chunked_matches_unchunked_forward_and_backward(monkeypatch, chunk_eleme
             "integer",
         ),
     ],
-    ids=["real-inputs", "dtype-mismatch", "shape-mismatch", "rank-1", "negative-L", "fractional-L", "bool-L"],
+    ids=["real-inputs", "complex32", "dtype-mismatch", "shape-mismatch", "rank-1", "negative-L", "fractional-L", "bool-L"],
 )
 def test_bad_inputs_raise_clear_errors(v, x, L, exc, pattern):
     with pytest.raises(exc, match=pattern):
