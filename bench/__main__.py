@@ -4,8 +4,9 @@
     python -m bench --op s4d_kernel --peer-s4 ~/src/s4     # beside state-spaces/s4's S4DKernel
     python -m bench --op companion_kernel --channels 128 --state 64 --peer-spacetime ~/src/spacetime
 
-Prints a Markdown table: median forward and forward+backward times per backend, the ratio
-to the "torch" backend, peak memory of one forward and of one forward+backward call (CUDA and
+Prints a Markdown table: median forward and forward+backward times per backend (with the
+min–max of the repeats, and † on rows the machine's load made unsteady), the ratio to the
+"torch" backend, peak memory of one forward and of one forward+backward call (CUDA and
 CPU, see bench.timing.peak_memory), the largest difference from the "torch" output (checked
 before timing) and, on CUDA, the forward's achieved bandwidth as a fraction of a
 device-to-device copy of the same number of bytes measured in the same run. A backend that
@@ -24,7 +25,7 @@ import platform
 import torch
 
 from bench.cases import CASES
-from bench.timing import copy_bandwidth, median_time, peak_memory
+from bench.timing import copy_bandwidth, peak_memory, time_stats
 
 REFERENCE_MAX_L = 2048  # the O(L^2) references are skipped beyond this length
 # ops whose reference is a loop of O(L) steps (a scan) keep it longer
@@ -87,15 +88,20 @@ def relative_difference(out: torch.Tensor, expected: torch.Tensor) -> float:
 def measure_run(case, backend: str, run, expected, device: torch.device, repeats: int, copies: dict) -> dict:
     """One row: the output check against ``expected`` (the torch output), then the timings,
     peaks and bandwidth; a failure becomes the row's ``error``."""
-    row = dict(op=case.name, shape=case.shape, backend=backend)
+    label = f"{backend} (interpreter)" if backend == "triton" and device.type == "cpu" else backend
+    row = dict(op=case.name, shape=case.shape, backend=label)
     try:
         with torch.no_grad():
             out = run()
         if expected is not None and backend not in case.independent:
             row["max_rel_diff_vs_torch"] = relative_difference(out, expected)
         del out
-        fwd = median_time(run, device, repeats=repeats)
-        row.update(forward_s=fwd, forward_backward_s=median_time(forward_backward(run), device, repeats=repeats),
+        fwd_stats = time_stats(run, device, repeats=repeats)
+        fb_stats = time_stats(forward_backward(run), device, repeats=repeats)
+        fwd = fwd_stats["median"]
+        row.update(forward_s=fwd, forward_min_s=fwd_stats["min"], forward_max_s=fwd_stats["max"],
+                   forward_backward_s=fb_stats["median"], forward_backward_min_s=fb_stats["min"],
+                   forward_backward_max_s=fb_stats["max"],
                    peak_bytes=peak_memory(run, device),
                    peak_bytes_forward_backward=peak_memory(forward_backward(run), device))
         if device.type == "cuda":
@@ -140,8 +146,10 @@ def measure(args: argparse.Namespace, on_length=None) -> dict:
     return result
 
 
-HEADER = ("| op | shape | backend | fwd ms | fwd+bwd ms | fwd time / torch | fwd peak MiB | fwd+bwd peak MiB "
-          "| max rel. diff vs torch | fwd % of copy BW |")
+HEADER = ("| op | shape | backend | fwd ms (min–max) | fwd+bwd ms (min–max) | fwd time / torch | fwd peak MiB "
+          "| fwd+bwd peak MiB | max rel. diff vs torch | fwd % of copy BW |")
+UNSTEADY = ("†: forward+backward timed faster than the forward alone, or a spread (max/min) above 1.5: the "
+            "machine was busy while this row was timed; rerun it before reading the ratios.")
 PEAK_NOTE = ("peak MiB: the most memory held at once by tensors the call allocated, above what was "
              "allocated when it started (one call after the timed ones; returned outputs count; fwd+bwd "
              "drops the gradients first, as zero_grad does, so it counts them). CUDA: torch.cuda.max_memory_allocated; CPU: allocation and "
@@ -154,6 +162,23 @@ PEAK_NOTE = ("peak MiB: the most memory held at once by tensors the call allocat
 
 def mebibytes(n_bytes: int | None) -> str:
     return f"{n_bytes / 2**20:.1f}" if n_bytes is not None else "-"
+
+
+def milliseconds(row: dict, what: str) -> str:
+    """The median in ms, with the (min–max) of the repeats when the row has them."""
+    text = f"{1e3 * row[f'{what}_s']:.2f}"
+    if f"{what}_min_s" in row:
+        text += f" ({1e3 * row[f'{what}_min_s']:.2f}–{1e3 * row[f'{what}_max_s']:.2f})"
+    return text
+
+
+def unsteady(row: dict, spread: float = 1.5) -> bool:
+    """Timings that cannot all be right: forward+backward faster than the forward, or repeats
+    that differ by more than ``spread``×."""
+    if row["forward_backward_s"] < row["forward_s"]:
+        return True
+    return any(row.get(f"{w}_min_s") and row[f"{w}_max_s"] > spread * row[f"{w}_min_s"]
+               for w in ("forward", "forward_backward"))
 
 
 def markdown(result: dict) -> str:
@@ -171,9 +196,12 @@ def markdown(result: dict) -> str:
         bw = f"{100 * r['bandwidth_fraction']:.1f}" if r.get("bandwidth_fraction") is not None else "-"
         diff = f"{r['max_rel_diff_vs_torch']:.1e}" if r.get("max_rel_diff_vs_torch") is not None else "-"
         ratio_text = f"{ratio:.2f}x" if ratio is not None else "-"
-        lines.append(f"| {r['op']} | {r['shape']} | {r['backend']} | {1e3 * r['forward_s']:.2f} | "
-                     f"{1e3 * r['forward_backward_s']:.2f} | {ratio_text} | {peak} | {peak_fb} | {diff} | {bw} |")
+        mark = "†" if unsteady(r) else ""
+        lines.append(f"| {r['op']} | {r['shape']} | {r['backend']}{mark} | {milliseconds(r, 'forward')} | "
+                     f"{milliseconds(r, 'forward_backward')} | {ratio_text} | {peak} | {peak_fb} | {diff} | {bw} |")
     lines += ["", PEAK_NOTE]
+    if any(unsteady(r) for r in result["rows"] if "error" not in r):
+        lines += ["", UNSTEADY]
     return "\n".join(lines)
 
 

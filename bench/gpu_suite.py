@@ -91,7 +91,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--backends", nargs="+", default=["triton", "torch", "reference"])
     parser.add_argument("--peer-mamba-ssm", metavar="PATH", help="a state-spaces/mamba checkout (see python -m bench)")
     parser.add_argument("--peer-s4", metavar="PATH", help="a state-spaces/s4 checkout")
+    parser.add_argument("--allow-cpu", action="store_true",
+                        help="run the steps without a GPU (a dry run of the suite; the tables are CPU timings)")
     args = parser.parse_args(argv)
+    import torch
+
+    if not (torch.cuda.is_available() or args.allow_cpu):
+        parser.exit(2, "python -m bench.gpu_suite: no CUDA GPU is visible, so there is nothing for it to measure; "
+                       "python -m bench --op <op> times the CPU paths (--allow-cpu runs the suite anyway, as a "
+                       "dry run)\n")
     # the steps run in ROOT: paths given relative to here must not change meaning there
     args.out = args.out.expanduser().resolve()
     for key in ("peer_mamba_ssm", "peer_s4"):

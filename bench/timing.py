@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import statistics
+import sys
 import time
 from typing import Callable
 
@@ -16,6 +19,12 @@ def synchronize(device: torch.device) -> None:
 
 def median_time(fn: Callable[[], object], device: torch.device, warmup: int = 2, repeats: int = 5) -> float:
     """Median wall-clock seconds of ``fn()`` after ``warmup`` untimed calls."""
+    return time_stats(fn, device, warmup, repeats)["median"]
+
+
+def time_stats(fn: Callable[[], object], device: torch.device, warmup: int = 2, repeats: int = 5) -> dict:
+    """Wall-clock seconds of ``repeats`` calls of ``fn()`` after ``warmup`` untimed ones:
+    ``{"median", "min", "max"}`` (the spread says how steady the machine was)."""
     for _ in range(warmup):
         fn()
     synchronize(device)
@@ -25,7 +34,7 @@ def median_time(fn: Callable[[], object], device: torch.device, warmup: int = 2,
         fn()
         synchronize(device)
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return {"median": statistics.median(times), "min": min(times), "max": max(times)}
 
 
 def peak_memory(fn: Callable[[], object], device: torch.device) -> int | None:
@@ -71,7 +80,7 @@ def cpu_peak_memory(fn: Callable[[], object]) -> int:
     """
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with _quiet_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
     events = sorted(((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
                      if e.name() == "[memory]" and e.device_type() == torch.autograd.DeviceType.CPU),
@@ -90,3 +99,23 @@ def copy_bandwidth(device: torch.device, n_bytes: int = 1 << 28) -> float:
     dst = torch.empty_like(src)
     seconds = median_time(lambda: dst.copy_(src), device)
     return 2 * n_bytes / seconds
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Silence file descriptor 2 for the block: the profiler's C++ side logs a start and a
+    stop line there on every use. Python errors still propagate as exceptions."""
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no file descriptor 2 (an embedded interpreter): nothing to silence
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)

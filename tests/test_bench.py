@@ -27,7 +27,7 @@ def test_bench_writes_table_and_json(op, tmp_path):
     checked = [r for r in result["rows"] if "max_rel_diff_vs_torch" in r]
     assert len(checked) >= len(result["rows"]) - 2 and all(r["max_rel_diff_vs_torch"] < 1e-3 for r in checked)
     table = out.with_suffix(".md").read_text()
-    assert "| fwd ms |" in table and "| fwd peak MiB | fwd+bwd peak MiB | max rel. diff vs torch |" in table
+    assert "| fwd ms (min–max) |" in table and "| fwd peak MiB | fwd+bwd peak MiB | max rel. diff vs torch |" in table
 
 
 def test_a_failing_backend_gets_a_row_and_the_others_go_on(tmp_path, monkeypatch):
@@ -149,11 +149,24 @@ def test_mamba_ssm_peer_loads_only_the_interface_module(tmp_path, monkeypatch):
         monkeypatch.delitem(sys.modules, name)
 
 
+ALLOW_CPU = [] if torch.cuda.is_available() else ["--allow-cpu"]
+
+
+def test_gpu_suite_without_a_gpu_stops_and_says_what_to_run_instead(tmp_path, capsys, monkeypatch):
+    from bench.gpu_suite import main as suite
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit) as stop:
+        suite(["--out", str(tmp_path), "--ops", "cross_scan", "--no-tests"])
+    assert stop.value.code == 2 and "no CUDA GPU is visible" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
 def test_gpu_suite_runs_each_step_and_writes_a_summary(tmp_path):
     from bench.gpu_suite import main as suite
 
     suite(["--out", str(tmp_path), "--ops", "cross_scan", "--no-tests", "--lengths", "16",
-           "--backends", "torch", "--repeats", "1"])
+           "--backends", "torch", "--repeats", "1", *ALLOW_CPU])
     summaries = list(tmp_path.glob("*-gpu-suite.md"))
     assert len(summaries) == 1
     text = summaries[0].read_text()
@@ -167,14 +180,14 @@ def test_gpu_suite_reads_relative_paths_from_where_it_is_called(tmp_path, monkey
 
     monkeypatch.chdir(tmp_path)
     gpu_suite.main(["--out", "here", "--ops", "cross_scan", "--no-tests", "--lengths", "16", "--backends", "torch",
-                    "--repeats", "1", "--all-kernel-tests", "--budget-s", "0"])
+                    "--repeats", "1", "--all-kernel-tests", "--budget-s", "0", *ALLOW_CPU])
     summary = next((tmp_path / "here").glob("*-gpu-suite.md")).read_text()
     assert "| all kernel tests, compiled (tests/kernels) | not started (budget) |" in summary
     commands = []
     monkeypatch.setattr(gpu_suite, "step", lambda name, command, *a: commands.append(command) or
                         {"name": name, "rc": 0, "seconds": 0.0, "command": "", "last_line": ""})
     gpu_suite.main(["--out", "there", "--ops", "selective_scan", "s4d_kernel", "--no-tests", "--lengths", "16",
-                    "--peer-mamba-ssm", "mamba", "--peer-s4", "s4"])  # the steps run in the repository root
+                    "--peer-mamba-ssm", "mamba", "--peer-s4", "s4", *ALLOW_CPU])  # the steps run in the repository root
     flat = [arg for command in commands for arg in command]
     assert str(tmp_path / "mamba") in flat and str(tmp_path / "s4") in flat
     assert any(arg.startswith(str(tmp_path / "there")) for arg in flat)
@@ -242,3 +255,43 @@ def test_every_2d_tiling_benchmarked_computes_the_same_scan(L):
     assert len(case.runs) >= 2  # the launcher's choice and at least one override
     for name, run in case.runs.items():
         torch.testing.assert_close(run(), expected, rtol=1e-4, atol=1e-4, msg=name)
+
+
+def test_rows_show_the_spread_of_the_repeats_and_mark_unsteady_timings():
+    from bench.__main__ import markdown, milliseconds, unsteady
+
+    steady = dict(op="fftconv", shape="L=8", backend="torch", forward_s=1e-3, forward_min_s=0.9e-3,
+                  forward_max_s=1.1e-3, forward_backward_s=3e-3, forward_backward_min_s=2.9e-3,
+                  forward_backward_max_s=3.2e-3)
+    assert milliseconds(steady, "forward") == "1.00 (0.90–1.10)" and not unsteady(steady)
+    faster_backward = dict(steady, backend="reference", forward_backward_s=0.5e-3, forward_backward_min_s=0.4e-3,
+                           forward_backward_max_s=0.6e-3)
+    spread = dict(steady, backend="peer", forward_max_s=2e-3)
+    assert unsteady(faster_backward) and unsteady(spread)
+    table = markdown(dict(device="CPU", torch="x", date="d", rows=[steady, faster_backward, spread]))
+    assert "| torch | 1.00 (0.90–1.10) |" in table and "| reference† |" in table and "| peer† |" in table
+    assert "machine was busy" in table
+    assert "machine was busy" not in markdown(dict(device="CPU", torch="x", date="d", rows=[steady]))
+
+
+def test_triton_rows_on_cpu_say_they_ran_in_the_interpreter(tmp_path, monkeypatch):
+    import bench.__main__ as entry
+
+    original = entry.CASES["fftconv"]
+
+    def with_a_triton_run(*args, **kwargs):
+        case = original(*args, **kwargs)
+        case.runs["triton"] = case.runs["torch"]  # a stand-in: only the label is checked
+        return case
+
+    monkeypatch.setitem(entry.CASES, "fftconv", with_a_triton_run)
+    result = main(["--op", "fftconv", "--lengths", "8", "--channels", "2", "--batch", "1", "--repeats", "1",
+                   "--device", "cpu", "--backends", "torch"])
+    assert {r["backend"] for r in result["rows"]} == {"torch", "triton (interpreter)"}
+
+
+def test_cpu_peak_memory_keeps_the_profilers_log_lines_off_stderr(capfd):
+    from bench.timing import cpu_peak_memory
+
+    assert cpu_peak_memory(lambda: torch.ones(1000)) >= 4000
+    assert "profiler_st" not in capfd.readouterr().err
