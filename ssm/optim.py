@@ -9,7 +9,9 @@ code base, which other code may read; a hint with weight decay 0 also sets mamba
 ``_no_weight_decay = True``) and in its module's ``_optim_hints`` dict under the
 parameter's name. Only the second survives ``copy.deepcopy`` (``nn.Parameter`` copies drop
 attributes), ``load_state_dict(..., assign=True)`` and ``to_empty``, which all put new
-Parameter objects on the module, so :func:`param_groups` reads it first.
+Parameter objects on the module, so :func:`param_groups` reads it first; the attributes are
+put back after an ``assign=True`` load and, for layers built on :class:`KeepsOptimHints`,
+after a copy.
 """
 
 from __future__ import annotations
@@ -55,14 +57,44 @@ def set_hint(module: nn.Module, name: str, hint: dict) -> None:
     param = module._parameters.get(name)
     if param is None:
         raise KeyError(f"{type(module).__name__} has no parameter {name!r}")
+    _attach(param, hint)
+    if "_optim_hints" not in module.__dict__:
+        module._optim_hints = {}
+        module.register_load_state_dict_post_hook(_restore_after_load)  # load_state_dict(..., assign=True)
+    module._optim_hints[name] = dict(hint)
+
+
+def _attach(param: nn.Parameter, hint: dict) -> None:
+    """The attribute forms of a hint: S4's ``_optim`` and mamba_ssm's ``_no_weight_decay``."""
     param._optim = dict(hint)
     if hint.get("weight_decay") == 0.0:  # the flag mamba_ssm's optimizer grouping reads
         param._no_weight_decay = True
     elif hasattr(param, "_no_weight_decay"):
         del param._no_weight_decay
-    if "_optim_hints" not in module.__dict__:
-        module._optim_hints = {}
-    module._optim_hints[name] = dict(hint)
+
+
+def restore_hints(module: nn.Module) -> None:
+    """Put the attribute forms of the hints of ``module`` and its submodules back on their
+    parameters (after a copy or an ``assign=True`` load made new Parameter objects)."""
+    for m in module.modules():
+        for name, hint in m.__dict__.get("_optim_hints", {}).items():
+            param = m._parameters.get(name)
+            if param is not None:
+                _attach(param, hint)
+
+
+def _restore_after_load(module: nn.Module, incompatible_keys) -> None:
+    restore_hints(module)
+
+
+class KeepsOptimHints(nn.Module):
+    """Base of modules that register hinted parameters: after ``copy.deepcopy`` or
+    unpickling, the parameters of the module and its submodules carry their ``_optim`` and
+    ``_no_weight_decay`` attributes again."""
+
+    def __setstate__(self, state) -> None:
+        super().__setstate__(state)
+        restore_hints(self)
 
 
 def get_hint(module: nn.Module, name: str) -> dict | None:

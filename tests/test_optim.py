@@ -264,3 +264,27 @@ def test_zero_weight_decay_hints_also_set_mamba_ssms_flag():
     assert flagged == {"A_log", "D"}
     set_hint(layer, "D", {"lr": 1e-3})  # a later hint with decay clears the flag
     assert not hasattr(layer.D, "_no_weight_decay")
+
+
+@pytest.mark.parametrize("make", [lambda: ssm.S4D(4, d_state=4), lambda: ssm.S5(4, d_state=4), lambda: ssm.Mamba(4),
+                                  lambda: ssm.Chimera(8, d_state=2, period=2),
+                                  lambda: ssm.SequenceClassifier(4, 1, functools.partial(ssm.DSS, d_state=4), 3,
+                                                                 n_tokens=5)],
+                         ids=["s4d", "s5", "mamba", "chimera", "classifier-of-dss"])
+@pytest.mark.parametrize("how", ["deepcopy", "assign-load"])
+def test_hint_attributes_come_back_after_copies_and_assign_loads(make, how):
+    """The attribute forms (S4's _optim, mamba_ssm's _no_weight_decay) are what other code's
+    grouping reads; Parameter copies drop them."""
+    model = make()
+
+    def attributes(m):
+        return {n: (getattr(p, "_optim", None), getattr(p, "_no_weight_decay", False)) for n, p in m.named_parameters()}
+
+    expected = attributes(model)
+    assert any(flag for _, flag in expected.values())
+    if how == "deepcopy":
+        other = copy.deepcopy(model)
+    else:
+        other = make()
+        other.load_state_dict({k: v.clone() for k, v in model.state_dict().items()}, assign=True)
+    assert attributes(other) == expected

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from torch import nn
 
+from ssm.optim import KeepsOptimHints
+
 
 def mark_no_reinit(module: nn.Module, *names: str) -> None:
     """Flag ``module.get_parameter(name)._no_reinit = True`` for each dotted ``name`` now
@@ -29,7 +31,7 @@ def _after_load(module: nn.Module, incompatible_keys) -> None:
     _flag(module)
 
 
-class KeepsNoReinit(nn.Module):
+class KeepsNoReinit(KeepsOptimHints):
     """Base of modules that call :func:`mark_no_reinit`: flags again after deepcopy/unpickling."""
 
     def __setstate__(self, state) -> None:

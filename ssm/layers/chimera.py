@@ -49,7 +49,7 @@ from ssm.layers._checks import NoRecurrentStep, check_input_dtype, check_positiv
 from ssm.layers._empty import zeros_in_graph
 from ssm.layers.diagonal import to_default_dtype, widen
 from ssm.layers.selective import dt_bias_init, dt_weight_init, s4d_real_log_A
-from ssm.optim import register
+from ssm.optim import KeepsOptimHints, register
 
 
 def _check_scan_args(x, dt_time, dt_var, A_time, A_var, B_time, B_var, C_time, C_var, coupling, lag):
@@ -157,7 +157,7 @@ def chimera_scan_reference(x, dt_time, dt_var, A_time, A_var, B_time, B_var, C_t
     return torch.stack([torch.stack(row, dim=1) for row in y], dim=1)
 
 
-class ChimeraHead(nn.Module):
+class ChimeraHead(KeepsOptimHints):
     """One input-dependent 2D SSM head: per token x[v, t] (E channels)
 
         [δ₁, B₁, C₁] = x_proj_time x,   Δ₁ = softplus(dt_time_weight δ₁ + dt_time_bias)
@@ -214,7 +214,7 @@ class ChimeraHead(nn.Module):
         return y
 
 
-class Chimera(NoRecurrentStep, nn.Module):
+class Chimera(NoRecurrentStep, KeepsOptimHints):
     """Chimera block on multivariate series (B, L, V, d_model) (time, variates, channels):
 
         [x, z] = in_proj(u)                                  (d_model -> 2E per token)

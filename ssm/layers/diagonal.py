@@ -25,6 +25,7 @@ from ssm.layers._checks import (
     check_state,
     check_step_input,
 )
+from ssm.optim import KeepsOptimHints
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -85,7 +86,7 @@ def ssm_lr(lr: float | None | Mapping, key: str) -> float | None:
     return lr
 
 
-class DiagonalSSM(nn.Module):
+class DiagonalSSM(KeepsOptimHints):
     """Base of diagonal SSM layers on (batch, length, d_model) sequences.
 
     Subclasses implement :meth:`modes`. The skip D ~ N(0, 1) of shape (d_model,) lives here.

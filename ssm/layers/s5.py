@@ -21,7 +21,7 @@ from ssm.layers._checks import (
     check_step_input,
 )
 from ssm.layers.diagonal import complex_dtype, discretize, ssm_lr, to_default_dtype, widen
-from ssm.optim import register
+from ssm.optim import KeepsOptimHints, register
 
 INITS = ("hippo_n", "ptd")
 DISCRETIZATIONS = ("zoh", "bilinear")
@@ -56,7 +56,7 @@ def block_eigenbasis(init: str, size: int, conj_sym: bool) -> tuple[torch.Tensor
     return Lam, V, V.mH
 
 
-class S5(nn.Module):
+class S5(KeepsOptimHints):
     """Multi-input multi-output diagonal SSM on (batch, length, H) sequences.
 
     With P states shared by all H channels (m stored complex modes), Δ per mode:

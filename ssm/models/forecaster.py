@@ -8,10 +8,10 @@ import torch
 from torch import nn
 
 from ssm.layers._checks import check_positive_ints, check_window
-from ssm.optim import set_hint
+from ssm.optim import KeepsOptimHints, set_hint
 
 
-class MultivariateForecaster(nn.Module):
+class MultivariateForecaster(KeepsOptimHints):
     """Forecast ``horizon`` steps of V series from their last ``lag`` steps.
 
         tokens  e[t, v] = x[t, v] · w + p_v                 (B, lag, V, d_model): a value
