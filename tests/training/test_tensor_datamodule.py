@@ -93,6 +93,34 @@ def test_bad_files_are_refused_with_what_is_wrong(tmp_path, change, error, match
         TensorDataModule(save(tmp_path, splits))
 
 
+@pytest.mark.parametrize("x_dtype, kept", [(torch.uint8, torch.int64), (torch.int16, torch.int64),
+                                            (torch.float64, torch.float32), (torch.float16, torch.float32)])
+def test_inputs_are_kept_in_the_dtypes_the_models_take(tmp_path, x_dtype, kept):
+    """uint8 token ids (a common storage) and float64 features (torch.from_numpy) would pass
+    the checks and then be refused by the model's first forward."""
+    x = (torch.arange(40).reshape(4, 10) % 7).to(x_dtype)
+    path = save(tmp_path, {"train": {"x": x, "y": torch.zeros(4).long()}, "test": {"x": x, "y": torch.ones(4).long()}})
+    dm = TensorDataModule(path, val_fraction=0.25)
+    dm.setup()
+    assert dm.train_set.x.dtype == kept and dm.test_set.x.dtype == kept
+    if kept == torch.int64:
+        assert dm.n_tokens == 7
+    cfg = compose_config("experiment=tensors", f"data.path={path}", "model.d_model=8", "model.layer.d_state=4")
+    batch = next(iter(dm.test_dataloader()))
+    assert build_model(cfg, dm)(batch[0]).shape == (4, 2)
+
+
+def test_numpy_arrays_and_empty_sequences_are_refused_with_what_to_do(tmp_path):
+    import numpy as np
+
+    torch.save({"train": {"x": np.zeros((4, 5)), "y": np.zeros(4)}, "test": tokens(3)}, tmp_path / "np.pt")
+    with pytest.raises(ValueError, match="numpy arrays\? convert them with torch.from_numpy"):
+        TensorDataModule(tmp_path / "np.pt")
+    empty = {"x": torch.zeros(4, 0, dtype=torch.long), "y": torch.zeros(4).long()}
+    with pytest.raises(ValueError, match="sequences of length 0"):
+        TensorDataModule(save(tmp_path, {"train": empty, "test": empty}, "empty.pt"))
+
+
 def test_missing_file_and_bad_settings(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"no file at .*missing\.pt; write one with torch\.save"):
         TensorDataModule(tmp_path / "missing.pt")

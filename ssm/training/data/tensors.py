@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pathlib
+import pickle
 
 import torch
 from torch.utils.data import Dataset
@@ -35,8 +36,8 @@ class SequenceTensors(Dataset):
 class TensorDataModule(ClassificationDataModule):
     """Sequence classification on tensors saved with ``torch.save`` (see ``FORMAT``).
 
-    Integer x are token ids (``n_tokens`` = the largest id + 1 unless given), float x are
-    features (``d_input`` = d, or 1 for (N, L)); ``n_classes`` = the largest class + 1
+    Integer x are token ids (``n_tokens`` = the largest id + 1 unless given; kept as int64),
+    float x are features (``d_input`` = d, or 1 for (N, L); kept as float32); ``n_classes`` = the largest class + 1
     unless given. Sequences may be right-padded with "lengths" (each in [1, L]); without
     them every step is valid. The file is read and checked when the module is built, so a
     wrong file stops a run before its logger and trainer start.
@@ -66,7 +67,11 @@ class TensorDataModule(ClassificationDataModule):
             raise ValueError(f"TensorDataModule: val_fraction must be in (0, 1), got {val_fraction!r}")
         self.path = pathlib.Path(str(path)).expanduser()
         self.check_files()
-        raw = torch.load(self.path, map_location="cpu", weights_only=True)
+        try:
+            raw = torch.load(self.path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as err:  # numpy arrays or other objects: not loaded without trusting the file
+            raise ValueError(f"TensorDataModule: {self.path} holds something other than torch tensors, dicts and "
+                             f"numbers (numpy arrays? convert them with torch.from_numpy); expected {FORMAT}") from err
         if not isinstance(raw, dict) or "train" not in raw or "test" not in raw:
             keys = sorted(raw) if isinstance(raw, dict) else type(raw).__name__
             raise ValueError(f"TensorDataModule: {self.path} must hold a dict with 'train' and 'test' splits, "
@@ -110,6 +115,8 @@ class TensorDataModule(ClassificationDataModule):
         if x.is_floating_point() and x.dim() == 2:
             x = x.unsqueeze(-1)
         N, L = x.shape[:2]
+        if L == 0:
+            raise ValueError(f"{where}: x has sequences of length 0, got {tuple(x.shape)}")
         if not (torch.is_tensor(y) and y.shape == (N,) and _integer(y)):
             got = f"{tuple(y.shape)} {y.dtype}" if torch.is_tensor(y) else type(y).__name__
             raise ValueError(f"{where}: y must be ({N},) integer classes, got {got}")
@@ -125,6 +132,9 @@ class TensorDataModule(ClassificationDataModule):
                 raise ValueError(f"{where}: lengths must lie in [1, L = {L}], got [{int(lengths.min())}, "
                                  f"{int(lengths.max())}]")
             lengths = lengths.long()
+        # what the models take: token ids as int64 (embedding lookups), features in float32
+        # (the trainer's precision setting converts them from there)
+        x = x.float() if x.is_floating_point() else x.long()
         return SequenceTensors(x, y.long(), lengths)
 
     @staticmethod
