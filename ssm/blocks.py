@@ -66,13 +66,18 @@ def _norm_step(norm: nn.Module, x_t: torch.Tensor) -> torch.Tensor:
     mode), since in training mode it normalizes over every step of the batch."""
     if not isinstance(norm, SequenceBatchNorm):
         return norm(x_t)
-    if norm.bn.training or norm.bn.running_mean is None:
+    _require_running_statistics(norm, "step()")
+    return norm.bn(x_t)
+
+
+def _require_running_statistics(norm: nn.Module, what: str) -> None:
+    """A batch norm that a recurrent step will continue must use its running statistics."""
+    if isinstance(norm, SequenceBatchNorm) and (norm.bn.training or norm.bn.running_mean is None):
         raise RuntimeError(
-            "step() with a batch norm needs its running statistics: in training mode (or without "
+            f"{what} with a batch norm needs its running statistics: in training mode (or without "
             "running statistics) it normalizes over all steps of the batch, which a step does not "
             "see; call .eval() first, or use norm='layer'"
         )
-    return norm.bn(x_t)
 
 
 def make_norm(kind: str, d_model: int) -> nn.Module:
@@ -181,11 +186,13 @@ class ResidualBlock(nn.Module):
 
     def prefill(self, x: torch.Tensor) -> tuple[torch.Tensor, object]:
         """(forward(x), the layer's state after x's last step) for a prompt x (B, L, d_model),
-        with the layer's parallel prefill where it has one (see :mod:`ssm.prefill`); in eval
-        mode, as :meth:`step`."""
+        with the layer's parallel prefill where it has one (see :mod:`ssm.prefill`). Like
+        :meth:`step`, it refuses a batch norm in training mode (its state would continue
+        batch statistics that no step sees)."""
         from ssm.prefill import prefill
 
         check_sequence(x, self.d_model, "ResidualBlock", self)
+        _require_running_statistics(self.norm, "prefill()")
         z = apply_norm(self.norm, x, None) if self.prenorm else x
         y, state = prefill(self.layer, z)
         x = self._combine(x, y)
@@ -255,6 +262,7 @@ class SequenceBackbone(nn.Module):
         """(forward(x), the block states after x's last step) for a prompt x (B, L, d_model):
         the prompt in one parallel pass per block, then :meth:`step` for the new tokens."""
         check_sequence(x, self.d_model, "SequenceBackbone", self)
+        _require_running_statistics(self.final_norm, "prefill()")
         state = []
         for block in self.blocks:
             x, s = block.prefill(x)

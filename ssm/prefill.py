@@ -17,8 +17,11 @@ from torch import nn
 
 def prefill(module: nn.Module, x: torch.Tensor, **state_kwargs) -> tuple[torch.Tensor, object]:
     """(module(x), the state after x's last step) for x (B, L, H); ``state_kwargs`` go to
-    ``init_state`` (e.g. DSS's ``length``). Layers without a parallel prefill step through x
-    (outputs from the steps, which equal forward's up to rounding)."""
+    ``init_state`` (e.g. DSS's ``length``). Layers without a parallel prefill step through x;
+    the outputs are then the steps' outputs, which equal forward's up to rounding where the
+    step reproduces forward: not for DSS softmax given a ``length`` other than L (its
+    kernel is normalized over that length), nor for ``ClosedLoopCompanionSSM``, whose
+    forward forecasts a horizon (its steps are the open-loop outputs, ``open_loop(x)[0]``)."""
     own = getattr(module, "prefill", None)
     if own is not None and not state_kwargs:
         return own(x)

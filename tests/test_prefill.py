@@ -102,3 +102,33 @@ def test_prefill_refuses_layers_without_a_step_and_bad_input():
         prefill_by_steps(ssm.S5(H, d_state=4), torch.randn(3, H))
     with pytest.raises(ValueError, match=r"expected x of shape \(batch, length, 6\)"):
         ssm.SequenceBackbone(H, 1, LAYERS["s4d"]).prefill(torch.randn(1, 3, H + 1))
+
+
+def test_dss_softmax_prefill_of_an_empty_prompt_leaves_the_length_to_init_state():
+    """An empty prompt gives no length: the state takes init_state's rule (here: none, so
+    step asks for one) instead of normalizing every later step over a single step."""
+    layer = ssm.DSS(H, d_state=8, variant="softmax").eval()
+    _, state = layer.prefill(torch.randn(2, 0, H))
+    assert state.length is None
+    with pytest.raises(RuntimeError, match="normalized over its length"):
+        layer.step(torch.randn(2, H), state)
+    layer(torch.randn(1, 9, H))  # after a forward of 9 steps, init_state's rule gives 9
+    assert layer.prefill(torch.randn(2, 0, H))[1].length == 9
+
+
+def test_diagonal_prefill_chunk_must_be_positive():
+    for chunk in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="chunk must be a positive integer"):
+            ssm.S4D(H, d_state=4).prefill(torch.randn(1, 3, H), chunk=chunk)
+
+
+def test_prefill_refuses_a_batch_norm_in_training_mode_and_leaves_its_statistics():
+    model = ssm.SequenceBackbone(H, 1, LAYERS["s4d"], norm="batch", prenorm=False)
+    before = model.blocks[0].norm.bn.running_mean.clone()
+    with pytest.raises(RuntimeError, match=r"prefill\(\) with a batch norm needs its running statistics"):
+        model.prefill(torch.randn(2, 5, H))
+    assert torch.equal(model.blocks[0].norm.bn.running_mean, before)
+    pre = ssm.SequenceBackbone(H, 1, LAYERS["s4d"], norm="batch", prenorm=True)  # its final norm
+    pre.blocks[0].eval()
+    with pytest.raises(RuntimeError, match="running statistics"):
+        pre.prefill(torch.randn(2, 5, H))

@@ -74,7 +74,7 @@ def read_csv(path: pathlib.Path, missing_hint: str = DOWNLOAD_HINT) -> tuple[lis
     if not path.is_file():
         raise FileNotFoundError(f"forecasting data: expected the CSV {path}, which does not exist or is not a file. "
                                 f"{missing_hint}")
-    with open(path, newline="") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: a byte-order mark (Excel's "CSV UTF-8") is not a name
         reader = csv.reader(f)
         header = [name.strip() for name in next(reader, [])]
         rows, lines = [], []

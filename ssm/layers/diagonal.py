@@ -156,6 +156,8 @@ class DiagonalSSM(KeepsOptimHints):
         s_{L-1} = Σ_l e^{x_n (L-1-l)} u_l of :meth:`step`, summed in chunks of ``chunk``
         steps (s ← e^{x_n c} s + Σ_j e^{x_n (c-1-j)} u_j) instead of L steps."""
         check_causal(self.bidirectional, type(self).__name__)
+        if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+            raise ValueError(f"{type(self).__name__}.prefill: chunk must be a positive integer, got {chunk!r}")
         y = self(x)
         _, modes = self.step_modes()
         state = self.init_state(x.shape[0])

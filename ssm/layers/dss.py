@@ -248,7 +248,7 @@ class DSS(DiagonalSSM):
         from ssm.prefill import prefill_by_steps
 
         check_sequence(x, self.d_model, type(self).__name__, self)
-        return prefill_by_steps(self, x, length=max(x.shape[1], 1))
+        return prefill_by_steps(self, x, length=x.shape[1] or None)  # empty: init_state's own rule
 
     def _normalization_length(self, L: int | None) -> int:
         L = self.l_max or L

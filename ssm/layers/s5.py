@@ -212,7 +212,7 @@ class S5(KeepsOptimHints):
         return self._forward_and_states(x)[0]
 
     def _forward_and_states(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(forward(x), the forward scan's states h (B, L, m))."""
+        """(forward(x), the forward scan's states h (B, L, m); None when bidirectional)."""
         check_sequence(x, self.d_model, type(self).__name__, self)
         with torch.autocast(x.device.type, enabled=False):
             u = x.to(widen(self.D).dtype)
@@ -220,7 +220,8 @@ class S5(KeepsOptimHints):
             Bu = torch.complex(u @ B_bar.real.T, u @ B_bar.imag.T)  # (B, L, m)
             h = linear_scan(Lam_bar, Bu)
             y = self._readout(h, C[0])
-            if self.bidirectional:
+            if self.bidirectional:  # no prefill then: free the forward states before the reverse scan
+                h = None
                 y = y + self._readout(linear_scan(Lam_bar, Bu, reverse=True), C[1])
             y = y + self.D * u
         return y.to(x.dtype), h

@@ -117,6 +117,16 @@ def test_an_empty_field_is_a_missing_value_like_nan(tmp_path):
     assert "2 missing or non-finite values (empty fields, NaN or inf), the first in data row 2 (line 3), " in one_column
 
 
+def test_a_byte_order_mark_is_not_part_of_the_first_column_name(tmp_path):
+    """Excel's "CSV UTF-8" starts the file with U+FEFF: 'date' must still be the date column."""
+    path = tmp_path / "excel.csv"
+    path.write_bytes("date,load,OT\n07/01/2016,1.5,2\n07/02/2016,2.5,3\n".encode("utf-8-sig"))
+    columns, values = fc.read_csv(path)
+    assert columns == ["load", "OT"] and values.tolist() == [[1.5, 2.0], [2.5, 3.0]]
+    path.write_bytes("load,OT\n1.5,2\n".encode("utf-8-sig"))
+    assert fc.read_csv(path)[0] == ["load", "OT"]
+
+
 def test_timestamps_in_a_first_column_not_named_date(tmp_path):
     path = tmp_path / "ok.csv"
     path.write_text("timestamp,a\n2020-01-01 00:00:00,1.5\n2020-01-01 01:00:00,2.5\n")
