@@ -103,16 +103,3 @@ class RNGStateCheckpoint(L.Callback):
         if "cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda"])
 
-
-class ModelShapes(L.Callback):
-    """Records the model's data-dependent constructor arguments (``run.model_shapes``: token
-    count, classes, lag, ...) in every checkpoint under ``"model_shapes"``, so that
-    :func:`ssm.training.load_model` can rebuild the model from the run's config alone."""
-
-    KEY = "model_shapes"
-
-    def __init__(self, shapes: dict) -> None:
-        self.shapes = {k: list(v) if isinstance(v, tuple) else v for k, v in shapes.items()}
-
-    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
-        checkpoint[self.KEY] = dict(self.shapes)

@@ -12,6 +12,7 @@ from torchmetrics import MeanAbsoluteError, MeanSquaredError
 from ssm.losses import REGRESSION_LOSSES, regression_loss
 from ssm.training.checks import require_finite_loss
 from ssm.training.epoch_metrics import EpochMetricsHooks, log_epoch_metrics
+from ssm.training.model_shapes import RecordsModelShapes
 from ssm.training.optim import scheduler_config
 
 LOSSES = REGRESSION_LOSSES
@@ -20,7 +21,7 @@ TRANSFORMS = ("mean", "last", "none")
 METRICS = {"mse": MeanSquaredError, "mae": MeanAbsoluteError, "rmse": lambda: MeanSquaredError(squared=False)}
 
 
-class ForecastingTask(EpochMetricsHooks, L.LightningModule):
+class ForecastingTask(RecordsModelShapes, EpochMetricsHooks, L.LightningModule):
     """Train ``model(x) -> forecast`` on batches (x (B, lag, V_in), y (B, horizon, V_out)).
 
     With ``data_transform="mean"`` (SpaceTime's default) the lag window's mean is subtracted

@@ -9,7 +9,7 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from ssm.training.callbacks import ModelShapes
+from ssm.training.model_shapes import KEY as SHAPES_KEY
 
 CHECKPOINTS = ("best", "last")
 
@@ -39,7 +39,7 @@ def load_model(run: str | pathlib.Path, checkpoint: str = "best", map_location: 
     saved = torch.load(ckpt, map_location=map_location, weights_only=True)
     if not isinstance(saved, dict) or "state_dict" not in saved:
         raise ValueError(f"load_model: {ckpt} is not a training checkpoint (no state_dict)")
-    shapes = saved.get(ModelShapes.KEY)
+    shapes = saved.get(SHAPES_KEY)
     if shapes is None:  # written before checkpoints recorded the shapes: ask the data
         from ssm.training.run import model_shapes
 

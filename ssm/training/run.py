@@ -16,7 +16,6 @@ from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ssm.training.batch_size import fit_batch_to_memory
-from ssm.training.callbacks import ModelShapes
 from ssm.training.optim import check_optimizer_settings
 
 log = logging.getLogger(__name__)
@@ -124,6 +123,7 @@ def fit(cfg: DictConfig):
         scheduler=hydra.utils.instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
         **extra,
     )
+    task.model_shapes = shapes  # recorded in every checkpoint, for ssm.training.load_model
     if checkpoint is not None:
         check_checkpoint_matches(checkpoint, task, ckpt_path)
         del checkpoint
@@ -133,7 +133,7 @@ def fit(cfg: DictConfig):
     trainer = L.Trainer(
         **trainer_arguments(cfg),
         logger=logger,
-        callbacks=[*build_callbacks(cfg, has_logger=bool(logger)), ModelShapes(shapes)],
+        callbacks=build_callbacks(cfg, has_logger=bool(logger)),
     )
     if cfg.get("fit_batch_to_memory"):
         fit_batch_to_memory(trainer, task, datamodule)

@@ -17,10 +17,11 @@ from ssm.robustness import SSM_LAYERS, FourierModeNoise, inject_noise, spike_fre
 from ssm.transfer import has_transfer
 from ssm.training.checks import require_finite_loss
 from ssm.training.epoch_metrics import EpochMetricsHooks, log_epoch_metrics
+from ssm.training.model_shapes import RecordsModelShapes
 from ssm.training.optim import scheduler_config
 
 
-class SequenceClassificationTask(EpochMetricsHooks, L.LightningModule):
+class SequenceClassificationTask(RecordsModelShapes, EpochMetricsHooks, L.LightningModule):
     """Cross-entropy training of a classifier ``model(x, lengths) -> logits (B, n_classes)``.
 
     Batches are ``(x, y, lengths)`` or ``(x, y)``, lengths (B,) marking right padding

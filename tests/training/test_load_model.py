@@ -66,3 +66,31 @@ def test_missing_run_parts_are_named(tmp_path):
         load_model(tmp_path)
     with pytest.raises(FileNotFoundError, match=r"no run config at .*config\.yaml"):
         load_model(tmp_path, checkpoint="last")
+
+
+def test_weights_only_checkpoints_record_the_model_shapes_too(tmp_path):
+    """Lightning skips callbacks' on_save_checkpoint for weights-only checkpoints; the task's
+    own hook writes the shapes into every checkpoint."""
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from ssm.training.task import SequenceClassificationTask
+
+    class Logits(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Linear(3, 2)
+
+        def forward(self, x, lengths=None):
+            return self.w(x)
+
+    task = SequenceClassificationTask(Logits(), n_classes=2, optimizer=lambda m: torch.optim.SGD(m.parameters(), 0.1))
+    task.model_shapes = {"d_output": 2, "d_input": 3, "image_shape": (4, 5)}
+    data = DataLoader(TensorDataset(torch.randn(8, 3), torch.randint(0, 2, (8,))), batch_size=4)
+    checkpoint = ModelCheckpoint(dirpath=tmp_path, save_weights_only=True, filename="w")
+    L.Trainer(max_epochs=1, callbacks=[checkpoint], logger=False, enable_progress_bar=False,
+              enable_model_summary=False, accelerator="cpu", default_root_dir=tmp_path).fit(task, data)
+    saved = torch.load(tmp_path / "w.ckpt", map_location="cpu", weights_only=True)
+    assert "optimizer_states" not in saved  # weights only
+    assert saved["model_shapes"] == {"d_output": 2, "d_input": 3, "image_shape": [4, 5]}
