@@ -158,8 +158,8 @@ class Mamba(KeepsNoReinit):
         layer_idx: the block's index in a stack, kept as ``self.layer_idx`` (mamba_ssm's
             constructor takes it to key its inference cache; here it is only recorded).
         device, dtype: where and in which floating dtype to create the parameters, as for
-            ``nn.Linear`` (every parameter takes ``dtype``; the scan still computes in
-            float32 for half precision).
+            ``nn.Linear``; with a half ``dtype`` A_log and D stay float32, as in mamba_ssm
+            (the scan computes in float32 for half precision either way).
     """
 
     def __init__(
@@ -247,7 +247,17 @@ class Mamba(KeepsNoReinit):
         if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
             raise ValueError(f"{name}: dtype must be a floating torch.dtype, got {dtype!r}")
         if device is not None or dtype is not None:
-            self.to(device=device, dtype=dtype)
+            self._to_factory(device, dtype)
+
+    def _to_factory(self, device, dtype) -> None:
+        """Move to ``device`` and cast to ``dtype``, except that in half precision A_log and D
+        (and their ``_b`` twins) stay in float32, as mamba_ssm creates them."""
+        half = dtype in (torch.float16, torch.bfloat16)
+        kept = {name: t.detach().clone() for name, t in self.named_parameters()
+                if half and name in ("A_log", "D", "A_b_log", "D_b")}
+        self.to(device=device, dtype=dtype)
+        for name, value in kept.items():
+            self.get_parameter(name).data = value.to(device=self.in_proj.weight.device)
 
     def _init_dt_proj(self, dt_proj, dt_min, dt_max, dt_scale, floor, lr) -> None:
         with torch.no_grad():
@@ -274,7 +284,7 @@ class Mamba(KeepsNoReinit):
         bidirectional layer starts from a zero state at the last valid step: no valid output
         depends on the padding. With ``reorder_tokens`` only the valid tokens are sorted,
         among themselves."""
-        check_sequence(u, self.d_model, type(self).__name__, self)
+        check_sequence(u, self.d_model, type(self).__name__, self.in_proj)  # u meets in_proj first
         L = u.shape[1]
         mask = check_layer_mask(mask, u.shape[0], L, type(self).__name__)
         if L == 0:  # nothing to convolve or scan
@@ -312,7 +322,7 @@ class Mamba(KeepsNoReinit):
         before the first), the SSM state the scan's last state. ``step`` continues from it."""
         name = type(self).__name__
         self._check_recurrent()
-        check_sequence(u, self.d_model, name, self)
+        check_sequence(u, self.d_model, name, self.in_proj)
         Bsz, L = u.shape[:2]
         if L == 0:
             return zeros_in_graph(u, self), self.init_state(Bsz)
@@ -370,7 +380,7 @@ class Mamba(KeepsNoReinit):
         """
         name = type(self).__name__
         self._check_recurrent()
-        check_step_input(u_t, self.d_model, name, self)
+        check_step_input(u_t, self.d_model, name, self.in_proj)
         conv_state, ssm_state = self._check_state(state, u_t.shape[0])
         x, z = self.in_proj(u_t.to(self.in_proj.weight.dtype)).chunk(2, dim=-1)  # (B, E) each
         conv_state = torch.cat([conv_state[:, :, 1:], x[:, :, None].to(conv_state.dtype)], dim=-1)

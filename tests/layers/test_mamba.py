@@ -500,3 +500,22 @@ def test_factory_arguments_as_in_mamba_ssms_constructor():
     assert all(p.is_meta for p in ssm.Mamba(8, device="meta").parameters())
     with pytest.raises(ValueError, match="floating torch.dtype"):
         ssm.Mamba(8, dtype=torch.int64)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_factory_dtype_keeps_A_log_and_D_in_float32(dtype):
+    """mamba_ssm creates A_log and D in float32 whatever its dtype argument: A = -exp(A_log)
+    in bfloat16 would keep about 3 significant digits."""
+    torch.manual_seed(51)
+    layer = ssm.Mamba(8, d_state=4, dtype=dtype, bidirectional=True)
+    kept = {"A_log", "D", "A_b_log", "D_b"}
+    for name, p in layer.named_parameters():
+        assert p.dtype == (torch.float32 if name in kept else dtype), name
+    torch.manual_seed(51)
+    exact = ssm.Mamba(8, d_state=4, bidirectional=True)
+    torch.testing.assert_close(layer.A_log, exact.A_log, rtol=0, atol=0)  # not rounded through half
+    u = torch.randn(2, 5, 8).to(dtype)
+    assert layer(u).dtype == dtype
+    causal = ssm.Mamba(8, d_state=4, dtype=dtype)
+    y, state = causal.step(u[:, 0], causal.init_state(2))
+    assert y.dtype == dtype and state.ssm.dtype == torch.float32
