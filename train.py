@@ -1,14 +1,21 @@
 """Train a sequence model: ``python train.py experiment=lra`` (Hydra overrides welcome)."""
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
+from ssm.training.config_checks import ConfigError
 from ssm.training.run import run
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="config")
 def main(cfg: DictConfig) -> None:
-    run(cfg)
+    try:
+        run(cfg)
+    except ConfigError as err:  # a bad value found before the run started: the message is enough
+        print(f"Error in the config: {err}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -140,7 +140,7 @@ class S5(KeepsOptimHints):
             )
         if init == "hippo_n" and block % 2:
             raise ValueError(
-                f"{name}: init='hippo_n' needs an even block size d_state/blocks, got {block}"
+                f"{name}: init='hippo_n' needs an even block size d_state/blocks, got {d_state}/{blocks} = {block}"
             )
         if not 0 < dt_min <= dt_max:
             raise ValueError(f"{name}: need 0 < dt_min <= dt_max, got {dt_min}, {dt_max}")

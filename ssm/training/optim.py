@@ -25,22 +25,65 @@ def build_optimizer(
     else uses ``lr`` and ``weight_decay`` (0 for biases, norms and embeddings unless
     ``decay_norms_and_biases``, as S5's code does).
     """
-    check_optimizer_settings(name, lr, weight_decay, decay_norms_and_biases)
+    check_optimizer_settings(name, lr, weight_decay, decay_norms_and_biases, kwargs.get("betas"))
     return OPTIMIZERS[name](param_groups(model, weight_decay, decay_norms_and_biases), lr=lr, **kwargs)
 
 
 def check_optimizer_settings(name: str = "adamw", lr: float = 1e-3, weight_decay: float = 0.0,
-                             decay_norms_and_biases: bool = False) -> None:
-    """Raise ValueError for an unknown optimizer, lr <= 0, weight_decay < 0 or a
-    non-boolean decay_norms_and_biases."""
+                             decay_norms_and_biases: bool = False, betas=None) -> None:
+    """Raise ValueError for an unknown optimizer, an lr that is not a number > 0, a
+    weight_decay that is not a number >= 0, a non-boolean decay_norms_and_biases, or betas
+    that are not two numbers in [0, 1) (Adam, AdamW; SGD takes none)."""
     if not isinstance(decay_norms_and_biases, bool):
         raise ValueError(f"optimizer decay_norms_and_biases must be true or false, got {decay_norms_and_biases!r}")
     if name not in OPTIMIZERS:
         raise ValueError(f"optimizer name must be one of {sorted(OPTIMIZERS)}, got {name!r}")
-    if lr <= 0:
-        raise ValueError(f"optimizer lr must be positive, got {lr}")
-    if weight_decay < 0:
-        raise ValueError(f"optimizer weight_decay must be >= 0, got {weight_decay}")
+    if not _number(lr) or lr <= 0:
+        raise ValueError(f"optimizer lr must be a number > 0, got {lr!r}")
+    if not _number(weight_decay) or weight_decay < 0:
+        raise ValueError(f"optimizer weight_decay must be a number >= 0, got {weight_decay!r}")
+    if betas is not None and name == "sgd":
+        raise ValueError("optimizer name=sgd takes no betas: drop them with ~optimizer.betas (SGD takes momentum)")
+    if betas is not None and not (len(betas) == 2 and all(_number(b) and 0 <= b < 1 for b in betas)):
+        raise ValueError(f"optimizer betas must be two numbers in [0, 1), got {list(betas)!r}")
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_cosine_warmup_settings(
+    warmup_steps: int = 0,
+    total_steps: int | None = None,
+    start_factor: float = 0.0,
+    min_factor: float = 0.0,
+    interval: str = "step",
+    after_total: str = "hold",
+    warmup_prefix: bool = True,
+) -> None:
+    """Raise ValueError, naming the setting, unless warmup_steps is an integer >= 0,
+    total_steps None (the run's length) or an integer >= 1, both factors in [0, 1], interval
+    and after_total known choices and warmup_prefix a boolean."""
+
+    def integer(value) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    def fraction(value) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value <= 1.0
+
+    if not (integer(warmup_steps) and warmup_steps >= 0):
+        raise ValueError(f"warmup_steps must be an integer >= 0, got {warmup_steps!r}")
+    if total_steps is not None and not (integer(total_steps) and total_steps >= 1):
+        raise ValueError(f"total_steps must be an integer >= 1, or null for the run's length, got {total_steps!r}")
+    for name, value in (("start_factor", start_factor), ("min_factor", min_factor)):
+        if not fraction(value):
+            raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
+    if interval not in INTERVALS:
+        raise ValueError(f"interval must be one of {INTERVALS}, got {interval!r}")
+    if after_total not in AFTER_TOTAL:
+        raise ValueError(f"after_total must be one of {AFTER_TOTAL}, got {after_total!r}")
+    if not isinstance(warmup_prefix, bool):
+        raise ValueError(f"warmup_prefix must be true or false, got {warmup_prefix!r}")
 
 
 def cosine_warmup(
@@ -66,14 +109,8 @@ def cosine_warmup(
     own lr. ``interval`` says whether steps are optimizer steps ("step") or epochs ("epoch");
     the tasks step the scheduler accordingly (``scheduler_config``).
     """
-    if warmup_steps < 0 or total_steps < 1:
-        raise ValueError(f"need warmup_steps >= 0 and total_steps >= 1, got {warmup_steps}, {total_steps}")
-    if not (0.0 <= start_factor <= 1.0 and 0.0 <= min_factor <= 1.0):
-        raise ValueError(f"start_factor and min_factor must lie in [0, 1], got {start_factor}, {min_factor}")
-    if interval not in INTERVALS:
-        raise ValueError(f"interval must be one of {INTERVALS}, got {interval!r}")
-    if after_total not in AFTER_TOTAL:
-        raise ValueError(f"after_total must be one of {AFTER_TOTAL}, got {after_total!r}")
+    check_cosine_warmup_settings(warmup_steps, total_steps, start_factor, min_factor, interval, after_total,
+                                 warmup_prefix)
     warmup_steps = min(warmup_steps, total_steps)
 
     def factor(step: int) -> float:
@@ -105,7 +142,7 @@ def scheduler_config(scheduler_factory, optimizer: torch.optim.Optimizer, traine
     keywords = getattr(scheduler_factory, "keywords", {})
     interval = keywords.get("interval", "step")
     total = keywords.get("total_steps")
-    if not total:
+    if total is None:
         total = trainer.max_epochs if interval == "epoch" else stepping_batches(trainer)
     warmup = keywords.get("warmup_steps")
     min_factor = keywords.get("min_factor", 0.0)

@@ -16,6 +16,7 @@ from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ssm.training.batch_size import fit_batch_to_memory
+from ssm.training.config_checks import ConfigError, check_config
 from ssm.training.optim import check_optimizer_settings
 
 log = logging.getLogger(__name__)
@@ -50,15 +51,17 @@ def model_shapes(cfg: DictConfig, datamodule) -> dict:
     name = type(datamodule).__name__
     if "horizon" in params:
         if getattr(datamodule, "horizon", None) is None:
-            raise ValueError(f"model {target.__name__} forecasts; data {name} is not a forecasting data set")
+            raise ConfigError(f"model {target.__name__} forecasts; data {name} is not a forecasting data set "
+                              "(forecasting experiments: experiment=spacetime, experiment=chimera and their folders)")
         return {"lag": datamodule.lag, "horizon": datamodule.horizon, "n_variates": datamodule.n_variates,
                 "n_targets": datamodule.n_targets}
     if getattr(datamodule, "n_classes", None) is None:
-        raise ValueError(f"model {target.__name__} classifies; data {name} has no classes (a forecasting set?)")
+        raise ConfigError(f"model {target.__name__} classifies; data {name} has no classes (a forecasting set? "
+                          "its models: model=spacetime, model=chimera)")
     shapes = {"d_output": datamodule.n_classes}
     n_tokens, d_input = getattr(datamodule, "n_tokens", None), getattr(datamodule, "d_input", None)
     if (n_tokens is None) == (d_input is None):
-        raise ValueError(
+        raise ConfigError(
             f"data {name} must give exactly one of n_tokens (inputs are token ids (B, L)) and d_input "
             f"(inputs are features (B, L, d_input)), got n_tokens={n_tokens!r}, d_input={d_input!r} "
             "(see ssm.training.data.ClassificationDataModule)"
@@ -67,7 +70,7 @@ def model_shapes(cfg: DictConfig, datamodule) -> dict:
     if "image_shape" in params:
         image_shape = getattr(datamodule, "image_shape", None)
         if image_shape is None:
-            raise ValueError(
+            raise ConfigError(
                 f"model {target.__name__} is a 2D model and needs images; data {name} is a 1D sequence data set "
                 "(use it with lra/image, lra/pathfinder or lra/pathx)"
             )
@@ -75,12 +78,25 @@ def model_shapes(cfg: DictConfig, datamodule) -> dict:
     n_predict = getattr(datamodule, "n_predict", None)
     if n_predict is not None:  # K predictions per sequence (synthetic tasks)
         if cfg.model.get("pooling") != "last_k":
-            raise ValueError(
+            raise ConfigError(
                 f"data {name} has {n_predict} targets per sequence, predicted at the last "
                 f"positions: set model.pooling=last_k (got {cfg.model.get('pooling')!r})"
             )
         shapes["n_predict"] = n_predict
     return shapes
+
+
+def check_task_fits_data(cfg: DictConfig, datamodule) -> None:
+    """A forecasting task needs forecasting data (a horizon), a classification task classes."""
+    task = hydra.utils.get_class(cfg.task._target_)
+    forecasting_task = "horizon" in inspect.signature(task).parameters or task.__name__ == "ForecastingTask"
+    forecasting_data = getattr(datamodule, "horizon", None) is not None
+    if forecasting_task != forecasting_data:
+        kind = "forecasting" if forecasting_data else "classification"
+        raise ConfigError(
+            f"task {task.__name__} does not fit data {type(datamodule).__name__}, a {kind} data set: use "
+            f"task={'forecasting' if forecasting_data else 'classification'} (or an experiment that pairs them)"
+        )
 
 
 def resolved_config(cfg: DictConfig) -> dict:
@@ -106,11 +122,13 @@ def fit(cfg: DictConfig):
     L.seed_everything(cfg.seed, workers=True)
     check_run_length(cfg)
     check_optimizer(cfg)
+    check_config(cfg)
     ckpt_path, checkpoint = _checkpoint(cfg.get("ckpt_path"))
     cfg = _continue_checkpoints_of(cfg, ckpt_path)
     datamodule = hydra.utils.instantiate(cfg.data)
     if hasattr(datamodule, "check_files"):  # missing downloads stop the run before W&B and the trainer start
         datamodule.check_files()
+    check_task_fits_data(cfg, datamodule)
     shapes = model_shapes(cfg, datamodule)
     model = hydra.utils.instantiate(cfg.model, **shapes)
     extra = {}
@@ -163,14 +181,14 @@ def check_run_length(cfg: DictConfig) -> None:
     trainer = cfg.get("trainer") or {}
     max_epochs, max_steps = trainer.get("max_epochs"), trainer.get("max_steps")
     if max_epochs == 0 or max_steps == 0:
-        raise ValueError(
+        raise ConfigError(
             f"trainer.max_epochs={max_epochs}, trainer.max_steps={max_steps}: the run would train nothing "
             "and test an untrained model; give at least one epoch or step"
         )
     endless = max_epochs == -1 and (max_steps is None or max_steps == -1)
     scheduler = cfg.get("scheduler")
     if endless and scheduler and not scheduler.get("total_steps"):
-        raise ValueError(
+        raise ConfigError(
             "trainer.max_epochs=-1 trains without end, so the scheduler has no run length to decay over: "
             "set trainer.max_steps=N, scheduler.total_steps=N, or scheduler=constant (warmup, then a constant lr)"
         )
@@ -180,9 +198,12 @@ def check_optimizer(cfg: DictConfig) -> None:
     """Raise ValueError for an optimizer config that ``build_optimizer`` would refuse once
     training starts (``check_optimizer_settings``), before data and loggers are set up."""
     optimizer = cfg.get("optimizer") or {}
-    keys = ("name", "lr", "weight_decay", "decay_norms_and_biases")
+    keys = ("name", "lr", "weight_decay", "decay_norms_and_biases", "betas")
     settings = {key: optimizer[key] for key in keys if key in optimizer}
-    check_optimizer_settings(**settings)
+    try:
+        check_optimizer_settings(**settings)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
 
 
 def check_checkpoint_matches(checkpoint: dict, task: L.LightningModule, path: str) -> None:

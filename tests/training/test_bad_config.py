@@ -100,7 +100,7 @@ def test_a_run_with_a_length_passes_the_check(overrides):
 
 
 def test_negative_weight_decay_is_refused():
-    with pytest.raises(ValueError, match="weight_decay must be >= 0"):
+    with pytest.raises(ValueError, match="weight_decay must be a number >= 0"):
         build_optimizer(torch.nn.Linear(2, 2), weight_decay=-1.0)
 
 
@@ -126,10 +126,14 @@ def test_an_empty_split_is_refused_before_training(split):
         getattr(datamodule, f"{split}_dataloader")()
 
 
-@pytest.mark.parametrize("override, match", [("optimizer.lr=0", "optimizer.lr must be positive"),
-                                             ("optimizer.weight_decay=-1", "weight_decay must be >= 0"),
+@pytest.mark.parametrize("override, match", [("optimizer.lr=0", "optimizer lr must be a number > 0, got 0"),
+                                             ("optimizer.lr=fast", "optimizer lr must be a number > 0, got 'fast'"),
+                                             ("optimizer.weight_decay=-1", "weight_decay must be a number >= 0"),
                                              ("optimizer.decay_norms_and_biases=yes",
-                                              "decay_norms_and_biases must be true or false")])
+                                              "decay_norms_and_biases must be true or false"),
+                                             ("optimizer.betas=[1.5,0.9]", r"betas must be two numbers in \[0, 1\)"),
+                                             ("optimizer.betas=[0.9]", r"betas must be two numbers"),
+                                             ("optimizer.name=sgd", "sgd takes no betas: drop them with ~optimizer.betas")])
 def test_bad_optimizer_values_are_refused_before_the_run_starts(override, match):
     with pytest.raises(ValueError, match=match):
         check_optimizer(compose_config("experiment=lra", override))
@@ -195,3 +199,65 @@ def test_a_diverging_run_stops_at_the_first_nan_loss(tmp_path):
     assert result.returncode != 0
     log = result.stdout + result.stderr
     assert "FloatingPointError" in log and "Try a smaller optimizer.lr" in log and "at step" in log
+
+
+
+@pytest.mark.parametrize("overrides, match", [
+    (["test=no"], "test must be true or false, got 'no'"),
+    (["fit_batch_to_memory=maybe"], "fit_batch_to_memory must be true or false"),
+    (["model.layer.bidirectional=no"], "model.layer.bidirectional must be true or false, got 'no'"),
+    (["model.prenorm=yes"], "model.prenorm must be true or false"),
+    (["scheduler.warmup_prefix=1"], "scheduler.warmup_prefix must be true or false"),
+    (["trainer.max_epochs=abc"], "trainer.max_epochs must be an integer >= -1"),
+    (["trainer.max_steps=-7"], "trainer.max_steps must be an integer >= -1"),
+    (["trainer.accumulate_grad_batches=0"], "accumulate_grad_batches must be an integer >= 1"),
+    (["trainer.gradient_clip_val=-1"], "gradient_clip_val must be a number >= 0"),
+    (["trainer.limit_train_batches=0"], "limit_train_batches=0: the run would train nothing"),
+    (["scheduler.warmup_steps=-5"], "scheduler: warmup_steps must be an integer >= 0, got -5"),
+    (["scheduler.total_steps=0"], "scheduler: total_steps must be an integer >= 1, or null"),
+    (["scheduler.total_steps=-10"], "scheduler: total_steps must be an integer >= 1"),
+    (["scheduler.after_total=foo"], r"scheduler: after_total must be one of \('hold', 'cosine'\)"),
+    (["scheduler=constant", "scheduler.min_factor=-3"], r"scheduler: min_factor must be a number in \[0, 1\]"),
+])
+def test_bad_values_are_refused_by_key_before_the_run_starts(overrides, match):
+    from ssm.training.config_checks import ConfigError, check_config
+
+    with pytest.raises(ConfigError, match=match):
+        check_config(compose_config("experiment=lra", *overrides))
+
+
+@pytest.mark.parametrize("experiment", ["lra", "lra/image", "spacetime", "chimera", "synthetic/selective_copy",
+                                        "robustness", "lra/s5/listops"])
+def test_every_experiment_passes_the_config_checks(experiment):
+    from ssm.training.config_checks import check_config
+
+    check_config(compose_config(f"experiment={experiment}"))
+
+
+def test_a_task_that_does_not_fit_the_data_is_refused():
+    from ssm.training.config_checks import ConfigError
+    from ssm.training.run import check_task_fits_data
+
+    cfg = compose_config("experiment=lra", "task=forecasting", "data.n_train=8", "data.n_val=4", "data.n_test=4")
+    with pytest.raises(ConfigError, match="task ForecastingTask does not fit data ListOpsDataModule, a classification"):
+        check_task_fits_data(cfg, hydra.utils.instantiate(cfg.data))
+    cfg = compose_config("experiment=spacetime", "task=classification")
+    with pytest.raises(ConfigError, match="use task=forecasting"):
+        check_task_fits_data(cfg, hydra.utils.instantiate(cfg.data))
+
+
+def test_train_py_prints_a_config_error_alone_and_exits_2(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from train_runner import ROOT
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.update(HOME=str(tmp_path), PYTHONPATH=str(ROOT))
+    result = subprocess.run([sys.executable, str(ROOT / "train.py"), "experiment=lra", "logger=none", "test=no",
+                             f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path, env=env, capture_output=True,
+                            text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert result.returncode == 2
+    assert "Error in the config: test must be true or false, got 'no'" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout

@@ -53,7 +53,7 @@ class TensorDataModule(ClassificationDataModule):
 
     def __init__(
         self,
-        path: str,
+        path: str | None = None,
         n_classes: int | None = None,
         n_tokens: int | None = None,
         val_fraction: float = 0.1,
@@ -65,6 +65,9 @@ class TensorDataModule(ClassificationDataModule):
         super().__init__(batch_size, eval_batch_size, num_workers)
         if not 0 < val_fraction < 1:
             raise ValueError(f"TensorDataModule: val_fraction must be in (0, 1), got {val_fraction!r}")
+        if path is None or not str(path).strip():
+            raise ValueError(f"TensorDataModule: set data.path to your file (e.g. data.path=my_data.pt), written with "
+                             f"{FORMAT}")
         self.path = pathlib.Path(str(path)).expanduser()
         self.check_files()
         try:

@@ -1,0 +1,102 @@
+"""Checks of a composed config that run before any data, logger or model is made, so that a
+mistyped value stops a run at once with a message naming its key (Lightning and the
+constructors would otherwise fail late, deep in a traceback, or accept it silently)."""
+
+from __future__ import annotations
+
+import inspect
+import numbers
+
+import hydra
+from omegaconf import DictConfig
+
+from ssm.training.optim import check_cosine_warmup_settings, cosine_warmup
+
+ROOT_FLAGS = ("test", "fit_batch_to_memory")
+
+
+class ConfigError(ValueError):
+    """A bad config value, found before the run starts: ``train.py`` prints its message
+    alone (no traceback) and exits with status 2."""
+CHECKED_GROUPS = ("model", "data", "task", "optimizer", "scheduler")
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Every check below; raise :class:`ConfigError` naming the key of the first bad value."""
+    check_flags(cfg)
+    check_trainer(cfg)
+    check_scheduler(cfg)
+
+
+def check_flags(cfg: DictConfig) -> None:
+    """Booleans must be true or false: Hydra keeps ``test=no`` the string "no", which is
+    truthy. Covers the root flags and every constructor argument annotated ``bool`` in the
+    instantiated groups (``model.layer.bidirectional``, ``model.prenorm``, ...)."""
+    for key in ROOT_FLAGS:
+        if key in cfg and cfg[key] is not None and not isinstance(cfg[key], bool):
+            raise ConfigError(f"{key} must be true or false, got {cfg[key]!r}")
+    for group in CHECKED_GROUPS:
+        if cfg.get(group) is not None:
+            _check_bool_arguments(cfg[group], group)
+
+
+def _check_bool_arguments(node, prefix: str) -> None:
+    if not isinstance(node, DictConfig):
+        return
+    target = node.get("_target_")
+    if target is not None:
+        try:
+            parameters = inspect.signature(hydra.utils.get_object(target)).parameters
+        except (ImportError, AttributeError, ValueError, TypeError):
+            parameters = {}  # a target that does not resolve fails with its own message later
+        for name, parameter in parameters.items():
+            if parameter.annotation in (bool, "bool") and name in node:
+                value = node[name]
+                if not isinstance(value, bool):
+                    raise ConfigError(f"{prefix}.{name} must be true or false, got {value!r}")
+    for key in node:
+        if isinstance(key, str) and not key.startswith("_"):
+            child = node._get_node(key)
+            if isinstance(child, DictConfig):
+                _check_bool_arguments(child, f"{prefix}.{key}")
+
+
+def check_trainer(cfg: DictConfig) -> None:
+    """Trainer values that Lightning accepts silently or rejects late."""
+    trainer = cfg.get("trainer") or {}
+    for key in ("max_epochs", "max_steps"):
+        value = trainer.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < -1):
+            raise ConfigError(f"trainer.{key} must be an integer >= -1 (-1: no limit) or null, got {value!r}")
+    accumulate = trainer.get("accumulate_grad_batches")
+    if accumulate is not None and (isinstance(accumulate, bool) or not isinstance(accumulate, int) or accumulate < 1):
+        raise ConfigError(f"trainer.accumulate_grad_batches must be an integer >= 1, got {accumulate!r}")
+    clip = trainer.get("gradient_clip_val")
+    if clip is not None and (isinstance(clip, bool) or not isinstance(clip, numbers.Real) or clip < 0):
+        raise ConfigError(f"trainer.gradient_clip_val must be a number >= 0 (0 or null: no clipping), got {clip!r}")
+    limit = trainer.get("limit_train_batches")
+    if limit is not None and not isinstance(limit, bool) and isinstance(limit, numbers.Real) and limit == 0:
+        raise ConfigError("trainer.limit_train_batches=0: the run would train nothing and test an untrained model")
+
+
+def check_scheduler(cfg: DictConfig) -> None:
+    """The warmup-cosine schedule's settings (``scheduler=cosine_warmup`` / ``constant``),
+    which it would otherwise check only when the trainer builds it."""
+    scheduler = cfg.get("scheduler")
+    if not scheduler or scheduler.get("_target_") is None:
+        return
+    try:
+        target = hydra.utils.get_object(scheduler._target_)
+    except (ImportError, AttributeError, ValueError):
+        return
+    if target is not cosine_warmup:
+        return
+    keys = ("warmup_steps", "total_steps", "start_factor", "min_factor", "interval", "after_total", "warmup_prefix")
+    settings = {key: scheduler[key] for key in keys if key in scheduler}
+    try:
+        check_cosine_warmup_settings(**settings)
+    except ValueError as err:
+        raise ConfigError(f"scheduler: {err}") from None
+
+
+__all__ = ["ConfigError", "check_config", "check_flags", "check_scheduler", "check_trainer"]
