@@ -283,8 +283,8 @@ def _checkpoint(path: str | None) -> tuple[str | None, dict | None]:
     try:
         checkpoint = torch.load(resolved, map_location="cpu", weights_only=True, mmap=True)
     except Exception as error:  # a truncated file, another format, a pickle with foreign objects
-        raise ValueError(
-            f"ckpt_path={path!r} is not a readable checkpoint ({type(error).__name__}: {error}); pass a "
+        raise ConfigError(  # torch's own message advises on saving files, which does not apply here
+            f"ckpt_path={path!r} is not a readable checkpoint (torch.load raised {type(error).__name__}); pass a "
             f"last.ckpt or best-*.ckpt written by train.py, such as {example}"
-        ) from error
+        ) from None
     return str(resolved), checkpoint
