@@ -137,7 +137,7 @@ def test_build_optimizer_keeps_ssm_hints_and_rejects_bad_values():
     assert hinted and all(g["weight_decay"] == 0.0 for g in hinted)
     with pytest.raises(ValueError, match="optimizer name"):
         build_optimizer(ssm.S4D(4, 8), name="lion")
-    with pytest.raises(ValueError, match="positive"):
+    with pytest.raises(ValueError, match="lr must be a number > 0"):
         build_optimizer(ssm.S4D(4, 8), lr=0.0)
 
 
