@@ -23,6 +23,9 @@ CHECKED_GROUPS = ("model", "data", "task", "optimizer", "scheduler")
 
 def check_config(cfg: DictConfig) -> None:
     """Every check below; raise :class:`ConfigError` naming the key of the first bad value."""
+    if cfg.get("sweep") is not None:  # configs/sweep/ holds W&B sweep files, which Hydra also sees as a group
+        raise ConfigError("configs/sweep/*.yaml are W&B sweep definitions, not run settings: start one with "
+                          "`wandb sweep configs/sweep/<name>.yaml` (see the README's Sweeps section)")
     check_flags(cfg)
     check_trainer(cfg)
     check_scheduler(cfg)

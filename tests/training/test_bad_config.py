@@ -261,3 +261,11 @@ def test_train_py_prints_a_config_error_alone_and_exits_2(tmp_path):
     assert result.returncode == 2
     assert "Error in the config: test must be true or false, got 'no'" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize("override", ["+sweep=s4d_listops", "+sweep=s4ptd_dt"])  # sweep= alone: Hydra refuses it
+def test_a_wandb_sweep_file_chosen_as_a_config_group_is_refused(override):
+    from ssm.training.config_checks import ConfigError, check_config
+
+    with pytest.raises(ConfigError, match="W&B sweep definitions.*wandb sweep configs/sweep/<name>.yaml"):
+        check_config(compose_config("experiment=lra", override))
