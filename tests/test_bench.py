@@ -1,6 +1,7 @@
 """The benchmark entry point runs end to end on tiny shapes and writes its table and JSON."""
 
 import json
+import os
 import sys
 
 import pytest
@@ -295,3 +296,86 @@ def test_cpu_peak_memory_keeps_the_profilers_log_lines_off_stderr(capfd):
 
     assert cpu_peak_memory(lambda: torch.ones(1000)) >= 4000
     assert "profiler_st" not in capfd.readouterr().err
+
+
+@pytest.mark.parametrize("timing", ["forward", "forward_backward"])
+def test_a_spread_in_either_timing_marks_the_row_unsteady(timing):
+    """Repeats 2x apart (min 2 ms, max 4 ms) make the row unsteady whichever timing they are in."""
+    from bench.__main__ import unsteady
+
+    row = dict(forward_s=1e-3, forward_min_s=1e-3, forward_max_s=1e-3, forward_backward_s=5e-3,
+               forward_backward_min_s=5e-3, forward_backward_max_s=5e-3)
+    assert not unsteady(row)
+    row.update({f"{timing}_s": 3e-3 if timing == "forward" else 6e-3,
+                f"{timing}_min_s": 2e-3 if timing == "forward" else 4e-3,
+                f"{timing}_max_s": 4e-3 if timing == "forward" else 8e-3})
+    assert unsteady(row)
+
+
+def test_rows_take_median_min_and_max_of_each_timing(monkeypatch):
+    """Each row carries the median, min and max of the forward's repeats and of the
+    forward+backward's, each from its own timing."""
+    import bench.__main__ as entry
+
+    timings = iter([{"median": 2.0, "min": 1.0, "max": 3.0}, {"median": 20.0, "min": 10.0, "max": 30.0}])
+
+    def fake_time_stats(fn, device, repeats):
+        fn()
+        return next(timings)
+
+    monkeypatch.setattr(entry, "time_stats", fake_time_stats)
+    result = main(["--op", "fftconv", "--lengths", "8", "--channels", "2", "--batch", "1", "--repeats", "3",
+                   "--device", "cpu", "--backends", "torch"])
+    (row,) = result["rows"]
+    assert "error" not in row
+    assert (row["forward_min_s"], row["forward_s"], row["forward_max_s"]) == (1.0, 2.0, 3.0)
+    assert (row["forward_backward_min_s"], row["forward_backward_s"], row["forward_backward_max_s"]) == (10, 20, 30)
+
+
+def test_measured_rows_have_min_below_median_below_max():
+    """On real repeats the spread brackets the median for both timings."""
+    result = main(["--op", "fftconv", "--lengths", "8", "--channels", "2", "--batch", "1", "--repeats", "5",
+                   "--device", "cpu", "--backends", "torch"])
+    for row in result["rows"]:
+        for timing in ("forward", "forward_backward"):
+            assert 0 < row[f"{timing}_min_s"] <= row[f"{timing}_s"] <= row[f"{timing}_max_s"], (row["backend"], timing)
+
+
+class _Clock:
+    """perf_counter for bench.timing whose time moves only when the timed call says so."""
+
+    def __init__(self, durations):
+        self.now, self.durations = 0.0, iter(durations)
+
+    def perf_counter(self):
+        return self.now
+
+    def call(self):
+        self.now += next(self.durations)
+
+
+@pytest.mark.parametrize("durations, median", [([0.0, 0.0, 0.0, 0.0, 5.0], 0.0), ([3.0, 3.0, 3.0, 0.0, 1.0], 3.0),
+                                               ([4.0, 1.0, 2.0], 2.0)])
+def test_time_stats_reports_the_median_of_the_repeats(monkeypatch, durations, median):
+    """One slow call moves the max, not the median (a mean would follow it); median_time is
+    that median, not the fastest call."""
+    import bench.timing as timing
+
+    clock = _Clock([9.0, 9.0] + durations)  # two warm-up calls first
+    monkeypatch.setattr(timing, "time", clock)
+    stats = timing.time_stats(clock.call, torch.device("cpu"), warmup=2, repeats=len(durations))
+    assert stats == {"median": median, "min": min(durations), "max": max(durations)}
+    clock = _Clock(durations)
+    monkeypatch.setattr(timing, "time", clock)
+    assert timing.median_time(clock.call, torch.device("cpu"), warmup=0, repeats=len(durations)) == median
+
+
+def test_cpu_peak_memory_gives_stderr_back(capfd):
+    """Stderr is silenced only while the profiler runs: what is written to it afterwards shows."""
+    from bench.timing import cpu_peak_memory
+
+    cpu_peak_memory(lambda: torch.ones(10))
+    os.write(2, b"after the profiler\n")
+    print("and from python", file=sys.stderr)
+    err = capfd.readouterr().err
+    assert "after the profiler" in err and "and from python" in err

@@ -132,3 +132,48 @@ def test_prefill_refuses_a_batch_norm_in_training_mode_and_leaves_its_statistics
     pre.blocks[0].eval()
     with pytest.raises(RuntimeError, match="running statistics"):
         pre.prefill(torch.randn(2, 5, H))
+
+
+def test_dss_softmax_prefill_without_l_max_normalizes_over_the_prompts_length():
+    """Without l_max, prefill normalizes the kernel over the prompt's own length, as forward
+    does, not over the length of an earlier forward."""
+    torch.manual_seed(64)
+    layer = ssm.DSS(H, d_state=8, variant="softmax").to(F64).eval()
+    x = torch.randn(2, 9, H, dtype=F64)
+    with torch.no_grad():
+        layer(torch.randn(2, 4, H, dtype=F64))  # a forward at another length first
+        y, state = layer.prefill(x)
+        torch.testing.assert_close(y, layer(x), rtol=1e-10, atol=1e-12)
+    assert state.length == 9
+
+
+def test_prefill_with_a_state_length_steps_from_that_init_state():
+    """prefill(layer, x, length=...) passes the length to init_state and steps, even for a
+    layer with its own prefill: DSS softmax then normalizes over that length, not x's."""
+    torch.manual_seed(65)
+    layer = ssm.DSS(H, d_state=8, variant="softmax").to(F64).eval()
+    x = torch.randn(2, 9, H, dtype=F64)
+    with torch.no_grad():
+        y, state = prefill(layer, x, length=20)
+        expected_state = layer.init_state(2, length=20)
+        outputs = []
+        for t in range(9):
+            y_t, expected_state = layer.step(x[:, t], expected_state)
+            outputs.append(y_t)
+        torch.testing.assert_close(y, torch.stack(outputs, 1), rtol=1e-10, atol=1e-12)
+        assert not torch.allclose(y, layer(x))  # forward normalizes over 9 steps
+    assert state.length == 20
+    for got, expected in zip(flat_state(state), flat_state(expected_state), strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
+
+
+def test_mamba_prefill_under_autocast_returns_the_input_dtype_as_forward_does():
+    """Under bfloat16 autocast a float32 prompt gives float32 outputs, like forward's."""
+    torch.manual_seed(66)
+    layer = ssm.Mamba(H, d_state=4).eval()
+    u = torch.randn(2, 5, H)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        y, _ = layer.prefill(u)
+        expected = layer(u)
+    assert y.dtype == expected.dtype == torch.float32
+    torch.testing.assert_close(y, expected)

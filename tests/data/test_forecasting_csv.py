@@ -152,3 +152,45 @@ def test_timestamps_in_a_first_column_not_named_date(tmp_path):
 ])
 def test_bad_csv_names_row_line_and_column(tmp_path, text, message):
     assert message in _error(tmp_path, text)
+
+
+def test_a_split_of_exactly_lag_plus_horizon_rows_holds_one_window():
+    """lag + horizon rows are enough for one window; one row fewer is too few."""
+    fc.check_split_rows(10, 6, 4, "train")
+    windows = fc.ForecastWindows(np.arange(10.0)[:, None], 6, 4, [0])
+    assert len(windows) == 1
+    x, y = windows[0]
+    assert x[:, 0].tolist() == [0, 1, 2, 3, 4, 5] and y[:, 0].tolist() == [6, 7, 8, 9]
+    with pytest.raises(ValueError, match=r"the train split has 9 rows \(lag included\), too few"):
+        fc.check_split_rows(9, 6, 4, "train")
+
+
+@pytest.mark.parametrize("name", ["Date", "DATE", "date"])
+def test_a_first_column_named_date_in_any_case_is_the_timestamps(tmp_path, name):
+    """'Date' (as pandas often writes it) holding US-style dates is skipped like 'date'."""
+    path = tmp_path / "dates.csv"
+    path.write_text(f"{name},a\n07/01/2016,1.5\n07/02/2016,2.5\n")
+    columns, values = fc.read_csv(path)
+    assert columns == ["a"] and values.tolist() == [[1.5], [2.5]]
+
+
+def test_a_numeric_first_column_that_also_parses_as_an_iso_date_is_a_series(tmp_path):
+    """20200101 is a number (and, to Python 3.11's fromisoformat, a date): it stays a column."""
+    path = tmp_path / "steps.csv"
+    path.write_text("step,a\n20200101,1\n20200102,2\n")
+    columns, values = fc.read_csv(path)
+    assert columns == ["step", "a"] and values.tolist() == [[20200101.0, 1.0], [20200102.0, 2.0]]
+
+
+def test_an_empty_column_list_is_refused():
+    """columns=[] would keep no variate; it is refused like any other non-list of names."""
+    values = np.zeros((5, 2))
+    with pytest.raises(ValueError, match=r"columns must be a list of column names such as \[a,b\], got \[\]"):
+        fc.pick_columns(["a", "b"], values, [], "x.csv")
+
+
+@pytest.mark.parametrize("path", ["", "  "])
+def test_a_blank_csv_path_asks_for_data_path(path):
+    """An empty or blank data.path is no file name: the error says to set data.path."""
+    with pytest.raises(ValueError, match="dataset=csv reads the CSV at data.path; set data.path="):
+        fc.own_csv_path(path)

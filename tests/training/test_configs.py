@@ -337,3 +337,19 @@ def test_spacetime_early_stopping_survives_a_run_that_stops_before_its_first_val
                         accelerator="cpu")
     trainer.fit(Regressor(), data, data)
     assert stopping.best_score is not None and torch.isfinite(stopping.best_score)  # it did watch val/rmse
+
+
+@pytest.mark.parametrize("experiment", ["spacetime/etth1", "chimera", "spacetime", "synthetic/arp"])
+def test_forecasting_data_configs_leave_split_ratios_to_the_data_set(experiment):
+    """split_ratios is null by default in every forecasting data config (ett, synthetic, co2,
+    ar): ETT keeps its 12/4/4-month split and the others Informer's 70/10/20."""
+    cfg = compose_config(f"experiment={experiment}")
+    assert cfg.data.split_ratios is None
+
+
+def test_tensors_experiment_defaults():
+    """experiment=tensors: mean pooling, a tenth of train held out, and no data path until the
+    user gives one."""
+    cfg = compose_config("experiment=tensors")
+    assert cfg.data._target_ == "ssm.training.data.TensorDataModule"
+    assert cfg.model.pooling == "mean" and cfg.data.val_fraction == 0.1 and cfg.data.path is None

@@ -1,6 +1,8 @@
 """The tasks log epoch metrics once per epoch: each is the metric over every batch of the
 epoch (not a mean of per-batch values), and nothing carries over into the next epoch."""
 
+import functools
+
 from distributed_epoch_end import Recorder, epoch_end_on_two_processes
 import lightning as L
 import pytest
@@ -9,6 +11,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 from torchmetrics import MeanMetric, MeanSquaredError
 
+import ssm
 from ssm.training.epoch_metrics import log_epoch_metrics
 from ssm.training.forecasting import ForecastingTask
 from ssm.training.task import SequenceClassificationTask
@@ -131,3 +134,73 @@ def test_a_process_without_batches_still_joins_the_collective_compute(tmp_path):
     assert [process.exitcode for process in processes] == [0, 0]
     logged = dict(results.get() for _ in processes)
     assert logged == {0: {"val/x": 3.0}, 1: {"val/x": 3.0}}
+
+
+class RecordsLengths(nn.Module):
+    """The identity on logits that keeps the ``lengths`` of every call."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(()))
+        self.seen = []
+
+    def forward(self, x, lengths=None):
+        self.seen.append(lengths)
+        return self.scale * x
+
+
+def test_classification_batches_pass_their_lengths_to_the_model():
+    """(x, y, lengths) batches reach the model as model(x, lengths); (x, y) ones with None."""
+    torch.manual_seed(4)
+    logits, y, lengths = torch.randn(7, 3), torch.randint(0, 3, (7,)), torch.arange(1, 8)
+    model = RecordsLengths()
+    task = SequenceClassificationTask(model, n_classes=3, optimizer=None)
+    _trainer().validate(task, DataLoader(TensorDataset(logits, y, lengths), batch_size=4), verbose=False)
+    assert len(model.seen) == 2 and torch.equal(torch.cat(model.seen), lengths)
+    model.seen.clear()
+    _trainer().validate(task, DataLoader(TensorDataset(logits, y), batch_size=4), verbose=False)
+    assert model.seen == [None, None]
+
+
+@pytest.mark.parametrize("batch", [(1, 2, 3, 4), [1, 2, 3, 4], (1, 2, 3, 4, 5)])
+def test_classification_batches_of_more_than_three_parts_are_refused(batch):
+    """Only (x, y) and (x, y, lengths) are batches; a fourth part (a mask, an index) is not
+    silently taken for something else."""
+    kind = type(batch).__name__
+    with pytest.raises(ValueError, match=rf"\(x, y\) or \(x, y, lengths\), got a {kind} of {len(batch)}"):
+        SequenceClassificationTask._unpack(batch)
+
+
+def test_the_per_epoch_test_pass_takes_batches_without_lengths():
+    """test_noise.every_epoch evaluates a test loader of (x, y) batches (a TensorDataset of
+    two tensors), as the final test does; the clean accuracy is the model's on the split."""
+    class Pairs(L.LightningDataModule):
+        def __init__(self):
+            super().__init__()
+            g = torch.Generator().manual_seed(5)
+            self.train = TensorDataset(torch.randn(6, 10, 1, generator=g), torch.randint(2, (6,), generator=g))
+            self.test = TensorDataset(torch.randn(5, 10, 1, generator=g), torch.randint(2, (5,), generator=g))
+
+        def train_dataloader(self):
+            return DataLoader(self.train, batch_size=3)
+
+        def val_dataloader(self):
+            return DataLoader(self.train, batch_size=3)
+
+        def test_dataloader(self):
+            return DataLoader(self.test, batch_size=3)
+
+    torch.manual_seed(0)
+    model = ssm.SequenceClassifier(d_model=4, n_layers=1, layer=functools.partial(ssm.S4D, d_state=4), d_output=2,
+                                   d_input=1)
+    task = SequenceClassificationTask(model, 2, optimizer=lambda m: torch.optim.SGD(m.parameters(), lr=0.0),
+                                      test_noise={"frequency": 3.0, "amplitude": 1.0, "every_epoch": True})
+    data = Pairs()
+    trainer = L.Trainer(accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+    trainer.fit(task, datamodule=data)
+    x, y = data.test.tensors
+    with torch.no_grad():
+        expected = (model.eval()(x).argmax(-1) == y).float().mean().item()
+    assert float(trainer.callback_metrics["test_epoch/acc"]) == pytest.approx(expected)
+    assert "test_epoch/acc_noisy" in trainer.callback_metrics

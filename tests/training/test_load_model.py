@@ -1,9 +1,12 @@
 """ssm.training.load_model: a trained model back from a train.py run folder."""
 
+import re
+
 import hydra
 import pytest
 import torch
-from omegaconf import OmegaConf
+from config_helpers import compose_config
+from omegaconf import OmegaConf, open_dict
 from train_runner import train
 
 from ssm.training import load_model
@@ -94,3 +97,88 @@ def test_weights_only_checkpoints_record_the_model_shapes_too(tmp_path):
     saved = torch.load(tmp_path / "w.ckpt", map_location="cpu", weights_only=True)
     assert "optimizer_states" not in saved  # weights only
     assert saved["model_shapes"] == {"d_output": 2, "d_input": 3, "image_shape": [4, 5]}
+
+
+SHAPES = {"d_output": 3, "n_tokens": 7}
+CHECKPOINT_CALLBACK = ("ModelCheckpoint{'monitor': 'val/acc', 'mode': 'max', 'every_n_train_steps': 0, "
+                       "'every_n_epochs': 1, 'train_time_interval': None}")
+
+
+@pytest.fixture(scope="module")
+def small_config(tmp_path_factory):
+    """The saved config of a small classifier run (no data needed: checkpoints carry the shapes)."""
+    cfg = compose_config("experiment=tensors", "model.d_model=8", "model.n_layers=1", "model.layer.d_state=4")
+    with open_dict(cfg):
+        del cfg["hydra"]
+    path = tmp_path_factory.mktemp("config") / "config.yaml"
+    OmegaConf.save(cfg, path)
+    return path
+
+
+def small_run(tmp_path, config):
+    """A run folder as train.py leaves it: .hydra/config.yaml and an empty checkpoints/."""
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / ".hydra" / "config.yaml").write_text(config.read_text())
+    (tmp_path / "checkpoints").mkdir()
+    return tmp_path
+
+
+def save_checkpoint(run, name, seed, **extra):
+    """A Lightning-style checkpoint of the run's model with weights drawn from ``seed``; returns
+    the model's state_dict."""
+    torch.manual_seed(seed)
+    cfg = OmegaConf.load(run / ".hydra" / "config.yaml")
+    weights = hydra.utils.instantiate(cfg.model, **SHAPES).state_dict()
+    torch.save({"state_dict": {f"model.{k}": v for k, v in weights.items()}, "model_shapes": SHAPES, **extra},
+               run / "checkpoints" / name)
+    return weights
+
+
+def assert_weights(model, weights):
+    state = model.state_dict()
+    assert state.keys() == weights.keys()
+    for key, value in weights.items():
+        torch.testing.assert_close(state[key], value, rtol=0, atol=0, msg=key)
+
+
+def test_best_of_several_is_the_one_last_ckpt_records(tmp_path, small_config):
+    """With save_top_k > 1 several best*.ckpt are kept: "best" is the one whose name
+    ModelCheckpoint recorded as best_model_path in last.ckpt (the run folder may have
+    moved since: only the file name counts)."""
+    run = small_run(tmp_path, small_config)
+    save_checkpoint(run, "best-epoch=1.ckpt", seed=1)
+    recorded = save_checkpoint(run, "best-epoch=3.ckpt", seed=2)
+    save_checkpoint(run, "best-epoch=5.ckpt", seed=3)
+    state = {"best_model_path": "/elsewhere/outputs/run/checkpoints/best-epoch=3.ckpt", "best_model_score": 0.9}
+    save_checkpoint(run, "last.ckpt", seed=4, callbacks={CHECKPOINT_CALLBACK: state})
+    model = load_model(run, "best")
+    assert not model.training
+    assert_weights(model, recorded)
+
+
+def test_last_is_last_ckpt_even_beside_a_versioned_one(tmp_path, small_config):
+    """Lightning writes last-v1.ckpt when last.ckpt exists; "last" still means last.ckpt."""
+    run = small_run(tmp_path, small_config)
+    last = save_checkpoint(run, "last.ckpt", seed=1)
+    save_checkpoint(run, "last-v1.ckpt", seed=2)
+    assert_weights(load_model(run, "last"), last)
+
+
+@pytest.mark.parametrize("content", [{}, {"model_shapes": SHAPES}, [1, 2]])
+def test_a_file_without_a_state_dict_is_not_a_training_checkpoint(tmp_path, small_config, content):
+    run = small_run(tmp_path, small_config)
+    torch.save(content, run / "checkpoints" / "weights.ckpt")
+    with pytest.raises(ValueError, match=r"weights\.ckpt is not a training checkpoint \(no state_dict\)"):
+        load_model(run / "checkpoints" / "weights.ckpt")
+
+
+def test_a_checkpoint_missing_a_weight_is_refused(tmp_path, small_config):
+    """A checkpoint of another model (here: one weight missing) does not load half its weights."""
+    run = small_run(tmp_path, small_config)
+    weights = save_checkpoint(run, "last.ckpt", seed=1)
+    saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    missing = next(iter(weights))
+    del saved["state_dict"][f"model.{missing}"]
+    torch.save(saved, run / "checkpoints" / "last.ckpt")
+    with pytest.raises(RuntimeError, match=rf"Missing key\(s\) in state_dict: \"{re.escape(missing)}\""):
+        load_model(run, "last")

@@ -156,3 +156,101 @@ def test_train_py_runs_on_a_users_file(tmp_path):
                             stdin=subprocess.DEVNULL)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "test/acc" in result.stdout + result.stderr
+
+
+def float_features(n, L=5, d=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {"x": torch.randn(n, L, d, generator=g), "y": torch.randint(0, 3, (n,), generator=g)}
+
+
+@pytest.mark.parametrize("bad", [float("inf"), -float("inf"), float("nan")])
+def test_a_single_non_finite_feature_is_refused(tmp_path, bad):
+    """One inf, -inf or NaN among finite features stops the module (not only all-NaN x)."""
+    train = float_features(8)
+    train["x"][3, 1, 0] = bad
+    with pytest.raises(ValueError, match=r"split 'train': x holds NaN or infinite values"):
+        TensorDataModule(save(tmp_path, {"train": train, "test": float_features(2, seed=1)}))
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int16, torch.uint8])
+def test_classes_and_lengths_are_kept_as_int64(tmp_path, dtype):
+    """Classes and lengths stored in a narrower integer type reach the loss as int64
+    (cross_entropy refuses int32 targets)."""
+    def split(n):
+        return {"x": torch.randn(n, 5), "y": (torch.arange(n) % 2).to(dtype), "lengths": torch.full((n,), 5, dtype=dtype)}
+
+    dm = TensorDataModule(save(tmp_path, {"train": split(8), "test": split(3)}), val_fraction=0.25)
+    dm.setup()
+    for subset in (dm.train_set, dm.val_set, dm.test_set):
+        assert subset.y.dtype == torch.int64 and subset.lengths.dtype == torch.int64
+    assert dm.test_set.y.tolist() == [0, 1, 0] and dm.test_set.lengths.tolist() == [5, 5, 5]
+
+
+def test_a_negative_class_is_refused(tmp_path):
+    """y = -1 (an "ignore" label, say) is no class."""
+    train = tokens(6)
+    train["y"][2] = -1
+    with pytest.raises(ValueError, match=r"split 'train': classes and token ids must be >= 0"):
+        TensorDataModule(save(tmp_path, {"train": train, "test": tokens(3)}))
+
+
+@pytest.mark.parametrize("lengths, ok", [([1, 5, 5, 2], True), ([0, 5, 5, 2], False), ([1, 5, 6, 2], False)])
+def test_lengths_lie_between_one_and_the_sequence_length(tmp_path, lengths, ok):
+    """A length of 0 (an empty sequence) and one past L are refused; 1 and L are fine."""
+    split = {"x": torch.zeros(4, 5, dtype=torch.long), "y": torch.zeros(4).long(), "lengths": torch.tensor(lengths)}
+    path = save(tmp_path, {"train": split, "val": split, "test": split})
+    if ok:
+        assert TensorDataModule(path)._splits["train"].lengths.tolist() == lengths
+    else:
+        with pytest.raises(ValueError, match=r"lengths must lie in \[1, L = 5\]"):
+            TensorDataModule(path)
+
+
+def test_splits_with_and_without_lengths_are_refused(tmp_path):
+    """Lengths in train but not in test would pad one split and not the other."""
+    train = {**tokens(10), "lengths": torch.full((10,), 12)}
+    with pytest.raises(ValueError, match="the splits differ in input kind, feature size or whether they have lengths"):
+        TensorDataModule(save(tmp_path, {"train": train, "test": tokens(4)}))
+
+
+def test_n_tokens_counts_the_ids_of_every_split(tmp_path):
+    """A token id that occurs only in the test split still gets an embedding row."""
+    train, test = tokens(10), tokens(4, seed=1)
+    test["x"][1, 3] = 11  # tokens() draws ids below 7
+    dm = TensorDataModule(save(tmp_path, {"train": train, "test": test}))
+    assert dm.n_tokens == 12
+
+
+@pytest.mark.parametrize("n_tokens, ok", [(6, False), (7, True)])
+def test_given_n_tokens_must_exceed_the_largest_id(tmp_path, n_tokens, ok):
+    """Ids run from 0 to n_tokens - 1: the largest id 6 needs n_tokens = 7."""
+    x = torch.arange(14).reshape(2, 7) % 7
+    split = {"x": x, "y": torch.zeros(2).long()}
+    path = save(tmp_path, {"train": split, "val": split, "test": split})
+    if ok:
+        assert TensorDataModule(path, n_tokens=n_tokens).n_tokens == 7
+    else:
+        with pytest.raises(ValueError, match=r"token id 6 found but n_tokens=6"):
+            TensorDataModule(path, n_tokens=n_tokens)
+
+
+@pytest.mark.parametrize("n, fraction, n_val", [(19, 0.1, 2), (16, 0.1, 2), (14, 0.1, 1), (5, 0.1, 1)])
+def test_the_held_out_size_is_the_fraction_rounded_to_the_nearest_example(tmp_path, n, fraction, n_val):
+    """19 examples at 0.1 hold out 2 (1.9 rounded), not 1 (1.9 truncated); at least one is held out."""
+    dm = TensorDataModule(save(tmp_path, {"train": tokens(n), "test": tokens(3)}), val_fraction=fraction)
+    dm.setup()
+    assert (len(dm.train_set), len(dm.val_set)) == (n - n_val, n_val)
+
+
+def test_held_out_rows_keep_the_files_order(tmp_path):
+    """The hold-out draws which rows go to validation at random, but both parts keep the
+    rows in the order of the file."""
+    n = 30
+    x = torch.arange(n)[:, None].repeat(1, 4)  # row i holds token id i
+    dm = TensorDataModule(save(tmp_path, {"train": {"x": x, "y": torch.zeros(n).long()}, "test": tokens(3)}),
+                          val_fraction=0.3)
+    dm.setup()
+    train_ids, val_ids = dm.train_set.x[:, 0].tolist(), dm.val_set.x[:, 0].tolist()
+    assert sorted(train_ids + val_ids) == list(range(n)) and len(val_ids) == 9
+    assert train_ids == sorted(train_ids) and val_ids == sorted(val_ids)
+    assert val_ids != list(range(n - 9, n)) and val_ids != list(range(9))  # drawn, not the file's first or last rows
