@@ -103,3 +103,23 @@ class RNGStateCheckpoint(L.Callback):
         if "cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda"])
 
+
+class MonitoredMetricsExist(L.Callback):
+    """After the sanity check, before any training: every ``val/`` metric that a
+    ModelCheckpoint or EarlyStopping monitors must have been logged, else the run stops with
+    the metrics that are (Lightning notices only after the first training epoch)."""
+
+    def on_sanity_check_end(self, trainer, pl_module) -> None:
+        from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+        from ssm.training.config_checks import ConfigError
+
+        logged = set(trainer.callback_metrics)
+        for callback in trainer.callbacks:
+            monitor = getattr(callback, "monitor", None)
+            if (isinstance(callback, (ModelCheckpoint, EarlyStopping)) and isinstance(monitor, str)
+                    and monitor.startswith("val/") and monitor not in logged):
+                available = sorted(key for key in logged if key.startswith("val/"))
+                raise ConfigError(f"callbacks: {type(callback).__name__} monitors {monitor!r}, which validation does "
+                                  f"not log; it logs {available}")
+

@@ -16,6 +16,7 @@ from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ssm.training.batch_size import fit_batch_to_memory
+from ssm.training.callbacks import MonitoredMetricsExist
 from ssm.training.config_checks import ConfigError, check_config
 from ssm.training.optim import check_optimizer_settings
 
@@ -151,7 +152,7 @@ def fit(cfg: DictConfig):
     trainer = L.Trainer(
         **trainer_arguments(cfg),
         logger=logger,
-        callbacks=build_callbacks(cfg, has_logger=bool(logger)),
+        callbacks=[*build_callbacks(cfg, has_logger=bool(logger)), MonitoredMetricsExist()],
     )
     if cfg.get("fit_batch_to_memory"):
         fit_batch_to_memory(trainer, task, datamodule)

@@ -269,3 +269,41 @@ def test_a_wandb_sweep_file_chosen_as_a_config_group_is_refused(override):
 
     with pytest.raises(ConfigError, match="W&B sweep definitions.*wandb sweep configs/sweep/<name>.yaml"):
         check_config(compose_config("experiment=lra", override))
+
+
+def test_a_monitored_metric_that_validation_does_not_log_stops_the_run_before_training(tmp_path):
+    import lightning as L
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from ssm.training.callbacks import MonitoredMetricsExist
+    from ssm.training.config_checks import ConfigError
+
+    class Regressor(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = torch.nn.Linear(2, 1)
+
+        def training_step(self, batch, _):
+            return self.net(batch[0]).square().mean()
+
+        def validation_step(self, batch, _):
+            self.log("val/loss", self.net(batch[0]).square().mean())
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    data = DataLoader(TensorDataset(torch.randn(8, 2)), batch_size=4)
+
+    def fit(*callbacks):
+        trainer = L.Trainer(max_epochs=1, callbacks=[*callbacks, MonitoredMetricsExist()], logger=False,
+                            enable_progress_bar=False, enable_model_summary=False, accelerator="cpu",
+                            default_root_dir=tmp_path)
+        trainer.fit(Regressor(), data, data)
+        return trainer
+
+    for wrong in (ModelCheckpoint(dirpath=tmp_path, monitor="val/acc"), EarlyStopping(monitor="val/rmse")):
+        with pytest.raises(ConfigError, match=rf"monitors '{wrong.monitor}', which validation does not log; it logs "
+                                              r"\['val/loss'\]"):
+            fit(wrong)
+    assert fit(ModelCheckpoint(dirpath=tmp_path, monitor="val/loss")).global_step == 2
