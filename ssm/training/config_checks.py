@@ -29,6 +29,18 @@ def check_config(cfg: DictConfig) -> None:
     check_flags(cfg)
     check_trainer(cfg)
     check_scheduler(cfg)
+    check_task(cfg)
+
+
+def check_task(cfg: DictConfig) -> None:
+    """The forecasting task's loss (which SpaceTime's aux loss also takes): checked here, so
+    that a bad value is blamed on task.loss rather than on the model that reads it."""
+    task = cfg.get("task") or {}
+    if "loss" in task and task.get("_target_", "").endswith("ForecastingTask"):
+        from ssm.losses import REGRESSION_LOSSES
+
+        if task.loss not in REGRESSION_LOSSES:
+            raise ConfigError(f"task.loss must be one of {REGRESSION_LOSSES}, got {task.loss!r}")
 
 
 def check_flags(cfg: DictConfig) -> None:
@@ -102,4 +114,4 @@ def check_scheduler(cfg: DictConfig) -> None:
         raise ConfigError(f"scheduler: {err}") from None
 
 
-__all__ = ["ConfigError", "check_config", "check_flags", "check_scheduler", "check_trainer"]
+__all__ = ["ConfigError", "check_config", "check_flags", "check_scheduler", "check_task", "check_trainer"]

@@ -307,3 +307,12 @@ def test_a_monitored_metric_that_validation_does_not_log_stops_the_run_before_tr
                                               r"\['val/loss'\]"):
             fit(wrong)
     assert fit(ModelCheckpoint(dirpath=tmp_path, monitor="val/loss")).global_step == 2
+
+
+def test_a_bad_forecasting_loss_is_blamed_on_task_loss():
+    """SpaceTime's aux_loss interpolates task.loss; the model used to take the blame."""
+    from ssm.training.config_checks import ConfigError, check_config
+
+    with pytest.raises(ConfigError, match=r"task.loss must be one of \('mse', 'mae', 'rmse'\), got 'foo'"):
+        check_config(compose_config("experiment=spacetime", "task.loss=foo"))
+    check_config(compose_config("experiment=spacetime", "task.loss=mae"))
