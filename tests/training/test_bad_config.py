@@ -201,7 +201,6 @@ def test_a_diverging_run_stops_at_the_first_nan_loss(tmp_path):
     assert "FloatingPointError" in log and "Try a smaller optimizer.lr" in log and "at step" in log
 
 
-
 @pytest.mark.parametrize("overrides, match", [
     (["test=no"], "test must be true or false, got 'no'"),
     (["fit_batch_to_memory=maybe"], "fit_batch_to_memory must be true or false"),
