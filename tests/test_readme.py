@@ -61,12 +61,15 @@ def readme_train_commands() -> list[list[str]]:
     return out
 
 
-def test_every_readme_train_command_composes():
+def test_every_readme_train_command_composes_and_passes_the_config_checks():
+    from ssm.training.config_checks import check_config
+
     commands = readme_train_commands()
     assert len(commands) >= 8
     for overrides in commands:
         cfg = compose_config(*overrides)
         assert cfg.model and cfg.data
+        check_config(cfg)
 
 
 def readme_bench_commands() -> list[tuple[str, list[str]]]:
