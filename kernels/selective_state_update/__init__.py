@@ -97,16 +97,8 @@ def _flatten_heads(state, x, dt, A, B, C, D, z, dt_bias):
     """Mamba-2's (B, H, P, N) layout checked, then flattened to D = H·P channels; B and C
     (B, G, N) then group the channels of H / G consecutive heads."""
     Bsz, H, P, N = state.shape
-    for arg, t in (("x", x), ("dt", dt), ("A", A), ("B", B), ("C", C)):
-        if not torch.is_tensor(t):
-            raise TypeError(f"{_NAME}: {arg} must be a tensor, got {type(t).__name__}")
-    _expect(A, (H, P, N), "A", "(H, P, N)")
-    for arg, t in (("x", x), ("dt", dt), ("z", z)):
-        if t is not None:
-            _expect(t, (Bsz, H, P), arg, "(B, H, P)")
-    for arg, t in (("D", D), ("dt_bias", dt_bias)):
-        if t is not None:
-            _expect(t, (H, P), arg, "(H, P)")
+    _require_tensors(x=x, dt=dt, A=A, B=B, C=C)
+    _expect_layout(Bsz, (H, P), "H, P", N, A, x, dt, z, D, dt_bias)
     for arg, t in (("B", B), ("C", C)):
         if t.dim() == 3 and t.shape[1] >= 1 and H % t.shape[1]:
             raise ValueError(f"{_NAME}: with a (B, H, P, N) state, {arg} (B, G, N) needs G dividing H = {H}, "
@@ -118,21 +110,32 @@ def _flatten_heads(state, x, dt, A, B, C, D, z, dt_bias):
     return state.flatten(1, 2), flat(x), flat(dt), A.flatten(0, 1), B, C, flat(D), flat(z), flat(dt_bias)
 
 
-def _check(state, x, dt, A, B, C, D, z, dt_bias):
-    """Validate every argument; return B and C as (B, G, N)."""
-    for arg, t in (("state", state), ("x", x), ("dt", dt), ("A", A), ("B", B), ("C", C)):
+def _require_tensors(**named) -> None:
+    for arg, t in named.items():
         if not torch.is_tensor(t):
             raise TypeError(f"{_NAME}: {arg} must be a tensor, got {type(t).__name__}")
+
+
+def _expect_layout(Bsz, channels: tuple, letters: str, N, A, x, dt, z, D, dt_bias) -> None:
+    """The channel layout ``channels`` ((D,), or Mamba-2's (H, P), named ``letters``): A
+    (*channels, N); x, dt, z (B, *channels); D, dt_bias (*channels)."""
+    names = letters.rstrip(",")
+    _expect(A, (*channels, N), "A", f"({names}, N)")
+    for arg, t in (("x", x), ("dt", dt), ("z", z)):
+        if t is not None:
+            _expect(t, (Bsz, *channels), arg, f"(B, {names})")
+    for arg, t in (("D", D), ("dt_bias", dt_bias)):
+        if t is not None:
+            _expect(t, tuple(channels), arg, f"({letters})")
+
+
+def _check(state, x, dt, A, B, C, D, z, dt_bias):
+    """Validate every argument; return B and C as (B, G, N)."""
+    _require_tensors(state=state, x=x, dt=dt, A=A, B=B, C=C)
     if state.dim() != 3:
         raise ValueError(f"{_NAME}: expected state of shape (B, D, N) or (B, H, P, N), got {tuple(state.shape)}")
     Bsz, Dm, N = state.shape
-    _expect(A, (Dm, N), "A", "(D, N)")
-    for arg, t in (("x", x), ("dt", dt), ("z", z)):
-        if t is not None:
-            _expect(t, (Bsz, Dm), arg, "(B, D)")
-    for arg, t in (("D", D), ("dt_bias", dt_bias)):
-        if t is not None:
-            _expect(t, (Dm,), arg, "(D,)")
+    _expect_layout(Bsz, (Dm,), "D,", N, A, x, dt, z, D, dt_bias)
     B, C = common_groups(_canonical_BC(B, "B", Bsz, Dm, N), _canonical_BC(C, "C", Bsz, Dm, N))
     tensors = (("state", state), ("x", x), ("dt", dt), ("A", A), ("B", B), ("C", C), ("D", D), ("z", z),
                ("dt_bias", dt_bias))
