@@ -22,7 +22,9 @@ import random
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Checkpoint
+from lightning.pytorch.callbacks import Checkpoint, EarlyStopping, ModelCheckpoint
+
+from ssm.training.config_checks import ConfigError
 
 
 class LastCheckpoint(Checkpoint):
@@ -110,10 +112,6 @@ class MonitoredMetricsExist(L.Callback):
     the metrics that are (Lightning notices only after the first training epoch)."""
 
     def on_sanity_check_end(self, trainer, pl_module) -> None:
-        from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-
-        from ssm.training.config_checks import ConfigError
-
         logged = set(trainer.callback_metrics)
         for callback in trainer.callbacks:
             monitor = getattr(callback, "monitor", None)
@@ -122,4 +120,3 @@ class MonitoredMetricsExist(L.Callback):
                 available = sorted(key for key in logged if key.startswith("val/"))
                 raise ConfigError(f"callbacks: {type(callback).__name__} monitors {monitor!r}, which validation does "
                                   f"not log; it logs {available}")
-

@@ -1,4 +1,5 @@
-"""Run-time checks of the training tasks, with messages that say what to do."""
+"""Run-time checks of the training tasks, with messages that say what to do, and the value
+predicates the config checks share."""
 
 from __future__ import annotations
 
@@ -15,3 +16,13 @@ def require_finite_loss(loss: torch.Tensor, split: str, step: int) -> None:
             "or full precision (trainer.precision=32-true), and check the data for NaN/inf; to continue from "
             "before the divergence, resume with ckpt_path=<run dir>/checkpoints/last.ckpt and a smaller lr"
         )
+
+
+def is_integer(value) -> bool:
+    """An int that is not a bool (a config's ``true`` is not a step count)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value) -> bool:
+    """A real number that is not a bool."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

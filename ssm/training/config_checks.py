@@ -10,15 +10,17 @@ import numbers
 import hydra
 from omegaconf import DictConfig
 
-from ssm.training.optim import check_cosine_warmup_settings, cosine_warmup
+from ssm.training.checks import is_integer
+from ssm.training.forecasting import LOSSES, ForecastingTask
+from ssm.training.optim import check_cosine_warmup_settings, check_optimizer_settings, cosine_warmup
 
 ROOT_FLAGS = ("test", "fit_batch_to_memory")
+CHECKED_GROUPS = ("model", "data", "task", "optimizer", "scheduler")
 
 
 class ConfigError(ValueError):
     """A bad config value, found before the run starts: ``train.py`` prints its message
     alone (no traceback) and exits with status 2."""
-CHECKED_GROUPS = ("model", "data", "task", "optimizer", "scheduler")
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -26,21 +28,58 @@ def check_config(cfg: DictConfig) -> None:
     if cfg.get("sweep") is not None:  # configs/sweep/ holds W&B sweep files, which Hydra also sees as a group
         raise ConfigError("configs/sweep/*.yaml are W&B sweep definitions, not run settings: start one with "
                           "`wandb sweep configs/sweep/<name>.yaml` (see the README's Sweeps section)")
+    check_run_length(cfg)
+    check_optimizer(cfg)
     check_flags(cfg)
     check_trainer(cfg)
     check_scheduler(cfg)
     check_task(cfg)
 
 
+def check_run_length(cfg: DictConfig) -> None:
+    """Raise ConfigError for a run that would train nothing (max_epochs=0 or max_steps=0 test
+    an untrained model) or would never end with an LR schedule whose length comes from the
+    run (max_epochs=-1 without max_steps: the cosine decay would reach 0 after one epoch)."""
+    trainer = cfg.get("trainer") or {}
+    max_epochs, max_steps = trainer.get("max_epochs"), trainer.get("max_steps")
+    if max_epochs == 0 or max_steps == 0:
+        raise ConfigError(
+            f"trainer.max_epochs={max_epochs}, trainer.max_steps={max_steps}: the run would train nothing "
+            "and test an untrained model; give at least one epoch or step"
+        )
+    endless = max_epochs == -1 and (max_steps is None or max_steps == -1)
+    scheduler = cfg.get("scheduler")
+    if endless and scheduler and not scheduler.get("total_steps"):
+        raise ConfigError(
+            "trainer.max_epochs=-1 trains without end, so the scheduler has no run length to decay over: "
+            "set trainer.max_steps=N, scheduler.total_steps=N, or scheduler=constant (warmup, then a constant lr)"
+        )
+
+
+def check_optimizer(cfg: DictConfig) -> None:
+    """Raise ConfigError for an optimizer config that ``build_optimizer`` would refuse once
+    training starts (``check_optimizer_settings``), before data and loggers are set up."""
+    optimizer = cfg.get("optimizer") or {}
+    keys = ("name", "lr", "weight_decay", "decay_norms_and_biases", "betas")
+    settings = {key: optimizer[key] for key in keys if key in optimizer}
+    try:
+        check_optimizer_settings(**settings)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+
+
 def check_task(cfg: DictConfig) -> None:
     """The forecasting task's loss (which SpaceTime's aux loss also takes): checked here, so
     that a bad value is blamed on task.loss rather than on the model that reads it."""
     task = cfg.get("task") or {}
-    if "loss" in task and task.get("_target_", "").endswith("ForecastingTask"):
-        from ssm.losses import REGRESSION_LOSSES
-
-        if task.loss not in REGRESSION_LOSSES:
-            raise ConfigError(f"task.loss must be one of {REGRESSION_LOSSES}, got {task.loss!r}")
+    if "loss" not in task or task.get("_target_") is None:
+        return
+    try:
+        target = hydra.utils.get_object(task._target_)
+    except (ImportError, AttributeError, ValueError):
+        return
+    if isinstance(target, type) and issubclass(target, ForecastingTask) and task.loss not in LOSSES:
+        raise ConfigError(f"task.loss must be one of {LOSSES}, got {task.loss!r}")
 
 
 def check_flags(cfg: DictConfig) -> None:
@@ -81,10 +120,10 @@ def check_trainer(cfg: DictConfig) -> None:
     trainer = cfg.get("trainer") or {}
     for key in ("max_epochs", "max_steps"):
         value = trainer.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < -1):
+        if value is not None and not (is_integer(value) and value >= -1):
             raise ConfigError(f"trainer.{key} must be an integer >= -1 (-1: no limit) or null, got {value!r}")
     accumulate = trainer.get("accumulate_grad_batches")
-    if accumulate is not None and (isinstance(accumulate, bool) or not isinstance(accumulate, int) or accumulate < 1):
+    if accumulate is not None and not (is_integer(accumulate) and accumulate >= 1):
         raise ConfigError(f"trainer.accumulate_grad_batches must be an integer >= 1, got {accumulate!r}")
     clip = trainer.get("gradient_clip_val")
     if clip is not None and (isinstance(clip, bool) or not isinstance(clip, numbers.Real) or clip < 0):
@@ -114,4 +153,5 @@ def check_scheduler(cfg: DictConfig) -> None:
         raise ConfigError(f"scheduler: {err}") from None
 
 
-__all__ = ["ConfigError", "check_config", "check_flags", "check_scheduler", "check_task", "check_trainer"]
+__all__ = ["ConfigError", "check_config", "check_flags", "check_optimizer", "check_run_length", "check_scheduler",
+           "check_task", "check_trainer"]

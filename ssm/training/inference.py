@@ -11,9 +11,6 @@ from torch import nn
 
 from ssm.training.model_shapes import KEY as SHAPES_KEY
 
-CHECKPOINTS = ("best", "last")
-
-
 def load_model(run: str | pathlib.Path, checkpoint: str = "best", map_location: str | torch.device = "cpu") -> nn.Module:
     """The model of a ``train.py`` run with its trained weights, in eval mode.
 
@@ -86,4 +83,4 @@ def _recorded_best(folder: pathlib.Path, names: list[str]) -> list[str]:
     return []
 
 
-__all__ = ["CHECKPOINTS", "load_model"]
+__all__ = ["load_model"]

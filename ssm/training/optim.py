@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ssm.optim import param_groups
+from ssm.training.checks import is_integer, is_number
 
 log = logging.getLogger(__name__)
 
@@ -38,18 +39,14 @@ def check_optimizer_settings(name: str = "adamw", lr: float = 1e-3, weight_decay
         raise ValueError(f"optimizer decay_norms_and_biases must be true or false, got {decay_norms_and_biases!r}")
     if name not in OPTIMIZERS:
         raise ValueError(f"optimizer name must be one of {sorted(OPTIMIZERS)}, got {name!r}")
-    if not _number(lr) or lr <= 0:
+    if not is_number(lr) or lr <= 0:
         raise ValueError(f"optimizer lr must be a number > 0, got {lr!r}")
-    if not _number(weight_decay) or weight_decay < 0:
+    if not is_number(weight_decay) or weight_decay < 0:
         raise ValueError(f"optimizer weight_decay must be a number >= 0, got {weight_decay!r}")
     if betas is not None and name == "sgd":
         raise ValueError("optimizer name=sgd takes no betas: drop them with ~optimizer.betas (SGD takes momentum)")
-    if betas is not None and not (len(betas) == 2 and all(_number(b) and 0 <= b < 1 for b in betas)):
+    if betas is not None and not (len(betas) == 2 and all(is_number(b) and 0 <= b < 1 for b in betas)):
         raise ValueError(f"optimizer betas must be two numbers in [0, 1), got {list(betas)!r}")
-
-
-def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def check_cosine_warmup_settings(
@@ -64,19 +61,12 @@ def check_cosine_warmup_settings(
     """Raise ValueError, naming the setting, unless warmup_steps is an integer >= 0,
     total_steps None (the run's length) or an integer >= 1, both factors in [0, 1], interval
     and after_total known choices and warmup_prefix a boolean."""
-
-    def integer(value) -> bool:
-        return isinstance(value, int) and not isinstance(value, bool)
-
-    def fraction(value) -> bool:
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value <= 1.0
-
-    if not (integer(warmup_steps) and warmup_steps >= 0):
+    if not (is_integer(warmup_steps) and warmup_steps >= 0):
         raise ValueError(f"warmup_steps must be an integer >= 0, got {warmup_steps!r}")
-    if total_steps is not None and not (integer(total_steps) and total_steps >= 1):
+    if total_steps is not None and not (is_integer(total_steps) and total_steps >= 1):
         raise ValueError(f"total_steps must be an integer >= 1, or null for the run's length, got {total_steps!r}")
     for name, value in (("start_factor", start_factor), ("min_factor", min_factor)):
-        if not fraction(value):
+        if not (is_number(value) and 0.0 <= value <= 1.0):
             raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
     if interval not in INTERVALS:
         raise ValueError(f"interval must be one of {INTERVALS}, got {interval!r}")

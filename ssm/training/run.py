@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from ssm.training.batch_size import fit_batch_to_memory
 from ssm.training.callbacks import MonitoredMetricsExist
 from ssm.training.config_checks import ConfigError, check_config
-from ssm.training.optim import check_optimizer_settings
+from ssm.training.forecasting import ForecastingTask
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ def model_shapes(cfg: DictConfig, datamodule) -> dict:
 def check_task_fits_data(cfg: DictConfig, datamodule) -> None:
     """A forecasting task needs forecasting data (a horizon), a classification task classes."""
     task = hydra.utils.get_class(cfg.task._target_)
-    forecasting_task = "horizon" in inspect.signature(task).parameters or task.__name__ == "ForecastingTask"
+    forecasting_task = issubclass(task, ForecastingTask)
     forecasting_data = getattr(datamodule, "horizon", None) is not None
     if forecasting_task != forecasting_data:
         kind = "forecasting" if forecasting_data else "classification"
@@ -121,8 +121,6 @@ def run(cfg: DictConfig) -> dict[str, float]:
 def fit(cfg: DictConfig):
     """Build everything from ``cfg``, train, test: (metrics, task, datamodule)."""
     L.seed_everything(cfg.seed, workers=True)
-    check_run_length(cfg)
-    check_optimizer(cfg)
     check_config(cfg)
     ckpt_path, checkpoint = _checkpoint(cfg.get("ckpt_path"))
     cfg = _continue_checkpoints_of(cfg, ckpt_path)
@@ -173,38 +171,6 @@ def fit(cfg: DictConfig):
             import wandb
 
             wandb.finish(exit_code=1 if failed else 0)  # a crashed run is marked failed in W&B
-
-
-def check_run_length(cfg: DictConfig) -> None:
-    """Raise ValueError for a run that would train nothing (max_epochs=0 or max_steps=0 test
-    an untrained model) or would never end with an LR schedule whose length comes from the
-    run (max_epochs=-1 without max_steps: the cosine decay would reach 0 after one epoch)."""
-    trainer = cfg.get("trainer") or {}
-    max_epochs, max_steps = trainer.get("max_epochs"), trainer.get("max_steps")
-    if max_epochs == 0 or max_steps == 0:
-        raise ConfigError(
-            f"trainer.max_epochs={max_epochs}, trainer.max_steps={max_steps}: the run would train nothing "
-            "and test an untrained model; give at least one epoch or step"
-        )
-    endless = max_epochs == -1 and (max_steps is None or max_steps == -1)
-    scheduler = cfg.get("scheduler")
-    if endless and scheduler and not scheduler.get("total_steps"):
-        raise ConfigError(
-            "trainer.max_epochs=-1 trains without end, so the scheduler has no run length to decay over: "
-            "set trainer.max_steps=N, scheduler.total_steps=N, or scheduler=constant (warmup, then a constant lr)"
-        )
-
-
-def check_optimizer(cfg: DictConfig) -> None:
-    """Raise ValueError for an optimizer config that ``build_optimizer`` would refuse once
-    training starts (``check_optimizer_settings``), before data and loggers are set up."""
-    optimizer = cfg.get("optimizer") or {}
-    keys = ("name", "lr", "weight_decay", "decay_norms_and_biases", "betas")
-    settings = {key: optimizer[key] for key in keys if key in optimizer}
-    try:
-        check_optimizer_settings(**settings)
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
 
 
 def check_checkpoint_matches(checkpoint: dict, task: L.LightningModule, path: str) -> None:

@@ -12,7 +12,8 @@ from train_runner import train
 from ssm.training.callbacks import LastCheckpoint
 from ssm.training.checks import require_finite_loss
 from ssm.training.optim import build_optimizer
-from ssm.training.run import _checkpoint, build_model, check_checkpoint_matches, check_optimizer, check_run_length
+from ssm.training.config_checks import check_optimizer, check_run_length
+from ssm.training.run import _checkpoint, build_model, check_checkpoint_matches
 
 
 @pytest.mark.parametrize("override, group", [("experiment=lra/nope", "experiment"), ("model=s6", "model"),
