@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import math
 import pathlib
 import platform
 
@@ -30,7 +31,8 @@ from bench.timing import copy_bandwidth, peak_memory, time_stats
 REFERENCE_MAX_L = 2048  # the O(L^2) references are skipped beyond this length
 # ops whose reference is a loop of O(L) steps (a scan) keep it longer
 REFERENCE_MAX_L_BY_OP = {"linear_scan": 16384, "s5": 16384, "selective_scan": 4096, "mamba": 4096,
-                         "selective_scan_2d": 1024, "companion_kernel": 4096}
+                         "selective_scan_2d": 1024, "companion_kernel": 4096,
+                         "selective_state_update": 64}  # its reference loops over channels at every step
 
 
 def device_name(device: torch.device) -> str:
@@ -97,13 +99,14 @@ def measure_run(case, backend: str, run, expected, device: torch.device, repeats
             row["max_rel_diff_vs_torch"] = relative_difference(out, expected)
         del out
         fwd_stats = time_stats(run, device, repeats=repeats)
-        fb_stats = time_stats(forward_backward(run), device, repeats=repeats)
         fwd = fwd_stats["median"]
         row.update(forward_s=fwd, forward_min_s=fwd_stats["min"], forward_max_s=fwd_stats["max"],
-                   forward_backward_s=fb_stats["median"], forward_backward_min_s=fb_stats["min"],
-                   forward_backward_max_s=fb_stats["max"],
-                   peak_bytes=peak_memory(run, device),
-                   peak_bytes_forward_backward=peak_memory(forward_backward(run), device))
+                   peak_bytes=peak_memory(run, device))
+        if not case.forward_only:
+            fb_stats = time_stats(forward_backward(run), device, repeats=repeats)
+            row.update(forward_backward_s=fb_stats["median"], forward_backward_min_s=fb_stats["min"],
+                       forward_backward_max_s=fb_stats["max"],
+                       peak_bytes_forward_backward=peak_memory(forward_backward(run), device))
         if device.type == "cuda":
             size = max(4, case.ideal_bytes // 2)  # a copy of this many bytes reads and writes ideal_bytes
             if size not in copies:
@@ -165,7 +168,10 @@ def mebibytes(n_bytes: int | None) -> str:
 
 
 def milliseconds(row: dict, what: str) -> str:
-    """The median in ms, with the (min–max) of the repeats when the row has them."""
+    """The median in ms, with the (min–max) of the repeats when the row has them ("-" for a
+    timing the row does not have: forward+backward of an inference op)."""
+    if f"{what}_s" not in row:
+        return "-"
     text = f"{1e3 * row[f'{what}_s']:.2f}"
     if f"{what}_min_s" in row:
         text += f" ({1e3 * row[f'{what}_min_s']:.2f}–{1e3 * row[f'{what}_max_s']:.2f})"
@@ -175,7 +181,7 @@ def milliseconds(row: dict, what: str) -> str:
 def unsteady(row: dict, spread: float = 1.5) -> bool:
     """Timings that cannot all be right: forward+backward faster than the forward, or repeats
     that differ by more than ``spread``×."""
-    if row["forward_backward_s"] < row["forward_s"]:
+    if row.get("forward_backward_s", math.inf) < row["forward_s"]:
         return True
     return any(row.get(f"{w}_min_s") and row[f"{w}_max_s"] > spread * row[f"{w}_min_s"]
                for w in ("forward", "forward_backward"))

@@ -36,6 +36,7 @@ class Case:
     runs: dict[str, Callable[[], torch.Tensor]]
     ideal_bytes: int
     independent: tuple[str, ...] = ()
+    forward_only: bool = False  # an inference op (decoding): no forward+backward timing
 
 
 def vandermonde_case(B: int, H: int, N: int, L: int, device: torch.device, backends: list[str], peers: dict) -> Case:
@@ -176,6 +177,37 @@ def mamba_case(B: int, H: int, N: int, L: int, device: torch.device, backends: l
     return Case("Mamba block", f"B={B} d_model={H} N={N} L={L}", runs, ideal_bytes=8 * B * L * H)
 
 
+def selective_state_update_case(B: int, H: int, N: int, L: int, device: torch.device, backends: list[str],
+                                peers: dict) -> Case:
+    """Decoding L tokens with Mamba's one-step update, as ``Mamba.step`` calls it: state (B, D, N)
+    over D = H channels, per step x, dt, z (B, D) and B, C (B, N), softplus(dt + dt_bias), D and
+    the gate; no gradients (inference). Ideal bytes: per step, read and write the state and
+    read x, dt, z, B, C, write y, in float32."""
+    gen = torch.Generator(device=device).manual_seed(0)
+
+    def randn(*shape, scale=1.0, shift=0.0):
+        return shift + scale * torch.randn(*shape, device=device, generator=gen)
+
+    x, dt, z = randn(B, H, L), randn(B, H, L, scale=0.5, shift=-2.0), randn(B, H, L)
+    A = -torch.arange(1, N + 1, dtype=torch.float32, device=device).repeat(H, 1)
+    B_, C_ = randn(B, N, L), randn(B, N, L)
+    D, bias = randn(H), randn(H, scale=0.1)
+    state0 = torch.zeros(B, H, N, device=device)
+
+    def decode(backend):
+        state, ys = state0, []
+        with torch.no_grad():
+            for t in range(L):
+                y, state = kernels.selective_state_update(state, x[..., t], dt[..., t], A, B_[..., t], C_[..., t], D,
+                                                          z[..., t], dt_bias=bias, dt_softplus=True, backend=backend)
+                ys.append(y)
+        return torch.stack(ys, -1)
+
+    runs = {b: functools.partial(decode, b) for b in backends}
+    return Case("selective_state_update", f"B={B} D={H} N={N} steps={L}", runs,
+                ideal_bytes=4 * L * (2 * B * H * N + 4 * B * H + 2 * B * N), forward_only=True)
+
+
 def _side(L: int) -> tuple[int, int]:
     """An image of about L pixels: (H, W) with H = floor(sqrt(L)), W = ceil(L / H)."""
     H = max(1, math.isqrt(L))
@@ -311,6 +343,7 @@ def companion_kernel_case(B: int, H: int, N: int, L: int, device: torch.device, 
 
 CASES = {"vandermonde": vandermonde_case, "fftconv": fftconv_case, "s4d": s4d_case, "s4d_kernel": s4d_kernel_case,
          "linear_scan": linear_scan_case, "s5": s5_case, "selective_scan": selective_scan_case,
+         "selective_state_update": selective_state_update_case,
          "mamba": mamba_case, "selective_scan_2d": selective_scan_2d_case,
          "selective_scan_2d_tiles": selective_scan_2d_tiles_case, "cross_scan": cross_scan_case,
          "companion_kernel": companion_kernel_case}

@@ -30,6 +30,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 BENCH_SHAPES = {
     "selective_scan": ([1024, 4096, 16384], 8, 1536, 16),
     "mamba": ([1024, 4096], 8, 768, 16),
+    "selective_state_update": ([256, 1024], 8, 1536, 16),  # decoding that many tokens
     "selective_scan_2d": ([1024, 4096, 16384], 8, 192, 16),
     "cross_scan": ([1024, 4096, 16384], 8, 192, 16),
     "linear_scan": ([1024, 4096, 16384], 8, 256, 64),

@@ -379,3 +379,18 @@ def test_cpu_peak_memory_gives_stderr_back(capfd):
     print("and from python", file=sys.stderr)
     err = capfd.readouterr().err
     assert "after the profiler" in err and "and from python" in err
+
+
+def test_the_decoding_step_is_timed_forward_only_and_checked_against_torch(tmp_path):
+    """selective_state_update is an inference op: its rows time the forward (L decoding steps)
+    and leave forward+backward out, in the JSON and as "-" in the table."""
+    out = tmp_path / "decode.json"
+    result = main(["--op", "selective_state_update", "--lengths", "3", "5", "--channels", "3", "--batch", "2",
+                   "--state", "4", "--repeats", "1", "--device", "cpu", "--out", str(out)])
+    rows = result["rows"]
+    assert {r["backend"] for r in rows} == {"torch", "reference"} and not [r for r in rows if "error" in r]
+    assert all(r["forward_s"] > 0 and r["peak_bytes"] >= 0 and "forward_backward_s" not in r for r in rows)
+    assert all(r["max_rel_diff_vs_torch"] < 1e-6 for r in rows if r["backend"] == "reference")
+    table = out.with_suffix(".md").read_text()
+    assert "| selective_state_update | B=2 D=3 N=4 steps=5 | reference | " in table
+    assert "†" not in table  # a missing forward+backward is not an unsteady row
