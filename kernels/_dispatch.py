@@ -86,3 +86,18 @@ def deferred(module: str, name: str) -> Callable:
 
     call.__name__ = call.__qualname__ = name
     return call
+
+
+def deferred_triton(module: str, name: str) -> Callable:
+    """:func:`deferred` for a Triton implementation, run as one opaque call under
+    ``torch.compile``: TorchDynamo does not trace into the launcher (grid arithmetic, buffer
+    allocation, the autograd.Function around the kernels) but breaks the graph there and
+    calls it eagerly, forward and backward. The PyTorch paths stay traceable.
+
+    ``torch._disable_dynamo`` is ``torch.compiler.disable`` that imports TorchDynamo on the
+    first call rather than now (TorchDynamo imports triton, and the library must not import
+    it before the caller has settled TRITON_INTERPRET)."""
+    disable = getattr(torch, "_disable_dynamo", None)
+    if disable is None:  # a torch without the lazy form
+        return torch.compiler.disable(deferred(module, name), recursive=True)
+    return disable(deferred(module, name), recursive=True)

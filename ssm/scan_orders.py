@@ -14,9 +14,9 @@ so callers may modify what they get.
 
 from __future__ import annotations
 
-import functools
-
 import torch
+
+from kernels._compile import cached_outside_compile
 
 
 def _check_positive(name: str, **values) -> None:
@@ -110,7 +110,7 @@ def stripes(W: int, stripe: int, shift: bool = False) -> list[tuple[int, int]]:
     return bounds
 
 
-@functools.lru_cache(maxsize=256)
+@cached_outside_compile(maxsize=256)
 def _nss(H: int, W: int, stripe: int, shift: bool) -> torch.Tensor:
     if shift and stripe // 2 > W:  # MaIR's double flip (see nss)
         return torch.arange(H * W)
@@ -177,7 +177,7 @@ def nss(H: int, W: int, stripe: int, shift: bool = False) -> torch.Tensor:
     return _nss(int(H), int(W), int(stripe), bool(shift)).clone()
 
 
-@functools.lru_cache(maxsize=256)
+@cached_outside_compile(maxsize=256)
 def _nss_directions(H: int, W: int, stripe: int, shift: bool) -> torch.Tensor:
     index = torch.arange(H * W).view(H, W)
     rot = index.flip(0, 1)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from kernels._dispatch import deferred, select_backend, triton_installed
+from kernels._dispatch import deferred_triton, select_backend, triton_installed
 from kernels._empty import with_zero_grads
 from kernels.companion_kernel.blocked import companion_kernel_blocked, krylov_blocked
 from kernels.companion_kernel.pytorch import METHODS, companion_kernel_torch, power_row
@@ -24,7 +24,7 @@ from kernels.companion_kernel.reference import (
 _IMPLEMENTATIONS = {"torch": companion_kernel_torch, "reference": companion_kernel_reference}
 
 if triton_installed():  # else the op keeps its "torch" and "reference" backends
-    _IMPLEMENTATIONS["triton"] = deferred("kernels.companion_kernel.triton", "companion_kernel_triton")
+    _IMPLEMENTATIONS["triton"] = deferred_triton("kernels.companion_kernel.triton", "companion_kernel_triton")
 
 
 def companion_kernel(

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from kernels._dispatch import deferred, select_backend, triton_installed
+from kernels._dispatch import deferred_triton, select_backend, triton_installed
 from kernels.cross_scan.pytorch import cross_merge_torch, cross_scan_torch
 from kernels.cross_scan.reference import cross_merge_reference, cross_scan_reference
 
@@ -26,8 +26,8 @@ _SCAN = {"torch": cross_scan_torch, "reference": cross_scan_reference}
 _MERGE = {"torch": cross_merge_torch, "reference": cross_merge_reference}
 
 if triton_installed():  # else the ops keep their "torch" and "reference" backends
-    _SCAN["triton"] = deferred("kernels.cross_scan.triton", "cross_scan_triton")
-    _MERGE["triton"] = deferred("kernels.cross_scan.triton", "cross_merge_triton")
+    _SCAN["triton"] = deferred_triton("kernels.cross_scan.triton", "cross_scan_triton")
+    _MERGE["triton"] = deferred_triton("kernels.cross_scan.triton", "cross_merge_triton")
 
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 

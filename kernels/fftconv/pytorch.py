@@ -7,12 +7,12 @@ otherwise need an FFT of the prime-factor length 3746).
 
 from __future__ import annotations
 
-import functools
-
 import torch
 
+from kernels._compile import cached_outside_compile
 
-@functools.lru_cache(maxsize=None)
+
+@cached_outside_compile(maxsize=None)
 def fft_length(L: int) -> int:
     """Smallest 5-smooth integer >= 2L (1 for L = 0)."""
     n = max(2 * L, 1)

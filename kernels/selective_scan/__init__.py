@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from kernels._dispatch import deferred, select_backend, triton_installed
+from kernels._dispatch import deferred, deferred_triton, select_backend, triton_installed
 from kernels._empty import with_zero_grads
 from kernels.selective_scan.reference import selective_scan_reference
 
@@ -24,7 +24,7 @@ _IMPLEMENTATIONS = {
 }
 
 if triton_installed():  # else the op keeps its "torch" and "reference" backends
-    _IMPLEMENTATIONS["triton"] = deferred("kernels.selective_scan.triton", "selective_scan_triton")
+    _IMPLEMENTATIONS["triton"] = deferred_triton("kernels.selective_scan.triton", "selective_scan_triton")
 
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _COMPLEX = (torch.complex64, torch.complex128)
