@@ -22,13 +22,13 @@ first use.
 
 from __future__ import annotations
 
-import contextlib
 import math
 
 import torch
 import triton
 import triton.language as tl
 
+from kernels import _launch
 from kernels.companion_kernel.pytorch import companion_kernel_torch, inverse_roots
 
 BLOCK = 256  # frequencies per program
@@ -100,10 +100,6 @@ def _combine_bwd_kernel(s_ptr, w_ptr, g_ptr, grad_ptr, n, F, BLOCK: tl.constexpr
     _store_complex(grad_ptr, offs + 3 * plane, gr * vr + gi * vi, gi * vr - gr * vi, mask)
 
 
-def _device_guard(t: torch.Tensor):
-    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
-
-
 def _roots(L: int, F: int, like: torch.Tensor) -> torch.Tensor:
     """w_j = exp(2πij/L), j < F, as an (F, 2) real view in the spectra's precision."""
     return torch.view_as_real(inverse_roots(L, F, like.real.dtype, like.device)).contiguous()
@@ -119,7 +115,7 @@ class _Combine(torch.autograd.Function):
         spectra = spectra.contiguous()
         _, n, F = spectra.shape
         out = torch.empty(n, F, dtype=spectra.dtype, device=spectra.device)
-        with _device_guard(spectra):
+        with _launch.device_guard(spectra):
             _combine_fwd_kernel[_grid(n, F)](
                 torch.view_as_real(spectra), _roots(L, F, spectra), torch.view_as_real(out), n, F, BLOCK=BLOCK
             )
@@ -133,7 +129,7 @@ class _Combine(torch.autograd.Function):
         _, n, F = spectra.shape
         grad = grad.resolve_conj().contiguous()
         out = torch.empty_like(spectra)
-        with _device_guard(spectra):
+        with _launch.device_guard(spectra):
             _combine_bwd_kernel[_grid(n, F)](
                 torch.view_as_real(spectra), _roots(ctx.L, F, spectra), torch.view_as_real(grad),
                 torch.view_as_real(out), n, F, BLOCK=BLOCK,

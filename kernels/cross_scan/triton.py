@@ -24,6 +24,7 @@ import torch
 import triton
 import triton.language as tl
 
+from kernels import _launch
 from kernels.cross_scan.pytorch import adjoint_pair
 
 TILE = 64  # the side of a square tile; a thin image gets a longer, thinner tile
@@ -88,7 +89,8 @@ def _launch_scan(x: torch.Tensor) -> torch.Tensor:
     y = torch.empty(B, 4, C, H * W, dtype=x.dtype, device=x.device)
     if y.numel():
         grid, tile_h, tile_w = _grid(B, C, H, W)
-        _scan_kernel[grid](x, y, C, H, W, TILE_H=tile_h, TILE_W=tile_w)
+        with _launch.device_guard(x):
+            _scan_kernel[grid](x, y, C, H, W, TILE_H=tile_h, TILE_W=tile_w)
     return y
 
 
@@ -99,7 +101,8 @@ def _launch_merge(y: torch.Tensor, H: int, W: int) -> torch.Tensor:
     if x.numel():
         grid, tile_h, tile_w = _grid(B, C, H, W)
         acc = tl.float64 if y.dtype == torch.float64 else tl.float32
-        _merge_kernel[grid](y, x, C, H, W, ACC=acc, TILE_H=tile_h, TILE_W=tile_w)
+        with _launch.device_guard(y):
+            _merge_kernel[grid](y, x, C, H, W, ACC=acc, TILE_H=tile_h, TILE_W=tile_w)
     return x
 
 

@@ -39,6 +39,7 @@ import torch
 import triton
 import triton.language as tl
 
+from kernels import _launch
 from kernels.fftconv.pytorch import circular_kernel, fftconv_torch
 
 MIN_N = 256  # 16 x 16: tl.dot needs every dimension >= 16
@@ -271,11 +272,12 @@ def _conv(x, spec_r, spec_i, D, n, N1, N2):
     y = torch.empty_like(x)
     mats = _plan(n, N1, N2, x.device)
     rows = _rows_per_program(B * H, n, x.device)
-    _conv_kernel[(triton.cdiv(B * H, rows),)](
-        x, spec_r, spec_i, x if D is None else D, y, *mats, B * H, H, L,
-        HAS_D=D is not None, N1=N1, N2=N2, M1=_half_rows(N1), ROWS=rows, PREC=_PRECISION,
-        **_launch_options(n),
-    )  # fmt: skip
+    with _launch.device_guard(x):
+        _conv_kernel[(triton.cdiv(B * H, rows),)](
+            x, spec_r, spec_i, x if D is None else D, y, *mats, B * H, H, L,
+            HAS_D=D is not None, N1=N1, N2=N2, M1=_half_rows(N1), ROWS=rows, PREC=_PRECISION,
+            **_launch_options(n),
+        )  # fmt: skip
     return y
 
 
@@ -286,17 +288,19 @@ def _kernel_grad(g, x, n, N1, N2):
     pr = torch.empty(B, H, N1, N2, dtype=x.dtype, device=x.device)
     pi = torch.empty_like(pr)
     rows = _rows_per_program(B * H, n, x.device)
-    _cross_spectrum_kernel[(triton.cdiv(B * H, rows),)](
-        g, x, pr, pi, *mats, B * H, L,
-        N1=N1, N2=N2, M1=_half_rows(N1), ROWS=rows, PREC=_PRECISION, **_launch_options(n),
-    )  # fmt: skip
+    with _launch.device_guard(x):
+        _cross_spectrum_kernel[(triton.cdiv(B * H, rows),)](
+            g, x, pr, pi, *mats, B * H, L,
+            N1=N1, N2=N2, M1=_half_rows(N1), ROWS=rows, PREC=_PRECISION, **_launch_options(n),
+        )  # fmt: skip
     pr = (pr.sum(0) / n).contiguous()
     pi = (pi.sum(0) / n).contiguous()
     out = torch.empty(H, n, dtype=x.dtype, device=x.device)
     rows = _rows_per_program(H, n, x.device)
-    _inverse_kernel[(triton.cdiv(H, rows),)](
-        pr, pi, out, *mats, H, N1=N1, N2=N2, ROWS=rows, PREC=_PRECISION, **_launch_options(n)
-    )
+    with _launch.device_guard(x):
+        _inverse_kernel[(triton.cdiv(H, rows),)](
+            pr, pi, out, *mats, H, N1=N1, N2=N2, ROWS=rows, PREC=_PRECISION, **_launch_options(n)
+        )
     return out
 
 

@@ -29,12 +29,11 @@ first use.
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
 import triton
 import triton.language as tl
 
+from kernels import _launch
 from kernels.linear_scan.pytorch import grads_of_a_and_h0
 
 BLOCK_L = 64  # time steps per tile (at most; short sequences use the next power of 2 >= L); < 256
@@ -208,10 +207,6 @@ def _strides(x: torch.Tensor, real: torch.Tensor) -> list[int]:
     return [0 if n == 1 else s for n, s in zip(x.shape, real.stride())]
 
 
-def _device_guard(t: torch.Tensor):
-    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
-
-
 def _scan(a, b, h0, out, reverse: bool, a_shift: int = 0, conj_a: bool = False) -> None:
     """out = the scan of b (B, L, P) with a (B|1, L|1, P) from h0 (or 0), in scan order."""
     B, L, P = b.shape
@@ -224,7 +219,7 @@ def _scan(a, b, h0, out, reverse: bool, a_shift: int = 0, conj_a: bool = False) 
     acc = tl.float64 if out.real.dtype == torch.float64 else tl.float32
     views = [_real_view(t) for t in (a, b, h0_arg, out)]
     a_s, b_s, h_s, o_s = (_strides(t, v) for t, v in zip((a, b, h0_arg, out), views))
-    with _device_guard(b):
+    with _launch.device_guard(b):
         _linear_scan_kernel[(B * n_pblocks,)](
             *views,
             L,

@@ -39,7 +39,8 @@ sums over time (dA, dD, d delta_bias, constant dB / dC) are written as partials 
 and summed over the batch in PyTorch. Variable B / C (Bsz, G, N, L) are shared by the
 channels of a group: every program adds its channel-summed (BLOCK_N, BLOCK_L) tile into a
 buffer in the compute dtype with ``tl.atomic_add``. BLOCK_D divides the channels per group, so a program
-never straddles two groups.
+never straddles two groups. The order of those adds varies between runs: on a GPU, variable dB / dC
+are reproducible only to float rounding.
 
 Importing this module decorates the kernels, which fixes whether they run compiled or in
 the Triton interpreter (``TRITON_INTERPRET=1``); ``kernels.selective_scan`` imports it on
@@ -48,11 +49,11 @@ first use.
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
 import triton
 import triton.language as tl
+
+from kernels import _launch
 
 BLOCK_L = 64  # time steps per tile (at most; short sequences use the next power of 2 >= L)
 MIN_BLOCK_L = 16  # smallest tile along L
@@ -69,8 +70,9 @@ def _combine(a1, b1, a2, b2):
 @triton.jit
 def _softplus(x):
     # log(1 + e) computed as log(p) · e / (p - 1) with p = 1 + e: exact to rounding even where
-    # e is below the precision of 1 (the rounding error of p cancels). Above 20, x itself.
-    e = tl.exp(tl.minimum(x, 20.0))
+    # e is below the precision of 1 (the rounding error of p cancels). Above 20, x itself. NaN
+    # stays NaN (min.f32 would return the 20 and hide a diverged Δ).
+    e = tl.exp(tl.minimum(x, 20.0, propagate_nan=tl.PropagateNan.ALL))
     p = 1.0 + e
     lp = tl.where(p == 1.0, e, tl.log(p) * (e / (p - 1.0)))
     return tl.where(x > 20.0, x, lp)
@@ -401,10 +403,6 @@ def _acc(dtype: torch.dtype):
     return (tl.float64, torch.float64) if dtype == torch.float64 else (tl.float32, torch.float32)
 
 
-def _device_guard(t: torch.Tensor):
-    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
-
-
 def _groups(M: torch.Tensor, Dm: int) -> tuple[bool, int, int]:
     """(variable, G, channels per group) of a canonical B or C."""
     if M.dim() == 2:
@@ -432,7 +430,7 @@ def _forward(u, delta, A, B, C, D, z, delta_bias, h0, softplus, save_states):
     states = torch.empty((Bsz, Dm, n_tiles, N), dtype=acc, device=u.device) if save_states else None
     ph = u  # a placeholder pointer for absent tensors
     grid = (triton.cdiv(Dm, block_d), Bsz)
-    with _device_guard(u):
+    with _launch.device_guard(u):
         _selective_scan_fwd_kernel[grid](
             u, delta, A, B, C,
             ph if D is None else D,
@@ -482,7 +480,7 @@ def _backward(u, delta, A, B, C, D, z, delta_bias, states, block_l, softplus, do
     dh0 = torch.empty((Bsz, Dm, N), dtype=acc, device=dev) if need_dh0 else None
     ph = du
     grid = (triton.cdiv(Dm, block_d), Bsz)
-    with _device_guard(u):
+    with _launch.device_guard(u):
         _selective_scan_bwd_kernel[grid](
             u, delta, A, B, C,
             ph if D is None else D,

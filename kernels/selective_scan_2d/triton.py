@@ -40,7 +40,8 @@ an absolute error of about eps·|λ h|, which the torch path avoids by forming t
     dB = Σ_{d in group} λg Δ u     dC = Σ_{d in group} dy h
 
 (then through softplus and the bias; dz and dy come from the gate). dB, dC are shared by the
-channels of a group and added into buffers in the compute dtype with ``tl.atomic_add``; dA,
+channels of a group and added into buffers in the compute dtype with ``tl.atomic_add`` (in an
+order that varies between runs: on a GPU they are reproducible only to float rounding); dA,
 dD and d delta_bias are written per batch row and summed in PyTorch.
 
 Empty inputs, and N beyond MAX_ROW states, go to :func:`selective_scan_2d_torch`.
@@ -52,12 +53,11 @@ first use.
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
 import triton
 import triton.language as tl
 
+from kernels import _launch
 from kernels.selective_scan.triton import _combine, _softplus  # the 1D kernel's affine-map combine and softplus
 from kernels.selective_scan_2d.pytorch import selective_scan_2d_torch
 
@@ -306,10 +306,6 @@ def _acc(dtype: torch.dtype):
     return (tl.float64, torch.float64) if dtype == torch.float64 else (tl.float32, torch.float32)
 
 
-def _device_guard(t: torch.Tensor):
-    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
-
-
 def _forward(u, delta, A, B, C, D, z, delta_bias, softplus, save, block_h, block_w):
     """Launch the forward kernel: (out, saved carries (h per band, g per width tile) or None,
     (BLOCK_H, BLOCK_W))."""
@@ -325,7 +321,7 @@ def _forward(u, delta, A, B, C, D, z, delta_bias, softplus, save, block_h, block
     carries[:, :, 0] = 0.0
     row_carries = torch.empty(Bsz, Dm, n_wtiles, N, H, dtype=acc, device=u.device) if save else None
     ph = u  # a placeholder pointer for absent tensors
-    with _device_guard(u):
+    with _launch.device_guard(u):
         _fwd_kernel[(Dm, Bsz)](
             u, delta, A, B, C, ph if D is None else D, ph if z is None else z,
             ph if delta_bias is None else delta_bias, out, carries, carries if row_carries is None else row_carries,
@@ -355,7 +351,7 @@ def _backward(u, delta, A, B, C, D, z, delta_bias, carries, row_carries, softplu
     dbias = None if delta_bias is None else torch.empty(Bsz, Dm, dtype=acc, device=dev)
     lam = torch.zeros(Bsz, Dm, 2, N, W, dtype=acc, device=dev)  # λh rows between bands, two slots
     ph = du
-    with _device_guard(u):
+    with _launch.device_guard(u):
         _bwd_kernel[(Dm, Bsz)](
             u, delta, A, B, C, ph if D is None else D, ph if z is None else z,
             ph if delta_bias is None else delta_bias, carries, row_carries, lam, dout,

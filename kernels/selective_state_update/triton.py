@@ -17,11 +17,12 @@ first use.
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
 import triton
 import triton.language as tl
+
+from kernels import _launch
+from kernels.selective_scan.triton import _softplus  # log1p(exp(t)), t above 20, NaN kept
 
 # Channels per program: about 512 state values per program (32 channels at N = 16, 4 at
 # N >= 128), so the tile stays in registers for every state size.
@@ -82,12 +83,7 @@ def _selective_state_update_kernel(
     if HAS_DT_BIAS:
         dt += tl.load(dt_bias_ptr + offs_d * stride_biasd, mask=mask_d, other=0.0).to(ACC)
     if DT_SOFTPLUS:
-        # softplus(t) = log1p(exp(t)) (t itself above 20, as torch); log1p(u) from log(1 + u)
-        # with the rounding of 1 + u divided out, exact for small u.
-        u = tl.exp(tl.minimum(dt, 20.0))
-        w = 1.0 + u
-        log1p = tl.where(w == 1.0, u, tl.log(w) * (u / (w - 1.0)))
-        dt = tl.where(dt > 20.0, dt, log1p)
+        dt = _softplus(dt)
     A = tl.load(A_ptr + offs_d[:, None] * stride_ad + offs_n[None, :] * stride_an, mask=mask, other=0.0).to(ACC)
     Bv = tl.load(
         B_ptr + batch * stride_bb + group[:, None] * stride_bg + offs_n[None, :] * stride_bn,
@@ -114,10 +110,6 @@ def _selective_state_update_kernel(
     )
 
 
-def _device_guard(t: torch.Tensor):
-    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
-
-
 def selective_state_update_triton(state, x, dt, A, B, C, D=None, z=None, dt_bias=None, dt_softplus=False):
     """Triton path of :func:`kernels.selective_state_update` (canonical shapes: B, C are
     (Bsz, G, N)). Forward only: the result carries no gradient. On CPU tensors it needs
@@ -136,7 +128,7 @@ def selective_state_update_triton(state, x, dt, A, B, C, D=None, z=None, dt_bias
     z_arg = x if z is None else z
     bias_arg = x if dt_bias is None else dt_bias
     grid = (triton.cdiv(Dm, block_d), Bsz)
-    with _device_guard(x):
+    with _launch.device_guard(x):
         _selective_state_update_kernel[grid](
             state, x, dt, A, B, C, D_arg, z_arg, bias_arg, y, new_state,
             Dm, N, Dm // G,

@@ -30,11 +30,11 @@ use.
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
 import triton
 import triton.language as tl
+
+from kernels import _launch
 
 BLOCK_L = 64  # positions per forward program / per backward loop step
 BLOCK_N = 16  # modes per forward loop step / per backward program
@@ -176,10 +176,6 @@ def _as_real(z: torch.Tensor) -> torch.Tensor:
     return torch.view_as_real(z.resolve_conj().contiguous())
 
 
-def _device_guard(t: torch.Tensor):
-    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
-
-
 def _reduce_phase(dtype: torch.dtype) -> bool:
     # float64 is accurate enough as is (and the float32 split constants would cost precision).
     return dtype != torch.float64
@@ -210,7 +206,7 @@ def _forward(v: torch.Tensor, x: torch.Tensor, L: int) -> torch.Tensor:
         return out.zero_()
     grid = (H * triton.cdiv(L, BLOCK_L),)
     x_hi, x_lo = _split_modes(x)
-    with _device_guard(v):
+    with _launch.device_guard(v):
         _vandermonde_fwd_kernel[grid](
             _as_real(v),
             x_hi,
@@ -237,7 +233,7 @@ def _mode_sums(grad: torch.Tensor, x: torch.Tensor, C: int) -> tuple[torch.Tenso
     if L > 0 and s.numel() > 0:
         grid = (H * triton.cdiv(N, BLOCK_N),)
         x_hi, x_lo = _split_modes(x)
-        with _device_guard(x):
+        with _launch.device_guard(x):
             _vandermonde_bwd_kernel[grid](
                 grad.to(real).contiguous(),
                 x_hi,
