@@ -28,6 +28,7 @@ import torch
 import triton
 import triton.language as tl
 
+from kernels._autograd import first_order_only
 from kernels import _launch
 from kernels.companion_kernel.pytorch import companion_kernel_torch, inverse_roots
 
@@ -124,6 +125,7 @@ class _Combine(torch.autograd.Function):
         return out
 
     @staticmethod
+    @first_order_only("companion_kernel (triton)")
     def backward(ctx, grad: torch.Tensor):
         (spectra,) = ctx.saved_tensors
         _, n, F = spectra.shape

@@ -39,6 +39,7 @@ import torch
 import triton
 import triton.language as tl
 
+from kernels._autograd import first_order_only
 from kernels import _launch
 from kernels.fftconv.pytorch import circular_kernel, fftconv_torch
 
@@ -320,6 +321,7 @@ class _FFTConvTriton(torch.autograd.Function):
         return y
 
     @staticmethod
+    @first_order_only("fftconv (triton)")
     def backward(ctx, grad_y):
         u, k, D, spec_r, spec_i = ctx.saved_tensors
         try:

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import torch
 
+from kernels._autograd import first_order_only
+
 CHUNK = 16  # steps per chunk (measured on CPU: 8-32 are within ~20% for L in 256..65536)
 
 
@@ -146,7 +148,7 @@ class _LinearScan(torch.autograd.Function):
         return h
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
+    @first_order_only("linear_scan (torch)")
     def backward(ctx, grad):
         a, h, h0 = ctx.saved_tensors
         reverse = ctx.reverse

@@ -33,6 +33,7 @@ import torch
 import triton
 import triton.language as tl
 
+from kernels._autograd import first_order_only
 from kernels import _launch
 from kernels.linear_scan.pytorch import grads_of_a_and_h0
 
@@ -258,7 +259,7 @@ class _LinearScanTriton(torch.autograd.Function):
         return h.to(b.dtype)
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
+    @first_order_only("linear_scan (triton)")
     def backward(ctx, grad):
         a, h, h0 = ctx.saved_tensors
         reverse = ctx.reverse

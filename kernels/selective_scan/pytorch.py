@@ -43,6 +43,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from kernels._autograd import first_order_only
 from kernels.linear_scan.pytorch import _scan
 
 CHUNK = 16  # steps per chunk
@@ -278,7 +279,7 @@ class _SelectiveScan(torch.autograd.Function):
         return out, _from_per_state(last)
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
+    @first_order_only("selective_scan (torch)")
     def backward(ctx, grad_out, grad_last):
         u, delta, A, B, C, D, z, delta_bias, pre, starts = ctx.saved_tensors
         need = ctx.needs_input_grad

@@ -53,6 +53,7 @@ import torch
 import triton
 import triton.language as tl
 
+from kernels._autograd import first_order_only
 from kernels import _launch
 
 BLOCK_L = 64  # time steps per tile (at most; short sequences use the next power of 2 >= L)
@@ -535,7 +536,7 @@ class _SelectiveScanTriton(torch.autograd.Function):
         return out, last
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
+    @first_order_only("selective_scan (triton)")
     def backward(ctx, dout, dlast):
         u, delta, A, B, C, D, z, delta_bias, states = ctx.saved_tensors
         dout = torch.zeros_like(u) if dout is None else dout.contiguous()

@@ -31,6 +31,8 @@ The bias, softplus, skip and gate around the scan are ordinary differentiable to
 from __future__ import annotations
 
 import torch
+
+from kernels._autograd import first_order_only
 import torch.nn.functional as F
 
 # Entries of one (Hgt, Wdt, batch rows, channels, N) block buffer. Measured on a 2-core CPU
@@ -91,7 +93,7 @@ class _Scan2D(torch.autograd.Function):
         return _channel_major(y)
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
+    @first_order_only("selective_scan_2d (torch)")
     def backward(ctx, dy):
         u, dt, A, B, C = ctx.saved_tensors
         Bsz, Dm, H, W = u.shape

@@ -57,6 +57,7 @@ import torch
 import triton
 import triton.language as tl
 
+from kernels._autograd import first_order_only
 from kernels import _launch
 from kernels.selective_scan.triton import _combine, _softplus  # the 1D kernel's affine-map combine and softplus
 from kernels.selective_scan_2d.pytorch import selective_scan_2d_torch
@@ -379,7 +380,7 @@ class _SelectiveScan2D(torch.autograd.Function):
         return out
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
+    @first_order_only("selective_scan_2d (triton)")
     def backward(ctx, dout):
         u, delta, A, B, C, D, z, delta_bias, carries, row_carries = ctx.saved_tensors
         grads = _backward(u, delta, A, B, C, D, z, delta_bias, carries, row_carries, ctx.softplus, ctx.blocks,

@@ -34,6 +34,7 @@ import torch
 import triton
 import triton.language as tl
 
+from kernels._autograd import first_order_only
 from kernels import _launch
 
 BLOCK_L = 64  # positions per forward program / per backward loop step
@@ -258,7 +259,7 @@ class _VandermondeTriton(torch.autograd.Function):
         return _forward(v, x, L)
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
+    @first_order_only("vandermonde (triton)")
     def backward(ctx, grad):
         v, x = ctx.saved_tensors
         s0, s1 = _mode_sums(grad, x, v.shape[0])
