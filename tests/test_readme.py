@@ -16,7 +16,7 @@ def readme_python_blocks() -> list[str]:
 
 
 def test_readme_layer_example_runs_and_step_matches_forward():
-    (example,) = readme_python_blocks()
+    example, _ = readme_python_blocks()
     scope: dict = {}
     exec(compile(example, str(README), "exec"), scope)
     y, y0, k = scope["y"], scope["y0"], scope["k"]
@@ -30,6 +30,45 @@ def test_readme_layer_example_runs_and_step_matches_forward():
     with torch.no_grad():
         torch.testing.assert_close(h_t, lm(x[:, :16])[:, 15], rtol=1e-4, atol=1e-4)
     assert torch.linalg.cond(V) < 10 and torch.linalg.matrix_norm(V @ torch.diag(Lam) @ Vinv - A, 2) < 0.1 * 163
+
+
+def test_readme_own_layer_example_steps_like_forward_and_carries_its_hints():
+    _, example = readme_python_blocks()
+    scope: dict = {}
+    exec(compile(example, str(README), "exec"), scope)
+    net, u, y_t = scope["net"], scope["u"], scope["y_t"]
+    with torch.no_grad():
+        torch.testing.assert_close(y_t, net(u)[:, -1], rtol=1e-5, atol=1e-5)
+    layer = net.blocks[0].layer
+    (group,) = [g for g in scope["groups"] if any(p is layer.w for p in g["params"])]
+    assert group["lr"] == 1e-3 and group["weight_decay"] == 0.0
+    import copy
+
+    assert ssm.optim.get_hint(copy.deepcopy(layer), "w")["lr"] == 1e-3
+
+
+def test_readme_own_layer_config_composes_and_builds_with_the_documented_command(tmp_path, monkeypatch):
+    """The README's model yaml, in a config folder of one's own, composed with the README's
+    hydra.searchpath command over the LRA experiment; the layer takes the experiment's S4D keys."""
+    import hydra
+
+    text = README.read_text()
+    (yaml,) = re.findall(r"```yaml\n(.*?)```", text, flags=re.S)
+    (folder,) = re.findall(r"`(my_configs)/model/ema.yaml`", text)
+    (model_dir := tmp_path / folder / "model").mkdir(parents=True)
+    (model_dir / "ema.yaml").write_text(yaml)
+    _, example = readme_python_blocks()
+    (tmp_path / "my_layers.py").write_text(example)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (command,) = [c for c in readme_train_commands() if any(a.startswith("hydra.searchpath=") for a in c)]
+    overrides = [f"hydra.searchpath=[file://{tmp_path / folder}]" if a.startswith("hydra.searchpath=") else a
+                 for a in command]
+    from ssm.training.config_checks import check_config
+
+    cfg = compose_config(*overrides)
+    check_config(cfg)
+    model = hydra.utils.instantiate(cfg.model, d_output=10, n_tokens=18)
+    assert type(model.backbone.blocks[0].layer).__name__ == "EMALayer"
 
 
 def test_readme_names_the_main_commands():
@@ -67,6 +106,8 @@ def test_every_readme_train_command_composes_and_passes_the_config_checks():
     commands = readme_train_commands()
     assert len(commands) >= 8
     for overrides in commands:
+        if any(arg.startswith("hydra.searchpath=") for arg in overrides):
+            continue  # a config folder of the reader's own: test_readme_own_layer_config_composes_...
         cfg = compose_config(*overrides)
         assert cfg.model and cfg.data
         check_config(cfg)

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import inspect
 import numbers
+import re
 
 import hydra
+from hydra.errors import InstantiationException
 from omegaconf import DictConfig
 
 from ssm.training.checks import is_integer
@@ -155,3 +157,36 @@ def check_scheduler(cfg: DictConfig) -> None:
 
 __all__ = ["ConfigError", "check_config", "check_flags", "check_optimizer", "check_run_length", "check_scheduler",
            "check_task", "check_trainer"]
+
+
+def instantiate_checked(cfg: DictConfig, key: str, **kwargs):
+    """``hydra.utils.instantiate(cfg[key], **kwargs)``, where a constructor's refusal of a
+    configured value becomes a :class:`ConfigError` naming the node: a ValueError (the
+    constructors check their arguments), or a TypeError for a keyword the target does not take
+    (e.g. an experiment's ``model.layer.dt_min`` given to a layer without that argument, with
+    the ``~key`` override that drops it). Anything else propagates with its traceback."""
+    try:
+        return hydra.utils.instantiate(cfg[key], **kwargs)
+    except InstantiationException as err:
+        cause = err
+        while isinstance(cause, InstantiationException) and cause.__cause__ is not None:
+            cause = cause.__cause__
+        message = str(cause)
+        if isinstance(cause, ValueError):
+            prefix = "" if message.startswith(f"{key}.") else f"{key}: "
+            raise ConfigError(f"{prefix}{message}") from err
+        unknown = re.search(r"unexpected keyword argument '(\w+)'", message) if isinstance(cause, TypeError) else None
+        if unknown is None:
+            raise
+        paths = [path for path in _paths_of(cfg[key], key) if path.rsplit(".", 1)[-1] == unknown.group(1)]
+        drop = f"; drop it with {' '.join(repr('~' + path) for path in paths)}" if paths else ""
+        raise ConfigError(f"{key}: {message} (a key its target does not take{drop})") from err
+
+
+def _paths_of(node, prefix: str):
+    """The dotted paths of every key under a config node."""
+    if isinstance(node, DictConfig):
+        for name in node.keys():
+            path = f"{prefix}.{name}"
+            yield path
+            yield from _paths_of(node._get_node(name), path)

@@ -90,7 +90,8 @@ def wandb_logger(
             "offline (logger.mode=offline or auto, uploaded later with `wandb sync`), or use logger=csv"
         )
     if resolved == "offline":
-        log.info("W&B: no credentials found, logging offline to %s/wandb", save_dir)
+        why = "offline as set" if "offline" in (mode, _user_wandb_mode()) else "no credentials found"
+        log.info("W&B: %s, logging offline to %s/wandb", why, save_dir)
     os.makedirs(save_dir, exist_ok=True)
     os.environ.setdefault("WANDB_SILENT", "true")
     _export_wandb_mode(resolved)

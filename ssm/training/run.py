@@ -11,13 +11,13 @@ import warnings
 import hydra
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ssm.training.batch_size import fit_batch_to_memory
 from ssm.training.callbacks import MonitoredMetricsExist
-from ssm.training.config_checks import ConfigError, check_config
+from ssm.training.config_checks import ConfigError, check_config, instantiate_checked
 from ssm.training.forecasting import ForecastingTask
 
 log = logging.getLogger(__name__)
@@ -32,6 +32,16 @@ def build_callbacks(cfg: DictConfig, has_logger: bool) -> list[L.Callback]:
             continue
         callbacks.append(hydra.utils.instantiate(spec))
     return callbacks
+
+
+def trainer_inputs(cfg: DictConfig, has_logger: bool) -> tuple[dict, list[L.Callback]]:
+    """(Trainer arguments, callbacks). Without a progress-bar callback (``callbacks.progress=null``)
+    the run shows no bar at all, rather than Lightning's default one."""
+    callbacks = [*build_callbacks(cfg, has_logger=has_logger), MonitoredMetricsExist()]
+    arguments = trainer_arguments(cfg)
+    if not any(isinstance(c, ProgressBar) for c in callbacks):
+        arguments.setdefault("enable_progress_bar", False)
+    return arguments, callbacks
 
 
 def build_model(cfg: DictConfig, datamodule):
@@ -124,20 +134,21 @@ def fit(cfg: DictConfig):
     check_config(cfg)
     ckpt_path, checkpoint = _checkpoint(cfg.get("ckpt_path"))
     cfg = _continue_checkpoints_of(cfg, ckpt_path)
-    datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule = instantiate_checked(cfg, "data")
     if hasattr(datamodule, "check_files"):  # missing downloads stop the run before W&B and the trainer start
         datamodule.check_files()
     check_task_fits_data(cfg, datamodule)
     shapes = model_shapes(cfg, datamodule)
-    model = hydra.utils.instantiate(cfg.model, **shapes)
+    model = instantiate_checked(cfg, "model", **shapes)
     extra = {}
     if "n_classes" in inspect.signature(hydra.utils.get_class(cfg.task._target_)).parameters:
         extra["n_classes"] = datamodule.n_classes
-    task = hydra.utils.instantiate(
-        cfg.task,
+    task = instantiate_checked(
+        cfg,
+        "task",
         model=model,
-        optimizer=hydra.utils.instantiate(cfg.optimizer),
-        scheduler=hydra.utils.instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
+        optimizer=instantiate_checked(cfg, "optimizer"),
+        scheduler=instantiate_checked(cfg, "scheduler") if cfg.get("scheduler") else None,
         **extra,
     )
     task.model_shapes = shapes  # recorded in every checkpoint, for ssm.training.load_model
@@ -147,11 +158,8 @@ def fit(cfg: DictConfig):
     logger = hydra.utils.instantiate(cfg.logger) if cfg.get("logger") else False
     if logger:
         logger.log_hyperparams(resolved_config(cfg))
-    trainer = L.Trainer(
-        **trainer_arguments(cfg),
-        logger=logger,
-        callbacks=[*build_callbacks(cfg, has_logger=bool(logger)), MonitoredMetricsExist()],
-    )
+    arguments, callbacks = trainer_inputs(cfg, has_logger=bool(logger))
+    trainer = L.Trainer(**arguments, logger=logger, callbacks=callbacks)
     if cfg.get("fit_batch_to_memory"):
         fit_batch_to_memory(trainer, task, datamodule)
     n_params = sum(p.numel() for p in model.parameters())

@@ -61,6 +61,7 @@ class SequenceClassificationTask(RecordsModelShapes, EpochMetricsHooks, L.Lightn
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.test_noise = _check_test_noise(test_noise)
+        _check_noise_fits_model(self.test_noise, model)
         self._noise: FourierModeNoise | None = None
         splits = ("train", "val", "test", "test_noisy")
         self.metrics = nn.ModuleDict(
@@ -170,12 +171,7 @@ class SequenceClassificationTask(RecordsModelShapes, EpochMetricsHooks, L.Lightn
             return None
         frequency = self.test_noise["frequency"]
         if frequency == "spike":
-            layer = next((m for m in self.model.modules() if isinstance(m, SSM_LAYERS) and has_transfer(m)), None)
-            if layer is None:
-                raise ValueError(
-                    "task.test_noise.frequency='spike' needs an S4D, S4PTD, S5 or S5PTD layer (its transfer "
-                    f"function gives the spike); {type(self.model).__name__} has none: give a frequency instead"
-                )
+            layer = _spike_layer(self.model)
             with torch.no_grad():
                 frequency = spike_frequency(layer)
         return FourierModeNoise(float(frequency), float(self.test_noise.get("amplitude", 0.1)))
@@ -191,6 +187,26 @@ class SequenceClassificationTask(RecordsModelShapes, EpochMetricsHooks, L.Lightn
         if self.scheduler_factory is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": scheduler_config(self.scheduler_factory, optimizer, self.trainer)}
+
+
+def _spike_layer(model: nn.Module) -> nn.Module | None:
+    """The first layer whose transfer function gives test_noise's "spike" frequency."""
+    return next((m for m in model.modules() if isinstance(m, SSM_LAYERS) and has_transfer(m)), None)
+
+
+def _check_noise_fits_model(test_noise: dict | None, model: nn.Module) -> None:
+    """Refuse, before training, a test_noise the model cannot take (it used to fail at test time)."""
+    if test_noise is None:
+        return
+    if not any(isinstance(m, SSM_LAYERS) for m in model.modules()):
+        names = ", ".join(cls.__name__ for cls in SSM_LAYERS)
+        raise ValueError(f"task.test_noise needs a model with an SSM layer noise can be added to ({names} and their "
+                         f"subclasses); {type(model).__name__} has none: set task.test_noise.frequency=null")
+    if test_noise["frequency"] == "spike" and _spike_layer(model) is None:
+        raise ValueError(
+            "task.test_noise.frequency='spike' needs an S4D, S4PTD, S5 or S5PTD layer (its transfer "
+            f"function gives the spike); {type(model).__name__} has none: give a frequency instead"
+        )
 
 
 def _check_test_noise(test_noise: Mapping | None) -> dict | None:

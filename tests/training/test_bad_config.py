@@ -316,3 +316,42 @@ def test_a_bad_forecasting_loss_is_blamed_on_task_loss():
     with pytest.raises(ConfigError, match=r"task.loss must be one of \('mse', 'mae', 'rmse'\), got 'foo'"):
         check_config(compose_config("experiment=spacetime", "task.loss=foo"))
     check_config(compose_config("experiment=spacetime", "task.loss=mae"))
+
+
+@pytest.mark.parametrize("overrides, match", [
+    (["model=s5", "model.layer.dt_min=-1"], r"^model: S5: need 0 < dt_min <= dt_max"),
+    (["+model.layer.foo=1"], r"^model: .*unexpected keyword argument 'foo' \(a key its target does not take; "
+                             r"drop it with '~model.layer.foo'\)"),
+    (["data.n_train=-3"], r"^data: .*n_train must be a positive integer"),
+    (["model=mamba", "task.test_noise.frequency=spike"],
+     r"^task.test_noise.frequency='spike' needs an S4D, S4PTD, S5 or S5PTD layer"),
+])
+def test_a_value_a_constructor_refuses_is_a_config_error_naming_its_node(tmp_path, monkeypatch, overrides, match):
+    """train.py prints these as one line and exits 2, like the checks of config_checks; before,
+    Hydra's wrapped traceback named only the node, and a bad test_noise failed after training."""
+    from ssm.training import loggers, run
+    from ssm.training.config_checks import ConfigError
+
+    started = []
+    monkeypatch.setattr(loggers, "wandb_logger", lambda *a, **k: started.append(1))
+    cfg = compose_config("experiment=lra", f"data_root={tmp_path}", "data.n_train=8", "data.n_val=4",
+                         "data.n_test=4", *overrides)
+    with pytest.raises(ConfigError, match=match):
+        run.fit(cfg)
+    assert not started
+
+
+def test_test_noise_the_model_cannot_take_is_refused_when_the_task_is_made():
+    from ssm.training.task import SequenceClassificationTask
+
+    def make(model, frequency):
+        return SequenceClassificationTask(model, 2, optimizer=lambda m: None, test_noise={"frequency": frequency})
+
+    with pytest.raises(ValueError, match="needs a model with an SSM layer noise can be added to"):
+        make(torch.nn.Linear(2, 2), 1.0)
+    import ssm
+
+    make(ssm.Mamba(4), 1.0)  # Mamba takes Fourier-mode noise at a given frequency
+    with pytest.raises(ValueError, match="'spike' needs an S4D, S4PTD, S5 or S5PTD layer"):
+        make(ssm.Mamba(4), "spike")
+    make(ssm.S4D(4, 4), "spike")

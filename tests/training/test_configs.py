@@ -33,6 +33,15 @@ S4D_EXPERIMENTS = [e for e in EXPERIMENTS if e.count("/") <= 1 and e not in FORE
 FAMILY_EXPERIMENTS = [e for e in EXPERIMENTS if e.count("/") == 2]
 
 
+FORECASTING_MODELS = {"chimera", "spacetime"}  # composed by the forecasting experiments below
+
+
+def test_every_model_config_is_composed_by_a_test():
+    """A new configs/model/*.yaml must join one of the lists above (and so the composition tests)."""
+    configs = {p.stem for p in (CONFIGS / "model").glob("*.yaml")}
+    assert configs == set(MODELS) | set(IMAGE_MODELS) | FORECASTING_MODELS
+
+
 def test_every_family_has_every_task():
     tasks = {"listops", "text", "retrieval", "image", "pathfinder", "pathx"}
     for family in ("s4ptd", "s5", "s5_ptd"):

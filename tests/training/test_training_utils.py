@@ -333,3 +333,30 @@ def test_a_run_that_fails_is_finished_as_failed_in_wandb(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="failing on purpose"):
         fit(cfg)
     assert codes == [1]
+
+
+@pytest.mark.parametrize("mode, env, says", [("auto", None, "no credentials found"), ("offline", None, "offline as set"),
+                                             ("auto", "offline", "offline as set")])
+def test_the_offline_log_line_says_why(clean_env, monkeypatch, caplog, mode, env, says):
+    import logging
+
+    if env:
+        monkeypatch.setenv("WANDB_MODE", env)
+    with caplog.at_level(logging.INFO, logger="ssm.training.loggers"):
+        wandb_logger(save_dir=str(clean_env), mode=mode)
+    assert f"W&B: {says}, logging offline to" in caplog.text
+
+
+@pytest.mark.parametrize("overrides, bar", [([], True), (["callbacks.progress=null"], False),
+                                            (["callbacks.progress=null", "+trainer.enable_progress_bar=true"], True)])
+def test_no_progress_callback_means_no_progress_bar(overrides, bar):
+    """callbacks.progress=null used to leave Lightning's default bar on (and
+    trainer.enable_progress_bar=false alone contradicted the configured RichProgressBar)."""
+    from config_helpers import compose_config
+    from lightning.pytorch.callbacks import ProgressBar
+
+    from ssm.training.run import trainer_inputs
+
+    arguments, callbacks = trainer_inputs(compose_config("experiment=lra", *overrides), has_logger=False)
+    has_bar = any(isinstance(c, ProgressBar) for c in callbacks) or arguments.get("enable_progress_bar", True)
+    assert has_bar == bar
