@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import pathlib
+import re
 
 import hydra
 import torch
+from hydra.errors import InstantiationException
 from omegaconf import OmegaConf
 from torch import nn
 
@@ -42,7 +44,15 @@ def load_model(run: str | pathlib.Path, checkpoint: str = "best", map_location: 
 
         shapes = model_shapes(cfg, hydra.utils.instantiate(cfg.data))
     shapes = {k: tuple(v) if k == "image_shape" else v for k, v in shapes.items()}
-    model = hydra.utils.instantiate(cfg.model, **shapes)
+    try:
+        model = hydra.utils.instantiate(cfg.model, **shapes)
+    except InstantiationException as err:
+        target = re.search(r"Error locating target '([^']+)'", str(err))
+        if target is None:
+            raise
+        raise ImportError(f"load_model: the run's model config names {target.group(1)}, which cannot be imported "
+                          "here; a layer or model of your own must be importable, e.g. its folder on PYTHONPATH, "
+                          "as it was for the run") from err
     prefix = "model."
     weights = {k[len(prefix):]: v for k, v in saved["state_dict"].items() if k.startswith(prefix)}
     model.load_state_dict(weights, strict=True)

@@ -182,3 +182,15 @@ def test_a_checkpoint_missing_a_weight_is_refused(tmp_path, small_config):
     torch.save(saved, run / "checkpoints" / "last.ckpt")
     with pytest.raises(RuntimeError, match=rf"Missing key\(s\) in state_dict: \"{re.escape(missing)}\""):
         load_model(run, "last")
+
+
+def test_a_model_class_that_cannot_be_imported_says_to_put_it_on_the_path(tmp_path, small_config):
+    """A run of a layer of one's own, loaded where its module is not importable."""
+    run = small_run(tmp_path, small_config)
+    save_checkpoint(run, "last.ckpt", seed=1)
+    config = run / ".hydra" / "config.yaml"
+    cfg = OmegaConf.load(config)
+    cfg.model.layer._target_ = "my_missing_layers.EMALayer"
+    OmegaConf.save(cfg, config)
+    with pytest.raises(ImportError, match=r"names my_missing_layers\.EMALayer, which cannot be imported here; .* on PYTHONPATH"):
+        load_model(run, "last")
