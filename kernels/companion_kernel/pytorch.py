@@ -25,8 +25,9 @@ an L-th root of unity; rows that come within ``SINGULAR_TOL`` of that are recomp
 P/Q_rev (Q_rev(z) = 1 - Σ_j a_j z^{d-j}, P = Q_rev·c mod z^d), and since A^k b =
 Σ_m b_m A^{k+m} e_0, K_k = Σ_m b_m h'_{k+m}: one series inversion (Newton) and one
 correlation, also O((L + d) log(L + d)), and never singular (Q_rev(0) = 1). Its Newton
-steps amplify rounding along growing modes, so it is meant for spectral radius <= 1 (the
-L1-normalized a of the layers).
+steps amplify rounding where 1/Q_rev's coefficients grow, which ||a||_1 <= 1 rules out (the
+L1-normalized a of the layers); other rows, singular ones of the fft method included, take
+the blocked recurrence (``series_rows_inaccurate``).
 
 Both algorithms combine terms that grow with the coefficients (h_k follows the recurrence
 of χ; the Sherman–Morrison ratio divides by Q_rev) and cancel to a much smaller kernel, so
@@ -215,8 +216,22 @@ def kernel_fft(a, b, c, L: int, combine=combine_spectra) -> torch.Tensor:
     K = a.new_zeros(a.shape[0], L)
     if bool(good.any()):
         K[good] = torch.fft.irfft(combine(spectra[:, good], L), L)
-    K[bad] = kernel_series(a[bad], b[bad], c[bad], L)
+    series = bad & ~series_rows_inaccurate(a.detach())
+    recurrence = bad & ~series
+    if bool(series.any()):
+        K[series] = kernel_series(a[series], b[series], c[series], L)
+    if bool(recurrence.any()):
+        K[recurrence] = companion_kernel_blocked(a[recurrence], b[recurrence], c[recurrence], L).to(K.dtype)
     return K
+
+
+def series_rows_inaccurate(a: torch.Tensor) -> torch.Tensor:
+    """Rows (n,) bool with ||a||_1 > 1, where the series method's Newton inversion amplifies
+    rounding: 1/Q_rev's coefficients stay within 1 for ||a||_1 <= 1 (|h_k| <= ||a||_1 max|h|),
+    but beyond it they can grow like k^m ρ^k for a pole of multiplicity m near the unit circle
+    (float64, d = 2, a double pole at radius 0.999 next to z = 1, ||a||_1 = 3, L = 8192:
+    relative error 1e20)."""
+    return a.abs().sum(-1) > 1.0
 
 
 def kernel_series(a, b, c, L: int) -> torch.Tensor:
@@ -250,6 +265,8 @@ def companion_kernel_torch(a, b, c, L: int, method: str = "fft", combine=combine
         return kernel_fft(a, b, c, L, combine=combine) if method == "fft" else METHODS[method](a, b, c, L)
 
     hard = spectral_rows_inaccurate(a)
+    if method == "series":
+        hard = hard | series_rows_inaccurate(a.detach())
     if not bool(hard.any()):
         return spectral(a, b, c).to(dtype)
     if bool(hard.all()):
