@@ -69,13 +69,15 @@ def discretize(
     ``dt`` broadcasts against ``A`` (e.g. (H, 1) against (H, n)); ``B`` has A's shape.
 
     - ``"zoh"``:      x = ΔA,                          B̄ = (exp(ΔA) - 1)/A · B
-    - ``"bilinear"``: x = log((1 + ΔA/2)/(1 - ΔA/2)),  B̄ = Δ/(1 - ΔA/2) · B
+    - ``"bilinear"``: x = log((1 + ΔA/2)/(1 - ΔA/2)) = 2 atanh(ΔA/2),  B̄ = Δ/(1 - ΔA/2) · B
     """
     dtA = dt * A
     if disc == "zoh":
         return dtA, B * torch.expm1(dtA) / A
     if disc == "bilinear":
-        return torch.log((1 + dtA / 2) / (1 - dtA / 2)), B * dt / (1 - dtA / 2)
+        # log((1 + z)/(1 - z)) = 2 atanh(z): the ratio rounds to 1 + O(eps) and its log loses
+        # Re x's relative precision at small ΔA (2.6e-4 at Δ = 1e-4 in float32); atanh keeps it
+        return 2 * torch.atanh(dtA / 2), B * dt / (1 - dtA / 2)
     raise ValueError(f"unknown discretization {disc!r}; expected 'zoh' or 'bilinear'")
 
 

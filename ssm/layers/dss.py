@@ -232,10 +232,14 @@ class DSS(DiagonalSSM):
         v = v[0]
         offset = torch.where(growing, -a * (L - 1), torch.zeros_like(a))
         u = x_t.unsqueeze(-1).to(state.sigma.dtype)
-        sigma = torch.exp(a) * state.sigma + u * torch.exp(-state.log_scale)
+        # e^a = e^growth · e^(a - growth): a step's growth beyond e^40 joins the exponent (e^a alone
+        # overflows float32 past Re a = 88.7); below it the state keeps its rounding as before
+        growth = (a.real - 40.0).clamp(min=0.0)
+        scale = state.log_scale + growth
+        sigma = torch.exp(a - growth) * state.sigma + u * torch.exp(-scale)
         magnitude = sigma.abs().clamp(min=torch.finfo(real).tiny)
-        log_scale = (state.log_scale + torch.log(magnitude)).clamp(min=0.0)
-        sigma = sigma * torch.exp(state.log_scale - log_scale)
+        log_scale = (scale + torch.log(magnitude)).clamp(min=0.0)
+        sigma = sigma * torch.exp(scale - log_scale)
         y = 2 * (v * torch.exp(offset + log_scale) * sigma).sum(-1).real + self.D * x_t
         return y.to(x_t.dtype), SoftmaxState(sigma, log_scale, state.length)
 

@@ -670,3 +670,28 @@ def test_a_half_precision_softmax_layer_with_a_mask_matches_float32(dtype):
     y = layer(x, mask=mask)
     assert y.dtype == dtype
     torch.testing.assert_close(y.float(), wide(x.float(), mask=mask), rtol=2e-2, atol=2e-2)
+
+
+@pytest.mark.parametrize("growth", [80.0, 89.0, 100.0])
+def test_softmax_step_with_per_step_growth_beyond_float32_exp(growth):
+    """Re(ΔΛ) above log(float32 max) = 88.7: forward evaluates such modes reversed and stays
+    finite; step multiplied the state by exp(ΔΛ), which overflowed to inf and gave NaN. The
+    growth now joins the state's floating exponent."""
+    import copy
+
+    torch.manual_seed(0)
+    H, L = 2, 50
+    layer = ssm.DSS(H, 4, variant="softmax").eval()
+    with torch.no_grad():
+        layer.log_dt.fill_(0.0)  # Δ = 1
+        layer.Lambda_real.fill_(growth)
+    x = torch.randn(1, L, H)
+    with torch.no_grad():
+        want = copy.deepcopy(layer).double()(x.double())
+        state, ys = layer.init_state(1, length=L), []
+        for t in range(L):
+            y_t, state = layer.step(x[:, t], state)
+            ys.append(y_t)
+    got = torch.stack(ys, 1).double()
+    assert torch.isfinite(got).all()
+    assert ((got - want).abs().max() / want.abs().max()).item() < 1e-4
