@@ -46,7 +46,7 @@ def selective_state_update(
     dt_softplus: bool = False,
     backend: str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One step of the selective scan: the new state and the output at that step.
+    """One step of the selective scan: the output at that step and the new state, ``(y, new_state)``.
 
     Args:
         state: (B, D, N) state before the step, h; or Mamba-2's (B, H, P, N), with the
