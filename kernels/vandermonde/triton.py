@@ -17,11 +17,13 @@ Complex tensors are passed as interleaved (re, im) real views. The kernels compu
 real dtype of the inputs (float32 for complex64, float64 for complex128).
 
 Float32 phase: a plain float32 xi·l is off by about |xi l| · 6e-8 (1e-4 rad at l ~ 500), which
-shows in K where modes cancel. Instead the launcher splits xi = xi_hi + xi_lo with xi_hi
-keeping 9 significant bits, so xi_hi·l is exact for l < 2**15; the kernel reduces xi_hi·l
-by 2·pi in two parts (Cody-Waite, exact for |phase| < 4e5) and only then adds xi_lo·l. The
-phase error stays a few ulp of pi up to l ~ 3e4 and degrades gradually beyond; the reduced
-argument also keeps approximate GPU sin/cos accurate. Float64 skips the split.
+shows in K where modes cancel. Instead each block of positions l = l0 + j (j < BLOCK_L) takes
+its start phase xi·l0 mod 2 pi in float64, one value per mode (exact to about |xi l0|·1e-16
+rad at any L: at L = 65536 and xi = 100 the old all-float32 reduction was off by 6e-2), and
+the offset xi·j in float32: the launcher splits xi = xi_hi + xi_lo with xi_hi keeping 9
+significant bits, so xi_hi·j is exact; it is reduced by 2·pi in two parts (Cody-Waite, exact
+for |xi j| < 4e5) before xi_lo·j is added. The reduced argument also keeps approximate GPU
+sin/cos accurate. Float64 skips the split.
 
 Importing this module decorates the kernels, which fixes whether they run compiled or in
 the Triton interpreter (``TRITON_INTERPRET=1``); ``kernels.vandermonde`` imports it on first
@@ -47,18 +49,25 @@ _INV_TWO_PI = tl.constexpr(0.15915494309189535)
 
 
 @triton.jit
-def _modes_tile(xr, xi, xi_lo, l, REDUCE_PHASE: tl.constexpr):
-    """exp(x l), x = xr + i (xi + xi_lo), for x of shape (BLOCK_N,) and l of shape (BLOCK_L,).
+def _modes_tile(xr, xi, xi_lo, l0, j, l, REDUCE_PHASE: tl.constexpr):
+    """exp(x l), x = xr + i (xi + xi_lo), for x of shape (BLOCK_N,) at positions l = l0 + j,
+    j of shape (BLOCK_L,) (l: the same positions with the tail set to 0, for the magnitude).
 
-    Returns (re, im), each (BLOCK_N, BLOCK_L). With REDUCE_PHASE, xi * l must be exact
-    (xi the high part of the split) and is reduced by 2 pi before xi_lo * l is added.
+    Returns (re, im), each (BLOCK_N, BLOCK_L). With REDUCE_PHASE (float32) the phase is
+    (xi + xi_lo) l0 reduced by 2 pi in float64, one value per mode, plus xi j reduced by
+    2 pi in float32 (xi the high part of the split: xi j is exact for j < 2**15) plus xi_lo j.
     """
     mag = tl.exp(xr[:, None] * l[None, :])
-    phase = xi[:, None] * l[None, :]
     if REDUCE_PHASE:
+        start = (xi.to(tl.float64) + xi_lo.to(tl.float64)) * l0  # l0 (int) converts exactly
+        two_pi = tl.full((), 6.283185307179586, tl.float64)
+        start = (start - tl.floor(start / two_pi + 0.5) * two_pi).to(xi.dtype)
+        phase = xi[:, None] * j[None, :]
         k = tl.floor(phase * _INV_TWO_PI + 0.5)
         phase = (phase - k * _TWO_PI_HI) - k * _TWO_PI_LO
-    phase = phase + xi_lo[:, None] * l[None, :]
+        phase = start[:, None] + phase + xi_lo[:, None] * j[None, :]
+    else:
+        phase = xi[:, None] * l[None, :]
     return mag * tl.cos(phase), mag * tl.sin(phase)
 
 
@@ -84,12 +93,14 @@ def _vandermonde_fwd_kernel(
 
     offs_c = tl.arange(0, BLOCK_C)
     offs_n = tl.arange(0, BLOCK_N)
-    offs_l = lb * BLOCK_L + tl.arange(0, BLOCK_L)
+    l0 = lb * BLOCK_L
+    offs_l = l0 + tl.arange(0, BLOCK_L)
     mask_c = offs_c < C
     mask_l = offs_l < L
     dtype = out_ptr.dtype.element_ty
     # Tail positions evaluate at l = 0 (finite even for growing modes); they are not stored.
     l = tl.where(mask_l, offs_l, 0).to(dtype)
+    j = tl.arange(0, BLOCK_L).to(dtype)
 
     acc = tl.zeros((BLOCK_C, BLOCK_L), dtype=dtype)
     for n0 in range(0, N, BLOCK_N):
@@ -99,7 +110,7 @@ def _vandermonde_fwd_kernel(
         xr = tl.load(x_ptr + x_off, mask=mask_n, other=0.0)
         xi = tl.load(x_ptr + x_off + 1, mask=mask_n, other=0.0)
         xi_lo = tl.load(xlo_ptr + h * N + n, mask=mask_n, other=0.0)
-        er, ei = _modes_tile(xr, xi, xi_lo, l, REDUCE_PHASE)  # (BN, BL)
+        er, ei = _modes_tile(xr, xi, xi_lo, l0, j, l, REDUCE_PHASE)  # (BN, BL)
 
         v_off = ((offs_c[:, None] * H + h) * N + n[None, :]) * 2  # (BC, BN)
         mask_v = mask_c[:, None] & mask_n[None, :]
@@ -148,12 +159,13 @@ def _vandermonde_bwd_kernel(
     s0i = tl.zeros((BLOCK_C, BLOCK_N), dtype=dtype)
     s1r = tl.zeros((BLOCK_C, BLOCK_N), dtype=dtype)
     s1i = tl.zeros((BLOCK_C, BLOCK_N), dtype=dtype)
+    j = tl.arange(0, BLOCK_L).to(dtype)
     for l0 in range(0, L, BLOCK_L):
         offs_l = l0 + tl.arange(0, BLOCK_L)
         mask_l = offs_l < L
         # Tail positions evaluate at l = 0 with g = 0: they add nothing (and no inf * 0).
         l = tl.where(mask_l, offs_l, 0).to(dtype)
-        er, ei = _modes_tile(xr, xi, xi_lo, l, REDUCE_PHASE)  # (BN, BL)
+        er, ei = _modes_tile(xr, xi, xi_lo, l0, j, l, REDUCE_PHASE)  # (BN, BL)
 
         g_off = (offs_c[:, None] * H + h) * L + offs_l[None, :]  # (BC, BL)
         g = tl.load(g_ptr + g_off, mask=mask_c[:, None] & mask_l[None, :], other=0.0)

@@ -204,6 +204,24 @@ def test_float32_phase_stays_accurate_over_long_kernels():
     assert (K - want).abs().max() / want.abs().max() < 5e-6
 
 
+@pytest.mark.parametrize("L, omega", [(16384, 100.0), (40000, 10.0), (4096, 1000.0)])
+def test_float32_phase_of_undamped_modes_at_long_lengths(L, omega):
+    """Long-memory modes (Re x ~ 0, the ones training drives towards) at l beyond 2**15 or with
+    |Im x| l beyond 4e5: the all-float32 reduction was off by 6e-2 to 1e-1 of max|K| (and the
+    gradients by 2e-2 to 4e-2); each block's start phase is now reduced in float64."""
+    torch.manual_seed(13)
+    v = torch.randn(2, 3, dtype=torch.complex64)
+    x = torch.complex(-1e-5 * torch.rand(2, 3), omega * (0.5 + torch.rand(2, 3)))
+    w = torch.randn(2, L)
+    results = []
+    for backend, dtype in (("triton", torch.complex64), ("torch", torch.complex128)):
+        vv, xx = v.to(dtype).requires_grad_(), x.to(dtype).requires_grad_()
+        K = vandermonde(vv, xx, L, backend=backend)
+        results.append((K.detach().double(), *torch.autograd.grad((K * w.to(K.dtype)).sum(), [vv, xx])))
+    for got, want in zip(*results):
+        assert ((got.to(want.dtype) - want).abs().max() / want.abs().max()).item() < 5e-6
+
+
 @requires_cuda
 def test_cuda_default_backend_is_triton_and_matches_torch():
     torch.manual_seed(11)
