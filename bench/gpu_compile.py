@@ -238,6 +238,7 @@ def selective_scan_cases(quick: bool) -> Iterator[tuple[str, Callable[[], None]]
 
     yield case(2, 64, 16, 300, extras=True)
     yield case(1, 1536, 16, 4096)
+    yield case(70000, 4, 2, 3, extras=True)  # more batch rows than a grid dimension 1 or 2 holds
     if quick:
         return
     yield case(2, 64, 16, 300)
@@ -270,6 +271,7 @@ def selective_state_update_cases(quick: bool):
         return f"selective_state_update B={Bsz} D={Dm} N={N} G={G} {str(dtype)[6:]}{' +D,z,bias' if extras else ''}", run
 
     yield case(2, 64, 16, extras=True)
+    yield case(70000, 4, 2, extras=True)  # more batch rows than a grid dimension 1 or 2 holds
     if quick:
         return
     yield case(8, 1536, 16)
@@ -297,6 +299,7 @@ def selective_scan_2d_cases(quick: bool):
 
     yield case(2, 8, 16, 5, 7, extras=True)
     yield case(1, 8, 16, 40, 700, G=2)
+    yield case(70000, 2, 2, 2, 3, extras=True)  # more batch rows than a grid dimension 1 or 2 holds
     if quick:
         return
     yield case(2, 8, 16, 5, 7)

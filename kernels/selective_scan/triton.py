@@ -1,6 +1,8 @@
 """Selective scan in Triton (same contract as :func:`selective_scan_reference`, real A).
 
-Forward. One program per (block of BLOCK_D channels, batch row); grid (cdiv(D, BLOCK_D), Bsz).
+Forward. One program per (block of BLOCK_D channels, batch row), on a 1D grid of
+Bsz · cdiv(D, BLOCK_D) programs with a row's channel blocks consecutive (a grid dimension of
+its own would cap the batch at CUDA's 65535).
 The program holds the state h (BLOCK_D, BLOCK_N) in registers (N padded to a power of two,
 padded states have A = 0 and B = C = 0, so they stay 0) and walks L in tiles of BLOCK_L steps.
 For a tile it loads u, delta, z as (BLOCK_D, BLOCK_L) rows (contiguous along L) and variable
@@ -80,6 +82,15 @@ def _softplus(x):
 
 
 @triton.jit
+def _program_block(Dm, BLOCK_D: tl.constexpr):
+    """(first channel, batch row as int64) of this program on the 1D grid of Bsz · cdiv(Dm,
+    BLOCK_D) programs, the channel blocks of a batch row consecutive."""
+    pid = tl.program_id(0)
+    n_dblocks = tl.cdiv(Dm, BLOCK_D)
+    return (pid % n_dblocks) * BLOCK_D, (pid // n_dblocks).to(tl.int64)
+
+
+@triton.jit
 def _load_delta(ptr, offs, mask, bias, ACC: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
     """(delta + bias, Δ) for a (BLOCK_D, BLOCK_L) tile; Δ = 0 outside ``mask``."""
     x = tl.load(ptr + offs, mask=mask, other=0.0).to(ACC)
@@ -126,8 +137,7 @@ def _selective_scan_fwd_kernel(
     BLOCK_N: tl.constexpr,
     BLOCK_L: tl.constexpr,
 ):
-    d0 = tl.program_id(0) * BLOCK_D
-    batch = tl.program_id(1).to(tl.int64)
+    d0, batch = _program_block(Dm, BLOCK_D)
     offs_d = d0 + tl.arange(0, BLOCK_D)
     offs_n = tl.arange(0, BLOCK_N)
     mask_d = offs_d < Dm
@@ -238,8 +248,7 @@ def _selective_scan_bwd_kernel(
     BLOCK_N: tl.constexpr,
     BLOCK_L: tl.constexpr,
 ):
-    d0 = tl.program_id(0) * BLOCK_D
-    batch = tl.program_id(1).to(tl.int64)
+    d0, batch = _program_block(Dm, BLOCK_D)
     offs_d = d0 + tl.arange(0, BLOCK_D)
     offs_n = tl.arange(0, BLOCK_N)
     mask_d = offs_d < Dm
@@ -430,7 +439,7 @@ def _forward(u, delta, A, B, C, D, z, delta_bias, h0, softplus, save_states):
     last = torch.empty((Bsz, Dm, N), dtype=acc, device=u.device)
     states = torch.empty((Bsz, Dm, n_tiles, N), dtype=acc, device=u.device) if save_states else None
     ph = u  # a placeholder pointer for absent tensors
-    grid = (triton.cdiv(Dm, block_d), Bsz)
+    grid = _launch.flat_grid(Bsz, triton.cdiv(Dm, block_d))
     with _launch.device_guard(u):
         _selective_scan_fwd_kernel[grid](
             u, delta, A, B, C,
@@ -480,7 +489,7 @@ def _backward(u, delta, A, B, C, D, z, delta_bias, states, block_l, softplus, do
     dbias = None if delta_bias is None else torch.empty((Bsz, Dm), dtype=acc, device=dev)
     dh0 = torch.empty((Bsz, Dm, N), dtype=acc, device=dev) if need_dh0 else None
     ph = du
-    grid = (triton.cdiv(Dm, block_d), Bsz)
+    grid = _launch.flat_grid(Bsz, triton.cdiv(Dm, block_d))
     with _launch.device_guard(u):
         _selective_scan_bwd_kernel[grid](
             u, delta, A, B, C,

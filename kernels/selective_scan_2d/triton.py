@@ -1,6 +1,7 @@
 """2D selective scan in Triton (same contract as :func:`selective_scan_2d_reference`).
 
-Forward. One program per (channel d, batch row); grid (D, Bsz). The program walks the image
+Forward. One program per (channel d, batch row), program batch · D + d of a 1D grid (a grid
+dimension of its own would cap the batch at CUDA's 65535). The program walks the image
 in bands of BLOCK_H rows, top to bottom, and each band in tiles of BLOCK_W columns, left to
 right (BLOCK_W = next power of two >= Wdt when a whole row of all states fits in MAX_ROW
 elements, else MAX_ROW / BLOCK_N). A tile holds, for all N states at once,
@@ -170,8 +171,9 @@ def _fwd_kernel(
     SOFTPLUS: tl.constexpr, SAVE: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,
 ):
-    d = tl.program_id(0)
-    batch = tl.program_id(1).to(tl.int64)
+    pid = tl.program_id(0)  # batch · D + d
+    d = pid % Dm
+    batch = (pid // Dm).to(tl.int64)
     offs_n = tl.arange(0, BLOCK_N)
     rows = tl.arange(0, BLOCK_H)
     cols = tl.arange(0, BLOCK_W)
@@ -212,8 +214,9 @@ def _bwd_kernel(
     SOFTPLUS: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,
 ):
-    d = tl.program_id(0)
-    batch = tl.program_id(1).to(tl.int64)
+    pid = tl.program_id(0)  # batch · D + d
+    d = pid % Dm
+    batch = (pid // Dm).to(tl.int64)
     offs_n = tl.arange(0, BLOCK_N)
     rows = tl.arange(0, BLOCK_H)
     cols = tl.arange(0, BLOCK_W)
@@ -323,7 +326,7 @@ def _forward(u, delta, A, B, C, D, z, delta_bias, softplus, save, block_h, block
     row_carries = torch.empty(Bsz, Dm, n_wtiles, N, H, dtype=acc, device=u.device) if save else None
     ph = u  # a placeholder pointer for absent tensors
     with _launch.device_guard(u):
-        _fwd_kernel[(Dm, Bsz)](
+        _fwd_kernel[_launch.flat_grid(Bsz, Dm)](
             u, delta, A, B, C, ph if D is None else D, ph if z is None else z,
             ph if delta_bias is None else delta_bias, out, carries, carries if row_carries is None else row_carries,
             Dm, H, W, N, G, n_tiles, n_wtiles,
@@ -353,7 +356,7 @@ def _backward(u, delta, A, B, C, D, z, delta_bias, carries, row_carries, softplu
     lam = torch.zeros(Bsz, Dm, 2, N, W, dtype=acc, device=dev)  # λh rows between bands, two slots
     ph = du
     with _launch.device_guard(u):
-        _bwd_kernel[(Dm, Bsz)](
+        _bwd_kernel[_launch.flat_grid(Bsz, Dm)](
             u, delta, A, B, C, ph if D is None else D, ph if z is None else z,
             ph if delta_bias is None else delta_bias, carries, row_carries, lam, dout,
             du, ddelta, dA, dB, dC, dA if dD is None else dD, ph if dz is None else dz,

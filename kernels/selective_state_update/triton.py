@@ -1,6 +1,8 @@
 """Single step of the selective scan in Triton (forward only, for decoding).
 
-One program per (block of channels, batch row). The program loads its (BLOCK_D, N)
+One program per (block of channels, batch row), on a 1D grid of Bsz · cdiv(D, BLOCK_D)
+programs with a row's channel blocks consecutive (a grid dimension of its own would cap the
+batch at CUDA's 65535). The program loads its (BLOCK_D, N)
 tile of the state into registers (N padded to a power of two), computes in float32
 (float64 for float64 inputs) and writes the new state to a separate output tensor, so the
 input state is left untouched:
@@ -65,8 +67,10 @@ def _selective_state_update_kernel(
     BLOCK_D: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    pid_d = tl.program_id(0)
-    batch = tl.program_id(1).to(tl.int64)
+    pid = tl.program_id(0)  # batch · cdiv(dim, BLOCK_D) + channel block
+    n_dblocks = tl.cdiv(dim, BLOCK_D)
+    pid_d = pid % n_dblocks
+    batch = (pid // n_dblocks).to(tl.int64)
     offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
     offs_n = tl.arange(0, BLOCK_N)
     mask_d = offs_d < dim
@@ -127,7 +131,7 @@ def selective_state_update_triton(state, x, dt, A, B, C, D=None, z=None, dt_bias
     D_arg = x if D is None else D
     z_arg = x if z is None else z
     bias_arg = x if dt_bias is None else dt_bias
-    grid = (triton.cdiv(Dm, block_d), Bsz)
+    grid = _launch.flat_grid(Bsz, triton.cdiv(Dm, block_d))
     with _launch.device_guard(x):
         _selective_state_update_kernel[grid](
             state, x, dt, A, B, C, D_arg, z_arg, bias_arg, y, new_state,

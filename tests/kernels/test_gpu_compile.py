@@ -4,6 +4,7 @@ picks, with shared memory and grids within the hardware's limits, checked withou
 
 import importlib.util
 import json
+import math
 import os
 import pathlib
 import subprocess
@@ -71,6 +72,18 @@ def test_the_launchers_specializations_are_recorded(quick_sweep):
     # fftconv shares the DFT matrices among rows when there are enough rows for the H100's SMs
     rows = [r for r in result["compiled"] if r["kernel"] == "fftconv._conv_kernel" and "H=256" in r["case"]]
     assert rows and all("ROWS=8" in r["constexprs"] for r in rows)
+
+
+def test_batches_beyond_65535_rows_launch_within_the_grid_limits(quick_sweep):
+    # B = 70000 batch rows (tiny other dimensions): more than grid dimensions 1 and 2 hold
+    # (65535), so these kernels must not give the batch a dimension of its own
+    _, result = quick_sweep
+    for kernel in ("selective_scan._selective_scan_fwd_kernel", "selective_scan._selective_scan_bwd_kernel",
+                   "selective_scan_2d._fwd_kernel", "selective_scan_2d._bwd_kernel",
+                   "selective_state_update._selective_state_update_kernel"):
+        grids = [r["max_grid"] for r in result["compiled"] if r["kernel"] == kernel]
+        assert any(math.prod(g) >= 70000 for g in grids), (kernel, grids)
+        assert all(size <= cap for g in grids for size, cap in zip(g, GRID_LIMIT)), (kernel, grids)
 
 
 def test_problems_flags_shared_memory_and_grids_beyond_the_limits():

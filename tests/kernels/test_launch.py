@@ -116,3 +116,11 @@ def test_nan_delta_gives_nan_outputs_where_the_reference_does(name):
     for backend in ("torch", "triton"):
         got = torch.isnan(op(backend, *inputs))
         assert torch.equal(got, want), f"{backend}: NaN at {got.nonzero().tolist()}, reference at {want.nonzero().tolist()}"
+
+
+def test_flat_grid_puts_every_program_on_dimension_0():
+    # CUDA caps grid dimensions 1 and 2 at 65535: the launchers give the batch none of its own
+    assert _launch.flat_grid(70000, 3) == (210000,)
+    assert _launch.flat_grid(2**31 - 1) == (2**31 - 1,)
+    with pytest.raises(ValueError, match="at most 2147483647"):
+        _launch.flat_grid(2**16, 2**15)
