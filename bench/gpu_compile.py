@@ -3,6 +3,7 @@
     python -m bench.gpu_compile                          # sm_90 (H100 / H200), the full sweep
     python -m bench.gpu_compile --quick --json out.json  # a few cases per op (the CI test)
     python -m bench.gpu_compile --arch 80 --out bench/results
+    python -m bench.gpu_compile --quick --ttir ir/        # also each specialization's Triton IR
 
 Each case calls a public op (``kernels.*``, and a few layers) with ``backend="triton"`` on
 CPU tensors, forward and backward, at the shapes and options of the GPU tests and
@@ -116,7 +117,7 @@ class CompileRecorder:
     """Puts Triton in compile-only mode for ``arch`` and records every specialization that a
     launch compiles (and the largest grid each was launched with)."""
 
-    def __init__(self, arch: int):
+    def __init__(self, arch: int, ttir_dir: pathlib.Path | None = None):
         if any(m in sys.modules for m in KERNEL_MODULES):
             raise RuntimeError("bench.gpu_compile must run in a fresh process (python -m bench.gpu_compile)")
         os.environ.pop("TRITON_INTERPRET", None)
@@ -142,6 +143,9 @@ class CompileRecorder:
         self.triton_version = triton.__version__
         self.compiled: dict[str, Compiled] = {}
         self.case = ""
+        self.ttir_dir = ttir_dir
+        if ttir_dir is not None:
+            ttir_dir.mkdir(parents=True, exist_ok=True)
         names = {id(fn): key for key, fn in self.kernels.items()}
         recorder = self
         original = JITFunction.run
@@ -168,6 +172,8 @@ class CompileRecorder:
             record.registers, record.local, static = _resource_usage(kernel.asm["cubin"])
             record.shared += static
             self.compiled[key] = record
+            if self.ttir_dir is not None:
+                (self.ttir_dir / f"{name}.{meta.hash[:16]}.ttir").write_text(kernel.asm["ttir"])
         record = self.compiled[key]
         dims = tuple(grid) + (1,) * (3 - len(grid))
         record.max_grid = tuple(max(a, int(b)) for a, b in zip(record.max_grid, dims))
@@ -560,8 +566,8 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run(arch: int, quick: bool, groups: list[str]) -> dict:
-    recorder = CompileRecorder(arch)
+def run(arch: int, quick: bool, groups: list[str], ttir_dir: pathlib.Path | None = None) -> dict:
+    recorder = CompileRecorder(arch, ttir_dir)
     import torch
 
     torch.manual_seed(0)
@@ -605,10 +611,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a few cases per op instead of the full sweep")
     parser.add_argument("--ops", nargs="+", default=list(CASE_GROUPS), choices=list(CASE_GROUPS))
     parser.add_argument("--json", type=pathlib.Path, help="write the result as JSON here")
+    parser.add_argument("--ttir", type=pathlib.Path,
+                        help="write each specialization's Triton IR into this folder, as <kernel>.<hash>.ttir")
     parser.add_argument("--out", type=pathlib.Path,
                         help="write sm<arch>-compile-triton<version>-<date>.{json,md} into this folder")
     args = parser.parse_args(argv)
-    result = run(args.arch, args.quick, args.ops)
+    result = run(args.arch, args.quick, args.ops, args.ttir)
     report = markdown(result)
     print(report)
     if args.json:

@@ -59,7 +59,7 @@ def _frequency_block(F, BLOCK: tl.constexpr):
 @triton.jit
 def _ratio_terms(s_ptr, w_ptr, n, F, offs, j, mask):
     """The four spectra at (row, j) and r = 1/(w_j - Q(e_d,a)_j), each as (re, im)."""
-    plane = n * F
+    plane = tl.cast(n, tl.int64) * F  # int64: 3 · n · F passes 2^31 before the spectra fill a GPU
     cbr, cbi = _load_complex(s_ptr, offs, mask)
     car, cai = _load_complex(s_ptr, offs + plane, mask)
     ebr, ebi = _load_complex(s_ptr, offs + 2 * plane, mask)
@@ -85,7 +85,7 @@ def _combine_fwd_kernel(s_ptr, w_ptr, out_ptr, n, F, BLOCK: tl.constexpr):
 @triton.jit
 def _combine_bwd_kernel(s_ptr, w_ptr, g_ptr, grad_ptr, n, F, BLOCK: tl.constexpr):
     offs, j, mask = _frequency_block(F, BLOCK)
-    plane = n * F
+    plane = tl.cast(n, tl.int64) * F
     cbr, cbi, car, cai, ebr, ebi, rr, ri = _ratio_terms(s_ptr, w_ptr, n, F, offs, j, mask)
     gr, gi = _load_complex(g_ptr, offs, mask)
     tr = ebr * rr - ebi * ri  # t = Q(e_d,b) r

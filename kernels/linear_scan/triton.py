@@ -117,14 +117,15 @@ def _linear_scan_kernel(
     batch = (pid // n_pblocks).to(tl.int64)
     offs_p = (pid % n_pblocks) * BLOCK_P + tl.arange(0, BLOCK_P)
     mask_p = offs_p < P
-    a_row = a_ptr + batch * stride_ab + offs_p[None, :] * stride_ap
-    b_row = b_ptr + batch * stride_bb + offs_p[None, :] * stride_bp
-    o_row = out_ptr + batch * stride_ob + offs_p[None, :] * stride_op
+    chan = offs_p.to(tl.int64)  # times a channel stride, which may be large (a (B, P, L) view)
+    a_row = a_ptr + batch * stride_ab + chan[None, :] * stride_ap
+    b_row = b_ptr + batch * stride_bb + chan[None, :] * stride_bp
+    o_row = out_ptr + batch * stride_ob + chan[None, :] * stride_op
 
     hr = tl.zeros([BLOCK_P], dtype=ACC)
     hi = tl.zeros([BLOCK_P], dtype=ACC)
     if HAS_H0:
-        h_row = h0_ptr + batch * stride_hb + offs_p * stride_hp
+        h_row = h0_ptr + batch * stride_hb + chan * stride_hp
         hr = tl.load(h_row, mask=mask_p, other=0.0).to(ACC)
         if B_COMPLEX:
             hi = tl.load(h_row + 1, mask=mask_p, other=0.0).to(ACC)
@@ -135,7 +136,7 @@ def _linear_scan_kernel(
         # way in every tile and its error would add up coherently along L.
         cr = hr.to(tl.float64)
         ci = hi.to(tl.float64)
-        a0 = a_ptr + batch * stride_ab + offs_p * stride_ap
+        a0 = a_ptr + batch * stride_ab + chan * stride_ap
         a0r = tl.load(a0, mask=mask_p, other=1.0).to(tl.float64)
         a0i = tl.zeros([BLOCK_P], dtype=tl.float64)
         if A_COMPLEX:

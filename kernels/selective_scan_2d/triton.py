@@ -126,17 +126,19 @@ def _channel(A_ptr, D_ptr, bias_ptr, d, batch, Dm, H, W, N, G, n_tiles, n_wtiles
 @triton.jit
 def _tile(k, c, rows, cols, offs_n, mask_n, H, W, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr):
     """Tile (band k, width tile c): its rows i and columns j, the (BLOCK_H, BLOCK_W) mask and
-    offsets in the image, the same for (BLOCK_N, BLOCK_H, BLOCK_W) in B / C, and for the
-    (BLOCK_N, BLOCK_W) band carry."""
+    offsets in the image, the same for (BLOCK_N, BLOCK_H, BLOCK_W) in B / C, for the
+    (BLOCK_N, BLOCK_W) band carry and for the (BLOCK_N, BLOCK_H) row carry."""
     i = k * BLOCK_H + rows
     j = c * BLOCK_W + cols
     mask = (i < H)[:, None] & (j < W)[None, :]
     offs = i[:, None] * W + j[None, :]
     mask3 = mask_n[:, None, None] & mask[None, :, :]
-    offs3 = offs_n[:, None, None] * H * W + offs[None, :, :]
+    offs3 = (offs_n.to(tl.int64) * H * W)[:, None, None] + offs[None, :, :]  # N·H·W may pass 2^31
     mask_nw = mask_n[:, None] & (j < W)[None, :]
     nw = offs_n[:, None] * W + j[None, :]
-    return i, j, mask, offs, mask3, offs3, mask_nw, nw
+    mask_nh = mask_n[:, None] & (i < H)[None, :]
+    nh = offs_n[:, None] * H + i[None, :]
+    return i, j, mask, offs, mask3, offs3, mask_nw, nw, mask_nh, nh
 
 
 @triton.jit
@@ -180,21 +182,24 @@ def _fwd_kernel(
     mask_n = offs_n < N
     A, bias, skip, chan, bc_base, carry_base, row_carry_base = _channel(
         A_ptr, D_ptr, bias_ptr, d, batch, Dm, H, W, N, G, n_tiles, n_wtiles, offs_n, mask_n, ACC, HAS_D, HAS_BIAS)
+    NW = tl.cast(N, tl.int64) * W  # int64 strides between band carries (N·W) and row carries (N·H)
+    NH = tl.cast(N, tl.int64) * H
     for k in range(n_tiles):
         g_carry = tl.zeros([BLOCK_N, BLOCK_H], dtype=ACC)  # g at the column left of the tile
         for c in range(n_wtiles):
-            i, j, mask, offs, mask3, offs3, mask_nw, nw = _tile(k, c, rows, cols, offs_n, mask_n, H, W, BLOCK_H, BLOCK_W)
+            i, j, mask, offs, mask3, offs3, mask_nw, nw, mask_nh, nh = _tile(k, c, rows, cols, offs_n, mask_n, H, W,
+                                                                             BLOCK_H, BLOCK_W)
             # h at the last row of the band above (written by this program at band k - 1)
-            carry_offs = carry_base + k * N * W + nw
+            carry_offs = carry_base + k * NW + nw
             h_carry = tl.load(carry_ptr + carry_offs, mask=mask_nw, other=0.0)  # slot 0 holds zeros
             if SAVE:
-                tl.store(row_carry_ptr + row_carry_base + c * N * H + offs_n[:, None] * H + i[None, :], g_carry,
-                         mask=mask_n[:, None] & (i < H)[None, :])
+                row_offs = row_carry_base + c * NH + nh
+                tl.store(row_carry_ptr + row_offs, g_carry, mask=mask_nh)
             u, _, _, _, Ct, _, _, g, h = _tile_states(u_ptr, delta_ptr, B_ptr, C_ptr, chan, bc_base, offs, offs3,
                                                      mask, mask3, A, bias, g_carry, h_carry, ACC, SOFTPLUS)
             g_carry = _last_col(g, cols, BLOCK_W)  # padded columns are identities
             if k + 1 < n_tiles:  # padded rows are identities: the last real row's state
-                tl.store(carry_ptr + carry_offs + N * W, _last_row(h, rows, BLOCK_H), mask=mask_nw)
+                tl.store(carry_ptr + carry_offs + NW, _last_row(h, rows, BLOCK_H), mask=mask_nw)
             y = tl.sum(h * Ct, axis=0)
             if HAS_D:
                 y += skip * u
@@ -223,6 +228,8 @@ def _bwd_kernel(
     mask_n = offs_n < N
     A, bias, skip, chan, bc_base, carry_base, row_carry_base = _channel(
         A_ptr, D_ptr, bias_ptr, d, batch, Dm, H, W, N, G, n_tiles, n_wtiles, offs_n, mask_n, ACC, HAS_D, HAS_BIAS)
+    NW = tl.cast(N, tl.int64) * W  # int64 strides between band carries (N·W) and row carries (N·H)
+    NH = tl.cast(N, tl.int64) * H
     lam_base = (batch * Dm + d) * 2 * N * W  # two slots: λh at the first row of the band below, by parity
     dA_acc = tl.zeros([BLOCK_N], dtype=ACC)
     dD_acc = tl.zeros([BLOCK_W], dtype=ACC)
@@ -232,10 +239,12 @@ def _bwd_kernel(
         lam_g_carry = tl.zeros([BLOCK_N, BLOCK_H], dtype=ACC)  # λg at the column right of the tile
         for cc in range(n_wtiles):
             c = n_wtiles - 1 - cc
-            i, j, mask, offs, mask3, offs3, mask_nw, nw = _tile(k, c, rows, cols, offs_n, mask_n, H, W, BLOCK_H, BLOCK_W)
-            h_carry = tl.load(carry_ptr + carry_base + k * N * W + nw, mask=mask_nw, other=0.0)
-            g_carry = tl.load(row_carry_ptr + row_carry_base + c * N * H + offs_n[:, None] * H + i[None, :],
-                              mask=mask_n[:, None] & (i < H)[None, :], other=0.0)
+            i, j, mask, offs, mask3, offs3, mask_nw, nw, mask_nh, nh = _tile(k, c, rows, cols, offs_n, mask_n, H, W,
+                                                                             BLOCK_H, BLOCK_W)
+            carry_offs = carry_base + k * NW + nw
+            h_carry = tl.load(carry_ptr + carry_offs, mask=mask_nw, other=0.0)
+            row_offs = row_carry_base + c * NH + nh
+            g_carry = tl.load(row_carry_ptr + row_offs, mask=mask_nh, other=0.0)
             # zeros below the last band: the slot it reads starts zeroed
             lam_carry = tl.load(lam_ptr + lam_base + ((k + 1) % 2) * N * W + nw, mask=mask_nw, other=0.0)
             u, x, dt, Bt, Ct, _, b, g, h = _tile_states(u_ptr, delta_ptr, B_ptr, C_ptr, chan, bc_base, offs, offs3,

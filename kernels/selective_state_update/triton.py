@@ -76,39 +76,43 @@ def _selective_state_update_kernel(
     mask_d = offs_d < dim
     mask_n = offs_n < N
     mask = mask_d[:, None] & mask_n[None, :]
-    group = offs_d // per_group
+    # indices that multiply strides, in int64: a channel or state stride times the index can
+    # pass 2^31 (a state cache laid out (N, B, D), a large D·N) where the tensors still fit
+    chan = offs_d.to(tl.int64)
+    state_idx = offs_n.to(tl.int64)
+    group = (offs_d // per_group).to(tl.int64)
 
     h = tl.load(
-        state_ptr + batch * stride_sb + offs_d[:, None] * stride_sd + offs_n[None, :] * stride_sn,
+        state_ptr + batch * stride_sb + chan[:, None] * stride_sd + state_idx[None, :] * stride_sn,
         mask=mask, other=0.0,
     ).to(ACC)
-    x = tl.load(x_ptr + batch * stride_xb + offs_d * stride_xd, mask=mask_d, other=0.0).to(ACC)
-    dt = tl.load(dt_ptr + batch * stride_tb + offs_d * stride_td, mask=mask_d, other=0.0).to(ACC)
+    x = tl.load(x_ptr + batch * stride_xb + chan * stride_xd, mask=mask_d, other=0.0).to(ACC)
+    dt = tl.load(dt_ptr + batch * stride_tb + chan * stride_td, mask=mask_d, other=0.0).to(ACC)
     if HAS_DT_BIAS:
-        dt += tl.load(dt_bias_ptr + offs_d * stride_biasd, mask=mask_d, other=0.0).to(ACC)
+        dt += tl.load(dt_bias_ptr + chan * stride_biasd, mask=mask_d, other=0.0).to(ACC)
     if DT_SOFTPLUS:
         dt = _softplus(dt)
-    A = tl.load(A_ptr + offs_d[:, None] * stride_ad + offs_n[None, :] * stride_an, mask=mask, other=0.0).to(ACC)
+    A = tl.load(A_ptr + chan[:, None] * stride_ad + state_idx[None, :] * stride_an, mask=mask, other=0.0).to(ACC)
     Bv = tl.load(
-        B_ptr + batch * stride_bb + group[:, None] * stride_bg + offs_n[None, :] * stride_bn,
+        B_ptr + batch * stride_bb + group[:, None] * stride_bg + state_idx[None, :] * stride_bn,
         mask=mask, other=0.0,
     ).to(ACC)
     Cv = tl.load(
-        C_ptr + batch * stride_cb + group[:, None] * stride_cg + offs_n[None, :] * stride_cn,
+        C_ptr + batch * stride_cb + group[:, None] * stride_cg + state_idx[None, :] * stride_cn,
         mask=mask, other=0.0,
     ).to(ACC)
 
     h = tl.exp(A * dt[:, None]) * h + (dt * x)[:, None] * Bv
     y = tl.sum(h * Cv, axis=1)
     if HAS_D:
-        y += x * tl.load(D_ptr + offs_d * stride_dd, mask=mask_d, other=0.0).to(ACC)
+        y += x * tl.load(D_ptr + chan * stride_dd, mask=mask_d, other=0.0).to(ACC)
     if HAS_Z:
-        z = tl.load(z_ptr + batch * stride_zb + offs_d * stride_zd, mask=mask_d, other=0.0).to(ACC)
+        z = tl.load(z_ptr + batch * stride_zb + chan * stride_zd, mask=mask_d, other=0.0).to(ACC)
         y *= z / (1.0 + tl.exp(-z))
 
-    tl.store(y_ptr + batch * stride_yb + offs_d * stride_yd, y.to(y_ptr.dtype.element_ty), mask=mask_d)
+    tl.store(y_ptr + batch * stride_yb + chan * stride_yd, y.to(y_ptr.dtype.element_ty), mask=mask_d)
     tl.store(
-        new_state_ptr + batch * stride_ob + offs_d[:, None] * stride_od + offs_n[None, :] * stride_on,
+        new_state_ptr + batch * stride_ob + chan[:, None] * stride_od + state_idx[None, :] * stride_on,
         h.to(new_state_ptr.dtype.element_ty),
         mask=mask,
     )

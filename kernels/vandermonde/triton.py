@@ -91,7 +91,7 @@ def _vandermonde_fwd_kernel(
     h = (pid // n_lblocks).to(tl.int64)
     lb = pid % n_lblocks
 
-    offs_c = tl.arange(0, BLOCK_C)
+    offs_c = tl.arange(0, BLOCK_C).to(tl.int64)  # offsets in int64, as h
     offs_n = tl.arange(0, BLOCK_N)
     l0 = lb * BLOCK_L
     offs_l = l0 + tl.arange(0, BLOCK_L)
@@ -144,7 +144,7 @@ def _vandermonde_bwd_kernel(
     h = (pid // n_nblocks).to(tl.int64)
     nb = pid % n_nblocks
 
-    offs_c = tl.arange(0, BLOCK_C)
+    offs_c = tl.arange(0, BLOCK_C).to(tl.int64)  # offsets in int64, as h
     offs_n = nb * BLOCK_N + tl.arange(0, BLOCK_N)
     mask_c = offs_c < C
     mask_n = offs_n < N
@@ -177,7 +177,7 @@ def _vandermonde_bwd_kernel(
 
     s_off = ((offs_c[:, None] * H + h) * N + offs_n[None, :]) * 2  # (BC, BN)
     mask_s = mask_c[:, None] & mask_n[None, :]
-    s1_base = s_ptr + C * H * N * 2
+    s1_base = s_ptr + tl.cast(C, tl.int64) * H * N * 2  # int64: C·H·N·2 may pass 2^31
     tl.store(s_ptr + s_off, s0r, mask=mask_s)
     tl.store(s_ptr + s_off + 1, s0i, mask=mask_s)
     tl.store(s1_base + s_off, s1r, mask=mask_s)

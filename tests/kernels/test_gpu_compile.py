@@ -7,6 +7,7 @@ import json
 import math
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -33,11 +34,14 @@ def quick_sweep(tmp_path_factory):
     env["TRITON_CACHE_DIR"] = str(out.parent / "triton-cache")  # compile for real, not from a cache
     env["PYTHONPATH"] = f"{ROOT}{os.pathsep}{env.get('PYTHONPATH', '')}"
     done = subprocess.run(
-        [sys.executable, "-m", "bench.gpu_compile", "--arch", "90", "--quick", "--json", str(out)],
+        [sys.executable, "-m", "bench.gpu_compile", "--arch", "90", "--quick", "--json", str(out),
+         "--ttir", str(out.parent / "ttir")],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
     )
     assert out.exists(), done.stdout[-3000:] + done.stderr[-3000:]
-    return done, json.loads(out.read_text())
+    result = json.loads(out.read_text())
+    result["ttir_dir"] = str(out.parent / "ttir")  # where --ttir wrote each specialization's IR
+    return done, result
 
 
 def test_every_kernel_compiles_for_sm90_within_limits(quick_sweep):
@@ -84,6 +88,46 @@ def test_batches_beyond_65535_rows_launch_within_the_grid_limits(quick_sweep):
         grids = [r["max_grid"] for r in result["compiled"] if r["kernel"] == kernel]
         assert any(math.prod(g) >= 70000 for g in grids), (kernel, grids)
         assert all(size <= cap for g in grids for size, cap in zip(g, GRID_LIMIT)), (kernel, grids)
+
+
+def _products(ttir: str) -> list[tuple[str, str]]:
+    """(result name, integer type) of every arith.muli in a TTIR module whose operands are both
+    runtime values (a product with a constant, such as BLOCK sizes, is left out)."""
+    constants = set(re.findall(r"^\s*(%[\w.]+) = arith\.constant", ttir, re.M))
+    found = []
+    for name, a, b, ty in re.findall(r"^\s*(%[\w.]+) = arith\.muli (%[\w.#]+), (%[\w.#]+)[^:]*: (\S+)", ttir, re.M):
+        if a not in constants and b not in constants:
+            found.append((name[1:], re.findall(r"i\d+", ty)[-1]))
+    return found
+
+
+# Offsets that are products of sizes or strides, which pass 2^31 on large tensors: kernels all
+# of whose runtime products must be 64-bit (None), or the named values whose products must be
+WIDE_PRODUCTS = {
+    "companion_kernel._combine_fwd_kernel": None,  # plane = n·F, then 3·plane
+    "companion_kernel._combine_bwd_kernel": None,
+    "vandermonde._vandermonde_fwd_kernel": None,
+    "vandermonde._vandermonde_bwd_kernel": None,  # C·H·N·2
+    "linear_scan._linear_scan_kernel": None,  # channel index times channel stride
+    "selective_state_update._selective_state_update_kernel": None,  # the same
+    # N·H·W into B / C; the strides N·W, N·H between band and row carries, and their offsets
+    "selective_scan_2d._fwd_kernel": ("offs3", "NW", "NH", "carry_offs", "row_offs"),
+    "selective_scan_2d._bwd_kernel": ("offs3", "NW", "NH", "carry_offs", "row_offs"),
+}
+
+
+def test_offset_products_are_64_bit(quick_sweep):
+    # read from the Triton IR of every specialization the quick sweep compiled
+    ttir_dir = pathlib.Path(quick_sweep[1]["ttir_dir"])
+    narrow, unchecked = [], []
+    for kernel, names in WIDE_PRODUCTS.items():
+        products = [p for f in sorted(ttir_dir.glob(f"{kernel}.*.ttir")) for p in _products(f.read_text())]
+        products = [(n, ty) for n, ty in products if names is None or re.sub(r"_\d+$", "", n) in names]
+        found = {re.sub(r"_\d+$", "", n) for n, _ in products}
+        unchecked += [kernel] if not products else [f"{kernel}: {n}" for n in names or () if n not in found]
+        narrow += [f"{kernel}: %{n} is an {ty} product" for n, ty in products if ty != "i64"]
+    assert not narrow, "\n".join(narrow)
+    assert not unchecked, f"no products found in {unchecked}"
 
 
 def test_problems_flags_shared_memory_and_grids_beyond_the_limits():
