@@ -290,28 +290,32 @@ def selective_scan_2d_cases(quick: bool):
 
     import kernels
 
-    def case(Bsz, Dm, N, H, W, G=1, dtype=torch.float32, extras=False):
+    def case(Bsz, Dm, N, H, W, G=1, dtype=torch.float32, extras=False, grad=True):
         def run():
-            u = _leaf(Bsz, Dm, H, W, dtype=dtype)
-            delta = _leaf(Bsz, Dm, H, W, dtype=dtype, scale=0.5, shift=-1.0)
-            A = _leaf(Dm, N, scale=0.5, shift=-1.0)
-            B, C = _leaf(Bsz, G, N, H, W, dtype=dtype), _leaf(Bsz, G, N, H, W, dtype=dtype)
-            opts = dict(D=_leaf(Dm), z=_leaf(Bsz, Dm, H, W, dtype=dtype), delta_bias=_leaf(Dm),
-                        delta_softplus=True) if extras else {}
-            _backward(kernels.selective_scan_2d(u, delta, A, B, C, backend="triton", **opts))
+            with torch.set_grad_enabled(grad):  # no grad: the inference forward, two band carries
+                u = _leaf(Bsz, Dm, H, W, dtype=dtype)
+                delta = _leaf(Bsz, Dm, H, W, dtype=dtype, scale=0.5, shift=-1.0)
+                A = _leaf(Dm, N, scale=0.5, shift=-1.0)
+                B, C = _leaf(Bsz, G, N, H, W, dtype=dtype), _leaf(Bsz, G, N, H, W, dtype=dtype)
+                opts = dict(D=_leaf(Dm), z=_leaf(Bsz, Dm, H, W, dtype=dtype), delta_bias=_leaf(Dm),
+                            delta_softplus=True) if extras else {}
+                _backward(kernels.selective_scan_2d(u, delta, A, B, C, backend="triton", **opts))
 
         label = f"selective_scan_2d B={Bsz} D={Dm} N={N} {H}x{W} G={G} {str(dtype)[6:]}"
-        return label + (" +D,z,bias,softplus" if extras else ""), run
+        return label + (" +D,z,bias,softplus" if extras else "") + ("" if grad else " no grad"), run
 
     yield case(2, 8, 16, 5, 7, extras=True)
     yield case(1, 8, 16, 40, 700, G=2)
+    yield case(1, 8, 16, 40, 700, G=2, grad=False)
     yield case(70000, 2, 2, 2, 3, extras=True)  # more batch rows than a grid dimension 1 or 2 holds
     if quick:
         return
     yield case(2, 8, 16, 5, 7)
     yield case(1, 192, 16, 32, 32, extras=True)
     yield case(1, 192, 16, 64, 64)
+    yield case(1, 192, 16, 64, 64, grad=False)
     yield case(1, 192, 16, 128, 128, extras=True)
+    yield case(1, 192, 16, 128, 128, extras=True, grad=False)
     yield case(1, 8, 16, 3, 300, extras=True)
     yield case(2, 6, 5, 1, 1, G=3, extras=True)
     for dtype in (torch.float16, torch.bfloat16, torch.float64):

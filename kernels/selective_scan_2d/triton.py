@@ -14,10 +14,14 @@ maps (a1, b1) ∘ (a2, b2) = (a1 a2, a2 b1 + b2), giving (Π a, g_local), and g 
 Π a · g_carry, where g_carry (BLOCK_N, BLOCK_H) is g at the column left of the tile, kept in
 registers along the band. The column pass scans (a, g) down the height axis, giving (P, q)
 with h = q + P · h_carry, where h_carry (BLOCK_N, BLOCK_W) is the state of the row above the
-band, at the tile's columns: the tile below it stored its last row into a per-band carry
-buffer (Bsz, D, n_bands, N, Wdt), and a barrier between bands makes the stores visible to
-the whole program. y = Σ_n C h is a reduction over the state axis; out = (y + D u) · silu(z)
-is stored in u's dtype. Arithmetic is in float32 (float64 for float64 inputs).
+band, at the tile's columns: the tile above it stored its last row into a band-carry buffer,
+and a barrier between bands makes the stores visible to the whole program. When the backward
+will run, the buffer keeps every band's carry, (Bsz, D, n_bands, N, Wdt); otherwise (no
+gradient needed) it has two slots used by band parity, (Bsz, D, 2, N, Wdt): band k reads slot
+k mod 2 and writes the other, which band k - 1 read before the barrier. So inference memory
+does not grow with the number of bands. Slot 0 starts zeroed (nothing above the first band).
+y = Σ_n C h is a reduction over the state axis; out = (y + D u) · silu(z) is stored in u's
+dtype. Arithmetic is in float32 (float64 for float64 inputs).
 
 Saved for the backward: the band carries h (Bsz, D, n_bands, N, Wdt) and the row carries g
 at the start of every width tile, (Bsz, D, n_wtiles, N, Hgt).
@@ -102,10 +106,10 @@ def _first_col(t, cols):
 
 
 @triton.jit
-def _channel(A_ptr, D_ptr, bias_ptr, d, batch, Dm, H, W, N, G, n_tiles, n_wtiles, offs_n, mask_n,
+def _channel(A_ptr, D_ptr, bias_ptr, d, batch, Dm, H, W, N, G, n_slots, n_wtiles, offs_n, mask_n,
              ACC: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr):
     """What a program needs of its (batch, channel d): A_d (BLOCK_N,), the Δ bias, the skip D_d,
-    and the offsets of its image, of its group's B / C, of its band carries (n_tiles, N, W)
+    and the offsets of its image, of its group's B / C, of its band carries (n_slots, N, W)
     and of its row carries (n_wtiles, N, H)."""
     A = tl.load(A_ptr + d * N + offs_n, mask=mask_n, other=0.0).to(ACC)
     bias = 0.0
@@ -118,7 +122,7 @@ def _channel(A_ptr, D_ptr, bias_ptr, d, batch, Dm, H, W, N, G, n_tiles, n_wtiles
     group = d // (Dm // G)
     chan = channel * H * W
     bc_base = (batch * G + group) * N * H * W
-    carry_base = channel * n_tiles * N * W
+    carry_base = channel * n_slots * N * W
     row_carry_base = channel * n_wtiles * N * H
     return A, bias, skip, chan, bc_base, carry_base, row_carry_base
 
@@ -167,8 +171,9 @@ def _tile_states(u_ptr, delta_ptr, B_ptr, C_ptr, chan, bc_base, offs, offs3, mas
 @triton.jit
 def _fwd_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr,  # inputs
-    out_ptr, carry_ptr, row_carry_ptr,  # (Bsz, D, H, W); (Bsz, D, n_tiles, N, W); (Bsz, D, n_wtiles, N, H)
+    out_ptr, carry_ptr, row_carry_ptr,  # (Bsz, D, H, W); (Bsz, D, n_slots, N, W); (Bsz, D, n_wtiles, N, H)
     Dm, H, W, N, G, n_tiles, n_wtiles,
+    n_slots,  # band-carry slots: n_tiles with SAVE (kept for the backward), else 2 (1 for one band)
     ACC: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
     SOFTPLUS: tl.constexpr, SAVE: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,
@@ -181,16 +186,25 @@ def _fwd_kernel(
     cols = tl.arange(0, BLOCK_W)
     mask_n = offs_n < N
     A, bias, skip, chan, bc_base, carry_base, row_carry_base = _channel(
-        A_ptr, D_ptr, bias_ptr, d, batch, Dm, H, W, N, G, n_tiles, n_wtiles, offs_n, mask_n, ACC, HAS_D, HAS_BIAS)
+        A_ptr, D_ptr, bias_ptr, d, batch, Dm, H, W, N, G, n_slots, n_wtiles, offs_n, mask_n, ACC, HAS_D, HAS_BIAS)
     NW = tl.cast(N, tl.int64) * W  # int64 strides between band carries (N·W) and row carries (N·H)
     NH = tl.cast(N, tl.int64) * H
+    # Band k reads the carry slot holding the row above it and writes its own last row into the
+    # next one. With SAVE there is a slot per band (k, then k + 1); without, two slots whose roles
+    # swap after each band (read at read_base, written at write_base): a band never writes the
+    # slot it reads, and the slot it writes was last read by band k - 1, before its barrier.
+    read_base = carry_base
+    write_base = carry_base + NW
     for k in range(n_tiles):
         g_carry = tl.zeros([BLOCK_N, BLOCK_H], dtype=ACC)  # g at the column left of the tile
         for c in range(n_wtiles):
             i, j, mask, offs, mask3, offs3, mask_nw, nw, mask_nh, nh = _tile(k, c, rows, cols, offs_n, mask_n, H, W,
                                                                              BLOCK_H, BLOCK_W)
             # h at the last row of the band above (written by this program at band k - 1)
-            carry_offs = carry_base + k * NW + nw
+            if SAVE:
+                carry_offs = carry_base + k * NW + nw
+            else:
+                carry_offs = read_base + nw
             h_carry = tl.load(carry_ptr + carry_offs, mask=mask_nw, other=0.0)  # slot 0 holds zeros
             if SAVE:
                 row_offs = row_carry_base + c * NH + nh
@@ -199,7 +213,10 @@ def _fwd_kernel(
                                                      mask, mask3, A, bias, g_carry, h_carry, ACC, SOFTPLUS)
             g_carry = _last_col(g, cols, BLOCK_W)  # padded columns are identities
             if k + 1 < n_tiles:  # padded rows are identities: the last real row's state
-                tl.store(carry_ptr + carry_offs + NW, _last_row(h, rows, BLOCK_H), mask=mask_nw)
+                if SAVE:
+                    tl.store(carry_ptr + carry_offs + NW, _last_row(h, rows, BLOCK_H), mask=mask_nw)
+                else:
+                    tl.store(carry_ptr + write_base + nw, _last_row(h, rows, BLOCK_H), mask=mask_nw)
             y = tl.sum(h * Ct, axis=0)
             if HAS_D:
                 y += skip * u
@@ -207,7 +224,11 @@ def _fwd_kernel(
                 zz = tl.load(z_ptr + chan + offs, mask=mask, other=0.0).to(ACC)
                 y = y * zz * tl.sigmoid(zz)
             tl.store(out_ptr + chan + offs, y.to(out_ptr.dtype.element_ty), mask=mask)
-        tl.debug_barrier()  # the band's carries are stored before the next band loads them
+        # the band's carries are stored before the next band loads them, and (two slots) its
+        # loads are done before the next band overwrites the slot they read
+        tl.debug_barrier()
+        if not SAVE:
+            read_base, write_base = write_base, read_base
 
 
 @triton.jit
@@ -329,8 +350,10 @@ def _forward(u, delta, A, B, C, D, z, delta_bias, softplus, save, block_h, block
     BLOCK_N, BLOCK_H, BLOCK_W = _blocks(N, H, W, BWD_TILE if save else FWD_TILE, block_h, block_w)
     n_tiles, n_wtiles = triton.cdiv(H, BLOCK_H), triton.cdiv(W, BLOCK_W)
     out = torch.empty_like(u)
-    # h at the row above each band (slot 0 unused: zeros); g at the column left of each width tile
-    carries = torch.empty(Bsz, Dm, n_tiles, N, W, dtype=acc, device=u.device)
+    # h at the row above each band (slot 0: zeros), one slot per band when the backward reads
+    # them, else two used by band parity; g at the column left of each width tile
+    n_slots = n_tiles if save else min(n_tiles, 2)
+    carries = torch.empty(Bsz, Dm, n_slots, N, W, dtype=acc, device=u.device)
     carries[:, :, 0] = 0.0
     row_carries = torch.empty(Bsz, Dm, n_wtiles, N, H, dtype=acc, device=u.device) if save else None
     ph = u  # a placeholder pointer for absent tensors
@@ -338,7 +361,7 @@ def _forward(u, delta, A, B, C, D, z, delta_bias, softplus, save, block_h, block
         _fwd_kernel[_launch.flat_grid(Bsz, Dm)](
             u, delta, A, B, C, ph if D is None else D, ph if z is None else z,
             ph if delta_bias is None else delta_bias, out, carries, carries if row_carries is None else row_carries,
-            Dm, H, W, N, G, n_tiles, n_wtiles,
+            Dm, H, W, N, G, n_tiles, n_wtiles, n_slots,
             ACC=tl_acc, HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
             SOFTPLUS=softplus, SAVE=save, BLOCK_N=BLOCK_N, BLOCK_H=BLOCK_H, BLOCK_W=BLOCK_W,
             num_warps=_num_warps(BLOCK_N, BLOCK_H, BLOCK_W),

@@ -73,6 +73,8 @@ def test_the_launchers_specializations_are_recorded(quick_sweep):
     # the width-tiled 2D scan: one row per band, 256-column tiles for a 700-wide image at N = 16
     wide = [r for r in result["compiled"] if r["kernel"] == "selective_scan_2d._fwd_kernel" and "40x700" in r["case"]]
     assert wide and all("BLOCK_W=256" in r["constexprs"] for r in wide)
+    # with and without a backward to save carries for (two band-carry slots without)
+    assert {"SAVE=True", "SAVE=False"} <= {m for r in wide for m in re.findall(r"SAVE=\w+", r["constexprs"])}
     # fftconv shares the DFT matrices among rows when there are enough rows for the H100's SMs
     rows = [r for r in result["compiled"] if r["kernel"] == "fftconv._conv_kernel" and "H=256" in r["case"]]
     assert rows and all("ROWS=8" in r["constexprs"] for r in rows)

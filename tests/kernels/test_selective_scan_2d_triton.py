@@ -145,6 +145,49 @@ def test_no_grad_matches_grad_path():
     assert_close(out, out2)
 
 
+@pytest.fixture
+def band_carries(monkeypatch):
+    """The band-carry buffer of every forward launch (the kernel's 10th argument)."""
+    seen = []
+    kernel = sst._fwd_kernel
+
+    class Recording:
+        def __getitem__(self, grid):
+            launch = kernel[grid]
+
+            def run(*args, **kwargs):
+                seen.append(args[9])
+                return launch(*args, **kwargs)
+
+            return run
+
+    monkeypatch.setattr(sst, "_fwd_kernel", Recording())
+    return seen
+
+
+@pytest.mark.parametrize("block_h, block_w, n_bands", [(1, 8, 7), (2, 2, 4), (2, 8, 4), (4, 4, 2), (8, 8, 1)])
+def test_no_grad_forward_keeps_two_band_carries(band_carries, block_h, block_w, n_bands):
+    # Without a backward the forward needs only the band above: two slots by band parity instead
+    # of one per band, with the same result to the bit (same tiles, same arithmetic); 7 x 5
+    # images in 7, 4, 2 and 1 bands, one or several width tiles.
+    Bsz, Dm, N, H, W = 2, 3, 3, 7, 5
+    x = on_device(make_inputs(Bsz=Bsz, Dm=Dm, N=N, H=H, W=W, G=1, dtype=torch.float32, seed=40 + block_h * block_w))
+
+    def run(**k):
+        return sst.selective_scan_2d_triton(**k, delta_softplus=True, block_h=block_h, block_w=block_w)
+
+    with torch.no_grad():
+        out = run(**x)
+    leaf = x["u"].clone().requires_grad_()
+    out_grad = run(**{**x, "u": leaf})
+    assert out_grad.requires_grad
+    assert torch.equal(out, out_grad.detach())
+    no_grad_carries, grad_carries = band_carries
+    assert grad_carries.shape == (Bsz, Dm, n_bands, N, W)  # every band's, for the backward
+    assert no_grad_carries.shape == (Bsz, Dm, min(n_bands, 2), N, W)
+    assert_close(out.cpu(), oracle_loop(**{k: v.cpu() for k, v in x.items()}, softplus=True))
+
+
 @pytest.mark.parametrize("block_h, block_w", [(1, 1), (2, 2), (4, 2), (2, 4), (8, 8)])
 def test_width_tiles_do_not_change_the_result(block_h, block_w):
     # 5 x 7 in tiles of every shape: row carries between width tiles, partial last tiles both ways.
