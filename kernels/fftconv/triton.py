@@ -21,7 +21,11 @@ What runs where:
   per-row cross-spectrum DFT(grad_y) * conj(DFT(u)) for grad_k, and its inverse DFT.
 - torch (launcher): the DFT matrices and twiddles (built in float64, passed as float32), the
   kernel's spectrum (``torch.fft.fft`` of the zero-padded or circular kernel, once per call),
-  the batch sum of the cross-spectra, grad_D = sum_{b,t} grad_y u.
+  the batch sum of the cross-spectra, grad_D = sum_{b,t} grad_y u. The cross-spectra are
+  formed for a chunk of the batch at a time, at most CROSS_SPECTRUM_ELEMENTS per real / imaginary
+  buffer (or one batch row, H·n, if that is more), and the chunks' sums are added up: the
+  backward's memory does not grow with the batch (all at once, B = 64, H = 1024, L = 4096
+  held 4.3 GB of them). A batch that fits in one chunk sums exactly as a single pass.
 
 Limits: one fused kernel covers n <= 8192, i.e. L <= 4096; longer sequences, and float64
 inputs (the kernel computes in float32), go to :func:`fftconv_torch`, and so does any FFT
@@ -49,6 +53,9 @@ MIN_N = 256  # 16 x 16: tl.dot needs every dimension >= 16
 MAX_N = 8192
 MAX_L = MAX_N // 2  # longer sequences go to fftconv_torch
 _PRECISION = "tf32x3"
+# Elements of each cross-spectrum buffer (real, imaginary) the kernel gradient holds at once:
+# 2^25 float32 = 128 MiB each, so chunks of 4 batch rows at H = 1024, n = 8192.
+CROSS_SPECTRUM_ELEMENTS = 1 << 25
 # (n, device) whose kernels raised OutOfResources (tiles too large for on-chip memory there):
 # later calls go straight to fftconv_torch.
 _TOO_LARGE: set[tuple[int, str]] = set()
@@ -283,19 +290,29 @@ def _conv(x, spec_r, spec_i, D, n, N1, N2):
 
 
 def _kernel_grad(g, x, n, N1, N2):
-    """sum_b IDFT(DFT(g_b) conj(DFT(x_b))): the gradient of the length-n circular kernel (H, n)."""
+    """sum_b IDFT(DFT(g_b) conj(DFT(x_b))): the gradient of the length-n circular kernel (H, n).
+
+    g, x contiguous (B, H, L). The cross-spectra of a chunk of batch rows at a time, at most
+    CROSS_SPECTRUM_ELEMENTS per buffer (at least one row), summed over the chunk and added up."""
     B, H, L = x.shape
     mats = _plan(n, N1, N2, x.device)
-    pr = torch.empty(B, H, N1, N2, dtype=x.dtype, device=x.device)
+    chunk = min(B, max(1, CROSS_SPECTRUM_ELEMENTS // (H * n)))
+    pr = torch.empty(chunk, H, N1, N2, dtype=x.dtype, device=x.device)
     pi = torch.empty_like(pr)
-    rows = _rows_per_program(B * H, n, x.device)
-    with _launch.device_guard(x):
-        _cross_spectrum_kernel[(triton.cdiv(B * H, rows),)](
-            g, x, pr, pi, *mats, B * H, L,
-            N1=N1, N2=N2, M1=_half_rows(N1), ROWS=rows, PREC=_PRECISION, **_launch_options(n),
-        )  # fmt: skip
-    pr = (pr.sum(0) / n).contiguous()
-    pi = (pi.sum(0) / n).contiguous()
+    sum_r = sum_i = None
+    for b0 in range(0, B, chunk):
+        m = min(chunk, B - b0)
+        rows = _rows_per_program(m * H, n, x.device)
+        with _launch.device_guard(x):
+            _cross_spectrum_kernel[(triton.cdiv(m * H, rows),)](
+                g[b0 : b0 + m], x[b0 : b0 + m], pr, pi, *mats, m * H, L,
+                N1=N1, N2=N2, M1=_half_rows(N1), ROWS=rows, PREC=_PRECISION, **_launch_options(n),
+            )  # fmt: skip
+        part_r, part_i = pr[:m].sum(0), pi[:m].sum(0)
+        sum_r = part_r if sum_r is None else sum_r.add_(part_r)
+        sum_i = part_i if sum_i is None else sum_i.add_(part_i)
+    pr = (sum_r / n).contiguous()
+    pi = (sum_i / n).contiguous()
     out = torch.empty(H, n, dtype=x.dtype, device=x.device)
     rows = _rows_per_program(H, n, x.device)
     with _launch.device_guard(x):

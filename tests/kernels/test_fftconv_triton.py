@@ -95,6 +95,49 @@ def test_several_rows_per_program_and_larger_tiles(monkeypatch, rows, L):
         assert_close(a, b, dtype=torch.float32, msg=name)
 
 
+@pytest.mark.parametrize("two_sided", [False, True], ids=["causal", "two-sided"])
+def test_kernel_gradient_in_batch_chunks(monkeypatch, two_sided):
+    # grad_k's cross-spectra are formed a chunk of batch rows at a time: with a budget of two
+    # rows (H · n elements each), 5 rows run as chunks of 2, 2 and 1, and the gradients are
+    # those of one pass over the batch (to rounding: its sum is split in three).
+    launches = []  # (elements of the real cross-spectrum buffer, rows launched)
+    kernel = triton_impl._cross_spectrum_kernel
+
+    class Recording:
+        def __getitem__(self, grid):
+            launch = kernel[grid]
+
+            def run(*args, **kwargs):
+                launches.append((args[2].numel(), args[10]))
+                return launch(*args, **kwargs)
+
+            return run
+
+    monkeypatch.setattr(triton_impl, "_cross_spectrum_kernel", Recording())
+    torch.manual_seed(13)
+    B, H, L = 5, 3, 37
+    n = triton_impl.fft_size(L)[0]
+    u0, k0, D0 = inputs(B, H, L, two_sided=two_sided)
+    w = torch.randn(B, H, L)
+
+    def grads(backend="triton", dtype=torch.float32):
+        u, k, D = (t.detach().to(dtype).clone().requires_grad_(True) for t in (u0, k0, D0))
+        (fftconv(u, k, D, backend=backend) * w.to(dtype)).sum().backward()
+        return u.grad, k.grad, D.grad
+
+    whole = grads()
+    assert launches == [(B * H * n, B * H)]
+    launches.clear()
+    monkeypatch.setattr(triton_impl, "CROSS_SPECTRUM_ELEMENTS", 2 * H * n)
+    chunked = grads()
+    assert [rows for _, rows in launches] == [2 * H, 2 * H, H]
+    assert all(elements <= 2 * H * n for elements, _ in launches)
+    reference = grads("reference", torch.float64)
+    for name, a, b, want in zip(("grad_u", "grad_k", "grad_D"), chunked, whole, reference):
+        torch.testing.assert_close(a, b, msg=name)
+        assert_close(a, want, dtype=torch.float32, msg=name)
+
+
 def test_grads_without_D_and_partial_requires_grad():
     torch.manual_seed(3)
     u0, k0, _ = inputs(2, 3, 37)
