@@ -28,8 +28,8 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels._autograd import first_order_only
 from kernels import _launch
+from kernels._autograd import first_order_only
 from kernels.companion_kernel.pytorch import companion_kernel_torch, inverse_roots
 
 BLOCK = 256  # frequencies per program

@@ -43,8 +43,8 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels._autograd import first_order_only
 from kernels import _launch
+from kernels._autograd import first_order_only
 from kernels.fftconv.pytorch import circular_kernel, fftconv_torch
 
 MIN_N = 256  # 16 x 16: tl.dot needs every dimension >= 16

@@ -33,8 +33,8 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels._autograd import first_order_only
 from kernels import _launch
+from kernels._autograd import first_order_only
 from kernels.linear_scan.pytorch import grads_of_a_and_h0
 
 BLOCK_L = 64  # time steps per tile (at most; short sequences use the next power of 2 >= L); < 256

@@ -55,8 +55,8 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels._autograd import first_order_only
 from kernels import _launch
+from kernels._autograd import first_order_only
 
 BLOCK_L = 64  # time steps per tile (at most; short sequences use the next power of 2 >= L)
 MIN_BLOCK_L = 16  # smallest tile along L
@@ -79,6 +79,12 @@ def _softplus(x):
     p = 1.0 + e
     lp = tl.where(p == 1.0, e, tl.log(p) * (e / (p - 1.0)))
     return tl.where(x > 20.0, x, lp)
+
+
+@triton.jit
+def _softplus_slope(x):
+    # d softplus / dx = sigmoid(x), and 1 above 20, where _softplus is x itself
+    return tl.where(x > 20.0, 1.0, tl.sigmoid(x))
 
 
 @triton.jit
@@ -341,7 +347,7 @@ def _selective_scan_bwd_kernel(
         du += dt * gB
         ddt = tl.sum(w * A[:, :, None], axis=1) + u * gB
         if SOFTPLUS:
-            ddt = ddt * tl.sigmoid(x)
+            ddt = ddt * _softplus_slope(x)
         ddt = tl.where(mask, ddt, 0.0)
         dbias_acc += tl.sum(ddt, axis=1)
         dA_acc += tl.sum(w * dt[:, None, :], axis=2)

@@ -62,9 +62,13 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels._autograd import first_order_only
 from kernels import _launch
-from kernels.selective_scan.triton import _combine, _softplus  # the 1D kernel's affine-map combine and softplus
+from kernels._autograd import first_order_only
+from kernels.selective_scan.triton import (  # the 1D kernel's affine-map combine and softplus
+    _combine,
+    _softplus,
+    _softplus_slope,
+)
 from kernels.selective_scan_2d.pytorch import selective_scan_2d_torch
 
 MAX_ROW = 4096  # largest next_pow2(N) * next_pow2(Wdt) done in Triton (a tile holds whole rows)
@@ -304,7 +308,7 @@ def _bwd_kernel(
             du += dt * gB
             ddt = tl.sum(w * A[:, None, None], axis=0) + u * gB
             if SOFTPLUS:
-                ddt = ddt * tl.sigmoid(x)
+                ddt = ddt * _softplus_slope(x)
             ddt = tl.where(mask, ddt, 0.0)
             dbias_acc += tl.sum(ddt, axis=0)
             dA_acc += tl.sum(tl.sum(w * dt[None, :, :], axis=2), axis=1)

@@ -36,8 +36,8 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels._autograd import first_order_only
 from kernels import _launch
+from kernels._autograd import first_order_only
 
 BLOCK_L = 64  # positions per forward program / per backward loop step
 BLOCK_N = 16  # modes per forward loop step / per backward program

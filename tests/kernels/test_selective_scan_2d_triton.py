@@ -243,3 +243,19 @@ def test_cuda_larger_images_match_torch_path(dtype, H, W, G):
         scale = want_grads[name].abs().max().item()
         rtol, atol = (1e-4, 1e-5) if dtype == torch.float32 else (3e-2, 5e-2)
         torch.testing.assert_close(g.double(), want_grads[name], rtol=rtol, atol=max(atol, rtol * scale), msg=name)
+
+
+def test_softplus_slope_is_one_above_its_threshold_float64():
+    """As in the 1D scan: softplus is the identity above 20, so its slope there is exactly 1."""
+    import kernels
+
+    g = torch.Generator().manual_seed(3)
+    u = torch.randn(1, 2, 3, 4, generator=g, dtype=torch.float64)
+    B, C = torch.randn(2, 1, 3, 3, 4, generator=g, dtype=torch.float64)
+    A = -torch.rand(2, 3, generator=g, dtype=torch.float64)
+    grads = []
+    for backend in ("triton", "reference"):
+        d = torch.full((1, 2, 3, 4), 20.5, dtype=torch.float64, requires_grad=True)
+        out = kernels.selective_scan_2d(u, d, A, B, C, delta_softplus=True, backend=backend)
+        grads.append(torch.autograd.grad(out.sum(), d)[0])
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-13, atol=1e-13)

@@ -250,3 +250,19 @@ def test_cuda_default_backend_is_triton():
     args = [inputs[k].cuda() for k in ("u", "delta", "A", "B", "C")]
     out = selective_scan(*args, delta_softplus=True)
     assert out.is_cuda and torch.equal(out, selective_scan(*args, delta_softplus=True, backend="triton"))
+
+
+def test_softplus_slope_is_one_above_its_threshold_float64():
+    """Above 20 softplus(x) is x itself (forward and reference): its slope is 1 there, not
+    sigmoid(x) = 1 - 2e-9, a mismatch visible in float64 delta gradients."""
+    g = torch.Generator().manual_seed(3)
+    u, B, C = torch.randn(1, 2, 9, generator=g, dtype=torch.float64), *torch.randn(2, 1, 3, 9, generator=g,
+                                                                                    dtype=torch.float64)
+    A = -torch.rand(2, 3, generator=g, dtype=torch.float64)
+    delta = torch.full((1, 2, 9), 20.5, dtype=torch.float64)
+    grads = []
+    for backend in ("triton", "reference"):
+        d = delta.clone().requires_grad_(True)
+        out = selective_scan(u, d, A, B, C, delta_softplus=True, backend=backend)
+        grads.append(torch.autograd.grad(out.sum(), d)[0])
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-13, atol=1e-13)
