@@ -58,7 +58,7 @@ def eager_and_compiled(fn, inputs, weight):
 def weight_like(out: torch.Tensor) -> torch.Tensor:
     """A fixed, position-dependent output weighting (so gradients are not all-ones sums)."""
     g = torch.Generator().manual_seed(123)
-    return torch.randn(out.shape, generator=g, dtype=out.dtype)
+    return torch.randn(out.shape, generator=g, dtype=out.dtype).to(out.device)
 
 
 def check(fn, inputs, min_ops: int = 3):
@@ -190,7 +190,8 @@ def test_triton_op_runs_under_compile_as_one_opaque_call(name):
     def around(*inputs):  # traced ops on both sides of the Triton call
         return fn(*(t * 1.5 if t.is_floating_point() else t for t in inputs)).sin()
 
-    check(around, make_inputs(), min_ops=1)
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # the interpreter on CPU
+    check(around, [t.to(device) for t in make_inputs()], min_ops=1)
 
 
 def test_compiling_layers_raises_no_warnings():

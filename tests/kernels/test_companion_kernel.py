@@ -312,13 +312,14 @@ def test_float64_double_pole_next_to_a_unit_root_stays_exact(backend, method):
         pytest.skip("the Triton backend is the fft method's spectral step")
     L, r = 4096, 0.999
     theta = 2 * math.pi / L
-    a = torch.tensor([[-r * r, 2 * r * math.cos(theta)]], dtype=F64, requires_grad=True)
+    device = "cuda" if backend == "triton" and torch.cuda.is_available() else "cpu"
+    a = torch.tensor([[-r * r, 2 * r * math.cos(theta)]], dtype=F64, device=device, requires_grad=True)
     b, c = torch.tensor([[1.0, 0.0]], dtype=F64), torch.tensor([[0.0, 1.0]], dtype=F64)
-    K = companion_kernel(a, b, c, L, method=method, backend=backend)
-    truth = companion_kernel_by_powers(a.detach(), b, c, L)
+    K = companion_kernel(a, b.to(device), c.to(device), L, method=method, backend=backend).cpu()
+    truth = companion_kernel_by_powers(a.detach().cpu(), b, c, L)
     assert ((K - truth).abs().max() / truth.abs().max()).item() < 1e-7  # the oracle too rounds over L steps
     w = torch.linspace(-1, 1, L, dtype=F64)
-    grad = torch.autograd.grad((K * w).sum(), a)[0]
+    grad = torch.autograd.grad((K * w).sum(), a)[0].cpu()
     a_ref = a.detach().requires_grad_(True)
     grad_ref = torch.autograd.grad((companion_kernel(a_ref, b, c, L, backend="reference") * w).sum(), a_ref)[0]
     assert ((grad - grad_ref).abs().max() / grad_ref.abs().max()).item() < 1e-7

@@ -18,6 +18,7 @@ from torch.autograd import gradgradcheck
 import kernels
 
 F64 = torch.float64
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # the Triton backend's tensors: the interpreter on CPU
 
 
 def _t(*shape, kind="normal", dtype=F64):
@@ -58,10 +59,11 @@ def has_triton(name):
 
 def second_derivative(op, backend, inputs):
     """d/d inputs of <grad of sum(out^2) w.r.t. inputs, w> for a fixed w: a Hessian-vector product."""
-    leaves = [x.detach().clone().requires_grad_(True) for x in inputs]
+    device = DEVICE if backend == "triton" else "cpu"
+    leaves = [x.detach().to(device).clone().requires_grad_(True) for x in inputs]
     out = op(backend, *leaves)
     grads = torch.autograd.grad(out.square().sum(), leaves, create_graph=True)
-    w = [torch.linspace(-1, 1, g.numel(), dtype=g.dtype).view_as(g) for g in grads]
+    w = [torch.linspace(-1, 1, g.numel(), dtype=g.dtype, device=g.device).view_as(g) for g in grads]
     return torch.autograd.grad(sum((g * v).sum() for g, v in zip(grads, w)), leaves, allow_unused=True)
 
 
@@ -83,7 +85,7 @@ def test_create_graph_alone_keeps_first_derivatives_exact(name, backend):
         pytest.skip("triton is not installed")
     dtype = torch.float32 if backend == "triton" else F64
     op, inputs = cases(dtype)[name]
-    leaves = [x.detach().clone().requires_grad_(True) for x in inputs]
+    leaves = [x.detach().to(DEVICE if backend == "triton" else "cpu").clone().requires_grad_(True) for x in inputs]
     plain = torch.autograd.grad(op(backend, *leaves).square().sum(), leaves)
     kept = torch.autograd.grad(op(backend, *leaves).square().sum(), leaves, create_graph=True)
     for a, b in zip(kept, plain):

@@ -254,8 +254,9 @@ def test_softplus_slope_is_one_above_its_threshold_float64():
     B, C = torch.randn(2, 1, 3, 3, 4, generator=g, dtype=torch.float64)
     A = -torch.rand(2, 3, generator=g, dtype=torch.float64)
     grads = []
+    u, A, B, C = (t.to(DEVICE) for t in (u, A, B, C))
     for backend in ("triton", "reference"):
-        d = torch.full((1, 2, 3, 4), 20.5, dtype=torch.float64, requires_grad=True)
+        d = torch.full((1, 2, 3, 4), 20.5, dtype=torch.float64, device=DEVICE, requires_grad=True)
         out = kernels.selective_scan_2d(u, d, A, B, C, delta_softplus=True, backend=backend)
         grads.append(torch.autograd.grad(out.sum(), d)[0])
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-13, atol=1e-13)

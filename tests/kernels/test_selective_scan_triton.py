@@ -262,6 +262,7 @@ def test_softplus_slope_is_one_above_its_threshold_float64():
     delta = torch.full((1, 2, 9), 20.5, dtype=torch.float64)
     grads = []
     for backend in ("triton", "reference"):
+        u, A, B, C, delta = (t.to(DEVICE) for t in (u, A, B, C, delta))
         d = delta.clone().requires_grad_(True)
         out = selective_scan(u, d, A, B, C, delta_softplus=True, backend=backend)
         grads.append(torch.autograd.grad(out.sum(), d)[0])
