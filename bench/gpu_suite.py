@@ -1,5 +1,6 @@
-"""Everything that needs a GPU, in one command: the CUDA-only tests of the kernels (compiled
-Triton at larger shapes, not the interpreter), then the benchmark table of every op on the
+"""Everything that needs a GPU, in one command: the tests of what wraps every Triton launch
+(device guard, NaN propagation, second derivatives, torch.compile) on the GPU, the CUDA-only
+tests of the kernels (compiled Triton at larger shapes, not the interpreter), then the benchmark table of every op on the
 GPU, each written to ``<out>/<device>-<date>-<op>.{json,md}`` beside a summary, and with
 ``--all-kernel-tests`` the whole kernel suite compiled.
 
@@ -115,6 +116,11 @@ def main(argv: list[str] | None = None) -> None:
     results = []
     tests = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--continue-on-collection-errors",
              "tests/kernels"]
+    if not args.no_tests:  # what wraps every launch (device guard, NaN, second derivatives, torch.compile)
+        wrappers = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/kernels/test_launch.py",
+                    "tests/kernels/test_second_derivatives.py", "tests/test_compile.py", "-k",
+                    "launch or nan or second or triton"]
+        results.append(step("launch wrappers on the GPU", wrappers, args.test_timeout_s, logs / "tests-wrappers.txt"))
     if not args.no_tests:  # the CUDA-only tests: larger shapes against the torch path, dispatch
         results.append(step("cuda tests (tests/kernels -k cuda)", [*tests, "-k", "cuda"], args.test_timeout_s,
                             logs / "tests-cuda.txt"))

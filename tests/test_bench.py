@@ -1,6 +1,7 @@
 """The benchmark entry point runs end to end on tiny shapes and writes its table and JSON."""
 
 import json
+import pathlib
 import os
 import sys
 
@@ -394,3 +395,26 @@ def test_the_decoding_step_is_timed_forward_only_and_checked_against_torch(tmp_p
     table = out.with_suffix(".md").read_text()
     assert "| selective_state_update | B=2 D=3 N=4 steps=5 | reference | " in table
     assert "†" not in table  # a missing forward+backward is not an unsteady row
+
+
+def test_gpu_suite_runs_the_launch_wrapper_tests_and_each_file_contributes(tmp_path, monkeypatch):
+    """The device guard, NaN, second-derivative and torch.compile tests of the Triton ops only
+    mean something compiled on a GPU: the suite runs them, and its -k picks tests of each file."""
+    import subprocess
+    import sys
+
+    import bench.gpu_suite as gpu_suite
+
+    steps = []
+    monkeypatch.setattr(gpu_suite, "step", lambda name, command, *a: steps.append((name, command)) or
+                        {"name": name, "rc": 0, "seconds": 0.0, "command": "", "last_line": ""})
+    gpu_suite.main(["--out", str(tmp_path), "--ops", "cross_scan", "--lengths", "16", *ALLOW_CPU])
+    (command,) = [command for name, command in steps if name == "launch wrappers on the GPU"]
+    files = [arg for arg in command if arg.endswith(".py")]
+    assert len(files) == 3
+    root = pathlib.Path(__file__).resolve().parents[1]
+    collected = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
+                                *files, "-k", command[command.index("-k") + 1]], cwd=root, capture_output=True,
+                               text=True, timeout=300).stdout
+    for file in files:
+        assert f"{file}::" in collected, f"-k selects nothing in {file}"
