@@ -31,7 +31,7 @@ class _SecondOrderError(torch.autograd.Function):
     @staticmethod
     def forward(ctx, op: str, n_out: int, *tensors: torch.Tensor):
         ctx.op = op
-        return tuple(t.view_as(t) for t in tensors[:n_out])
+        return tuple(t.clone() for t in tensors[:n_out])  # not views: callers may modify them in place
 
     @staticmethod
     def backward(ctx, *grads):

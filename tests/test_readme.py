@@ -93,7 +93,7 @@ def readme_train_commands() -> list[list[str]]:
     out = []
     for cmd in commands:
         words = cmd.split()
-        args = [arg for arg in words if "=" in arg and "<" not in arg]
+        args = [arg.strip("'\"") for arg in words if "=" in arg and "<" not in arg]
         if "-m" in words:
             args = [arg.split(",")[0] for arg in args]
         out.append(args)

@@ -19,7 +19,7 @@ real dtype of the inputs (float32 for complex64, float64 for complex128).
 Float32 phase: a plain float32 xi·l is off by about |xi l| · 6e-8 (1e-4 rad at l ~ 500), which
 shows in K where modes cancel. Instead each block of positions l = l0 + j (j < BLOCK_L) takes
 its start phase xi·l0 mod 2 pi in float64, one value per mode (exact to about |xi l0|·1e-16
-rad at any L: at L = 65536 and xi = 100 the old all-float32 reduction was off by 6e-2), and
+rad at any L: at L = 16384 and xi = 100 the old all-float32 reduction was off by 6e-2), and
 the offset xi·j in float32: the launcher splits xi = xi_hi + xi_lo with xi_hi keeping 9
 significant bits, so xi_hi·j is exact; it is reduced by 2·pi in two parts (Cody-Waite, exact
 for |xi j| < 4e5) before xi_lo·j is added. The reduced argument also keeps approximate GPU

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import inspect
 import numbers
+import pathlib
 import re
+import traceback
 
 import hydra
 from hydra.errors import InstantiationException
@@ -161,10 +163,12 @@ __all__ = ["ConfigError", "check_config", "check_flags", "check_optimizer", "che
 
 def instantiate_checked(cfg: DictConfig, key: str, **kwargs):
     """``hydra.utils.instantiate(cfg[key], **kwargs)``, where a constructor's refusal of a
-    configured value becomes a :class:`ConfigError` naming the node: a ValueError (the
-    constructors check their arguments), or a TypeError for a keyword the target does not take
-    (e.g. an experiment's ``model.layer.dt_min`` given to a layer without that argument, with
-    the ``~key`` override that drops it). Anything else propagates with its traceback."""
+    configured value becomes a :class:`ConfigError` naming the node: a ValueError raised by
+    this package's own argument checks, or a TypeError for a keyword of the config that the
+    target does not take (e.g. an experiment's ``model.layer.dt_min`` given to a layer without
+    that argument, with the ``~key`` override that drops it). Anything else, a ValueError from
+    a user's own code or a library included, propagates with its traceback. Nodes built as
+    partials (optimizer, scheduler) are only called later, by the task."""
     try:
         return hydra.utils.instantiate(cfg[key], **kwargs)
     except InstantiationException as err:
@@ -172,15 +176,26 @@ def instantiate_checked(cfg: DictConfig, key: str, **kwargs):
         while isinstance(cause, InstantiationException) and cause.__cause__ is not None:
             cause = cause.__cause__
         message = str(cause)
-        if isinstance(cause, ValueError):
+        if isinstance(cause, ValueError) and _raised_in_this_package(cause):
             prefix = "" if message.startswith(f"{key}.") else f"{key}: "
             raise ConfigError(f"{prefix}{message}") from err
         unknown = re.search(r"unexpected keyword argument '(\w+)'", message) if isinstance(cause, TypeError) else None
         if unknown is None:
             raise
         paths = [path for path in _paths_of(cfg[key], key) if path.rsplit(".", 1)[-1] == unknown.group(1)]
-        drop = f"; drop it with {' '.join(repr('~' + path) for path in paths)}" if paths else ""
-        raise ConfigError(f"{key}: {message} (a key its target does not take{drop})") from err
+        if not paths:  # a keyword the code passed, not the config: a bug to see whole
+            raise
+        drop = " ".join(repr("~" + path) for path in paths)
+        raise ConfigError(f"{key}: {message} (a key its target does not take; drop it with {drop})") from err
+
+
+def _raised_in_this_package(error: BaseException) -> bool:
+    """Whether the innermost frame of ``error``'s traceback is in the ``ssm`` package."""
+    frames = traceback.extract_tb(error.__traceback__)
+    return bool(frames) and pathlib.Path(frames[-1].filename).resolve().is_relative_to(_PACKAGE)
+
+
+_PACKAGE = pathlib.Path(__file__).resolve().parents[1]  # ssm/
 
 
 def _paths_of(node, prefix: str):

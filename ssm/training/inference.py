@@ -50,9 +50,10 @@ def load_model(run: str | pathlib.Path, checkpoint: str = "best", map_location: 
         target = re.search(r"Error locating target '([^']+)'", str(err))
         if target is None:
             raise
+        why = f" ({err.__cause__})" if err.__cause__ is not None else ""
         raise ImportError(f"load_model: the run's model config names {target.group(1)}, which cannot be imported "
-                          "here; a layer or model of your own must be importable, e.g. its folder on PYTHONPATH, "
-                          "as it was for the run") from err
+                          f"here{why}; a layer or model of your own must be importable, e.g. its folder on "
+                          "PYTHONPATH, as it was for the run") from err
     prefix = "model."
     weights = {k[len(prefix):]: v for k, v in saved["state_dict"].items() if k.startswith(prefix)}
     model.load_state_dict(weights, strict=True)

@@ -448,3 +448,19 @@ def test_unknown_method_raises():
     a, b, c = inputs(2, 3)
     with pytest.raises(ValueError, match="method must be one of"):
         companion_kernel(a, b, c, 5, method="krylov")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_l1_normalized_rows_stay_on_the_series_method(monkeypatch, dtype):
+    """The layers' a / ||a||_1 rounds to 1 + O(d eps), above 1 for many rows: those rows keep
+    the series method (its bound holds to rounding), rather than leaving it row by row."""
+    pytorch_impl = importlib.import_module("kernels.companion_kernel.pytorch")
+    a, b, c = inputs(200, 64, dtype=dtype)
+    assert (a.abs().sum(-1) > 1).any()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("an L1-normalized row took the blocked recurrence")
+
+    monkeypatch.setattr(pytorch_impl, "companion_kernel_blocked", refuse)
+    K = companion_kernel(a, b, c, 50, method="series", backend="torch")
+    assert torch.isfinite(K).all()

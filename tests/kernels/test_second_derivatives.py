@@ -57,24 +57,37 @@ def has_triton(name):
     return "triton" in importlib.import_module(f"kernels.{name}")._IMPLEMENTATIONS
 
 
-def second_derivative(op, backend, inputs):
-    """d/d inputs of <grad of sum(out^2) w.r.t. inputs, w> for a fixed w: a Hessian-vector product."""
+def second_derivative(op, backend, inputs, loss="square"):
+    """d/d inputs of <grad of the loss w.r.t. inputs, w> for a fixed w: a Hessian-vector product.
+    ``loss="linear"``: sum(out * c), whose incoming gradient c carries no graph, so only the
+    op's saved inputs tie its gradients to the second derivative."""
     device = DEVICE if backend == "triton" else "cpu"
     leaves = [x.detach().to(device).clone().requires_grad_(True) for x in inputs]
     out = op(backend, *leaves)
-    grads = torch.autograd.grad(out.square().sum(), leaves, create_graph=True)
+    value = out.square().sum() if loss == "square" else (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype,
+                                                                                 device=out.device).view_as(out)).sum()
+    grads = torch.autograd.grad(value, leaves, create_graph=True)
     w = [torch.linspace(-1, 1, g.numel(), dtype=g.dtype, device=g.device).view_as(g) for g in grads]
     return torch.autograd.grad(sum((g * v).sum() for g, v in zip(grads, w)), leaves, allow_unused=True)
 
 
+@pytest.mark.parametrize("loss", ["square", "linear"])
 @pytest.mark.parametrize("name, backend", sorted(FIRST_ORDER))
-def test_second_derivative_through_a_first_order_backward_raises(name, backend):
+def test_second_derivative_through_a_first_order_backward_raises(name, backend, loss):
     if backend == "triton" and not has_triton(name):
         pytest.skip("triton is not installed")
     dtype = torch.float32 if backend == "triton" else F64  # float32: the Triton fftconv's own path
     op, inputs = cases(dtype)[name]
     with pytest.raises(RuntimeError, match=rf"{name} \({backend}\): second derivatives .* backend='reference'"):
-        second_derivative(op, backend, inputs)
+        second_derivative(op, backend, inputs, loss)
+
+
+def test_gradients_kept_for_a_later_second_derivative_can_be_modified_in_place():
+    """create_graph=True without a second derivative: the gradients are ordinary tensors."""
+    op, inputs = cases(F64)["linear_scan"]
+    leaves = [x.detach().clone().requires_grad_(True) for x in inputs]
+    grads = torch.autograd.grad(op("torch", *leaves).square().sum(), leaves, create_graph=True)
+    grads[0].add_(1.0)
 
 
 @pytest.mark.parametrize("name, backend", sorted(FIRST_ORDER))

@@ -223,6 +223,25 @@ def test_float32_phase_of_undamped_modes_at_long_lengths(L, omega):
         assert ((got.to(want.dtype) - want).abs().max() / want.abs().max()).item() < 5e-6
 
 
+def test_growing_modes_near_float32_overflow_with_a_partial_last_block():
+    """Re x = 0.25 up to l = 349 reaches e^87 (finite in float32); the last block's tail
+    positions (up to 383) must be evaluated at l = 0, or their e^96 = inf times the zero
+    gradient there turns the mode sums into NaN."""
+    L = 350
+    x = torch.complex(torch.full((1, 2), 0.25), torch.tensor([[0.3, 1.1]]))
+    v = torch.tensor([[1.0 + 0.5j, -0.7 + 0.2j]], dtype=torch.complex64)
+    w = torch.linspace(-1, 1, L)[None] * torch.exp(-0.25 * torch.arange(L))[None]
+    results = []
+    for backend, dtype, device in (("triton", torch.complex64, DEVICE), ("torch", torch.complex128, "cpu")):
+        vv, xx = v.to(device, dtype).requires_grad_(), x.to(device, dtype).requires_grad_()
+        K = vandermonde(vv, xx, L, backend=backend)
+        grads = torch.autograd.grad((K * w.to(device, K.dtype)).sum(), [vv, xx])
+        results.append(tuple(t.cpu() for t in (K.detach().double(), *grads)))
+    for got, want in zip(*results):
+        assert torch.isfinite(got).all()
+        assert ((got.to(want.dtype) - want).abs().max() / want.abs().max()).item() < 1e-5
+
+
 @requires_cuda
 def test_cuda_default_backend_is_triton_and_matches_torch():
     torch.manual_seed(11)

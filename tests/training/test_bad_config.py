@@ -355,3 +355,29 @@ def test_test_noise_the_model_cannot_take_is_refused_when_the_task_is_made():
     with pytest.raises(ValueError, match="'spike' needs an S4D, S4PTD, S5 or S5PTD layer"):
         make(ssm.Mamba(4), "spike")
     make(ssm.S4D(4, 4), "spike")
+
+
+def test_errors_of_ones_own_code_keep_their_traceback(tmp_path, monkeypatch):
+    """Only this package's argument checks, and keys the config really holds, become one-line
+    config errors: a ValueError raised in a user's own layer, or a keyword its code (not the
+    config) gets wrong, propagates whole."""
+    from hydra.errors import InstantiationException
+    from omegaconf import OmegaConf
+
+    from ssm.training.config_checks import ConfigError, instantiate_checked
+
+    (tmp_path / "own_layers.py").write_text(
+        "import torch\n"
+        "class Refuses:\n"
+        "    def __init__(self, width):\n"
+        "        raise ValueError('my own check failed')\n"
+        "class Typo:\n"
+        "    def __init__(self, width):\n"
+        "        torch.nn.Linear(width, width, biass=True)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for target, match in (("own_layers.Refuses", "my own check failed"), ("own_layers.Typo", "biass")):
+        cfg = OmegaConf.create({"model": {"_target_": target, "width": 3}})
+        with pytest.raises(InstantiationException, match=match) as info:
+            instantiate_checked(cfg, "model")
+        assert not isinstance(info.value, ConfigError)

@@ -192,5 +192,36 @@ def test_a_model_class_that_cannot_be_imported_says_to_put_it_on_the_path(tmp_pa
     cfg = OmegaConf.load(config)
     cfg.model.layer._target_ = "my_missing_layers.EMALayer"
     OmegaConf.save(cfg, config)
-    with pytest.raises(ImportError, match=r"names my_missing_layers\.EMALayer, which cannot be imported here; .* on PYTHONPATH"):
+    hint = r"(?s)names my_missing_layers\.EMALayer, which cannot be imported here .*No module named .*on PYTHONPATH"
+    with pytest.raises(ImportError, match=hint):
+        load_model(run, "last")
+
+
+def test_other_instantiation_failures_propagate_as_they_are(tmp_path, small_config):
+    """Only a class that cannot be located gets the import hint; a bad value in the saved config
+    fails with the constructor's own error."""
+    import hydra
+
+    run = small_run(tmp_path, small_config)
+    save_checkpoint(run, "last.ckpt", seed=1)
+    config = run / ".hydra" / "config.yaml"
+    cfg = OmegaConf.load(config)
+    cfg.model.layer.dt_min = -1.0
+    OmegaConf.save(cfg, config)
+    with pytest.raises(hydra.errors.InstantiationException, match="dt_min"):
+        load_model(run, "last")
+
+
+def test_the_import_hint_carries_the_underlying_import_error(tmp_path, small_config, monkeypatch):
+    """A module that exists but fails to import (a missing dependency) is named with its cause."""
+    (tmp_path / "broken_layers.py").write_text("import not_installed_pkg_xyz\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "run").mkdir()
+    run = small_run(tmp_path / "run", small_config)
+    save_checkpoint(run, "last.ckpt", seed=1)
+    config = run / ".hydra" / "config.yaml"
+    cfg = OmegaConf.load(config)
+    cfg.model.layer._target_ = "broken_layers.Layer"
+    OmegaConf.save(cfg, config)
+    with pytest.raises(ImportError, match="not_installed_pkg_xyz"):
         load_model(run, "last")
