@@ -260,3 +260,18 @@ def test_softplus_slope_is_one_above_its_threshold_float64():
         out = kernels.selective_scan_2d(u, d, A, B, C, delta_softplus=True, backend=backend)
         grads.append(torch.autograd.grad(out.sum(), d)[0])
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-13, atol=1e-13)
+
+
+@requires_cuda
+@pytest.mark.parametrize("H, W", [(64, 64), (96, 40)])
+def test_cuda_no_grad_forward_with_two_carry_slots_matches_the_grad_forward(H, W):
+    """On a GPU the two alternating band-carry slots of the no-grad forward are read and
+    written by all warps of a program: a slot written while it is read would race, which the
+    interpreter (one thread) cannot show. Many bands, compared with the one-slot-per-band path
+    at the same tiles."""
+    x = on_device(make_inputs(Bsz=2, Dm=8, N=16, H=H, W=W, G=1, dtype=torch.float32, seed=21))
+    with torch.no_grad():
+        fast = selective_scan_2d(**x, delta_softplus=True, backend="triton")
+    leaf = x["u"].clone().requires_grad_()
+    with_grad = selective_scan_2d(**{**x, "u": leaf}, delta_softplus=True, backend="triton")
+    torch.testing.assert_close(fast, with_grad.detach(), rtol=1e-5, atol=1e-5)
