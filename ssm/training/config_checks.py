@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 
 from ssm.training.checks import is_integer
 from ssm.training.forecasting import LOSSES, ForecastingTask
-from ssm.training.optim import check_cosine_warmup_settings, check_optimizer_settings, cosine_warmup
+from ssm.training.optim import OPTIMIZERS, check_cosine_warmup_settings, check_optimizer_settings, cosine_warmup
 
 ROOT_FLAGS = ("test", "fit_batch_to_memory")
 CHECKED_GROUPS = ("model", "data", "task", "optimizer", "scheduler")
@@ -70,6 +70,13 @@ def check_optimizer(cfg: DictConfig) -> None:
         check_optimizer_settings(**settings)
     except ValueError as err:
         raise ConfigError(str(err)) from None
+    if optimizer.get("_target_") == "ssm.training.optim.build_optimizer":  # its extra keys go to the torch optimizer
+        torch_optimizer = OPTIMIZERS[settings.get("name", "adamw")]
+        takes = set(inspect.signature(torch_optimizer).parameters) - {"params"}
+        extra = [key for key in optimizer if not key.startswith("_") and key not in keys and key not in takes]
+        if extra:
+            raise ConfigError(f"optimizer.{extra[0]}: {torch_optimizer.__name__} takes no {extra[0]!r} (it takes "
+                              f"{', '.join(sorted(takes))}); drop it with '~optimizer.{extra[0]}'")
 
 
 def check_task(cfg: DictConfig) -> None:

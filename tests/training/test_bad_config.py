@@ -381,3 +381,15 @@ def test_errors_of_ones_own_code_keep_their_traceback(tmp_path, monkeypatch):
         with pytest.raises(InstantiationException, match=match) as info:
             instantiate_checked(cfg, "model")
         assert not isinstance(info.value, ConfigError)
+
+
+def test_an_optimizer_key_the_torch_optimizer_does_not_take_is_a_config_error():
+    """build_optimizer hands its extra keys to the torch optimizer, which is only built once
+    training starts: a stray key used to fail there, after the logger and trainer."""
+    from ssm.training.config_checks import ConfigError, check_config
+
+    with pytest.raises(ConfigError, match=r"^optimizer.foo: AdamW takes no 'foo' .*drop it with '~optimizer.foo'"):
+        check_config(compose_config("experiment=lra", "+optimizer.foo=1"))
+    with pytest.raises(ConfigError, match=r"^optimizer.amsgrad: SGD takes no 'amsgrad'"):
+        check_config(compose_config("experiment=lra", "optimizer.name=sgd", "~optimizer.betas", "+optimizer.amsgrad=true"))
+    check_config(compose_config("experiment=lra", "+optimizer.amsgrad=true"))  # AdamW takes it
