@@ -64,8 +64,9 @@ import triton.language as tl
 
 from kernels import _launch
 from kernels._autograd import first_order_only
-from kernels.selective_scan.triton import (  # the 1D kernel's affine-map combine and softplus
+from kernels.selective_scan.triton import (  # the 1D kernel's combine, grid decoding and softplus
     _combine,
+    _program_block,
     _softplus,
     _softplus_slope,
 )
@@ -182,9 +183,7 @@ def _fwd_kernel(
     SOFTPLUS: tl.constexpr, SAVE: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,
 ):
-    pid = tl.program_id(0)  # batch · D + d
-    d = pid % Dm
-    batch = (pid // Dm).to(tl.int64)
+    d, batch = _program_block(Dm, 1)  # program batch · D + d
     offs_n = tl.arange(0, BLOCK_N)
     rows = tl.arange(0, BLOCK_H)
     cols = tl.arange(0, BLOCK_W)
@@ -244,9 +243,7 @@ def _bwd_kernel(
     SOFTPLUS: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,
 ):
-    pid = tl.program_id(0)  # batch · D + d
-    d = pid % Dm
-    batch = (pid // Dm).to(tl.int64)
+    d, batch = _program_block(Dm, 1)  # program batch · D + d
     offs_n = tl.arange(0, BLOCK_N)
     rows = tl.arange(0, BLOCK_H)
     cols = tl.arange(0, BLOCK_W)

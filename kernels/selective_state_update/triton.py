@@ -24,7 +24,10 @@ import triton
 import triton.language as tl
 
 from kernels import _launch
-from kernels.selective_scan.triton import _softplus  # log1p(exp(t)), t above 20, NaN kept
+from kernels.selective_scan.triton import (  # the 1D kernel's grid decoding and softplus
+    _program_block,
+    _softplus,
+)
 
 # Channels per program: about 512 state values per program (32 channels at N = 16, 4 at
 # N >= 128), so the tile stays in registers for every state size.
@@ -67,11 +70,8 @@ def _selective_state_update_kernel(
     BLOCK_D: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    pid = tl.program_id(0)  # batch · cdiv(dim, BLOCK_D) + channel block
-    n_dblocks = tl.cdiv(dim, BLOCK_D)
-    pid_d = pid % n_dblocks
-    batch = (pid // n_dblocks).to(tl.int64)
-    offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+    d0, batch = _program_block(dim, BLOCK_D)
+    offs_d = d0 + tl.arange(0, BLOCK_D)
     offs_n = tl.arange(0, BLOCK_N)
     mask_d = offs_d < dim
     mask_n = offs_n < N
