@@ -204,6 +204,18 @@ def test_float32_phase_stays_accurate_over_long_kernels():
     assert (K - want).abs().max() / want.abs().max() < 5e-6
 
 
+def triton_float32_and_torch_float64(v, x, L, w):
+    """(K, grad v, grad x) of sum(K · w) on the Triton backend in complex64 and on the torch
+    backend in complex128 from the same (float32) inputs, both on the CPU."""
+    results = []
+    for backend, dtype, device in (("triton", torch.complex64, DEVICE), ("torch", torch.complex128, "cpu")):
+        vv, xx = v.to(device, dtype).requires_grad_(), x.to(device, dtype).requires_grad_()
+        K = vandermonde(vv, xx, L, backend=backend)
+        grads = torch.autograd.grad((K * w.to(device, K.dtype)).sum(), [vv, xx])
+        results.append(tuple(t.cpu() for t in (K.detach().double(), *grads)))
+    return results
+
+
 @pytest.mark.parametrize("L, omega", [(16384, 100.0), (40000, 10.0), (4096, 1000.0)])
 def test_float32_phase_of_undamped_modes_at_long_lengths(L, omega):
     """Long-memory modes (Re x ~ 0, the ones training drives towards) at l beyond 2**15 or with
@@ -213,13 +225,7 @@ def test_float32_phase_of_undamped_modes_at_long_lengths(L, omega):
     v = torch.randn(2, 3, dtype=torch.complex64)
     x = torch.complex(-1e-5 * torch.rand(2, 3), omega * (0.5 + torch.rand(2, 3)))
     w = torch.randn(2, L)
-    results = []
-    for backend, dtype, device in (("triton", torch.complex64, DEVICE), ("torch", torch.complex128, "cpu")):
-        vv, xx = v.to(device, dtype).requires_grad_(), x.to(device, dtype).requires_grad_()
-        K = vandermonde(vv, xx, L, backend=backend)
-        grads = torch.autograd.grad((K * w.to(device, K.dtype)).sum(), [vv, xx])
-        results.append(tuple(t.cpu() for t in (K.detach().double(), *grads)))
-    for got, want in zip(*results):
+    for got, want in zip(*triton_float32_and_torch_float64(v, x, L, w)):
         assert ((got.to(want.dtype) - want).abs().max() / want.abs().max()).item() < 5e-6
 
 
@@ -231,13 +237,7 @@ def test_growing_modes_near_float32_overflow_with_a_partial_last_block():
     x = torch.complex(torch.full((1, 2), 0.25), torch.tensor([[0.3, 1.1]]))
     v = torch.tensor([[1.0 + 0.5j, -0.7 + 0.2j]], dtype=torch.complex64)
     w = torch.linspace(-1, 1, L)[None] * torch.exp(-0.25 * torch.arange(L))[None]
-    results = []
-    for backend, dtype, device in (("triton", torch.complex64, DEVICE), ("torch", torch.complex128, "cpu")):
-        vv, xx = v.to(device, dtype).requires_grad_(), x.to(device, dtype).requires_grad_()
-        K = vandermonde(vv, xx, L, backend=backend)
-        grads = torch.autograd.grad((K * w.to(device, K.dtype)).sum(), [vv, xx])
-        results.append(tuple(t.cpu() for t in (K.detach().double(), *grads)))
-    for got, want in zip(*results):
+    for got, want in zip(*triton_float32_and_torch_float64(v, x, L, w)):
         assert torch.isfinite(got).all()
         assert ((got.to(want.dtype) - want).abs().max() / want.abs().max()).item() < 1e-5
 
