@@ -27,14 +27,14 @@ def assert_close(
 ) -> None:
     """Compare with the tolerance of ``dtype`` (default: ``actual``'s dtype).
 
-    Both sides are compared in float64 (complex128 for complex inputs), so a low-precision
-    result can be checked directly against a float64 oracle.
+    Both sides are compared on CPU in float64 (complex128 for complex inputs), so a
+    low-precision GPU result can be checked directly against a float64 oracle on CPU.
     """
     dtype = actual.dtype if dtype is None else dtype
     rtol, atol = tolerance(dtype)
     wide = torch.complex128 if (actual.is_complex() or expected.is_complex()) else torch.float64
     torch.testing.assert_close(
-        actual.detach().to(wide), expected.detach().to(wide), rtol=rtol, atol=atol, msg=msg
+        actual.detach().to("cpu", wide), expected.detach().to("cpu", wide), rtol=rtol, atol=atol, msg=msg
     )
 
 
@@ -53,5 +53,5 @@ def assert_close_summed(
     scale = expected.detach().abs().max().item() if expected.numel() else 0.0
     wide = torch.complex128 if (actual.is_complex() or expected.is_complex()) else torch.float64
     torch.testing.assert_close(
-        actual.detach().to(wide), expected.detach().to(wide), rtol=rtol, atol=max(atol, rtol * scale), msg=msg
+        actual.detach().to("cpu", wide), expected.detach().to("cpu", wide), rtol=rtol, atol=max(atol, rtol * scale), msg=msg
     )

@@ -9,6 +9,7 @@ import importlib
 
 import pytest
 import torch
+from devices import TRITON_DEVICE, requires_cuda
 from reference import companion_kernel_by_powers
 from tolerances import assert_close_summed
 
@@ -19,9 +20,7 @@ from kernels.companion_kernel.pytorch import combine_spectra
 
 ktr = importlib.import_module("kernels.companion_kernel.triton")
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 F64 = torch.float64
-requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
 def inputs(n, d, dtype=F64, seed=0, singular=False):
@@ -35,9 +34,9 @@ def inputs(n, d, dtype=F64, seed=0, singular=False):
 
 
 def run(a0, b0, c0, L, weight, backend):
-    leaves = [t.detach().clone().to(DEVICE).requires_grad_(True) for t in (a0, b0, c0)]
+    leaves = [t.detach().clone().to(TRITON_DEVICE).requires_grad_(True) for t in (a0, b0, c0)]
     K = companion_kernel(*leaves, L, backend=backend)
-    (K * weight.to(device=DEVICE, dtype=K.dtype)).sum().backward()
+    (K * weight.to(device=TRITON_DEVICE, dtype=K.dtype)).sum().backward()
     return [K.detach().cpu()] + [t.grad.cpu() for t in leaves]
 
 
@@ -79,8 +78,8 @@ def test_singular_rows_take_the_series_path(small_block):
 @pytest.mark.parametrize("complex_dtype", [torch.complex128, torch.complex64])
 def test_fused_combination_matches_torch_forward_and_backward(complex_dtype, small_block):
     g = torch.Generator().manual_seed(2)
-    spectra = torch.randn(4, 3, 11, generator=g, dtype=complex_dtype).to(DEVICE)
-    weight = torch.randn(3, 11, generator=g, dtype=complex_dtype).to(DEVICE)
+    spectra = torch.randn(4, 3, 11, generator=g, dtype=complex_dtype).to(TRITON_DEVICE)
+    weight = torch.randn(3, 11, generator=g, dtype=complex_dtype).to(TRITON_DEVICE)
     results = []
     for fn in (ktr.combine_spectra_triton, combine_spectra):
         s = spectra.clone().requires_grad_(True)
@@ -93,20 +92,20 @@ def test_fused_combination_matches_torch_forward_and_backward(complex_dtype, sma
 
 
 def test_fused_combination_gradcheck():
-    spectra = torch.randn(4, 1, 3, dtype=torch.complex128, device=DEVICE, requires_grad=True)
+    spectra = torch.randn(4, 1, 3, dtype=torch.complex128, device=TRITON_DEVICE, requires_grad=True)
     assert torch.autograd.gradcheck(lambda s: ktr.combine_spectra_triton(s, 5), (spectra,))
 
 
 def test_series_method_runs_on_the_triton_backend():
     a, b, c = inputs(2, 6, seed=3)
-    K = companion_kernel(a.to(DEVICE), b.to(DEVICE), c.to(DEVICE), 17, backend="triton", method="series")
+    K = companion_kernel(a.to(TRITON_DEVICE), b.to(TRITON_DEVICE), c.to(TRITON_DEVICE), 17, backend="triton", method="series")
     assert_close_summed(K.cpu(), companion_kernel_by_powers(a, b, c, 17))
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_inputs(dtype):
     a, b, c = inputs(3, 8, dtype, seed=4)
-    K = companion_kernel(a.to(DEVICE), b.to(DEVICE), c.to(DEVICE), 24, backend="triton")
+    K = companion_kernel(a.to(TRITON_DEVICE), b.to(TRITON_DEVICE), c.to(TRITON_DEVICE), 24, backend="triton")
     assert K.dtype == dtype
     assert_close_summed(K.cpu(), companion_kernel_by_powers(a, b, c, 24), dtype=dtype)
 

@@ -10,6 +10,7 @@ import importlib
 
 import pytest
 import torch
+from devices import TRITON_DEVICE, requires_cuda
 from tolerances import assert_close
 
 from kernels import cross_merge, cross_scan
@@ -18,9 +19,6 @@ cs_pkg = importlib.import_module("kernels.cross_scan")
 pytestmark = pytest.mark.skipif("triton" not in cs_pkg._SCAN, reason="triton is not installed")
 if "triton" in cs_pkg._SCAN:
     from kernels.cross_scan import triton as triton_impl
-
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 @pytest.fixture
@@ -48,9 +46,9 @@ def test_thin_images_get_long_tiles():
 @pytest.mark.parametrize("H, W", [(1, 37), (37, 1), (5, 9), (7, 11), (8, 8), (13, 6)])
 def test_several_tiles_with_masked_edges(small_tiles, H, W):
     torch.manual_seed(0)
-    x = torch.randn(2, 3, H, W, device=DEVICE)
+    x = torch.randn(2, 3, H, W, device=TRITON_DEVICE)
     assert torch.equal(cross_scan(x, backend="triton"), cross_scan(x, backend="reference"))
-    y = torch.randn(2, 4, 3, H * W, dtype=torch.float64, device=DEVICE)
+    y = torch.randn(2, 4, 3, H * W, dtype=torch.float64, device=TRITON_DEVICE)
     torch.testing.assert_close(
         cross_merge(y, H, W, backend="triton"), cross_merge(y, H, W, backend="reference"), rtol=0, atol=1e-12
     )
@@ -58,9 +56,9 @@ def test_several_tiles_with_masked_edges(small_tiles, H, W):
 
 def test_scan_writes_every_position(small_tiles):
     # a poisoned output buffer would show through any position the kernel skipped
-    x = torch.arange(35, dtype=torch.float32, device=DEVICE).view(1, 1, 5, 7)
+    x = torch.arange(35, dtype=torch.float32, device=TRITON_DEVICE).view(1, 1, 5, 7)
     out = cross_scan(x, backend="triton")
-    assert torch.equal(out[0, :, 0].sort(dim=-1).values, torch.arange(35, device=DEVICE).float().expand(4, 35))
+    assert torch.equal(out[0, :, 0].sort(dim=-1).values, torch.arange(35, device=TRITON_DEVICE).float().expand(4, 35))
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
@@ -68,13 +66,13 @@ def test_half_merge_accumulates_in_float32(dtype):
     # big + 1 + 1 is representable in the half type, big + 1 is not (it rounds back to big),
     # so the sum is exact only when accumulated in float32
     big = {torch.float16: 2048.0, torch.bfloat16: 256.0}[dtype]
-    y = torch.tensor([big, 1.0, 1.0, 0.0], device=DEVICE).view(1, 4, 1, 1).to(dtype)
+    y = torch.tensor([big, 1.0, 1.0, 0.0], device=TRITON_DEVICE).view(1, 4, 1, 1).to(dtype)
     out = cross_merge(y, 1, 1, backend="triton")
     assert out.dtype == dtype and out.item() == big + 2
 
 
 def test_float64_merge_accumulates_in_float64():
-    y = torch.tensor([1.0, 1e-10, 0.0, 0.0], dtype=torch.float64, device=DEVICE).view(1, 4, 1, 1)
+    y = torch.tensor([1.0, 1e-10, 0.0, 0.0], dtype=torch.float64, device=TRITON_DEVICE).view(1, 4, 1, 1)
     assert cross_merge(y, 1, 1, backend="triton").item() == 1.0 + 1e-10  # lost in float32
 
 
@@ -82,8 +80,8 @@ def test_mixed_second_order_gradient_through_the_kernels(small_tiles):
     # d/dx <scan(x), w> = merge(w), built by the Triton merge with a graph; its derivative
     # along v with respect to w is scan(v), by the Triton scan
     torch.manual_seed(1)
-    x = torch.randn(1, 2, 3, 5, dtype=torch.float64, device=DEVICE, requires_grad=True)
-    w = torch.randn(1, 4, 2, 15, dtype=torch.float64, device=DEVICE, requires_grad=True)
+    x = torch.randn(1, 2, 3, 5, dtype=torch.float64, device=TRITON_DEVICE, requires_grad=True)
+    w = torch.randn(1, 4, 2, 15, dtype=torch.float64, device=TRITON_DEVICE, requires_grad=True)
     (gx,) = torch.autograd.grad((cross_scan(x, backend="triton") * w).sum(), x, create_graph=True)
     torch.testing.assert_close(gx, cross_merge(w.detach(), 3, 5, backend="reference"), rtol=0, atol=1e-12)
     v = torch.randn_like(gx)
@@ -92,8 +90,8 @@ def test_mixed_second_order_gradient_through_the_kernels(small_tiles):
 
 
 def test_expanded_gradient_is_made_contiguous():
-    x = torch.randn(1, 2, 3, 4, device=DEVICE, requires_grad=True)
-    g = torch.ones(1, 1, 1, 1, device=DEVICE).expand(1, 4, 2, 12)  # stride-0 grad
+    x = torch.randn(1, 2, 3, 4, device=TRITON_DEVICE, requires_grad=True)
+    g = torch.ones(1, 1, 1, 1, device=TRITON_DEVICE).expand(1, 4, 2, 12)  # stride-0 grad
     (gx,) = torch.autograd.grad(cross_scan(x, backend="triton"), x, g)
     assert torch.equal(gx, torch.full_like(x, 4.0))
 
@@ -101,7 +99,7 @@ def test_expanded_gradient_is_made_contiguous():
 # ----------------------------------------------------------------------------- CUDA only
 
 
-@needs_cuda
+@requires_cuda
 @pytest.mark.parametrize("H, W", [(56, 57), (1, 10000), (10000, 1), (64, 64), (7, 129)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
 def test_cuda_matches_torch(H, W, dtype):
@@ -114,7 +112,7 @@ def test_cuda_matches_torch(H, W, dtype):
     assert_close(out, cross_merge(y.double(), H, W, backend="torch"))
 
 
-@needs_cuda
+@requires_cuda
 def test_cuda_default_backend_is_triton_with_grads(monkeypatch):
     torch.manual_seed(3)
     ran = []
@@ -129,7 +127,7 @@ def test_cuda_default_backend_is_triton_with_grads(monkeypatch):
     assert ran == ["cross_scan_triton", "cross_merge_triton"]
 
 
-@needs_cuda
+@requires_cuda
 def test_cuda_many_images_in_the_first_grid_dim():
     # B·C = 70000 programs along grid axis 0 (axes 1 and 2 would be capped at 65535)
     x = torch.randn(70000, 1, 3, 5, device="cuda")

@@ -15,12 +15,12 @@ import os
 
 import pytest
 import torch
+from devices import TRITON_DEVICE
 
 import kernels
 from kernels import _launch
 
 HAS_TRITON = "triton" in importlib.import_module("kernels.fftconv")._IMPLEMENTATIONS
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # the Triton backend's tensors: the interpreter on CPU
 pytestmark = pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed")
 
 
@@ -96,7 +96,7 @@ def test_every_launch_runs_under_the_tensors_device(name, monkeypatch):
         monkeypatch.setattr(InterpretedFunction, "run", recording_run)
 
     op, inputs, _ = _inputs(name)
-    inputs = [t.to(DEVICE).requires_grad_(name not in FORWARD_ONLY) for t in inputs]
+    inputs = [t.to(TRITON_DEVICE).requires_grad_(name not in FORWARD_ONLY) for t in inputs]
     out = op("triton", *inputs)
     n_forward = len(entered)
     assert n_forward >= 1, "the forward launched outside device_guard"
@@ -111,7 +111,7 @@ def test_every_launch_runs_under_the_tensors_device(name, monkeypatch):
 @pytest.mark.parametrize("name", ["selective_scan", "selective_scan_2d", "selective_state_update"])
 def test_nan_delta_gives_nan_outputs_where_the_reference_does(name):
     op, inputs, i = _inputs(name)
-    inputs = [t.to(DEVICE) for t in inputs]
+    inputs = [t.to(TRITON_DEVICE) for t in inputs]
     inputs[i].view(-1)[1] = float("nan")
     want = torch.isnan(op("reference", *inputs))
     assert want.any() and not want.all()

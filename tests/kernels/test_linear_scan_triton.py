@@ -10,6 +10,7 @@ import importlib
 
 import pytest
 import torch
+from devices import TRITON_DEVICE, requires_cuda
 from reference import (
     constant_a_near_unit_circle,
     linear_recurrence,
@@ -26,8 +27,6 @@ pytestmark = pytest.mark.skipif("triton" not in scan_pkg._IMPLEMENTATIONS, reaso
 if "triton" in scan_pkg._IMPLEMENTATIONS:
     ltr = importlib.import_module("kernels.linear_scan.triton")
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 C128 = torch.complex128
 
 
@@ -44,7 +43,7 @@ def results(a0, b0, h00, reverse, weight, backend=None, device="cpu"):
     return [t if t is None else t.detach().cpu() for t in [h] + grads]
 
 
-def check(a, b, h0, reverse, backend="triton", device=DEVICE, oracle=None):
+def check(a, b, h0, reverse, backend="triton", device=TRITON_DEVICE, oracle=None):
     """Compare with the float64 loop (or ``oracle`` results) at the tolerance of b's dtype."""
     weight = torch.randn(b.shape, dtype=C128 if b.is_complex() else torch.float64)
     got = results(a, b, h0, reverse, weight, backend, device)
@@ -121,7 +120,7 @@ def test_extreme_magnitudes(mag, dtype):
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
 def test_gradcheck(const, reverse):
     torch.manual_seed(4)
-    a, b, h0 = (t.to(DEVICE).requires_grad_(True) for t in linear_scan_inputs(2, 5, 2, C128, const=const))
+    a, b, h0 = (t.to(TRITON_DEVICE).requires_grad_(True) for t in linear_scan_inputs(2, 5, 2, C128, const=const))
     assert torch.autograd.gradcheck(
         lambda a, b, h0: linear_scan(a, b, h0, reverse=reverse, backend="triton"), (a, b, h0), fast_mode=True
     )
@@ -129,7 +128,7 @@ def test_gradcheck(const, reverse):
 
 def test_zero_length_and_gradients():
     torch.manual_seed(5)
-    a, b, h0 = (t.to(DEVICE).requires_grad_(True) for t in linear_scan_inputs(2, 0, 3, C128, const=True))
+    a, b, h0 = (t.to(TRITON_DEVICE).requires_grad_(True) for t in linear_scan_inputs(2, 0, 3, C128, const=True))
     h = linear_scan(a, b, h0, backend="triton")
     assert h.shape == (2, 0, 3)
     h.sum().abs().backward()
@@ -143,11 +142,11 @@ def test_non_contiguous_conjugated_inputs_and_broadcast_gradient():
     a_view = a.transpose(0, 2).contiguous().transpose(0, 2).conj()  # strided, conj bit
     b_view = b.transpose(1, 2).contiguous().transpose(1, 2)
     assert not b_view.is_contiguous() and a_view.is_conj()
-    h = linear_scan(a_view.to(DEVICE), b_view.to(DEVICE), h0.to(DEVICE), backend="triton")
+    h = linear_scan(a_view.to(TRITON_DEVICE), b_view.to(TRITON_DEVICE), h0.to(TRITON_DEVICE), backend="triton")
     assert_close(h.cpu(), linear_recurrence(a.conj(), b, h0))
     # The gradient of sum() arrives as an expanded (stride 0) tensor.
-    b_leaf = b.detach().to(DEVICE).requires_grad_(True)
-    linear_scan(a.to(DEVICE), b_leaf, backend="triton").sum().real.backward()
+    b_leaf = b.detach().to(TRITON_DEVICE).requires_grad_(True)
+    linear_scan(a.to(TRITON_DEVICE), b_leaf, backend="triton").sum().real.backward()
     b_ref = b.detach().clone().requires_grad_(True)
     linear_recurrence(a, b_ref).sum().real.backward()
     assert_close(b_leaf.grad.cpu(), b_ref.grad)
@@ -157,7 +156,7 @@ def test_use_backend_runs_the_kernel():
     torch.manual_seed(7)
     a, b, h0 = linear_scan_inputs(2, 9, 3)
     with kernels.use_backend("triton"):
-        h = linear_scan(a.to(DEVICE), b.to(DEVICE), h0.to(DEVICE))
+        h = linear_scan(a.to(TRITON_DEVICE), b.to(TRITON_DEVICE), h0.to(TRITON_DEVICE))
     assert_close(h.cpu(), linear_recurrence(a, b, h0))
 
 
@@ -189,7 +188,6 @@ def torch_oracle(a, b, h0, reverse, weight):
     return results(a, b, h0, reverse, weight, "torch", "cuda")
 
 
-
 @pytest.mark.parametrize("reverse", [False, True])
 def test_constant_a_near_the_unit_circle_keeps_its_error_at_float32_rounding(reverse):
     """As for the torch path: a constant a (P,) with 1 - |a| in [1e-7, 1e-5]. The product of a
@@ -197,7 +195,7 @@ def test_constant_a_near_the_unit_circle_keeps_its_error_at_float32_rounding(rev
     grew linearly in L (8.8e-6 at L = 4096, 5x a complex64 loop); the carry and a^k are now
     float64, forward and backward."""
     a, b, weight = constant_a_near_unit_circle(2048)
-    errors = scan_errors_against_complex128(a, b, weight, reverse, "triton", device=DEVICE)
+    errors = scan_errors_against_complex128(a, b, weight, reverse, "triton", device=TRITON_DEVICE)
     assert errors[0] < 2e-6
     for name, error in zip("ab", errors[1:]):
         assert error < 2e-6, name
@@ -209,7 +207,7 @@ def test_constant_real_a_of_either_sign_matches_the_loop(sign):
     gen = torch.Generator().manual_seed(9)
     a = sign * (0.5 + 0.5 * torch.rand(3, generator=gen, dtype=torch.float64))
     b = torch.randn(2, 150, 3, generator=gen, dtype=torch.float64)
-    h = linear_scan(a.float().to(DEVICE), b.float().to(DEVICE), backend="triton")
+    h = linear_scan(a.float().to(TRITON_DEVICE), b.float().to(TRITON_DEVICE), backend="triton")
     assert_close(h.cpu(), linear_recurrence(a.float().double(), b.float().double()), dtype=torch.float32)
 
 @requires_cuda
@@ -239,7 +237,7 @@ def test_half_precision_gradients_come_from_float32_states(dtype):
     torch.manual_seed(7)
     a, b, h0 = linear_scan_inputs(2, 11, 3, dtype)
     weight = torch.randn(b.shape, dtype=torch.float64)
-    tri = results(a, b, h0, False, weight, "triton", DEVICE)
+    tri = results(a, b, h0, False, weight, "triton", TRITON_DEVICE)
     ref = results(a, b, h0, False, weight, "torch")
     assert tri[0].dtype == dtype
     torch.testing.assert_close(tri[0], ref[0], rtol=0, atol=0)

@@ -13,12 +13,12 @@ import importlib
 
 import pytest
 import torch
+from devices import TRITON_DEVICE
 from torch.autograd import gradgradcheck
 
 import kernels
 
 F64 = torch.float64
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # the Triton backend's tensors: the interpreter on CPU
 
 
 def _t(*shape, kind="normal", dtype=F64):
@@ -61,7 +61,7 @@ def second_derivative(op, backend, inputs, loss="square"):
     """d/d inputs of <grad of the loss w.r.t. inputs, w> for a fixed w: a Hessian-vector product.
     ``loss="linear"``: sum(out * c), whose incoming gradient c carries no graph, so only the
     op's saved inputs tie its gradients to the second derivative."""
-    device = DEVICE if backend == "triton" else "cpu"
+    device = TRITON_DEVICE if backend == "triton" else "cpu"
     leaves = [x.detach().to(device).clone().requires_grad_(True) for x in inputs]
     out = op(backend, *leaves)
     value = out.square().sum() if loss == "square" else (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype,
@@ -98,7 +98,7 @@ def test_create_graph_alone_keeps_first_derivatives_exact(name, backend):
         pytest.skip("triton is not installed")
     dtype = torch.float32 if backend == "triton" else F64
     op, inputs = cases(dtype)[name]
-    leaves = [x.detach().to(DEVICE if backend == "triton" else "cpu").clone().requires_grad_(True) for x in inputs]
+    leaves = [x.detach().to(TRITON_DEVICE if backend == "triton" else "cpu").clone().requires_grad_(True) for x in inputs]
     plain = torch.autograd.grad(op(backend, *leaves).square().sum(), leaves)
     kept = torch.autograd.grad(op(backend, *leaves).square().sum(), leaves, create_graph=True)
     for a, b in zip(kept, plain):

@@ -21,6 +21,7 @@ from test_selective_scan_2d import (
     oracle_loop,
     outputs_and_grads,
 )
+from devices import TRITON_DEVICE, requires_cuda
 from interpreter_scan import fast_scan
 from tolerances import assert_close
 
@@ -31,14 +32,12 @@ pytestmark = pytest.mark.skipif("triton" not in ss2_pkg._IMPLEMENTATIONS, reason
 if "triton" in ss2_pkg._IMPLEMENTATIONS:
     sst = importlib.import_module("kernels.selective_scan_2d.triton")
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 F64 = torch.float64
 
 
 @pytest.fixture(autouse=True)
 def fast_interpreter_scan(request, monkeypatch):
-    if DEVICE == "cpu" and request.node.originalname != "test_stock_interpreter_scan":
+    if TRITON_DEVICE == "cpu" and request.node.originalname != "test_stock_interpreter_scan":
         fast_scan(monkeypatch)
 
 
@@ -49,7 +48,7 @@ def small_tiles(monkeypatch):
 
 
 def on_device(x):
-    return {k: None if v is None else v.to(DEVICE) for k, v in x.items()}
+    return {k: None if v is None else v.to(TRITON_DEVICE) for k, v in x.items()}
 
 
 def check(x, softplus=True):
@@ -254,9 +253,9 @@ def test_softplus_slope_is_one_above_its_threshold_float64():
     B, C = torch.randn(2, 1, 3, 3, 4, generator=g, dtype=torch.float64)
     A = -torch.rand(2, 3, generator=g, dtype=torch.float64)
     grads = []
-    u, A, B, C = (t.to(DEVICE) for t in (u, A, B, C))
+    u, A, B, C = (t.to(TRITON_DEVICE) for t in (u, A, B, C))
     for backend in ("triton", "reference"):
-        d = torch.full((1, 2, 3, 4), 20.5, dtype=torch.float64, device=DEVICE, requires_grad=True)
+        d = torch.full((1, 2, 3, 4), 20.5, dtype=torch.float64, device=TRITON_DEVICE, requires_grad=True)
         out = kernels.selective_scan_2d(u, d, A, B, C, delta_softplus=True, backend=backend)
         grads.append(torch.autograd.grad(out.sum(), d)[0])
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-13, atol=1e-13)

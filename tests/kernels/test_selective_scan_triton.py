@@ -15,6 +15,7 @@ import importlib
 
 import pytest
 import torch
+from devices import TRITON_DEVICE, requires_cuda
 from interpreter_scan import fast_scan
 from tolerances import assert_close, assert_close_summed
 
@@ -26,8 +27,6 @@ pytestmark = pytest.mark.skipif("triton" not in ss_pkg._IMPLEMENTATIONS, reason=
 if "triton" in ss_pkg._IMPLEMENTATIONS:
     sst = importlib.import_module("kernels.selective_scan.triton")
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "h0")
 # Gradients of tensors shared over batch, time or channels sum many terms of either sign: they
 # are compared relative to their largest entry.
@@ -38,7 +37,7 @@ SUMMED_LONG = SUMMED | {"u", "delta", "h0"}
 
 @pytest.fixture(autouse=True)
 def fast_interpreter_scan(request, monkeypatch):
-    if DEVICE == "cpu" and request.node.originalname != "test_stock_interpreter_scan":
+    if TRITON_DEVICE == "cpu" and request.node.originalname != "test_stock_interpreter_scan":
         fast_scan(monkeypatch)
 
 
@@ -82,7 +81,7 @@ def make_inputs(Bsz, Dm, N, L, B_kind, C_kind, D=True, z=True, bias=True, softpl
     return inputs, bool(softplus)
 
 
-def results(inputs, softplus, w_out, w_last, backend, device=DEVICE, return_last=True):
+def results(inputs, softplus, w_out, w_last, backend, device=TRITON_DEVICE, return_last=True):
     """(out, last, {name: grad}) of Σ out·w_out + Σ last·w_last (without last: Σ out·w_out)."""
     leaves = {k: None if v is None else v.detach().to(device).requires_grad_(True) for k, v in inputs.items()}
     res = selective_scan(
@@ -99,7 +98,7 @@ def results(inputs, softplus, w_out, w_last, backend, device=DEVICE, return_last
     return out.detach().cpu(), None if last is None else last.detach().cpu(), grads
 
 
-def check(inputs, softplus, return_last=True, device=DEVICE, seed=1, summed=SUMMED):
+def check(inputs, softplus, return_last=True, device=TRITON_DEVICE, seed=1, summed=SUMMED):
     """Triton vs the float64 reference on the same (rounded) inputs, every output and gradient at
     the tolerance of its own dtype. The cotangents are representable in the outputs' dtypes."""
     g = torch.Generator().manual_seed(seed)
@@ -199,7 +198,7 @@ def test_stock_interpreter_scan(small_blocks):
 
 def test_no_grad_matches_grad_path(small_blocks):
     inputs, sp = make_inputs(2, 4, 4, 20, "group", "var", seed=8)
-    args = {k: None if v is None else v.to(DEVICE) for k, v in inputs.items()}
+    args = {k: None if v is None else v.to(TRITON_DEVICE) for k, v in inputs.items()}
     kw = {"D": args["D"], "z": args["z"], "delta_bias": args["delta_bias"], "delta_softplus": sp, "h0": args["h0"]}
     bcd = [args[k] for k in ("u", "delta", "A", "B", "C")]
     with torch.no_grad():
@@ -215,16 +214,16 @@ def test_complex_A_uses_the_reference():
     A = torch.complex(-torch.rand(3, 2, generator=g), torch.randn(3, 2, generator=g))
     B = torch.randn(2, 2, 5, generator=g, dtype=torch.complex64)
     C = torch.randn(3, 2, generator=g, dtype=torch.complex64)
-    u, delta, A, B, C = (t.to(DEVICE) for t in (u, delta, A, B, C))
+    u, delta, A, B, C = (t.to(TRITON_DEVICE) for t in (u, delta, A, B, C))
     out, last = selective_scan(u, delta, A, B, C, return_last_state=True, backend="triton")
     ref_out, ref_last = selective_scan_reference(u, delta, A, B.unsqueeze(1), C)
     assert torch.equal(out, ref_out) and torch.equal(last, ref_last)
 
 
 def test_zero_length():
-    u = torch.zeros(2, 3, 0, device=DEVICE)
-    A = -torch.ones(3, 4, device=DEVICE)
-    h0 = torch.randn(2, 3, 4, device=DEVICE)
+    u = torch.zeros(2, 3, 0, device=TRITON_DEVICE)
+    A = -torch.ones(3, 4, device=TRITON_DEVICE)
+    h0 = torch.randn(2, 3, 4, device=TRITON_DEVICE)
     out, last = selective_scan(u, u, A, A, A, h0=h0, return_last_state=True, backend="triton")
     assert out.shape == (2, 3, 0) and torch.equal(last, h0)
 
@@ -262,7 +261,7 @@ def test_softplus_slope_is_one_above_its_threshold_float64():
     delta = torch.full((1, 2, 9), 20.5, dtype=torch.float64)
     grads = []
     for backend in ("triton", "reference"):
-        u, A, B, C, delta = (t.to(DEVICE) for t in (u, A, B, C, delta))
+        u, A, B, C, delta = (t.to(TRITON_DEVICE) for t in (u, A, B, C, delta))
         d = delta.clone().requires_grad_(True)
         out = selective_scan(u, d, A, B, C, delta_softplus=True, backend=backend)
         grads.append(torch.autograd.grad(out.sum(), d)[0])

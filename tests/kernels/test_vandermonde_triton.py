@@ -8,6 +8,7 @@ import importlib
 
 import pytest
 import torch
+from devices import TRITON_DEVICE, requires_cuda
 from reference import kernel_by_powers
 from tolerances import assert_close
 
@@ -17,9 +18,6 @@ from kernels import select_backend, vandermonde
 from kernels.vandermonde import _IMPLEMENTATIONS
 
 vtr = importlib.import_module("kernels.vandermonde.triton")
-
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
 def modes(H, N, C=None, dtype=torch.complex128):
@@ -38,7 +36,7 @@ def oracle(v, x, L):
 
 
 def triton_k(v, x, L):
-    return vandermonde(v.to(DEVICE), x.to(DEVICE), L, backend="triton")
+    return vandermonde(v.to(TRITON_DEVICE), x.to(TRITON_DEVICE), L, backend="triton")
 
 
 def grads(v0, x0, L, w, backend, device="cpu"):
@@ -108,8 +106,8 @@ def test_growing_modes_match_exp_form():
 def test_zero_length_and_gradients():
     torch.manual_seed(5)
     v, x = modes(3, 5, C=2)
-    v = v.to(DEVICE).requires_grad_(True)
-    x = x.to(DEVICE).requires_grad_(True)
+    v = v.to(TRITON_DEVICE).requires_grad_(True)
+    x = x.to(TRITON_DEVICE).requires_grad_(True)
     K = vandermonde(v, x, 0, backend="triton")
     assert K.shape == (2, 3, 0)
     K.sum().backward()
@@ -131,7 +129,7 @@ def test_grad_matches_reference_backend(C, L, dtype):
     torch.manual_seed(7)
     v0, x0 = modes(5, 7, C=C, dtype=dtype)
     w = torch.randn(*v0.shape[:-1], L, dtype=torch.float64)
-    got = grads(v0, x0, L, w, "triton", DEVICE)
+    got = grads(v0, x0, L, w, "triton", TRITON_DEVICE)
     # The oracle sees exactly the (possibly rounded) inputs, in float64.
     want = grads(v0.to(torch.complex128), x0.to(torch.complex128), L, w, "reference")
     tol = torch.float32 if dtype == torch.complex64 else torch.float64
@@ -144,7 +142,7 @@ def test_grad_with_small_blocks(small_blocks):
     torch.manual_seed(8)
     v0, x0 = modes(3, 7, C=2)
     w = torch.randn(2, 3, 37, dtype=torch.float64)
-    for a, b in zip(grads(v0, x0, 37, w, "triton", DEVICE), grads(v0, x0, 37, w, "reference")):
+    for a, b in zip(grads(v0, x0, 37, w, "triton", TRITON_DEVICE), grads(v0, x0, 37, w, "reference")):
         assert_close(a, b)
 
 
@@ -152,8 +150,8 @@ def test_grad_with_small_blocks(small_blocks):
 def test_gradcheck(C):
     torch.manual_seed(9)
     v, x = modes(2, 3, C=C)
-    v = v.to(DEVICE).requires_grad_(True)
-    x = x.to(DEVICE).requires_grad_(True)
+    v = v.to(TRITON_DEVICE).requires_grad_(True)
+    x = x.to(TRITON_DEVICE).requires_grad_(True)
     assert torch.autograd.gradcheck(
         lambda v, x: vandermonde(v, x, 6, backend="triton"), (v, x), fast_mode=True
     )
@@ -162,8 +160,8 @@ def test_gradcheck(C):
 def test_grad_only_for_inputs_that_require_it():
     torch.manual_seed(10)
     v, x = modes(3, 5)
-    x = x.to(DEVICE).requires_grad_(True)
-    vandermonde(v.to(DEVICE), x, 7, backend="triton").sum().backward()
+    x = x.to(TRITON_DEVICE).requires_grad_(True)
+    vandermonde(v.to(TRITON_DEVICE), x, 7, backend="triton").sum().backward()
     assert x.grad is not None and torch.isfinite(torch.view_as_real(x.grad)).all()
 
 
@@ -208,7 +206,7 @@ def triton_float32_and_torch_float64(v, x, L, w):
     """(K, grad v, grad x) of sum(K · w) on the Triton backend in complex64 and on the torch
     backend in complex128 from the same (float32) inputs, both on the CPU."""
     results = []
-    for backend, dtype, device in (("triton", torch.complex64, DEVICE), ("torch", torch.complex128, "cpu")):
+    for backend, dtype, device in (("triton", torch.complex64, TRITON_DEVICE), ("torch", torch.complex128, "cpu")):
         vv, xx = v.to(device, dtype).requires_grad_(), x.to(device, dtype).requires_grad_()
         K = vandermonde(vv, xx, L, backend=backend)
         grads = torch.autograd.grad((K * w.to(device, K.dtype)).sum(), [vv, xx])
