@@ -1,13 +1,15 @@
 """kernels.fftconv backend="triton": FFT convolution by DFT matrix products.
 
-On CPU-only machines the kernels run in the Triton interpreter (tests/conftest.py); the
-CUDA-only checks at the end run the compiled kernels against the torch backend.
+The Triton inputs live on TRITON_DEVICE: on CPU-only machines the kernels run there in the
+Triton interpreter (tests/conftest.py), on a CUDA machine compiled on the GPU. The CUDA-only
+checks at the end run the compiled kernels against the torch backend.
 """
 
 import importlib
 
 import pytest
 import torch
+from devices import TRITON_DEVICE, requires_cuda
 from reference import causal_conv_loop, two_sided_conv_loop
 from tolerances import assert_close
 
@@ -22,10 +24,10 @@ if "triton" in fftconv_pkg._IMPLEMENTATIONS:
     from kernels.fftconv import triton as triton_impl
 
 LENGTHS = [1, 5, 16, 37, 100]
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
-def inputs(B, H, L, dtype=torch.float32, two_sided=False, device="cpu"):
+def inputs(B, H, L, dtype=torch.float32, two_sided=False, device=TRITON_DEVICE):
+    """Random u, k, D drawn on CPU in float64 (the same numbers on every device), then moved."""
     decay = 1 + torch.arange(L, dtype=torch.float64)
     u = torch.randn(B, H, L, dtype=torch.float64)
     k = torch.randn(H, L, dtype=torch.float64) / decay  # decaying taps
@@ -36,6 +38,8 @@ def inputs(B, H, L, dtype=torch.float32, two_sided=False, device="cpu"):
 
 
 def oracle(u, k, D):
+    """The float64 loop on CPU copies of the inputs."""
+    u, k, D = u.cpu(), k.cpu(), None if D is None else D.cpu()
     if k.dim() == 3:
         return two_sided_conv_loop(u, k[0], k[1], D)
     return causal_conv_loop(u, k, D)
@@ -56,7 +60,7 @@ def test_forward_matches_loop_oracle(L, two_sided, with_D):
 def test_unit_impulse_kernel_returns_input_plus_skip():
     torch.manual_seed(1)
     u, _, D = inputs(2, 3, 37)
-    k = torch.zeros(3, 37)
+    k = torch.zeros(3, 37, device=TRITON_DEVICE)
     k[:, 0] = 1.0
     assert_close(fftconv(u, k, D, backend="triton"), u * (1 + D[:, None]))
 
@@ -66,7 +70,7 @@ def test_unit_impulse_kernel_returns_input_plus_skip():
 def test_grads_match_reference_backend(L, two_sided):
     torch.manual_seed(2)
     u0, k0, D0 = inputs(2, 3, L, two_sided=two_sided)
-    w = torch.randn(2, 3, L)
+    w = torch.randn(2, 3, L).to(TRITON_DEVICE)
     grads = {}
     for backend, dtype in (("triton", torch.float32), ("reference", torch.float64)):
         u, k, D = (t.detach().to(dtype).clone().requires_grad_(True) for t in (u0, k0, D0))
@@ -84,7 +88,7 @@ def test_several_rows_per_program_and_larger_tiles(monkeypatch, rows, L):
     monkeypatch.setattr(triton_impl, "_rows_per_program", lambda n_rows, n, device: rows)
     torch.manual_seed(12)
     u0, k0, D0 = inputs(2, 3, L, two_sided=True)
-    w = torch.randn(2, 3, L)
+    w = torch.randn(2, 3, L).to(TRITON_DEVICE)
     out = {}
     for backend, dtype in (("triton", torch.float32), ("reference", torch.float64)):
         u, k, D = (t.detach().to(dtype).clone().requires_grad_(True) for t in (u0, k0, D0))
@@ -118,7 +122,7 @@ def test_kernel_gradient_in_batch_chunks(monkeypatch, two_sided):
     B, H, L = 5, 3, 37
     n = triton_impl.fft_size(L)[0]
     u0, k0, D0 = inputs(B, H, L, two_sided=two_sided)
-    w = torch.randn(B, H, L)
+    w = torch.randn(B, H, L).to(TRITON_DEVICE)
 
     def grads(backend="triton", dtype=torch.float32):
         u, k, D = (t.detach().to(dtype).clone().requires_grad_(True) for t in (u0, k0, D0))
@@ -141,7 +145,7 @@ def test_kernel_gradient_in_batch_chunks(monkeypatch, two_sided):
 def test_grads_without_D_and_partial_requires_grad():
     torch.manual_seed(3)
     u0, k0, _ = inputs(2, 3, 37)
-    w = torch.randn(2, 3, 37)
+    w = torch.randn(2, 3, 37).to(TRITON_DEVICE)
     k = k0.clone().requires_grad_(True)
     (fftconv(u0, k, None, backend="triton") * w).sum().backward()
     k_ref = k0.double().requires_grad_(True)
@@ -234,7 +238,7 @@ def test_out_of_resources_falls_back_to_torch(monkeypatch):
     fftconv(u_ref, k_ref, D_ref, backend="reference").sum().backward()
     for a, b in ((u.grad, u_ref.grad), (k.grad, k_ref.grad), (D.grad, D_ref.grad)):
         assert_close(a, b, dtype=torch.float32)
-    assert triton_impl._TOO_LARGE == {(256, "cpu")}
+    assert triton_impl._TOO_LARGE == {(256, str(u0.device))}
 
     # Forward: that FFT length now goes straight to torch.
     _forbid_kernels(monkeypatch)
@@ -243,12 +247,8 @@ def test_out_of_resources_falls_back_to_torch(monkeypatch):
 
 def test_default_backend_on_cpu_stays_torch():
     torch.manual_seed(11)
-    u, k, D = inputs(2, 3, 16)
+    u, k, D = inputs(2, 3, 16, device="cpu")
     assert torch.equal(fftconv(u, k, D), fftconv_torch(u, k, D))
-
-
-# ----------------------------------------------------------------------------- CUDA only
-
 
 
 def test_a_plan_built_in_inference_mode_serves_a_differentiated_call():
@@ -264,7 +264,11 @@ def test_a_plan_built_in_inference_mode_serves_a_differentiated_call():
     assert not any(t.is_inference() for plan in triton_impl._PLANS.values() for t in plan)
     assert_close(u.grad, torch.autograd.grad(fftconv_torch(u, k, D).sum(), u)[0])
 
-@needs_cuda
+
+# ----------------------------------------------------------------------------- CUDA only
+
+
+@requires_cuda
 @pytest.mark.parametrize("L", [1, 100, 1000, 2048, 4096])
 @pytest.mark.parametrize("two_sided", [False, True], ids=["causal", "two-sided"])
 def test_cuda_forward_and_grads_match_float64_torch(L, two_sided):
@@ -282,7 +286,7 @@ def test_cuda_forward_and_grads_match_float64_torch(L, two_sided):
     assert not triton_impl._TOO_LARGE  # every length ran in Triton, none fell back to torch
 
 
-@needs_cuda
+@requires_cuda
 def test_cuda_default_backend_is_triton_and_half_precision():
     torch.manual_seed(13)
     u, k, D = inputs(2, 4, 512, dtype=torch.float16, device="cuda")
