@@ -6,6 +6,7 @@ import os
 
 import pytest
 import torch
+from devices import TRITON_DEVICE
 from tolerances import assert_close, assert_close_summed
 
 import kernels
@@ -323,7 +324,8 @@ def test_an_empty_scan_gives_every_input_a_zero_gradient(backend, with_h0, sizes
     backward() raised."""
     torch.manual_seed(16)
     args = make_inputs(*sizes, with_h0=with_h0)
-    args = [None if t is None else t.requires_grad_(True) for t in args]
+    device = TRITON_DEVICE if backend == "triton" else "cpu"
+    args = [None if t is None else t.to(device).requires_grad_(True) for t in args]
     out, last = public(backend)(*args, True)
     Bsz, Dm, N, L = sizes
     assert out.shape == (Bsz, Dm, L) and last.shape == (Bsz, Dm, N)

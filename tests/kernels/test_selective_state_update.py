@@ -2,8 +2,9 @@
 reference (float64 oracle), every option, grouped B/C, odd D and N, gradients, and L steps of
 it against kernels.selective_scan over the same L steps.
 
-On a CPU-only machine the Triton kernel runs in the interpreter (conftest sets
-TRITON_INTERPRET=1): shapes stay small.
+The Triton backend's inputs live on ``TRITON_DEVICE`` (the GPU when there is one); the float64
+oracles stay on CPU. On a CPU-only machine the Triton kernel runs in the interpreter (conftest
+sets TRITON_INTERPRET=1): shapes stay small.
 """
 
 import importlib
@@ -11,6 +12,7 @@ import itertools
 
 import pytest
 import torch
+from devices import TRITON_DEVICE, requires_cuda
 from tolerances import assert_close, assert_close_summed
 
 import kernels
@@ -19,8 +21,8 @@ from kernels import selective_scan, selective_state_update
 F64 = torch.float64
 op_pkg = importlib.import_module("kernels.selective_state_update")
 HAS_TRITON = "triton" in op_pkg._IMPLEMENTATIONS
-BACKENDS = ["torch", pytest.param("triton", marks=pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed"))]
-requires_cuda = pytest.mark.skipif(not (torch.cuda.is_available() and HAS_TRITON), reason="needs a CUDA GPU and triton")
+requires_triton = pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed")
+BACKENDS = ["torch", pytest.param("triton", marks=requires_triton)]
 
 # (batch, D, N, G): odd D and N, N padded in the kernel (17 -> 32), several channel blocks
 # (D = 33 in blocks of 16, D = 40 in blocks of 32), and groups that straddle a block of
@@ -60,23 +62,36 @@ def make_inputs(Bsz, Dm, N, G, dtype, opts=(True, True, True, True), grouped_2d=
     )
 
 
+def device_of(backend):
+    """Where ``backend``'s inputs live: ``TRITON_DEVICE`` for Triton, CPU for the others."""
+    return TRITON_DEVICE if backend == "triton" else "cpu"
+
+
+def on(inputs, backend):
+    """The tensors of ``inputs`` moved to ``backend``'s device (the same tensors on CPU)."""
+    device = device_of(backend)
+    return {k: v.to(device) if torch.is_tensor(v) else v for k, v in inputs.items()}
+
+
 def widen(inputs):
-    return {k: v.to(F64) if torch.is_tensor(v) else v for k, v in inputs.items()}
+    return {k: v.to("cpu", F64) if torch.is_tensor(v) else v for k, v in inputs.items()}
 
 
 def oracle(inputs):
+    """The reference step on CPU in float64, whatever device ``inputs`` are on."""
     return selective_state_update(**widen(inputs), backend="reference")
 
 
 def check_against_oracle(inputs, backend, dtype):
-    state_before = inputs["state"].clone()
-    y, h = selective_state_update(**inputs, backend=backend)
+    args = on(inputs, backend)
+    state_before = args["state"].clone()
+    y, h = selective_state_update(**args, backend=backend)
     y_ref, h_ref = oracle(inputs)
     assert y.dtype == inputs["x"].dtype and y.shape == inputs["x"].shape
     assert h.dtype == inputs["state"].dtype and h.shape == inputs["state"].shape
     assert_close(y, y_ref, dtype=dtype, msg="y")
     assert_close(h, h_ref, dtype=dtype, msg="new state")
-    assert torch.equal(inputs["state"], state_before), "the input state was modified"
+    assert torch.equal(args["state"], state_before), "the input state was modified"
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -96,8 +111,9 @@ def test_matches_reference_per_dtype_and_shape(backend, dtype, shape):
 def test_no_options_and_B_C_given_as_one_group(backend):
     """(B, 1, N) is the same as (B, N); without any option y = C h'."""
     inputs = make_inputs(2, 5, 3, 1, torch.float32, (False,) * 4, grouped_2d=True, seed=2)
-    y, h = selective_state_update(**inputs, backend=backend)
-    flat = dict(inputs, B=inputs["B"][:, 0], C=inputs["C"][:, 0])
+    args = on(inputs, backend)
+    y, h = selective_state_update(**args, backend=backend)
+    flat = dict(args, B=args["B"][:, 0], C=args["C"][:, 0])
     y2, h2 = selective_state_update(**flat, backend=backend)
     torch.testing.assert_close(y, y2)
     torch.testing.assert_close(h, h2)
@@ -110,17 +126,19 @@ def test_no_options_and_B_C_given_as_one_group(backend):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_mixed_input_dtypes_and_non_contiguous_inputs(backend):
     """fp16 x with a bf16 state and fp32 params; x, z, B, C as strided slices (as in a block
-    that splits one projection)."""
+    that splits one projection). The whole tensors are moved to the backend's device before
+    they are sliced, so the slices keep their strides there."""
     gen = torch.Generator().manual_seed(3)
+    device = device_of(backend)
     Bsz, Dm, N = 3, 9, 6
-    xz = torch.randn(Bsz, 2 * Dm, generator=gen).half()
+    xz = torch.randn(Bsz, 2 * Dm, generator=gen).half().to(device)
     x, z = xz.chunk(2, dim=-1)
-    dbc = torch.randn(Bsz, 4 + 2 * N, generator=gen).half()
+    dbc = torch.randn(Bsz, 4 + 2 * N, generator=gen).half().to(device)
     dt, Bm, Cm = dbc[:, :1].expand(Bsz, Dm), dbc[:, 4 : 4 + N], dbc[:, 4 + N :]
-    state = torch.randn(Bsz, N, Dm, generator=gen).to(torch.bfloat16).transpose(1, 2)
-    A = -torch.rand(N, Dm, generator=gen).T
-    inputs = dict(state=state, x=x, dt=dt, A=A, B=Bm, C=Cm, D=torch.randn(Dm, generator=gen), z=z,
-                  dt_bias=torch.randn(Dm, generator=gen), dt_softplus=True)
+    state = torch.randn(Bsz, N, Dm, generator=gen).to(torch.bfloat16).to(device).transpose(1, 2)
+    A = -torch.rand(N, Dm, generator=gen).to(device).T
+    inputs = dict(state=state, x=x, dt=dt, A=A, B=Bm, C=Cm, D=torch.randn(Dm, generator=gen).to(device), z=z,
+                  dt_bias=torch.randn(Dm, generator=gen).to(device), dt_softplus=True)
     y, h = selective_state_update(**inputs, backend=backend)
     assert y.dtype == torch.float16 and h.dtype == torch.bfloat16
     y_ref, h_ref = oracle(inputs)
@@ -135,6 +153,7 @@ def test_float64_state_with_float32_inputs_steps_in_float64(backend):
     inputs = make_inputs(2, 6, 4, 2, torch.float32, grouped_2d=True, seed=10)
     gen = torch.Generator().manual_seed(11)
     inputs["state"] = torch.randn(2, 6, 4, generator=gen, dtype=F64)
+    inputs = on(inputs, backend)
     state_before = inputs["state"].clone()
     y, h = selective_state_update(**inputs, backend=backend)
     assert h.dtype == F64 and y.dtype == torch.float32
@@ -153,9 +172,9 @@ def test_softplus_is_accurate_for_very_negative_and_large_dt():
     backends = ["torch"] + (["triton"] if HAS_TRITON else [])
     delta = torch.nn.functional.softplus(inputs["dt"])
     for backend in backends:
-        _, h = selective_state_update(**inputs, backend=backend)
+        _, h = selective_state_update(**on(inputs, backend), backend=backend)
         # from a zero state h' = Δ x B: recover Δ
-        got = h[:, :, 0] / (inputs["x"] * inputs["B"][:, None, 0])
+        got = h.cpu()[:, :, 0] / (inputs["x"] * inputs["B"][:, None, 0])
         torch.testing.assert_close(got, delta, rtol=1e-12, atol=0, msg=backend)
 
 
@@ -177,7 +196,7 @@ def test_torch_path_gradients_match_reference(G):
         assert_close_summed(grads["torch"][name], grads["reference"][name], msg=name)
 
 
-@pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed")
+@requires_triton
 def test_triton_is_forward_only_and_gradients_take_the_torch_path(monkeypatch):
     calls = []
     triton_fn = op_pkg._IMPLEMENTATIONS["triton"]
@@ -187,7 +206,7 @@ def test_triton_is_forward_only_and_gradients_take_the_torch_path(monkeypatch):
         return triton_fn(*args)
 
     monkeypatch.setitem(op_pkg._IMPLEMENTATIONS, "triton", spy)
-    inputs = make_inputs(2, 5, 4, 1, torch.float32, seed=7)
+    inputs = on(make_inputs(2, 5, 4, 1, torch.float32, seed=7), "triton")
     x = inputs["x"].clone().requires_grad_(True)
     y, h = selective_state_update(**dict(inputs, x=x), backend="triton")
     assert not calls and y.requires_grad and h.requires_grad
@@ -213,6 +232,8 @@ def test_L_steps_equal_the_selective_scan(backend, G, L):
     D, bias = torch.randn(Dm, generator=gen, dtype=F64), torch.rand(Dm, generator=gen, dtype=F64)
     h0 = torch.randn(Bsz, Dm, N, generator=gen, dtype=F64)
     out, last = selective_scan(u, delta, A, B, C, D, z, bias, True, return_last_state=True, h0=h0, backend="reference")
+    device = device_of(backend)
+    u, delta, A, B, C, D, z, bias, h0 = (t.to(device) for t in (u, delta, A, B, C, D, z, bias, h0))
     h, ys = h0, []
     for t in range(L):
         y, h = selective_state_update(
@@ -286,6 +307,7 @@ def test_bad_types_and_backends_are_rejected():
 
 
 @requires_cuda
+@requires_triton
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("shape", [(4, 1536, 16, 1), (3, 257, 33, 1), (2, 512, 16, 4)])
 def test_compiled_kernel_on_cuda_matches_reference(dtype, shape):
@@ -305,7 +327,7 @@ def test_B_and_C_with_different_group_counts(backend, G_B, G_C):
     out-of-bounds read on Triton). Checked against the step written out channel by channel."""
     inputs = make_inputs(2, 6, 3, G_B, F64, grouped_2d=True, seed=4)
     inputs["C"] = make_inputs(2, 6, 3, G_C, F64, grouped_2d=True, seed=5)["C"]
-    y, h = selective_state_update(**inputs, backend=backend)
+    y, h = selective_state_update(**on(inputs, backend), backend=backend)
     dt = torch.nn.functional.softplus(inputs["dt"] + inputs["dt_bias"])
     for d in range(6):
         Bd, Cd = inputs["B"][:, d * G_B // 6], inputs["C"][:, d * G_C // 6]  # (batch, N)
@@ -349,7 +371,9 @@ def test_multi_head_state_is_the_step_per_head_channel(backend, G):
         z=torch.randn(Bsz, H, P, generator=gen, dtype=F64),
         dt_bias=torch.rand(H, P, generator=gen, dtype=F64),
     )
-    y, new_state = selective_state_update(**args, dt_softplus=True, backend=backend)
+    on_device = on(args, backend)
+    on_device["A"] = args["A"][:, :1, :1].to(device_of(backend)).expand(H, P, N)  # still broadcast over P, N
+    y, new_state = selective_state_update(**on_device, dt_softplus=True, backend=backend)
     y_hand, state_hand = multi_head_step_by_hand(**args)
     assert y.shape == (Bsz, H, P) and new_state.shape == (Bsz, H, P, N)
     assert_close(y, y_hand, dtype=F64)

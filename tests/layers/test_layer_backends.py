@@ -1,11 +1,15 @@
-"""S4D, DSS, S4-PTD, S5 and Mamba give the same numbers, forward and backward, on every kernel backend."""
+"""S4D, DSS, S4-PTD, S5 and Mamba give the same numbers, forward and backward, on every kernel backend.
+
+The torch path runs on CPU; on the Triton backend the layer and its input are moved to
+``TRITON_DEVICE`` (the GPU when there is one, the interpreter on CPU otherwise)."""
 
 import pytest
 import torch
+from devices import TRITON_DEVICE
+from tolerances import assert_close
 
 import kernels
 import ssm
-from tolerances import assert_close
 
 
 def run(layer, x, backend):
@@ -13,7 +17,7 @@ def run(layer, x, backend):
     x = x.clone().requires_grad_(True)
     with kernels.use_backend(backend):
         y = layer(x)
-        (y * torch.linspace(-1, 1, y.shape[1])[None, :, None]).sum().backward()
+        (y * torch.linspace(-1, 1, y.shape[1], device=y.device)[None, :, None]).sum().backward()
     grads = [p.grad.clone() for p in layer.parameters() if p.grad is not None]
     return y.detach(), x.grad, grads
 
@@ -33,7 +37,8 @@ def test_layer_matches_the_pytorch_path_on_other_backends(make, backend):
     layer = make()
     x = torch.randn(2, 37, 3)
     expected = run(layer, x, "torch")
-    actual = run(layer, x, backend)
+    device = TRITON_DEVICE if backend == "triton" else "cpu"
+    actual = run(layer.to(device), x.to(device), backend)
     assert_close(actual[0], expected[0], dtype=torch.float32)
     assert_close(actual[1], expected[1], dtype=torch.float32)
     assert len(actual[2]) == len(expected[2]) > 0

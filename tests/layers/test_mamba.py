@@ -9,6 +9,7 @@ import pathlib
 
 import pytest
 import torch
+from devices import TRITON_DEVICE
 from reference import run_steps
 from tolerances import assert_close, assert_close_summed
 
@@ -290,14 +291,16 @@ def test_step_matches_forward_float32():
     reason="triton is not installed",
 )
 def test_step_on_the_triton_kernel_matches_forward():
-    """Decoding (no grad) runs the forward-only Triton step kernel."""
+    """Decoding (no grad) runs the forward-only Triton step kernel, on ``TRITON_DEVICE``; the
+    forward it is compared with runs on CPU."""
     torch.manual_seed(15)
     layer = perturbed(ssm.Mamba(5, d_state=4))
     u = torch.randn(2, 6, 5)
     with torch.no_grad():
         expected = layer(u)
+        layer.to(TRITON_DEVICE)
         with kernels.use_backend("triton"):
-            assert_close(run_steps(layer, u), expected, dtype=torch.float32)
+            assert_close(run_steps(layer, u.to(TRITON_DEVICE)), expected, dtype=torch.float32)
 
 
 def test_init_state_and_step_are_functional():
