@@ -7,6 +7,7 @@ import sys
 
 import pytest
 import torch
+from devices import TRITON_DEVICE
 
 from bench.__main__ import main
 
@@ -15,16 +16,19 @@ from bench.__main__ import main
                                 "selective_scan_2d", "selective_scan_2d_tiles", "cross_scan", "companion_kernel"])
 def test_bench_writes_table_and_json(op, tmp_path):
     out = tmp_path / "result.json"
-    # the tile sweep runs Triton kernels in the interpreter here: one channel, one state
-    channels, state = ("1", "1") if op == "selective_scan_2d_tiles" else ("3", "4")
+    # the tile sweep runs Triton kernels, on TRITON_DEVICE (the GPU, or the interpreter on CPU,
+    # hence one channel, one state); the other ops time their torch and reference backends on CPU
+    tiles = op == "selective_scan_2d_tiles"
+    channels, state = ("1", "1") if tiles else ("3", "4")
+    device = TRITON_DEVICE if tiles else "cpu"
     result = main(["--op", op, "--lengths", "8", "17", "--channels", channels, "--batch", "2",
-                   "--state", state, "--repeats", "1", "--device", "cpu", "--out", str(out)])
+                   "--state", state, "--repeats", "1", "--device", device, "--out", str(out)])
     saved = json.loads(out.read_text())
     assert saved["rows"] == result["rows"] and len(result["rows"]) >= 2
     assert not [r for r in result["rows"] if "error" in r]
     assert all(r["forward_s"] > 0 and r["forward_backward_s"] > 0 for r in result["rows"])
     assert all(r["peak_bytes"] > 0 and r["peak_bytes_forward_backward"] > 0 for r in result["rows"])
-    if op != "selective_scan_2d_tiles":  # (its torch row is left out: no "torch" in --backends)
+    if not tiles:  # (its torch row is left out: no "torch" in --backends)
         assert {r["backend"] for r in result["rows"]} >= {"torch", "reference"}
     checked = [r for r in result["rows"] if "max_rel_diff_vs_torch" in r]
     assert len(checked) >= len(result["rows"]) - 2 and all(r["max_rel_diff_vs_torch"] < 1e-3 for r in checked)
@@ -248,11 +252,13 @@ def test_cpu_peak_memory_counts_live_bytes():
 
 @pytest.mark.parametrize("L", [1, 600])
 def test_every_2d_tiling_benchmarked_computes_the_same_scan(L):
-    """The tile-shape sweep times the same function at each tiling: every run agrees with torch."""
+    """The tile-shape sweep times the same function at each tiling: every run agrees with torch
+    (on TRITON_DEVICE, as the Triton runs need)."""
     from bench.cases import selective_scan_2d_tiles_case
 
     torch.manual_seed(0)
-    case = selective_scan_2d_tiles_case(1, 1, 2, L, device=torch.device("cpu"), backends=["torch"], peers={})
+    case = selective_scan_2d_tiles_case(1, 1, 2, L, device=torch.device(TRITON_DEVICE), backends=["torch"],
+                                        peers={})
     expected = case.runs.pop("torch")()
     assert len(case.runs) >= 2  # the launcher's choice and at least one override
     for name, run in case.runs.items():

@@ -14,6 +14,7 @@ import torch
 
 import kernels
 import ssm
+from devices import TRITON_DEVICE
 from tolerances import assert_close
 
 
@@ -184,14 +185,14 @@ TRITON_OPS = {
 @pytest.mark.parametrize("name", sorted(TRITON_OPS))
 def test_triton_op_runs_under_compile_as_one_opaque_call(name):
     """The launchers are not traced (graph break); the ops around them are, and gradients
-    flow through both. Under the interpreter on CPU, tracing into a launcher fails outright."""
+    flow through both. Under the interpreter on CPU, tracing into a launcher fails outright.
+    The inputs are drawn on CPU and put on TRITON_DEVICE (the GPU, or the interpreter's CPU)."""
     fn, make_inputs = TRITON_OPS[name]
 
     def around(*inputs):  # traced ops on both sides of the Triton call
         return fn(*(t * 1.5 if t.is_floating_point() else t for t in inputs)).sin()
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"  # the interpreter on CPU
-    check(around, [t.to(device) for t in make_inputs()], min_ops=1)
+    check(around, [t.to(TRITON_DEVICE) for t in make_inputs()], min_ops=1)
 
 
 def test_compiling_layers_raises_no_warnings():

@@ -1,8 +1,9 @@
 """kernels.selective_scan_2d (2DMamba's row-then-column scan): the "reference" and "torch"
 backends against an independent float64 loop, forward and the gradient of every input, every
 option, odd sizes; the closed form, the 1D scan when Hgt = 1 or Wdt = 1, and not the all-paths
-2D recurrence. The forward checks run the Triton backend too (under the interpreter on CPU);
-its gradients are in test_selective_scan_2d_triton.py."""
+2D recurrence. The forward checks run the Triton backend too, on inputs on TRITON_DEVICE
+(compiled on a GPU, under the interpreter on CPU), against the oracle on CPU; its gradients are
+in test_selective_scan_2d_triton.py."""
 
 import functools
 import importlib
@@ -10,6 +11,7 @@ import math
 
 import pytest
 import torch
+from devices import TRITON_DEVICE, requires_cuda
 from tolerances import assert_close, assert_close_summed
 
 import kernels
@@ -89,13 +91,22 @@ def make_inputs(Bsz=2, Dm=4, N=3, H=5, W=7, G=None, dtype=F64, options=("D", "z"
     }
 
 
+def on_backend_device(x, backend):
+    """The inputs x where ``backend`` runs: on TRITON_DEVICE for "triton", as they are otherwise
+    (the oracle keeps x on CPU)."""
+    if backend != "triton":
+        return x
+    return {k: v.to(TRITON_DEVICE) if torch.is_tensor(v) else v for k, v in x.items()}
+
+
 def outputs_and_grads(fn, x, seed=1):
     """fn(**leaves) and the gradient of every given input for a random cotangent (representable
-    in u's dtype, so that a low-precision result and the float64 oracle get the same one)."""
+    in u's dtype, so that a low-precision result and the float64 oracle get the same one; drawn
+    on CPU, then put on the output's device, so that both get it on any device)."""
     leaves = {k: v.detach().clone().requires_grad_() for k, v in x.items() if v is not None}
     out = fn(**{**x, **leaves})
     cot = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed), dtype=F64)
-    cot = cot.to(x["u"].dtype).to(out.dtype)
+    cot = cot.to(x["u"].dtype).to(out.dtype).to(out.device)
     grads = torch.autograd.grad(out, list(leaves.values()), cot)
     return out.detach(), dict(zip(leaves, grads))
 
@@ -115,7 +126,7 @@ def test_forward_matches_loop_odd_sizes(backend, H, W, softplus):
     x = make_inputs(H=H, W=W, G=2 if W % 2 else None, seed=H * 10 + W)
     if not softplus:
         x["delta"] = x["delta"].abs()
-    out = selective_scan_2d(**x, delta_softplus=softplus, backend=backend)
+    out = selective_scan_2d(**on_backend_device(x, backend), delta_softplus=softplus, backend=backend)
     assert out.shape == x["u"].shape and out.dtype == F64
     assert_close(out, oracle_loop(**x, softplus=softplus))
 
@@ -146,7 +157,7 @@ def test_B_and_C_with_different_group_counts(backend, G_B, G_C):
     fn = functools.partial(selective_scan_2d, delta_softplus=True, backend=backend)
     if backend == "triton":
         x = {k: v.float() if torch.is_tensor(v) else v for k, v in x.items()}
-    out, grads = outputs_and_grads(fn, x)
+    out, grads = outputs_and_grads(fn, on_backend_device(x, backend))
     want, want_grads = outputs_and_grads(lambda **k: oracle_loop(**k, softplus=True), x)
     assert_close(out, want, dtype=x["u"].dtype)
     assert_grads_close(grads, want_grads, dtype=x["u"].dtype)
@@ -212,7 +223,7 @@ def test_closed_form_single_path(H, W):
             )
             want[i, j] = (h * x["C"][0, :, i, j]).sum()
     for backend in BACKENDS:
-        assert_close(selective_scan_2d(**x, backend=backend)[0, 0], want, msg=backend)
+        assert_close(selective_scan_2d(**on_backend_device(x, backend), backend=backend)[0, 0], want, msg=backend)
 
 
 def test_is_not_the_all_paths_recurrence():
@@ -246,7 +257,7 @@ def test_one_row_or_column_is_the_1d_scan(backend, axis):
     def line(t):
         return None if t is None else t.squeeze(t.dim() - 4 + spatial)
 
-    y2 = selective_scan_2d(**x, delta_softplus=True, backend=backend)
+    y2 = selective_scan_2d(**on_backend_device(x, backend), delta_softplus=True, backend=backend)
     y1 = selective_scan(line(x["u"]), line(x["delta"]), x["A"], line(x["B"]), line(x["C"]), x["D"], line(x["z"]),
                         x["delta_bias"], delta_softplus=True, backend="reference")
     assert_close(line(y2), y1)
@@ -260,7 +271,7 @@ def test_low_precision_inputs_forward(backend, dtype):
     x = make_inputs(H=4, W=5, G=2, dtype=dtype)
     for k in ("A", "D", "delta_bias"):
         x[k] = x[k].float()
-    out = selective_scan_2d(**x, delta_softplus=True, backend=backend)
+    out = selective_scan_2d(**on_backend_device(x, backend), delta_softplus=True, backend=backend)
     assert out.dtype == dtype
     assert_close(out, oracle_loop(**x, softplus=True), dtype=dtype)
 
@@ -280,7 +291,7 @@ def test_low_precision_inputs_gradients(backend, dtype):
 @pytest.mark.parametrize("shape", [(0, 4, 3, 5), (2, 4, 0, 5), (2, 4, 3, 0)])
 def test_empty_inputs(backend, shape):
     Bsz, Dm, H, W = shape
-    x = make_inputs(Bsz=Bsz, Dm=Dm, H=H, W=W)
+    x = on_backend_device(make_inputs(Bsz=Bsz, Dm=Dm, H=H, W=W), backend)
     out = selective_scan_2d(**x, backend=backend)
     assert out.shape == shape
     x = {k: v.requires_grad_(True) for k, v in x.items()}  # every input in the graph, with zero gradients
@@ -327,7 +338,7 @@ def test_bad_inputs_raise_clear_errors(change, error, match):
         selective_scan_2d(**x, backend="torch")
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@requires_cuda
 def test_cuda_default_backend_is_triton():
     x = {k: v.float().cuda() for k, v in make_inputs(H=16, W=24).items()}
     out = selective_scan_2d(**x, delta_softplus=True)

@@ -15,14 +15,14 @@ import importlib
 
 import pytest
 import torch
+from devices import TRITON_DEVICE, requires_cuda
+from interpreter_scan import fast_scan
 from test_selective_scan_2d import (
     assert_grads_close,
     make_inputs,
     oracle_loop,
     outputs_and_grads,
 )
-from devices import TRITON_DEVICE, requires_cuda
-from interpreter_scan import fast_scan
 from tolerances import assert_close
 
 from kernels import selective_scan_2d
