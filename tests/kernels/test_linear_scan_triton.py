@@ -139,10 +139,11 @@ def test_zero_length_and_gradients():
 def test_non_contiguous_conjugated_inputs_and_broadcast_gradient():
     torch.manual_seed(6)
     a, b, h0 = linear_scan_inputs(3, 20, 4)
-    a_view = a.transpose(0, 2).contiguous().transpose(0, 2).conj()  # strided, conj bit
-    b_view = b.transpose(1, 2).contiguous().transpose(1, 2)
+    # The views are made on the kernel's device: a copy to another device drops the conj bit.
+    a_view = a.to(TRITON_DEVICE).transpose(0, 2).contiguous().transpose(0, 2).conj()  # strided, conj bit
+    b_view = b.to(TRITON_DEVICE).transpose(1, 2).contiguous().transpose(1, 2)
     assert not b_view.is_contiguous() and a_view.is_conj()
-    h = linear_scan(a_view.to(TRITON_DEVICE), b_view.to(TRITON_DEVICE), h0.to(TRITON_DEVICE), backend="triton")
+    h = linear_scan(a_view, b_view, h0.to(TRITON_DEVICE), backend="triton")
     assert_close(h.cpu(), linear_recurrence(a.conj(), b, h0))
     # The gradient of sum() arrives as an expanded (stride 0) tensor.
     b_leaf = b.detach().to(TRITON_DEVICE).requires_grad_(True)

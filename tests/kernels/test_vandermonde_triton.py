@@ -117,9 +117,11 @@ def test_zero_length_and_gradients():
 def test_non_contiguous_and_conjugated_inputs():
     torch.manual_seed(6)
     v, x = modes(7, 5)
-    v_view, x_view = v.t().contiguous().t().conj(), x.t().contiguous().t()  # strided, conj bit
+    # The views are made on the kernel's device: a copy to another device drops the conj bit.
+    vd, xd = v.to(TRITON_DEVICE), x.to(TRITON_DEVICE)
+    v_view, x_view = vd.t().contiguous().t().conj(), xd.t().contiguous().t()  # strided, conj bit
     assert not x_view.is_contiguous() and v_view.is_conj()
-    assert_close(triton_k(v_view, x_view, 19).cpu(), oracle(v.conj(), x, 19))
+    assert_close(vandermonde(v_view, x_view, 19, backend="triton").cpu(), oracle(v.conj(), x, 19))
 
 
 @pytest.mark.parametrize("C", [None, 1, 2])
@@ -203,8 +205,9 @@ def test_float32_phase_stays_accurate_over_long_kernels():
 
 
 def triton_float32_and_torch_float64(v, x, L, w):
-    """(K, grad v, grad x) of sum(K · w) on the Triton backend in complex64 and on the torch
-    backend in complex128 from the same (float32) inputs, both on the CPU."""
+    """(K, grad v, grad x) of sum(K · w) on the Triton backend in complex64 (on TRITON_DEVICE)
+    and on the torch backend in complex128 (on the CPU) from the same (float32) inputs,
+    returned on the CPU."""
     results = []
     for backend, dtype, device in (("triton", torch.complex64, TRITON_DEVICE), ("torch", torch.complex128, "cpu")):
         vv, xx = v.to(device, dtype).requires_grad_(), x.to(device, dtype).requires_grad_()
