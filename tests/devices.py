@@ -3,8 +3,7 @@
 On a CUDA machine the Triton kernels run compiled on the GPU; on a CPU-only machine they run
 in the Triton interpreter on CPU tensors (tests/conftest.py sets TRITON_INTERPRET=1 there).
 Tests build the Triton backend's inputs on ``TRITON_DEVICE``, so the same test checks the
-interpreter in CI and the compiled kernel on a GPU. A test that only makes sense on CPU
-tensors in the interpreter is marked ``interpreter_only`` and skipped elsewhere.
+interpreter in CI and the compiled kernel on a GPU.
 
 ``SSM_TEST_TRITON_DEVICE`` overrides the device. tests/test_devices.py uses it to find tests
 that would hand the Triton backend CPU tensors on a GPU machine: with ``meta`` and no
@@ -18,10 +17,6 @@ import pytest
 import torch
 
 HAS_CUDA = torch.cuda.is_available()
-INTERPRETING = os.environ.get("TRITON_INTERPRET") == "1"
 TRITON_DEVICE = os.environ.get("SSM_TEST_TRITON_DEVICE") or ("cuda" if HAS_CUDA else "cpu")
 
 requires_cuda = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
-interpreter_only = pytest.mark.skipif(
-    not INTERPRETING, reason="runs the Triton backend on CPU tensors, which needs TRITON_INTERPRET=1"
-)

@@ -186,9 +186,9 @@ def test_gpu_suite_reads_relative_paths_from_where_it_is_called(tmp_path, monkey
 
     monkeypatch.chdir(tmp_path)
     gpu_suite.main(["--out", "here", "--ops", "cross_scan", "--no-tests", "--lengths", "16", "--backends", "torch",
-                    "--repeats", "1", "--all-kernel-tests", "--budget-s", "0", *ALLOW_CPU])
+                    "--repeats", "1", "--all-triton-tests", "--budget-s", "0", *ALLOW_CPU])
     summary = next((tmp_path / "here").glob("*-gpu-suite.md")).read_text()
-    assert "| all kernel tests, compiled (tests/kernels) | not started (budget) |" in summary
+    assert "| all Triton tests, compiled (tests -k triton) | not started (budget) |" in summary
     commands = []
     monkeypatch.setattr(gpu_suite, "step", lambda name, command, *a: commands.append(command) or
                         {"name": name, "rc": 0, "seconds": 0.0, "command": "", "last_line": ""})

@@ -241,6 +241,8 @@ def test_half_precision_gradients_come_from_float32_states(dtype):
     tri = results(a, b, h0, False, weight, "triton", TRITON_DEVICE)
     ref = results(a, b, h0, False, weight, "torch")
     assert tri[0].dtype == dtype
-    torch.testing.assert_close(tri[0], ref[0], rtol=0, atol=0)
+    # the same float32 states rounded once: equal in the interpreter; compiled on a GPU the
+    # float32 sums may round differently in the last bit, so one ulp of the output dtype
+    torch.testing.assert_close(tri[0], ref[0], rtol=torch.finfo(dtype).eps, atol=1e-6)
     for x, y in zip(tri[1:], ref[1:]):
         torch.testing.assert_close(x.float(), y.float(), rtol=1e-2 if dtype == torch.bfloat16 else 2e-3, atol=1e-3)
