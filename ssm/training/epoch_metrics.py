@@ -5,7 +5,8 @@ milliseconds of bookkeeping per call, which dominates the step time of small mod
 tasks instead ``update`` their metrics in each step and log the value once, at the epoch's
 end: ``compute`` reduces over every batch of the epoch (and across processes in a
 distributed run), then ``reset`` clears it for the next epoch. :class:`EpochMetricsHooks`
-wires a task's ``_log_metrics(split)`` to the three epoch-end hooks.
+wires a task's ``_log_metrics(split)`` to the three epoch-end hooks; :class:`EpochMeans`
+holds the example-weighted means of per-batch values such as the loss.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from typing import TYPE_CHECKING
 
 import torch
 import torch.distributed as dist
-from torchmetrics import Metric
+from torch import nn
+from torchmetrics import MeanMetric, Metric
 
 if TYPE_CHECKING:  # the spawned test workers import this module without Lightning
     import lightning as L
@@ -70,3 +72,30 @@ class EpochMetricsHooks:
 
     def on_test_epoch_end(self) -> None:
         self._log_metrics("test")
+
+
+class EpochMeans(nn.Module):
+    """Example-weighted means of per-batch values (a loss, say) over an epoch, a
+    ``MeanMetric`` per name: those given here, and any other on its first ``update`` (names
+    such as a model's auxiliary losses are known only then).
+
+    ``LightningModule.log(on_epoch=True, sync_dist=True)`` is not exact when the processes of a
+    distributed run see different numbers of examples, as the evaluation loaders' shares do:
+    Lightning averages the per-process example counts in an integer tensor, which truncates
+    (9 examples on 2 processes count as 2 × 4). A ``MeanMetric`` sums value × weight and the
+    weights over the processes instead.
+    """
+
+    def __init__(self, *names: str) -> None:
+        super().__init__()
+        self.means = nn.ModuleDict({name: MeanMetric() for name in names})
+
+    def update(self, name: str, value: torch.Tensor, weight: int) -> None:
+        """Add a batch's mean ``value`` (a scalar) over ``weight`` examples to ``name``."""
+        if name not in self.means:
+            self.means[name] = MeanMetric().to(value.device)
+        self.means[name].update(value.detach(), weight)
+
+    def of_split(self, split: str) -> dict[str, Metric]:
+        """``{name: metric}`` of the names under ``{split}/``, for :func:`log_epoch_metrics`."""
+        return {name: metric for name, metric in self.means.items() if name.startswith(f"{split}/")}

@@ -11,7 +11,7 @@ from torchmetrics import MeanAbsoluteError, MeanSquaredError
 
 from ssm.losses import REGRESSION_LOSSES, regression_loss
 from ssm.training.checks import require_finite_loss
-from ssm.training.epoch_metrics import EpochMetricsHooks, log_epoch_metrics
+from ssm.training.epoch_metrics import EpochMeans, EpochMetricsHooks, log_epoch_metrics
 from ssm.training.model_shapes import RecordsModelShapes
 from ssm.training.optim import scheduler_config
 
@@ -70,6 +70,8 @@ class ForecastingTask(RecordsModelShapes, EpochMetricsHooks, L.LightningModule):
         self.metrics = nn.ModuleDict(
             {f"{s}_{m}": make() for s in ("train", "val", "test") for m, make in METRICS.items()}
         )
+        # validation and test loss and aux losses (their loaders split the data over the ranks)
+        self.eval_means = EpochMeans("val/loss", "test/loss")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, lag, V_in) -> forecast (B, horizon, V_out) on the data's scale."""
@@ -92,17 +94,26 @@ class ForecastingTask(RecordsModelShapes, EpochMetricsHooks, L.LightningModule):
         batch_size = x.shape[0]
         for name, value in aux.items():
             loss = loss + self.aux_weights.get(name, 1.0) * value
-            self.log(f"{split}/aux/{name}", value, on_step=split == "train", on_epoch=True, batch_size=batch_size)
+            self._log_mean(split, f"aux/{name}", value, batch_size)
         require_finite_loss(loss, split, self.global_step)
         for m in METRICS:
             self.metrics[f"{split}_{m}"].update(pred.detach().reshape(-1), y.reshape(-1))
-        self.log(f"{split}/loss", loss, on_step=split == "train", on_epoch=True, prog_bar=True, batch_size=batch_size)
+        self._log_mean(split, "loss", loss, batch_size, prog_bar=True)
         return loss
 
+    def _log_mean(self, split: str, name: str, value: torch.Tensor, batch_size: int, prog_bar: bool = False) -> None:
+        """``{split}/{name}``: per step and epoch in training; for validation and test (whose
+        loaders split the data over the ranks) an epoch mean over every process's examples."""
+        if split == "train":
+            self.log(f"train/{name}", value, on_step=True, on_epoch=True, prog_bar=prog_bar, batch_size=batch_size)
+        else:
+            self.eval_means.update(f"{split}/{name}", value, batch_size)
+
     def _log_metrics(self, split: str) -> None:
-        """``{split}/mse``, ``mae``, ``rmse`` over the epoch (validation MSE on the progress bar)."""
-        log_epoch_metrics(self, {f"{split}/{m}": self.metrics[f"{split}_{m}"] for m in METRICS},
-                          prog_bar=() if split == "train" else (f"{split}/mse",))
+        """``{split}/mse``, ``mae``, ``rmse`` over the epoch (validation MSE on the progress bar),
+        and for validation and test the epoch's ``loss`` and ``aux/<name>``."""
+        metrics = {f"{split}/{m}": self.metrics[f"{split}_{m}"] for m in METRICS} | self.eval_means.of_split(split)
+        log_epoch_metrics(self, metrics, prog_bar=() if split == "train" else (f"{split}/mse", f"{split}/loss"))
 
     def training_step(self, batch, batch_idx):
         return self._step(batch, "train")

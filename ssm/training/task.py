@@ -16,7 +16,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from ssm.robustness import SSM_LAYERS, FourierModeNoise, inject_noise, spike_frequency
 from ssm.transfer import has_transfer
 from ssm.training.checks import require_finite_loss
-from ssm.training.epoch_metrics import EpochMetricsHooks, log_epoch_metrics
+from ssm.training.epoch_metrics import EpochMeans, EpochMetricsHooks, log_epoch_metrics
 from ssm.training.model_shapes import RecordsModelShapes
 from ssm.training.optim import scheduler_config
 
@@ -68,6 +68,8 @@ class SequenceClassificationTask(RecordsModelShapes, EpochMetricsHooks, L.Lightn
             {f"{split}_acc": MulticlassAccuracy(n_classes, average="micro") for split in splits}
         )
         self.seq_metrics = nn.ModuleDict({f"{split}_seq_acc": MeanMetric() for split in splits})
+        # validation and test losses (their loaders split the data over the ranks)
+        self.eval_losses = EpochMeans("val/loss", "test/loss", "test/loss_noisy")
         # the per-epoch test pass of test_noise.every_epoch (its own states: it runs between
         # validation and the next training epoch, outside Lightning's logging of steps)
         self.epoch_test_metrics = nn.ModuleDict()
@@ -107,14 +109,17 @@ class SequenceClassificationTask(RecordsModelShapes, EpochMetricsHooks, L.Lightn
         self.metrics[f"{split}{tag}_acc"].update(logits.detach(), y)
         if per_token:
             self.seq_metrics[f"{split}{tag}_seq_acc"].update((logits.argmax(1) == y).all(-1).float())
-        on_step = split == "train"
-        self.log(f"{split}/loss{tag}", loss, on_step=on_step, on_epoch=True, prog_bar=on_step, batch_size=y.shape[0])
+        if split == "train":
+            self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=y.shape[0])
+        else:
+            self.eval_losses.update(f"{split}/loss{tag}", loss, y.numel())
         return loss
 
     def _log_metrics(self, split: str) -> None:
-        """``{split}/acc`` (and ``seq_acc``) over the epoch, with and without the test noise."""
+        """``{split}/acc`` (and ``seq_acc``, and for validation and test ``loss``) over the epoch,
+        with and without the test noise."""
         tags = ("", "_noisy") if split == "test" else ("",)
-        metrics = {}
+        metrics = self.eval_losses.of_split(split)
         for tag in tags:
             metrics[f"{split}/acc{tag}"] = self.metrics[f"{split}{tag}_acc"]
             metrics[f"{split}/seq_acc{tag}"] = self.seq_metrics[f"{split}{tag}_seq_acc"]
@@ -141,8 +146,8 @@ class SequenceClassificationTask(RecordsModelShapes, EpochMetricsHooks, L.Lightn
         logs ``test_epoch/{loss,acc}{,_noisy}`` (exact over the split: batch-weighted loss,
         counted accuracy). Batches go through the trainer's device transfer and precision
         conversion, as in Lightning's own loops; the random state is restored afterwards, so
-        the training run is the same with or without this pass. Every process of a
-        distributed run evaluates the whole split (the values are the same)."""
+        the training run is the same with or without this pass. Each process of a
+        distributed run evaluates its share of the split; the metrics sum over them."""
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is None or not hasattr(datamodule, "test_dataloader"):
             raise RuntimeError("task.test_noise.every_epoch needs a data module with a test_dataloader()")

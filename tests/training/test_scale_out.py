@@ -1,11 +1,17 @@
-"""Scale-out and sweeps: two-process DDP on CPU (gloo), Hydra multirun with one W&B run per
+"""Scale-out and sweeps: two-process DDP on CPU (gloo), evaluation split over the ranks, Hydra multirun with one W&B run per
 job, mixed precision with gradient accumulation, the W&B sweep files' agent command lines,
 the SLURM launcher config."""
 
 import importlib.util
+import json
+import os
 import pathlib
+import subprocess
+import sys
 
+import distributed_evaluation
 import pytest
+import torch
 from config_helpers import CONFIGS, compose_config
 from omegaconf import OmegaConf
 from train_runner import load_checkpoint, train
@@ -91,3 +97,35 @@ def test_ddp_and_fsdp_trainer_configs():
     assert ddp.trainer.strategy == "ddp" and ddp.trainer.sync_batchnorm and not ddp.trainer.use_distributed_sampler
     fsdp = compose_config("experiment=lra", "trainer=fsdp")
     assert fsdp.trainer.strategy == "fsdp" and fsdp.trainer.precision == "bf16-mixed"
+
+
+@pytest.mark.slow
+def test_distributed_evaluation_counts_each_example_once_and_keeps_the_metrics_exact(tmp_path):
+    # 9 validation examples in batches of 4: ranks take 5 (2 batches) and 4 (1 batch); the one
+    # test example is fewer than the ranks, so both evaluate it
+    n_val, n_test, batch = 9, 1, 4
+    script = pathlib.Path(__file__).resolve().parents[1] / "distributed_evaluation.py"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "WANDB_"))}
+    env["PYTHONPATH"] = str(script.parents[1])
+    records = {}
+    for devices in (1, 2):
+        out = tmp_path / str(devices)
+        out.mkdir()
+        done = subprocess.run([sys.executable, str(script), str(out), str(devices), str(n_val), str(n_test), str(batch)],
+                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+                              stdin=subprocess.DEVNULL)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        records[devices] = [json.loads((out / f"rank{r}.json").read_text()) for r in range(devices)]
+
+    (single,), (rank0, rank1) = records[1], records[2]
+    assert single["val_seen"] == list(range(n_val))
+    assert (rank0["val_seen"], rank1["val_seen"]) == ([0, 2, 4, 6, 8], [1, 3, 5, 7])
+    assert rank0["test_seen"] == rank1["test_seen"] == [0]
+    for split, n in (("val", n_val), ("test", n_test)):
+        x, y = distributed_evaluation.split(n, 1 if split == "val" else 2).tensors
+        logits = 1.5 * x[:, :-1].double()
+        loss = torch.nn.functional.cross_entropy(logits, y).item()
+        accuracy = (logits.argmax(-1) == y).double().mean().item()
+        for record in (single, rank0, rank1):
+            assert record[split][f"{split}/loss"] == pytest.approx(loss, rel=1e-6), (split, record[split])
+            assert record[split][f"{split}/acc"] == pytest.approx(accuracy, rel=1e-6), (split, record[split])

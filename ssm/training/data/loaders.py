@@ -10,7 +10,10 @@ very next batch it would have seen.
   resume. It has its own generator, so making an iterator never draws from the global RNG
   (a resumed run then draws the same dropout masks as an uninterrupted one).
 
-Training loaders shard themselves, so the trainer runs with ``use_distributed_sampler=False``.
+- :func:`evaluation_loader`: validation and test in order, each rank of a distributed run
+  taking its share (:class:`EvaluationSampler`).
+
+The loaders shard themselves, so the trainer runs with ``use_distributed_sampler=False``.
 """
 
 from __future__ import annotations
@@ -112,9 +115,35 @@ class ResumableLoader(DataLoader):
         self.sampler.skip = int(state["batches"]) * self.batch_size
 
 
+class EvaluationSampler(Sampler[int]):
+    """Indices 0 .. n-1 in order; in a distributed run rank r takes r, r + world, r + 2·world, ...
+
+    Unlike the training order nothing is padded, so every example is evaluated exactly once
+    over the ranks (their shares differ by at most one). A split smaller than the number of
+    ranks is not divided: each rank evaluates all of it. The epoch metrics are sums over ranks
+    of per-example terms and of counts (torchmetrics states, ``self.log(sync_dist=True)``
+    means weighted by batch size), so they are exact either way.
+    """
+
+    def __init__(self, n: int) -> None:
+        self.n = int(n)
+
+    def _share(self) -> range:
+        rank, world = _rank_and_world()
+        return range(rank, self.n, world) if self.n >= world else range(self.n)
+
+    def __len__(self) -> int:
+        return len(self._share())
+
+    def __iter__(self):
+        return iter(self._share())
+
+
 def evaluation_loader(
     dataset: Dataset, batch_size: int, collate_fn: Callable | None = None, num_workers: int = 0
 ) -> DataLoader:
-    """An in-order loader (every rank sees the whole split) with its own generator."""
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_fn, num_workers=num_workers,
-                      persistent_workers=num_workers > 0, generator=torch.Generator().manual_seed(0))
+    """An in-order loader over this rank's share of ``dataset`` (:class:`EvaluationSampler`),
+    with its own generator."""
+    return DataLoader(dataset, batch_size=batch_size, sampler=EvaluationSampler(len(dataset)), collate_fn=collate_fn,
+                      num_workers=num_workers, persistent_workers=num_workers > 0,
+                      generator=torch.Generator().manual_seed(0))
