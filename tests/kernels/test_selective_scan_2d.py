@@ -287,6 +287,24 @@ def test_low_precision_inputs_gradients(backend, dtype):
     assert_grads_close(grads, want_grads, dtype=dtype)
 
 
+
+@pytest.mark.parametrize("backend", ["reference", "torch"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_half_inputs_are_computed_in_float32_and_rounded_once(backend, dtype):
+    """Half inputs are computed in float32 and only the output is rounded to u's dtype: every
+    entry is within one spacing of the dtype (eps·|exact|, plus 1e-5 of the largest) of the
+    float64 loop on the same rounded inputs. The dtype's comparison tolerance above is loose
+    enough to pass a scan run in half precision throughout; this bound is not."""
+    x = make_inputs(Bsz=2, Dm=4, N=4, H=6, W=12, G=2, dtype=dtype, seed=1)
+    for k in ("A", "D", "delta_bias"):
+        x[k] = x[k].float()
+    out = selective_scan_2d(**x, delta_softplus=True, backend=backend)
+    assert out.dtype == dtype
+    expected = oracle_loop(**x, softplus=True)
+    bound = torch.finfo(dtype).eps * expected.abs() + 1e-5 * expected.abs().max()
+    error = (out.to(F64) - expected).abs()
+    assert bool((error <= bound).all()), float((error / bound).max())
+
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("shape", [(0, 4, 3, 5), (2, 4, 0, 5), (2, 4, 3, 0)])
 def test_empty_inputs(backend, shape):

@@ -156,6 +156,44 @@ def test_scan_gradients_match_loop(lag, reverse):
         assert_close_summed(c, b, msg=lambda m, i=i: f"reference, argument {i}: {m}")
 
 
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_scan_of_half_inputs_is_computed_in_at_least_float32(dtype):
+    """Half inputs are widened before the two scans: every entry is within one spacing of the
+    dtype (eps·|exact|, plus 1e-5 of the largest) of the float64 loop on the same rounded
+    inputs, which a scan run in half precision throughout misses by far."""
+    args = [a.to(dtype) for a in _args(Bsz=1, V=3, T=12, E=2, N=3, seed=4)]
+    expected = _loop(*[a.to(torch.float64) for a in args], 2, True)
+    out = chimera_scan(*args, lag=2, reverse=True).to(torch.float64)
+    bound = torch.finfo(dtype).eps * expected.abs() + 1e-5 * expected.abs().max()
+    assert bool(((out - expected).abs() <= bound).all()), float(((out - expected).abs() / bound).max())
+
+
+def test_heads_start_with_their_documented_step_ranges_and_unit_coupling():
+    """At init: the trend head's time steps Δ₁ = softplus(bias) lie in [1e-3, 1e-1], the
+    seasonal head's in [1e-2, 1] (larger steps), every variate step Δ₂ (both heads, both
+    directions) in [1e-3, 1e-1], each spread log-uniformly over its range; the coupling c
+    and D are 1, and A₁, A₄ start at S4D-Real -(1, ..., N)."""
+    torch.manual_seed(0)
+    layer = ssm.Chimera(16, d_state=4, expand=4, period=5)  # 64 channels
+    log_range = {"trend.dt_time_bias": (1e-3, 1e-1), "seasonal.dt_time_bias": (1e-2, 1.0)}
+    for head in ("trend", "seasonal"):
+        for d in ("fwd", "bwd"):
+            log_range[f"{head}.dt_{d}_bias"] = (1e-3, 1e-1)
+    params = dict(layer.named_parameters())
+    for name, (lo, hi) in log_range.items():
+        dt = torch.nn.functional.softplus(params[name].detach().double())
+        assert dt.min() >= lo * (1 - 1e-5) and dt.max() <= hi * (1 + 1e-5), name
+        position = (dt.log() - torch.log(torch.tensor(lo))) / (torch.log(torch.tensor(hi / lo)))
+        assert position.min() < 0.15 and position.max() > 0.85, name  # the whole range, not a part of it
+    s4d_real = torch.log(torch.arange(1, 5, dtype=torch.float32)).expand(64, 4)
+    for head in ("trend", "seasonal"):
+        assert torch.equal(params[f"{head}.A_time_log"].detach(), s4d_real)
+        for d in ("fwd", "bwd"):
+            assert torch.equal(params[f"{head}.A_{d}_log"].detach(), s4d_real)
+            assert torch.equal(params[f"{head}.coupling_{d}"].detach(), torch.ones(64, 4))
+    assert torch.equal(layer.D.detach(), torch.ones(64))
+
 # ---------------------------------------------------------------------------------------------
 # The whole ssm.Chimera layer against a loop written from its docstrings (ssm/layers/chimera.py)
 

@@ -10,6 +10,7 @@ from torch import nn
 from tolerances import assert_close, assert_close_summed
 
 import ssm
+from ssm.optim import param_groups
 from kernels import selective_scan, selective_scan_2d
 from ssm import scan_orders
 
@@ -229,6 +230,61 @@ def test_ssm_tensors_carry_optimizer_hints(cls):
     dt = F.softplus(layer.ssm.dt_projs_bias)
     assert float(dt.min()) >= 1e-4 and float(dt.max()) <= 0.1 + 1e-6
 
+
+
+@pytest.mark.parametrize("cls", LAYERS)
+def test_lr_zero_freezes_the_ssm_tensors(cls):
+    """``lr`` 0 means frozen, as in ssm.Mamba: A_logs becomes a buffer, the Δ bias stops
+    requiring a gradient and neither reaches the optimizer; D keeps its own hint."""
+    layer = cls(8, d_state=4, lr={"A": 0.0, "dt": 0.0})
+    assert "ssm.A_logs" in dict(layer.named_buffers()) and "ssm.A_logs" not in dict(layer.named_parameters())
+    assert not layer.ssm.dt_projs_bias.requires_grad
+    optimized = {id(p) for g in param_groups(layer) for p in g["params"]}
+    assert id(layer.ssm.dt_projs_bias) not in optimized and id(layer.ssm.Ds) in optimized
+    assert layer.ssm.Ds._optim == {"weight_decay": 0.0}
+    layer(torch.randn(1, 3, 4, 8)).square().sum().backward()
+    assert layer.ssm.dt_projs_bias.grad is None and layer.ssm.Ds.grad is not None
+
+
+@pytest.mark.parametrize("cls", LAYERS)
+def test_dropout_acts_on_the_output(cls):
+    """Dropout is on the layer's output (after out_proj): in training every output entry is
+    either 0 or the evaluation output scaled by 1 / (1 - p). Dropout on out_proj's input
+    would mix the kept and dropped channels and give neither."""
+    torch.manual_seed(0)
+    layer = cls(8, d_state=2, dropout=0.5).double()
+    u = torch.randn(2, 3, 4, 8, dtype=torch.float64)
+    kept = layer.eval()(u) * 2.0
+    torch.manual_seed(1)
+    out = layer.train()(u)
+    dropped = out == 0
+    assert 0 < int(dropped.sum()) < out.numel()
+    assert_close(out[~dropped], kept[~dropped])
+
+
+def test_nss_orders_follow_a_change_of_shift_alone():
+    """The kept scan orders are keyed by shift as well as by size and stripe: switching only
+    ``shift`` (same stripe, same image size) scans the shifted walk, as a fresh layer does."""
+    torch.manual_seed(0)
+    layer = ssm.NSSMamba(8, d_state=3, stripe=4).double()
+    u = torch.randn(1, 4, 8, 8, dtype=torch.float64)
+    unshifted = layer(u)
+    layer.shift = True
+    fresh = ssm.NSSMamba(8, d_state=3, stripe=4, shift=True).double()
+    fresh.load_state_dict(layer.state_dict())
+    perms, _ = layer.orders(4, 8, torch.device("cpu"))
+    assert torch.equal(perms, scan_orders.nss_directions(4, 8, 4, True))
+    shifted = layer(u)
+    assert_close(shifted, fresh(u))
+    assert (shifted - unshifted).abs().max() > 1e-6
+
+
+def test_selective_projections_scan_checks_the_directions_and_channels():
+    proj = ssm.layers.selective.SelectiveProjections(6, 3, 1, k=2)
+    assert proj.scan(torch.randn(1, 2, 6, 5)).shape == (1, 2, 6, 5)
+    for shape in ((1, 3, 6, 5), (1, 2, 4, 5), (1, 6, 2, 5)):
+        with pytest.raises(ValueError, match=r"expected xs of shape \(B, 2, 6, L\)"):
+            proj.scan(torch.randn(*shape))
 
 @pytest.mark.parametrize("cls", LAYERS)
 def test_bad_inputs(cls):

@@ -476,3 +476,21 @@ def test_scenario_table_reports_the_backward_scan_from_its_own_projection_at_the
     assert (backward.n_positive, backward.n_negative, backward.n_zero) == (1, 1, E - 2)
     assert (backward.scenario, forward.scenario) == ("divergent", "divergent")
     assert backward.name.endswith("(backward scan)") and not forward.name.endswith("(backward scan)")
+
+
+
+def test_the_criterion_runs_in_float64_for_a_float32_layer():
+    """Guards the widening in input_output_matrix: M and the reported eigenvalues are float64
+    for a float32 layer too, M being the float64 product of the float32 weights."""
+    from ssm.token_dynamics import input_output_matrix
+
+    torch.manual_seed(6)
+    layer = ssm.Mamba(3, d_state=2, dt_rank=1, bidirectional=True)
+    assert layer.x_proj.weight.dtype == torch.float32
+    for backward, proj in ((False, layer.x_proj), (True, layer.x_proj_b)):
+        W = proj.weight.detach().double()
+        M = input_output_matrix(layer, backward=backward)
+        assert M.dtype == F64 and not M.requires_grad
+        torch.testing.assert_close(M, W[3:5].T @ W[1:3], rtol=1e-15, atol=1e-15)
+        report = predict_scenario(layer, backward=backward)
+        assert report.eigenvalues.dtype == report.symmetric_eigenvalues.dtype == F64
