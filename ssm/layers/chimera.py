@@ -84,13 +84,14 @@ def chimera_scan(x, dt_time, dt_var, A_time, A_var, B_time, B_var, C_time, C_var
         y (B, V, T, E) = Σ_n C₁ s + C₂ r, in x's dtype (computed in at least float32).
     """
     _check_scan_args(x, dt_time, dt_var, A_time, A_var, B_time, B_var, C_time, C_var, coupling, lag)
-    wide = torch.float64 if x.dtype == torch.float64 else torch.float32
+    dtype = x.dtype
+    wide = torch.float64 if dtype == torch.float64 else torch.float32
     x, dt_time, dt_var, A_time, A_var, B_time, B_var, C_time, C_var, coupling = (
         t.to(wide) for t in (x, dt_time, dt_var, A_time, A_var, B_time, B_var, C_time, C_var, coupling)
     )
     s = time_state(x, dt_time, A_time, B_time, lag)
     r = variate_state(s, x, dt_var, A_var, B_var, coupling, reverse)
-    return readout(s, C_time) + readout(r, C_var)
+    return (readout(s, C_time) + readout(r, C_var)).to(dtype)
 
 
 def readout(h: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
