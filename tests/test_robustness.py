@@ -88,6 +88,16 @@ def test_task_reports_noisy_test_accuracy():
 
 
 
+def test_test_noise_takes_every_frequency_from_zero_up():
+    """frequency is a number >= 0: ω = 0 (a constant offset a·U on every input) is a frequency,
+    a negative one is refused."""
+    layer = ssm.S4D(4, d_state=4)
+    task = SequenceClassificationTask(layer, 2, optimizer=None, test_noise={"frequency": 0})
+    assert task.test_noise["frequency"] == 0
+    with pytest.raises(ValueError, match="frequency must be a number >= 0"):
+        SequenceClassificationTask(layer, 2, optimizer=None, test_noise={"frequency": -1.0})
+
+
 class _Data(L.LightningDataModule):
     def __init__(self, n_test):
         super().__init__()

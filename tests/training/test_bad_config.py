@@ -85,6 +85,7 @@ def test_invalid_option_names_the_choices():
     (["trainer.max_steps=0"], "would train nothing"),
     (["trainer.max_epochs=-1", "scheduler.total_steps=null"], "trains without end"),
     (["trainer.max_epochs=-1", "trainer.max_steps=-1", "scheduler.total_steps=null"], "trains without end"),
+    (["trainer.max_epochs=-1", "trainer.max_steps=null", "scheduler.total_steps=null"], "trains without end"),
     (["experiment=lra/text", "trainer.max_epochs=-1"], "trains without end"),  # a schedule derived from the run
 ])
 def test_a_run_that_trains_nothing_or_never_ends_is_refused(overrides, match):
@@ -133,6 +134,7 @@ def test_an_empty_split_is_refused_before_training(split):
                                              ("optimizer.decay_norms_and_biases=yes",
                                               "decay_norms_and_biases must be true or false"),
                                              ("optimizer.betas=[1.5,0.9]", r"betas must be two numbers in \[0, 1\)"),
+                                             ("optimizer.betas=[0.9,1.0]", r"betas must be two numbers in \[0, 1\)"),
                                              ("optimizer.betas=[0.9]", r"betas must be two numbers"),
                                              ("optimizer.name=sgd", "sgd takes no betas: drop them with ~optimizer.betas")])
 def test_bad_optimizer_values_are_refused_before_the_run_starts(override, match):
@@ -209,9 +211,11 @@ def test_a_diverging_run_stops_at_the_first_nan_loss(tmp_path):
     (["model.prenorm=yes"], "model.prenorm must be true or false"),
     (["scheduler.warmup_prefix=1"], "scheduler.warmup_prefix must be true or false"),
     (["trainer.max_epochs=abc"], "trainer.max_epochs must be an integer >= -1"),
+    (["trainer.max_epochs=true"], "trainer.max_epochs must be an integer >= -1 .*got True"),
     (["trainer.max_steps=-7"], "trainer.max_steps must be an integer >= -1"),
     (["trainer.accumulate_grad_batches=0"], "accumulate_grad_batches must be an integer >= 1"),
     (["trainer.gradient_clip_val=-1"], "gradient_clip_val must be a number >= 0"),
+    (["trainer.gradient_clip_val=true"], "gradient_clip_val must be a number >= 0 .*got True"),
     (["trainer.limit_train_batches=0"], "limit_train_batches=0: the run would train nothing"),
     (["scheduler.warmup_steps=-5"], "scheduler: warmup_steps must be an integer >= 0, got -5"),
     (["scheduler.total_steps=0"], "scheduler: total_steps must be an integer >= 1, or null"),

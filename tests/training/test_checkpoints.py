@@ -104,3 +104,19 @@ def test_resuming_from_before_a_best_checkpoint_overwrites_it_without_a_stray_co
     best = run(2, ckpt_path=tmp_path / "mid.ckpt")  # epoch 1 again: best-epoch=1.ckpt once more
     assert sorted(p.name for p in tmp_path.glob("best-*.ckpt")) == ["best-epoch=1.ckpt"]
     assert best.best_model_path == str(tmp_path / "best-epoch=1.ckpt")
+
+
+def test_step_checkpoints_are_written_once_per_optimizer_step_with_gradient_accumulation(tmp_path):
+    """every_n_steps counts optimizer steps: with two batches accumulated per step, last.ckpt
+    is written after each step's last batch, not again after the next step's first batch
+    (whose half-accumulated gradient a resumed run would not have), and once at the epoch's end."""
+    last = LastCheckpoint(tmp_path, every_n_steps=1)
+    saved = []  # the optimizer step of every write
+    write = last._save
+    last._save = lambda trainer: (saved.append(trainer.global_step), write(trainer))
+    trainer = L.Trainer(accelerator="cpu", max_epochs=1, accumulate_grad_batches=2, callbacks=[last], logger=False,
+                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                        limit_val_batches=0)
+    trainer.fit(ScheduledScore(), train_dataloaders=torch.utils.data.DataLoader(torch.zeros(8, 1), batch_size=1))
+    assert saved == [1, 2, 3, 4, 4]  # 8 batches: 4 steps, then the epoch's end
+    assert (tmp_path / "last.ckpt").exists()

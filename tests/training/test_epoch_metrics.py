@@ -7,6 +7,7 @@ from distributed_epoch_end import Recorder, epoch_end_on_two_processes
 import lightning as L
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 from torchmetrics import MeanMetric, MeanSquaredError
@@ -59,10 +60,13 @@ def test_classification_accuracy_is_over_the_whole_epoch_and_resets():
     task = SequenceClassificationTask(model, n_classes=4, optimizer=None)
     (first,) = _trainer().validate(task, loader, verbose=False)
     assert first["val/acc"] == pytest.approx(float((logits.argmax(-1) == y).float().mean()))
+    # the loss too is the mean over the examples, not over the batches
+    assert first["val/loss"] == pytest.approx(F.cross_entropy(logits.double(), y).item(), rel=1e-5)
     with torch.no_grad():
         model.scale.fill_(-1.0)  # flips every prediction to the smallest logit
     (second,) = _trainer().validate(task, loader, verbose=False)
     assert second["val/acc"] == pytest.approx(float((logits.argmin(-1) == y).float().mean()))
+    assert second["val/loss"] == pytest.approx(F.cross_entropy(-logits.double(), y).item(), rel=1e-5)
     assert "val/seq_acc" not in second  # one target per sequence: no sequence accuracy
 
 

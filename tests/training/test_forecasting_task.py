@@ -80,6 +80,27 @@ def test_aux_losses_are_weighted_added_logged_and_trained(as_dict):
     assert 0 < task.model.w.item() < 1  # the aux loss (w - 1)^2 pulled w up
 
 
+@pytest.mark.parametrize("loss", ["mse", "mae", "rmse"])
+def test_the_loss_option_is_the_written_out_error_of_the_forecast(loss):
+    """loss="mse", "mae" or "rmse": mean((pred - y)²), mean|pred - y| or its square root, over
+    every entry of the batch (with the zero forecast, of y itself)."""
+    torch.manual_seed(0)
+    x, y = torch.randn(5, 12, 2), torch.randn(5, 3, 2)
+    y64 = y.double()
+    expected = {"mse": y64.square().mean(), "mae": y64.abs().mean(), "rmse": y64.square().mean().sqrt()}[loss]
+    value = _task(Zero(3, 2), loss=loss, data_transform="none")._step((x, y), "val")
+    assert value.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_an_aux_loss_without_a_weight_counts_once():
+    """aux_weights gives a weight per aux loss; one it does not name is added with weight 1."""
+    x, y = torch.randn(4, 12, 2), torch.randn(4, 3, 2)
+    mse = y.double().square().mean().item()
+    for weights, expected in ((None, mse + 1.0), ({"other": 5.0}, mse + 1.0), ({"lag": 0.5}, mse + 0.5)):
+        task = _task(ZeroWithAux(3, 2), data_transform="none", aux_weights=weights)
+        assert task._step((x, y), "val").item() == pytest.approx(expected, rel=1e-6)
+
+
 def test_bad_model_outputs_fail_clearly():
     x, y = torch.randn(2, 12, 1), torch.randn(2, 3, 1)
     zero = torch.zeros(2, 3, 1)

@@ -304,6 +304,10 @@ def test_a_warmup_as_long_as_the_run_is_reported(caplog):
     assert "warmup_steps=100 is not shorter than the run (50 steps)" in caplog.text
     caplog.clear()
     with caplog.at_level("WARNING"):
+        scheduler_config(functools.partial(cosine_warmup, warmup_steps=50), optimizer, trainer)
+    assert "warmup_steps=50 is not shorter than the run (50 steps)" in caplog.text  # exactly as long
+    caplog.clear()
+    with caplog.at_level("WARNING"):
         scheduler_config(functools.partial(cosine_warmup, warmup_steps=10), optimizer, trainer)
         scheduler_config(functools.partial(cosine_warmup, warmup_steps=100, min_factor=1.0), optimizer, trainer)
     assert "warmup" not in caplog.text
