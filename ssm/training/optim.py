@@ -90,7 +90,9 @@ def cosine_warmup(
 
     factor(s) = f0 + (1 - f0) s / warmup                                  for s < warmup
               = fmin + (1 - fmin) (1 + cos(π p)) / 2,   p = (s - warmup)/(total - warmup)   afterwards
-    with f0 = ``start_factor`` and fmin = ``min_factor``. ``warmup_prefix=False`` measures the
+    with f0 = ``start_factor``, fmin = ``min_factor`` and warmup = min(``warmup_steps``,
+    ``total_steps``): a warmup longer than the schedule is cut to it, reaching the full lr at
+    ``total_steps`` (``scheduler_config`` warns of it). ``warmup_prefix=False`` measures the
     cosine from step 0 instead, p = s / total, the warmup overlaying its start (timm's
     ``CosineLRScheduler`` default, which SpaceTime uses). Past ``total_steps`` (p > 1) the
     factor stays at fmin (``after_total="hold"``) or the cosine goes on and rises again

@@ -36,6 +36,14 @@ def test_cosine_warmup_follows_its_formula():
     assert lrs[warmup] == pytest.approx(1.0) and lrs[total] == pytest.approx(0.0)
 
 
+def test_a_warmup_longer_than_the_schedule_is_cut_to_it():
+    """warmup = min(warmup_steps, total_steps): the lr reaches its full value at total_steps
+    (not the slower ramp of the uncut warmup), then holds at the floor."""
+    lrs = lrs_over(9, 10, 6)
+    assert lrs[:7] == pytest.approx([s / 6 for s in range(7)])
+    assert lrs[7:] == pytest.approx([0.0, 0.0])
+
+
 def test_cosine_warmup_start_and_floor_factors():
     """SpaceTime's timm schedule: warmup from lr·f0, cosine down to lr·fmin, flat after."""
     warmup, total, f0, fmin = 3, 9, 1e-3, 1e-2
