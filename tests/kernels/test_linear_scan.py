@@ -94,6 +94,25 @@ def test_low_precision_matches_oracle(backend, dtype, const):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("const", [False, True], ids=["a-BLP", "a-P"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+def test_half_precision_is_accumulated_in_float32(backend, dtype, const, reverse):
+    """With a = 1 the scan is a running sum. Accumulated in float32, each of 2048 sums of
+    half-precision inputs is that sum rounded once to ``dtype`` (within one ulp of the exact
+    float64 sum); accumulated in ``dtype`` itself, the rounding of every step adds up to
+    several ulps. The tolerances of the other tests could not tell the two apart."""
+    torch.manual_seed(12)
+    b = (0.25 + 0.5 * torch.rand(2, 2048, 3, dtype=torch.float64)).to(dtype)
+    a = torch.ones(3 if const else b.shape, dtype=dtype)
+    exact = b.double().flip(1).cumsum(1).flip(1) if reverse else b.double().cumsum(1)
+    h = linear_scan(a, b, reverse=reverse, backend=backend)
+    assert h.dtype == dtype
+    error = ((h.double() - exact).abs() / exact).max().item()
+    assert error <= torch.finfo(dtype).eps, error
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("mag", [(1e-6, 1e-3), (1 - 1e-6, 1.0), (1.0, 1.0)], ids=["near-0", "near-1", "unit"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.complex64, torch.complex128], ids=str)
 def test_extreme_magnitudes(backend, mag, dtype):

@@ -49,11 +49,42 @@ def test_state_batch_indices_read_and_write_only_their_slots():
 @pytest.mark.parametrize(
     "slots, error, match",
     [(torch.tensor([0, 1]), ValueError, r"\(B,\) = \(3,\)"), (torch.tensor([0.0, 1.0, 2.0]), ValueError, "integer"),
-     (torch.tensor([0, 6, 1]), IndexError, r"\[0, 6\)"), (torch.tensor([1, 1, 2]), ValueError, "distinct")],
-    ids=["length", "float", "out-of-range", "repeated"],
+     (torch.tensor([0, 6, 1]), IndexError, r"\[0, 6\)"), (torch.tensor([0, -1, 2]), IndexError, r"\[0, 6\)"),
+     (torch.tensor([1, 1, 2]), ValueError, "distinct")],
+    ids=["length", "float", "out-of-range", "negative", "repeated"],
 )
 def test_bad_state_batch_indices_are_refused(slots, error, match):
     cache = torch.zeros(6, 4, 5, dtype=F64)
     with pytest.raises(error, match=match):
         selective_state_update(cache, **step_inputs(), state_batch_indices=slots)
     assert cache.abs().max() == 0
+
+
+@pytest.mark.parametrize("with_slots", [False, True], ids=["state", "cache-slots"])
+def test_the_step_records_no_autograd_graph(with_slots):
+    """Parameters that require grad (a model decoding outside torch.no_grad) leave the output
+    and the updated state out of autograd, as in mamba_ssm: the state is not made to require
+    grad and does not carry the graph of every step before it."""
+    args = step_inputs()
+    for name in ("A", "D", "dt_bias"):
+        args[name].requires_grad_(True)
+    state = torch.randn(6 if with_slots else 3, 4, 5, dtype=F64)
+    slots = {"state_batch_indices": torch.tensor([4, 0, 2])} if with_slots else {}
+    y = selective_state_update(state, **args, **slots)
+    assert not y.requires_grad
+    assert not state.requires_grad and state.grad_fn is None
+
+
+def test_dt_softplus_is_off_by_default():
+    """mamba_ssm's default: Δ = dt + dt_bias unless dt_softplus=True. Checked against the step
+    written out with the raw (positive) step size."""
+    args = step_inputs()
+    del args["dt_softplus"]
+    args["dt"] = args["dt"].abs()
+    state = torch.randn(3, 4, 5, dtype=F64)
+    delta = (args["dt"] + args["dt_bias"])[:, :, None]
+    h = torch.exp(delta * args["A"]) * state + delta * args["x"][:, :, None] * args["B"][:, None]
+    y_hand = ((h * args["C"][:, None]).sum(-1) + args["D"] * args["x"]) * torch.nn.functional.silu(args["z"])
+    y = selective_state_update(state, **args)
+    torch.testing.assert_close(y, y_hand)
+    torch.testing.assert_close(state, h)

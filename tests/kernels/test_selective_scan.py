@@ -476,11 +476,12 @@ def bad(**changes):
         (bad(D=torch.ones(4, dtype=torch.int64)), TypeError, "D must be real floating point"),
         (bad(h0=torch.randn(2, 4)), ValueError, r"h0 of shape \(B, D, N\) = \(2, 4, 3\)"),
         (bad(h0=torch.randn(2, 4, 3, dtype=torch.complex64)), TypeError, "h0 must be complex exactly when A is"),
+        (bad(h0=torch.ones(2, 4, 3, dtype=torch.int64)), TypeError, "h0 must be a floating-point"),
     ],
     ids=["u-rank", "u-int", "u-list", "delta-shape", "delta-complex", "A-channels", "A-rank", "A-int",
          "B-state-size", "C-length", "B-const-shape", "G-not-dividing-D", "C-rank", "complex-B-real-A",
          "complex-C-real-A", "interleaved-length", "D-shape", "bias-shape", "z-shape", "D-int", "h0-shape",
-         "h0-complex"],
+         "h0-complex", "h0-int"],
 )
 def test_bad_inputs_raise_clear_errors(kwargs, exc, pattern):
     with pytest.raises(exc, match=pattern):

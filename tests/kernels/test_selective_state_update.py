@@ -163,6 +163,37 @@ def test_float64_state_with_float32_inputs_steps_in_float64(backend):
     assert torch.equal(inputs["state"], state_before)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_float64_inputs_with_a_float32_state_step_in_float64(backend):
+    """The mirror of the test above: float64 x, dt, B, C, z with a float32 state, A, D and
+    dt_bias are stepped in float64, so y (float64, read from the new state before it is
+    rounded) keeps float64 accuracy; only the new state is rounded to float32."""
+    inputs = make_inputs(2, 6, 4, 2, F64, grouped_2d=True, seed=12)
+    for name in ("state", "A", "D", "dt_bias"):
+        inputs[name] = inputs[name].float()
+    inputs = on(inputs, backend)
+    y, h = selective_state_update(**inputs, backend=backend)
+    assert y.dtype == F64 and h.dtype == torch.float32
+    y_ref, h_ref = oracle(inputs)  # every input widened to float64
+    assert_close(y, y_ref, dtype=F64, msg="y")
+    assert_close(h, h_ref, dtype=torch.float32, msg="new state")
+
+
+def test_dt_softplus_is_off_by_default():
+    """As in mamba_ssm, Δ = dt + dt_bias unless dt_softplus=True: checked against the step
+    written out with the raw (positive) step size."""
+    inputs = make_inputs(2, 5, 3, 1, F64, seed=13)
+    del inputs["dt_softplus"]
+    inputs["dt"] = inputs["dt"].abs()
+    y, h = selective_state_update(**inputs)
+    delta = (inputs["dt"] + inputs["dt_bias"])[:, :, None]
+    h_hand = torch.exp(delta * inputs["A"]) * inputs["state"] + delta * inputs["x"][:, :, None] * inputs["B"][:, None]
+    y_hand = (h_hand * inputs["C"][:, None]).sum(-1) + inputs["D"] * inputs["x"]
+    y_hand = y_hand * torch.nn.functional.silu(inputs["z"])
+    assert_close(h, h_hand)
+    assert_close(y, y_hand)
+
+
 def test_softplus_is_accurate_for_very_negative_and_large_dt():
     """Δ = softplus(dt) at dt = -30 (Δ ~ 1e-13, where log(1 + e^dt) would round to 0) and
     at dt = 40 (the linear branch)."""
