@@ -228,6 +228,20 @@ def test_residual_ssm_differences_and_subtracts_moving_averages(float64_default)
     assert_close(run_steps(layer.eval(), x), y)
 
 
+def test_fixed_kernel_ssm_keeps_its_own_copy_of_the_taps():
+    """The taps are the layer's: changing the caller's tensor afterwards (here already in the
+    default dtype, so no cast copies it) leaves the layer's filter as it was built."""
+    torch.manual_seed(9)
+    taps = torch.randn(3, 4)
+    original = taps.clone()
+    layer = ssm.FixedKernelSSM(taps)
+    taps.zero_()
+    assert torch.equal(layer.kernel(4), original)
+    x = torch.randn(2, 7, 3)
+    expected = sum(original[:, k] * torch.nn.functional.pad(x, (0, 0, k, 0))[:, :7] for k in range(4))
+    assert_close(layer(x), expected)
+
+
 def test_residual_ssm_state_dict_keeps_its_windows():
     torch.manual_seed(8)
     a = ssm.ResidualSSM(8, max_avg_window=20)

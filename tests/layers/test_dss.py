@@ -414,7 +414,24 @@ def test_lr_hints_and_frozen_buffers():
     assert {"log_dt", "Lambda_real", "Lambda_imag"} <= {n for n, _ in frozen.named_buffers()}
     mixed = ssm.DSS(H, d_state=N, lr={"dt": 0.0, "A": 1e-2})
     assert "log_dt" in dict(mixed.named_buffers())
-    assert mixed.Lambda_real._optim == {"lr": 1e-2, "weight_decay": 0.0}
+    # "A" is Λ, both its real and imaginary parts; "dt" is Δ alone
+    assert mixed.Lambda_real._optim == mixed.Lambda_imag._optim == {"lr": 1e-2, "weight_decay": 0.0}
+    frozen_A = ssm.DSS(H, d_state=N, lr={"A": 0.0, "dt": 2e-3})
+    assert {"Lambda_real", "Lambda_imag"} <= {n for n, _ in frozen_A.named_buffers()}
+    assert frozen_A.log_dt._optim == {"lr": 2e-3, "weight_decay": 0.0}
+
+
+def test_defaults_are_the_documented_ones():
+    """DSS(d_model) is DSS(d_model, d_state=64, variant="exp"): same draws, same output."""
+    torch.manual_seed(17)
+    default = ssm.DSS(H).double()
+    torch.manual_seed(17)
+    documented = ssm.DSS(H, d_state=64, variant="exp").double()
+    assert default.Lambda_real.shape == (H, 32)
+    for name, value in documented.state_dict().items():
+        torch.testing.assert_close(default.state_dict()[name], value, rtol=0, atol=0, msg=name)
+    x = torch.randn(2, 17, H, dtype=torch.float64)
+    torch.testing.assert_close(default(x), documented(x), rtol=0, atol=0)
 
 
 def test_float64_runs_on_cpu():
@@ -695,3 +712,19 @@ def test_softmax_step_with_per_step_growth_beyond_float32_exp(growth):
     got = torch.stack(ys, 1).double()
     assert torch.isfinite(got).all()
     assert ((got - want).abs().max() / want.abs().max()).item() < 1e-4
+
+
+@pytest.mark.parametrize("run", [None, run_steps], ids=["forward", "step"])
+def test_softmax_mode_at_the_origin_takes_the_limit_of_its_weight(run):
+    """A mode with λΔ = 0 (or below 1e-12 in modulus) has softmax weight e^{al}/Σ_{l'<L} e^{al'}
+    = 1/L, its limit; its value reaches the gradient of λ through the regularized 1/λ, whose
+    derivative at 0 is 1/1e-7."""
+    torch.manual_seed(31)
+    layer = make_layer("softmax", False)
+    with torch.no_grad():
+        layer.Lambda_real[0, 0] = 0.0
+        layer.Lambda_imag[0, 0] = 0.0
+        layer.Lambda_real[1, 1] = 1e-13  # |λΔ| < 1e-12, not 0
+        layer.Lambda_imag[1, 1] = 0.0
+    L = 9
+    check_against_reference(layer, L, run=None if run is None else lambda m, x: run(m, x, length=L))

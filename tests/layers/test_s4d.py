@@ -423,3 +423,22 @@ def test_bilinear_exponent_keeps_its_relative_precision_at_small_steps():
     exact = torch.log((1 + z) / (1 - z))  # float64: the rounding of 1 + z is 1e-16 here
     rel = lambda got, want: ((got.double() - want) / want).abs().max().item()  # noqa: E731
     assert rel(x32.real, exact.real) < 1e-6 and rel(x32.imag, exact.imag) < 1e-6
+
+
+def test_defaults_are_the_documented_ones():
+    """S4D(d_model) is S4D(d_model, d_state=64, init="inv", disc="zoh", dt_min=1e-3,
+    dt_max=1e-1, bidirectional=False, lr=1e-3): same draws, same output, same optimizer hints."""
+    explicit = dict(d_state=64, init="inv", disc="zoh", dt_min=1e-3, dt_max=1e-1, bidirectional=False, lr=1e-3)
+    torch.manual_seed(26)
+    default = ssm.S4D(H).double()
+    torch.manual_seed(26)
+    documented = ssm.S4D(H, **explicit).double()
+    for name, value in documented.state_dict().items():
+        torch.testing.assert_close(default.state_dict()[name], value, rtol=0, atol=0, msg=name)
+    x = torch.randn(2, 33, H, dtype=torch.float64)
+    torch.testing.assert_close(default(x), documented(x), rtol=0, atol=0)
+    def hints(layer):
+        return {name: getattr(p, "_optim", None) for name, p in layer.named_parameters()}
+
+    assert hints(default) == hints(documented)
+    assert default.log_A_real._optim == {"lr": 1e-3, "weight_decay": 0.0}

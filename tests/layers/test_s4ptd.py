@@ -107,6 +107,26 @@ def test_gradients_and_errors():
         ssm.S4PTD(H, d_state=4)(torch.randn(2, 5, 4))
 
 
+def test_a_ptd_spectrum_with_unstable_modes_still_gives_a_stable_layer():
+    """With the repair off (``force_stable=False``) and a large perturbation barely optimized,
+    ptd returns eigenvalues with Re λ > 0, which A = -exp(log_A_real) + i A_imag cannot hold:
+    the layer still starts finite and stable, with its stable modes at Λ."""
+    torch.manual_seed(8)
+    settings = dict(rel_size=0.5, steps=1, margin=None, force_stable=False)
+    Lam = ptd_legs(6, **settings)[0]
+    assert (Lam.real > 0).any() and (Lam.real < -1e-4).any()
+    layer = ssm.S4PTD(H, d_state=6, ptd=settings).double()
+    for name, p in layer.named_parameters():
+        assert torch.isfinite(p).all(), name
+    A = layer.continuous()[1].detach()
+    assert (A.real < 0).all()
+    stable = Lam.real < -1e-4
+    assert_close(A[:, stable], Lam[stable].expand(H, -1), dtype=torch.float32)
+    x = torch.randn(2, 50, H, dtype=F64)
+    Abar, Bbar, C = discretize(layer)
+    assert_close(layer(x), diagonal_recurrence(Abar, Bbar, C[0], x, layer.D.detach()))
+
+
 # --- Backward pass against an independent float64 reference ---------------------------------
 #
 # As in test_s4d.py: the reference reads the raw parameters (log_dt, log_A_real, A_imag, B, C,

@@ -204,6 +204,30 @@ def test_lr_hints_and_frozen_parameters():
     assert params["B"]._optim == {"weight_decay": 0.0}
     assert "log_dt" not in params and "log_dt" in dict(layer.named_buffers())
     assert not hasattr(params["C"], "_optim")
+    # "A" is Λ, both its real and imaginary parts; "dt" is Δ alone
+    assert params["Lambda_imag"]._optim == {"lr": 1e-3, "weight_decay": 0.0}
+    frozen_A = ssm.S5(H, d_state=4, lr={"A": 0.0, "dt": 2e-3})
+    assert {"Lambda_real", "Lambda_imag"} <= set(dict(frozen_A.named_buffers()))
+    assert frozen_A.log_dt._optim == {"lr": 2e-3, "weight_decay": 0.0}
+
+
+def test_defaults_are_the_documented_ones():
+    """S5(d_model, d_state) is S5(d_model, d_state, blocks=1, init="hippo_n", conj_sym=True,
+    disc="zoh", bidirectional=False, clip_eigs=False, dt_min=1e-3, dt_max=1e-1)."""
+    explicit = dict(blocks=1, init="hippo_n", conj_sym=True, disc="zoh", bidirectional=False, clip_eigs=False,
+                    dt_min=1e-3, dt_max=1e-1)
+    torch.manual_seed(30)
+    default = ssm.S5(H, 8).double()
+    torch.manual_seed(30)
+    documented = ssm.S5(H, 8, **explicit).double()
+    assert default.state_dict().keys() == documented.state_dict().keys()
+    for name, value in documented.state_dict().items():
+        torch.testing.assert_close(default.state_dict()[name], value, rtol=0, atol=0, msg=name)
+    with torch.no_grad():
+        default.Lambda_real.fill_(0.2)  # clip_eigs would clamp it
+        documented.Lambda_real.fill_(0.2)
+    x = torch.randn(2, 9, H, dtype=F64)
+    torch.testing.assert_close(default(x), documented(x), rtol=0, atol=0)
 
 
 def test_s5ptd_is_s5_with_ptd_and_no_conjugate_symmetry():
@@ -224,6 +248,8 @@ def test_s5ptd_is_s5_with_ptd_and_no_conjugate_symmetry():
         (dict(d_state=8, C_init="zeros"), "C_init must be one of"),
         (dict(d_state=0), "positive integer"),
         (dict(d_state=8, dt_min=0.1, dt_max=0.01), "dt_min"),
+        (dict(d_state=8, step_rescale=0.0), "step_rescale"),  # Δ = 0: B̄ = 0, the SSM would output nothing
+        (dict(d_state=8, step_rescale=-1.0), "step_rescale"),
     ],
 )
 def test_invalid_arguments_raise_clear_errors(kwargs, match):
