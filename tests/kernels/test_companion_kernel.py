@@ -291,6 +291,22 @@ def test_stable_rows_with_large_coefficients_stay_accurate_in_float32(backend):
         assert err < 1e-6, f"||a||_1 = {a.abs().sum():.3g}: relative error {err:.2e}"
 
 
+def test_float32_rows_on_the_unit_circle_take_the_blocked_recurrence():
+    """An undamped oscillation, a = [-1, 2 cos θ] (eigenvalues exp(±iθ), spectral radius exactly
+    1, ||a||_1 <= 2): the fft formulas lose ~4e-6 of max|K| there in float32; rows with a
+    spectral radius >= 1 take the blocked float64 recurrence, which keeps them to float32
+    rounding of the result (~5e-8)."""
+    g = torch.Generator().manual_seed(14)
+    cos = torch.linspace(-0.5, 0.5, 11, dtype=F64)
+    a = torch.stack([-torch.ones_like(cos), 2 * cos], -1).float()
+    b, c = torch.randn(2, 11, 2, generator=g).unbind(0)
+    for L in (16, 64):
+        K = companion_kernel(a, b, c, L, method="fft")
+        truth = _truth(a, b, c, L)
+        error = ((K.to(F64) - truth).abs().amax(-1) / truth.abs().amax(-1)).max().item()
+        assert error < 3e-7, f"L = {L}: relative error {error:.2e}"
+
+
 @pytest.mark.parametrize("L", [1, 2])
 def test_stable_float32_rows_just_above_the_l1_threshold_take_the_blocked_recurrence(L):
     """Guards SPECTRAL_MAX_L1[float32] = 2: stable rows with ||a||_1 of 3.1 and 3.4 are computed to

@@ -110,3 +110,39 @@ def test_without_triton_fftconv_offers_no_triton_backend():
         "torch.testing.assert_close(kernels.fftconv(u, k), kernels.fftconv(u, k, backend='reference'), rtol=1e-4, atol=1e-4)\n"
     )
     run_fresh_python(script)
+
+
+class _ReportsCuda(torch.Tensor):
+    """A CPU tensor that says it is on CUDA: the device rule reads only ``is_cuda``."""
+
+    @property
+    def is_cuda(self):
+        return True
+
+
+def test_cuda_tensors_take_the_torch_path_when_the_op_has_no_fused_kernel():
+    """backend=None sends CUDA tensors to the Triton backend where the op offers one (triton
+    installed) and to "torch" otherwise (a CUDA machine without triton); CPU tensors always to
+    "torch"."""
+    on_cuda = torch.randn(3).as_subclass(_ReportsCuda)
+    with_triton = {"triton": max, "torch": len, "reference": abs}
+    without_triton = {"torch": len, "reference": abs}
+    assert kernels.select_backend("op", with_triton, None, on_cuda) is max
+    assert kernels.select_backend("op", without_triton, None, on_cuda) is len
+    assert kernels.select_backend("op", with_triton, None, torch.randn(3)) is len
+
+
+def test_nested_use_backend_restores_the_enclosing_choice():
+    """Leaving an inner ``use_backend`` block brings back the enclosing block's backend, not
+    the device rule; ``use_backend(None)`` inside a block restores the device rule for its own
+    extent only."""
+    impl = {"torch": len, "reference": abs}
+    t = torch.randn(3)
+    with kernels.use_backend("reference"):
+        with kernels.use_backend("torch"):
+            assert kernels.select_backend("op", impl, None, t) is len
+        assert kernels.select_backend("op", impl, None, t) is abs
+        with kernels.use_backend(None):
+            assert kernels.select_backend("op", impl, None, t) is len
+        assert kernels.select_backend("op", impl, None, t) is abs
+    assert kernels.select_backend("op", impl, None, t) is len
