@@ -11,6 +11,8 @@ interpreter, such a test fails with "needs TRITON_INTERPRET=1", every other Trit
 "cannot run on meta tensors".
 """
 
+from __future__ import annotations
+
 import os
 
 import pytest
@@ -20,3 +22,14 @@ HAS_CUDA = torch.cuda.is_available()
 TRITON_DEVICE = os.environ.get("SSM_TEST_TRITON_DEVICE") or ("cuda" if HAS_CUDA else "cpu")
 
 requires_cuda = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+
+
+def backend_device(backend: str | None) -> str:
+    """Where ``backend``'s inputs live: ``TRITON_DEVICE`` for "triton", the CPU for the others."""
+    return TRITON_DEVICE if backend == "triton" else "cpu"
+
+
+def on_backend_device(inputs: dict, backend: str | None) -> dict:
+    """``inputs`` with its tensors moved to :func:`backend_device` (the same tensors on CPU)."""
+    device = backend_device(backend)
+    return {k: v.to(device) if torch.is_tensor(v) else v for k, v in inputs.items()}

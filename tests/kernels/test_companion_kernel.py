@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from devices import TRITON_DEVICE
+from devices import backend_device
 from reference import companion_kernel_by_powers
 from tolerances import assert_close, assert_close_summed
 
@@ -20,11 +20,6 @@ F64 = torch.float64
 METHODS = ["fft", "series"]
 # (n, d, L): L = 1, L < d, d = 1, odd d, L not a power of two, d > L with several folds.
 SHAPES = [(3, 8, 20), (2, 12, 7), (4, 64, 40), (2, 1, 5), (3, 2, 1), (2, 5, 3), (3, 7, 129), (2, 16, 5), (1, 64, 1000)]
-
-
-def on(backend):
-    """Where a backend's inputs live: TRITON_DEVICE for "triton", CPU for the others."""
-    return TRITON_DEVICE if backend == "triton" else "cpu"
 
 
 def inputs(n, d, dtype=F64, normalize=True, seed=0):
@@ -252,7 +247,7 @@ def test_growing_kernels_keep_every_tap(dtype, a, L, method, backend):
     c = torch.zeros(1, d, dtype=dtype)
     c[0, -1 if d > 1 else 0] = 1
     truth = _truth(a, b, c, L)
-    device = on(backend)
+    device = backend_device(backend)
     K = companion_kernel(a.to(device), b.to(device), c.to(device), L, backend=backend, method=method).cpu()
     assert _per_tap_error(K[:, :32], truth[:, :32]) < (1e-12 if dtype == F64 else 1e-5)
     torch.testing.assert_close(K.to(F64), truth, rtol=1e-5, atol=0.0)
@@ -279,7 +274,7 @@ def test_stable_rows_with_large_coefficients_stay_accurate_in_float32(backend):
         phase = torch.pi * torch.rand(d // 2, generator=g, dtype=F64)
         half = [complex(m * math.cos(p), m * math.sin(p)) for m, p in zip(r.tolist(), phase.tolist())]
         rows.append(_stable_coefficients(half + [z.conjugate() for z in half]))
-    L, device = 256, on(backend)
+    L, device = 256, backend_device(backend)
     for a in rows:
         d = a.shape[0]
         a = a[None].float()
@@ -335,7 +330,7 @@ def test_float64_double_pole_next_to_a_unit_root_stays_exact(backend, method):
         pytest.skip("the Triton backend is the fft method's spectral step")
     L, r = 4096, 0.999
     theta = 2 * math.pi / L
-    device = on(backend)
+    device = backend_device(backend)
     a = torch.tensor([[-r * r, 2 * r * math.cos(theta)]], dtype=F64, device=device, requires_grad=True)
     b, c = torch.tensor([[1.0, 0.0]], dtype=F64), torch.tensor([[0.0, 1.0]], dtype=F64)
     K = companion_kernel(a, b.to(device), c.to(device), L, method=method, backend=backend).cpu()
@@ -412,7 +407,7 @@ def test_zero_length_gives_empty_kernel_with_zero_gradients():
 @pytest.mark.parametrize("backend", ["triton", "torch", "reference"])
 def test_length_one_gives_a_a_zero_gradient(backend, norm):
     """K_0 = cᵀb does not depend on a: its gradient is zero (to rounding), not missing."""
-    a, b, c = (t.to(on(backend)) for t in inputs(3, 4, seed=17))
+    a, b, c = (t.to(backend_device(backend)) for t in inputs(3, 4, seed=17))
     a = (a / a.abs().sum(-1, keepdim=True) * norm).requires_grad_(True)
     b, c = b.requires_grad_(True), c.requires_grad_(True)
     K = companion_kernel(a, b, c, 1, backend=backend)
@@ -426,8 +421,8 @@ def test_length_one_gives_a_a_zero_gradient(backend, norm):
 @pytest.mark.parametrize("method", ["fft", "series"])
 @pytest.mark.parametrize("backend", ["triton", "torch", "reference"])
 def test_no_rows_gives_an_empty_kernel_with_a_gradient(backend, method):
-    a = torch.zeros(0, 3, dtype=torch.float64, device=on(backend), requires_grad=True)
-    b, c = torch.zeros(2, 0, 3, dtype=torch.float64, device=on(backend))
+    a = torch.zeros(0, 3, dtype=torch.float64, device=backend_device(backend), requires_grad=True)
+    b, c = torch.zeros(2, 0, 3, dtype=torch.float64, device=backend_device(backend))
     K = companion_kernel(a, b, c, 5, backend=backend, method=method)
     assert K.shape == (0, 5) and K.dtype == torch.float64
     K.sum().backward()

@@ -13,7 +13,7 @@ import importlib
 
 import pytest
 import torch
-from devices import TRITON_DEVICE
+from devices import backend_device
 from torch.autograd import gradgradcheck
 
 import kernels
@@ -61,7 +61,7 @@ def second_derivative(op, backend, inputs, loss="square"):
     """d/d inputs of <grad of the loss w.r.t. inputs, w> for a fixed w: a Hessian-vector product.
     ``loss="linear"``: sum(out * c), whose incoming gradient c carries no graph, so only the
     op's saved inputs tie its gradients to the second derivative."""
-    device = TRITON_DEVICE if backend == "triton" else "cpu"
+    device = backend_device(backend)
     leaves = [x.detach().to(device).clone().requires_grad_(True) for x in inputs]
     out = op(backend, *leaves)
     value = out.square().sum() if loss == "square" else (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype,
@@ -98,7 +98,7 @@ def test_create_graph_alone_keeps_first_derivatives_exact(name, backend):
         pytest.skip("triton is not installed")
     dtype = torch.float32 if backend == "triton" else F64
     op, inputs = cases(dtype)[name]
-    leaves = [x.detach().to(TRITON_DEVICE if backend == "triton" else "cpu").clone().requires_grad_(True) for x in inputs]
+    leaves = [x.detach().to(backend_device(backend)).clone().requires_grad_(True) for x in inputs]
     plain = torch.autograd.grad(op(backend, *leaves).square().sum(), leaves)
     kept = torch.autograd.grad(op(backend, *leaves).square().sum(), leaves, create_graph=True)
     for a, b in zip(kept, plain):

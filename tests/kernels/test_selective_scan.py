@@ -6,7 +6,7 @@ import os
 
 import pytest
 import torch
-from devices import TRITON_DEVICE
+from devices import backend_device
 from tolerances import assert_close, assert_close_summed
 
 import kernels
@@ -324,7 +324,7 @@ def test_an_empty_scan_gives_every_input_a_zero_gradient(backend, with_h0, sizes
     backward() raised."""
     torch.manual_seed(16)
     args = make_inputs(*sizes, with_h0=with_h0)
-    device = TRITON_DEVICE if backend == "triton" else "cpu"
+    device = backend_device(backend)
     args = [None if t is None else t.to(device).requires_grad_(True) for t in args]
     out, last = public(backend)(*args, True)
     Bsz, Dm, N, L = sizes

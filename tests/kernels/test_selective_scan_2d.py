@@ -11,7 +11,7 @@ import math
 
 import pytest
 import torch
-from devices import TRITON_DEVICE, requires_cuda
+from devices import on_backend_device, requires_cuda
 from tolerances import assert_close, assert_close_summed
 
 import kernels
@@ -89,14 +89,6 @@ def make_inputs(Bsz=2, Dm=4, N=3, H=5, W=7, G=None, dtype=F64, options=("D", "z"
         "z": randn(Bsz, Dm, H, W) if "z" in options else None,
         "delta_bias": randn(Dm, scale=0.5) if "delta_bias" in options else None,
     }
-
-
-def on_backend_device(x, backend):
-    """The inputs x where ``backend`` runs: on TRITON_DEVICE for "triton", as they are otherwise
-    (the oracle keeps x on CPU)."""
-    if backend != "triton":
-        return x
-    return {k: v.to(TRITON_DEVICE) if torch.is_tensor(v) else v for k, v in x.items()}
 
 
 def outputs_and_grads(fn, x, seed=1):

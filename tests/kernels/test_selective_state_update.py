@@ -12,7 +12,7 @@ import itertools
 
 import pytest
 import torch
-from devices import TRITON_DEVICE, requires_cuda
+from devices import backend_device, on_backend_device, requires_cuda
 from tolerances import assert_close, assert_close_summed
 
 import kernels
@@ -62,17 +62,6 @@ def make_inputs(Bsz, Dm, N, G, dtype, opts=(True, True, True, True), grouped_2d=
     )
 
 
-def device_of(backend):
-    """Where ``backend``'s inputs live: ``TRITON_DEVICE`` for Triton, CPU for the others."""
-    return TRITON_DEVICE if backend == "triton" else "cpu"
-
-
-def on(inputs, backend):
-    """The tensors of ``inputs`` moved to ``backend``'s device (the same tensors on CPU)."""
-    device = device_of(backend)
-    return {k: v.to(device) if torch.is_tensor(v) else v for k, v in inputs.items()}
-
-
 def widen(inputs):
     return {k: v.to("cpu", F64) if torch.is_tensor(v) else v for k, v in inputs.items()}
 
@@ -83,7 +72,7 @@ def oracle(inputs):
 
 
 def check_against_oracle(inputs, backend, dtype):
-    args = on(inputs, backend)
+    args = on_backend_device(inputs, backend)
     state_before = args["state"].clone()
     y, h = selective_state_update(**args, backend=backend)
     y_ref, h_ref = oracle(inputs)
@@ -111,7 +100,7 @@ def test_matches_reference_per_dtype_and_shape(backend, dtype, shape):
 def test_no_options_and_B_C_given_as_one_group(backend):
     """(B, 1, N) is the same as (B, N); without any option y = C h'."""
     inputs = make_inputs(2, 5, 3, 1, torch.float32, (False,) * 4, grouped_2d=True, seed=2)
-    args = on(inputs, backend)
+    args = on_backend_device(inputs, backend)
     y, h = selective_state_update(**args, backend=backend)
     flat = dict(args, B=args["B"][:, 0], C=args["C"][:, 0])
     y2, h2 = selective_state_update(**flat, backend=backend)
@@ -129,7 +118,7 @@ def test_mixed_input_dtypes_and_non_contiguous_inputs(backend):
     that splits one projection). The whole tensors are moved to the backend's device before
     they are sliced, so the slices keep their strides there."""
     gen = torch.Generator().manual_seed(3)
-    device = device_of(backend)
+    device = backend_device(backend)
     Bsz, Dm, N = 3, 9, 6
     xz = torch.randn(Bsz, 2 * Dm, generator=gen).half().to(device)
     x, z = xz.chunk(2, dim=-1)
@@ -153,7 +142,7 @@ def test_float64_state_with_float32_inputs_steps_in_float64(backend):
     inputs = make_inputs(2, 6, 4, 2, torch.float32, grouped_2d=True, seed=10)
     gen = torch.Generator().manual_seed(11)
     inputs["state"] = torch.randn(2, 6, 4, generator=gen, dtype=F64)
-    inputs = on(inputs, backend)
+    inputs = on_backend_device(inputs, backend)
     state_before = inputs["state"].clone()
     y, h = selective_state_update(**inputs, backend=backend)
     assert h.dtype == F64 and y.dtype == torch.float32
@@ -171,7 +160,7 @@ def test_float64_inputs_with_a_float32_state_step_in_float64(backend):
     inputs = make_inputs(2, 6, 4, 2, F64, grouped_2d=True, seed=12)
     for name in ("state", "A", "D", "dt_bias"):
         inputs[name] = inputs[name].float()
-    inputs = on(inputs, backend)
+    inputs = on_backend_device(inputs, backend)
     y, h = selective_state_update(**inputs, backend=backend)
     assert y.dtype == F64 and h.dtype == torch.float32
     y_ref, h_ref = oracle(inputs)  # every input widened to float64
@@ -203,7 +192,7 @@ def test_softplus_is_accurate_for_very_negative_and_large_dt():
     backends = ["torch"] + (["triton"] if HAS_TRITON else [])
     delta = torch.nn.functional.softplus(inputs["dt"])
     for backend in backends:
-        _, h = selective_state_update(**on(inputs, backend), backend=backend)
+        _, h = selective_state_update(**on_backend_device(inputs, backend), backend=backend)
         # from a zero state h' = Δ x B: recover Δ
         got = h.cpu()[:, :, 0] / (inputs["x"] * inputs["B"][:, None, 0])
         torch.testing.assert_close(got, delta, rtol=1e-12, atol=0, msg=backend)
@@ -237,7 +226,7 @@ def test_triton_is_forward_only_and_gradients_take_the_torch_path(monkeypatch):
         return triton_fn(*args)
 
     monkeypatch.setitem(op_pkg._IMPLEMENTATIONS, "triton", spy)
-    inputs = on(make_inputs(2, 5, 4, 1, torch.float32, seed=7), "triton")
+    inputs = on_backend_device(make_inputs(2, 5, 4, 1, torch.float32, seed=7), "triton")
     x = inputs["x"].clone().requires_grad_(True)
     y, h = selective_state_update(**dict(inputs, x=x), backend="triton")
     assert not calls and y.requires_grad and h.requires_grad
@@ -263,7 +252,7 @@ def test_L_steps_equal_the_selective_scan(backend, G, L):
     D, bias = torch.randn(Dm, generator=gen, dtype=F64), torch.rand(Dm, generator=gen, dtype=F64)
     h0 = torch.randn(Bsz, Dm, N, generator=gen, dtype=F64)
     out, last = selective_scan(u, delta, A, B, C, D, z, bias, True, return_last_state=True, h0=h0, backend="reference")
-    device = device_of(backend)
+    device = backend_device(backend)
     u, delta, A, B, C, D, z, bias, h0 = (t.to(device) for t in (u, delta, A, B, C, D, z, bias, h0))
     h, ys = h0, []
     for t in range(L):
@@ -358,7 +347,7 @@ def test_B_and_C_with_different_group_counts(backend, G_B, G_C):
     out-of-bounds read on Triton). Checked against the step written out channel by channel."""
     inputs = make_inputs(2, 6, 3, G_B, F64, grouped_2d=True, seed=4)
     inputs["C"] = make_inputs(2, 6, 3, G_C, F64, grouped_2d=True, seed=5)["C"]
-    y, h = selective_state_update(**on(inputs, backend), backend=backend)
+    y, h = selective_state_update(**on_backend_device(inputs, backend), backend=backend)
     dt = torch.nn.functional.softplus(inputs["dt"] + inputs["dt_bias"])
     for d in range(6):
         Bd, Cd = inputs["B"][:, d * G_B // 6], inputs["C"][:, d * G_C // 6]  # (batch, N)
@@ -402,8 +391,8 @@ def test_multi_head_state_is_the_step_per_head_channel(backend, G):
         z=torch.randn(Bsz, H, P, generator=gen, dtype=F64),
         dt_bias=torch.rand(H, P, generator=gen, dtype=F64),
     )
-    on_device = on(args, backend)
-    on_device["A"] = args["A"][:, :1, :1].to(device_of(backend)).expand(H, P, N)  # still broadcast over P, N
+    on_device = on_backend_device(args, backend)
+    on_device["A"] = args["A"][:, :1, :1].to(backend_device(backend)).expand(H, P, N)  # still broadcast over P, N
     y, new_state = selective_state_update(**on_device, dt_softplus=True, backend=backend)
     y_hand, state_hand = multi_head_step_by_hand(**args)
     assert y.shape == (Bsz, H, P) and new_state.shape == (Bsz, H, P, N)

@@ -5,7 +5,7 @@ The torch path runs on CPU; on the Triton backend the layer and its input are mo
 
 import pytest
 import torch
-from devices import TRITON_DEVICE
+from devices import backend_device
 from tolerances import assert_close
 
 import kernels
@@ -37,7 +37,7 @@ def test_layer_matches_the_pytorch_path_on_other_backends(make, backend):
     layer = make()
     x = torch.randn(2, 37, 3)
     expected = run(layer, x, "torch")
-    device = TRITON_DEVICE if backend == "triton" else "cpu"
+    device = backend_device(backend)
     actual = run(layer.to(device), x.to(device), backend)
     assert_close(actual[0], expected[0], dtype=torch.float32)
     assert_close(actual[1], expected[1], dtype=torch.float32)
