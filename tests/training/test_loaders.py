@@ -70,7 +70,10 @@ def test_a_restored_loader_continues_after_the_batches_handed_out_in_that_epoch_
     epoch, keeps counting from there (a second interruption resumes right too), and starts
     the next epoch from its first batch."""
     data = TensorDataset(torch.arange(11))
-    make = lambda: loaders.ResumableLoader(data, batch_size=3, shuffle=True, seed=5)  # noqa: E731
+
+    def make():
+        return loaders.ResumableLoader(data, batch_size=3, shuffle=True, seed=5)
+
     full = make()
     full.sampler.set_epoch(2)
     epoch2 = _batches(full)
