@@ -28,7 +28,9 @@ def test_bench_writes_table_and_json(op, tmp_path):
     assert not [r for r in result["rows"] if "error" in r]
     assert all(r["forward_s"] > 0 and r["forward_backward_s"] > 0 for r in result["rows"])
     assert all(r["peak_bytes"] > 0 and r["peak_bytes_forward_backward"] > 0 for r in result["rows"])
-    if not tiles:  # (its torch row is left out: no "torch" in --backends)
+    if tiles:  # the torch path, then the Triton kernel at the launcher's and at each benchmarked tile shape
+        assert [r["backend"] for r in result["rows"][:2]] == ["torch", "triton (launcher's tiles)"]
+    else:
         assert {r["backend"] for r in result["rows"]} >= {"torch", "reference"}
     checked = [r for r in result["rows"] if "max_rel_diff_vs_torch" in r]
     assert len(checked) >= len(result["rows"]) - 2 and all(r["max_rel_diff_vs_torch"] < 1e-3 for r in checked)
