@@ -150,10 +150,12 @@ def test_float64_at_float64_tolerance(small_blocks):
     check(inputs, sp)
 
 
-def test_channel_blocks_stay_inside_a_group(small_blocks):
+@pytest.mark.parametrize("Bk, Ck", [("group", "var"), ("var", "group")], ids=["B-grouped", "C-grouped"])
+def test_channel_blocks_stay_inside_a_group(small_blocks, Bk, Ck):
     """Guards _block_d's divisor rule: D = 6 in two groups of 3 channels (blocks of at most 2
-    would straddle the groups and read the wrong B)."""
-    inputs, sp = make_inputs(2, 6, 3, 20, "group", "var", seed=11)
+    would straddle the groups and read the wrong B or C). The rule must hold for C's groups
+    as well as B's, with the other one ungrouped."""
+    inputs, sp = make_inputs(2, 6, 3, 20, Bk, Ck, seed=11)
     check(inputs, sp)
 
 
@@ -188,6 +190,31 @@ def test_out_only(small_blocks):
     # return_last_state=False: no cotangent reaches last_state.
     inputs, sp = make_inputs(2, 4, 4, 20, "var", "var", seed=6)
     check(inputs, sp, return_last=False)
+
+
+def test_non_contiguous_cotangents(small_blocks):
+    """The cotangents of out and of the last state arrive as transposed views (a loss that
+    reads them through .transpose): the backward reads them in their own layout, every
+    gradient as the float64 reference's. D != N, so a read in the wrong layout permutes
+    the values."""
+    inputs, sp = make_inputs(2, 3, 5, 20, "var", "const", seed=14)
+    g = torch.Generator().manual_seed(15)
+    w_out = torch.randn(2, 20, 3, generator=g, dtype=torch.float64)  # (Bsz, L, D)
+    w_last = torch.randn(2, 5, 3, generator=g, dtype=torch.float64)  # (Bsz, N, D)
+    grads = []
+    for backend, device, dtype in (("triton", TRITON_DEVICE, torch.float32), ("reference", "cpu", torch.float64)):
+        leaves = {k: v.detach().to(device, dtype).requires_grad_(True) for k, v in inputs.items() if v is not None}
+        out, last = selective_scan(
+            *(leaves[k] for k in ("u", "delta", "A", "B", "C")), D=leaves["D"], z=leaves["z"],
+            delta_bias=leaves["delta_bias"], delta_softplus=sp, return_last_state=True, h0=leaves["h0"],
+            backend=backend,
+        )  # fmt: skip
+        loss = (out.transpose(1, 2) * w_out.to(device, dtype)).sum()
+        (loss + (last.transpose(1, 2) * w_last.to(device, dtype)).sum()).backward()
+        grads.append({k: v.grad.cpu() for k, v in leaves.items()})
+    for name, want in grads[1].items():
+        compare = assert_close_summed if name in SUMMED else assert_close
+        compare(grads[0][name], want, dtype=torch.float32, msg=f"grad {name}")
 
 
 def test_stock_interpreter_scan(small_blocks):

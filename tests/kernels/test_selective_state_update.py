@@ -136,6 +136,28 @@ def test_mixed_input_dtypes_and_non_contiguous_inputs(backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_z_D_and_dt_bias_in_their_own_strides(backend):
+    """z laid out (D, B) (a transposed view, unlike x), D and dt_bias every other entry of a
+    longer vector: each is read through its own strides. Checked against the step written
+    out with the same values made contiguous."""
+    inputs = make_inputs(3, 5, 4, 1, F64, seed=14)
+    gen = torch.Generator().manual_seed(15)
+    device = backend_device(backend)
+    args = on_backend_device(inputs, backend)
+    args["z"] = torch.randn(5, 3, generator=gen, dtype=F64).to(device).T
+    args["D"] = torch.randn(10, generator=gen, dtype=F64).to(device)[::2]
+    args["dt_bias"] = (0.5 * torch.rand(10, generator=gen, dtype=F64)).to(device)[1::2]
+    assert not args["z"].is_contiguous() and args["D"].stride(0) == args["dt_bias"].stride(0) == 2
+    y, h = selective_state_update(**args, backend=backend)
+    z, D, bias = (args[k].cpu().contiguous() for k in ("z", "D", "dt_bias"))
+    delta = torch.nn.functional.softplus(inputs["dt"] + bias)[:, :, None]
+    h_hand = torch.exp(delta * inputs["A"]) * inputs["state"] + delta * inputs["x"][:, :, None] * inputs["B"][:, None]
+    y_hand = ((h_hand * inputs["C"][:, None]).sum(-1) + D * inputs["x"]) * torch.nn.functional.silu(z)
+    assert_close(h, h_hand, dtype=F64, msg="new state")
+    assert_close(y, y_hand, dtype=F64, msg="y")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_float64_state_with_float32_inputs_steps_in_float64(backend):
     """Guards the compute dtype: a float64 state (not representable in float32) with float32 x, dt,
     A, B, C is stepped in float64, so the new state keeps float64 accuracy."""
