@@ -91,6 +91,19 @@ def test_fused_combination_matches_torch_forward_and_backward(complex_dtype, sma
     assert_close_summed(g1, g2)
 
 
+def test_fused_combination_backward_takes_a_conjugated_gradient():
+    # conj() after the combination hands its backward a gradient with the conjugate bit set
+    # (a lazy view of the values): the same gradients as the torch combination
+    g = torch.Generator().manual_seed(3)
+    spectra = torch.randn(4, 2, 7, generator=g, dtype=torch.complex128).to(TRITON_DEVICE)
+    weight = torch.randn(2, 7, generator=g, dtype=torch.complex128).to(TRITON_DEVICE)
+    grads = []
+    for fn in (ktr.combine_spectra_triton, combine_spectra):
+        s = spectra.clone().requires_grad_(True)
+        grads.append(torch.autograd.grad(fn(s, 13).conj(), s, weight)[0].cpu())
+    assert_close_summed(grads[0], grads[1])
+
+
 def test_fused_combination_gradcheck():
     spectra = torch.randn(4, 1, 3, dtype=torch.complex128, device=TRITON_DEVICE, requires_grad=True)
     assert torch.autograd.gradcheck(lambda s: ktr.combine_spectra_triton(s, 5), (spectra,))

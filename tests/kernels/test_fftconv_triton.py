@@ -99,11 +99,15 @@ def test_several_rows_per_program_and_larger_tiles(monkeypatch, rows, L):
         assert_close(a, b, dtype=torch.float32, msg=name)
 
 
+@pytest.mark.parametrize(
+    "budget_rows, chunks", [(2, [2, 2, 1]), (0.5, [1, 1, 1, 1, 1])], ids=["two-rows", "under-one-row"]
+)
 @pytest.mark.parametrize("two_sided", [False, True], ids=["causal", "two-sided"])
-def test_kernel_gradient_in_batch_chunks(monkeypatch, two_sided):
+def test_kernel_gradient_in_batch_chunks(monkeypatch, two_sided, budget_rows, chunks):
     # grad_k's cross-spectra are formed a chunk of batch rows at a time: with a budget of two
     # rows (H · n elements each), 5 rows run as chunks of 2, 2 and 1, and the gradients are
-    # those of one pass over the batch (to rounding: its sum is split in three).
+    # those of one pass over the batch (to rounding: its sum is split in three). A budget
+    # under one row still takes one row per chunk.
     launches = []  # (elements of the real cross-spectrum buffer, rows launched)
     kernel = triton_impl._cross_spectrum_kernel
 
@@ -132,10 +136,10 @@ def test_kernel_gradient_in_batch_chunks(monkeypatch, two_sided):
     whole = grads()
     assert launches == [(B * H * n, B * H)]
     launches.clear()
-    monkeypatch.setattr(triton_impl, "CROSS_SPECTRUM_ELEMENTS", 2 * H * n)
+    monkeypatch.setattr(triton_impl, "CROSS_SPECTRUM_ELEMENTS", int(budget_rows * H * n))
     chunked = grads()
-    assert [rows for _, rows in launches] == [2 * H, 2 * H, H]
-    assert all(elements <= 2 * H * n for elements, _ in launches)
+    assert [rows for _, rows in launches] == [c * H for c in chunks]
+    assert all(elements <= max(chunks) * H * n for elements, _ in launches)
     reference = grads("reference", torch.float64)
     for name, a, b, want in zip(("grad_u", "grad_k", "grad_D"), chunked, whole, reference):
         torch.testing.assert_close(a, b, msg=name)
@@ -183,6 +187,9 @@ def test_non_contiguous_input():
 def test_fft_size_factorization(L):
     n, N1, N2 = triton_impl.fft_size(L)
     assert n == N1 * N2 and n >= 2 * L and n >= 256 and n & (n - 1) == 0
+    # N1 = 2^ceil(p/2): a square tile or twice as tall as wide (128 x 64 at n = 8192; 64 x 128
+    # would need a 128 x 128 F_N2, beyond the shared memory the one-kernel limit was sized for)
+    assert N1 in (N2, 2 * N2)
     assert all(16 <= N <= 128 and N & (N - 1) == 0 for N in (N1, N2)) or L > triton_impl.MAX_L
     assert n < 4 * L or n == 256
 
@@ -211,11 +218,16 @@ def test_float64_goes_to_torch(monkeypatch):
     assert torch.equal(y, fftconv_torch(u, k, D))
 
 
-def test_longest_fused_length_matches_torch():
-    # n = MAX_N = 8192 = 128 x 64: the largest single-kernel FFT.
+def test_longest_fused_length_matches_torch(monkeypatch):
+    # n = MAX_N = 8192 = 128 x 64: the largest single-kernel FFT, run by the Triton kernel.
     torch.manual_seed(9)
     L = triton_impl.MAX_L
     u, k, D = inputs(1, 1, L)
+
+    def fail(*args, **kwargs):
+        raise AssertionError("L = MAX_L was sent to fftconv_torch")
+
+    monkeypatch.setattr(triton_impl, "fftconv_torch", fail)
     y = fftconv(u, k, D, backend="triton")
     assert_close(y, fftconv_torch(u.double(), k.double(), D.double()), dtype=torch.float32)
 

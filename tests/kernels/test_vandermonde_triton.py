@@ -167,6 +167,25 @@ def test_grad_only_for_inputs_that_require_it():
     assert x.grad is not None and torch.isfinite(torch.view_as_real(x.grad)).all()
 
 
+def test_grad_of_the_plain_sum_reads_an_expanded_upstream_gradient():
+    """K.sum() hands the backward a stride-0 (expanded) gradient of ones. With g = 1 the mode
+    sums have closed forms: S0 = sum_l z^l = (1 - z^L) / (1 - z) with z = exp(x), and
+    S1 = sum_l l z^l (a float64 sum), so grad_v = 2 conj(S0), grad_x = 2 conj(sum_c v S1)."""
+    torch.manual_seed(14)
+    v0, x0 = modes(3, 5, C=2)
+    L = 37
+    v = v0.to(TRITON_DEVICE).requires_grad_(True)
+    x = x0.to(TRITON_DEVICE).requires_grad_(True)
+    K = vandermonde(v, x, L, backend="triton")
+    grad_v, grad_x = torch.autograd.grad(K.sum(), (v, x))
+    z = torch.exp(x0)
+    s0 = (1 - z**L) / (1 - z)
+    ls = torch.arange(L, dtype=torch.float64)
+    s1 = (ls * torch.exp(x0[..., None] * ls)).sum(-1)
+    assert_close(grad_v.cpu(), (2 * s0.conj()).expand(2, 3, 5))
+    assert_close(grad_x.cpu(), 2 * (v0 * s1).sum(0).conj())
+
+
 class _FakeCudaTensor(torch.Tensor):
     """A CPU tensor that reports itself as CUDA, to test the routing rule without a GPU."""
 
