@@ -55,3 +55,14 @@ def assert_close_summed(
     torch.testing.assert_close(
         actual.detach().to("cpu", wide), expected.detach().to("cpu", wide), rtol=rtol, atol=max(atol, rtol * scale), msg=msg
     )
+
+
+def assert_rounded_once(actual: torch.Tensor, exact: torch.Tensor, dtype: torch.dtype) -> None:
+    """Every entry of a half-precision ``actual`` within one spacing of ``dtype`` of the float64
+    ``exact`` (eps·|exact|, plus 1e-5 of the largest |exact|): what a result computed in
+    float32 and rounded once to ``dtype`` keeps, and one accumulated in ``dtype`` throughout
+    misses by far (the dtype's comparison tolerance above cannot tell the two apart)."""
+    exact = exact.detach().to("cpu", torch.float64)
+    bound = torch.finfo(dtype).eps * exact.abs() + 1e-5 * exact.abs().max()
+    error = (actual.detach().to("cpu", torch.float64) - exact).abs()
+    assert bool((error <= bound).all()), f"error up to {float((error / bound).max()):.3g} spacings of {dtype}"
