@@ -31,9 +31,9 @@ The bias, softplus, skip and gate around the scan are ordinary differentiable to
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from kernels._autograd import first_order_only
-import torch.nn.functional as F
 
 # Entries of one (Hgt, Wdt, batch rows, channels, N) block buffer. Measured on a 2-core CPU
 # (N = 16, 32x32 to 56x56 images): 2^20 and 2^21 fastest, 2^18 1.5-2x and 2^16 4x slower.

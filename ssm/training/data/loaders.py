@@ -120,9 +120,9 @@ class EvaluationSampler(Sampler[int]):
 
     Unlike the training order nothing is padded, so every example is evaluated exactly once
     over the ranks (their shares differ by at most one). A split smaller than the number of
-    ranks is not divided: each rank evaluates all of it. The epoch metrics are sums over ranks
-    of per-example terms and of counts (torchmetrics states, ``self.log(sync_dist=True)``
-    means weighted by batch size), so they are exact either way.
+    ranks is not divided: each rank evaluates all of it. The epoch metrics are torchmetrics
+    states, sums over ranks of per-example terms and of counts, so they are exact either way
+    (``self.log(sync_dist=True)`` means are not: see ``epoch_metrics.EpochMeans``).
     """
 
     def __init__(self, n: int) -> None:
