@@ -11,17 +11,34 @@
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import importlib
 import importlib.util
 import os
+import threading
 from typing import Callable, Iterator, Mapping
 
 import torch
 
 BACKENDS = ("triton", "torch", "reference")
 
-_forced_backend: contextvars.ContextVar[str | None] = contextvars.ContextVar("forced_backend", default=None)
+
+class _ForcedBackend(threading.local):
+    """The backend forced by the innermost :func:`use_backend` block of this thread.
+
+    A thread-local attribute rather than a ``ContextVar``: TorchDynamo traces attribute reads
+    of a ``threading.local`` (and guards on the value, so a compiled function recompiles when
+    the block changes) but cannot trace ``ContextVar.get``, which would stop
+    ``torch.compile(fullgraph=True)`` at every op."""
+
+    backend: str | None = None
+
+
+_forced = _ForcedBackend()
+
+
+def forced_backend() -> str | None:
+    """The backend forced by the enclosing :func:`use_backend` block, or None."""
+    return _forced.backend
 
 
 @contextlib.contextmanager
@@ -29,11 +46,11 @@ def use_backend(backend: str | None) -> Iterator[None]:
     """Run every op inside the block on ``backend`` (None restores the device rule)."""
     if backend is not None and backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
-    token = _forced_backend.set(backend)
+    outer, _forced.backend = _forced.backend, backend
     try:
         yield
     finally:
-        _forced_backend.reset(token)
+        _forced.backend = outer
 
 
 def select_backend(
@@ -48,7 +65,7 @@ def select_backend(
     if len(devices) > 1:
         raise ValueError(f"{op}: all tensors must be on one device, got {', '.join(sorted(map(str, devices)))}")
     if backend is None:
-        backend = _forced_backend.get()
+        backend = _forced.backend
     if backend is None:
         on_cuda = any(t.is_cuda for t in tensors if isinstance(t, torch.Tensor))
         backend = "triton" if on_cuda and "triton" in implementations else "torch"

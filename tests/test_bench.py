@@ -101,7 +101,7 @@ def test_the_s4d_layer_case_runs_each_backend_on_its_own_path(monkeypatch):
     seen = []
     select = dispatch.select_backend
     monkeypatch.setattr(dispatch, "select_backend", lambda op, impls, backend, *a: seen.append(
-        (op, backend or dispatch._forced_backend.get())) or select(op, impls, backend, *a))
+        (op, backend or dispatch.forced_backend())) or select(op, impls, backend, *a))
     for module in ("kernels.vandermonde", "kernels.fftconv"):
         monkeypatch.setattr(sys.modules[module], "select_backend", dispatch.select_backend)
     case = s4d_case(1, 2, 4, 8, device=torch.device("cpu"), backends=["torch", "reference"], peers={})

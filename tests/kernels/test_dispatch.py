@@ -146,3 +146,41 @@ def test_nested_use_backend_restores_the_enclosing_choice():
             assert kernels.select_backend("op", impl, None, t) is len
         assert kernels.select_backend("op", impl, None, t) is abs
     assert kernels.select_backend("op", impl, None, t) is len
+
+
+def test_use_backend_is_per_thread():
+    """A block in one thread does not reach ops that another thread runs meanwhile."""
+    import threading
+
+    impl = {"torch": len, "reference": abs}
+    t = torch.randn(3)
+    seen = []
+    with kernels.use_backend("reference"):
+        worker = threading.Thread(target=lambda: seen.append(kernels.select_backend("op", impl, None, t)))
+        worker.start()
+        worker.join()
+        assert kernels.select_backend("op", impl, None, t) is abs
+    assert seen == [len]
+
+
+def test_compiled_code_follows_use_backend_blocks_and_recompiles_for_them():
+    """Compiled code reads the block's backend while tracing and guards on it: the same
+    compiled function, called inside a block, is traced again for that backend (the
+    reference loop, many ops, instead of the torch path's one op) and outside it reuses the
+    first graph. Traced without graph breaks (fullgraph) either way."""
+    graphs = []
+
+    def backend(gm, example_inputs):
+        graphs.append(sum(node.op == "call_function" for node in gm.graph.nodes))
+        return gm.forward
+
+    torch._dynamo.reset()
+    scan = torch.compile(lambda a, b: kernels.linear_scan(a, b), backend=backend, fullgraph=True)
+    a, b = torch.rand(2, 6, 3), torch.randn(2, 6, 3)
+    expected = kernels.linear_scan(a, b, backend="reference")
+    assert torch.allclose(scan(a, b), expected, atol=1e-6)
+    with kernels.use_backend("reference"):
+        assert torch.allclose(scan(a, b), expected, atol=1e-6)
+    assert torch.allclose(scan(a, b), expected, atol=1e-6)
+    torch._dynamo.reset()
+    assert len(graphs) == 2 and graphs[1] > graphs[0]
