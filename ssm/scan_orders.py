@@ -61,11 +61,13 @@ def reverse(perm: torch.Tensor) -> torch.Tensor:
 def inverse(perm: torch.Tensor) -> torch.Tensor:
     """The permutation that undoes ``perm`` (its argsort), same shape (..., n):
     ``inverse(perm)[..., perm[..., k]] = k``. Leading dims hold independent permutations,
-    e.g. the (4, Hgt·Wdt) output of :func:`nss_directions`."""
+    e.g. the (4, Hgt·Wdt) output of :func:`nss_directions`. That each row is a permutation is
+    checked in eager mode; under ``torch.compile`` the check (a data-dependent branch) is left
+    out, so a compiled graph has no break here."""
     _check_perm("inverse", perm)
     n = perm.shape[-1]
     steps = torch.arange(n, device=perm.device).expand_as(perm)
-    if not torch.equal(perm.sort(dim=-1).values, steps):
+    if not torch.compiler.is_compiling() and not torch.equal(perm.sort(dim=-1).values, steps):
         got = perm.tolist() if perm.numel() <= 16 else "repeated or out-of-range indices"
         raise ValueError(f"inverse: expected permutations of 0 .. {n - 1} along the last dim "
                          f"(each index exactly once), got {got}")

@@ -1,5 +1,7 @@
 """Every public layer, and every kernel on its Triton backend, runs under ``torch.compile``
-with the numbers of eager mode, forward and backward.
+with the numbers of eager mode, forward and backward; on the default (PyTorch) backend every
+layer but the companion ones compiles to one graph (``fullgraph=True``) and exports with
+``torch.export``.
 
 The compiler backend is ``aot_eager`` (TorchDynamo capture plus AOTAutograd's joint graph,
 run without code generation): it exercises what can break under compilation (tracing the
@@ -40,12 +42,12 @@ def fresh_dynamo():
     torch._dynamo.reset()
 
 
-def eager_and_compiled(fn, inputs, weight):
+def eager_and_compiled(fn, inputs, weight, fullgraph=False):
     """fn(*inputs) and its gradients w.r.t. inputs and fn's parameters, eager then compiled."""
     results = []
     for compile_it in (False, True):
         counter = CountingBackend()
-        run = torch.compile(fn, backend=counter) if compile_it else fn
+        run = torch.compile(fn, backend=counter, fullgraph=fullgraph) if compile_it else fn
         leaves = [t.detach().clone().requires_grad_(t.is_floating_point()) for t in inputs]
         params = [p for p in getattr(fn, "parameters", lambda: [])() if p.requires_grad]
         out = run(*leaves)
@@ -62,8 +64,8 @@ def weight_like(out: torch.Tensor) -> torch.Tensor:
     return torch.randn(out.shape, generator=g, dtype=out.dtype).to(out.device)
 
 
-def check(fn, inputs, min_ops: int = 3):
-    (y, g), (yc, gc), counter = eager_and_compiled(fn, inputs, weight_like)
+def check(fn, inputs, min_ops: int = 3, fullgraph: bool = False):
+    (y, g), (yc, gc), counter = eager_and_compiled(fn, inputs, weight_like, fullgraph)
     assert counter.graphs >= 1 and counter.ops >= min_ops, "nothing was compiled"
     assert_close(yc, y, dtype=y.dtype)
     assert len(gc) == len(g) > 0
@@ -88,11 +90,16 @@ SEQUENCE_LAYERS = {
 }
 
 
+# The companion kernel chooses its algorithm per row from the values of a (rows near a
+# singular point or with large coefficients take other formulas), so its graph breaks there.
+NOT_ONE_GRAPH = {"companion"}
+
+
 @pytest.mark.parametrize("name", sorted(SEQUENCE_LAYERS))
 def test_sequence_layer_compiles_to_its_eager_numbers(name):
     torch.manual_seed(0)
     layer = SEQUENCE_LAYERS[name]()
-    check(layer, [torch.randn(2, 13, 4)])
+    check(layer, [torch.randn(2, 13, 4)], fullgraph=name not in NOT_ONE_GRAPH)
 
 
 @pytest.mark.parametrize("make, shape", [
@@ -103,7 +110,7 @@ def test_sequence_layer_compiles_to_its_eager_numbers(name):
 ], ids=["ss2d", "nss-mamba", "mamba2d", "chimera"])
 def test_2d_layer_compiles_to_its_eager_numbers(make, shape):
     torch.manual_seed(0)
-    check(make(), [torch.randn(*shape)])
+    check(make(), [torch.randn(*shape)], fullgraph=True)
 
 
 def test_closed_loop_forecast_compiles_to_its_eager_numbers():
@@ -129,7 +136,7 @@ def test_backbone_step_compiles_to_its_eager_numbers():
     net = SequenceBackbone(6, n_layers=2, layer=lambda d: ssm.Mamba(d, d_state=4), output="none").eval()
     x = torch.randn(3, 6)
     counter = CountingBackend()
-    step = torch.compile(net.step, backend=counter)
+    step = torch.compile(net.step, backend=counter, fullgraph=True)
     state_eager, state_compiled = net.init_state(3), net.init_state(3)
     with torch.no_grad():
         for _ in range(3):
@@ -223,3 +230,41 @@ def test_cached_outside_compile_caches_in_eager_mode_only():
     assert torch.equal(traced(torch.ones(2)), torch.full((2,), 16.0))
     assert calls == [3, 4]  # traced through, uncached: the cache saw no call
     assert square(4) == 16 and calls == [3, 4, 4]
+
+
+@pytest.mark.parametrize("make, short, long", [
+    (lambda: ssm.Mamba(4, d_state=4), (1, 13, 4), (1, 700, 4)),
+    (lambda: ssm.S5(4, 8, blocks=2), (1, 13, 4), (1, 700, 4)),
+    (lambda: ssm.Mamba2D(4, d_state=4), (1, 3, 5, 4), (1, 30, 40, 4)),
+], ids=["mamba", "s5", "mamba2d"])
+def test_graph_size_does_not_grow_with_the_sequence(make, short, long):
+    """The chunked PyTorch scans loop in Python over chunks and pixels; compiled, each is one
+    opaque op, so the graph holds the same ops at any length instead of the loops unrolled."""
+    torch.manual_seed(0)
+    layer = make()
+    sizes = []
+    for shape in (short, long):
+        torch._dynamo.reset()
+        counter = CountingBackend()
+        torch.compile(layer, backend=counter, fullgraph=True, dynamic=False)(torch.randn(*shape)).sum().backward()
+        sizes.append(counter.ops)
+    assert sizes[0] == sizes[1]
+
+
+@pytest.mark.parametrize("make, shape", [
+    (lambda: ssm.S4D(4, 8, bidirectional=True), (2, 13, 4)),
+    (lambda: ssm.S5(4, 8, blocks=2), (2, 13, 4)),
+    (lambda: ssm.Mamba(4, d_state=4), (2, 13, 4)),
+    (lambda: ssm.Mamba2D(4, d_state=4), (2, 5, 3, 4)),
+    (lambda: ssm.NSSMamba(4, d_state=4), (2, 5, 3, 4)),
+    (lambda: ssm.Chimera(4, d_state=4), (2, 7, 3, 4)),
+], ids=["s4d", "s5", "mamba", "mamba2d", "nss-mamba", "chimera"])
+def test_layer_exports_and_the_exported_program_matches_eager(make, shape):
+    """``torch.export`` (for deployment) needs one graph: exported once, the program gives
+    the layer's outputs on inputs it was not traced with."""
+    torch.manual_seed(0)
+    layer = make().eval()
+    program = torch.export.export(layer, (torch.randn(*shape),))
+    x = torch.randn(*shape)
+    with torch.no_grad():
+        assert_close(program.module()(x), layer(x), dtype=torch.float32)

@@ -22,9 +22,12 @@ mirrored in time for ``reverse=True``; grad_a is summed over batch and time for 
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 
 from kernels._autograd import first_order_only
+from kernels._compile import FunctionContext, dense, fake_gradients, placeholders, wanted
 
 CHUNK = 16  # steps per chunk (measured on CPU: 8-32 are within ~20% for L in 256..65536)
 
@@ -191,6 +194,48 @@ def _sum_to(grad: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     return grad.sum(dim=dims, keepdim=True) if dims else grad
 
 
+@torch.library.custom_op("ssm_kernels::linear_scan_torch", mutates_args=())
+def _linear_scan_op(a: torch.Tensor, b: torch.Tensor, h0: Optional[torch.Tensor], reverse: bool) -> torch.Tensor:
+    """:class:`_LinearScan`'s forward as one opaque op for ``torch.compile``."""
+    return dense(_scan(a, b, h0, reverse))
+
+
+@_linear_scan_op.register_fake
+def _(a, b, h0, reverse):
+    return b.new_empty(b.shape, dtype=torch.promote_types(a.dtype, b.dtype))
+
+
+@torch.library.custom_op("ssm_kernels::linear_scan_torch_backward", mutates_args=())
+def _linear_scan_backward_op(
+    grad: torch.Tensor, a: torch.Tensor, h: torch.Tensor, h0: Optional[torch.Tensor], reverse: bool,
+    need_a: bool, need_b: bool, need_h0: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:class:`_LinearScan`'s backward as one opaque op: (grad a, grad b, grad h0), each an
+    empty placeholder where not needed."""
+    ctx = FunctionContext((a, h, h0), dict(reverse=reverse), (need_a, need_b, need_h0, False))
+    return placeholders(_LinearScan.backward.__wrapped__(ctx, grad)[:3], (need_a, need_b, need_h0), h)
+
+
+@_linear_scan_backward_op.register_fake
+def _(grad, a, h, h0, reverse, need_a, need_b, need_h0):
+    return fake_gradients((a, h, h0), (need_a, need_b, need_h0), h)
+
+
+def _setup(ctx, inputs, output):
+    a, b, h0, reverse = inputs
+    ctx.save_for_backward(a, output, h0)
+    ctx.reverse = reverse
+
+
+def _backward(ctx, grad):
+    a, h, h0 = ctx.saved_tensors
+    grads = _linear_scan_backward_op(grad, a, h, h0, ctx.reverse, *ctx.needs_input_grad[:3])
+    return (*wanted(grads, ctx.needs_input_grad[:3]), None)
+
+
+_linear_scan_op.register_autograd(_backward, setup_context=_setup)
+
+
 def linear_scan_torch(
     a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None = None, reverse: bool = False
 ) -> torch.Tensor:
@@ -204,5 +249,8 @@ def linear_scan_torch(
         a, b = a.to(widen), b.to(widen)
         h0 = None if h0 is None else h0.to(widen)
     a3 = a.reshape(1, 1, -1) if a.dim() == 1 else a
-    h = _LinearScan.apply(a3, b, h0, bool(reverse))
+    if torch.compiler.is_compiling():
+        h = _linear_scan_op(a3, b, h0, bool(reverse))
+    else:
+        h = _LinearScan.apply(a3, b, h0, bool(reverse))
     return h.to(out_dtype)

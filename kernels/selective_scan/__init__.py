@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import torch
 
-from kernels._dispatch import deferred, deferred_triton, select_backend, triton_installed
+from kernels._dispatch import deferred_triton, select_backend, triton_installed
 from kernels._empty import with_zero_grads
+from kernels.selective_scan.pytorch import selective_scan_torch
 from kernels.selective_scan.reference import selective_scan_reference
 
 _IMPLEMENTATIONS = {
-    "torch": deferred("kernels.selective_scan.pytorch", "selective_scan_torch"),
+    "torch": selective_scan_torch,
     "reference": selective_scan_reference,
 }
 

@@ -39,11 +39,13 @@ then the chain rule through softplus, delta_bias, D and the silu gate.
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 
 from kernels._autograd import first_order_only
+from kernels._compile import FunctionContext, dense, fake_gradients, placeholder, placeholders, wanted
 from kernels.linear_scan.pytorch import _scan
 
 CHUNK = 16  # steps per chunk
@@ -384,6 +386,83 @@ class _SelectiveScan(torch.autograd.Function):
         return grad_u, grad_delta, grad_A, grad_B, grad_C, grad_D, grad_z, grad_bias, grad_h0, None, None
 
 
+# Under torch.compile the Function above runs as a pair of opaque ops (its group loop would
+# otherwise be unrolled into the graph, one copy per group of chunks).
+
+
+@torch.library.custom_op("ssm_kernels::selective_scan_torch", mutates_args=())
+def _selective_scan_op(
+    u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+    D: Optional[torch.Tensor], z: Optional[torch.Tensor], delta_bias: Optional[torch.Tensor],
+    h0: Optional[torch.Tensor], softplus: bool, groups: int, save: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:class:`_SelectiveScan`'s forward: (out, last state, pre-gate output, chunk starts),
+    the last two (saved for the backward) empty when not needed."""
+    ctx = FunctionContext(needs_input_grad=(save,))
+    out, last = _SelectiveScan.forward(ctx, u, delta, A, B, C, D, z, delta_bias, h0, softplus, groups)
+    pre, starts = ctx.saved_tensors[-2:]
+    return dense(out), dense(last), dense(placeholder(pre, u)), dense(placeholder(starts, A))
+
+
+@_selective_scan_op.register_fake
+def _(u, delta, A, B, C, D, z, delta_bias, h0, softplus, groups, save):
+    Bsz, Dm, L = u.shape
+    N = A.shape[1]
+    n = -(-L // min(CHUNK, L))
+    starts = A.new_empty(Bsz, groups, n, N, Dm // groups) if save else A.new_empty(0)
+    pre = u.new_empty(u.shape) if z is not None else u.new_empty(0)
+    return u.new_empty(u.shape), A.new_empty(Bsz, Dm, N), pre, starts
+
+
+@torch.library.custom_op("ssm_kernels::selective_scan_torch_backward", mutates_args=())
+def _selective_scan_backward_op(
+    grad_out: Optional[torch.Tensor], grad_last: Optional[torch.Tensor], u: torch.Tensor, delta: torch.Tensor,
+    A: torch.Tensor, B: torch.Tensor, C: torch.Tensor, D: Optional[torch.Tensor], z: Optional[torch.Tensor],
+    delta_bias: Optional[torch.Tensor], pre: Optional[torch.Tensor], starts: torch.Tensor,
+    softplus: bool, groups: int, h0_given: bool, needs: list[bool],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+           torch.Tensor, torch.Tensor]:
+    """:class:`_SelectiveScan`'s backward: the gradients of (u, delta, A, B, C, D, z,
+    delta_bias, h0), each an empty placeholder where not needed."""
+    saved = (u, delta, A, B, C, D, z, delta_bias, pre, starts)
+    ctx = FunctionContext(saved, dict(softplus=softplus, groups=groups, h0_given=h0_given), (*needs, False, False))
+    grads = _SelectiveScan.backward.__wrapped__(ctx, grad_out, grad_last)[:9]
+    return placeholders(grads, needs, u)
+
+
+@_selective_scan_backward_op.register_fake
+def _(grad_out, grad_last, u, delta, A, B, C, D, z, delta_bias, pre, starts, softplus, groups, h0_given, needs):
+    h0 = A.new_empty(u.shape[0], u.shape[1], A.shape[1]) if h0_given else None
+    return fake_gradients((u, delta, A, B, C, D, z, delta_bias, h0), needs, u)
+
+
+def _setup(ctx, inputs, output):
+    u, delta, A, B, C, D, z, delta_bias, h0, ctx.softplus, ctx.groups, _ = inputs
+    pre, starts = output[2:]
+    ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, pre if z is not None else None, starts)
+    ctx.h0_given = h0 is not None
+
+
+def _backward(ctx, grad_out, grad_last, *_):
+    needs = list(ctx.needs_input_grad[:9])
+    grads = _selective_scan_backward_op(
+        grad_out, grad_last, *ctx.saved_tensors, ctx.softplus, ctx.groups, ctx.h0_given, needs
+    )
+    return (*wanted(grads, needs), None, None, None)
+
+
+_selective_scan_op.register_autograd(_backward, setup_context=_setup)
+
+
+def _run_compiled(u, delta, A, B, C, D, z, delta_bias, h0, softplus, groups):
+    """:class:`_SelectiveScan` through the opaque ops (while torch.compile traces)."""
+    save = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (u, delta, A, B, C, D, z, delta_bias, h0)
+    )
+    out, last, _, _ = _selective_scan_op(u, delta, A, B, C, D, z, delta_bias, h0, softplus, groups, save)
+    return out, last
+
+
 def selective_scan_torch(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, h0=None):
     """PyTorch path of :func:`kernels.selective_scan` on its canonical arguments.
 
@@ -411,5 +490,6 @@ def selective_scan_torch(u, delta, A, B, C, D=None, z=None, delta_bias=None, del
     # Variable B and C with different numbers of groups are both spread over the finer grouping.
     groups = math.lcm(*(M.shape[1] for M in (B, C) if M.dim() == 4)) if B.dim() == 4 or C.dim() == 4 else 1
     B, C = (M if M.dim() == 2 else M.repeat_interleave(groups // M.shape[1], dim=1) for M in (B, C))
-    out, last = _SelectiveScan.apply(u, delta, A, B, C, D, z, delta_bias, h0, bool(delta_softplus), groups)
+    run = _run_compiled if torch.compiler.is_compiling() else _SelectiveScan.apply
+    out, last = run(u, delta, A, B, C, D, z, delta_bias, h0, bool(delta_softplus), groups)
     return out.to(out_dtype), last

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from kernels._autograd import first_order_only
+from kernels._compile import FunctionContext, dense, wanted
 
 # Entries of one (Hgt, Wdt, batch rows, channels, N) block buffer. Measured on a 2-core CPU
 # (N = 16, 32x32 to 56x56 images): 2^20 and 2^21 fastest, 2^18 1.5-2x and 2^16 4x slower.
@@ -132,6 +133,42 @@ class _Scan2D(torch.autograd.Function):
         return _channel_major(du), _channel_major(ddt), dA, _channel_major(dB), _channel_major(dC)
 
 
+@torch.library.custom_op("ssm_kernels::selective_scan_2d_torch", mutates_args=())
+def _scan_2d_op(u: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
+    """:class:`_Scan2D`'s forward as one opaque op for ``torch.compile``."""
+    return dense(_Scan2D.forward(FunctionContext(), u, dt, A, B, C))
+
+
+@_scan_2d_op.register_fake
+def _(u, dt, A, B, C):
+    return u.new_empty(u.shape)
+
+
+@torch.library.custom_op("ssm_kernels::selective_scan_2d_torch_backward", mutates_args=())
+def _scan_2d_backward_op(
+    dy: torch.Tensor, u: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:class:`_Scan2D`'s backward as one opaque op: the gradients of (u, dt, A, B, C)."""
+    grads = _Scan2D.backward.__wrapped__(FunctionContext((u, dt, A, B, C), {}, (True,) * 5), dy)
+    return tuple(dense(g) for g in grads)
+
+
+@_scan_2d_backward_op.register_fake
+def _(dy, u, dt, A, B, C):
+    return tuple(t.new_empty(t.shape) for t in (u, dt, A, B, C))
+
+
+def _setup(ctx, inputs, output):
+    ctx.save_for_backward(*inputs)
+
+
+def _backward(ctx, dy):
+    return wanted(_scan_2d_backward_op(dy, *ctx.saved_tensors), ctx.needs_input_grad)
+
+
+_scan_2d_op.register_autograd(_backward, setup_context=_setup)
+
+
 def selective_scan_2d_torch(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
     """Same contract as :func:`selective_scan_2d_reference`: u, delta, z (Bsz, D, H, W);
     A (D, N) real; B, C (Bsz, G, N, H, W); D, delta_bias (D,). Returns (Bsz, D, H, W) in
@@ -143,7 +180,7 @@ def selective_scan_2d_torch(u, delta, A, B, C, D=None, z=None, delta_bias=None, 
         delta = delta + delta_bias.to(wide)[:, None, None]
     if delta_softplus:
         delta = F.softplus(delta)
-    y = _Scan2D.apply(u, delta, A, B, C)
+    y = (_scan_2d_op if torch.compiler.is_compiling() else _Scan2D.apply)(u, delta, A, B, C)
     if D is not None:
         y = y + D.to(wide)[:, None, None] * u
     if z is not None:

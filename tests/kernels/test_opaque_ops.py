@@ -1,0 +1,64 @@
+"""The custom ops that stand for the chunked PyTorch scans under ``torch.compile`` pass
+``torch.library.opcheck``: their fake (shape-only) outputs match the real ones, their
+registered autograd gives the gradients of a numerical check, and they survive
+TorchDynamo/AOTAutograd tracing. Each case runs the op's own forward and backward code, so
+the numbers themselves are those the eager tests check against the float64 loops."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.library import opcheck
+
+from kernels.linear_scan.pytorch import _linear_scan_op
+from kernels.selective_scan.pytorch import _selective_scan_op
+from kernels.selective_scan_2d.pytorch import _scan_2d_op
+
+
+def draw(generator, *shape, dtype=torch.float64, grad=True):
+    return torch.randn(*shape, generator=generator, dtype=torch.float64).to(dtype).requires_grad_(grad)
+
+
+@pytest.mark.parametrize("complex_a, reverse, constant_a, with_h0", [
+    (False, False, False, True),
+    (False, True, True, False),
+    (True, False, True, True),
+    (True, True, False, False),
+])
+def test_linear_scan_op(complex_a, reverse, constant_a, with_h0):
+    g = torch.Generator().manual_seed(0)
+    dtype = torch.complex128 if complex_a else torch.float64
+    a = draw(g, 1, 1, 5, dtype=dtype) if constant_a else draw(g, 2, 19, 5, dtype=dtype)
+    h0 = draw(g, 2, 5, dtype=dtype) if with_h0 else None
+    opcheck(_linear_scan_op, (a, draw(g, 2, 19, 5, dtype=dtype), h0, reverse))
+
+
+@pytest.mark.parametrize("complex_A, groups, options, grad", [
+    (False, 1, "none", True),
+    (False, 2, "all", True),
+    (True, 2, "constant C", True),
+    (True, 1, "all", True),
+    (False, 1, "all", False),  # inference: nothing saved for a backward
+])
+def test_selective_scan_op(complex_A, groups, options, grad):
+    g = torch.Generator().manual_seed(1)
+    Bsz, Dm, L, N = 2, 4, 37, 3  # L: two whole chunks and a part
+    state = torch.complex128 if complex_A else torch.float64
+    every = options == "all"
+    A = (-torch.rand(Dm, N, generator=g, dtype=torch.float64)).to(state).requires_grad_(grad)
+    B = draw(g, Bsz, groups, N, L, dtype=state, grad=grad)
+    C = draw(g, Dm, N, dtype=state, grad=grad) if options == "constant C" else draw(g, Bsz, groups, N, L, dtype=state, grad=grad)
+    D, bias = (draw(g, Dm, grad=grad), draw(g, Dm, grad=grad)) if options != "none" else (None, None)
+    z = draw(g, Bsz, Dm, L, grad=grad) if every else None
+    h0 = draw(g, Bsz, Dm, N, dtype=state, grad=grad) if every else None
+    u, delta = draw(g, Bsz, Dm, L, grad=grad), draw(g, Bsz, Dm, L, grad=grad)
+    opcheck(_selective_scan_op, (u, delta, A, B, C, D, z, bias, h0, options != "none", groups, grad))
+
+
+@pytest.mark.parametrize("groups", [1, 3])
+def test_selective_scan_2d_op(groups):
+    g = torch.Generator().manual_seed(2)
+    Bsz, Dm, H, W, N = 2, 3, 4, 5, 2
+    u, dt = draw(g, Bsz, Dm, H, W), torch.rand(Bsz, Dm, H, W, generator=g, dtype=torch.float64).requires_grad_()
+    A = (-torch.rand(Dm, N, generator=g, dtype=torch.float64)).requires_grad_()
+    opcheck(_scan_2d_op, (u, dt, A, draw(g, Bsz, groups, N, H, W), draw(g, Bsz, groups, N, H, W)))
