@@ -227,7 +227,7 @@ def test_ssm_tensors_carry_optimizer_hints(cls):
     assert layer.ssm.Ds._optim == {"lr": 2e-3, "weight_decay": 0.0}
     assert layer.ssm.dt_projs_bias._optim == {"lr": 3e-3, "weight_decay": 0.0}
     assert torch.allclose(layer.ssm.A_logs.exp()[0], torch.arange(1, 5, dtype=torch.float32))
-    dt = F.softplus(layer.ssm.dt_projs_bias)
+    dt = F.softplus(layer.ssm.dt_projs_bias.detach())
     assert float(dt.min()) >= 1e-4 and float(dt.max()) <= 0.1 + 1e-6
 
 
