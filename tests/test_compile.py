@@ -232,6 +232,23 @@ def test_cached_outside_compile_caches_in_eager_mode_only():
     assert square(4) == 16 and calls == [3, 4, 4]
 
 
+@pytest.mark.parametrize("name", sorted(set(SEQUENCE_LAYERS) - NOT_ONE_GRAPH))
+def test_sequence_layer_compiled_once_runs_at_other_lengths(name):
+    """A second length makes TorchDynamo trace again with the length symbolic (automatic
+    dynamic shapes); the ops whose Python arithmetic depends on L (the chunked scans, the
+    Vandermonde kernel's blocks) are opaque there, so that graph is whole too. The scan
+    layers' symbolic graph serves a third length; the convolution layers' FFT size is chosen
+    per length (a guard), so they trace once more."""
+    torch.manual_seed(0)
+    layer = SEQUENCE_LAYERS[name]()
+    counter = CountingBackend()
+    compiled = torch.compile(layer, backend=counter, fullgraph=True)
+    for L in (13, 40, 27):
+        x = torch.randn(2, L, 4)
+        assert_close(compiled(x), layer(x), dtype=torch.float32)
+    assert counter.graphs == (2 if name.startswith(("mamba", "s5")) else 3)
+
+
 @pytest.mark.parametrize("make, short, long", [
     (lambda: ssm.Mamba(4, d_state=4), (1, 13, 4), (1, 700, 4)),
     (lambda: ssm.S5(4, 8, blocks=2), (1, 13, 4), (1, 700, 4)),

@@ -15,6 +15,8 @@ import math
 
 import torch
 
+from kernels._compile import FunctionContext, dense, fake_gradients, placeholders, wanted
+
 _CHUNK_ELEMENTS = 1 << 22  # complex entries of the largest temporary factor
 
 
@@ -89,8 +91,49 @@ class _Vandermonde(torch.autograd.Function):
         return grad_v, grad_x, None
 
 
+# Under torch.compile the Function above runs as a pair of opaque ops: its chunking and
+# block size are Python arithmetic on L, which a graph traced for symbolic lengths cannot do.
+
+
+@torch.library.custom_op("ssm_kernels::vandermonde_torch", mutates_args=())
+def _vandermonde_op(v: torch.Tensor, x: torch.Tensor, L: int) -> torch.Tensor:
+    return dense(_forward(v, x, L))
+
+
+@_vandermonde_op.register_fake
+def _(v, x, L):
+    return v.real.new_empty(v.shape[0], v.shape[1], L)
+
+
+@torch.library.custom_op("ssm_kernels::vandermonde_torch_backward", mutates_args=())
+def _vandermonde_backward_op(
+    grad: torch.Tensor, v: torch.Tensor, x: torch.Tensor, L: int, need_v: bool, need_x: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    ctx = FunctionContext((v, x), dict(L=L), (need_v, need_x, False))
+    return placeholders(_Vandermonde.backward(ctx, grad)[:2], (need_v, need_x), v)
+
+
+@_vandermonde_backward_op.register_fake
+def _(grad, v, x, L, need_v, need_x):
+    return fake_gradients((v, x), (need_v, need_x), v)
+
+
+def _setup(ctx, inputs, output):
+    v, x, ctx.L = inputs
+    ctx.save_for_backward(v, x)
+
+
+def _backward(ctx, grad):
+    needs = ctx.needs_input_grad[:2]
+    return (*wanted(_vandermonde_backward_op(grad, *ctx.saved_tensors, ctx.L, *needs), needs), None)
+
+
+_vandermonde_op.register_autograd(_backward, setup_context=_setup)
+
+
 def vandermonde_torch(v: torch.Tensor, x: torch.Tensor, L: int) -> torch.Tensor:
     """PyTorch path of :func:`kernels.vandermonde` (same contract)."""
+    run = _vandermonde_op if torch.compiler.is_compiling() else _Vandermonde.apply
     if v.dim() == 2:
-        return _Vandermonde.apply(v.unsqueeze(0), x, L).squeeze(0)
-    return _Vandermonde.apply(v, x, L)
+        return run(v.unsqueeze(0), x, L).squeeze(0)
+    return run(v, x, L)

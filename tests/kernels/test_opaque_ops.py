@@ -1,4 +1,4 @@
-"""The custom ops that stand for the chunked PyTorch scans under ``torch.compile`` pass
+"""The custom ops that stand for the chunked PyTorch scans (and the Vandermonde kernel) under ``torch.compile`` pass
 ``torch.library.opcheck``: their fake (shape-only) outputs match the real ones, their
 registered autograd gives the gradients of a numerical check, and they survive
 TorchDynamo/AOTAutograd tracing. Each case runs the op's own forward and backward code, so
@@ -13,6 +13,7 @@ from torch.library import opcheck
 from kernels.linear_scan.pytorch import _linear_scan_op
 from kernels.selective_scan.pytorch import _selective_scan_op
 from kernels.selective_scan_2d.pytorch import _scan_2d_op
+from kernels.vandermonde.pytorch import _vandermonde_op
 
 
 def draw(generator, *shape, dtype=torch.float64, grad=True):
@@ -62,3 +63,11 @@ def test_selective_scan_2d_op(groups):
     u, dt = draw(g, Bsz, Dm, H, W), torch.rand(Bsz, Dm, H, W, generator=g, dtype=torch.float64).requires_grad_()
     A = (-torch.rand(Dm, N, generator=g, dtype=torch.float64)).requires_grad_()
     opcheck(_scan_2d_op, (u, dt, A, draw(g, Bsz, groups, N, H, W), draw(g, Bsz, groups, N, H, W)))
+
+
+@pytest.mark.parametrize("C, L", [(1, 1), (2, 37), (1, 0)])
+def test_vandermonde_op(C, L):
+    g = torch.Generator().manual_seed(3)
+    v = torch.randn(C, 3, 4, dtype=torch.complex128, generator=g).requires_grad_()
+    x = torch.complex(-torch.rand(3, 4, dtype=torch.float64, generator=g), torch.randn(3, 4, dtype=torch.float64, generator=g))
+    opcheck(_vandermonde_op, (v, x.requires_grad_(), L))
