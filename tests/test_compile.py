@@ -16,22 +16,9 @@ import torch
 
 import kernels
 import ssm
+from compile_counting import CountingBackend
 from devices import TRITON_DEVICE
 from tolerances import assert_close
-
-
-class CountingBackend:
-    """``aot_eager`` that counts the graphs and the ops it is handed."""
-
-    def __init__(self):
-        self.graphs = 0
-        self.ops = 0
-        self.inner = torch._dynamo.lookup_backend("aot_eager")
-
-    def __call__(self, gm: torch.fx.GraphModule, example_inputs):
-        self.graphs += 1
-        self.ops += sum(node.op in ("call_function", "call_method", "call_module") for node in gm.graph.nodes)
-        return self.inner(gm, example_inputs)
 
 
 @pytest.fixture(autouse=True)

@@ -249,8 +249,6 @@ def linear_scan_torch(
         a, b = a.to(widen), b.to(widen)
         h0 = None if h0 is None else h0.to(widen)
     a3 = a.reshape(1, 1, -1) if a.dim() == 1 else a
-    if torch.compiler.is_compiling():
-        h = _linear_scan_op(a3, b, h0, bool(reverse))
-    else:
-        h = _LinearScan.apply(a3, b, h0, bool(reverse))
+    run = _linear_scan_op if torch.compiler.is_compiling() else _LinearScan.apply
+    h = run(a3, b, h0, bool(reverse))
     return h.to(out_dtype)

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 import torch
+from compile_counting import CountingBackend
 
 import kernels
 
@@ -168,14 +169,9 @@ def test_compiled_code_follows_use_backend_blocks_and_recompiles_for_them():
     compiled function, called inside a block, is traced again for that backend (the
     reference loop, many ops, instead of the torch path's one op) and outside it reuses the
     first graph. Traced without graph breaks (fullgraph) either way."""
-    graphs = []
-
-    def backend(gm, example_inputs):
-        graphs.append(sum(node.op == "call_function" for node in gm.graph.nodes))
-        return gm.forward
-
+    counter = CountingBackend()
     torch._dynamo.reset()
-    scan = torch.compile(lambda a, b: kernels.linear_scan(a, b), backend=backend, fullgraph=True)
+    scan = torch.compile(lambda a, b: kernels.linear_scan(a, b), backend=counter, fullgraph=True)
     a, b = torch.rand(2, 6, 3), torch.randn(2, 6, 3)
     expected = kernels.linear_scan(a, b, backend="reference")
     assert torch.allclose(scan(a, b), expected, atol=1e-6)
@@ -183,4 +179,4 @@ def test_compiled_code_follows_use_backend_blocks_and_recompiles_for_them():
         assert torch.allclose(scan(a, b), expected, atol=1e-6)
     assert torch.allclose(scan(a, b), expected, atol=1e-6)
     torch._dynamo.reset()
-    assert len(graphs) == 2 and graphs[1] > graphs[0]
+    assert len(counter.sizes) == 2 and counter.sizes[1] > counter.sizes[0]
