@@ -96,6 +96,16 @@ class EpochMeans(nn.Module):
             self.means[name] = MeanMetric().to(value.device)
         self.means[name].update(value.detach(), weight)
 
+    def log(self, module: "L.LightningModule", split: str, name: str, value: torch.Tensor, batch_size: int,
+            weight: int | None = None, prog_bar: bool = False) -> None:
+        """``{split}/{name}``: in training, Lightning's per-step and epoch log over ``batch_size``
+        examples; for validation and test (whose loaders split the data over the ranks) an
+        update of this epoch mean, over ``weight`` examples (default ``batch_size``)."""
+        if split == "train":
+            module.log(f"train/{name}", value, on_step=True, on_epoch=True, prog_bar=prog_bar, batch_size=batch_size)
+        else:
+            self.update(f"{split}/{name}", value, batch_size if weight is None else weight)
+
     def of_split(self, split: str) -> dict[str, Metric]:
         """``{name: metric}`` of the names under ``{split}/``, for :func:`log_epoch_metrics`."""
         return {name: metric for name, metric in self.means.items() if name.startswith(f"{split}/")}

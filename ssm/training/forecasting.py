@@ -94,20 +94,12 @@ class ForecastingTask(RecordsModelShapes, EpochMetricsHooks, L.LightningModule):
         batch_size = x.shape[0]
         for name, value in aux.items():
             loss = loss + self.aux_weights.get(name, 1.0) * value
-            self._log_mean(split, f"aux/{name}", value, batch_size)
+            self.eval_means.log(self, split, f"aux/{name}", value, batch_size)
         require_finite_loss(loss, split, self.global_step)
         for m in METRICS:
             self.metrics[f"{split}_{m}"].update(pred.detach().reshape(-1), y.reshape(-1))
-        self._log_mean(split, "loss", loss, batch_size, prog_bar=True)
+        self.eval_means.log(self, split, "loss", loss, batch_size, prog_bar=True)
         return loss
-
-    def _log_mean(self, split: str, name: str, value: torch.Tensor, batch_size: int, prog_bar: bool = False) -> None:
-        """``{split}/{name}``: per step and epoch in training; for validation and test (whose
-        loaders split the data over the ranks) an epoch mean over every process's examples."""
-        if split == "train":
-            self.log(f"train/{name}", value, on_step=True, on_epoch=True, prog_bar=prog_bar, batch_size=batch_size)
-        else:
-            self.eval_means.update(f"{split}/{name}", value, batch_size)
 
     def _log_metrics(self, split: str) -> None:
         """``{split}/mse``, ``mae``, ``rmse`` over the epoch (validation MSE on the progress bar),

@@ -109,10 +109,8 @@ class SequenceClassificationTask(RecordsModelShapes, EpochMetricsHooks, L.Lightn
         self.metrics[f"{split}{tag}_acc"].update(logits.detach(), y)
         if per_token:
             self.seq_metrics[f"{split}{tag}_seq_acc"].update((logits.argmax(1) == y).all(-1).float())
-        if split == "train":
-            self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=y.shape[0])
-        else:
-            self.eval_losses.update(f"{split}/loss{tag}", loss, y.numel())
+        # the eval mean weights every target (a token, for per-token labels) once
+        self.eval_losses.log(self, split, f"loss{tag}", loss, y.shape[0], weight=y.numel(), prog_bar=True)
         return loss
 
     def _log_metrics(self, split: str) -> None:
