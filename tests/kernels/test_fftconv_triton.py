@@ -10,6 +10,7 @@ import importlib
 import pytest
 import torch
 from devices import TRITON_DEVICE, requires_cuda
+from launch_recording import record_launches
 from reference import causal_conv_loop, two_sided_conv_loop
 from tolerances import assert_close
 
@@ -108,20 +109,11 @@ def test_kernel_gradient_in_batch_chunks(monkeypatch, two_sided, budget_rows, ch
     # rows (H · n elements each), 5 rows run as chunks of 2, 2 and 1, and the gradients are
     # those of one pass over the batch (to rounding: its sum is split in three). A budget
     # under one row still takes one row per chunk.
-    launches = []  # (elements of the real cross-spectrum buffer, rows launched)
-    kernel = triton_impl._cross_spectrum_kernel
+    calls = record_launches(monkeypatch, triton_impl, "_cross_spectrum_kernel")
 
-    class Recording:
-        def __getitem__(self, grid):
-            launch = kernel[grid]
+    def launches():  # (elements of the real cross-spectrum buffer, rows launched)
+        return [(args[2].numel(), args[10]) for args in calls]
 
-            def run(*args, **kwargs):
-                launches.append((args[2].numel(), args[10]))
-                return launch(*args, **kwargs)
-
-            return run
-
-    monkeypatch.setattr(triton_impl, "_cross_spectrum_kernel", Recording())
     torch.manual_seed(13)
     B, H, L = 5, 3, 37
     n = triton_impl.fft_size(L)[0]
@@ -134,12 +126,12 @@ def test_kernel_gradient_in_batch_chunks(monkeypatch, two_sided, budget_rows, ch
         return u.grad, k.grad, D.grad
 
     whole = grads()
-    assert launches == [(B * H * n, B * H)]
-    launches.clear()
+    assert launches() == [(B * H * n, B * H)]
+    calls.clear()
     monkeypatch.setattr(triton_impl, "CROSS_SPECTRUM_ELEMENTS", int(budget_rows * H * n))
     chunked = grads()
-    assert [rows for _, rows in launches] == [c * H for c in chunks]
-    assert all(elements <= max(chunks) * H * n for elements, _ in launches)
+    assert [rows for _, rows in launches()] == [c * H for c in chunks]
+    assert all(elements <= max(chunks) * H * n for elements, _ in launches())
     reference = grads("reference", torch.float64)
     for name, a, b, want in zip(("grad_u", "grad_k", "grad_D"), chunked, whole, reference):
         torch.testing.assert_close(a, b, msg=name)

@@ -17,6 +17,7 @@ import pytest
 import torch
 from devices import TRITON_DEVICE, requires_cuda
 from interpreter_scan import fast_scan
+from launch_recording import record_launches
 from test_selective_scan_2d import (
     assert_grads_close,
     make_inputs,
@@ -146,22 +147,9 @@ def test_no_grad_matches_grad_path():
 
 @pytest.fixture
 def band_carries(monkeypatch):
-    """The band-carry buffer of every forward launch (the kernel's 10th argument)."""
-    seen = []
-    kernel = sst._fwd_kernel
-
-    class Recording:
-        def __getitem__(self, grid):
-            launch = kernel[grid]
-
-            def run(*args, **kwargs):
-                seen.append(args[9])
-                return launch(*args, **kwargs)
-
-            return run
-
-    monkeypatch.setattr(sst, "_fwd_kernel", Recording())
-    return seen
+    """The band-carry buffers of the forward launches so far (the kernel's 10th argument)."""
+    launches = record_launches(monkeypatch, sst, "_fwd_kernel")
+    return lambda: [args[9] for args in launches]
 
 
 @pytest.mark.parametrize("block_h, block_w, n_bands", [(1, 8, 7), (2, 2, 4), (2, 8, 4), (4, 4, 2), (8, 8, 1)])
@@ -181,7 +169,7 @@ def test_no_grad_forward_keeps_two_band_carries(band_carries, block_h, block_w, 
     out_grad = run(**{**x, "u": leaf})
     assert out_grad.requires_grad
     assert torch.equal(out, out_grad.detach())
-    no_grad_carries, grad_carries = band_carries
+    no_grad_carries, grad_carries = band_carries()
     assert grad_carries.shape == (Bsz, Dm, n_bands, N, W)  # every band's, for the backward
     assert no_grad_carries.shape == (Bsz, Dm, min(n_bands, 2), N, W)
     assert_close(out.cpu(), oracle_loop(**{k: v.cpu() for k, v in x.items()}, softplus=True))
