@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import torch
 
-from kernels._dispatch import deferred_triton, select_backend, triton_installed
+from kernels._dispatch import select_backend, triton_installed
 from kernels._empty import with_zero_grads
 from kernels.selective_scan.pytorch import selective_scan_torch
 from kernels.selective_scan.reference import selective_scan_reference
+from kernels.selective_scan.triton_op import selective_scan_triton
 
 _IMPLEMENTATIONS = {
     "torch": selective_scan_torch,
@@ -25,7 +26,7 @@ _IMPLEMENTATIONS = {
 }
 
 if triton_installed():  # else the op keeps its "torch" and "reference" backends
-    _IMPLEMENTATIONS["triton"] = deferred_triton("kernels.selective_scan.triton", "selective_scan_triton")
+    _IMPLEMENTATIONS["triton"] = selective_scan_triton
 
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _COMPLEX = (torch.complex64, torch.complex128)

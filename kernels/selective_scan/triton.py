@@ -45,8 +45,8 @@ never straddles two groups. The order of those adds varies between runs: on a GP
 are reproducible only to float rounding.
 
 Importing this module decorates the kernels, which fixes whether they run compiled or in
-the Triton interpreter (``TRITON_INTERPRET=1``); ``kernels.selective_scan`` imports it on
-first use.
+the Triton interpreter (``TRITON_INTERPRET=1``); the entry point,
+:func:`kernels.selective_scan.triton_op.selective_scan_triton`, imports it on first use.
 """
 
 from __future__ import annotations
@@ -540,12 +540,31 @@ def _backward(u, delta, A, B, C, D, z, delta_bias, states, block_l, softplus, do
     )
 
 
-class _SelectiveScanTriton(torch.autograd.Function):
+def gradients(saved, softplus, h0_dtype, dout, dlast, needs):
+    """The backward from what the forward saved: ``saved`` = (u, delta, A, B, C, D, z,
+    delta_bias, states), ``needs`` which of (u, delta, A, B, C, D, z, delta_bias, h0) want a
+    gradient (h0_dtype None when there was no h0). The gradients of those nine, None where
+    not needed."""
+    u, delta, A, B, C, D, z, delta_bias, states = saved
+    dout = torch.zeros_like(u) if dout is None else dout.contiguous()
+    dlast = None if dlast is None else dlast.contiguous()
+    need_dh0 = h0_dtype is not None and needs[8]
+    block_l = _tile_sizes(A.shape[1], u.shape[2])[1]  # the forward's tiles
+    grads = list(_backward(u, delta, A, B, C, D, z, delta_bias, states, block_l, softplus, dout, dlast, need_dh0))
+    if grads[8] is not None:
+        grads[8] = grads[8].to(h0_dtype)
+    return tuple(g if need else None for g, need in zip(grads, needs))
+
+
+class SelectiveScanTriton(torch.autograd.Function):
+    """The Triton scan with its hand-written backward (eager mode; under ``torch.compile`` the
+    same launches run as the ops of :mod:`kernels.selective_scan.triton_op`)."""
+
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, h0, softplus):
-        out, last, states, block_l = _forward(u, delta, A, B, C, D, z, delta_bias, h0, softplus, True)
+        out, last, states, _ = _forward(u, delta, A, B, C, D, z, delta_bias, h0, softplus, True)
         ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, states)
-        ctx.softplus, ctx.block_l = softplus, block_l
+        ctx.softplus = softplus
         ctx.h0_dtype = None if h0 is None else h0.dtype
         ctx.set_materialize_grads(False)
         return out, last
@@ -553,43 +572,10 @@ class _SelectiveScanTriton(torch.autograd.Function):
     @staticmethod
     @first_order_only("selective_scan (triton)")
     def backward(ctx, dout, dlast):
-        u, delta, A, B, C, D, z, delta_bias, states = ctx.saved_tensors
-        dout = torch.zeros_like(u) if dout is None else dout.contiguous()
-        dlast = None if dlast is None else dlast.contiguous()
-        need_dh0 = ctx.h0_dtype is not None and ctx.needs_input_grad[8]
-        grads = _backward(
-            u, delta, A, B, C, D, z, delta_bias, states, ctx.block_l, ctx.softplus, dout, dlast, need_dh0
-        )
-        grads = list(grads)
-        if grads[8] is not None:
-            grads[8] = grads[8].to(ctx.h0_dtype)
-        return (*(gr if need else None for gr, need in zip(grads, ctx.needs_input_grad)), None)
+        grads = gradients(ctx.saved_tensors, ctx.softplus, ctx.h0_dtype, dout, dlast, ctx.needs_input_grad[:9])
+        return (*grads, None)
 
 
-def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, h0=None):
-    """Triton path of :func:`kernels.selective_scan` on its canonical arguments.
-
-    u, delta, z (Bsz, D, L); A (D, N); B, C (D, N) or (Bsz, G, N, L); D, delta_bias (D,);
-    h0 (Bsz, D, N) or None.
-
-        Δ = softplus(delta + delta_bias)          (softplus only with ``delta_softplus``)
-        h_t = exp(Δ_t A) ⊙ h_{t-1} + Δ_t u_t B_t,   h_{-1} = h0 (0 when None)
-        y_t = Σ_n C_t[n] h_t[n],   out = (y + D ⊙ u) · silu(z)
-
-    Returns (out (Bsz, D, L) in u's dtype, last state (Bsz, D, N) in float32, float64 for
-    float64 u); both are differentiable. On CPU tensors it needs ``TRITON_INTERPRET=1`` set
-    before this module is imported.
-    """
-    Bsz, Dm, L = u.shape
-    if A.is_complex() or L == 0 or Bsz == 0 or Dm == 0 or A.shape[1] == 0:
-        # Complex A is not in the Triton kernel; empty inputs need no kernel either.
-        from kernels.selective_scan.reference import selective_scan_reference
-
-        return selective_scan_reference(u, delta, A, B, C, D, z, delta_bias, delta_softplus, h0)
-    args = [_contig(t) for t in (u, delta, A, B, C, D, z, delta_bias, h0)]
-    softplus = bool(delta_softplus)
-    needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in args)
-    if needs_grad:
-        return _SelectiveScanTriton.apply(*args, softplus)
-    out, last, _, _ = _forward(*args, softplus, False)
-    return out, last
+def forward(u, delta, A, B, C, D, z, delta_bias, h0, softplus, save_states):
+    """Launch the forward: (out, last state, tile-start states or None)."""
+    return _forward(u, delta, A, B, C, D, z, delta_bias, h0, softplus, save_states)[:3]
