@@ -18,16 +18,17 @@ from __future__ import annotations
 
 import torch
 
-from kernels._dispatch import deferred_triton, select_backend, triton_installed
+from kernels._dispatch import select_backend, triton_installed
 from kernels._empty import with_zero_grads
 from kernels._groups import common_groups
 from kernels.selective_state_update.pytorch import selective_state_update_torch
 from kernels.selective_state_update.reference import selective_state_update_reference
+from kernels.selective_state_update.triton_op import selective_state_update_triton
 
 _IMPLEMENTATIONS = {"torch": selective_state_update_torch, "reference": selective_state_update_reference}
 
 if triton_installed():  # else the op keeps its "torch" and "reference" backends
-    _IMPLEMENTATIONS["triton"] = deferred_triton("kernels.selective_state_update.triton", "selective_state_update_triton")
+    _IMPLEMENTATIONS["triton"] = selective_state_update_triton
 
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _NAME = "selective_state_update"

@@ -13,7 +13,8 @@ with g = d // (D / G) looked up per channel row, so a block may straddle groups.
 outputs may be float16, bfloat16, float32 or float64 (each tensor keeps its own dtype).
 
 Importing this module decorates the kernel, which fixes whether it runs compiled or in the
-Triton interpreter (``TRITON_INTERPRET=1``); ``kernels.selective_state_update`` imports it on
+Triton interpreter (``TRITON_INTERPRET=1``); the entry point,
+:func:`kernels.selective_state_update.triton_op.selective_state_update_triton`, imports it on
 first use.
 """
 
@@ -118,10 +119,9 @@ def _selective_state_update_kernel(
     )
 
 
-def selective_state_update_triton(state, x, dt, A, B, C, D=None, z=None, dt_bias=None, dt_softplus=False):
-    """Triton path of :func:`kernels.selective_state_update` (canonical shapes: B, C are
-    (Bsz, G, N)). Forward only: the result carries no gradient. On CPU tensors it needs
-    ``TRITON_INTERPRET=1`` set before this module is imported."""
+def forward(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus):
+    """Launch the step on canonical arguments (B, C (Bsz, G, N)): (y (Bsz, D) in x's dtype,
+    new state (Bsz, D, N) in state's dtype), no gradient."""
     Bsz, Dm, N = state.shape
     y = torch.empty(Bsz, Dm, dtype=x.dtype, device=x.device)
     new_state = torch.empty(Bsz, Dm, N, dtype=state.dtype, device=state.device)

@@ -293,3 +293,64 @@ def test_softplus_slope_is_one_above_its_threshold_float64():
         out = selective_scan(u, d, A, B, C, delta_softplus=True, backend=backend)
         grads.append(torch.autograd.grad(out.sum(), d)[0])
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-13, atol=1e-13)
+
+
+# Under torch.compile the launches run as torch.library ops (kernels.selective_scan.triton_op).
+
+
+def canonical(inputs):
+    """The op's arguments: B and C as the dispatcher passes them ((D, N) or (Bsz, G, N, L))."""
+    args = {k: None if v is None else v.to(TRITON_DEVICE) for k, v in inputs.items()}
+    for k in ("B", "C"):
+        if args[k].dim() == 3:
+            args[k] = args[k].unsqueeze(1)
+    return [args[k] for k in NAMES]
+
+
+@pytest.mark.parametrize("L, Bk, Ck, options, grad", [
+    (1, "const", "const", False, True),
+    (40, "group", "var", True, True),  # several tiles (small_blocks), every option
+    (20, "var", "const", True, False),  # inference: no tile states saved
+])
+def test_compile_op_passes_opcheck(small_blocks, L, Bk, Ck, options, grad):
+    """Fake outputs match the real ones (the tile states' count is a size of its own), the
+    registered autograd gives gradients, and the op survives AOTAutograd tracing with static
+    and dynamic shapes."""
+    from torch.library import opcheck
+
+    from kernels.selective_scan.triton_op import _forward_op
+
+    inputs, sp = make_inputs(2, 4, 3, L, Bk, Ck, D=options, z=options, bias=options, softplus=options,
+                             h0=options, seed=20)
+    args = [None if t is None else t.requires_grad_(grad) for t in canonical(inputs)]
+    opcheck(_forward_op, (*args, sp, grad))
+
+
+@pytest.mark.parametrize("return_last, lengths", [(True, (20, 37)), (False, (20,))])
+def test_compiled_with_fullgraph_gives_the_eager_numbers(small_blocks, return_last, lengths):
+    """torch.compile(fullgraph=True) over the Triton op (no graph break): the same launches as
+    eager mode, so the same outputs and gradients; a second length is traced with L
+    symbolic and reuses the op."""
+    torch._dynamo.reset()
+
+    def loss(u, delta, A, B, C, D, z, delta_bias, h0):
+        res = selective_scan(u.sin(), delta, A, B, C, D=D, z=z, delta_bias=delta_bias, delta_softplus=True,
+                             return_last_state=return_last, h0=h0, backend="triton")
+        out, last = res if return_last else (res, None)
+        return (out * out).sum() + (0 if last is None else last.sum())
+
+    compiled = torch.compile(loss, fullgraph=True, backend="aot_eager")
+    for L in lengths:
+        inputs, _ = make_inputs(2, 4, 3, L, "group", "var", seed=21 + L)
+        args = [None if v is None else v.to(TRITON_DEVICE) for v in (inputs[k] for k in NAMES)]
+        grads = []
+        for fn in (loss, compiled):
+            leaves = [None if v is None else v.clone().requires_grad_(True) for v in args]
+            value = fn(*leaves)
+            present = [t for t in leaves if t is not None]
+            grads.append((value.detach(), torch.autograd.grad(value, present)))
+        (v0, g0), (v1, g1) = grads
+        assert torch.equal(v0, v1)
+        for a, b in zip(g0, g1):
+            assert torch.equal(a, b)
+    torch._dynamo.reset()

@@ -437,3 +437,40 @@ def test_multi_head_state_rejects_flat_shapes_and_groups_across_heads(change, ma
                 A=torch.zeros(4, 3, 5), B=torch.zeros(2, 2, 5), C=torch.zeros(2, 2, 5), D=torch.zeros(4, 3))
     with pytest.raises(ValueError, match=match):
         selective_state_update(**dict(args, **change))
+
+
+@requires_triton
+@pytest.mark.parametrize("opts", [(False, False, False, False), (True, True, True, True)], ids=option_id)
+def test_triton_compile_op_passes_opcheck(opts):
+    """The op that stands for the kernel under torch.compile: fake outputs match the real
+    ones, and it survives AOTAutograd tracing (it has no autograd: gradients take the
+    PyTorch path before it)."""
+    from torch.library import opcheck
+
+    from kernels.selective_state_update.triton_op import _step_op
+
+    inputs = on_backend_device(make_inputs(2, 5, 3, 1, torch.float32, opts, grouped_2d=True, seed=30), "triton")
+    opcheck(_step_op, tuple(inputs.values()), test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_static",
+                                                          "test_aot_dispatch_dynamic"))
+
+
+@requires_triton
+def test_compiled_triton_decoding_steps_are_one_graph_with_the_eager_numbers():
+    """A decoding loop compiled with fullgraph=True on the Triton backend: the kernel runs as
+    one op in the graph (no break), with eager mode's numbers at every step."""
+    torch._dynamo.reset()
+
+    def step(state, x, dt, A, B, C, D, z, dt_bias):
+        return selective_state_update(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus=True, backend="triton")
+
+    compiled = torch.compile(step, fullgraph=True, backend="aot_eager")
+    args = on_backend_device(make_inputs(2, 5, 3, 1, torch.float32, seed=31), "triton")
+    args.pop("dt_softplus")
+    state_eager = state_compiled = args.pop("state")
+    with torch.no_grad():
+        for _ in range(3):
+            y, state_eager = step(state_eager, **args)
+            yc, state_compiled = compiled(state_compiled, **args)
+            assert torch.equal(y, yc) and torch.equal(state_eager, state_compiled)
+            args["x"] = torch.tanh(y)
+    torch._dynamo.reset()
