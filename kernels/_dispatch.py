@@ -28,9 +28,14 @@ class _ForcedBackend(threading.local):
     A thread-local attribute rather than a ``ContextVar``: TorchDynamo traces attribute reads
     of a ``threading.local`` (and guards on the value, so a compiled function recompiles when
     the block changes) but cannot trace ``ContextVar.get``, which would stop
-    ``torch.compile(fullgraph=True)`` at every op."""
+    ``torch.compile(fullgraph=True)`` at every op.
 
-    backend: str | None = None
+    The attribute is set per instance (``threading.local`` runs ``__init__`` once in each
+    thread), never read from the class: TorchDynamo would guard on a class attribute, and
+    code compiled before the first block would then ignore every block."""
+
+    def __init__(self):
+        self.backend: str | None = None
 
 
 _forced = _ForcedBackend()
@@ -109,7 +114,9 @@ def deferred_triton(module: str, name: str) -> Callable:
     """:func:`deferred` for a Triton implementation, run as one opaque call under
     ``torch.compile``: TorchDynamo does not trace into the launcher (grid arithmetic, buffer
     allocation, the autograd.Function around the kernels) but breaks the graph there and
-    calls it eagerly, forward and backward. The PyTorch paths stay traceable.
+    calls it eagerly, forward and backward. Only for a path that cannot be a ``torch.library``
+    op (the companion kernel, whose backward is autograd through a formula picked from the
+    values); the other Triton paths enter the graph as ops (each op's ``triton_op.py``).
 
     ``torch._disable_dynamo`` is ``torch.compiler.disable`` that imports TorchDynamo on the
     first call rather than now (TorchDynamo imports triton, and the library must not import
