@@ -278,7 +278,7 @@ def selective_scan_2d_tiles_case(B: int, H: int, N: int, L: int, device: torch.d
     """The Triton 2D scan of :func:`selective_scan_2d_case` at each tiling of
     :func:`selective_scan_2d_tilings` (the override sets forward and backward alike), beside
     the launcher's own choice and the torch path: the data for the tile heuristic."""
-    from kernels.selective_scan_2d.triton import selective_scan_2d_triton
+    from kernels.selective_scan_2d.triton_op import selective_scan_2d_triton
 
     if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
         raise ValueError("--op selective_scan_2d_tiles times Triton kernels: run it on a CUDA device "

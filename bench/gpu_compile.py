@@ -329,7 +329,7 @@ def selective_scan_2d_tiling_cases():
     import torch
 
     from bench.cases import _side, selective_scan_2d_tilings
-    from kernels.selective_scan_2d.triton import selective_scan_2d_triton
+    from kernels.selective_scan_2d.triton_op import selective_scan_2d_triton
 
     def case(H, W, rows, width, N=16):
         def run():

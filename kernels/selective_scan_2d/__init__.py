@@ -15,16 +15,17 @@ from __future__ import annotations
 
 import torch
 
-from kernels._dispatch import deferred_triton, select_backend, triton_installed
+from kernels._dispatch import select_backend, triton_installed
 from kernels._empty import with_zero_grads
 from kernels._groups import common_groups
 from kernels.selective_scan_2d.pytorch import selective_scan_2d_torch
 from kernels.selective_scan_2d.reference import selective_scan_2d_reference
+from kernels.selective_scan_2d.triton_op import selective_scan_2d_triton
 
 _IMPLEMENTATIONS = {"torch": selective_scan_2d_torch, "reference": selective_scan_2d_reference}
 
 if triton_installed():  # else the op keeps its "torch" and "reference" backends
-    _IMPLEMENTATIONS["triton"] = deferred_triton("kernels.selective_scan_2d.triton", "selective_scan_2d_triton")
+    _IMPLEMENTATIONS["triton"] = selective_scan_2d_triton
 
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 

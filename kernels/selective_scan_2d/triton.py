@@ -49,11 +49,11 @@ channels of a group and added into buffers in the compute dtype with ``tl.atomic
 order that varies between runs: on a GPU they are reproducible only to float rounding); dA,
 dD and d delta_bias are written per batch row and summed in PyTorch.
 
-Empty inputs, and N beyond MAX_ROW states, go to :func:`selective_scan_2d_torch`.
+Empty inputs, and N beyond MAX_ROW states, go to the torch path (in the entry point,
+:func:`kernels.selective_scan_2d.triton_op.selective_scan_2d_triton`).
 
 Importing this module decorates the kernels, which fixes whether they run compiled or in the
-Triton interpreter (``TRITON_INTERPRET=1``); ``kernels.selective_scan_2d`` imports it on
-first use.
+Triton interpreter (``TRITON_INTERPRET=1``); the entry point imports it on first use.
 """
 
 from __future__ import annotations
@@ -70,9 +70,9 @@ from kernels.selective_scan.triton import (  # the 1D kernel's combine, grid dec
     _softplus,
     _softplus_slope,
 )
-from kernels.selective_scan_2d.pytorch import selective_scan_2d_torch
+from kernels.selective_scan_2d.triton_op import MAX_STATES
 
-MAX_ROW = 4096  # largest next_pow2(N) * next_pow2(Wdt) done in Triton (a tile holds whole rows)
+MAX_ROW = MAX_STATES  # largest next_pow2(N) * next_pow2(Wdt) done in Triton (a tile holds whole rows)
 FWD_TILE = 4096  # elements of one (BLOCK_N, BLOCK_H, BLOCK_W) register tile, forward
 BWD_TILE = 2048  # the same for the backward, which keeps about twice as many tiles live
 MAX_BLOCK_H = 64
@@ -341,9 +341,9 @@ def _acc(dtype: torch.dtype):
     return (tl.float64, torch.float64) if dtype == torch.float64 else (tl.float32, torch.float32)
 
 
-def _forward(u, delta, A, B, C, D, z, delta_bias, softplus, save, block_h, block_w):
-    """Launch the forward kernel: (out, saved carries (h per band, g per width tile) or None,
-    (BLOCK_H, BLOCK_W))."""
+def forward(u, delta, A, B, C, D, z, delta_bias, softplus, save, block_h, block_w):
+    """Launch the forward kernel: (out, band carries h (Bsz, D, n_bands, N, W), row carries g
+    (Bsz, D, n_wtiles, N, H)), both carries None unless ``save`` (for the backward)."""
     Bsz, Dm, H, W = u.shape
     N, G = A.shape[1], B.shape[1]
     tl_acc, acc = _acc(u.dtype)
@@ -367,7 +367,7 @@ def _forward(u, delta, A, B, C, D, z, delta_bias, softplus, save, block_h, block
             SOFTPLUS=softplus, SAVE=save, BLOCK_N=BLOCK_N, BLOCK_H=BLOCK_H, BLOCK_W=BLOCK_W,
             num_warps=_num_warps(BLOCK_N, BLOCK_H, BLOCK_W),
         )  # fmt: skip
-    return out, ((carries, row_carries) if save else None), (BLOCK_H, BLOCK_W)
+    return (out, carries, row_carries) if save else (out, None, None)
 
 
 def _backward(u, delta, A, B, C, D, z, delta_bias, carries, row_carries, softplus, blocks, dout):
@@ -406,44 +406,32 @@ def _backward(u, delta, A, B, C, D, z, delta_bias, carries, row_carries, softplu
     )
 
 
-class _SelectiveScan2D(torch.autograd.Function):
+def gradients(saved, softplus, block_h, block_w, dout, needs):
+    """The backward from what the forward saved: ``saved`` = (u, delta, A, B, C, D, z,
+    delta_bias, carries, row_carries), ``block_h`` / ``block_w`` the forward's overrides,
+    ``needs`` which of (u, delta, A, B, C, D, z, delta_bias) want a gradient. The gradients
+    of those eight, None where not needed."""
+    u, delta, A, B, C, D, z, delta_bias, carries, row_carries = saved
+    _, _, H, W = u.shape
+    blocks = _blocks(A.shape[1], H, W, BWD_TILE, block_h, block_w)[1:]  # the forward's tiles
+    grads = _backward(u, delta, A, B, C, D, z, delta_bias, carries, row_carries, softplus, blocks,
+                      dout.contiguous())
+    return tuple(g if need else None for g, need in zip(grads, needs))
+
+
+class SelectiveScan2DTriton(torch.autograd.Function):
+    """The Triton 2D scan with its hand-written backward (eager mode; under ``torch.compile``
+    the same launches run as the ops of :mod:`kernels.selective_scan_2d.triton_op`)."""
+
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, softplus, block_h, block_w):
-        out, (carries, row_carries), blocks = _forward(u, delta, A, B, C, D, z, delta_bias, softplus, True,
-                                                       block_h, block_w)
+        out, carries, row_carries = forward(u, delta, A, B, C, D, z, delta_bias, softplus, True, block_h, block_w)
         ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, carries, row_carries)
-        ctx.softplus, ctx.blocks = softplus, blocks
+        ctx.softplus, ctx.block_h, ctx.block_w = softplus, block_h, block_w
         return out
 
     @staticmethod
     @first_order_only("selective_scan_2d (triton)")
     def backward(ctx, dout):
-        u, delta, A, B, C, D, z, delta_bias, carries, row_carries = ctx.saved_tensors
-        grads = _backward(u, delta, A, B, C, D, z, delta_bias, carries, row_carries, ctx.softplus, ctx.blocks,
-                          dout.contiguous())
-        return (*(g if need else None for g, need in zip(grads, ctx.needs_input_grad)), None, None, None)
-
-
-def selective_scan_2d_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
-                             block_h: int | None = None, block_w: int | None = None):
-    """Triton path of :func:`kernels.selective_scan_2d` on its canonical arguments: u, delta,
-    z (Bsz, D, H, W); A (D, N) real; B, C (Bsz, G, N, H, W); D, delta_bias (D,).
-
-        Δ = softplus(delta + delta_bias)              (softplus only with ``delta_softplus``)
-        g[i, j] = exp(Δ A) g[i, j-1] + Δ u B          (row pass)
-        h[i, j] = exp(Δ A) h[i-1, j] + g[i, j]        (column pass)
-        out = (Σ_n C h + D u) · silu(z)
-
-    Returns (Bsz, D, H, W) in u's dtype, differentiable in every tensor. ``block_h`` /
-    ``block_w`` (powers of two) override the rows / columns per tile (tests use them to get
-    several tiles on small images). On CPU tensors it needs ``TRITON_INTERPRET=1`` set before
-    this module is imported.
-    """
-    N = A.shape[1]
-    if u.numel() == 0 or N == 0 or triton.next_power_of_2(N) > MAX_ROW:
-        return selective_scan_2d_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
-    args = [None if t is None else t.contiguous() for t in (u, delta, A, B, C, D, z, delta_bias)]
-    softplus = bool(delta_softplus)
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in args):
-        return _SelectiveScan2D.apply(*args, softplus, block_h, block_w)
-    return _forward(*args, softplus, False, block_h, block_w)[0]
+        grads = gradients(ctx.saved_tensors, ctx.softplus, ctx.block_h, ctx.block_w, dout, ctx.needs_input_grad[:8])
+        return (*grads, None, None, None)

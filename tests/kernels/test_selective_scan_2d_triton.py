@@ -7,8 +7,10 @@ TRITON_INTERPRET=1). Its scan calls the combine function once per element; the f
 ``fast_interpreter_scan`` replaces that loop by one call per position along the scanned axis
 on whole slices (the same arithmetic in the same order), and ``test_stock_interpreter_scan``
 runs one case without it. The fixture ``small_tiles`` caps the rows per tile at 2, so that
-tiny images have several row tiles (and a partial last one). On a CUDA machine the same tests
-run compiled, and the CUDA-only tests at the end check larger shapes against the torch path.
+tiny images have several row tiles (and a partial last one). Under ``torch.compile`` the path
+is a pair of custom ops (triton_op.py): they pass ``torch.library.opcheck``, and a compiled
+call gives eager mode's numbers. On a CUDA machine the same tests run compiled, and the
+CUDA-only tests at the end check larger shapes against the torch path.
 """
 
 import importlib
@@ -19,14 +21,18 @@ from devices import TRITON_DEVICE, requires_cuda
 from interpreter_scan import fast_scan
 from launch_recording import record_launches
 from test_selective_scan_2d import (
+    NAMES,
     assert_grads_close,
     make_inputs,
     oracle_loop,
     outputs_and_grads,
 )
 from tolerances import assert_close
+from torch.library import opcheck
 
 from kernels import selective_scan_2d
+from kernels.selective_scan_2d import triton_op
+from kernels.selective_scan_2d.triton_op import selective_scan_2d_triton
 
 ss2_pkg = importlib.import_module("kernels.selective_scan_2d")
 pytestmark = pytest.mark.skipif("triton" not in ss2_pkg._IMPLEMENTATIONS, reason="triton is not installed")
@@ -92,7 +98,7 @@ def test_rows_per_tile_do_not_change_the_result(block_h):
     # 7 rows in tiles of 1, 2, 4 (partial last tile) and 8 (one tile, one padded row).
     x = make_inputs(Bsz=2, Dm=4, N=3, H=7, W=5, G=2, dtype=torch.float32, seed=block_h)
     out, grads = outputs_and_grads(
-        lambda **k: sst.selective_scan_2d_triton(**k, delta_softplus=True, block_h=block_h), on_device(x)
+        lambda **k: selective_scan_2d_triton(**k, delta_softplus=True, block_h=block_h), on_device(x)
     )
     want, want_grads = outputs_and_grads(lambda **k: oracle_loop(**k, softplus=True), x)
     assert_close(out.cpu(), want)
@@ -161,7 +167,7 @@ def test_no_grad_forward_keeps_two_band_carries(band_carries, block_h, block_w, 
     x = on_device(make_inputs(Bsz=Bsz, Dm=Dm, N=N, H=H, W=W, G=1, dtype=torch.float32, seed=40 + block_h * block_w))
 
     def run(**k):
-        return sst.selective_scan_2d_triton(**k, delta_softplus=True, block_h=block_h, block_w=block_w)
+        return selective_scan_2d_triton(**k, delta_softplus=True, block_h=block_h, block_w=block_w)
 
     with torch.no_grad():
         out = run(**x)
@@ -181,7 +187,7 @@ def test_width_tiles_do_not_change_the_result(block_h, block_w):
     x = make_inputs(Bsz=1, Dm=2, N=3, H=5, W=7, G=2, dtype=torch.float32, options=("D", "z", "delta_bias"),
                     seed=30 + block_h * block_w)
     out, grads = outputs_and_grads(
-        lambda **k: sst.selective_scan_2d_triton(**k, delta_softplus=True, block_h=block_h, block_w=block_w),
+        lambda **k: selective_scan_2d_triton(**k, delta_softplus=True, block_h=block_h, block_w=block_w),
         on_device(x),
     )
     want, want_grads = outputs_and_grads(lambda **k: oracle_loop(**k, softplus=True), x)
@@ -209,6 +215,61 @@ def test_triton_on_cpu_without_interpreter_raises(monkeypatch):
     x = make_inputs(Bsz=1, Dm=2, N=2, H=2, W=2)
     with pytest.raises(RuntimeError, match="TRITON_INTERPRET"):
         selective_scan_2d(**x, backend="triton")
+
+
+def op_tensors(x, grad):
+    """make_inputs' tensors on TRITON_DEVICE as the ops take them: B, C (Bsz, G, N, H, W),
+    every tensor a leaf that requires a gradient when ``grad``."""
+    x = {k: v.unsqueeze(1) if k in ("B", "C") and v.dim() == 4 else v for k, v in on_device(x).items()}
+    return [None if x[k] is None else x[k].requires_grad_(grad) for k in NAMES]
+
+
+# (H, W, G, options, softplus, grad, block_h, block_w, dtype): several bands and width tiles
+# with partial last ones; the launcher's own tiles; inference (no carries saved); float64.
+OPCHECK_CASES = [
+    (3, 5, 2, ("D", "z", "delta_bias"), True, True, 2, 2, torch.float32),
+    (5, 3, None, (), False, True, None, None, torch.float32),
+    (4, 3, 1, ("z",), True, False, 2, None, torch.float32),
+    (3, 4, 2, ("D", "delta_bias"), False, True, 1, 2, F64),
+]
+
+
+@pytest.mark.parametrize("H, W, G, options, softplus, grad, block_h, block_w, dtype", OPCHECK_CASES)
+def test_forward_op_passes_opcheck(H, W, G, options, softplus, grad, block_h, block_w, dtype):
+    """The op that stands for the path under torch.compile: fake outputs (the carries' band and
+    width-tile counts as sizes of their own) match the real ones, and its registered backward
+    runs under AOTAutograd with symbolic shapes."""
+    x = make_inputs(Bsz=1, Dm=2, N=3, H=H, W=W, G=G, dtype=dtype, options=options, seed=50 + H * W)
+    opcheck(triton_op._forward_op, (*op_tensors(x, grad), softplus, grad, block_h, block_w))
+
+
+def test_backward_op_passes_opcheck_for_some_gradients():
+    # unneeded gradients come back as empty placeholders, in the fake outputs too
+    x = make_inputs(Bsz=1, Dm=2, N=3, H=3, W=5, G=2, dtype=torch.float32, seed=60)
+    tensors = op_tensors(x, grad=False)
+    out, carries, row_carries = triton_op._forward_op(*tensors, True, True, 2, 2)
+    dout = torch.randn(out.shape, generator=torch.Generator().manual_seed(61)).to(out.device)
+    needs = [True, False, True, True, False, False, True, False]
+    opcheck(triton_op._backward_op, (dout, *tensors, carries, row_carries, True, 2, 2, needs))
+
+
+def test_compiled_call_is_one_graph_with_eager_numbers(small_tiles):
+    """torch.compile(fullgraph=True) on the Triton backend: the scan runs as its custom ops
+    (the same launches as eager mode), so output and every input gradient match eager; the
+    second image size retraces with symbolic sizes."""
+
+    def scan(**k):
+        return selective_scan_2d(**k, delta_softplus=True, backend="triton")
+
+    compiled = torch.compile(scan, fullgraph=True, backend="aot_eager")
+    for H, W in ((5, 7), (6, 4)):
+        x = on_device(make_inputs(Bsz=1, Dm=2, N=3, H=H, W=W, G=2, dtype=torch.float32, seed=70 + H))
+        out, grads = outputs_and_grads(scan, x)
+        out_compiled, grads_compiled = outputs_and_grads(compiled, x)
+        assert_close(out_compiled, out)
+        assert set(grads_compiled) == set(grads) == set(NAMES)
+        for name, g in grads.items():
+            assert_close(grads_compiled[name], g, msg=name)
 
 
 @requires_cuda
