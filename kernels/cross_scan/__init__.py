@@ -18,16 +18,17 @@ from __future__ import annotations
 
 import torch
 
-from kernels._dispatch import deferred_triton, select_backend, triton_installed
+from kernels._dispatch import select_backend, triton_installed
 from kernels.cross_scan.pytorch import cross_merge_torch, cross_scan_torch
 from kernels.cross_scan.reference import cross_merge_reference, cross_scan_reference
+from kernels.cross_scan.triton_op import cross_merge_triton, cross_scan_triton
 
 _SCAN = {"torch": cross_scan_torch, "reference": cross_scan_reference}
 _MERGE = {"torch": cross_merge_torch, "reference": cross_merge_reference}
 
 if triton_installed():  # else the ops keep their "torch" and "reference" backends
-    _SCAN["triton"] = deferred_triton("kernels.cross_scan.triton", "cross_scan_triton")
-    _MERGE["triton"] = deferred_triton("kernels.cross_scan.triton", "cross_merge_triton")
+    _SCAN["triton"] = cross_scan_triton
+    _MERGE["triton"] = cross_merge_triton
 
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 

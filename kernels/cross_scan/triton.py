@@ -14,8 +14,8 @@ through shared memory). Any Hgt, Wdt >= 1 works: edge tiles are masked. Each op'
 backward launches the other.
 
 Importing this module decorates the kernels, which fixes whether they run compiled or in
-the Triton interpreter (``TRITON_INTERPRET=1``); ``kernels.cross_scan`` imports it on
-first use.
+the Triton interpreter (``TRITON_INTERPRET=1``); the entry points, in
+:mod:`kernels.cross_scan.triton_op`, import it on first use.
 """
 
 from __future__ import annotations
@@ -83,7 +83,8 @@ def _grid(B: int, C: int, H: int, W: int) -> tuple[tuple[int, int, int], int, in
     return (B * C, triton.cdiv(H, tile_h), triton.cdiv(W, tile_w)), tile_h, tile_w
 
 
-def _launch_scan(x: torch.Tensor) -> torch.Tensor:
+def launch_scan(x: torch.Tensor) -> torch.Tensor:
+    """Launch the scan kernel: x (B, C, H, W) -> (B, 4, C, H·W), with no autograd."""
     B, C, H, W = x.shape
     x = x.contiguous()
     y = torch.empty(B, 4, C, H * W, dtype=x.dtype, device=x.device)
@@ -94,7 +95,8 @@ def _launch_scan(x: torch.Tensor) -> torch.Tensor:
     return y
 
 
-def _launch_merge(y: torch.Tensor, H: int, W: int) -> torch.Tensor:
+def launch_merge(y: torch.Tensor, H: int, W: int) -> torch.Tensor:
+    """Launch the merge kernel: y (B, 4, C, H·W) -> (B, C, H, W), with no autograd."""
     B, _, C, _ = y.shape
     y = y.contiguous()
     x = torch.empty(B, C, H, W, dtype=y.dtype, device=y.device)
@@ -106,14 +108,6 @@ def _launch_merge(y: torch.Tensor, H: int, W: int) -> torch.Tensor:
     return x
 
 
-_cross_scan, _cross_merge = adjoint_pair(_launch_scan, _launch_merge)
-
-
-def cross_scan_triton(x: torch.Tensor) -> torch.Tensor:
-    """x (B, C, H, W) -> (B, 4, C, H·W)."""
-    return _cross_scan(x)
-
-
-def cross_merge_triton(y: torch.Tensor, H: int, W: int) -> torch.Tensor:
-    """y (B, 4, C, H·W) -> (B, C, H, W)."""
-    return _cross_merge(y, H, W)
+# Differentiable to any order in eager mode, each the other's backward (under torch.compile the
+# same launches run as the ops of kernels.cross_scan.triton_op)
+cross_scan, cross_merge = adjoint_pair(launch_scan, launch_merge)

@@ -3,7 +3,9 @@ accumulation precision and second-order gradients.
 
 On CPU-only machines the kernels run in the Triton interpreter (tests/conftest.py) on tiny
 shapes, with the tile size shrunk so that small images still span several tiles; the
-CUDA-only checks at the end run the compiled kernels against the torch backend.
+CUDA-only checks at the end run the compiled kernels against the torch backend. Under
+``torch.compile`` the two ops run as custom ops (triton_op.py), each the other's backward:
+they pass ``torch.library.opcheck``, and a compiled call gives eager mode's numbers.
 """
 
 import importlib
@@ -12,8 +14,10 @@ import pytest
 import torch
 from devices import TRITON_DEVICE, requires_cuda
 from tolerances import assert_close
+from torch.library import opcheck
 
 from kernels import cross_merge, cross_scan
+from kernels.cross_scan import triton_op
 
 cs_pkg = importlib.import_module("kernels.cross_scan")
 pytestmark = pytest.mark.skipif("triton" not in cs_pkg._SCAN, reason="triton is not installed")
@@ -94,6 +98,52 @@ def test_expanded_gradient_is_made_contiguous():
     g = torch.ones(1, 1, 1, 1, device=TRITON_DEVICE).expand(1, 4, 2, 12)  # stride-0 grad
     (gx,) = torch.autograd.grad(cross_scan(x, backend="triton"), x, g)
     assert torch.equal(gx, torch.full_like(x, 4.0))
+
+
+@pytest.mark.parametrize("H, W, dtype", [(3, 5, torch.float32), (1, 7, torch.float64), (6, 2, torch.float16)])
+def test_ops_pass_opcheck(small_tiles, H, W, dtype):
+    """The ops that stand for the Triton path under torch.compile: fake outputs match the real
+    ones, and the registered backward (the other op) runs under AOTAutograd with symbolic shapes."""
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(2, 3, H, W, generator=g, dtype=dtype).to(TRITON_DEVICE).requires_grad_()
+    y = torch.randn(2, 4, 3, H * W, generator=g, dtype=dtype).to(TRITON_DEVICE).requires_grad_()
+    opcheck(triton_op._scan_op, (x,))
+    opcheck(triton_op._merge_op, (y, H, W))
+
+
+def test_ops_gradients_are_each_other_to_any_order(small_tiles):
+    # as test_mixed_second_order_gradient_through_the_kernels, on the ops themselves
+    torch.manual_seed(5)
+    x = torch.randn(1, 2, 3, 5, dtype=torch.float64, device=TRITON_DEVICE, requires_grad=True)
+    w = torch.randn(1, 4, 2, 15, dtype=torch.float64, device=TRITON_DEVICE, requires_grad=True)
+    (gx,) = torch.autograd.grad((triton_op._scan_op(x) * w).sum(), x, create_graph=True)
+    torch.testing.assert_close(gx, cross_merge(w.detach(), 3, 5, backend="reference"), rtol=0, atol=1e-12)
+    v = torch.randn_like(gx)
+    (gw,) = torch.autograd.grad((gx * v).sum(), w)
+    assert torch.equal(gw, cross_scan(v, backend="reference"))
+
+
+def test_compiled_calls_are_one_graph_with_eager_numbers(small_tiles):
+    """torch.compile(fullgraph=True) on the Triton backend: scan and merge run as their custom
+    ops (the same launches as eager mode), so the output and the input gradient match eager; the
+    second image size retraces with symbolic sizes."""
+
+    def scan_then_merge(x):
+        _, _, H, W = x.shape
+        return cross_merge(cross_scan(x, backend="triton").sin(), H, W, backend="triton")
+
+    compiled = torch.compile(scan_then_merge, fullgraph=True, backend="aot_eager")
+    for H, W in ((3, 5), (6, 7)):
+        x = torch.randn(2, 3, H, W, device=TRITON_DEVICE)
+        results = []
+        for fn in (scan_then_merge, compiled):
+            leaf = x.clone().requires_grad_()
+            out = fn(leaf)
+            (grad,) = torch.autograd.grad(out, leaf, torch.cos(out.detach()))
+            results.append((out.detach(), grad))
+        (out, grad), (out_compiled, grad_compiled) = results
+        assert_close(out_compiled, out)
+        assert_close(grad_compiled, grad)
 
 
 # ----------------------------------------------------------------------------- CUDA only
