@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import torch
 
-from kernels._dispatch import deferred_triton, select_backend, triton_installed
+from kernels._dispatch import select_backend, triton_installed
 from kernels.linear_scan.pytorch import linear_scan_torch
 from kernels.linear_scan.reference import linear_scan_reference
+from kernels.linear_scan.triton_op import linear_scan_triton
 
 _IMPLEMENTATIONS = {"torch": linear_scan_torch, "reference": linear_scan_reference}
 
 if triton_installed():  # else the op keeps its "torch" and "reference" backends
-    _IMPLEMENTATIONS["triton"] = deferred_triton("kernels.linear_scan.triton", "linear_scan_triton")
+    _IMPLEMENTATIONS["triton"] = linear_scan_triton
 
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.complex64, torch.complex128)
 

@@ -23,8 +23,8 @@ multiply the zero initial state. grad_a = g · conj(h_prev) and grad_h0 are elem
 done in PyTorch, as in ``pytorch.py``.
 
 Importing this module decorates the kernel, which fixes whether it runs compiled or in
-the Triton interpreter (``TRITON_INTERPRET=1``); ``kernels.linear_scan`` imports it on
-first use.
+the Triton interpreter (``TRITON_INTERPRET=1``); the entry point,
+:func:`kernels.linear_scan.triton_op.linear_scan_triton`, imports it on first use.
 """
 
 from __future__ import annotations
@@ -248,13 +248,43 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
-class _LinearScanTriton(torch.autograd.Function):
+def forward(a, b, h0, reverse):
+    """Launch the forward: the states h (B, L, P) in the compute dtype (float32 for float16 /
+    bfloat16 b, else b's dtype), from a (B|1, L|1, P), b (B, L, P) and h0 (B, P) or None."""
+    h = torch.empty(b.shape, dtype=_compute_dtype(b.dtype), device=b.device)
+    _scan(a, b, h0, h, reverse)
+    return h
+
+
+def gradients(a, h, h0, reverse, b_dtype, grad, needs):
+    """The backward from what the forward saved: a, the states h (compute dtype), h0 or None;
+    ``grad`` the gradient of h (B, L, P), ``needs`` which of (a, b, h0) want a gradient. The
+    gradients of those three (b's in ``b_dtype``), None where not needed:
+
+        g[t] = grad[t] + conj(a[t+1]) g[t+1]   (a scan in the opposite direction),
+        grad b = g,   grad a, grad h0 from g and h (:func:`grads_of_a_and_h0`).
+    """
+    need_a, need_b, need_h0 = needs
+    g = torch.empty(h.shape, dtype=h.dtype, device=h.device)
+    if g.shape[1] == 0:
+        grad_a = torch.zeros_like(a) if need_a else None
+        grad_h0 = torch.zeros_like(h0) if h0 is not None and need_h0 else None
+        return grad_a, g.to(b_dtype) if need_b else None, grad_h0
+    # Opposite direction; the multiplier of step t is conj(a) one step further along.
+    _scan(a, grad, None, g, not reverse, a_shift=1 if not reverse else -1, conj_a=True)
+    grad_a, grad_h0 = grads_of_a_and_h0(g, a, h, h0, reverse, need_a, need_h0)
+    return grad_a, (g.to(b_dtype) if need_b else None), grad_h0
+
+
+class LinearScanTriton(torch.autograd.Function):
+    """The Triton scan with its hand-written backward (eager mode; under ``torch.compile`` the
+    same launches run as the ops of :mod:`kernels.linear_scan.triton_op`)."""
+
     @staticmethod
     def forward(ctx, a, b, h0, reverse):
         # float16/bfloat16: the states are kept in float32 for the backward (as the torch
         # path keeps them), and only the returned copy is rounded to b's dtype
-        h = torch.empty(b.shape, dtype=_compute_dtype(b.dtype), device=b.device)
-        _scan(a, b, h0, h, reverse)
+        h = forward(a, b, h0, reverse)
         ctx.save_for_backward(a, h, h0)
         ctx.reverse, ctx.out_dtype = reverse, b.dtype
         return h.to(b.dtype)
@@ -263,25 +293,5 @@ class _LinearScanTriton(torch.autograd.Function):
     @first_order_only("linear_scan (triton)")
     def backward(ctx, grad):
         a, h, h0 = ctx.saved_tensors
-        reverse = ctx.reverse
-        need_a, need_b, need_h0, _ = ctx.needs_input_grad
-        g = torch.empty(h.shape, dtype=h.dtype, device=h.device)
-        if g.shape[1] == 0:
-            grad_a = torch.zeros_like(a)
-            grad_h0 = None if h0 is None else torch.zeros_like(h0)
-            return grad_a if need_a else None, g.to(ctx.out_dtype) if need_b else None, grad_h0, None
-        # Opposite direction; the multiplier of step t is conj(a) one step further along.
-        _scan(a, grad, None, g, not reverse, a_shift=1 if not reverse else -1, conj_a=True)
-        grad_a, grad_h0 = grads_of_a_and_h0(g, a, h, h0, reverse, need_a, need_h0)
-        return grad_a, (g.to(ctx.out_dtype) if need_b else None), grad_h0, None
-
-
-def linear_scan_triton(
-    a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None = None, reverse: bool = False
-) -> torch.Tensor:
-    """Triton path of :func:`kernels.linear_scan` (same contract).
-
-    On CPU tensors it needs ``TRITON_INTERPRET=1`` set before this module is imported.
-    """
-    a3 = a.reshape(1, 1, -1) if a.dim() == 1 else a
-    return _LinearScanTriton.apply(a3, b, h0, bool(reverse))
+        grads = gradients(a, h, h0, ctx.reverse, ctx.out_dtype, grad, ctx.needs_input_grad[:3])
+        return (*grads, None)

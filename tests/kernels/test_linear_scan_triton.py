@@ -10,6 +10,7 @@ import importlib
 
 import pytest
 import torch
+from compiled_like_eager import assert_compiled_like_eager
 from devices import TRITON_DEVICE, requires_cuda
 from reference import (
     constant_a_near_unit_circle,
@@ -21,6 +22,7 @@ from tolerances import assert_close, assert_close_summed
 
 import kernels
 from kernels import linear_scan, select_backend
+from kernels.linear_scan.triton_op import _forward_op
 
 scan_pkg = importlib.import_module("kernels.linear_scan")
 pytestmark = pytest.mark.skipif("triton" not in scan_pkg._IMPLEMENTATIONS, reason="triton is not installed")
@@ -246,3 +248,42 @@ def test_half_precision_gradients_come_from_float32_states(dtype):
     torch.testing.assert_close(tri[0], ref[0], rtol=torch.finfo(dtype).eps, atol=1e-6)
     for x, y in zip(tri[1:], ref[1:]):
         torch.testing.assert_close(x.float(), y.float(), rtol=1e-2 if dtype == torch.bfloat16 else 2e-3, atol=1e-3)
+
+
+# ----------------------------------------------------------------------------- torch.compile
+
+WITH_HALF = {**DTYPES, "float16": (torch.float16, None)}
+
+
+@pytest.mark.parametrize("kind, L, const, reverse, with_h0, grad", [
+    ("real", 7, False, False, True, True),
+    ("complex", 1, True, True, False, True),
+    ("real-a-complex-b", 5, False, True, True, True),
+    ("float16", 6, True, False, True, True),
+    ("real", 9, False, True, False, False),  # inference: nothing to differentiate
+])
+def test_op_passes_opcheck(kind, L, const, reverse, with_h0, grad):
+    """The forward op (and through its autograd, the backward op): fake outputs like the
+    real ones, autograd registered, and traced by AOTAutograd with static and dynamic shapes."""
+    torch.manual_seed(10)
+    dtype, a_dtype = WITH_HALF[kind]
+    a, b, h0 = linear_scan_inputs(2, L, 3, dtype, a_dtype=a_dtype, const=const, h0=with_h0)
+    a = a.reshape(1, 1, -1) if const else a  # the op's a is (B|1, L|1, P)
+    args = [None if t is None else t.to(TRITON_DEVICE).requires_grad_(grad) for t in (a, b, h0)]
+    torch.library.opcheck(_forward_op, (*args, reverse))
+
+
+@pytest.mark.parametrize("kind, const", [("real-a-complex-b", True), ("float16", False)])
+def test_compiles_to_one_graph_with_eager_values_and_gradients(kind, const):
+    """Under torch.compile the scan is the op pair, so a function of it compiles whole
+    (fullgraph), and gives eager's output and gradients of a, b and h0, at a second length too."""
+    torch.manual_seed(11)
+    dtype, a_dtype = WITH_HALF[kind]
+
+    def scan(a, b, h0):
+        return linear_scan(a * 0.9, b, h0, reverse=True, backend="triton")
+
+    assert_compiled_like_eager(scan, *(
+        [t.to(TRITON_DEVICE) for t in linear_scan_inputs(2, L, 3, dtype, a_dtype=a_dtype, const=const)]
+        for L in (9, 14)
+    ))
