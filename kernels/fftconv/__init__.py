@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import torch
 
-from kernels._dispatch import deferred_triton, select_backend, triton_installed
+from kernels._dispatch import select_backend, triton_installed
 from kernels._empty import with_zero_grads
 from kernels.fftconv.pytorch import fftconv_torch
 from kernels.fftconv.reference import fftconv_reference
+from kernels.fftconv.triton_op import fftconv_triton
 
 _IMPLEMENTATIONS = {"torch": fftconv_torch, "reference": fftconv_reference}
 if triton_installed():  # the Triton kernel is optional: `import kernels` works without triton
-    _IMPLEMENTATIONS["triton"] = deferred_triton("kernels.fftconv.triton", "fftconv_triton")
+    _IMPLEMENTATIONS["triton"] = fftconv_triton
 
 
 def fftconv(

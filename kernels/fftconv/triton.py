@@ -2,7 +2,8 @@
 
 Each (b, h) row is zero-padded to n = 2^p >= 2L (at least 256: tl.dot needs dimensions
 >= 16) and n is factored as n = N1 * N2, N1 = 2^ceil(p/2) and N2 powers of two from 16 up to
-128 x 64 (MAX_N). Writing the padded row as an (N1, N2) tile x[m1, m2] = x[N2 m1 + m2], the DFT
+128 x 64 (MAX_N, in ``triton_op.py``). Writing the padded row as an (N1, N2) tile
+x[m1, m2] = x[N2 m1 + m2], the DFT
 
     X[f1 + N1 f2] = sum_{m2} F_N2[m2, f2] T[f1, m2] sum_{m1} F_N1[f1, m1] x[m1, m2],
     T[f1, m2] = exp(-2 pi i f1 m2 / n),
@@ -33,6 +34,10 @@ length whose kernels raise ``triton.OutOfResources`` on the device (remembered p
 the backward then takes torch.fft's gradients). float16 / bfloat16 are computed in float32
 and cast back. On GPUs the products use ``input_precision="tf32x3"``
 (float32-level accuracy on tensor cores).
+
+Importing this module decorates the kernels, which fixes whether they run compiled or in
+the Triton interpreter (``TRITON_INTERPRET=1``); the entry point,
+:func:`kernels.fftconv.triton_op.fftconv_triton`, imports it on first use.
 """
 
 from __future__ import annotations
@@ -46,12 +51,9 @@ import triton.language as tl
 from kernels import _launch
 from kernels._autograd import first_order_only
 from kernels.fftconv.pytorch import circular_kernel, fftconv_torch
+from kernels.fftconv.triton_op import MAX_L
 
 MIN_N = 256  # 16 x 16: tl.dot needs every dimension >= 16
-# The largest FFT length done in one fused kernel: 128 x 64. Compiled offline for sm_90,
-# n = 16384 (128 x 128) needs 320 KB of shared memory per program, beyond an H100's 227 KB.
-MAX_N = 8192
-MAX_L = MAX_N // 2  # longer sequences go to fftconv_torch
 _PRECISION = "tf32x3"
 # Elements of each cross-spectrum buffer (real, imaginary) the kernel gradient holds at once:
 # 2^25 float32 = 128 MiB each, so chunks of 4 batch rows at H = 1024, n = 8192.
@@ -322,82 +324,114 @@ def _kernel_grad(g, x, n, N1, N2):
     return out
 
 
-class _FFTConvTriton(torch.autograd.Function):
-    """float32, contiguous u (B, H, L), k (H, L) or (2, H, L), D (H,) or None."""
+def too_large(L: int, device: torch.device) -> bool:
+    """Whether the kernels of L's FFT length have run out of on-chip resources on ``device``."""
+    return (fft_size(L)[0], str(device)) in _TOO_LARGE
+
+
+def _remember_too_large(L: int, device: torch.device) -> None:
+    _TOO_LARGE.add((fft_size(L)[0], str(device)))
+
+
+def _kernel_spectrum(k: torch.Tensor, L: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The spectrum of the length-n circular kernel of k, over n, in the [f1, f2] tile
+    layout: (real, imag), each (H, N1, N2)."""
+    n, N1, N2 = fft_size(L)
+    kernel_f = torch.fft.fft(circular_kernel(k, n), n=n) / n
+    kernel_f = _to_tile_layout(kernel_f, N1, N2)
+    return kernel_f.real.contiguous(), kernel_f.imag.contiguous()
+
+
+def forward(u, k, D, save):
+    """Launch the forward on float32, contiguous u (B, H, L), k (H, L) or (2, H, L), D (H,)
+    or None: (y (B, H, L), spectrum real, spectrum imag), the kernel's spectrum (H, N1, N2)
+    saved for the backward, or None twice unless ``save``. Where the kernels run out of
+    on-chip resources on this device (now or before), y is :func:`fftconv_torch`'s, as an
+    eager call would have been sent there."""
+    L = u.shape[-1]
+    spec_r, spec_i = _kernel_spectrum(k, L)
+    y = None
+    if not too_large(L, u.device):
+        try:
+            y = _conv(u, spec_r, spec_i, D, *fft_size(L))
+        except triton.OutOfResources:
+            _remember_too_large(L, u.device)
+    if y is None:
+        y = fftconv_torch(u, k, D)
+    return (y, spec_r, spec_i) if save else (y, None, None)
+
+
+def gradients(saved, grad_y, needs):
+    """The backward from what the forward saved: ``saved`` = (u, k, D, spectrum real,
+    spectrum imag), ``needs`` which of (u, k, D) want a gradient. The gradients of those
+    three, None where not needed; where the kernels run out of on-chip resources on this
+    device, those of :func:`fftconv_torch` (torch.fft's)."""
+    u, k, D, spec_r, spec_i = saved
+    try:
+        return _grads(grad_y.contiguous(), u, k, D, spec_r, spec_i, needs)
+    except triton.OutOfResources:  # the kernels do not fit this device: the gradients of torch.fft
+        _remember_too_large(u.shape[-1], u.device)
+        return _torch_grads(needs, grad_y, u, k, D)
+
+
+def _grads(g, u, k, D, spec_r, spec_i, needs):
+    """The Triton gradients of (u, k, D) for a contiguous grad_y ``g`` (None where not
+    needed); raises triton.OutOfResources where the kernels do not fit this device."""
+    L = u.shape[-1]
+    n, N1, N2 = fft_size(L)  # the forward's
+    grad_u = grad_k = grad_D = None
+    if needs[0]:
+        # Correlation with k: the forward kernel with the conjugate spectrum, plus D g.
+        grad_u = _conv(g, spec_r, (-spec_i).contiguous(), D, n, N1, N2)
+    if needs[1]:
+        grad_kc = _kernel_grad(g, u, n, N1, N2)
+        if k.dim() == 3:  # circular kernel [k0, 0, ..., 0, reverse(k1)]
+            grad_k = torch.stack([grad_kc[:, :L], grad_kc[:, n - L :].flip(-1)])
+        else:
+            grad_k = grad_kc[:, :L]
+    if D is not None and needs[2]:
+        grad_D = (g * u).sum(dim=(0, 2))
+    return grad_u, grad_k, grad_D
+
+
+class FFTConvTriton(torch.autograd.Function):
+    """The fused convolution with its hand-written backward, on float32, contiguous u
+    (B, H, L), k (H, L) or (2, H, L), D (H,) or None (eager mode; under ``torch.compile``
+    the same launches run as the ops of :mod:`kernels.fftconv.triton_op`)."""
 
     @staticmethod
     def forward(ctx, u, k, D):
         L = u.shape[-1]
-        n, N1, N2 = fft_size(L)
-        kernel_f = torch.fft.fft(circular_kernel(k, n), n=n) / n
-        kernel_f = _to_tile_layout(kernel_f, N1, N2)
-        spec_r, spec_i = kernel_f.real.contiguous(), kernel_f.imag.contiguous()
-        y = _conv(u, spec_r, spec_i, D, n, N1, N2)
+        spec_r, spec_i = _kernel_spectrum(k, L)
+        y = _conv(u, spec_r, spec_i, D, *fft_size(L))
         ctx.save_for_backward(u, k, D, spec_r, spec_i)
-        ctx.sizes = (n, N1, N2)
         return y
 
     @staticmethod
     @first_order_only("fftconv (triton)")
     def backward(ctx, grad_y):
-        u, k, D, spec_r, spec_i = ctx.saved_tensors
-        try:
-            return _FFTConvTriton._grads(ctx, grad_y.contiguous(), u, k, D, spec_r, spec_i)
-        except triton.OutOfResources:  # the kernels do not fit this device: autograd of torch.fft
-            _TOO_LARGE.add((ctx.sizes[0], str(u.device)))
-            return _torch_grads(ctx.needs_input_grad, grad_y, u, k, D)
-
-    @staticmethod
-    def _grads(ctx, g, u, k, D, spec_r, spec_i):
-        n, N1, N2 = ctx.sizes
-        L = u.shape[-1]
-        grad_u = grad_k = grad_D = None
-        if ctx.needs_input_grad[0]:
-            # Correlation with k: the forward kernel with the conjugate spectrum, plus D g.
-            grad_u = _conv(g, spec_r, (-spec_i).contiguous(), D, n, N1, N2)
-        if ctx.needs_input_grad[1]:
-            grad_kc = _kernel_grad(g, u, n, N1, N2)
-            if k.dim() == 3:  # circular kernel [k0, 0, ..., 0, reverse(k1)]
-                grad_k = torch.stack([grad_kc[:, :L], grad_kc[:, n - L :].flip(-1)])
-            else:
-                grad_k = grad_kc[:, :L]
-        if D is not None and ctx.needs_input_grad[2]:
-            grad_D = (g * u).sum(dim=(0, 2))
-        return grad_u, grad_k, grad_D
+        return gradients(ctx.saved_tensors, grad_y, ctx.needs_input_grad)
 
 
-def fftconv_triton(u: torch.Tensor, k: torch.Tensor, D: torch.Tensor | None = None) -> torch.Tensor:
-    """FFT convolution by DFT matrix products in Triton (same contract as :func:`kernels.fftconv`).
-
-    Computes in float32 and returns ``u``'s dtype. Sequences with L > 4096 (FFT length beyond
-    8192), float64 inputs, empty inputs and FFT lengths whose kernels ran out of on-chip
-    resources on this device are sent to :func:`fftconv_torch`.
-    """
-    L = u.shape[-1]
-    key = (fft_size(L)[0], str(u.device))
-    if L > MAX_L or u.dtype == torch.float64 or u.numel() == 0 or key in _TOO_LARGE:
-        return fftconv_torch(u, k, D)
-    out_dtype = u.dtype
-    u_c = u.to(torch.float32).contiguous()
-    k_c = k.to(torch.float32).contiguous()
-    D_c = None if D is None else D.to(torch.float32).contiguous()
+def convolve(u, k, D):
+    """:class:`FFTConvTriton` on float32, contiguous u, k, D; None where its kernels do not
+    fit this device's on-chip memory (the FFT length is then remembered, and later calls go
+    to :func:`fftconv_torch`)."""
     try:
-        y = _FFTConvTriton.apply(u_c, k_c, D_c)
-    except triton.OutOfResources:  # the fused tiles do not fit this device's on-chip memory
-        _TOO_LARGE.add(key)
-        return fftconv_torch(u, k, D)
-    return y.to(out_dtype)
+        return FFTConvTriton.apply(u, k, D)
+    except triton.OutOfResources:
+        _remember_too_large(u.shape[-1], u.device)
+        return None
 
 
-def _torch_grads(needs_input_grad, grad_y, u, k, D):
-    """Gradients of :func:`fftconv_torch` at (u, k, D): the backward's fallback."""
-    with torch.enable_grad():
-        inputs = [t.detach().requires_grad_(need) if t is not None else None
-                  for t, need in zip((u, k, D), needs_input_grad)]  # fmt: skip
-        y = fftconv_torch(*inputs)
-        wanted = [t for t in inputs if t is not None and t.requires_grad]
-        grads = iter(torch.autograd.grad(y, wanted, grad_y, allow_unused=True))
-    return tuple(next(grads) if t is not None and t.requires_grad else None for t in inputs)
+def _torch_grads(needs, grad_y, u, k, D):
+    """Gradients of :func:`fftconv_torch` at (u, k, D), None where not needed: the backward's
+    fallback. ``torch.func.vjp`` rather than autograd: it also runs inside the backward op,
+    where autograd does not record."""
+    inputs = (u, k) if D is None else (u, k, D)
+    _, vjp = torch.func.vjp(fftconv_torch, *inputs)
+    grads = (*vjp(grad_y), None)  # the None stands for an absent D
+    return tuple(g if need else None for g, need in zip(grads, needs))
 
 
-__all__ = ["MAX_L", "fft_size", "fftconv_triton"]
+__all__ = ["MAX_L", "fft_size"]

@@ -9,6 +9,7 @@ import importlib
 
 import pytest
 import torch
+from compiled_like_eager import assert_compiled_like_eager, outputs_and_gradients
 from devices import TRITON_DEVICE, requires_cuda
 from launch_recording import record_launches
 from reference import causal_conv_loop, two_sided_conv_loop
@@ -23,6 +24,7 @@ pytestmark = pytest.mark.skipif(
 )
 if "triton" in fftconv_pkg._IMPLEMENTATIONS:
     from kernels.fftconv import triton as triton_impl
+    from kernels.fftconv import triton_op
 
 LENGTHS = [1, 5, 16, 37, 100]
 
@@ -219,7 +221,7 @@ def test_longest_fused_length_matches_torch(monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("L = MAX_L was sent to fftconv_torch")
 
-    monkeypatch.setattr(triton_impl, "fftconv_torch", fail)
+    monkeypatch.setattr(triton_op, "fftconv_torch", fail)
     y = fftconv(u, k, D, backend="triton")
     assert_close(y, fftconv_torch(u.double(), k.double(), D.double()), dtype=torch.float32)
 
@@ -267,6 +269,69 @@ def test_a_plan_built_in_inference_mode_serves_a_differentiated_call():
     y.sum().backward()
     assert not any(t.is_inference() for plan in triton_impl._PLANS.values() for t in plan)
     assert_close(u.grad, torch.autograd.grad(fftconv_torch(u, k, D).sum(), u)[0])
+
+
+# ----------------------------------------------------------------------------- torch.compile
+
+
+@pytest.mark.parametrize("B, H, L, two_sided, with_D, save", [
+    (2, 3, 5, False, True, True),
+    (1, 2, 1, True, False, True),
+    (3, 1, 7, True, True, True),
+    (2, 3, 9, False, True, False),  # inference: no spectrum saved
+])
+def test_op_passes_opcheck(B, H, L, two_sided, with_D, save):
+    """The forward op (and through its autograd, the backward op): fake outputs like the real
+    ones (the saved spectrum's tile sizes are the launcher's, new sizes to the compiler),
+    autograd registered, and traced by AOTAutograd with static and dynamic shapes."""
+    torch.manual_seed(14)
+    u, k, D = (t.requires_grad_(save) for t in inputs(B, H, L, two_sided=two_sided))
+    torch.library.opcheck(triton_op._forward_op, (u, k, D if with_D else None, save))
+
+
+@pytest.mark.parametrize("dtype, two_sided, with_D", [
+    (torch.float32, True, True),
+    (torch.float16, False, False),
+], ids=["float32-two-sided-D", "float16-causal"])
+def test_compiles_to_one_graph_with_eager_values_and_gradients(dtype, two_sided, with_D):
+    """Under torch.compile the convolution is the op pair, so a function of it compiles whole
+    (fullgraph), and gives eager's output and gradients of u, k and D, at a second length too."""
+    torch.manual_seed(15)
+
+    def conv(u, k, D):
+        return fftconv(u, 1.5 * k, D, backend="triton")
+
+    assert_compiled_like_eager(conv, *(
+        [u, k, D if with_D else None] for u, k, D in (inputs(2, 3, L, dtype, two_sided) for L in (10, 37))
+    ))
+
+
+def test_compiled_ops_fall_back_to_torch_when_out_of_resources(monkeypatch):
+    """Compiled, the ops fall back as eager calls do: the backward op to torch.fft's gradients
+    where its kernels raise OutOfResources (by torch.func.vjp: autograd does not record
+    inside an op), the forward op to fftconv_torch's output where the convolution kernel does."""
+    import triton
+
+    def no_room(*args, **kwargs):
+        raise triton.OutOfResources(300_000, 232_448, "shared memory")
+
+    torch.manual_seed(16)
+    monkeypatch.setattr(triton_impl, "_TOO_LARGE", set())
+    u, k, D = inputs(2, 3, 16)
+    want = outputs_and_gradients(lambda *t: fftconv(*t, backend="reference"), [t.double() for t in (u, k, D)])
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda *t: fftconv(*t, backend="triton"), fullgraph=True, backend="aot_eager")
+    monkeypatch.setattr(triton_impl, "_kernel_grad", no_room)
+    backward_fell_back = outputs_and_gradients(compiled, (u, k, D))
+    assert triton_impl._TOO_LARGE == {(256, str(u.device))}
+    triton_impl._TOO_LARGE.clear()  # so that the forward op runs into it too
+    monkeypatch.setattr(triton_impl, "_conv", no_room)
+    both_fell_back = outputs_and_gradients(compiled, (u, k, D))
+    assert triton_impl._TOO_LARGE == {(256, str(u.device))}
+    torch._dynamo.reset()
+    for got in (backward_fell_back, both_fell_back):
+        for name, a, b in zip(("y", "grad_u", "grad_k", "grad_D"), got, want):
+            assert_close(a, b, dtype=torch.float32, msg=name)
 
 
 # ----------------------------------------------------------------------------- CUDA only
