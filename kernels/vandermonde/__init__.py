@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import torch
 
-from kernels._dispatch import deferred_triton, select_backend, triton_installed
+from kernels._dispatch import select_backend, triton_installed
 from kernels._empty import with_zero_grads
 from kernels.vandermonde.pytorch import vandermonde_torch
 from kernels.vandermonde.reference import vandermonde_reference
+from kernels.vandermonde.triton_op import vandermonde_triton
 
 _IMPLEMENTATIONS = {"torch": vandermonde_torch, "reference": vandermonde_reference}
 
 if triton_installed():  # else the op keeps its "torch" and "reference" backends
-    _IMPLEMENTATIONS["triton"] = deferred_triton("kernels.vandermonde.triton", "vandermonde_triton")
+    _IMPLEMENTATIONS["triton"] = vandermonde_triton
 
 
 def vandermonde(

@@ -26,8 +26,8 @@ for |xi j| < 4e5) before xi_lo·j is added. The reduced argument also keeps appr
 sin/cos accurate. Float64 skips the split.
 
 Importing this module decorates the kernels, which fixes whether they run compiled or in
-the Triton interpreter (``TRITON_INTERPRET=1``); ``kernels.vandermonde`` imports it on first
-use.
+the Triton interpreter (``TRITON_INTERPRET=1``); the entry point,
+:func:`kernels.vandermonde.triton_op.vandermonde_triton`, imports it on first use.
 """
 
 from __future__ import annotations
@@ -208,8 +208,8 @@ def _split_modes(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.stack([xr[..., 0], hi], dim=-1), (xi - hi).contiguous()
 
 
-def _forward(v: torch.Tensor, x: torch.Tensor, L: int) -> torch.Tensor:
-    """v (C, H, N), x (H, N) complex -> (C, H, L) real."""
+def forward(v: torch.Tensor, x: torch.Tensor, L: int) -> torch.Tensor:
+    """Launch the forward: v (C, H, N), x (H, N) complex -> K (C, H, L) real."""
     C, H, N = v.shape
     real = v.real.dtype
     out = torch.empty(C, H, L, dtype=real, device=v.device)
@@ -264,27 +264,30 @@ def _mode_sums(grad: torch.Tensor, x: torch.Tensor, C: int) -> tuple[torch.Tenso
     return torch.view_as_complex(s[0]), torch.view_as_complex(s[1])
 
 
-class _VandermondeTriton(torch.autograd.Function):
+def gradients(v, x, grad, needs):
+    """The backward from what the forward saved, v (C, H, N) and x (H, N) complex, for the
+    real upstream gradient ``grad`` (C, H, L); ``needs`` which of (v, x) want a gradient.
+    (grad v, grad x), None where not needed:
+
+        grad v = 2 conj(S0),   grad x = 2 conj(sum_c v S1).
+    """
+    s0, s1 = _mode_sums(grad, x, v.shape[0])
+    grad_v = 2 * s0.conj_physical() if needs[0] else None
+    grad_x = 2 * (v * s1).sum(0).conj_physical() if needs[1] else None
+    return grad_v, grad_x
+
+
+class VandermondeTriton(torch.autograd.Function):
+    """The fused kernels with their hand-written backward (eager mode; under
+    ``torch.compile`` the same launches run as the ops of
+    :mod:`kernels.vandermonde.triton_op`)."""
+
     @staticmethod
     def forward(ctx, v, x, L):
         ctx.save_for_backward(v, x)
-        return _forward(v, x, L)
+        return forward(v, x, L)
 
     @staticmethod
     @first_order_only("vandermonde (triton)")
     def backward(ctx, grad):
-        v, x = ctx.saved_tensors
-        s0, s1 = _mode_sums(grad, x, v.shape[0])
-        grad_v = 2 * s0.conj_physical() if ctx.needs_input_grad[0] else None
-        grad_x = 2 * (v * s1).sum(0).conj_physical() if ctx.needs_input_grad[1] else None
-        return grad_v, grad_x, None
-
-
-def vandermonde_triton(v: torch.Tensor, x: torch.Tensor, L: int) -> torch.Tensor:
-    """Triton path of :func:`kernels.vandermonde` (same contract).
-
-    On CPU tensors it needs ``TRITON_INTERPRET=1`` set before this module is imported.
-    """
-    if v.dim() == 2:
-        return _VandermondeTriton.apply(v.unsqueeze(0), x, L).squeeze(0)
-    return _VandermondeTriton.apply(v, x, L)
+        return (*gradients(*ctx.saved_tensors, grad, ctx.needs_input_grad[:2]), None)

@@ -8,6 +8,7 @@ import importlib
 
 import pytest
 import torch
+from compiled_like_eager import assert_compiled_like_eager
 from devices import TRITON_DEVICE, requires_cuda
 from reference import kernel_by_powers
 from tolerances import assert_close
@@ -16,6 +17,7 @@ pytest.importorskip("triton")
 
 from kernels import select_backend, vandermonde
 from kernels.vandermonde import _IMPLEMENTATIONS
+from kernels.vandermonde.triton_op import _forward_op
 
 vtr = importlib.import_module("kernels.vandermonde.triton")
 
@@ -260,6 +262,37 @@ def test_growing_modes_near_float32_overflow_with_a_partial_last_block():
     for got, want in zip(*triton_float32_and_torch_float64(v, x, L, w)):
         assert torch.isfinite(got).all()
         assert ((got.to(want.dtype) - want).abs().max() / want.abs().max()).item() < 1e-5
+
+
+# ----------------------------------------------------------------------------- torch.compile
+
+
+@pytest.mark.parametrize("C, H, N, L, dtype, grad", [
+    (1, 3, 4, 1, torch.complex128, True),
+    (2, 2, 5, 7, torch.complex64, True),
+    (3, 3, 1, 0, torch.complex128, True),
+    (2, 3, 4, 6, torch.complex64, False),  # inference: nothing to differentiate
+])
+def test_op_passes_opcheck(C, H, N, L, dtype, grad):
+    """The forward op (and through its autograd, the backward op) on complex v and x: fake
+    outputs like the real ones, autograd registered, and traced by AOTAutograd with static
+    and dynamic shapes."""
+    torch.manual_seed(15)
+    v, x = (t.to(TRITON_DEVICE).requires_grad_(grad) for t in modes(H, N, C=C, dtype=dtype))
+    torch.library.opcheck(_forward_op, (v, x, L))
+
+
+@pytest.mark.parametrize("C", [None, 2])
+def test_compiles_to_one_graph_with_eager_values_and_gradients(C):
+    """Under torch.compile the kernel is the op pair, so a function of it compiles whole
+    (fullgraph), and gives eager's output and gradients of v and x, at a second length too."""
+    torch.manual_seed(16)
+    v, x = (t.to(TRITON_DEVICE) for t in modes(3, 5, C=C, dtype=torch.complex64))
+
+    def kernel(v, x, L):
+        return vandermonde(v, 0.5 * x, L, backend="triton")
+
+    assert_compiled_like_eager(kernel, (v, x, 7), (v, x, 20))
 
 
 @requires_cuda
