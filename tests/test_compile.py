@@ -1,12 +1,11 @@
 """Every public layer, and every kernel on its Triton backend, runs under ``torch.compile``
-with the numbers of eager mode, forward and backward; on the default (PyTorch) backend every
-layer but the companion ones compiles to one graph (``fullgraph=True``) and exports with
-``torch.export``.
+with the numbers of eager mode, forward and backward; on either backend every layer but the
+companion ones compiles to one graph (``fullgraph=True``) and exports with ``torch.export``.
 
 The compiler backend is ``aot_eager`` (TorchDynamo capture plus AOTAutograd's joint graph,
 run without code generation): it exercises what can break under compilation (tracing the
-layer, graph breaks around the Triton calls, autograd across them) without inductor's C++
-build time. A counting wrapper checks that graphs were really captured: a layer that fell
+layer, the opaque ops that stand for the Triton kernels, autograd across them) without
+inductor's C++ build time. A counting wrapper checks that graphs were really captured: a layer that fell
 back to eager mode everywhere would pass a comparison with itself."""
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ import torch
 import kernels
 import ssm
 from compile_counting import CountingBackend
-from devices import TRITON_DEVICE
+from devices import TRITON_DEVICE, requires_cuda
 from tolerances import assert_close
 
 
@@ -176,17 +175,73 @@ TRITON_OPS = {
 }
 
 
+# The companion kernel picks its formula per row from the values of a: its Triton path stays
+# one opaque call with a graph break on each side.
+TRITON_GRAPH_BREAKS = {"companion_kernel"}
+
+
 @pytest.mark.parametrize("name", sorted(TRITON_OPS))
-def test_triton_op_runs_under_compile_as_one_opaque_call(name):
-    """The launchers are not traced (graph break); the ops around them are, and gradients
-    flow through both. Under the interpreter on CPU, tracing into a launcher fails outright.
-    The inputs are drawn on CPU and put on TRITON_DEVICE (the GPU, or the interpreter's CPU)."""
+def test_triton_op_compiles_into_the_graph_of_the_ops_around_it(name):
+    """While TorchDynamo traces, each Triton op runs as a torch.library op (forward and
+    backward launches), so it sits in one graph with the traced ops on both sides
+    (``fullgraph=True``) and gradients flow through it. The inputs are drawn on CPU and put on
+    TRITON_DEVICE (the GPU, or the interpreter's CPU)."""
     fn, make_inputs = TRITON_OPS[name]
 
     def around(*inputs):  # traced ops on both sides of the Triton call
         return fn(*(t * 1.5 if t.is_floating_point() else t for t in inputs)).sin()
 
-    check(around, [t.to(TRITON_DEVICE) for t in make_inputs()], min_ops=1)
+    check(around, [t.to(TRITON_DEVICE) for t in make_inputs()], min_ops=1, fullgraph=name not in TRITON_GRAPH_BREAKS)
+
+
+TRITON_LAYERS = {
+    "s4d": (lambda: ssm.S4D(4, 4), (1, 9, 4)),
+    "s5": (lambda: ssm.S5(4, 4, blocks=2), (1, 9, 4)),
+    "mamba": (lambda: ssm.Mamba(4, d_state=4), (1, 9, 4)),
+    "ss2d": (lambda: ssm.SS2D(4, d_state=4), (1, 3, 4, 4)),
+    "mamba2d": (lambda: ssm.Mamba2D(4, d_state=4), (1, 3, 4, 4)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TRITON_LAYERS))
+def test_layer_on_the_triton_backend_compiles_to_one_graph(name):
+    """A whole layer with every op on its Triton kernel: one graph, eager mode's numbers."""
+    make, shape = TRITON_LAYERS[name]
+    torch.manual_seed(0)
+    layer = make().to(TRITON_DEVICE)
+    with kernels.use_backend("triton"):
+        check(layer, [torch.randn(*shape).to(TRITON_DEVICE)], fullgraph=True)
+
+
+@requires_cuda
+@pytest.mark.parametrize("name", ["mamba", "mamba2d"])
+def test_layer_on_the_triton_backend_under_inductor_on_cuda(name):
+    """The default compiler (inductor, generating its own Triton code around our ops) with
+    fullgraph=True on a GPU: eager mode's outputs and gradients."""
+    make, shape = TRITON_LAYERS[name]
+    torch.manual_seed(0)
+    layer = make().cuda()
+    x = torch.randn(*shape, device="cuda")
+    results = []
+    for run in (layer, torch.compile(layer, fullgraph=True)):
+        leaf = x.clone().requires_grad_(True)
+        out = run(leaf)
+        results.append((out.detach(), *torch.autograd.grad((out * weight_like(out)).sum(), [leaf, *layer.parameters()])))
+    for a, b in zip(*results):
+        assert_close(b, a, dtype=torch.float32)
+
+
+def test_layer_on_the_triton_backend_exports():
+    """``torch.export`` of a Mamba layer on the Triton backend keeps the scan as its op."""
+    torch.manual_seed(0)
+    layer = ssm.Mamba(4, d_state=4).eval().to(TRITON_DEVICE)
+    with kernels.use_backend("triton"):
+        program = torch.export.export(layer, (torch.randn(1, 9, 4).to(TRITON_DEVICE),))
+        x = torch.randn(1, 9, 4).to(TRITON_DEVICE)
+        with torch.no_grad():
+            assert_close(program.module()(x), layer(x), dtype=torch.float32)
+    targets = {str(node.target) for node in program.graph.nodes}
+    assert "ssm_kernels.selective_scan_triton.default" in targets
 
 
 def test_compiling_layers_raises_no_warnings():

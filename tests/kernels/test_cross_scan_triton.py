@@ -12,6 +12,7 @@ import importlib
 
 import pytest
 import torch
+from compiled_like_eager import assert_compiled_like_eager
 from devices import TRITON_DEVICE, requires_cuda
 from tolerances import assert_close
 from torch.library import opcheck
@@ -132,18 +133,8 @@ def test_compiled_calls_are_one_graph_with_eager_numbers(small_tiles):
         _, _, H, W = x.shape
         return cross_merge(cross_scan(x, backend="triton").sin(), H, W, backend="triton")
 
-    compiled = torch.compile(scan_then_merge, fullgraph=True, backend="aot_eager")
-    for H, W in ((3, 5), (6, 7)):
-        x = torch.randn(2, 3, H, W, device=TRITON_DEVICE)
-        results = []
-        for fn in (scan_then_merge, compiled):
-            leaf = x.clone().requires_grad_()
-            out = fn(leaf)
-            (grad,) = torch.autograd.grad(out, leaf, torch.cos(out.detach()))
-            results.append((out.detach(), grad))
-        (out, grad), (out_compiled, grad_compiled) = results
-        assert_close(out_compiled, out)
-        assert_close(grad_compiled, grad)
+    images = ([torch.randn(2, 3, H, W, device=TRITON_DEVICE)] for H, W in ((3, 5), (6, 7)))
+    assert_compiled_like_eager(scan_then_merge, *images)
 
 
 # ----------------------------------------------------------------------------- CUDA only

@@ -17,6 +17,7 @@ import importlib
 
 import pytest
 import torch
+from compiled_like_eager import assert_compiled_like_eager
 from devices import TRITON_DEVICE, requires_cuda
 from interpreter_scan import fast_scan
 from launch_recording import record_launches
@@ -258,18 +259,13 @@ def test_compiled_call_is_one_graph_with_eager_numbers(small_tiles):
     (the same launches as eager mode), so output and every input gradient match eager; the
     second image size retraces with symbolic sizes."""
 
-    def scan(**k):
-        return selective_scan_2d(**k, delta_softplus=True, backend="triton")
+    def scan(*tensors):
+        return selective_scan_2d(**dict(zip(NAMES, tensors)), delta_softplus=True, backend="triton")
 
-    compiled = torch.compile(scan, fullgraph=True, backend="aot_eager")
-    for H, W in ((5, 7), (6, 4)):
-        x = on_device(make_inputs(Bsz=1, Dm=2, N=3, H=H, W=W, G=2, dtype=torch.float32, seed=70 + H))
-        out, grads = outputs_and_grads(scan, x)
-        out_compiled, grads_compiled = outputs_and_grads(compiled, x)
-        assert_close(out_compiled, out)
-        assert set(grads_compiled) == set(grads) == set(NAMES)
-        for name, g in grads.items():
-            assert_close(grads_compiled[name], g, msg=name)
+    assert_compiled_like_eager(scan, *(
+        [on_device(make_inputs(Bsz=1, Dm=2, N=3, H=H, W=W, G=2, dtype=torch.float32, seed=70 + H))[k] for k in NAMES]
+        for H, W in ((5, 7), (6, 4))
+    ))
 
 
 @requires_cuda
