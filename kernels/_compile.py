@@ -31,13 +31,18 @@ def cached_outside_compile(maxsize: int | None = None) -> Callable[[F], F]:
 
 
 # Opaque ops. The fast PyTorch paths are autograd.Functions whose loops write into buffers
-# (``out=`` slices) and branch on data; TorchDynamo cannot trace them, so under
+# (``out=`` slices) and branch on data, the Triton paths launch kernels, and the companion
+# kernel picks its formula per row from the values; TorchDynamo cannot trace them, so under
 # ``torch.compile`` each would break the graph (and stop ``fullgraph=True`` and
 # ``torch.export``). While compiling, each runs instead as a pair of ``torch.library``
 # custom ops (forward; backward), which the compiler treats as single calls with known
-# output shapes. The ops run the Function's own forward and backward code; these helpers
+# output shapes. The ops run the path's own forward and backward code; these helpers
 # carry the backward's context and its optional gradients across the op boundary, where a
 # tensor list cannot hold None.
+#
+# Inside an op, use ``conj_physical`` rather than the lazy ``conj``: in torch 2.13 the first
+# run of a compiled graph calls a custom op with the Conjugate dispatch key excluded, so a
+# conjugate view is read as the tensor itself there.
 
 
 class FunctionContext:
@@ -86,3 +91,13 @@ def fake_gradients(inputs, needed, like: torch.Tensor) -> tuple[torch.Tensor, ..
 def wanted(grads, needed) -> tuple[torch.Tensor | None, ...]:
     """The backward op's gradients with the unneeded placeholders back to None."""
     return tuple(g if need else None for g, need in zip(grads, needed))
+
+
+def vjp_gradients(fn: Callable, inputs, grad: torch.Tensor, needs, like: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """A backward op's outputs for a forward op that runs ``fn(*inputs)`` (a function whose
+    values choose its algorithm, so TorchDynamo cannot trace it): the vector-Jacobian product
+    of ``fn`` at ``inputs`` with ``grad``, by ``torch.func.vjp`` (autograd does not record
+    inside a custom op), then :func:`placeholders`. ``fn`` runs again here: the op saves its
+    inputs only."""
+    _, pullback = torch.func.vjp(fn, *inputs)
+    return placeholders(pullback(grad), needs, like)

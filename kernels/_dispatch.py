@@ -101,7 +101,8 @@ def triton_installed() -> bool:
 def deferred(module: str, name: str) -> Callable:
     """``module.name``, imported on its first call. Triton kernel modules read
     TRITON_INTERPRET when their kernels are decorated, at import, so they are imported only
-    once a call needs them (by then the environment is settled)."""
+    once a call needs them (by then the environment is settled). Never traced: under
+    ``torch.compile`` every Triton path runs as a ``torch.library`` op instead."""
 
     def call(*args, **kwargs):
         return getattr(importlib.import_module(module), name)(*args, **kwargs)
@@ -109,19 +110,3 @@ def deferred(module: str, name: str) -> Callable:
     call.__name__ = call.__qualname__ = name
     return call
 
-
-def deferred_triton(module: str, name: str) -> Callable:
-    """:func:`deferred` for a Triton implementation, run as one opaque call under
-    ``torch.compile``: TorchDynamo does not trace into the launcher (grid arithmetic, buffer
-    allocation, the autograd.Function around the kernels) but breaks the graph there and
-    calls it eagerly, forward and backward. Only for a path that cannot be a ``torch.library``
-    op (the companion kernel, whose backward is autograd through a formula picked from the
-    values); the other Triton paths enter the graph as ops (each op's ``triton_op.py``).
-
-    ``torch._disable_dynamo`` is ``torch.compiler.disable`` that imports TorchDynamo on the
-    first call rather than now (TorchDynamo imports triton, and the library must not import
-    it before the caller has settled TRITON_INTERPRET)."""
-    disable = getattr(torch, "_disable_dynamo", None)
-    if disable is None:  # a torch without the lazy form
-        return torch.compiler.disable(deferred(module, name), recursive=True)
-    return disable(deferred(module, name), recursive=True)

@@ -1,6 +1,6 @@
 """Every public layer, and every kernel on its Triton backend, runs under ``torch.compile``
-with the numbers of eager mode, forward and backward; on either backend every layer but the
-companion ones compiles to one graph (``fullgraph=True``) and exports with ``torch.export``.
+with the numbers of eager mode, forward and backward; on either backend every layer compiles
+to one graph (``fullgraph=True``) and exports with ``torch.export``.
 
 The compiler backend is ``aot_eager`` (TorchDynamo capture plus AOTAutograd's joint graph,
 run without code generation): it exercises what can break under compilation (tracing the
@@ -76,16 +76,11 @@ SEQUENCE_LAYERS = {
 }
 
 
-# The companion kernel chooses its algorithm per row from the values of a (rows near a
-# singular point or with large coefficients take other formulas), so its graph breaks there.
-NOT_ONE_GRAPH = {"companion"}
-
-
 @pytest.mark.parametrize("name", sorted(SEQUENCE_LAYERS))
 def test_sequence_layer_compiles_to_its_eager_numbers(name):
     torch.manual_seed(0)
     layer = SEQUENCE_LAYERS[name]()
-    check(layer, [torch.randn(2, 13, 4)], fullgraph=name not in NOT_ONE_GRAPH)
+    check(layer, [torch.randn(2, 13, 4)], fullgraph=True)
 
 
 @pytest.mark.parametrize("make, shape", [
@@ -99,19 +94,20 @@ def test_2d_layer_compiles_to_its_eager_numbers(make, shape):
     check(make(), [torch.randn(*shape)], fullgraph=True)
 
 
+class Forecast(torch.nn.Module):
+    """A closed-loop layer's forecast of a fixed horizon, as a module of x alone."""
+
+    def __init__(self, layer, horizon: int):
+        super().__init__()
+        self.layer, self.horizon = layer, horizon
+
+    def forward(self, x):
+        return self.layer(x, self.horizon)
+
+
 def test_closed_loop_forecast_compiles_to_its_eager_numbers():
     torch.manual_seed(0)
-    layer = ssm.ClosedLoopCompanionSSM(4, 6)
-
-    class Forecast(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.layer = layer
-
-        def forward(self, x):
-            return self.layer(x, 5)
-
-    check(Forecast(), [torch.randn(2, 9, 4)])
+    check(Forecast(ssm.ClosedLoopCompanionSSM(4, 6), 5), [torch.randn(2, 9, 4)], fullgraph=True)
 
 
 def test_backbone_step_compiles_to_its_eager_numbers():
@@ -175,11 +171,6 @@ TRITON_OPS = {
 }
 
 
-# The companion kernel picks its formula per row from the values of a: its Triton path stays
-# one opaque call with a graph break on each side.
-TRITON_GRAPH_BREAKS = {"companion_kernel"}
-
-
 @pytest.mark.parametrize("name", sorted(TRITON_OPS))
 def test_triton_op_compiles_into_the_graph_of_the_ops_around_it(name):
     """While TorchDynamo traces, each Triton op runs as a torch.library op (forward and
@@ -191,7 +182,7 @@ def test_triton_op_compiles_into_the_graph_of_the_ops_around_it(name):
     def around(*inputs):  # traced ops on both sides of the Triton call
         return fn(*(t * 1.5 if t.is_floating_point() else t for t in inputs)).sin()
 
-    check(around, [t.to(TRITON_DEVICE) for t in make_inputs()], min_ops=1, fullgraph=name not in TRITON_GRAPH_BREAKS)
+    check(around, [t.to(TRITON_DEVICE) for t in make_inputs()], min_ops=1, fullgraph=True)
 
 
 TRITON_LAYERS = {
@@ -274,7 +265,7 @@ def test_cached_outside_compile_caches_in_eager_mode_only():
     assert square(4) == 16 and calls == [3, 4, 4]
 
 
-@pytest.mark.parametrize("name", sorted(set(SEQUENCE_LAYERS) - NOT_ONE_GRAPH))
+@pytest.mark.parametrize("name", sorted(SEQUENCE_LAYERS))
 def test_sequence_layer_compiled_once_runs_at_other_lengths(name):
     """A second length makes TorchDynamo trace again with the length symbolic (automatic
     dynamic shapes); the ops whose Python arithmetic depends on L (the chunked scans, the
@@ -317,7 +308,9 @@ def test_graph_size_does_not_grow_with_the_sequence(make, short, long):
     (lambda: ssm.Mamba2D(4, d_state=4), (2, 5, 3, 4)),
     (lambda: ssm.NSSMamba(4, d_state=4), (2, 5, 3, 4)),
     (lambda: ssm.Chimera(4, d_state=4), (2, 7, 3, 4)),
-], ids=["s4d", "s5", "mamba", "mamba2d", "nss-mamba", "chimera"])
+    (lambda: ssm.CompanionSSM(4, 8), (2, 13, 4)),
+    (lambda: Forecast(ssm.ClosedLoopCompanionSSM(4, 6), 5), (2, 9, 4)),
+], ids=["s4d", "s5", "mamba", "mamba2d", "nss-mamba", "chimera", "companion", "closed-loop"])
 def test_layer_exports_and_the_exported_program_matches_eager(make, shape):
     """``torch.export`` (for deployment) needs one graph: exported once, the program gives
     the layer's outputs on inputs it was not traced with."""

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import torch
 
-from kernels._dispatch import deferred_triton, select_backend, triton_installed
+from kernels._dispatch import select_backend, triton_installed
 from kernels._empty import with_zero_grads
 from kernels.companion_kernel.blocked import companion_kernel_blocked, krylov_blocked
+from kernels.companion_kernel.compiled import PATHS, companion_kernel_compiled
 from kernels.companion_kernel.pytorch import METHODS, companion_kernel_torch, power_row
 from kernels.companion_kernel.reference import (
     companion_kernel_reference,
@@ -24,7 +25,7 @@ from kernels.companion_kernel.reference import (
 _IMPLEMENTATIONS = {"torch": companion_kernel_torch, "reference": companion_kernel_reference}
 
 if triton_installed():  # else the op keeps its "torch" and "reference" backends
-    _IMPLEMENTATIONS["triton"] = deferred_triton("kernels.companion_kernel.triton", "companion_kernel_triton")
+    _IMPLEMENTATIONS["triton"] = PATHS["triton"]
 
 
 def companion_kernel(
@@ -80,7 +81,12 @@ def companion_kernel(
     # of method per row needs values
     if fn is companion_kernel_reference or a.shape[0] == 0 or a.is_meta:
         fn = companion_kernel_reference
-    K = fn(a, b, c, int(L)) if fn is companion_kernel_reference else fn(a, b, c, int(L), method=method)
+    if fn is companion_kernel_reference:
+        K = fn(a, b, c, int(L))
+    elif torch.compiler.is_compiling():  # the fast paths' choice of formula per row needs values
+        K = companion_kernel_compiled(a, b, c, int(L), method, "triton" if fn is PATHS["triton"] else "torch")
+    else:
+        K = fn(a, b, c, int(L), method=method)
     return with_zero_grads(K, a) if L == 1 else K  # K_0 = cᵀb: a's gradient is zero, not none
 
 

@@ -97,7 +97,9 @@ def correlate(u: torch.Tensor, v: torch.Tensor, n_out: int) -> torch.Tensor:
     if u.numel() == 0 or v.numel() == 0:
         return u.new_zeros(*torch.broadcast_shapes(u.shape[:-1], v.shape[:-1]), n_out)
     n_fft = _fft_size(max(u.shape[-1], v.shape[-1] + n_out - 1))
-    r = torch.fft.irfft(torch.fft.rfft(u, n_fft) * torch.fft.rfft(v, n_fft).conj(), n_fft)
+    # conj_physical, not the lazy conj: a custom op's first run under torch.compile (the
+    # companion kernel's, kernels.companion_kernel.compiled) has the conjugate bit ignored
+    r = torch.fft.irfft(torch.fft.rfft(u, n_fft) * torch.fft.rfft(v, n_fft).conj_physical(), n_fft)
     return r[..., :n_out]
 
 

@@ -111,8 +111,10 @@ def _grid(n: int, F: int) -> tuple[int]:
 
 
 class _Combine(torch.autograd.Function):
+    # forward and setup_context apart: torch.func.vjp (the companion kernel's backward under
+    # torch.compile) accepts only Functions of this form
     @staticmethod
-    def forward(ctx, spectra: torch.Tensor, L: int) -> torch.Tensor:
+    def forward(spectra: torch.Tensor, L: int) -> torch.Tensor:
         spectra = spectra.contiguous()
         _, n, F = spectra.shape
         out = torch.empty(n, F, dtype=spectra.dtype, device=spectra.device)
@@ -120,14 +122,17 @@ class _Combine(torch.autograd.Function):
             _combine_fwd_kernel[_grid(n, F)](
                 torch.view_as_real(spectra), _roots(L, F, spectra), torch.view_as_real(out), n, F, BLOCK=BLOCK
             )
-        ctx.save_for_backward(spectra)
-        ctx.L = L
         return out
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        spectra, ctx.L = inputs
+        ctx.save_for_backward(spectra)
 
     @staticmethod
     @first_order_only("companion_kernel (triton)")
     def backward(ctx, grad: torch.Tensor):
-        (spectra,) = ctx.saved_tensors
+        spectra = ctx.saved_tensors[0].contiguous()
         _, n, F = spectra.shape
         grad = grad.resolve_conj().contiguous()
         out = torch.empty_like(spectra)

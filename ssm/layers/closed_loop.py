@@ -24,14 +24,8 @@ from torch import nn
 
 from kernels import companion_kernel, fftconv
 from kernels.companion_kernel import companion_matrix
-from kernels.companion_kernel.blocked import krylov_blocked
-from kernels.companion_kernel.pytorch import (
-    polymul,
-    reduce_mod,
-    reversed_characteristic,
-    series_inverse,
-    spectral_rows_inaccurate,
-)
+from kernels.companion_kernel.lag_state import companion_lag_state
+from kernels.companion_kernel.pytorch import polymul, reversed_characteristic
 from ssm.layers._checks import (
     check_batch_size,
     check_lr,
@@ -136,29 +130,11 @@ class ClosedLoopCompanionSSM(nn.Module):
         reductions modulo χ by fast division, O(n log n) per row. The division cancels large
         terms when ||a||_1 is large or A is unstable (``norm_order=0``; its quotient grows
         like ρ(A)^n), so those channels take x_n = [b, A b, ..., A^{n-1} b] U instead (Krylov
-        by a blocked recurrence in float64): see ``spectral_rows_inaccurate``."""
+        by a blocked recurrence in float64): see :mod:`kernels.companion_kernel.lag_state`."""
         check_sequence(x, self.d_model, type(self).__name__, self)
         x = x.to(torch.promote_types(x.dtype, torch.float32))  # half precision: FFTs in float32
         a, b, _, _ = (self._per_channel(t).to(x.dtype) for t in self.coefficients())
-        n, d = x.shape[1], self.d_state
-        u = x.transpose(1, 2).flip(-1)  # U's coefficients, degree n - 1: (B, H, n)
-
-        def by_division(a, b, u):
-            g = series_inverse(reversed_characteristic(a), max(n - d, d - 1, 1))  # 1/Q_rev, (H, ·)
-            return reduce_mod(polymul(b, reduce_mod(u, a, g), 2 * d - 1), a, g)
-
-        def by_krylov(a, b, u):
-            return torch.einsum("hdk,bhk->bhd", krylov_blocked(a, b, n), u.to(torch.float64)).to(u.dtype)
-
-        hard = spectral_rows_inaccurate(a)
-        if not bool(hard.any()):
-            return by_division(a, b, u)
-        if bool(hard.all()):
-            return by_krylov(a, b, u)
-        state = u.new_zeros(u.shape[0], self.d_model, d)  # each row computed by one method only
-        state[:, ~hard] = by_division(a[~hard], b[~hard], u[:, ~hard])
-        state[:, hard] = by_krylov(a[hard], b[hard], u[:, hard])
-        return state
+        return companion_lag_state(a, b, x.transpose(1, 2).flip(-1))  # U's coefficients, degree n - 1
 
     def closed_loop_matrix(self) -> torch.Tensor:
         """A + b kᵀ: (n_kernels, d, d)."""

@@ -145,3 +145,15 @@ def test_large_coefficient_rows_take_the_blocked_path_on_triton():
     weight = weight / expected[0].abs().amax(-1, keepdim=True)
     for got, want in zip(run(a, b, c, 9, weight, "triton"), oracle(a, b, c, 9, weight)):
         assert_close_summed(got, want, dtype=torch.float32)
+
+
+def test_compile_op_passes_opcheck_on_the_triton_path():
+    """Under torch.compile the Triton path runs as the companion kernel's op pair (the
+    backward by torch.func.vjp through the fused combination, which needs the Function's
+    setup_context form): fake outputs, registered autograd and AOTAutograd tracing."""
+    from torch.library import opcheck
+
+    from kernels.companion_kernel.compiled import _forward_op
+
+    a, b, c = (t.to(TRITON_DEVICE).requires_grad_() for t in inputs(3, 4, seed=9, singular=True))
+    opcheck(_forward_op, (a, b, c, 11, "fft", "triton"))

@@ -1,4 +1,5 @@
-"""The custom ops that stand for the chunked PyTorch scans (and the Vandermonde kernel) under ``torch.compile`` pass
+"""The custom ops that stand for the chunked PyTorch scans, the Vandermonde kernel and the
+companion kernel and lag state under ``torch.compile`` pass
 ``torch.library.opcheck``: their fake (shape-only) outputs match the real ones, their
 registered autograd gives the gradients of a numerical check, and they survive
 TorchDynamo/AOTAutograd tracing. Each case runs the op's own forward and backward code, so
@@ -71,3 +72,31 @@ def test_vandermonde_op(C, L):
     v = torch.randn(C, 3, 4, dtype=torch.complex128, generator=g).requires_grad_()
     x = torch.complex(-torch.rand(3, 4, dtype=torch.float64, generator=g), torch.randn(3, 4, dtype=torch.float64, generator=g))
     opcheck(_vandermonde_op, (v, x.requires_grad_(), L))
+
+
+def companion_rows(generator, dtype=torch.float64):
+    """a, b, c (4, 5): two rows the spectral formula takes, one with a large ||a||_1 (the
+    blocked recurrence) and one with an eigenvalue at z = 1, a root of unity (the fft
+    method's singular rows go to the series method), so the op's choice of formula, made
+    from the values, differs per row."""
+    a = 0.1 * torch.randn(4, 5, generator=generator, dtype=torch.float64)
+    a[1] *= 40.0
+    a[2] = torch.tensor([0.0, 0.0, 0.0, 0.0, 1.0], dtype=torch.float64)  # χ = z^4 (z - 1)
+    b, c = torch.randn(2, 4, 5, generator=generator, dtype=torch.float64)
+    return tuple(t.to(dtype).requires_grad_() for t in (a, b, c))
+
+
+@pytest.mark.parametrize("L, method", [(1, "fft"), (7, "fft"), (20, "series")])
+def test_companion_kernel_op(L, method):
+    from kernels.companion_kernel.compiled import _forward_op
+
+    opcheck(_forward_op, (*companion_rows(torch.Generator().manual_seed(4)), L, method, "torch"))
+
+
+def test_companion_lag_state_op():
+    from kernels.companion_kernel.lag_state import _forward_op
+
+    g = torch.Generator().manual_seed(5)
+    a, b, _ = companion_rows(g)
+    u = draw(g, 2, 4, 9)
+    opcheck(_forward_op, (a, b, u))

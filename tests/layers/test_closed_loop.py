@@ -8,8 +8,8 @@ from reference import run_steps
 from tolerances import assert_close, assert_close_summed
 
 import ssm
-from kernels.companion_kernel.pytorch import spectral_rows_inaccurate
-from ssm.layers.closed_loop import krylov_rows, reduce_mod
+from kernels.companion_kernel.pytorch import reduce_mod, spectral_rows_inaccurate
+from ssm.layers.closed_loop import krylov_rows
 
 F64 = torch.float64
 
