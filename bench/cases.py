@@ -161,8 +161,9 @@ def selective_scan_case(B: int, H: int, N: int, L: int, device: torch.device, ba
 
 def mamba_case(B: int, H: int, N: int, L: int, device: torch.device, backends: list[str], peers: dict) -> Case:
     """The whole Mamba block (in_proj, causal conv, x_proj, dt_proj, selective scan, out_proj)
-    on x (B, L, H) with d_state N and expand 2; each backend is the scan's. Beside it, when
-    the package is installed, mambapy's MambaBlock with the same weights (parallel scan)."""
+    on x (B, L, H) with d_state N and expand 2; each backend is the scan's, and on a GPU also
+    the block compiled with ``torch.compile`` (one graph) on it. Beside it, when the package
+    is installed, mambapy's MambaBlock with the same weights (parallel scan)."""
     layer = ssm.Mamba(H, d_state=N).to(device)
     x = torch.randn(B, L, H, device=device, requires_grad=True)
 
@@ -171,6 +172,15 @@ def mamba_case(B: int, H: int, N: int, L: int, device: torch.device, backends: l
             return layer(x)
 
     runs = {b: functools.partial(ours, b) for b in backends}
+    if device.type == "cuda":  # the block under torch.compile (inductor), its scan an op of the graph
+        compiled = torch.compile(layer, fullgraph=True)
+
+        def ours_compiled(backend):
+            with kernels.use_backend(backend):
+                return compiled(x)
+
+        # not the reference loop: traced, it would be unrolled over L
+        runs.update({f"{b} + torch.compile": functools.partial(ours_compiled, b) for b in backends if b != "reference"})
     peer = mambapy_block(layer, device)
     if peer is not None:
         runs["mambapy MambaBlock"] = functools.partial(peer, x)
