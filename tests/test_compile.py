@@ -320,3 +320,18 @@ def test_layer_exports_and_the_exported_program_matches_eager(make, shape):
     x = torch.randn(*shape)
     with torch.no_grad():
         assert_close(program.module()(x), layer(x), dtype=torch.float32)
+
+
+def test_exported_program_saves_and_loads(tmp_path):
+    """A saved program calls the package's ops by name (``ssm_kernels::*``): loaded where
+    ``kernels`` is imported, it runs them."""
+    torch.manual_seed(0)
+    layer = ssm.Mamba(4, d_state=4).eval()
+    with torch.no_grad():  # an inference program: the scan saves nothing for a backward
+        program = torch.export.export(layer, (torch.randn(1, 9, 4),))
+    torch.export.save(program, tmp_path / "mamba.pt2")
+    loaded = torch.export.load(tmp_path / "mamba.pt2")
+    assert any(str(node.target).startswith("ssm_kernels.") for node in loaded.graph.nodes)
+    x = torch.randn(1, 9, 4)
+    with torch.no_grad():
+        assert_close(loaded.module()(x), layer(x), dtype=torch.float32)
