@@ -35,6 +35,7 @@ def check_config(cfg: DictConfig) -> None:
     check_run_length(cfg)
     check_optimizer(cfg)
     check_flags(cfg)
+    check_compile(cfg)
     check_trainer(cfg)
     check_scheduler(cfg)
     check_task(cfg)
@@ -103,6 +104,18 @@ def check_flags(cfg: DictConfig) -> None:
     for group in CHECKED_GROUPS:
         if cfg.get(group) is not None:
             _check_bool_arguments(cfg[group], group)
+
+
+def check_compile(cfg: DictConfig) -> None:
+    """``compile`` is false, true (the default compiler) or a TorchDynamo backend's name."""
+    value = cfg.get("compile")
+    if value is None or isinstance(value, bool):
+        return
+    import torch._dynamo  # imports triton: only for runs that ask for a compiler
+
+    if not isinstance(value, str) or value not in torch._dynamo.list_backends(exclude_tags=()):
+        common = ", ".join(torch._dynamo.list_backends())  # without the debugging ones
+        raise ConfigError(f"compile must be true, false or a torch.compile backend ({common}), got {value!r}")
 
 
 def _check_bool_arguments(node, prefix: str) -> None:

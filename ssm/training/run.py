@@ -140,6 +140,10 @@ def fit(cfg: DictConfig):
     check_task_fits_data(cfg, datamodule)
     shapes = model_shapes(cfg, datamodule)
     model = instantiate_checked(cfg, "model", **shapes)
+    if cfg.get("compile"):  # in place: the parameters' names, and so the checkpoints, are unchanged
+        backend = "inductor" if cfg.compile is True else cfg.compile
+        model.compile(backend=backend)
+        log.info("model: compiled with torch.compile (backend %s)", backend)
     extra = {}
     if "n_classes" in inspect.signature(hydra.utils.get_class(cfg.task._target_)).parameters:
         extra["n_classes"] = datamodule.n_classes

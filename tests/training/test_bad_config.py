@@ -207,6 +207,7 @@ def test_a_diverging_run_stops_at_the_first_nan_loss(tmp_path):
 @pytest.mark.parametrize("overrides, match", [
     (["test=no"], "test must be true or false, got 'no'"),
     (["fit_batch_to_memory=maybe"], "fit_batch_to_memory must be true or false"),
+    (["compile=fast"], "compile must be true, false or a torch.compile backend .*inductor.*got 'fast'"),
     (["model.layer.bidirectional=no"], "model.layer.bidirectional must be true or false, got 'no'"),
     (["model.prenorm=yes"], "model.prenorm must be true or false"),
     (["scheduler.warmup_prefix=1"], "scheduler.warmup_prefix must be true or false"),

@@ -40,3 +40,14 @@ def test_train_with_csv_logger_and_missing_checkpoint_error(tmp_path):
     result = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode != 0
     assert "ckpt_path='/nonexistent.ckpt' does not exist" in result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_train_with_a_compiled_model(tmp_path):
+    """compile=<backend>: the model's forward runs under torch.compile (aot_eager here: no C++
+    build), the run trains, and the checkpoint keeps the parameters' own names."""
+    result = train(tmp_path, "compiled", "trainer.max_epochs=1", "logger=none", "test=false", "compile=aot_eager")
+    assert "model: compiled with torch.compile (backend aot_eager)" in result.stdout + result.stderr
+    checkpoint = load_checkpoint(tmp_path / "compiled" / "checkpoints" / "last.ckpt")
+    assert checkpoint["global_step"] == 4
+    assert checkpoint["state_dict"] and not any("_orig_mod" in key for key in checkpoint["state_dict"])
