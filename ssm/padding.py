@@ -5,6 +5,16 @@ from __future__ import annotations
 import torch
 
 
+def _require(condition: torch.Tensor, error: type[Exception], message: str) -> None:
+    """Raise ``error(message)`` unless the bool tensor ``condition`` holds. While TorchDynamo
+    traces, an assertion in the graph instead (a RuntimeError with the message when it fails):
+    reading the value would sync with the device and break the graph in every layer."""
+    if torch.compiler.is_compiling():
+        torch._assert_async(condition, message)
+    elif not bool(condition):
+        raise error(message)
+
+
 def check_lengths(lengths, batch: int, L: int, name: str) -> None:
     """Require None or an integer tensor of shape (batch,) with values in [1, L]. A float
     or bool tensor would index or divide silently wrong."""
@@ -14,9 +24,11 @@ def check_lengths(lengths, batch: int, L: int, name: str) -> None:
             or lengths.is_complex():
         kind = lengths.dtype if torch.is_tensor(lengths) else type(lengths).__name__
         raise TypeError(f"{name}: lengths must be an integer tensor of shape ({batch},), got {kind}")
-    if lengths.shape != (batch,) or (batch and (int(lengths.min()) < 1 or int(lengths.max()) > L)):
-        raise ValueError(f"{name}: expected lengths of shape ({batch},) with values in [1, {L}], "
-                         f"got shape {tuple(lengths.shape)}")
+    message = f"{name}: expected lengths of shape ({batch},) with values in [1, {L}], got shape {tuple(lengths.shape)}"
+    if lengths.shape != (batch,):
+        raise ValueError(message)
+    if batch:
+        _require(((lengths >= 1) & (lengths <= L)).all(), ValueError, message)
 
 
 def padding_mask(lengths: torch.Tensor | None, L: int, device) -> torch.Tensor | None:
@@ -35,8 +47,9 @@ def check_mask(mask, batch: int, L: int, name: str) -> torch.Tensor | None:
     if not torch.is_tensor(mask) or tuple(mask.shape) != (batch, L, 1):
         shape = tuple(mask.shape) if torch.is_tensor(mask) else type(mask).__name__
         raise ValueError(f"{name}: expected a padding mask of shape ({batch}, {L}, 1), got {shape}")
-    if mask.dtype != torch.bool and not bool(((mask == 0) | (mask == 1)).all()):
-        raise ValueError(f"{name}: the padding mask must hold only 0 and 1 (1 on valid steps)")
+    if mask.dtype != torch.bool:
+        _require(((mask == 0) | (mask == 1)).all(), ValueError,
+                 f"{name}: the padding mask must hold only 0 and 1 (1 on valid steps)")
     return mask
 
 
