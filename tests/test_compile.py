@@ -337,11 +337,11 @@ def test_exported_program_saves_and_loads(tmp_path):
         assert_close(loaded.module()(x), layer(x), dtype=torch.float32)
 
 
-# DSS's softmax variant is left out: with lengths it builds one kernel per distinct length
-# (torch.unique, whose output size depends on the values), and the graph breaks there.
 PADDED_LAYERS = {
     "s4d": lambda d: ssm.S4D(d, 8),
     "dss-exp": lambda d: ssm.DSS(d, 8),
+    # per-length kernels: one per distinct length eagerly (torch.unique), one per sequence compiled
+    "dss-softmax": lambda d: ssm.DSS(d, 8, variant="softmax"),
     "s5": lambda d: ssm.S5(d, 8, blocks=2),
     "mamba-bidirectional": lambda d: ssm.Mamba(d, d_state=4, bidirectional=True),
 }
@@ -355,8 +355,8 @@ def test_backbone_with_padding_lengths_compiles_to_one_graph(name):
 
     torch.manual_seed(0)
     net = SequenceBackbone(4, n_layers=2, layer=PADDED_LAYERS[name], output="none")
-    lengths = torch.tensor([13, 9])
-    check(lambda x: net(x, lengths), [torch.randn(2, 13, 4)], fullgraph=True)
+    lengths = torch.tensor([13, 9, 13])  # two of one length
+    check(lambda x: net(x, lengths), [torch.randn(3, 13, 4)], fullgraph=True)
 
 
 def test_compiled_padding_check_still_refuses_bad_lengths():

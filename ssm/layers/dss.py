@@ -138,11 +138,15 @@ class DSS(DiagonalSSM):
     def _forward_per_length(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """The softmax forward with sequence b's kernel that of its valid length n_b alone
         (see :meth:`_kernels_of_lengths`; an all-padding sequence, zeros, takes n = L): one
-        kernel per distinct length, all from one Vandermonde call, and one FFT convolution
+        kernel per distinct length (per sequence while TorchDynamo traces, which cannot size
+        ``torch.unique``'s output), all from one Vandermonde call, and one FFT convolution
         with a kernel per sequence."""
         L = x.shape[1]
         n = torch.where(lengths > 0, lengths, L)
-        distinct, which = torch.unique(n, return_inverse=True)
+        if torch.compiler.is_compiling():  # torch.unique's size depends on the values: a kernel per sequence
+            distinct, which = n, torch.arange(n.shape[0], device=n.device)
+        else:
+            distinct, which = torch.unique(n, return_inverse=True)
         k = self._kernels_of_lengths(distinct, L)[which]  # (B, channels, H, L)
         u = x.transpose(1, 2)
         compute = k.dtype  # float32 for half-precision layers, as the kernel
