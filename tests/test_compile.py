@@ -16,6 +16,7 @@ import torch
 import kernels
 import ssm
 from compile_counting import CountingBackend
+from compiled_like_eager import outputs_and_gradients
 from devices import TRITON_DEVICE, requires_cuda
 from tolerances import assert_close
 
@@ -28,37 +29,22 @@ def fresh_dynamo():
     torch._dynamo.reset()
 
 
-def eager_and_compiled(fn, inputs, weight, fullgraph=False):
-    """fn(*inputs) and its gradients w.r.t. inputs and fn's parameters, eager then compiled."""
-    results = []
-    for compile_it in (False, True):
-        counter = CountingBackend()
-        run = torch.compile(fn, backend=counter, fullgraph=fullgraph) if compile_it else fn
-        leaves = [t.detach().clone().requires_grad_(t.is_floating_point()) for t in inputs]
-        params = [p for p in getattr(fn, "parameters", lambda: [])() if p.requires_grad]
-        out = run(*leaves)
-        wanted = [t for t in leaves if t.requires_grad] + params
-        grads = torch.autograd.grad((out * weight(out)).sum(), wanted, allow_unused=True)
-        results.append((out.detach(), grads, counter))
-    (y, g, _), (yc, gc, counter) = results
-    return (y, g), (yc, gc), counter
-
-
-def weight_like(out: torch.Tensor) -> torch.Tensor:
-    """A fixed, position-dependent output weighting (so gradients are not all-ones sums)."""
-    g = torch.Generator().manual_seed(123)
-    return torch.randn(out.shape, generator=g, dtype=out.dtype).to(out.device)
-
-
 def check(fn, inputs, min_ops: int = 3, fullgraph: bool = False):
-    (y, g), (yc, gc), counter = eager_and_compiled(fn, inputs, weight_like, fullgraph)
+    """fn(*inputs) and its gradients w.r.t. the floating-point inputs and fn's parameters,
+    compiled (with a counting backend) as eager."""
+    params = [p for p in getattr(fn, "parameters", lambda: [])() if p.requires_grad]
+    counter = CountingBackend()
+    compiled = torch.compile(fn, backend=counter, fullgraph=fullgraph)
+    want = outputs_and_gradients(fn, inputs, params, allow_unused=True)
+    got = outputs_and_gradients(compiled, inputs, params, allow_unused=True)
     assert counter.graphs >= 1 and counter.ops >= min_ops, "nothing was compiled"
-    assert_close(yc, y, dtype=y.dtype)
-    assert len(gc) == len(g) > 0
-    for a, b in zip(gc, g):
+    dtype = want[0].dtype
+    assert_close(got[0], want[0], dtype=dtype)
+    assert any(g is not None for g in want[1:]), "nothing was differentiated"
+    for a, b in zip(got[1:], want[1:], strict=True):
         assert (a is None) == (b is None)
         if a is not None:
-            assert_close(a, b, dtype=y.dtype)
+            assert_close(a, b, dtype=dtype)
 
 
 SEQUENCE_LAYERS = {
@@ -213,13 +199,10 @@ def test_layer_on_the_triton_backend_under_inductor_on_cuda(name):
     torch.manual_seed(0)
     layer = make().cuda()
     x = torch.randn(*shape, device="cuda")
-    results = []
-    for run in (layer, torch.compile(layer, fullgraph=True)):
-        leaf = x.clone().requires_grad_(True)
-        out = run(leaf)
-        results.append((out.detach(), *torch.autograd.grad((out * weight_like(out)).sum(), [leaf, *layer.parameters()])))
-    for a, b in zip(*results):
-        assert_close(b, a, dtype=torch.float32)
+    want = outputs_and_gradients(layer, [x], list(layer.parameters()))
+    got = outputs_and_gradients(torch.compile(layer, fullgraph=True), [x], list(layer.parameters()))
+    for a, b in zip(got, want, strict=True):
+        assert_close(a, b, dtype=torch.float32)
 
 
 def test_layer_on_the_triton_backend_exports():
