@@ -427,12 +427,9 @@ def _groups(M: torch.Tensor, Dm: int) -> tuple[bool, int, int]:
     return True, G, Dm // G
 
 
-def _contig(t):
-    return None if t is None else t.contiguous()
-
-
-def _forward(u, delta, A, B, C, D, z, delta_bias, h0, softplus, save_states):
-    """Launch the forward kernel: (out, last_state, tile-start states or None, block_l)."""
+def forward(u, delta, A, B, C, D, z, delta_bias, h0, softplus, save_states):
+    """Launch the forward kernel: (out, last_state, tile-start states or None); the tiles are
+    :func:`_tile_sizes`', which the backward recomputes."""
     Bsz, Dm, L = u.shape
     N = A.shape[1]
     tl_acc, acc = _acc(u.dtype)
@@ -470,7 +467,7 @@ def _forward(u, delta, A, B, C, D, z, delta_bias, h0, softplus, save_states):
             BLOCK_L=block_l,
             num_warps=_num_warps(block_d, block_n, block_l),
         )  # fmt: skip
-    return out, last, states, block_l
+    return out, last, states
 
 
 def _backward(u, delta, A, B, C, D, z, delta_bias, states, block_l, softplus, dout, dlast, need_dh0):
@@ -562,7 +559,7 @@ class SelectiveScanTriton(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, h0, softplus):
-        out, last, states, _ = _forward(u, delta, A, B, C, D, z, delta_bias, h0, softplus, True)
+        out, last, states = forward(u, delta, A, B, C, D, z, delta_bias, h0, softplus, True)
         ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, states)
         ctx.softplus = softplus
         ctx.h0_dtype = None if h0 is None else h0.dtype
@@ -574,8 +571,3 @@ class SelectiveScanTriton(torch.autograd.Function):
     def backward(ctx, dout, dlast):
         grads = gradients(ctx.saved_tensors, ctx.softplus, ctx.h0_dtype, dout, dlast, ctx.needs_input_grad[:9])
         return (*grads, None)
-
-
-def forward(u, delta, A, B, C, D, z, delta_bias, h0, softplus, save_states):
-    """Launch the forward: (out, last state, tile-start states or None)."""
-    return _forward(u, delta, A, B, C, D, z, delta_bias, h0, softplus, save_states)[:3]

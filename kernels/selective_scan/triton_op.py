@@ -42,7 +42,7 @@ def _forward_op(
 def _(u, delta, A, B, C, D, z, delta_bias, h0, softplus, save):
     Bsz, Dm, _ = u.shape
     N = A.shape[1]
-    acc = torch.float64 if u.dtype == torch.float64 else torch.float32
+    acc = _kernels()._acc(u.dtype)[1]  # the kernels' compute dtype
     # the number of tiles along L is the launcher's choice: a size of its own to the compiler
     tiles = torch.library.get_ctx().new_dynamic_size() if save else None
     states = u.new_empty(Bsz, Dm, tiles, N, dtype=acc) if save else u.new_empty(0, dtype=acc)

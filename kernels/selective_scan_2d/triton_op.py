@@ -30,11 +30,6 @@ def _kernels():
     return importlib.import_module("kernels.selective_scan_2d.triton")
 
 
-def _accumulator(dtype: torch.dtype) -> torch.dtype:
-    """The kernels' compute dtype, that of the saved carries."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
 @torch.library.custom_op("ssm_kernels::selective_scan_2d_triton", mutates_args=())
 def _forward_op(
     u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
@@ -45,7 +40,7 @@ def _forward_op(
     ``save`` is off."""
     out, carries, row_carries = _kernels().forward(u, delta, A, B, C, D, z, delta_bias, softplus, save,
                                                    block_h, block_w)
-    nothing = u.new_empty(0, dtype=_accumulator(u.dtype))
+    nothing = u.new_empty(0, dtype=_kernels()._acc(u.dtype)[1])  # in the kernels' compute dtype
     return out, placeholder(carries, nothing), placeholder(row_carries, nothing)
 
 
@@ -53,7 +48,7 @@ def _forward_op(
 def _(u, delta, A, B, C, D, z, delta_bias, softplus, save, block_h, block_w):
     Bsz, Dm, H, W = u.shape
     N = A.shape[1]
-    acc = _accumulator(u.dtype)
+    acc = _kernels()._acc(u.dtype)[1]  # the kernels' compute dtype, that of the carries
     if not save:
         return u.new_empty(u.shape), u.new_empty(0, dtype=acc), u.new_empty(0, dtype=acc)
     # the numbers of bands and width tiles are the launcher's choice: sizes of their own to the compiler
