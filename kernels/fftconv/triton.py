@@ -51,7 +51,6 @@ import triton.language as tl
 from kernels import _launch
 from kernels._autograd import first_order_only
 from kernels.fftconv.pytorch import circular_kernel, fftconv_torch
-from kernels.fftconv.triton_op import MAX_L
 
 MIN_N = 256  # 16 x 16: tl.dot needs every dimension >= 16
 _PRECISION = "tf32x3"
@@ -434,4 +433,4 @@ def _torch_grads(needs, grad_y, u, k, D):
     return tuple(g if need else None for g, need in zip(grads, needs))
 
 
-__all__ = ["MAX_L", "fft_size"]
+__all__ = ["fft_size"]

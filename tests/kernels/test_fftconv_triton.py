@@ -184,7 +184,7 @@ def test_fft_size_factorization(L):
     # N1 = 2^ceil(p/2): a square tile or twice as tall as wide (128 x 64 at n = 8192; 64 x 128
     # would need a 128 x 128 F_N2, beyond the shared memory the one-kernel limit was sized for)
     assert N1 in (N2, 2 * N2)
-    assert all(16 <= N <= 128 and N & (N - 1) == 0 for N in (N1, N2)) or L > triton_impl.MAX_L
+    assert all(16 <= N <= 128 and N & (N - 1) == 0 for N in (N1, N2)) or L > triton_op.MAX_L
     assert n < 4 * L or n == 256
 
 
@@ -197,7 +197,7 @@ def _forbid_kernels(monkeypatch):
 
 def test_long_sequences_go_to_torch(monkeypatch):
     torch.manual_seed(7)
-    L = triton_impl.MAX_L + 1
+    L = triton_op.MAX_L + 1
     u, k, D = inputs(1, 1, L)
     _forbid_kernels(monkeypatch)
     assert torch.equal(fftconv(u, k, D, backend="triton"), fftconv_torch(u, k, D))
@@ -215,7 +215,7 @@ def test_float64_goes_to_torch(monkeypatch):
 def test_longest_fused_length_matches_torch(monkeypatch):
     # n = MAX_N = 8192 = 128 x 64: the largest single-kernel FFT, run by the Triton kernel.
     torch.manual_seed(9)
-    L = triton_impl.MAX_L
+    L = triton_op.MAX_L
     u, k, D = inputs(1, 1, L)
 
     def fail(*args, **kwargs):
