@@ -139,6 +139,30 @@ def test_step_rejects_a_state_of_another_batch_or_dtype(name):
     layer.step(torch.randn(2, C, dtype=torch.float64), layer.init_state(2))
 
 
+KERNEL_LAYERS = {
+    "S4D": LAYERS["S4D"][0],
+    "DSS": LAYERS["DSS"][0],
+    "DSS-softmax": functools.partial(ssm.DSS, C, d_state=4, variant="softmax"),
+    "S4PTD": LAYERS["S4PTD"][0],
+    "CompanionSSM": LAYERS["CompanionSSM"][0],
+    "ShiftSSM": LAYERS["ShiftSSM"][0],
+    "ResidualSSM": LAYERS["ResidualSSM"][0],
+}
+
+
+@pytest.mark.parametrize("name", KERNEL_LAYERS)
+@pytest.mark.parametrize("length", [-1, 2.5, True])
+def test_kernel_rejects_a_bad_length(name, length):
+    """kernel(L) takes a non-negative integer L, as the kernel ops do; the softmax DSS gave an
+    empty kernel for a negative L, and the shift SSMs failed deep inside slicing (or took
+    True as 1)."""
+    layer = KERNEL_LAYERS[name]()
+    with pytest.raises(ValueError, match="L must be a non-negative integer"):
+        layer.kernel(length)
+    assert layer.kernel(0).shape == (C, 0)
+    assert layer.kernel(3.0).shape == (C, 3)  # an integral float is a length, as for the kernel ops
+
+
 def test_closed_loop_steps_check_their_state():
     layer = ssm.ClosedLoopCompanionSSM(C, d_state=3)
     state = layer.init_state(2)

@@ -71,6 +71,15 @@ def check_step_input(x_t: torch.Tensor, channels: int, layer: str, module: torch
     check_input_dtype(x_t, module, layer, "x_t")
 
 
+def check_kernel_length(L, layer: str):
+    """``kernel(L)``'s length: a non-negative integer, as the kernel ops take it (a kernel of
+    length L has shape (H, L); L = 0 gives an empty one). Returns L, an integral float as an
+    int; an int or a symbolic length under torch.compile comes back as it is."""
+    if isinstance(L, bool) or int(L) != L or L < 0:
+        raise ValueError(f"{layer}.kernel: L must be a non-negative integer, got {L!r}")
+    return int(L) if isinstance(L, float) else L
+
+
 def check_batch_size(batch_size, layer: str) -> int:
     """``init_state``'s batch size: a non-negative integer (an integral float passes)."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, float)) or int(batch_size) != batch_size \

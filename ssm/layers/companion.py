@@ -21,6 +21,7 @@ from torch import nn
 from kernels import companion_kernel, fftconv
 from ssm.layers._checks import (
     check_batch_size,
+    check_kernel_length,
     check_lr,
     check_positive_ints,
     check_sequence,
@@ -204,6 +205,7 @@ class ShiftSSM(CompanionSSM):
 
     def kernel(self, L: int) -> torch.Tensor:
         """c truncated or zero-padded to L: (d_model, L)."""
+        L = check_kernel_length(L, type(self).__name__)
         c = self.c[:, :L]
         k = torch.nn.functional.pad(c, (0, L - c.shape[-1]))
         return k.repeat_interleave(self.d_model // self.n_kernels, dim=0)

@@ -10,7 +10,15 @@ import torch
 from kernels import vandermonde
 from kernels.fftconv.pytorch import circular_kernel, fft_length
 from ssm.hippo import diagonal_init
-from ssm.layers._checks import check_causal, check_choice, check_lr, check_sequence, check_state, check_step_input
+from ssm.layers._checks import (
+    check_causal,
+    check_choice,
+    check_kernel_length,
+    check_lr,
+    check_sequence,
+    check_state,
+    check_step_input,
+)
 from ssm.layers._empty import zeros_in_graph
 from ssm.layers.diagonal import (
     DiagonalSSM,
@@ -173,9 +181,10 @@ class DSS(DiagonalSSM):
     def kernel(self, L: int) -> torch.Tensor:
         """The convolution kernel (H, L), or (2, H, L) when bidirectional; the softmax variant
         is normalized over ``l_max``, else over L. Reading it changes no state."""
+        check_kernel_length(L, type(self).__name__)
         if self.variant == "exp":
             return super().kernel(L)
-        if L <= 0:  # an empty kernel; its normalization length would be 0
+        if L == 0:  # an empty kernel; its normalization length would be 0
             shape = (self.channels, self.d_model, 0) if self.bidirectional else (self.d_model, 0)
             return zeros_in_graph(self.log_dt.new_zeros(shape), self)
         return self._softmax_kernel(L, self._normalization_length(L))
