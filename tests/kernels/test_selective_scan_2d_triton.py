@@ -226,12 +226,15 @@ def op_tensors(x, grad):
 
 
 # (H, W, G, options, softplus, grad, block_h, block_w, dtype): several bands and width tiles
-# with partial last ones; the launcher's own tiles; inference (no carries saved); float64.
+# with partial last ones; the launcher's own tiles; inference (no carries saved); float64;
+# float16, whose carries (and their empty placeholders) are in the float32 compute dtype.
 OPCHECK_CASES = [
     (3, 5, 2, ("D", "z", "delta_bias"), True, True, 2, 2, torch.float32),
     (5, 3, None, (), False, True, None, None, torch.float32),
     (4, 3, 1, ("z",), True, False, 2, None, torch.float32),
     (3, 4, 2, ("D", "delta_bias"), False, True, 1, 2, F64),
+    (3, 5, 2, ("D",), True, True, 2, 2, torch.float16),
+    (4, 3, None, (), False, False, None, None, torch.float16),
 ]
 
 

@@ -308,21 +308,22 @@ def canonical(inputs):
     return [args[k] for k in NAMES]
 
 
-@pytest.mark.parametrize("L, Bk, Ck, options, grad", [
-    (1, "const", "const", False, True),
-    (40, "group", "var", True, True),  # several tiles (small_blocks), every option
-    (20, "var", "const", True, False),  # inference: no tile states saved
+@pytest.mark.parametrize("L, Bk, Ck, options, grad, dtype", [
+    (1, "const", "const", False, True, torch.float32),
+    (40, "group", "var", True, True, torch.float32),  # several tiles (small_blocks), every option
+    (20, "var", "const", True, False, torch.float32),  # inference: no tile states saved
+    (20, "var", "var", True, True, torch.float16),  # half u: out in float16, the states in float32
 ])
-def test_compile_op_passes_opcheck(small_blocks, L, Bk, Ck, options, grad):
-    """Fake outputs match the real ones (the tile states' count is a size of its own), the
-    registered autograd gives gradients, and the op survives AOTAutograd tracing with static
-    and dynamic shapes."""
+def test_compile_op_passes_opcheck(small_blocks, L, Bk, Ck, options, grad, dtype):
+    """Fake outputs match the real ones (the tile states' count is a size of its own; with half
+    u, the last state and tile states in the float32 compute dtype), the registered autograd
+    gives gradients, and the op survives AOTAutograd tracing with static and dynamic shapes."""
     from torch.library import opcheck
 
     from kernels.selective_scan.triton_op import _forward_op
 
     inputs, sp = make_inputs(2, 4, 3, L, Bk, Ck, D=options, z=options, bias=options, softplus=options,
-                             h0=options, seed=20)
+                             h0=options, dtype=dtype, param_dtype=torch.float32, seed=20)
     args = [None if t is None else t.requires_grad_(grad) for t in canonical(inputs)]
     opcheck(_forward_op, (*args, sp, grad))
 
