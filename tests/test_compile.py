@@ -171,6 +171,54 @@ def test_triton_op_compiles_into_the_graph_of_the_ops_around_it(name):
     check(around, [t.to(TRITON_DEVICE) for t in make_inputs()], min_ops=1, fullgraph=True)
 
 
+def _triton_op_cases():
+    """(op module, the forward op's arguments): half-precision activations with float32
+    parameters where a path takes them, so that gradients come in two dtypes."""
+    g = torch.Generator().manual_seed(1)
+
+    def draw(*shape, dtype=torch.float32):
+        t = torch.randn(*shape, generator=g, dtype=torch.float64).to(dtype)
+        return t.to(TRITON_DEVICE).requires_grad_(t.is_floating_point() or t.is_complex())
+
+    half = torch.float16
+    A = (-torch.rand(4, 3, generator=g)).to(TRITON_DEVICE).requires_grad_()
+    A2 = (-torch.rand(2, 3, generator=g)).to(TRITON_DEVICE).requires_grad_()
+    x = torch.complex(-torch.rand(2, 3, generator=g), torch.randn(2, 3, generator=g)).to(TRITON_DEVICE).requires_grad_()
+    return {
+        "selective_scan": ("kernels.selective_scan.triton_op", (
+            draw(1, 4, 11, dtype=half), draw(1, 4, 11, dtype=half), A, draw(1, 2, 3, 11, dtype=half),
+            draw(1, 2, 3, 11, dtype=half), draw(4), draw(1, 4, 11, dtype=half), draw(4), draw(1, 4, 3), True, True)),
+        "selective_scan_2d": ("kernels.selective_scan_2d.triton_op", (
+            draw(1, 2, 3, 4, dtype=half), draw(1, 2, 3, 4, dtype=half), A2, draw(1, 1, 3, 3, 4, dtype=half),
+            draw(1, 1, 3, 3, 4, dtype=half), draw(2), None, None, False, True, 2, 2)),
+        "linear_scan": ("kernels.linear_scan.triton_op", (
+            draw(2, 9, 3, dtype=half), draw(2, 9, 3, dtype=half), draw(2, 3, dtype=half), True)),
+        "fftconv": ("kernels.fftconv.triton_op", (draw(2, 3, 10), draw(2, 3, 10), draw(3), True)),
+        "vandermonde": ("kernels.vandermonde.triton_op", (draw(2, 2, 3, dtype=torch.complex64), x, 7)),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(_triton_op_cases()))
+def test_triton_backward_op_fake_outputs_are_its_real_ones(name):
+    """Each Triton forward op's backward op, called as its autograd calls it: the fake
+    gradients (what the compiler plans with) have the real ones' shapes, dtypes and layouts,
+    e.g. h0's float32 gradient beside u's float16 one."""
+    import importlib
+
+    from fake_outputs import assert_fake_outputs_like_real, backward_op_calls
+
+    module_name, args = _triton_op_cases()[name]
+    module = importlib.import_module(module_name)
+
+    def backward():
+        outs = module._forward_op(*args)
+        outs = outs if isinstance(outs, (tuple, list)) else (outs,)
+        torch.autograd.backward([o.real.float().sum() for o in outs if o.requires_grad])
+
+    for op, op_args in backward_op_calls(module, "_backward_op", backward):
+        assert_fake_outputs_like_real(op, op_args)
+
+
 TRITON_LAYERS = {
     "s4d": (lambda: ssm.S4D(4, 4), (1, 9, 4)),
     "s5": (lambda: ssm.S5(4, 4, blocks=2), (1, 9, 4)),

@@ -282,6 +282,15 @@ def test_op_passes_opcheck(C, H, N, L, dtype, grad):
     torch.library.opcheck(_forward_op, (v, x, L))
 
 
+@pytest.mark.parametrize("differentiable", ["v", "x"])
+def test_op_passes_opcheck_with_one_input_differentiable(differentiable):
+    """The backward op computes only the needed gradient and hands it to its own input."""
+    torch.manual_seed(17)
+    v, x = (t.to(TRITON_DEVICE) for t in modes(3, 4, C=2))
+    dict(v=v, x=x)[differentiable].requires_grad_()
+    torch.library.opcheck(_forward_op, (v, x, 9))
+
+
 @pytest.mark.parametrize("C", [None, 2])
 def test_compiles_to_one_graph_with_eager_values_and_gradients(C):
     """Under torch.compile the kernel is the op pair, so a function of it compiles whole
