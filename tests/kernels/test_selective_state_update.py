@@ -440,8 +440,12 @@ def test_multi_head_state_rejects_flat_shapes_and_groups_across_heads(change, ma
 
 
 @requires_triton
-@pytest.mark.parametrize("opts", [(False, False, False, False), (True, True, True, True)], ids=option_id)
-def test_triton_compile_op_passes_opcheck(opts):
+@pytest.mark.parametrize("opts, state_dtype", [
+    ((False, False, False, False), torch.float32),
+    ((True, True, True, True), torch.float32),
+    ((True, True, True, True), F64),  # y in x's float32, the new state in the state's float64
+], ids=["plain", "D+z+bias+softplus", "float64-state"])
+def test_triton_compile_op_passes_opcheck(opts, state_dtype):
     """The op that stands for the kernel under torch.compile: fake outputs match the real
     ones, and it survives AOTAutograd tracing (it has no autograd: gradients take the
     PyTorch path before it)."""
@@ -449,22 +453,26 @@ def test_triton_compile_op_passes_opcheck(opts):
 
     from kernels.selective_state_update.triton_op import _step_op
 
-    inputs = on_backend_device(make_inputs(2, 5, 3, 1, torch.float32, opts, grouped_2d=True, seed=30), "triton")
+    inputs = make_inputs(2, 5, 3, 1, torch.float32, opts, grouped_2d=True, seed=30)
+    inputs["state"] = inputs["state"].to(state_dtype)
+    inputs = on_backend_device(inputs, "triton")
     opcheck(_step_op, tuple(inputs.values()), test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_static",
                                                           "test_aot_dispatch_dynamic"))
 
 
 @requires_triton
-def test_compiled_triton_decoding_steps_are_one_graph_with_the_eager_numbers():
+@pytest.mark.parametrize("softplus", [True, False], ids=["softplus", "raw-dt"])
+def test_compiled_triton_decoding_steps_are_one_graph_with_the_eager_numbers(softplus):
     """A decoding loop compiled with fullgraph=True on the Triton backend: the kernel runs as
-    one op in the graph (no break), with eager mode's numbers at every step."""
+    one op in the graph (no break), with eager mode's numbers at every step, with and
+    without the softplus of dt."""
     torch._dynamo.reset()
 
     def step(state, x, dt, A, B, C, D, z, dt_bias):
-        return selective_state_update(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus=True, backend="triton")
+        return selective_state_update(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus=softplus, backend="triton")
 
     compiled = torch.compile(step, fullgraph=True, backend="aot_eager")
-    args = on_backend_device(make_inputs(2, 5, 3, 1, torch.float32, seed=31), "triton")
+    args = on_backend_device(make_inputs(2, 5, 3, 1, torch.float32, (True, True, True, softplus), seed=31), "triton")
     args.pop("dt_softplus")
     state_eager = state_compiled = args.pop("state")
     with torch.no_grad():
