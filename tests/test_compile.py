@@ -386,7 +386,7 @@ def test_backbone_with_padding_lengths_compiles_to_one_graph(name):
 
     torch.manual_seed(0)
     net = SequenceBackbone(4, n_layers=2, layer=PADDED_LAYERS[name], output="none")
-    lengths = torch.tensor([13, 9, 13])  # two of one length
+    lengths = torch.tensor([13, 9, 9])  # two of one length; not a palindrome, so each sequence's own kernel shows
     check(lambda x: net(x, lengths), [torch.randn(3, 13, 4)], fullgraph=True)
 
 
@@ -399,3 +399,14 @@ def test_compiled_padding_check_still_refuses_bad_lengths():
     compiled(x, torch.tensor([13, 9]))
     with pytest.raises(RuntimeError, match=r"values in \[1, 13\]"):
         compiled(x, torch.tensor([14, 9]))
+
+
+def test_compiled_mask_check_still_refuses_values_other_than_0_and_1():
+    """A layer's own float mask: its 0/1 check is an assertion in the graph too."""
+    compiled = torch.compile(ssm.DSS(4, 8), fullgraph=True, backend="aot_eager")
+    x, mask = torch.randn(2, 13, 4), torch.ones(2, 13)
+    mask[0, 9:] = 0
+    compiled(x, mask)
+    mask[1, 3] = 0.5
+    with pytest.raises(RuntimeError, match="the padding mask must hold only 0 and 1"):
+        compiled(x, mask)
