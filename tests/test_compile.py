@@ -171,6 +171,37 @@ def test_triton_op_compiles_into_the_graph_of_the_ops_around_it(name):
     check(around, [t.to(TRITON_DEVICE) for t in make_inputs()], min_ops=1, fullgraph=True)
 
 
+SAVING_OPS = {  # the ops that save states for their backward only when one will run
+    "selective_scan-torch": (lambda u, dt, A, B, C, D, z: kernels.selective_scan(
+        u, dt, A, B, C, D=D, z=z, delta_softplus=True, backend="torch"), ss_inputs, "cpu"),
+    **{f"{name}-triton": (*TRITON_OPS[name], TRITON_DEVICE)
+       for name in ("selective_scan", "selective_scan_2d", "fftconv")},
+}
+
+
+@pytest.mark.parametrize("grad", [False, True], ids=["inference", "training"])
+@pytest.mark.parametrize("name", sorted(SAVING_OPS))
+def test_compiled_op_saves_states_only_for_a_backward(name, grad):
+    """Compiled (or exported) for inference, the op is called with save=False, as in eager
+    mode: no chunk or tile states are kept for a backward that never runs."""
+    fn, make_inputs, device = SAVING_OPS[name]
+    graphs = []
+
+    def record(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    inputs = [t.to(device).requires_grad_(grad) for t in make_inputs()]
+    with torch.set_grad_enabled(grad):
+        torch.compile(fn, backend=record, fullgraph=True)(*inputs)
+    saves = []
+    for node in (n for gm in graphs for n in gm.graph.nodes):
+        if node.op == "call_function" and str(node.target).startswith("ssm_kernels."):
+            names = [a.name for a in node.target._schema.arguments]
+            saves.append(node.kwargs["save"] if "save" in node.kwargs else node.args[names.index("save")])
+    assert saves == [grad]
+
+
 def _triton_op_cases():
     """(op module, the forward op's arguments): half-precision activations with float32
     parameters where a path takes them, so that gradients come in two dtypes."""
