@@ -168,7 +168,16 @@ def test_compiled_code_follows_use_backend_blocks_and_recompiles_for_them():
     """Compiled code reads the block's backend while tracing and guards on it: the same
     compiled function, called inside a block, is traced again for that backend (the
     reference loop, many ops, instead of the torch path's one op) and outside it reuses the
-    first graph. Traced without graph breaks (fullgraph) either way."""
+    first graph. Traced without graph breaks (fullgraph) either way. Run in a new thread, where
+    no block has set the thread's backend yet, as for code compiled before a process's first
+    block (wherever this test falls in the run)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as fresh_thread:
+        fresh_thread.submit(_compile_then_enter_a_block).result()
+
+
+def _compile_then_enter_a_block():
     counter = CountingBackend()
     torch._dynamo.reset()
     scan = torch.compile(lambda a, b: kernels.linear_scan(a, b), backend=counter, fullgraph=True)
