@@ -321,6 +321,33 @@ def test_a_warmup_as_long_as_the_run_is_reported(caplog):
     assert "warmup" not in caplog.text
 
 
+@pytest.mark.parametrize("setting, backend", [("true", "inductor"), ("aot_eager", "aot_eager")])
+def test_compile_setting_compiles_the_model_forward_with_its_backend(tmp_path, monkeypatch, setting, backend):
+    """compile=true asks torch.compile for inductor and compile=<name> for that backend, for the
+    model's own forward (in place); the run is stopped there, before anything is compiled."""
+    from config_helpers import compose_config
+
+    from ssm.training.run import fit
+
+    class Compiling(Exception):
+        pass
+
+    calls = []
+
+    def compile_(fn, *args, **kwargs):
+        calls.append((fn, kwargs.get("backend")))
+        raise Compiling
+
+    monkeypatch.setattr(torch, "compile", compile_)
+    cfg = compose_config("experiment=synthetic/selective_copy", "data.n_train=8", "data.n_val=4", "data.n_test=4",
+                         "model.n_layers=1", "model.d_model=8", f"compile={setting}", output_dir=str(tmp_path))
+    with pytest.raises(Compiling):
+        fit(cfg)
+    [(fn, used)] = calls
+    assert used == backend
+    assert isinstance(fn.__self__, torch.nn.Module) and not hasattr(fn.__self__, "training_step")  # the model
+
+
 def test_a_run_that_fails_is_finished_as_failed_in_wandb(tmp_path, monkeypatch):
     """wandb.finish() without an exit code records a crashed run as successful."""
     import wandb
