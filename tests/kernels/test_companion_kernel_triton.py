@@ -157,3 +157,22 @@ def test_compile_op_passes_opcheck_on_the_triton_path():
 
     a, b, c = (t.to(TRITON_DEVICE).requires_grad_() for t in inputs(3, 4, seed=9, singular=True))
     opcheck(_forward_op, (a, b, c, 11, "fft", "triton"))
+
+
+@pytest.mark.parametrize("backend, path", [("triton", "triton"), ("torch", "torch")])
+def test_compiled_call_runs_the_path_of_its_backend(backend, path):
+    """Compiled, a call keeps its backend: the op is told which path to run (the two agree to
+    rounding, so eager-vs-compiled numbers would not show a Triton call run by the torch path)."""
+    graphs = []
+
+    def record(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    device = TRITON_DEVICE if backend == "triton" else "cpu"
+    a, b, c = (t.to(device) for t in inputs(3, 4, seed=10))
+    compiled = torch.compile(lambda a, b, c: companion_kernel(a, b, c, 9, backend=backend), backend=record,
+                             fullgraph=True)
+    assert_close_summed(compiled(a, b, c), companion_kernel(a, b, c, 9, backend=backend), dtype=torch.float64)
+    calls = [n for gm in graphs for n in gm.graph.nodes if str(n.target) == "ssm_kernels.companion_kernel.default"]
+    assert [n.args[-1] for n in calls] == [path]
