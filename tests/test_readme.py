@@ -135,3 +135,19 @@ def test_every_readme_bench_command_names_a_module_and_flags_it_has():
         if "--op" in words:
             op = words[words.index("--op") + 1]
             assert op in CASES, f"README benchmarks --op {op}; the ops are {sorted(CASES)}"
+
+
+def test_dotted_names_in_the_readme_resolve_after_import_ssm_and_kernels():
+    """`ssm.<module>.<name>(...)` and `kernels.<name>` as the README writes them work in a fresh
+    interpreter after `import ssm, kernels`; the training stack and the mamba_ssm compatibility
+    module are imported by name (`from ssm.training import ...`, `import kernels.mamba_ssm_compat`)."""
+    import subprocess
+    import sys
+
+    names = sorted(set(re.findall(r"\b(?:ssm|kernels)(?:\.[A-Za-z_]\w*)+", README.read_text())))
+    names = [n for n in names if not n.startswith(("ssm.training", "kernels.mamba_ssm_compat"))]
+    assert "ssm.prefill.prefill" in names and "kernels.use_backend" in names
+    script = "import functools, ssm, kernels\n" + "".join(
+        f"functools.reduce(getattr, {n.split('.')[1:]!r}, {n.split('.')[0]})\n" for n in names)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=README.parent)
+    assert result.returncode == 0, result.stderr[-2000:]
