@@ -151,3 +151,24 @@ def test_dotted_names_in_the_readme_resolve_after_import_ssm_and_kernels():
         f"functools.reduce(getattr, {n.split('.')[1:]!r}, {n.split('.')[0]})\n" for n in names)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=README.parent)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def readme_section(title: str) -> str:
+    text = README.read_text()
+    start = text.index(title)
+    end = text.find("\n#", start + len(title))
+    return text[start:end if end != -1 else None]
+
+
+def test_readme_scale_out_and_short_run_overrides_compose_and_pass_the_config_checks():
+    """The override column of the README's several-GPUs table, and the short trial run's
+    overrides, each on top of experiment=lra."""
+    from ssm.training.config_checks import check_config
+
+    table = readme_section("### Several GPUs, nodes, SLURM")
+    rows = re.findall(r"^\| [^|]+ \| `([^`]+)`", table, flags=re.M)
+    assert len(rows) >= 5 and "trainer=fsdp" in rows
+    (short_run,) = re.findall(r"A short run, to try a setup[^`]*`([^`]+)`", README.read_text())
+    for overrides in rows + [short_run]:
+        cfg = compose_config("experiment=lra", *overrides.split())
+        check_config(cfg)
