@@ -137,6 +137,31 @@ def test_every_readme_bench_command_names_a_module_and_flags_it_has():
             assert op in CASES, f"README benchmarks --op {op}; the ops are {sorted(CASES)}"
 
 
+ARCHITECTURE = README.parent / "ARCHITECTURE.md"
+
+
+def test_every_repository_path_the_docs_name_exists():
+    """Paths under the packages, configs, benchmarks, tests and CI named in code blocks or
+    backticks in the README and ARCHITECTURE.md exist (`{a,b}` expanded, `<placeholder>` and
+    `*` as globs)."""
+    missing = []
+    for doc in (README, ARCHITECTURE):
+        parts = re.split(r"```[^\n]*\n(.*?)```", doc.read_text(), flags=re.S)  # odd parts: code blocks
+        spans = [span for i, part in enumerate(parts) for span in ([part] if i % 2 else re.findall(r"`([^`]+)`", part))]
+        assert len(spans) > 50
+        for span in spans:
+            for path in re.findall(r"(?<![\w/.])(?:ssm|kernels|configs|bench|tests|\.ci)/[\w./{},<>*-]*", span):
+                path = path.rstrip(".,")
+                braces = re.search(r"\{([^}]*)\}", path)
+                paths = ([path[:braces.start()] + part + path[braces.end():] for part in braces.group(1).split(",")]
+                         if braces else [path])
+                for candidate in paths:
+                    pattern = re.sub(r"<[^>]*>", "*", candidate)
+                    if not any(list(README.parent.glob(p)) for p in (pattern, pattern + ".py", pattern + ".yaml")):
+                        missing.append(f"{doc.name}: {candidate}")
+    assert not missing, missing
+
+
 def test_dotted_names_in_the_readme_resolve_after_import_ssm_and_kernels():
     """`ssm.<module>.<name>(...)` and `kernels.<name>` as the README writes them work in a fresh
     interpreter after `import ssm, kernels`; the training stack and the mamba_ssm compatibility
