@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ssm.layers._checks import check_choice, check_sequence, check_step_input
-from ssm.padding import check_lengths, check_mask, padding_mask
+from ssm.padding import check_lengths, check_mask, padding_mask, require
 
 NORMS = ("layer", "batch", "none")
 
@@ -42,10 +42,48 @@ class SequenceBatchNorm(nn.Module):
         In eval mode every step is normalized by the running statistics, with or without it."""
         if mask is None or not (self.bn.training or self.bn.running_mean is None):
             return self.bn(x.transpose(1, 2)).transpose(1, 2)
-        valid = mask.reshape(x.shape[:2]).bool()
+        valid = mask.reshape(*x.shape[:2], 1).bool()
+        if type(self.bn) is nn.BatchNorm1d:
+            return self._normalize_valid_steps(x, valid)
+        # A subclass (SyncBatchNorm after DDP's conversion) takes its own statistics, gathered
+        # across processes, of the valid steps picked out: a data-dependent count of rows.
         out = x.new_zeros(x.shape)
-        out[valid] = self.bn(x[valid])  # (steps, C): the statistics of the valid steps
+        out[valid[..., 0]] = self.bn(x[valid[..., 0]])  # (steps, C)
         return out
+
+    def _normalize_valid_steps(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """``nn.BatchNorm1d`` in training mode on the valid steps of x (B, L, C), ``valid``
+        (B, L, 1) bool, written with masked sums so that the shapes do not depend on the mask
+        (one graph under ``torch.compile``). Over the n valid steps:
+
+            μ = Σ x / n,   σ² = Σ (x - μ)² / n,   y = (x - μ) / sqrt(σ² + eps) · weight + bias
+
+        and 0 on the padding; the running statistics move by ``momentum`` towards μ and the
+        unbiased n/(n-1) σ² (a cumulative average when ``momentum`` is None), as BatchNorm1d's
+        do. Half inputs are normalized in float32 (as BatchNorm1d does) and returned in their
+        dtype."""
+        bn = self.bn
+        xf = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+        xf = torch.where(valid, xf, 0.0)  # padding never enters, even if not finite
+        n = valid.sum(dtype=xf.dtype)
+        require(n > 1, ValueError, "SequenceBatchNorm: expected more than 1 valid step per channel when training")
+        mean = xf.sum((0, 1)) / n
+        centered = torch.where(valid, xf - mean, 0.0)
+        var = centered.square().sum((0, 1)) / n
+        if bn.training and bn.track_running_stats:
+            self._update_running_statistics(mean.detach(), var.detach() * (n / (n - 1)))
+        y = centered * torch.rsqrt(var + bn.eps)
+        if bn.affine:
+            y = y * bn.weight + bn.bias
+        return torch.where(valid, y, 0.0).to(x.dtype)
+
+    def _update_running_statistics(self, mean: torch.Tensor, unbiased_var: torch.Tensor) -> None:
+        bn = self.bn
+        with torch.no_grad():
+            bn.num_batches_tracked.add_(1)
+            momentum = bn.momentum if bn.momentum is not None else 1.0 / bn.num_batches_tracked
+            bn.running_mean.lerp_(mean.to(bn.running_mean.dtype), momentum)
+            bn.running_var.lerp_(unbiased_var.to(bn.running_var.dtype), momentum)
 
     @classmethod
     def _from_flat_keys(cls, state_dict, prefix, *args) -> None:

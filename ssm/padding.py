@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 
-def _require(condition: torch.Tensor, error: type[Exception], message: str) -> None:
+def require(condition: torch.Tensor, error: type[Exception], message: str) -> None:
     """Raise ``error(message)`` unless the bool tensor ``condition`` holds. While TorchDynamo
     traces, an assertion in the graph instead (a RuntimeError with the message when it fails):
     reading the value would sync with the device and break the graph in every layer."""
@@ -28,7 +28,7 @@ def check_lengths(lengths, batch: int, L: int, name: str) -> None:
     if lengths.shape != (batch,):
         raise ValueError(message)
     if batch:
-        _require(((lengths >= 1) & (lengths <= L)).all(), ValueError, message)
+        require(((lengths >= 1) & (lengths <= L)).all(), ValueError, message)
 
 
 def padding_mask(lengths: torch.Tensor | None, L: int, device) -> torch.Tensor | None:
@@ -48,7 +48,7 @@ def check_mask(mask, batch: int, L: int, name: str) -> torch.Tensor | None:
         shape = tuple(mask.shape) if torch.is_tensor(mask) else type(mask).__name__
         raise ValueError(f"{name}: expected a padding mask of shape ({batch}, {L}, 1), got {shape}")
     if mask.dtype != torch.bool:
-        _require(((mask == 0) | (mask == 1)).all(), ValueError,
+        require(((mask == 0) | (mask == 1)).all(), ValueError,
                  f"{name}: the padding mask must hold only 0 and 1 (1 on valid steps)")
     return mask
 

@@ -421,6 +421,27 @@ def test_backbone_with_padding_lengths_compiles_to_one_graph(name):
     check(lambda x: net(x, lengths), [torch.randn(3, 13, 4)], fullgraph=True)
 
 
+@pytest.mark.parametrize("train", [True, False])
+def test_batch_norm_backbone_with_padding_lengths_compiles_to_one_graph(train):
+    """ListOps' blocks: BatchNorm in training takes its statistics over the valid steps with
+    masked sums, not by picking the valid rows out (a data-dependent count), so the padded
+    batch stays one graph and the running statistics move as in eager mode."""
+    import copy
+
+    from ssm.blocks import SequenceBackbone
+
+    torch.manual_seed(0)
+    net = SequenceBackbone(4, n_layers=2, layer=PADDED_LAYERS["s4d"], norm="batch", output="none").train(train)
+    eager, twin = copy.deepcopy(net), copy.deepcopy(net)
+    lengths = torch.tensor([13, 9, 9])
+    x = torch.randn(3, 13, 4)
+    check(lambda x: net(x, lengths), [x], fullgraph=True)
+    compiled = torch.compile(lambda x: twin(x, lengths), backend="aot_eager", fullgraph=True)
+    compiled(x), eager(x, lengths)  # one call each: the same running statistics
+    for mine, theirs in zip(twin.buffers(), eager.buffers(), strict=True):
+        assert_close(mine, theirs, dtype=torch.float32)
+
+
 def test_compiled_padding_check_still_refuses_bad_lengths():
     from ssm.blocks import SequenceBackbone
 

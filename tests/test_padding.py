@@ -80,6 +80,58 @@ def test_batch_norm_statistics_leave_the_padding_out():
     torch.testing.assert_close(norm(x, mask), norm(x))
 
 
+@pytest.mark.parametrize("momentum", [0.1, None])
+@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize("dtype", [F64, torch.float16])
+def test_batch_norm_on_a_padded_batch_is_batchnorm1d_on_its_valid_steps(momentum, affine, dtype):
+    """SequenceBatchNorm's masked sums against torch's BatchNorm1d on the valid steps picked
+    out, over two training calls: the output (0 on the padding), the gradients, the running
+    statistics and the batch count (a cumulative average for momentum=None). Half inputs are
+    normalized in float32 and come back in their dtype; non-finite padding stays out."""
+    from ssm.blocks import SequenceBatchNorm
+
+    torch.manual_seed(5)
+    param_dtype = F64 if dtype == F64 else torch.float32
+    norm = SequenceBatchNorm(3, momentum=momentum, affine=affine).to(param_dtype).train()
+    if affine:
+        with torch.no_grad():
+            norm.bn.weight.uniform_(0.5, 2.0)
+            norm.bn.bias.normal_()
+    reference = copy.deepcopy(norm.bn)
+    for lengths in ([6, 2, 4], [1, 5, 3]):
+        mask = (torch.arange(6)[None, :] < torch.tensor(lengths)[:, None]).unsqueeze(-1)
+        x = (torch.randn(3, 6, 3, dtype=F64) * 2 + 1).to(dtype)
+        x[~mask.expand_as(x)] = float("nan")
+        x.requires_grad_(True)
+        valid = x.detach()[mask[..., 0]].to(param_dtype).requires_grad_(True)  # (steps, C)
+        out = norm(x, mask)
+        want = reference(valid)
+        assert out.dtype == dtype
+        tolerance = dict(rtol=1e-12, atol=1e-12) if dtype == F64 else dict(rtol=2e-3, atol=2e-3)
+        torch.testing.assert_close(out[mask[..., 0]].to(param_dtype), want, **tolerance)
+        assert (out[~mask[..., 0]] == 0).all()
+        cotangent = torch.randn(want.shape, dtype=param_dtype)
+        (want * cotangent).sum().backward()
+        grad_out = torch.zeros(out.shape, dtype=dtype)
+        grad_out[mask[..., 0]] = cotangent.to(dtype)
+        out.backward(grad_out)
+        torch.testing.assert_close(x.grad[mask[..., 0]].to(param_dtype), valid.grad, **tolerance)
+        assert (x.grad[~mask[..., 0]] == 0).all()
+        for mine, theirs in zip(norm.bn.buffers(), reference.buffers(), strict=True):
+            torch.testing.assert_close(mine, theirs, rtol=1e-6 if dtype != F64 else 1e-12, atol=1e-7)
+    assert norm.bn.num_batches_tracked.item() == 2
+
+
+def test_batch_norm_on_a_padded_batch_needs_two_valid_steps():
+    """One valid step has no variance: refused, as BatchNorm1d refuses one value per channel."""
+    from ssm.blocks import SequenceBatchNorm
+
+    norm = SequenceBatchNorm(3).train()
+    mask = torch.tensor([[1, 0, 0]], dtype=torch.bool).unsqueeze(-1)
+    with pytest.raises(ValueError, match="more than 1 valid step"):
+        norm(torch.randn(1, 3, 3), mask)
+
+
 @pytest.mark.parametrize("prenorm", [False, True])
 @pytest.mark.parametrize("pooling", ["mean", "last"])
 def test_training_batch_norm_does_not_depend_on_how_much_padding(prenorm, pooling):
