@@ -426,3 +426,115 @@ def test_gpu_suite_runs_the_launch_wrapper_tests_and_each_file_contributes(tmp_p
                                text=True, timeout=300).stdout
     for file in files:
         assert f"{file}::" in collected, f"-k selects nothing in {file}"
+
+
+def test_copy_bandwidth_counts_the_read_and_the_write_of_the_requested_bytes(monkeypatch):
+    """A copy of n bytes reads n and writes n: bandwidth = 2 n / seconds, with n the size of
+    the tensor actually copied."""
+    import bench.timing as timing
+
+    copied = []
+
+    def fake_median_time(fn, device):
+        copied.append(fn())  # the copy's destination
+        return 0.5
+
+    monkeypatch.setattr(timing, "median_time", fake_median_time)
+    n_bytes = 4096
+    assert timing.copy_bandwidth(torch.device("cpu"), n_bytes) == pytest.approx(2 * n_bytes / 0.5)
+    (dst,) = copied
+    assert dst.numel() * dst.element_size() == n_bytes
+
+
+def test_bandwidth_fraction_is_the_forwards_bytes_per_second_over_a_copy_of_as_many_bytes(monkeypatch):
+    """On CUDA a row's bandwidth fraction is (ideal bytes / forward time) / (bandwidth of a copy
+    that moves those same bytes, i.e. of ideal_bytes / 2 read and written), the copy measured
+    once per size in the run."""
+    import bench.__main__ as entry
+    from bench.cases import Case
+
+    asked = []
+
+    def fake_copy_bandwidth(device, n_bytes=1 << 28):
+        asked.append(n_bytes)
+        return 4e9  # bytes moved per second
+
+    monkeypatch.setattr(entry, "copy_bandwidth", fake_copy_bandwidth)
+    monkeypatch.setattr(entry, "time_stats", lambda fn, device, repeats: {"median": 1e-6, "min": 1e-6, "max": 1e-6})
+    monkeypatch.setattr(entry, "peak_memory", lambda fn, device: 0)
+    case = Case("op", "s", {"torch": lambda: torch.zeros(3)}, ideal_bytes=2000, forward_only=True)
+    copies = {}
+    rows = [entry.measure_run(case, "torch", case.runs["torch"], None, torch.device("cuda"), 1, copies)
+            for _ in range(2)]
+    for row in rows:
+        assert "error" not in row, row
+        assert row["bandwidth_fraction"] == pytest.approx((2000 / 1e-6) / 4e9)  # 2e9 B/s of 4e9: 0.5
+    assert asked == [1000]  # a copy of 1000 bytes moves 2000; timed once, then reused
+
+
+def test_cuda_peak_memory_is_the_peak_since_the_call_started_above_what_was_allocated(monkeypatch):
+    """The peak is reset before the call (an earlier, larger peak does not count) and what
+    was allocated before it is subtracted."""
+    import bench.timing as timing
+
+    class Allocator:
+        allocated, peak = 100, 10_000  # 100 bytes live from before, a stale peak of an earlier call
+
+        def alloc(self, n):
+            self.allocated += n
+            self.peak = max(self.peak, self.allocated)
+
+        def reset(self, device=None):
+            self.peak = self.allocated
+
+    mem = Allocator()
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", mem.reset)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: mem.allocated)
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: mem.peak)
+
+    def fn():  # holds 50 + 30 bytes at once, then frees them
+        mem.alloc(50)
+        mem.alloc(30)
+        mem.alloc(-80)
+
+    assert timing.peak_memory(fn, torch.device("cuda")) == 80
+
+
+def test_the_ratio_column_is_the_rows_forward_time_over_torchs():
+    """fwd time / torch: a backend twice as fast as torch reads 0.50x; the bandwidth column is
+    the fraction in percent."""
+    import bench.__main__ as entry
+
+    rows = [dict(op="o", shape="s", backend="torch", forward_s=2e-3),
+            dict(op="o", shape="s", backend="fast", forward_s=1e-3, bandwidth_fraction=0.25)]
+    table = entry.markdown({"device": "d", "torch": "x", "date": "t", "rows": rows})
+    header = [c.strip() for c in entry.HEADER.strip("|").split("|")]
+    cells = {line.split("|")[3].strip(): [c.strip() for c in line.strip().strip("|").split("|")]
+             for line in table.splitlines()[4:6]}
+    assert cells["torch"][header.index("fwd time / torch")] == "1.00x"
+    assert cells["fast"][header.index("fwd time / torch")] == "0.50x"
+    assert cells["fast"][header.index("fwd % of copy BW")] == "25.0"
+
+
+def test_our_reference_is_timed_up_to_and_including_its_length_cap(monkeypatch):
+    import bench.__main__ as entry
+
+    monkeypatch.setitem(entry.REFERENCE_MAX_L_BY_OP, "fftconv", 8)
+    monkeypatch.setattr(entry, "time_stats", lambda fn, device, repeats: {"median": 1.0, "min": 1.0, "max": 1.0})
+    result = main(["--op", "fftconv", "--lengths", "8", "12", "--channels", "2", "--batch", "1", "--repeats", "1",
+                   "--device", "cpu", "--backends", "torch", "reference"])
+    assert [(r["shape"].split()[-1], r["backend"]) for r in result["rows"]] == [
+        ("L=8", "torch"), ("L=8", "reference"), ("L=12", "torch")]
+
+
+def test_fftconv_ideal_bytes_are_its_inputs_read_and_its_output_written():
+    """An ideal FFT convolution reads u (B, H, L) and k (H, L) and writes y (B, H, L) once
+    (D's H values left out), in float32."""
+    from bench.cases import fftconv_case
+
+    case = fftconv_case(2, 3, 4, 16, device=torch.device("cpu"), backends=["torch"], peers={})
+    u, k, _ = case.runs["torch"].args
+    y = case.runs["torch"]()
+    assert case.ideal_bytes == sum(t.numel() * t.element_size() for t in (u, k, y))
