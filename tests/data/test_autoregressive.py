@@ -8,6 +8,7 @@ import pytest
 
 from ssm.data import forecasting as fc
 from ssm.data.autoregressive import (
+    ar_forecast,
     impulse_response,
     optimal_forecast_mse,
     simulate_ar,
@@ -37,6 +38,19 @@ def test_simulation_follows_the_recursion():
 def test_impulse_response_and_stationary_variance():
     np.testing.assert_allclose(impulse_response(np.array([0.5]), 5), 0.5 ** np.arange(5))
     assert stationary_variance(np.array([0.5]), sigma=2.0) == pytest.approx(4.0 / (1 - 0.25))
+
+
+def test_optimal_forecast_mse_scales_with_the_noise_variance():
+    """AR(1) with φ = 0.5 and σ = 2: the step-i error variance is σ² Σ_{j<i} φ^{2j} = 4 · (1, 1.25, 1.3125)."""
+    np.testing.assert_allclose(optimal_forecast_mse(np.array([0.5]), 3, sigma=2.0), [4.0, 5.0, 5.25])
+
+
+def test_ar_forecast_runs_the_recursion_from_the_latest_values():
+    """u_t = 0.5 u_{t-1} - 0.25 u_{t-2}, from a window ending ..., 4, 2: the next values are
+    0.5·2 - 0.25·4 = 0, then 0.5·0 - 0.25·2 = -0.5, then 0.5·(-0.5) - 0.25·0 = -0.25."""
+    window = np.array([[9.0, 4.0, 2.0], [0.0, 0.0, 1.0]])
+    np.testing.assert_allclose(ar_forecast(np.array([0.5, -0.25]), window, 3),
+                               [[0.0, -0.5, -0.25], [0.5, 0.0, -0.125]])
 
 
 def test_optimal_forecast_mse_matches_monte_carlo():
