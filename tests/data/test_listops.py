@@ -75,6 +75,18 @@ def test_generate_tree_at_max_depth_is_a_leaf():
         assert length == 1 and tree in range(10)
 
 
+def test_operator_nodes_draw_from_two_to_max_args_children_inclusive():
+    """num_args ~ randint(2, max_args), both ends included: with max_depth 2 every child is a
+    digit, so an operator root's length is 2 + its number of children."""
+    rng = random.Random(1)
+    counts = set()
+    for _ in range(2000):
+        _, length = generate_tree(rng, 1, 2, 4)
+        if length > 1:
+            counts.add(length - 2)
+    assert counts == {2, 3, 4}
+
+
 @pytest.mark.parametrize(
     "source, value",
     [
