@@ -252,6 +252,32 @@ def test_dataset_skips_the_blacklisted_and_empty_images(tmp_path):
     assert dataset.labels == [1, 0]
 
 
+def test_a_mostly_black_image_with_a_few_lit_pixels_is_not_empty(tmp_path):
+    """Only all-zero images are dropped: a small PNG (below the size that gets decoded) that
+    is black except for a few pixels is kept."""
+    directory = tmp_path / "pathfinder32" / "curv_contour_length_14"
+    sparse = np.zeros((32, 32))
+    sparse[5, 7] = sparse[20, 3] = 255
+    _write_png(directory / "imgs" / "0" / "sample_0.png", sparse)
+    _write_png(directory / "imgs" / "0" / "sample_1.png", np.zeros((32, 32)))
+    (directory / "metadata").mkdir(parents=True)
+    (directory / "metadata" / "0.npy").write_text("imgs/0 sample_0.png 0 1 1 14 4 2 0.5 1 1\n"
+                                                  "imgs/0 sample_1.png 1 0 1 14 4 2 0.5 1 1\n")
+    assert (directory / "imgs" / "0" / "sample_0.png").stat().st_size < 200  # small enough to be decoded
+    assert [(p.name, label) for p, label in list_samples(directory)] == [("sample_0.png", 1)]
+
+
+def test_metadata_files_are_read_in_numeric_batch_order(tmp_path):
+    """metadata/<k>.npy are taken by the value of k (2 before 10, not as text), so the sample
+    order, and with it the seeded split, does not depend on how names sort."""
+    directory = tmp_path / "pathfinder32" / "curv_contour_length_14"
+    (directory / "metadata").mkdir(parents=True)
+    for batch in (10, 2, 1):
+        _write_png(directory / "imgs" / str(batch) / "sample_0.png", np.full((32, 32), 50))
+        (directory / "metadata" / f"{batch}.npy").write_text(f"imgs/{batch} sample_0.png 0 1 1 14 4 2 0.5 1 1\n")
+    assert [p.parent.name for p, _ in list_samples(directory)] == ["1", "2", "10"]
+
+
 def test_dataset_encodes_pixels_to_minus_one_to_one_or_tokens(small_run):
     dataset, tokens = PathfinderDataset(small_run), PathfinderDataset(small_run, tokenize=True)
     assert len(dataset) == 60
