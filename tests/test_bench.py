@@ -538,3 +538,34 @@ def test_fftconv_ideal_bytes_are_its_inputs_read_and_its_output_written():
     u, k, _ = case.runs["torch"].args
     y = case.runs["torch"]()
     assert case.ideal_bytes == sum(t.numel() * t.element_size() for t in (u, k, y))
+
+
+def test_selective_scan_ideal_bytes_read_five_inputs_and_write_the_output():
+    """Read u, delta, z (B, D, L) and B, C (B, N, L), write y (B, D, L), all float32."""
+    from bench.cases import selective_scan_case
+
+    B, D, N, L = 2, 3, 4, 16
+    case = selective_scan_case(B, D, N, L, device=torch.device("cpu"), backends=["torch"], peers={})
+    y = case.runs["torch"]()
+    assert y.shape == (B, D, L)
+    per_channel_tensor, per_state_tensor = B * D * L * 4, B * N * L * 4
+    assert case.ideal_bytes == 3 * per_channel_tensor + 2 * per_state_tensor + y.numel() * y.element_size()
+
+
+def test_the_forward_backward_peak_is_measured_on_a_call_that_runs_backward(monkeypatch):
+    """peak_bytes is one forward's and peak_bytes_forward_backward one forward+backward's."""
+    import bench.__main__ as entry
+    from bench.cases import Case
+
+    x = torch.randn(4, requires_grad=True)
+    monkeypatch.setattr(entry, "time_stats", lambda fn, device, repeats: {"median": 1.0, "min": 1.0, "max": 1.0})
+
+    def fake_peak(fn, device):
+        x.grad = None
+        fn()
+        return 0 if x.grad is None else 1  # 1: the call ran a backward
+
+    monkeypatch.setattr(entry, "peak_memory", fake_peak)
+    case = Case("op", "s", {"torch": lambda: (x * 2).exp()}, ideal_bytes=16)
+    row = entry.measure_run(case, "torch", case.runs["torch"], None, torch.device("cpu"), 1, {})
+    assert (row["peak_bytes"], row["peak_bytes_forward_backward"]) == (0, 1)
