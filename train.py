@@ -5,7 +5,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from ssm.training.config_checks import ConfigError
+from ssm.training.config_checks import ConfigError, MissingDataError
 from ssm.training.run import run
 
 
@@ -16,6 +16,9 @@ def main(cfg: DictConfig) -> None:
     except ConfigError as err:  # a bad value found before the run started: the message is enough
         print(f"Error in the config: {err}", file=sys.stderr)
         sys.exit(2)
+    except MissingDataError as err:  # found before the run started: the message says what to get where
+        print(f"Missing data: {err}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

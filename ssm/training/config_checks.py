@@ -4,11 +4,13 @@ constructors would otherwise fail late, deep in a traceback, or accept it silent
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import numbers
 import pathlib
 import re
 import traceback
+from typing import Iterator
 
 import hydra
 from hydra.errors import InstantiationException
@@ -25,6 +27,26 @@ CHECKED_GROUPS = ("model", "data", "task", "optimizer", "scheduler")
 class ConfigError(ValueError):
     """A bad config value, found before the run starts: ``train.py`` prints its message
     alone (no traceback) and exits with status 2."""
+
+
+class MissingDataError(FileNotFoundError):
+    """A file the configured data set needs is missing, found before the run starts; the
+    message says which file is expected where and how to get or make it. ``train.py`` prints
+    it alone (no traceback) and exits with status 1."""
+
+
+@contextlib.contextmanager
+def missing_data_stops_the_run() -> Iterator[None]:
+    """Turn a FileNotFoundError raised by this package's data code inside the block (directly,
+    or through Hydra's instantiation) into a :class:`MissingDataError` with its message."""
+    try:
+        yield
+    except (FileNotFoundError, InstantiationException) as err:
+        cause = _innermost_cause(err)
+        if isinstance(cause, MissingDataError) or not isinstance(cause, FileNotFoundError) \
+                or not _raised_in_this_package(cause):
+            raise
+        raise MissingDataError(str(cause)) from err
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -192,9 +214,7 @@ def instantiate_checked(cfg: DictConfig, key: str, **kwargs):
     try:
         return hydra.utils.instantiate(cfg[key], **kwargs)
     except InstantiationException as err:
-        cause = err
-        while isinstance(cause, InstantiationException) and cause.__cause__ is not None:
-            cause = cause.__cause__
+        cause = _innermost_cause(err)
         message = str(cause)
         if isinstance(cause, ValueError) and _raised_in_this_package(cause):
             prefix = "" if message.startswith(f"{key}.") else f"{key}: "
@@ -207,6 +227,13 @@ def instantiate_checked(cfg: DictConfig, key: str, **kwargs):
             raise
         drop = " ".join(repr("~" + path) for path in paths)
         raise ConfigError(f"{key}: {message} (a key its target does not take; drop it with {drop})") from err
+
+
+def _innermost_cause(error: BaseException) -> BaseException:
+    """The error a chain of Hydra InstantiationExceptions wraps (``error`` if none)."""
+    while isinstance(error, InstantiationException) and error.__cause__ is not None:
+        error = error.__cause__
+    return error
 
 
 def _raised_in_this_package(error: BaseException) -> bool:

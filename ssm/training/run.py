@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ssm.training.batch_size import fit_batch_to_memory
 from ssm.training.callbacks import MonitoredMetricsExist
-from ssm.training.config_checks import ConfigError, check_config, instantiate_checked
+from ssm.training.config_checks import ConfigError, check_config, instantiate_checked, missing_data_stops_the_run
 from ssm.training.forecasting import ForecastingTask
 
 log = logging.getLogger(__name__)
@@ -134,9 +134,10 @@ def fit(cfg: DictConfig):
     check_config(cfg)
     ckpt_path, checkpoint = _checkpoint(cfg.get("ckpt_path"))
     cfg = _continue_checkpoints_of(cfg, ckpt_path)
-    datamodule = instantiate_checked(cfg, "data")
-    if hasattr(datamodule, "check_files"):  # missing downloads stop the run before W&B and the trainer start
-        datamodule.check_files()
+    with missing_data_stops_the_run():  # before W&B and the trainer start
+        datamodule = instantiate_checked(cfg, "data")
+        if hasattr(datamodule, "check_files"):
+            datamodule.check_files()
     check_task_fits_data(cfg, datamodule)
     shapes = model_shapes(cfg, datamodule)
     model = instantiate_checked(cfg, "model", **shapes)

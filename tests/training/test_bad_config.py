@@ -36,18 +36,30 @@ def test_missing_data_says_which_files_where_and_how_to_get_them(tmp_path, exper
     assert any(word in message.lower() for word in ("download", "github", "release", "from"))
 
 
-@pytest.mark.parametrize("experiment", ["lra/text", "lra/image", "lra/retrieval"])
+@pytest.mark.parametrize("experiment", ["lra/text", "lra/image", "lra/retrieval", "chimera/etth1"])
 def test_missing_downloads_stop_the_run_before_the_logger_starts(tmp_path, monkeypatch, experiment):
     """The data check comes first: no W&B run is created (and marked failed) and no trainer
-    traceback precedes the message."""
+    traceback precedes the message. Missing files found by the data module's check and by its
+    constructor (the forecasting CSVs, through Hydra's instantiation) raise the same error."""
     from ssm.training import loggers, run
+    from ssm.training.config_checks import MissingDataError
 
     started = []
     monkeypatch.setattr(loggers, "wandb_logger", lambda *a, **k: started.append(1))
     cfg = compose_config(f"experiment={experiment}", f"data_root={tmp_path / 'nowhere'}")
-    with pytest.raises(FileNotFoundError, match="nowhere"):
+    with pytest.raises(MissingDataError, match="nowhere"):
         run.fit(cfg)
     assert not started
+
+
+def test_a_missing_file_of_the_code_itself_keeps_its_traceback(tmp_path):
+    """Only FileNotFoundErrors raised by the package's own data code become MissingDataError;
+    one from elsewhere (a bug, another library) propagates as it is."""
+    from ssm.training.config_checks import MissingDataError, missing_data_stops_the_run
+
+    with pytest.raises(FileNotFoundError) as info, missing_data_stops_the_run():
+        (tmp_path / "absent.txt").read_text()  # raised in pathlib, outside the package
+    assert not isinstance(info.value, MissingDataError)
 
 
 @pytest.mark.parametrize("experiment, model, match", [
@@ -265,6 +277,24 @@ def test_train_py_prints_a_config_error_alone_and_exits_2(tmp_path):
                             text=True, timeout=120, stdin=subprocess.DEVNULL)
     assert result.returncode == 2
     assert "Error in the config: test must be true or false, got 'no'" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_train_py_prints_missing_data_alone_and_exits_1(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from train_runner import ROOT
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.update(HOME=str(tmp_path), PYTHONPATH=str(ROOT))
+    result = subprocess.run([sys.executable, str(ROOT / "train.py"), "experiment=lra/text", "logger=none",
+                             f"data_root={tmp_path / 'nowhere'}", f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path,
+                            env=env, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert result.returncode == 1
+    assert "Missing data: IMDB reviews (aclImdb) not found" in result.stderr
+    assert str(tmp_path / "nowhere") in result.stderr and "Download" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
 
 
