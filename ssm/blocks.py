@@ -9,8 +9,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ssm.layers._checks import check_choice, check_sequence, check_step_input
-from ssm.padding import check_lengths, check_mask, padding_mask, require
+from ssm.layers._checks import check_choice, check_sequence, check_step_input, require
+from ssm.padding import check_lengths, check_mask, padding_mask
 
 NORMS = ("layer", "batch", "none")
 

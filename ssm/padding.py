@@ -4,15 +4,7 @@ from __future__ import annotations
 
 import torch
 
-
-def require(condition: torch.Tensor, error: type[Exception], message: str) -> None:
-    """Raise ``error(message)`` unless the bool tensor ``condition`` holds. While TorchDynamo
-    traces, an assertion in the graph instead (a RuntimeError with the message when it fails):
-    reading the value would sync with the device and break the graph in every layer."""
-    if torch.compiler.is_compiling():
-        torch._assert_async(condition, message)
-    elif not bool(condition):
-        raise error(message)
+from ssm.layers._checks import require
 
 
 def check_lengths(lengths, batch: int, L: int, name: str) -> None:

@@ -233,7 +233,7 @@ def test_token_encoder_looks_up_embeddings_and_rejects_bad_ids():
         enc(ids[..., None])
     with pytest.raises(ValueError, match=r"\(batch, length\)"):
         enc(ids.float())
-    with pytest.raises(ValueError, match=r"\[0, 5\)"):
+    with pytest.raises(ValueError, match=r"\[0, 5\), got range \[0, 5\]"):
         enc(torch.tensor([[0, 5]]))
     with pytest.raises(ValueError, match=r"\[0, 5\)"):
         enc(torch.tensor([[-1, 2]]))

@@ -10,6 +10,8 @@ back to eager mode everywhere would pass a comparison with itself."""
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 
@@ -451,6 +453,26 @@ def test_compiled_padding_check_still_refuses_bad_lengths():
     compiled(x, torch.tensor([13, 9]))
     with pytest.raises(RuntimeError, match=r"values in \[1, 13\]"):
         compiled(x, torch.tensor([14, 9]))
+
+
+@pytest.mark.parametrize("pooling", ["mean", "last_k"])
+def test_token_classifier_on_padding_compiles_to_one_graph_and_keeps_its_checks(pooling):
+    """The ListOps model as trained (token ids, padded lengths, BatchNorm, training mode): the
+    token-id range and last_k's lengths >= k checks are assertions in the graph, not host
+    reads, so the whole model is one graph, and bad ids or lengths still raise."""
+    torch.manual_seed(0)
+    net = ssm.SequenceClassifier(8, 2, functools.partial(ssm.S4D, d_state=4), 3, n_tokens=10, norm="batch",
+                                 pooling=pooling, n_predict=2 if pooling == "last_k" else 1).train()
+    tokens, lengths = torch.randint(0, 10, (3, 13)), torch.tensor([13, 9, 9])
+    counter = CountingBackend()
+    compiled = torch.compile(net, backend=counter, fullgraph=True)
+    assert_close(compiled(tokens, lengths), net(tokens, lengths), dtype=torch.float32)
+    assert counter.graphs == 1
+    with pytest.raises(RuntimeError, match=r"token ids must lie in \[0, 10\)"):
+        compiled(torch.full((3, 13), 10), lengths)
+    if pooling == "last_k":
+        with pytest.raises(RuntimeError, match=r"values in \[2, 13\]"):
+            compiled(tokens, torch.tensor([13, 1, 9]))
 
 
 def test_compiled_mask_check_still_refuses_values_other_than_0_and_1():

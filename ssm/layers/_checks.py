@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 
@@ -15,6 +15,19 @@ def autocast_enabled(device_type: str) -> bool:
         return torch.is_autocast_enabled(device_type)
     except RuntimeError:  # a device type autocast does not know (meta)
         return False
+
+
+def require(condition: torch.Tensor, error: type[Exception], message: str,
+            detail: Callable[[], str] | None = None) -> None:
+    """Raise ``error(message)`` unless the bool tensor ``condition`` holds; in eager mode
+    ``detail()``, when given, is appended (e.g. the offending values, read from the device
+    only on failure). While TorchDynamo traces, an assertion in the graph instead (a
+    RuntimeError with ``message`` when it fails): reading the value would sync with the device
+    and break the graph."""
+    if torch.compiler.is_compiling():
+        torch._assert_async(condition, message)
+    elif not bool(condition):
+        raise error(message if detail is None else f"{message}, {detail()}")
 
 
 def check_input_dtype(x: torch.Tensor, module: torch.nn.Module | None, layer: str, name: str = "x") -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ssm.layers._checks import check_input_dtype
+from ssm.layers._checks import check_input_dtype, require
 
 
 class TokenEncoder(nn.Embedding):
@@ -20,11 +20,10 @@ class TokenEncoder(nn.Embedding):
                 f"TokenEncoder: expected integer token ids of shape (batch, length), "
                 f"got {x.dtype} {tuple(x.shape)}"
             )
-        if x.numel() and (int(x.min()) < 0 or int(x.max()) >= self.num_embeddings):
-            raise ValueError(
-                f"TokenEncoder: token ids must lie in [0, {self.num_embeddings}), "
-                f"got range [{int(x.min())}, {int(x.max())}]"
-            )
+        if x.numel():
+            require(((x >= 0) & (x < self.num_embeddings)).all(), ValueError,
+                    f"TokenEncoder: token ids must lie in [0, {self.num_embeddings})",
+                    lambda: f"got range [{int(x.min())}, {int(x.max())}]")
         return super().forward(x)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from ssm.layers._checks import require
 from ssm.padding import check_lengths, padding_mask
 
 POOLINGS = ("mean", "last", "last_k")
@@ -36,8 +37,8 @@ def pool(x: torch.Tensor, lengths: torch.Tensor | None = None, mode: str = "mean
             raise ValueError(f"pool: last_k needs 1 <= k <= L = {L}, got k = {k}")
         if lengths is None:
             return x[:, L - k :]
-        if B and int(lengths.min()) < k:
-            raise ValueError(f"pool: expected lengths of shape ({B},) with values in [{k}, {L}]")
+        if B:
+            require((lengths >= k).all(), ValueError, f"pool: expected lengths of shape ({B},) with values in [{k}, {L}]")
         steps = lengths.to(x.device)[:, None] - k + torch.arange(k, device=x.device)[None, :]  # (B, k)
         return x[torch.arange(B, device=x.device)[:, None], steps]
     if lengths is None:
