@@ -41,7 +41,10 @@ class SequenceBatchNorm(nn.Module):
         neither the valid outputs nor the running statistics; padded steps come out as 0.
         In eval mode every step is normalized by the running statistics, with or without it."""
         if mask is None or not (self.bn.training or self.bn.running_mean is None):
-            return self.bn(x.transpose(1, 2)).transpose(1, 2)
+            # contiguous: on a transposed input torch's CPU batch_norm returns a contiguous
+            # output while its fake tensor keeps the input's strides, and a compiled graph then
+            # views the output by strides it does not have
+            return self.bn(x.transpose(1, 2).contiguous()).transpose(1, 2)
         valid = mask.reshape(*x.shape[:2], 1).bool()
         if type(self.bn) is nn.BatchNorm1d:
             return self._normalize_valid_steps(x, valid)

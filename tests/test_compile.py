@@ -475,6 +475,25 @@ def test_token_classifier_on_padding_compiles_to_one_graph_and_keeps_its_checks(
             compiled(tokens, torch.tensor([13, 1, 9]))
 
 
+@pytest.mark.parametrize("train", [True, False])
+@pytest.mark.parametrize("norm", ["batch", "layer"])
+def test_image_classifier_compiles_to_one_graph(norm, train):
+    """The LRA Image / Pathfinder model. With BatchNorm: torch's CPU batch_norm returns a
+    transposed input's output contiguous where its fake tensor keeps the input's strides, so
+    the compiled graph viewed the next Linear's input by strides it did not have (a
+    RuntimeError); the norm now hands batch_norm a contiguous input."""
+    torch.manual_seed(0)
+    net = ssm.ImageClassifier(8, 2, functools.partial(ssm.SS2D, d_state=2), 3, (4, 4), n_tokens=256,
+                              norm=norm).train(train)
+    tokens = torch.randint(0, 256, (2, 16))
+    counter = CountingBackend()
+    compiled = torch.compile(net, backend=counter, fullgraph=True)
+    want = net(tokens)
+    got = compiled(tokens)
+    assert counter.graphs == 1
+    assert_close(got, want, dtype=torch.float32)
+
+
 def test_compiled_mask_check_still_refuses_values_other_than_0_and_1():
     """A layer's own float mask: its 0/1 check is an assertion in the graph too."""
     compiled = torch.compile(ssm.DSS(4, 8), fullgraph=True, backend="aot_eager")
