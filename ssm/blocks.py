@@ -40,45 +40,60 @@ class SequenceBatchNorm(nn.Module):
         are taken over the valid steps only, so the amount of padding in a batch changes
         neither the valid outputs nor the running statistics; padded steps come out as 0.
         In eval mode every step is normalized by the running statistics, with or without it."""
-        if mask is None or not (self.bn.training or self.bn.running_mean is None):
-            # contiguous: on a transposed input torch's CPU batch_norm returns a contiguous
-            # output while its fake tensor keeps the input's strides, and a compiled graph then
-            # views the output by strides it does not have
-            return self.bn(x.transpose(1, 2).contiguous()).transpose(1, 2)
-        valid = mask.reshape(*x.shape[:2], 1).bool()
+        batch_statistics = self.bn.training or self.bn.running_mean is None
+        valid = None if mask is None or not batch_statistics else mask.reshape(*x.shape[:2], 1).bool()
         if type(self.bn) is nn.BatchNorm1d:
-            return self._normalize_valid_steps(x, valid)
-        # A subclass (SyncBatchNorm after DDP's conversion) takes its own statistics, gathered
-        # across processes, of the valid steps picked out: a data-dependent count of rows.
+            return self._normalize(x, valid, batch_statistics)
+        # A subclass (SyncBatchNorm after DDP's conversion) runs its own kernel, which gathers
+        # the statistics across processes, on the valid steps picked out (a data-dependent
+        # count of rows).
+        if valid is None:
+            return self.bn(x.transpose(1, 2)).transpose(1, 2)
         out = x.new_zeros(x.shape)
         out[valid[..., 0]] = self.bn(x[valid[..., 0]])  # (steps, C)
         return out
 
-    def _normalize_valid_steps(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        """``nn.BatchNorm1d`` in training mode on the valid steps of x (B, L, C), ``valid``
-        (B, L, 1) bool, written with masked sums so that the shapes do not depend on the mask
-        (one graph under ``torch.compile``). Over the n valid steps:
+    def _normalize(self, x: torch.Tensor, valid: torch.Tensor | None, batch_statistics: bool) -> torch.Tensor:
+        """``nn.BatchNorm1d`` on x (B, L, C), written out in tensor ops. With batch statistics,
+        over the n valid steps (``valid`` (B, L, 1) bool; None: every step):
 
             μ = Σ x / n,   σ² = Σ (x - μ)² / n,   y = (x - μ) / sqrt(σ² + eps) · weight + bias
 
-        and 0 on the padding; the running statistics move by ``momentum`` towards μ and the
-        unbiased n/(n-1) σ² (a cumulative average when ``momentum`` is None), as BatchNorm1d's
-        do. Half inputs are normalized in float32 (as BatchNorm1d does) and returned in their
-        dtype."""
+        and 0 on the padding; in training the running statistics move by ``momentum``
+        towards μ and the unbiased n/(n-1) σ² (a cumulative average when ``momentum`` is
+        None), as BatchNorm1d's do. Otherwise μ and σ² are the running statistics. Half
+        inputs are normalized in float32 (as BatchNorm1d does) and returned in their dtype.
+
+        Written out rather than through ``F.batch_norm`` so that a compiled graph has no
+        shape that depends on the mask, and no layout that torch's CPU batch_norm and its
+        fake tensor disagree on (for a transposed input or output gradient the real kernel
+        returns a contiguous tensor where the fake keeps the input's strides, and the graph
+        then views it by strides it does not have)."""
         bn = self.bn
         xf = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
-        xf = torch.where(valid, xf, 0.0)  # padding never enters, even if not finite
-        n = valid.sum(dtype=xf.dtype)
-        require(n > 1, ValueError, "SequenceBatchNorm: expected more than 1 valid step per channel when training")
-        mean = xf.sum((0, 1)) / n
-        centered = torch.where(valid, xf - mean, 0.0)
-        var = centered.square().sum((0, 1)) / n
+        if not batch_statistics:
+            y = (xf - bn.running_mean) * torch.rsqrt(bn.running_var + bn.eps)
+            return (y * bn.weight + bn.bias if bn.affine else y).to(x.dtype)
+        if valid is None:
+            n = x.shape[0] * x.shape[1]
+            if n <= 1:
+                raise ValueError(f"SequenceBatchNorm: expected more than 1 step per channel when training, got {n}")
+            mean = xf.mean((0, 1))
+            centered = xf - mean
+            var = centered.square().mean((0, 1))
+        else:
+            xf = torch.where(valid, xf, 0.0)  # padding never enters, even if not finite
+            n = valid.sum(dtype=xf.dtype)
+            require(n > 1, ValueError, "SequenceBatchNorm: expected more than 1 valid step per channel when training")
+            mean = xf.sum((0, 1)) / n
+            centered = torch.where(valid, xf - mean, 0.0)
+            var = centered.square().sum((0, 1)) / n
         if bn.training and bn.track_running_stats:
             self._update_running_statistics(mean.detach(), var.detach() * (n / (n - 1)))
         y = centered * torch.rsqrt(var + bn.eps)
         if bn.affine:
             y = y * bn.weight + bn.bias
-        return torch.where(valid, y, 0.0).to(x.dtype)
+        return (y if valid is None else torch.where(valid, y, 0.0)).to(x.dtype)
 
     def _update_running_statistics(self, mean: torch.Tensor, unbiased_var: torch.Tensor) -> None:
         bn = self.bn

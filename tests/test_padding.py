@@ -122,6 +122,41 @@ def test_batch_norm_on_a_padded_batch_is_batchnorm1d_on_its_valid_steps(momentum
     assert norm.bn.num_batches_tracked.item() == 2
 
 
+@pytest.mark.parametrize("train", [True, False])
+@pytest.mark.parametrize("dtype", [F64, torch.float16])
+def test_batch_norm_without_a_mask_is_batchnorm1d(train, dtype):
+    """Without padding, SequenceBatchNorm is BatchNorm1d over the channels of (B, L, C): batch
+    statistics of every step and the running-statistics update in training, the running
+    statistics in eval mode; outputs, gradients and buffers, over two calls."""
+    from ssm.blocks import SequenceBatchNorm
+
+    torch.manual_seed(6)
+    param_dtype = F64 if dtype == F64 else torch.float32
+    norm = SequenceBatchNorm(3).to(param_dtype)
+    with torch.no_grad():
+        norm.bn.weight.uniform_(0.5, 2.0)
+        norm.bn.bias.normal_()
+        norm.bn.running_mean.normal_()
+        norm.bn.running_var.uniform_(0.5, 2.0)
+    norm.train(train)
+    reference = copy.deepcopy(norm.bn)
+    tolerance = dict(rtol=1e-12, atol=1e-12) if dtype == F64 else dict(rtol=2e-3, atol=2e-3)
+    for _ in range(2):
+        x = (torch.randn(2, 5, 3, dtype=F64) * 2 + 1).to(dtype).requires_grad_(True)
+        features = x.detach().to(param_dtype).transpose(1, 2).requires_grad_(True)  # (B, C, L)
+        out, want = norm(x), reference(features).transpose(1, 2)
+        assert out.dtype == dtype
+        torch.testing.assert_close(out.to(param_dtype), want, **tolerance)
+        cotangent = torch.randn(want.shape, dtype=param_dtype)
+        (want * cotangent).sum().backward()
+        out.backward(cotangent.to(dtype))
+        torch.testing.assert_close(x.grad.to(param_dtype), features.grad.transpose(1, 2), **tolerance)
+        for mine, theirs in zip(norm.bn.buffers(), reference.buffers(), strict=True):
+            torch.testing.assert_close(mine, theirs, rtol=1e-6 if dtype != F64 else 1e-12, atol=1e-7)
+    with pytest.raises(ValueError, match="more than 1 step"):
+        SequenceBatchNorm(3).train()(torch.randn(1, 1, 3))
+
+
 def test_batch_norm_on_a_padded_batch_needs_two_valid_steps():
     """One valid step has no variance: refused, as BatchNorm1d refuses one value per channel."""
     from ssm.blocks import SequenceBatchNorm
