@@ -17,7 +17,9 @@ NORMS = ("layer", "batch", "none")
 
 class SequenceBatchNorm(nn.Module):
     """BatchNorm over the channels of a (batch, length, channels) tensor: ``bn``, an
-    ``nn.BatchNorm1d(num_features)``, on the transposed input.
+    ``nn.BatchNorm1d(num_features)``, holds the parameters and running statistics, and its
+    normalization is written out in tensor ops (:meth:`_normalize`); a subclass of it
+    (SyncBatchNorm) runs its own kernel on the transposed input.
 
     The BatchNorm is a child module rather than the base class, so that converting a model
     for DDP (``SyncBatchNorm.convert_sync_batchnorm``, what ``trainer=ddp`` does on GPUs)

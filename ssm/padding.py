@@ -41,7 +41,7 @@ def check_mask(mask, batch: int, L: int, name: str) -> torch.Tensor | None:
         raise ValueError(f"{name}: expected a padding mask of shape ({batch}, {L}, 1), got {shape}")
     if mask.dtype != torch.bool:
         require(((mask == 0) | (mask == 1)).all(), ValueError,
-                 f"{name}: the padding mask must hold only 0 and 1 (1 on valid steps)")
+                f"{name}: the padding mask must hold only 0 and 1 (1 on valid steps)")
     return mask
 
 

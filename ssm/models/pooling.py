@@ -38,7 +38,8 @@ def pool(x: torch.Tensor, lengths: torch.Tensor | None = None, mode: str = "mean
         if lengths is None:
             return x[:, L - k :]
         if B:
-            require((lengths >= k).all(), ValueError, f"pool: expected lengths of shape ({B},) with values in [{k}, {L}]")
+            require((lengths >= k).all(), ValueError,
+                    f"pool: expected lengths of shape ({B},) with values in [{k}, {L}]")
         steps = lengths.to(x.device)[:, None] - k + torch.arange(k, device=x.device)[None, :]  # (B, k)
         return x[torch.arange(B, device=x.device)[:, None], steps]
     if lengths is None:
