@@ -80,16 +80,13 @@ class SequenceBatchNorm(nn.Module):
             n = x.shape[0] * x.shape[1]
             if n <= 1:
                 raise ValueError(f"SequenceBatchNorm: expected more than 1 step per channel when training, got {n}")
-            mean = xf.mean((0, 1))
-            centered = xf - mean
-            var = centered.square().mean((0, 1))
         else:
             xf = torch.where(valid, xf, 0.0)  # padding never enters, even if not finite
             n = valid.sum(dtype=xf.dtype)
             require(n > 1, ValueError, "SequenceBatchNorm: expected more than 1 valid step per channel when training")
-            mean = xf.sum((0, 1)) / n
-            centered = torch.where(valid, xf - mean, 0.0)
-            var = centered.square().sum((0, 1)) / n
+        mean = xf.sum((0, 1)) / n
+        centered = xf - mean if valid is None else torch.where(valid, xf - mean, 0.0)
+        var = centered.square().sum((0, 1)) / n
         if bn.training and bn.track_running_stats:
             self._update_running_statistics(mean.detach(), var.detach() * (n / (n - 1)))
         y = centered * torch.rsqrt(var + bn.eps)

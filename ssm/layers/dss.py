@@ -181,7 +181,7 @@ class DSS(DiagonalSSM):
     def kernel(self, L: int) -> torch.Tensor:
         """The convolution kernel (H, L), or (2, H, L) when bidirectional; the softmax variant
         is normalized over ``l_max``, else over L. Reading it changes no state."""
-        check_kernel_length(L, type(self).__name__)
+        L = check_kernel_length(L, type(self).__name__)
         if self.variant == "exp":
             return super().kernel(L)
         if L == 0:  # an empty kernel; its normalization length would be 0
