@@ -31,14 +31,16 @@ TINY = [
 
 
 def train(tmp_path: pathlib.Path, run: str, *overrides: str, check: bool = True, multirun: bool = False,
-          timeout: int = 300) -> subprocess.CompletedProcess:
+          timeout: int = 300, tiny: bool = True) -> subprocess.CompletedProcess:
     """``python train.py TINY... hydra.run.dir=<tmp>/<run> overrides...`` (``-m``: multirun into
-    ``hydra.sweep.dir=<tmp>/<run>``); with ``check`` the run must succeed."""
+    ``hydra.sweep.dir=<tmp>/<run>``; ``tiny=False``: without TINY, the overrides alone); with
+    ``check`` the run must succeed."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
     env.update(HOME=str(tmp_path / "home"), DATA_PATH=str(tmp_path / "data"),
                PYTHONPATH=os.pathsep.join([str(ROOT), str(TESTS)]))
     where = f"hydra.sweep.dir={tmp_path / run}" if multirun else f"hydra.run.dir={tmp_path / run}"
-    cmd = [sys.executable, str(ROOT / "train.py"), *(["-m"] if multirun else []), *TINY, where, *overrides]
+    cmd = [sys.executable, str(ROOT / "train.py"), *(["-m"] if multirun else []), *(TINY if tiny else []), where,
+           *overrides]
     result = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout,
                             stdin=subprocess.DEVNULL)
     if check:

@@ -264,34 +264,19 @@ def test_a_task_that_does_not_fit_the_data_is_refused():
 
 
 def test_train_py_prints_a_config_error_alone_and_exits_2(tmp_path):
-    import os
-    import subprocess
-    import sys
+    from train_runner import train
 
-    from train_runner import ROOT
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
-    env.update(HOME=str(tmp_path), PYTHONPATH=str(ROOT))
-    result = subprocess.run([sys.executable, str(ROOT / "train.py"), "experiment=lra", "logger=none", "test=no",
-                             f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path, env=env, capture_output=True,
-                            text=True, timeout=120, stdin=subprocess.DEVNULL)
+    result = train(tmp_path, "run", "experiment=lra", "logger=none", "test=no", check=False, tiny=False, timeout=120)
     assert result.returncode == 2
     assert "Error in the config: test must be true or false, got 'no'" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
 
 
 def test_train_py_prints_missing_data_alone_and_exits_1(tmp_path):
-    import os
-    import subprocess
-    import sys
+    from train_runner import train
 
-    from train_runner import ROOT
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
-    env.update(HOME=str(tmp_path), PYTHONPATH=str(ROOT))
-    result = subprocess.run([sys.executable, str(ROOT / "train.py"), "experiment=lra/text", "logger=none",
-                             f"data_root={tmp_path / 'nowhere'}", f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path,
-                            env=env, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    result = train(tmp_path, "run", "experiment=lra/text", "logger=none", f"data_root={tmp_path / 'nowhere'}",
+                   check=False, tiny=False, timeout=120)
     assert result.returncode == 1
     assert "Missing data: IMDB reviews (aclImdb) not found" in result.stderr
     assert str(tmp_path / "nowhere") in result.stderr and "Download" in result.stderr
