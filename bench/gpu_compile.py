@@ -326,8 +326,6 @@ def selective_scan_2d_cases(quick: bool):
 def selective_scan_2d_tiling_cases():
     """Every tiling the GPU tile sweep (``python -m bench --op selective_scan_2d_tiles``) times,
     at its image sizes: that each builds without spilling is known before any GPU time."""
-    import torch
-
     from bench.cases import _side, selective_scan_2d_tilings
     from kernels.selective_scan_2d.triton_op import selective_scan_2d_triton
 

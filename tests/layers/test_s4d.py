@@ -13,7 +13,7 @@ from reference import (
     run_steps,
     zoh_by_matrix_exp,
 )
-from tolerances import assert_close, assert_close_summed
+from tolerances import assert_close
 
 import ssm
 

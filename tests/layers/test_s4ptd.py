@@ -12,7 +12,7 @@ from reference import (
     run_steps,
     zoh_by_matrix_exp,
 )
-from tolerances import assert_close, assert_close_summed
+from tolerances import assert_close
 
 import ssm
 from ssm.hippo import ptd_legs, transition
