@@ -62,8 +62,8 @@ def selective_scan(
         return_last_state: also return the final state h_{L-1}, (B, D, N).
         h0: optional (B, D, N) initial state (an extension: mamba_ssm starts from zero).
         backend: None (by device), "triton", "torch" (chunked CPU path) or "reference".
-            The Triton kernel is for real A; a complex A on "triton" runs the reference
-            loop (exact, but a Python loop over L).
+            The Triton kernel is for real A; a complex A on "triton" (the default for CUDA
+            tensors) runs the chunked PyTorch path, which runs on any device.
 
     Returns:
         out (B, D, L) in u's dtype, and with ``return_last_state`` the pair

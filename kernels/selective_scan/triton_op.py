@@ -17,6 +17,7 @@ from typing import Optional
 import torch
 
 from kernels._compile import fake_gradients, placeholder, placeholders, wanted
+from kernels.selective_scan.pytorch import selective_scan_torch
 from kernels.selective_scan.reference import selective_scan_reference
 
 _INPUTS = 9  # u, delta, A, B, C, D, z, delta_bias, h0
@@ -98,8 +99,9 @@ def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None, de
     before the kernels are first used.
     """
     Bsz, Dm, L = u.shape
-    if A.is_complex() or L == 0 or Bsz == 0 or Dm == 0 or A.shape[1] == 0:
-        # Complex A is not in the Triton kernel; empty inputs need no kernel either.
+    if A.is_complex():  # not in the Triton kernel: the chunked PyTorch path, on any device
+        return selective_scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, h0)
+    if L == 0 or Bsz == 0 or Dm == 0 or A.shape[1] == 0:  # nothing for a kernel to do
         return selective_scan_reference(u, delta, A, B, C, D, z, delta_bias, delta_softplus, h0)
     args = [None if t is None else t.contiguous() for t in (u, delta, A, B, C, D, z, delta_bias, h0)]
     softplus = bool(delta_softplus)
