@@ -26,6 +26,7 @@ import platform
 import torch
 
 from bench.cases import CASES
+from bench.shapes import default_shape
 from bench.timing import copy_bandwidth, peak_memory, time_stats
 
 REFERENCE_MAX_L = 2048  # the O(L^2) references are skipped beyond this length
@@ -211,15 +212,29 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
+def fill_default_shape(args: argparse.Namespace) -> None:
+    """Give each of --lengths, --batch, --channels, --state that was not passed the op's
+    default for the device (bench/shapes.py), and say which were filled in."""
+    filled = []
+    for key, value in zip(("lengths", "batch", "channels", "state"),
+                          default_shape(args.op, torch.device(args.device).type)):
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+            filled.append(f"--{key} {' '.join(map(str, value)) if key == 'lengths' else value}")
+    if filled:
+        print(f"{args.op} on {args.device}, default shape: {' '.join(filled)}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--op", choices=sorted(CASES), default="fftconv")
-    parser.add_argument("--lengths", type=int, nargs="+", default=[1024, 4096, 16384, 65536])
+    sized = "default: the op's shape for the device, in bench/shapes.py"
+    parser.add_argument("--lengths", type=int, nargs="+", help=sized)
     parser.add_argument("--backends", nargs="+", default=["torch", "reference"])
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--channels", type=int, default=256)
-    parser.add_argument("--state", type=int, default=32, help="modes N (complex)")
+    parser.add_argument("--batch", type=int, help=sized)
+    parser.add_argument("--channels", type=int, help=f"H, the channels or kernel sets ({sized})")
+    parser.add_argument("--state", type=int, help=f"N, the state size or modes ({sized})")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--peer-s4", metavar="PATH", help="a state-spaces/s4 checkout to time beside ours")
@@ -230,6 +245,7 @@ def main(argv: list[str] | None = None) -> dict:
                              "PyTorch reference); an installed mamba_ssm is used without it")
     parser.add_argument("--out", type=pathlib.Path, help="write the JSON result here (and .md beside it)")
     args = parser.parse_args(argv)
+    fill_default_shape(args)
 
     def save(result: dict) -> None:
         args.out.parent.mkdir(parents=True, exist_ok=True)

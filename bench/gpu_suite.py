@@ -10,7 +10,7 @@ GPU, each written to ``<out>/<device>-<date>-<op>.{json,md}`` beside a summary, 
 Each step runs in its own process with a timeout, so a hang or a crash in one op does not
 lose the others; steps stop being started once ``--budget-s`` seconds have passed. The
 summary (``<device>-<date>-gpu-suite.md``) lists each step, its exit status and its time.
-Shapes are chosen to be Mamba/S4-sized while the whole suite stays within a few minutes on
+Shapes (``bench/shapes.py``'s ``GPU_SHAPES``) are Mamba/S4-sized while the whole suite stays within a few minutes on
 an H100-class GPU.
 """
 
@@ -25,24 +25,9 @@ import subprocess
 import sys
 import time
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+from bench.shapes import GPU_SHAPES
 
-# op -> (lengths, batch, channels, state) of its benchmark; backends default to triton, torch, reference
-BENCH_SHAPES = {
-    "selective_scan": ([1024, 4096, 16384], 8, 1536, 16),
-    "mamba": ([1024, 4096], 8, 768, 16),
-    "selective_state_update": ([256, 1024], 8, 1536, 16),  # decoding that many tokens
-    "selective_scan_2d": ([1024, 4096, 16384], 8, 192, 16),
-    "cross_scan": ([1024, 4096, 16384], 8, 192, 16),
-    "linear_scan": ([1024, 4096, 16384], 8, 256, 64),
-    "s5": ([1024, 4096, 16384], 8, 256, 64),
-    "fftconv": ([1024, 4096, 16384, 65536], 8, 256, 32),
-    "vandermonde": ([1024, 4096, 16384, 65536], 8, 256, 32),
-    "s4d_kernel": ([1024, 4096, 16384, 65536], 8, 256, 32),
-    "s4d": ([1024, 4096, 16384], 8, 256, 32),
-    "companion_kernel": ([1024, 4096, 16384], 8, 256, 64),
-    "selective_scan_2d_tiles": ([16384], 8, 192, 16),  # last: data for the tile heuristic at 128x128
-}
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def device_slug() -> str:
@@ -80,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.gpu_suite", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=pathlib.Path, default=ROOT / "bench" / "results")
-    parser.add_argument("--ops", nargs="+", default=list(BENCH_SHAPES), choices=list(BENCH_SHAPES))
+    parser.add_argument("--ops", nargs="+", default=list(GPU_SHAPES), choices=list(GPU_SHAPES))
     parser.add_argument("--no-tests", action="store_true", help="skip the CUDA tests")
     parser.add_argument("--all-triton-tests", action="store_true",
                         help="after the benchmarks, also run every Triton test (pytest tests -k triton, the "
@@ -112,22 +97,29 @@ def main(argv: list[str] | None = None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     logs = args.out / f"{prefix}-gpu-suite-logs"
     logs.mkdir(exist_ok=True)
+    summary = args.out / f"{prefix}-gpu-suite.md"
     start = time.perf_counter()
     results = []
+
+    def record(result: dict) -> None:
+        """Add a step's result and rewrite the summary, so a suite stopped part way (a time
+        limit, a lost machine) keeps what it ran."""
+        results.append(result)
+        summary.write_text(summary_text(prefix, results) + "\n")
+
     pytest = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
     if not args.no_tests:  # what wraps every launch (device guard, NaN, second derivatives, torch.compile)
         wrappers = [*pytest, "tests/kernels/test_launch.py", "tests/kernels/test_second_derivatives.py",
                     "tests/test_compile.py", "-k", "launch or nan or second or triton"]
-        results.append(step("launch wrappers on the GPU", wrappers, args.test_timeout_s, logs / "tests-wrappers.txt"))
+        record(step("launch wrappers on the GPU", wrappers, args.test_timeout_s, logs / "tests-wrappers.txt"))
     if not args.no_tests:  # the CUDA-only tests: larger shapes against the torch path, dispatch
         cuda_tests = [*pytest, "--continue-on-collection-errors", "tests/kernels", "-k", "cuda"]
-        results.append(step("cuda tests (tests/kernels -k cuda)", cuda_tests, args.test_timeout_s,
-                            logs / "tests-cuda.txt"))
+        record(step("cuda tests (tests/kernels -k cuda)", cuda_tests, args.test_timeout_s, logs / "tests-cuda.txt"))
     for op in args.ops:
         if time.perf_counter() - start > args.budget_s:
-            results.append({"name": op, "rc": "not started (budget)", "seconds": 0.0, "command": "", "last_line": ""})
+            record({"name": op, "rc": "not started (budget)", "seconds": 0.0, "command": "", "last_line": ""})
             continue
-        lengths, batch, channels, state = BENCH_SHAPES[op]
+        lengths, batch, channels, state = GPU_SHAPES[op]
         command = [sys.executable, "-m", "bench", "--op", op, "--lengths", *map(str, args.lengths or lengths),
                    "--batch", str(batch), "--channels", str(channels), "--state", str(state),
                    "--backends", *args.backends, "--repeats", str(args.repeats),
@@ -136,22 +128,36 @@ def main(argv: list[str] | None = None) -> None:
             command += ["--peer-mamba-ssm", args.peer_mamba_ssm]
         if op == "s4d_kernel" and args.peer_s4:
             command += ["--peer-s4", args.peer_s4]
-        results.append(step(op, command, args.op_timeout_s, logs / f"{op}.txt"))
+        record(step(op, command, args.op_timeout_s, logs / f"{op}.txt"))
     all_triton = [*pytest, "tests", "-k", "triton"]
     if args.all_triton_tests and time.perf_counter() - start < args.budget_s:
         remaining = max(60.0, args.budget_s + args.op_timeout_s - (time.perf_counter() - start))
-        results.append(step("all Triton tests, compiled (tests -k triton)", all_triton, remaining,
-                            logs / "tests-all-triton.txt"))
+        record(step("all Triton tests, compiled (tests -k triton)", all_triton, remaining,
+                    logs / "tests-all-triton.txt"))
     elif args.all_triton_tests:
-        results.append({"name": "all Triton tests, compiled (tests -k triton)", "rc": "not started (budget)",
-                        "seconds": 0.0, "command": "", "last_line": ""})
-    lines = [f"# GPU suite on {prefix}", "", "| step | exit | seconds | last line |", "|---|---|---|---|"]
+        record({"name": "all Triton tests, compiled (tests -k triton)", "rc": "not started (budget)",
+                "seconds": 0.0, "command": "", "last_line": ""})
+    print(summary_text(prefix, results))
+
+
+def summary_text(prefix: str, results: list[dict]) -> str:
+    """The summary table: each step's exit status, time and last line, the device and
+    versions, then the commands."""
+    import torch
+
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU (a dry run)"
+    try:
+        import triton
+
+        versions = f"torch {torch.__version__}, triton {triton.__version__}"
+    except ImportError:
+        versions = f"torch {torch.__version__}, no triton"
+    lines = [f"# GPU suite on {prefix}", "", f"device: {device}, {versions}", "",
+             "| step | exit | seconds | last line |", "|---|---|---|---|"]
     lines += [f"| {r['name']} | {r['rc']} | {r['seconds']:.0f} | {r['last_line'][:120].replace('|', '/')} |"
               for r in results]
     lines += ["", "Commands:", ""] + [f"    {r['command']}" for r in results if r["command"]]
-    summary = args.out / f"{prefix}-gpu-suite.md"
-    summary.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -569,3 +569,44 @@ def test_the_forward_backward_peak_is_measured_on_a_call_that_runs_backward(monk
     case = Case("op", "s", {"torch": lambda: (x * 2).exp()}, ideal_bytes=16)
     row = entry.measure_run(case, "torch", case.runs["torch"], None, torch.device("cpu"), 1, {})
     assert (row["peak_bytes"], row["peak_bytes_forward_backward"]) == (0, 1)
+
+
+def test_sizes_not_given_take_the_ops_default_shape_for_the_device(monkeypatch, capsys):
+    import bench.__main__ as entry
+    from bench.cases import CASES
+    from bench.shapes import CPU_SHAPES, GPU_SHAPES, default_shape
+
+    assert set(CPU_SHAPES) == set(GPU_SHAPES) == set(CASES)
+    seen = {}
+    monkeypatch.setattr(entry, "measure", lambda args, on_length=None: seen.update(vars(args)) or
+                        {"device": "-", "torch": "-", "date": "-", "rows": []})
+    entry.main(["--op", "selective_scan_2d", "--device", "cpu", "--channels", "5"])
+    lengths, batch, _, state = CPU_SHAPES["selective_scan_2d"]
+    assert (seen["lengths"], seen["batch"], seen["channels"], seen["state"]) == (lengths, batch, 5, state)
+    assert f"default shape: --lengths {' '.join(map(str, lengths))} --batch {batch} --state {state}" in \
+        capsys.readouterr().out
+    entry.main(["--op", "fftconv", "--device", "cpu", "--lengths", "9", "--batch", "1", "--channels", "2",
+                "--state", "3"])
+    assert (seen["lengths"], seen["batch"], seen["channels"], seen["state"]) == ([9], 1, 2, 3)
+    assert "default shape" not in capsys.readouterr().out
+    # a GPU gets the GPU suite's shapes, and the tables are copies: filling one run's args leaves them alone
+    lengths, batch, channels, state = default_shape("mamba", "cuda")
+    assert [lengths, batch, channels, state] == list(GPU_SHAPES["mamba"]) and lengths is not GPU_SHAPES["mamba"][0]
+    assert default_shape("mamba", "cpu") == CPU_SHAPES["mamba"] != GPU_SHAPES["mamba"]
+
+
+def test_gpu_suite_summary_is_written_after_each_step(tmp_path, monkeypatch):
+    """A suite stopped part way (the machine's time limit) keeps the summary of the steps it ran."""
+    import bench.gpu_suite as gpu_suite
+
+    def step(name, command, *args):
+        if name == "s5":
+            raise KeyboardInterrupt  # as a kill would stop it
+        return {"name": name, "rc": 0, "seconds": 1.0, "command": " ".join(command[1:4]), "last_line": "ok"}
+
+    monkeypatch.setattr(gpu_suite, "step", step)
+    with pytest.raises(KeyboardInterrupt):
+        gpu_suite.main(["--out", str(tmp_path), "--ops", "cross_scan", "fftconv", "s5", "--no-tests", *ALLOW_CPU])
+    summary = next(tmp_path.glob("*-gpu-suite.md")).read_text()
+    assert "| cross_scan | 0 | 1 | ok |" in summary and "| fftconv | 0 | 1 | ok |" in summary
+    assert "| s5 |" not in summary and f"torch {torch.__version__}" in summary
