@@ -49,3 +49,50 @@ def test_no_triton_test_hands_the_backend_cpu_tensors_outside_the_interpreter(tm
         "(build them on devices.TRITON_DEVICE):\n" + "\n".join(on_cpu)
     # the check saw the Triton tests reach the backend on TRITON_DEVICE (it is not vacuous)
     assert on_meta > 300, done.stdout[-3000:]
+
+
+def test_the_dev_install_has_the_training_stack():
+    """conftest.py leaves out the test modules that need hydra, omegaconf or wandb where they
+    are not installed; the dev install has them, so CI runs every module."""
+    from conftest import MISSING_TRAINING_STACK
+
+    assert not MISSING_TRAINING_STACK, f"{MISSING_TRAINING_STACK} missing: pip install -e \".[dev]\""
+
+
+# run as a script: pytest with the training stack's imports refused, as where it is not installed
+_WITHOUT_TRAINING_STACK = """
+import sys
+import pytest
+
+class Refuse:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("hydra", "omegaconf", "wandb"):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+sys.meta_path.insert(0, Refuse())
+sys.exit(pytest.main(sys.argv[1:]))
+"""
+
+
+def collected(*prefix: str, extra: list[str]) -> tuple[list[str], str]:
+    """The node ids ``pytest --collect-only -k triton`` prints, run as ``prefix``, and its output."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PYTEST_")}
+    env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"  # hydra's pytest plugin would import it
+    command = [*prefix, "--collect-only", "-q", "-p", "no:cacheprovider", "-k", "triton", *extra, "tests"]
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    return [line for line in done.stdout.splitlines() if "::" in line], done.stdout
+
+
+def test_every_triton_test_is_collected_without_the_training_stack(tmp_path):
+    """On a GPU machine with torch and triton but not hydra, omegaconf or wandb, every Triton
+    test is still collected (no collection error stops the run), and the modules left out
+    hold none of them."""
+    script = tmp_path / "without_training_stack.py"
+    script.write_text(_WITHOUT_TRAINING_STACK)
+    ignore = ["--ignore", str(pathlib.Path(__file__))]
+    without, output = collected(sys.executable, str(script), extra=ignore)
+    with_stack, _ = collected(sys.executable, "-m", "pytest", extra=ignore)
+    assert "not collected, for want of hydra, omegaconf, wandb:" in output and "test_configs.py" in output
+    assert without == with_stack and len(without) > 300

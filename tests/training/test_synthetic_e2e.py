@@ -1,14 +1,12 @@
 """End-to-end: `train.py experiment=synthetic/selective_copy` at a tiny size, and the clear
 error when the model does not predict the K final positions."""
 
-import os
 import pathlib
 import subprocess
-import sys
 
 import pytest
+from train_runner import train
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
 TINY = [
     "data.seq_len=16",
     "data.vocab_size=4",
@@ -27,11 +25,7 @@ TINY = [
 
 
 def run(tmp_path: pathlib.Path, name: str, *overrides: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
-    env.update(HOME=str(tmp_path / "home"), PYTHONPATH=str(ROOT))
-    cmd = [sys.executable, str(ROOT / "train.py"), *overrides, *TINY, f"hydra.run.dir={tmp_path / name}"]
-    return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
-                          stdin=subprocess.DEVNULL)
+    return train(tmp_path, name, *overrides, *TINY, check=False, tiny=False)
 
 
 @pytest.mark.slow
