@@ -9,15 +9,18 @@ GPU, each written to ``<out>/<device>-<date>-<op>.{json,md}`` beside a summary, 
 
 Each step runs in its own process with a timeout, so a hang or a crash in one op does not
 lose the others; steps stop being started once ``--budget-s`` seconds have passed. The
-summary (``<device>-<date>-gpu-suite.md``) lists each step, its exit status and its time.
-Shapes (``bench/shapes.py``'s ``GPU_SHAPES``) are Mamba/S4-sized while the whole suite stays within a few minutes on
-an H100-class GPU.
+summary (``<device>-<date>-gpu-suite.md``, rewritten after each step) lists each step, its
+exit status and its time. The test steps run in ``--test-workers`` pytest-xdist processes
+where pytest-xdist is installed. Shapes (``bench/shapes.py``'s ``GPU_SHAPES``) are
+Mamba/S4-sized and meant to keep the suite to a few minutes on an H100-class GPU; its time
+there has not been measured yet.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import importlib.util
 import os
 import pathlib
 import re
@@ -71,6 +74,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="after the benchmarks, also run every Triton test (pytest tests -k triton, the "
                              "interpreter's tests in CI) compiled on the GPU: minutes of compilation")
     parser.add_argument("--test-timeout-s", type=float, default=180)
+    parser.add_argument("--test-workers", type=int, default=8,
+                        help="pytest-xdist worker processes for the test steps (0: in one process); most of "
+                             "their time is compiling kernels, which the workers spread over the CPU cores")
     parser.add_argument("--op-timeout-s", type=float, default=120)
     parser.add_argument("--budget-s", type=float, default=480, help="start no new step after this many seconds")
     parser.add_argument("--repeats", type=int, default=5)
@@ -108,6 +114,8 @@ def main(argv: list[str] | None = None) -> None:
         summary.write_text(summary_text(prefix, results) + "\n")
 
     pytest = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+    if args.test_workers > 0 and importlib.util.find_spec("xdist") is not None:
+        pytest += ["-n", str(args.test_workers)]
     if not args.no_tests:  # what wraps every launch (device guard, NaN, second derivatives, torch.compile)
         wrappers = [*pytest, "tests/kernels/test_launch.py", "tests/kernels/test_second_derivatives.py",
                     "tests/test_compile.py", "-k", "launch or nan or second or triton"]

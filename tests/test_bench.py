@@ -610,3 +610,18 @@ def test_gpu_suite_summary_is_written_after_each_step(tmp_path, monkeypatch):
     summary = next(tmp_path.glob("*-gpu-suite.md")).read_text()
     assert "| cross_scan | 0 | 1 | ok |" in summary and "| fftconv | 0 | 1 | ok |" in summary
     assert "| s5 |" not in summary and f"torch {torch.__version__}" in summary
+
+
+@pytest.mark.parametrize("workers", [0, 3])
+def test_gpu_suite_spreads_its_test_steps_over_test_workers(tmp_path, monkeypatch, workers):
+    import bench.gpu_suite as gpu_suite
+
+    commands = {}
+    monkeypatch.setattr(gpu_suite, "step", lambda name, command, *a: commands.setdefault(name, command) and
+                        {"name": name, "rc": 0, "seconds": 0.0, "command": "", "last_line": ""})
+    gpu_suite.main(["--out", str(tmp_path), "--ops", "cross_scan", "--all-triton-tests", "--test-workers", str(workers),
+                    *ALLOW_CPU])
+    tests = {name: command for name, command in commands.items() if "pytest" in command}
+    assert len(tests) == 3 and "-n" not in commands["cross_scan"]
+    for command in tests.values():  # pytest-xdist is in the dev install
+        assert (command[command.index("-n") + 1] == str(workers)) if workers else "-n" not in command
