@@ -25,7 +25,7 @@ import platform
 
 import torch
 
-from bench.cases import CASES
+from bench.cases import CASES, UsageError
 from bench.shapes import default_shape
 from bench.timing import copy_bandwidth, peak_memory, time_stats
 
@@ -252,7 +252,10 @@ def main(argv: list[str] | None = None) -> dict:
         args.out.write_text(json.dumps(result, indent=2) + "\n")
         args.out.with_suffix(".md").write_text(markdown(result) + "\n")
 
-    result = measure(args, on_length=save if args.out else None)
+    try:
+        result = measure(args, on_length=save if args.out else None)
+    except (UsageError, FileNotFoundError) as err:  # the op's device, a peer checkout without its files
+        parser.exit(2, f"python -m bench: {err}\n")
     print(markdown(result))
     return result
 

@@ -25,6 +25,10 @@ from bench.peers import (
 from kernels.companion_kernel import companion_kernel_squaring
 
 
+class UsageError(ValueError):
+    """An op asked for where it cannot run (``python -m bench`` says so and exits with status 2)."""
+
+
 @dataclass
 class Case:
     """Callables per backend for one op at one shape. Every run's output is compared with
@@ -291,7 +295,7 @@ def selective_scan_2d_tiles_case(B: int, H: int, N: int, L: int, device: torch.d
     from kernels.selective_scan_2d.triton_op import selective_scan_2d_triton
 
     if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
-        raise ValueError("--op selective_scan_2d_tiles times Triton kernels: run it on a CUDA device "
+        raise UsageError("--op selective_scan_2d_tiles times Triton kernels: run it on a CUDA device "
                          "(or, for a functional check only, with TRITON_INTERPRET=1 set)")
     Hgt, Wdt = _side(L)
 

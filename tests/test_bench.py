@@ -625,3 +625,14 @@ def test_gpu_suite_spreads_its_test_steps_over_test_workers(tmp_path, monkeypatc
     assert len(tests) == 3 and "-n" not in commands["cross_scan"]
     for command in tests.values():  # pytest-xdist is in the dev install
         assert (command[command.index("-n") + 1] == str(workers)) if workers else "-n" not in command
+
+
+def test_an_op_that_cannot_run_here_or_a_wrong_checkout_stops_with_a_message(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    small = ["--lengths", "8", "--batch", "1", "--channels", "2", "--state", "2", "--repeats", "1", "--device", "cpu"]
+    for argv, message in [(["--op", "selective_scan_2d_tiles"], "run it on a CUDA device"),
+                          (["--op", "s4d_kernel", "--peer-s4", str(tmp_path)], "expected a state-spaces/s4 checkout")]:
+        with pytest.raises(SystemExit) as stop:
+            main([*argv, *small])
+        err = capsys.readouterr().err
+        assert stop.value.code == 2 and err.startswith("python -m bench: ") and message in err
