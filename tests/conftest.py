@@ -4,9 +4,9 @@ factorizations are cached in a temporary folder, not in the user's cache.
 
 Where the training stack (hydra-core, omegaconf, wandb) is not installed, as on a GPU
 machine with only torch, triton, numpy and einops beside pytest, the test modules that
-import it are not collected, so the kernel and layer tests still run there (the header
-says how many were left out). The dev install has it: tests/test_devices.py fails without
-it, so CI cannot pass with those modules left out."""
+import it are not collected, so the kernel and layer tests still run there (the report's
+header says so and its summary names them). The dev install has it: tests/test_devices.py
+fails without it, so CI cannot pass with those modules left out."""
 
 import importlib.util
 import os
