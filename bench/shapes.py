@@ -4,8 +4,8 @@
 
 Each entry is ``(lengths, batch, channels, state)``. The GPU shapes are Mamba/S4-sized; the
 CPU shapes keep one op's whole table (every backend, the sequential reference up to its
-length cap, ``--repeats 5``) to minutes on a laptop-class CPU, so the README's
-``python -m bench --op <op>`` lines finish there too.
+length cap, ``--repeats 5``) to minutes on a small CPU: 4 to 132 s per op on 2 cores when
+they were chosen. So the README's ``python -m bench --op <op>`` lines finish there too.
 """
 
 from __future__ import annotations
