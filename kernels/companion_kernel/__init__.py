@@ -12,6 +12,7 @@ import torch
 
 from kernels._dispatch import select_backend, triton_installed
 from kernels._empty import with_zero_grads
+from kernels._length import check_length
 from kernels.companion_kernel.blocked import companion_kernel_blocked, krylov_blocked
 from kernels.companion_kernel.compiled import PATHS, companion_kernel_compiled
 from kernels.companion_kernel.pytorch import METHODS, companion_kernel_torch, power_row
@@ -70,8 +71,7 @@ def companion_kernel(
         )
     if not a.dtype == b.dtype == c.dtype:
         raise TypeError(f"companion_kernel: a, b, c must share a dtype, got {a.dtype}, {b.dtype}, {c.dtype}")
-    if isinstance(L, bool) or int(L) != L or L < 0:
-        raise ValueError(f"companion_kernel: L must be a non-negative integer, got {L!r}")
+    check_length(L, "companion_kernel")
     if method not in METHODS:
         raise ValueError(f"companion_kernel: method must be one of {sorted(METHODS)}, got {method!r}")
     fn = select_backend("companion_kernel", _IMPLEMENTATIONS, backend, a, b, c)

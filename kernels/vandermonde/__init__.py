@@ -12,6 +12,7 @@ import torch
 
 from kernels._dispatch import select_backend, triton_installed
 from kernels._empty import with_zero_grads
+from kernels._length import check_length
 from kernels.vandermonde.pytorch import vandermonde_torch
 from kernels.vandermonde.reference import vandermonde_reference
 from kernels.vandermonde.triton_op import vandermonde_triton
@@ -53,8 +54,7 @@ def vandermonde(
             "vandermonde: expected x of shape (H, N) and v of shape (H, N) or (C, H, N), "
             f"got v {tuple(v.shape)} and x {tuple(x.shape)}"
         )
-    if isinstance(L, bool) or int(L) != L or L < 0:
-        raise ValueError(f"vandermonde: L must be a non-negative integer, got {L!r}")
+    check_length(L, "vandermonde")
     fn = select_backend("vandermonde", _IMPLEMENTATIONS, backend, v, x)
     K = fn(v, x, int(L))
     return with_zero_grads(K, v, x) if L <= 1 else K  # K_0 = 2 Re Σ v has no x: zero gradient, not none

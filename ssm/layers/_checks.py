@@ -8,6 +8,8 @@ from collections.abc import Callable, Mapping
 
 import torch
 
+from kernels._length import check_length
+
 
 def autocast_enabled(device_type: str) -> bool:
     """Whether torch.autocast is on for this device type (it then picks compute dtypes)."""
@@ -86,11 +88,9 @@ def check_step_input(x_t: torch.Tensor, channels: int, layer: str, module: torch
 
 def check_kernel_length(L, layer: str):
     """``kernel(L)``'s length: a non-negative integer, as the kernel ops take it (a kernel of
-    length L has shape (H, L); L = 0 gives an empty one). Returns L, an integral float as an
-    int; an int or a symbolic length under torch.compile comes back as it is."""
-    if isinstance(L, bool) or int(L) != L or L < 0:
-        raise ValueError(f"{layer}.kernel: L must be a non-negative integer, got {L!r}")
-    return int(L) if isinstance(L, float) else L
+    length L has shape (H, L); L = 0 gives an empty one), checked by the ops' own
+    :func:`kernels._length.check_length`: returns L, an integral float as an int."""
+    return check_length(L, f"{layer}.kernel")
 
 
 def check_batch_size(batch_size, layer: str) -> int:
