@@ -160,6 +160,21 @@ def test_mamba_ssm_peer_loads_only_the_interface_module(tmp_path, monkeypatch):
 ALLOW_CPU = [] if torch.cuda.is_available() else ["--allow-cpu"]
 
 
+def record_suite_steps(monkeypatch) -> dict[str, list[str]]:
+    """Replace the GPU suite's step runner by one that records each step's command by the
+    step's name, runs nothing and reports success."""
+    import bench.gpu_suite as gpu_suite
+
+    commands = {}
+
+    def step(name, command, *args):
+        commands[name] = command
+        return {"name": name, "rc": 0, "seconds": 0.0, "command": "", "last_line": ""}
+
+    monkeypatch.setattr(gpu_suite, "step", step)
+    return commands
+
+
 def test_gpu_suite_without_a_gpu_stops_and_says_what_to_run_instead(tmp_path, capsys, monkeypatch):
     from bench.gpu_suite import main as suite
 
@@ -191,12 +206,10 @@ def test_gpu_suite_reads_relative_paths_from_where_it_is_called(tmp_path, monkey
                     "--repeats", "1", "--all-triton-tests", "--budget-s", "0", *ALLOW_CPU])
     summary = next((tmp_path / "here").glob("*-gpu-suite.md")).read_text()
     assert "| all Triton tests, compiled (tests -k triton) | not started (budget) |" in summary
-    commands = []
-    monkeypatch.setattr(gpu_suite, "step", lambda name, command, *a: commands.append(command) or
-                        {"name": name, "rc": 0, "seconds": 0.0, "command": "", "last_line": ""})
+    commands = record_suite_steps(monkeypatch)
     gpu_suite.main(["--out", "there", "--ops", "selective_scan", "s4d_kernel", "--no-tests", "--lengths", "16",
                     "--peer-mamba-ssm", "mamba", "--peer-s4", "s4", *ALLOW_CPU])  # the steps run in the repository root
-    flat = [arg for command in commands for arg in command]
+    flat = [arg for command in commands.values() for arg in command]
     assert str(tmp_path / "mamba") in flat and str(tmp_path / "s4") in flat
     assert any(arg.startswith(str(tmp_path / "there")) for arg in flat)
 
@@ -413,11 +426,9 @@ def test_gpu_suite_runs_the_launch_wrapper_tests_and_each_file_contributes(tmp_p
 
     import bench.gpu_suite as gpu_suite
 
-    steps = []
-    monkeypatch.setattr(gpu_suite, "step", lambda name, command, *a: steps.append((name, command)) or
-                        {"name": name, "rc": 0, "seconds": 0.0, "command": "", "last_line": ""})
+    steps = record_suite_steps(monkeypatch)
     gpu_suite.main(["--out", str(tmp_path), "--ops", "cross_scan", "--lengths", "16", *ALLOW_CPU])
-    (command,) = [command for name, command in steps if name == "launch wrappers on the GPU"]
+    command = steps["launch wrappers on the GPU"]
     files = [arg for arg in command if arg.endswith(".py")]
     assert len(files) == 3
     root = pathlib.Path(__file__).resolve().parents[1]
@@ -616,9 +627,7 @@ def test_gpu_suite_summary_is_written_after_each_step(tmp_path, monkeypatch):
 def test_gpu_suite_spreads_its_test_steps_over_test_workers(tmp_path, monkeypatch, workers):
     import bench.gpu_suite as gpu_suite
 
-    commands = {}
-    monkeypatch.setattr(gpu_suite, "step", lambda name, command, *a: commands.setdefault(name, command) and
-                        {"name": name, "rc": 0, "seconds": 0.0, "command": "", "last_line": ""})
+    commands = record_suite_steps(monkeypatch)
     gpu_suite.main(["--out", str(tmp_path), "--ops", "cross_scan", "--all-triton-tests", "--test-workers", str(workers),
                     *ALLOW_CPU])
     tests = {name: command for name, command in commands.items() if "pytest" in command}
