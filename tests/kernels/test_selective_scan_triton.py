@@ -21,7 +21,6 @@ from interpreter_scan import fast_scan
 from tolerances import assert_close, assert_close_summed
 
 from kernels import selective_scan
-from kernels.selective_scan.reference import selective_scan_reference
 
 ss_pkg = importlib.import_module("kernels.selective_scan")
 pytestmark = pytest.mark.skipif("triton" not in ss_pkg._IMPLEMENTATIONS, reason="triton is not installed")
