@@ -44,12 +44,14 @@ def device_name(device: torch.device) -> str:
 
 def autograd_leaves(out: torch.Tensor) -> list[torch.Tensor]:
     """The leaf tensors whose gradients a backward from ``out`` accumulates."""
-    leaves, seen, stack = [], set(), [out.grad_fn]
+    leaves, seen, stack = [], {}, [out.grad_fn]
     while stack:
         node = stack.pop()
         if node is None or id(node) in seen:
             continue
-        seen.add(id(node))
+        # Hold each node visited: autograd makes its Python objects on demand, and a freed
+        # one's id can come back as the next node's, which would then be skipped.
+        seen[id(node)] = node
         if hasattr(node, "variable"):  # AccumulateGrad
             leaves.append(node.variable)
         stack.extend(next_node for next_node, _ in node.next_functions)

@@ -124,6 +124,17 @@ def test_forward_backward_starts_each_call_from_no_gradients():
     assert {id(t) for t in autograd_leaves((x * w).sum())} == {id(x), id(w)}
 
 
+def test_autograd_leaves_finds_every_leaf_of_a_wide_graph():
+    # Under torch 2.11 a graph node's Python object is freed once nothing holds it, and its id
+    # comes back as another node's: a walk that kept only the ids it had seen found 0 of 40.
+    from bench.__main__ import autograd_leaves
+
+    weights = [torch.randn(3, requires_grad=True) for _ in range(40)]
+    out = sum((w.exp() * i).tanh() for i, w in enumerate(weights))
+    found = autograd_leaves(out)
+    assert sorted(map(id, found)) == sorted(map(id, weights))
+
+
 def test_peer_checkout_path_is_checked(tmp_path):
     from bench.peers import mamba_ssm_selective_scan, s4_minimal_kernel, spacetime_companion_kernels
 
