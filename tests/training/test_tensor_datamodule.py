@@ -114,7 +114,7 @@ def test_numpy_arrays_and_empty_sequences_are_refused_with_what_to_do(tmp_path):
     import numpy as np
 
     torch.save({"train": {"x": np.zeros((4, 5)), "y": np.zeros(4)}, "test": tokens(3)}, tmp_path / "np.pt")
-    with pytest.raises(ValueError, match="numpy arrays\? convert them with torch.from_numpy"):
+    with pytest.raises(ValueError, match=r"numpy arrays\? convert them with torch.from_numpy"):
         TensorDataModule(tmp_path / "np.pt")
     empty = {"x": torch.zeros(4, 0, dtype=torch.long), "y": torch.zeros(4).long()}
     with pytest.raises(ValueError, match="sequences of length 0"):
