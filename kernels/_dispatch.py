@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.metadata
 import importlib.util
 import os
+import re
 import threading
 from typing import Callable, Iterator, Mapping
 
@@ -39,6 +41,38 @@ class _ForcedBackend(threading.local):
 
 
 _forced = _ForcedBackend()
+
+
+def _release(version: str) -> tuple[int, int]:
+    """(major, minor) of a version string such as "3.6.0" or "2.4.0rc1"."""
+    major, minor = (re.findall(r"\d+", version) + ["0", "0"])[:2]
+    return int(major), int(minor)
+
+
+def interpreter_problem(triton_version: str | None, numpy_version: str | None) -> str | None:
+    """Why the Triton interpreter of these releases cannot run the kernels, or None.
+
+    Before Triton 3.7 the interpreter turns a scalar kernel argument used as a loop bound
+    (``range(0, L, BLOCK)``) into an int with ``int()`` of a one-element array, which NumPy
+    2.4 refuses ("only 0-dimensional arrays can be converted to Python scalars")."""
+    if triton_version is None or numpy_version is None:
+        return None
+    if _release(triton_version) < (3, 7) and _release(numpy_version) >= (2, 4):
+        return (f"the Triton interpreter of triton {triton_version} cannot run with numpy {numpy_version} "
+                "(it converts loop bounds with int() of a one-element array, which numpy 2.4 refuses); "
+                "install triton>=3.7 or numpy<2.4")
+    return None
+
+
+def _installed_version(distribution: str) -> str | None:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+# Read once, without importing either package: select_backend may be traced by TorchDynamo.
+INTERPRETER_PROBLEM = interpreter_problem(_installed_version("triton"), _installed_version("numpy"))
 
 
 def forced_backend() -> str | None:
@@ -90,6 +124,8 @@ def select_backend(
                 f"{op}: backend='triton' on CPU tensors needs TRITON_INTERPRET=1 "
                 "set before triton is imported"
             )
+        if on_cpu and INTERPRETER_PROBLEM:
+            raise RuntimeError(f"{op}: backend='triton' on CPU tensors: {INTERPRETER_PROBLEM}")
     return implementations[backend]
 
 

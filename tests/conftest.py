@@ -52,10 +52,15 @@ def pytest_ignore_collect(collection_path, config):
 
 
 def pytest_report_header(config):
+    from kernels._dispatch import INTERPRETER_PROBLEM
+
+    lines = []
     if MISSING_TRAINING_STACK:
-        return (f"{', '.join(MISSING_TRAINING_STACK)} not installed: the test modules that need the training "
-                "stack are not collected")
-    return None
+        lines.append(f"{', '.join(MISSING_TRAINING_STACK)} not installed: the test modules that need the training "
+                     "stack are not collected")
+    if os.environ.get("TRITON_INTERPRET") == "1" and INTERPRETER_PROBLEM:
+        lines.append(f"the Triton tests on CPU will fail: {INTERPRETER_PROBLEM}")
+    return lines or None
 
 
 def pytest_terminal_summary(terminalreporter):

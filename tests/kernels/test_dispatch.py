@@ -189,3 +189,33 @@ def _compile_then_enter_a_block():
     assert torch.allclose(scan(a, b), expected, atol=1e-6)
     torch._dynamo.reset()
     assert len(counter.sizes) == 2 and counter.sizes[1] > counter.sizes[0]
+
+
+@pytest.mark.parametrize("triton_version, numpy_version, refused", [
+    ("3.6.0", "2.4.6", True),   # seen: every kernel with a loop over L failed in the interpreter
+    ("3.2.0", "2.4.0rc1", True),
+    ("3.6.0", "2.3.5", False),  # seen: the full suite passed (numpy only warns)
+    ("3.7.0", "2.4.6", False),  # the interpreter squeezes the array first from 3.7 on
+    ("3.10.0", "2.5.0", False),
+    (None, "2.4.6", False),     # triton not installed under that name: nothing to say
+])
+def test_interpreter_problem_names_the_releases_that_cannot_work_together(triton_version, numpy_version, refused):
+    from kernels._dispatch import interpreter_problem
+
+    problem = interpreter_problem(triton_version, numpy_version)
+    assert (problem is not None) == refused
+    if refused:
+        assert f"triton {triton_version}" in problem and f"numpy {numpy_version}" in problem
+        assert "triton>=3.7 or numpy<2.4" in problem
+
+
+@pytest.mark.parametrize("index", range(5))
+def test_the_triton_backend_on_cpu_refuses_an_interpreter_that_cannot_run_it(index, monkeypatch):
+    import kernels._dispatch as dispatch
+
+    monkeypatch.setattr(dispatch, "INTERPRETER_PROBLEM", "the Triton interpreter of triton 3.6.0 cannot run")
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    name, call = op_calls(lambda arg: "cpu")[index]
+    with pytest.raises(RuntimeError, match=f"{name}: backend='triton' on CPU tensors: the Triton interpreter"):
+        call(backend="triton")
+    call(backend="torch")  # the other backends are not affected
