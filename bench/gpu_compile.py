@@ -138,8 +138,12 @@ class CompileRecorder:
             fftconv = sys.modules["kernels.fftconv.triton"]
             fftconv.multiprocessors = lambda device: SM_COUNT[arch]
         # The kernels are decorated as compiled ones now; from here on the variable only lets
-        # the ops accept backend="triton" on CPU tensors (kernels._dispatch checks it).
+        # the ops accept backend="triton" on CPU tensors (kernels._dispatch checks it), and
+        # what the installed interpreter cannot run does not matter: it never runs.
         os.environ["TRITON_INTERPRET"] = "1"
+        import kernels._dispatch
+
+        kernels._dispatch.INTERPRETER_PROBLEM = None
         self.triton_version = triton.__version__
         self.compiled: dict[str, Compiled] = {}
         self.case = ""
